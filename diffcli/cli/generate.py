@@ -1,0 +1,97 @@
+"""`diffcli txt2img | img2img | inpaint`: one implementation, three command signatures."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Optional
+
+import typer
+
+from diffcli.cli.options import GEN, SHARED_GENERATION, keyword
+from diffcli.errors import UsageError
+from diffcli.jobs import Job
+
+Prompt = Annotated[Optional[str], typer.Argument(help="What to draw.", show_default=False)]
+Image = Annotated[str, typer.Argument(help="Input image.", show_default=False)]
+Strength = Annotated[Optional[float], typer.Option("--strength", help="How much to change the input, in (0, 1].", rich_help_panel=GEN)]
+Mask = Annotated[Optional[str], typer.Option("--mask", help="Mask image: white = repaint, black = keep.", rich_help_panel=GEN)]
+MaskBlur = Annotated[Optional[int], typer.Option("--mask-blur", help="Feather the mask edge by this many pixels (inside the mask).", rich_help_panel=GEN)]
+
+
+def _positional(name: str, annotation, default=inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+
+
+COMMANDS = {
+    "txt2img": (
+        "Generate images from a text prompt.",
+        [_positional("prompt", Prompt, None)],
+    ),
+    "img2img": (
+        "Redraw an image guided by a prompt (--strength says how much).",
+        [_positional("image", Image), _positional("prompt", Prompt, None), keyword("strength", Strength)],
+    ),
+    "inpaint": (
+        "Repaint the masked (white) region of an image; everything outside stays exactly as it was.",
+        [_positional("image", Image), _positional("prompt", Prompt, None), keyword("mask", Mask),
+         keyword("strength", Strength), keyword("mask_blur", MaskBlur)],
+    ),
+}
+
+
+def build_job(task: str, params: dict) -> Job:
+    """The Job described by the flags, laid over the one recorded in --from (explicit flags win)."""
+    fields = ("prompt", "negative", "model", "steps", "cfg", "width", "height", "seed", "num_images", "batch_size",
+              "scheduler", "device", "dtype", "strength", "image", "mask", "mask_blur")
+    job = Job(task=task, **{f: params.get(f) for f in fields})
+    if params.get("from_image"):
+        from diffcli.metadata import job_from_image
+
+        job = job.merged_over(job_from_image(params["from_image"]))
+    elif job.prompt is None and task == "txt2img":
+        raise UsageError("missing PROMPT (or --from IMAGE)")
+    return job
+
+
+def execute(task: str, params: dict) -> None:
+    from diffcli.pipelines import LoadOptions
+    from diffcli.progress import make_reporter
+    from diffcli.run import RunOptions, run
+
+    if params.get("offload") not in (None, "model", "sequential"):
+        raise UsageError(f"invalid --offload '{params['offload']}'; use model or sequential")
+    job = build_job(task, params)
+    opts = RunOptions(
+        out=params["out"],
+        fmt=params["format"],
+        overwrite=params["overwrite"],
+        json=params["json"],
+        save_partial=params["save_partial"],
+        offline=params["offline"],
+        load=LoadOptions(
+            allow_pickle=params["allow_pickle"],
+            offload=params["offload"],
+            vae_tiling=params["vae_tiling"],
+            attention_slicing=params["attention_slicing"],
+        ),
+    )
+    reporter = make_reporter(params["json"], params["quiet"])
+    try:
+        run(job, opts, reporter)
+    finally:
+        reporter.close()
+
+
+def _make(task: str, help_text: str, positional: list[inspect.Parameter]):
+    def command(**params) -> None:
+        execute(task, params)
+
+    command.__name__ = task
+    command.__doc__ = help_text
+    command.__signature__ = inspect.Signature(positional + SHARED_GENERATION)
+    return command
+
+
+def register(app: typer.Typer) -> None:
+    for task, (help_text, positional) in COMMANDS.items():
+        app.command(name=task, help=help_text)(_make(task, help_text, positional))

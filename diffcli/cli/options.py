@@ -1,0 +1,73 @@
+"""Options shared by the generation commands, defined once (Typer `Annotated` aliases)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+GEN = "Generation"
+MODEL = "Model and device"
+OUT = "Output"
+
+Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: alias, org/name, local directory, .safetensors file or URL. Default: the bundled 'tiny' model.", rich_help_panel=MODEL)]
+Negative = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt.", rich_help_panel=GEN)]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)]
+Cfg = Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's).", rich_help_panel=GEN)]
+Width = Annotated[Optional[int], typer.Option("--width", "-W", help="Image width in pixels.", rich_help_panel=GEN)]
+Height = Annotated[Optional[int], typer.Option("--height", "-H", help="Image height in pixels.", rich_help_panel=GEN)]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the first image; image k uses seed+k-1. Random if omitted.", rich_help_panel=GEN)]
+NumImages = Annotated[Optional[int], typer.Option("--num-images", "-n", help="How many images.", rich_help_panel=GEN)]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Images denoised together.", rich_help_panel=GEN)]
+Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="Sampler name; see `diffcli schedulers`.", rich_help_panel=GEN)]
+Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL)]
+Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16.", rich_help_panel=MODEL)]
+Offload = Annotated[Optional[str], typer.Option("--offload", help="Keep weights on the CPU until needed: model or sequential.", rich_help_panel=MODEL)]
+VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="Decode in tiles to save memory.", rich_help_panel=MODEL)]
+AttentionSlicing = Annotated[bool, typer.Option("--attention-slicing", help="Compute attention in slices to save memory.", rich_help_panel=MODEL)]
+Offline = Annotated[bool, typer.Option("--offline", help="Never use the network; fail if the model is not present.", rich_help_panel=MODEL)]
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weights (.ckpt/.bin), loaded with weights_only=True.", rich_help_panel=MODEL)]
+Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Output directory, or a file name template such as 'shots/{seed}-{prompt}.png'.", rich_help_panel=OUT)]
+Format = Annotated[Optional[str], typer.Option("--format", help="png, jpg or webp (default: from --out, else png).", rich_help_panel=OUT)]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.", rich_help_panel=OUT)]
+Json = Annotated[bool, typer.Option("--json", help="stdout: one JSON object per image; stderr: JSON-lines events.", rich_help_panel=OUT)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but results and errors.", rich_help_panel=OUT)]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.", rich_help_panel=OUT)]
+SavePartial = Annotated[bool, typer.Option("--save-partial", help="On Ctrl-C, save the unfinished images as NAME-partial.", rich_help_panel=OUT)]
+From = Annotated[Optional[Path], typer.Option("--from", help="Reuse the Job recorded in an image made by diffcli; explicit flags win.", rich_help_panel=GEN)]
+
+
+def keyword(name: str, annotation, default=None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+# The shared generation options, in the order --help shows them.
+SHARED_GENERATION = [
+    keyword("model", Model),
+    keyword("negative", Negative),
+    keyword("steps", Steps),
+    keyword("cfg", Cfg),
+    keyword("width", Width),
+    keyword("height", Height),
+    keyword("seed", Seed),
+    keyword("num_images", NumImages),
+    keyword("batch_size", BatchSize),
+    keyword("scheduler", Scheduler),
+    keyword("from_image", From),
+    keyword("device", Device),
+    keyword("dtype", Dtype),
+    keyword("offload", Offload),
+    keyword("vae_tiling", VaeTiling, False),
+    keyword("attention_slicing", AttentionSlicing, False),
+    keyword("offline", Offline, False),
+    keyword("allow_pickle", AllowPickle, False),
+    keyword("out", Out),
+    keyword("format", Format),
+    keyword("overwrite", Overwrite, False),
+    keyword("json", Json, False),
+    keyword("quiet", Quiet, False),
+    keyword("save_partial", SavePartial, False),
+    keyword("debug", Debug, False),
+]

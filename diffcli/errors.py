@@ -1,0 +1,26 @@
+"""Error types and the exit codes they map to (documented in docs/exit-codes.md)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class DiffcliError(Exception):
+    """An error with a one-line message for the user and an exit code."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(DiffcliError):
+    """Bad input from the user: flags, paths, images, model names (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class RuntimeFailure(DiffcliError):
+    """Valid input, but the work failed: a load, a download, a write (exit 1)."""
+
+    exit_code = EXIT_FAILURE

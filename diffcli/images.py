@@ -1,0 +1,95 @@
+"""Reading input images and masks, with one clear error for each way a file can be bad."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+from diffcli.errors import UsageError
+
+SUPPORTED_INPUT = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path):
+    """Open PATH with Pillow; missing, unreadable, unsupported or oversized files are usage errors."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UsageError(
+            f"{path}: image too large (over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels)"
+        ) from None
+    except UnidentifiedImageError:
+        raise UsageError(f"{path}: not an image in a supported format ({', '.join(SUPPORTED_INPUT)})") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    try:
+        if img.format not in SUPPORTED_INPUT:
+            raise UsageError(f"{path}: unsupported image format {img.format}; use one of {', '.join(SUPPORTED_INPUT)}")
+        yield img
+    finally:
+        img.close()
+
+
+def _to_rgb(img):
+    """Convert any Pillow mode to RGB: alpha is composited on white, 16-bit is scaled to 8-bit."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype("uint8")
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "F":
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if arr.max() <= 1.0 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype("uint8"), "L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | Path):
+    """An input image as RGB, upright (EXIF orientation applied), fully decoded."""
+    from PIL import ImageOps
+
+    with open_image(path) as img:
+        try:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+        except OSError as exc:
+            raise UsageError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+def load_mask(path: str | Path, size: tuple[int, int]):
+    """A mask as 8-bit grey (white = repaint); it must have the image's size."""
+    mask = load_rgb(path).convert("L")
+    if mask.size != size:
+        raise UsageError(
+            f"{path}: mask is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}; they must match"
+        )
+    return mask
+
+
+def round_size(width: int, height: int, multiple: int) -> tuple[int, int]:
+    """Round a size down to the nearest multiple (at least one multiple)."""
+    return max(multiple, width - width % multiple), max(multiple, height - height % multiple)

@@ -1,0 +1,126 @@
+"""The Job: one description of a generation, used for flags, PNG metadata, `--from` and batch lines.
+
+Validation here needs no model and no torch, so bad input fails in milliseconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, fields, replace
+
+from diffcli.errors import UsageError
+
+TASKS = ("txt2img", "img2img", "inpaint")
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything that decides the pixels of a generation (None = "use the default")."""
+
+    task: str = "txt2img"
+    prompt: str | None = None
+    negative: str | None = None
+    model: str | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    num_images: int | None = None
+    batch_size: int | None = None
+    scheduler: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    strength: float | None = None
+    image: str | None = None  # input image (img2img, inpaint)
+    mask: str | None = None  # inpaint mask, white = repaint
+    mask_blur: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Job":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def merged_over(self, base: "Job") -> "Job":
+        """This job's explicit (non-None) values win over BASE's."""
+        explicit = {k: v for k, v in asdict(self).items() if v is not None and k != "task"}
+        merged = replace(base, **explicit, task=self.task)
+        if self.task == "txt2img":  # an edit's inputs do not carry over to txt2img
+            merged = replace(merged, image=None, mask=None, strength=None, mask_blur=None)
+        elif self.task == "img2img":
+            merged = replace(merged, mask=None, mask_blur=None)
+        return merged
+
+    def with_defaults(self, defaults: dict) -> "Job":
+        """Fill values still None from DEFAULTS (model / family recommendations, then built-ins)."""
+        builtin = {"prompt": "", "negative": "", "num_images": 1, "batch_size": 1, "device": "auto", "dtype": "auto"}
+        if self.task in ("img2img", "inpaint"):
+            builtin["strength"] = 0.6 if self.task == "img2img" else 1.0
+        if self.task == "inpaint":
+            builtin["mask_blur"] = 4
+        merged = {**builtin, **{k: v for k, v in defaults.items() if k in _FIELD_NAMES}}
+        return replace(self, **{k: v for k, v in merged.items() if getattr(self, k) is None})
+
+    def seeds(self) -> list[int]:
+        """The documented seed sequence: seed, seed+1, … (wrapping at 2**32)."""
+        assert self.seed is not None and self.num_images is not None
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
+
+
+_FIELD_NAMES = {f.name for f in fields(Job)}
+
+
+def with_seed(job: Job) -> Job:
+    """Give a job without a seed a random one, so every image's seed is recorded."""
+    return job if job.seed is not None else replace(job, seed=secrets.randbelow(MAX_SEED + 1))
+
+
+def validate(job: Job) -> None:
+    """Checks that need no model: ranges and combinations of flags."""
+    if job.task not in TASKS:
+        raise UsageError(f"unknown task '{job.task}'")
+    if job.steps is not None and job.steps < 1:
+        raise UsageError(f"--steps must be at least 1 (got {job.steps})")
+    if job.cfg is not None and job.cfg < 0:
+        raise UsageError(f"--cfg must be 0 or more (got {job.cfg})")
+    for name in ("width", "height"):
+        value = getattr(job, name)
+        if value is not None and value < 8:
+            raise UsageError(f"--{name} must be at least 8 pixels (got {value})")
+    if job.num_images is not None and job.num_images < 1:
+        raise UsageError(f"--num-images must be at least 1 (got {job.num_images})")
+    if job.batch_size is not None and job.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1 (got {job.batch_size})")
+    if job.seed is not None and not 0 <= job.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and {MAX_SEED} (got {job.seed})")
+    if job.strength is not None and not 0 < job.strength <= 1:
+        raise UsageError(f"--strength must be in (0, 1] (got {job.strength})")
+    if job.mask_blur is not None and job.mask_blur < 0:
+        raise UsageError(f"--mask-blur must be 0 or more (got {job.mask_blur})")
+    if job.task in ("img2img", "inpaint") and not job.image:
+        raise UsageError(f"{job.task} needs an input image")
+    if job.task == "inpaint" and not job.mask:
+        raise UsageError("inpaint needs --mask")
+    if job.scheduler is not None:
+        from diffcli.schedulers import spec
+
+        spec(job.scheduler)
+    if job.device is not None or job.dtype is not None:
+        from diffcli.device import validate as validate_device
+
+        validate_device(job.device or "auto", job.dtype or "auto")
+
+
+def check_size_for_model(job: Job, multiple: int) -> None:
+    """Width and height must be multiples of the model's VAE scale factor."""
+    for name in ("width", "height"):
+        value = getattr(job, name)
+        if value is not None and value % multiple:
+            raise UsageError(
+                f"--{name} {value} is not valid for this model: use a multiple of {multiple}"
+                f" (e.g. {max(multiple, value - value % multiple)})"
+            )

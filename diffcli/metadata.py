@@ -1,0 +1,116 @@
+"""What an image records about how it was made, and reading it back (no torch).
+
+PNG: a `parameters` text chunk in AUTOMATIC1111's format (other tools read it) and a `diffcli`
+chunk holding the full JSON record. JPEG/WebP: the same two texts in EXIF (UserComment and
+ImageDescription). The format is documented in docs/metadata.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from diffcli import __version__
+from diffcli.errors import UsageError
+
+EXIF_IFD = 0x8769
+EXIF_USER_COMMENT = 0x9286
+EXIF_IMAGE_DESCRIPTION = 0x010E
+_UNICODE_PREFIX = b"UNICODE\x00"
+_ASCII_PREFIX = b"ASCII\x00\x00\x00"
+
+
+def build_record(job_dict: dict, model: dict, device: str, dtype: str, extra: dict | None = None) -> dict:
+    """The full JSON record of one image."""
+    record = {"diffcli": __version__, "job": job_dict, "model": model, "device": device, "dtype": dtype}
+    if extra:
+        record.update(extra)
+    return record
+
+
+def a1111_parameters(record: dict) -> str:
+    """The `parameters` text AUTOMATIC1111 writes, for tools that read it."""
+    from diffcli.schedulers import SCHEDULERS
+
+    job = record["job"]
+    lines = [job.get("prompt", "")]
+    if job.get("negative"):
+        lines.append(f"Negative prompt: {job['negative']}")
+    sampler = job.get("scheduler") or ""
+    fields = {
+        "Steps": job.get("steps"),
+        "Sampler": SCHEDULERS[sampler].a1111 if sampler in SCHEDULERS else sampler,
+        "CFG scale": job.get("cfg"),
+        "Seed": job.get("seed"),
+        "Size": f"{job.get('width')}x{job.get('height')}",
+        "Model hash": (record.get("model") or {}).get("hash"),
+        "Model": (record.get("model") or {}).get("name"),
+    }
+    if job.get("task") in ("img2img", "inpaint"):
+        fields["Denoising strength"] = job.get("strength")
+    if job.get("task") == "inpaint":
+        fields["Mask blur"] = job.get("mask_blur")
+    fields["Version"] = f"diffcli {record.get('diffcli', __version__)}"
+    lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v not in (None, "")))
+    return "\n".join(lines)
+
+
+def pil_save_kwargs(fmt: str, record: dict) -> dict:
+    """Keyword arguments for PIL's Image.save that embed RECORD in format FMT."""
+    from PIL import Image, PngImagePlugin
+
+    params = a1111_parameters(record)
+    blob = json.dumps(record, ensure_ascii=True, sort_keys=True)
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", params)
+        info.add_text("diffcli", blob)
+        return {"pnginfo": info}
+    exif = Image.Exif()
+    exif[EXIF_IMAGE_DESCRIPTION] = blob
+    exif.get_ifd(EXIF_IFD)[EXIF_USER_COMMENT] = _UNICODE_PREFIX + params.encode("utf-16-be")
+    return {"exif": exif.tobytes()}
+
+
+def _decode_user_comment(raw) -> str:
+    if isinstance(raw, str):
+        return raw
+    if raw.startswith(_UNICODE_PREFIX):
+        body = raw[len(_UNICODE_PREFIX):]
+        return body.decode("utf-16-be", errors="replace")
+    if raw.startswith(_ASCII_PREFIX):
+        return raw[len(_ASCII_PREFIX):].decode("ascii", errors="replace")
+    return raw.decode("utf-8", errors="replace")
+
+
+def read(path: str | Path) -> tuple[str | None, dict | None]:
+    """(A1111 parameters text, diffcli record) stored in an image; either may be None."""
+    from diffcli.images import open_image
+
+    with open_image(path) as img:
+        info = dict(img.info)
+        exif = img.getexif()
+    params = info.get("parameters")
+    blob = info.get("diffcli")
+    if exif:
+        blob = blob or exif.get(EXIF_IMAGE_DESCRIPTION)
+        comment = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
+        if comment and not params:
+            params = _decode_user_comment(comment)
+    record = None
+    if blob:
+        try:
+            record = json.loads(blob)
+        except ValueError:
+            record = None
+    return params, record
+
+
+def job_from_image(path: str | Path):
+    """The Job recorded in an image made by diffcli (for `--from`)."""
+    from diffcli.jobs import Job
+
+    _, record = read(path)
+    if not record or "job" not in record:
+        raise UsageError(f"{path}: no diffcli record in this image (was it made by diffcli?)")
+    return Job.from_dict(record["job"])

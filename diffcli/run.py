@@ -1,0 +1,238 @@
+"""Running one Job: resolve the model, check everything, load once, denoise, save, report.
+
+Everything that can be decided without the model (flags, inputs, output paths) is decided before
+torch is imported, so bad input fails in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from diffcli.errors import UsageError
+from diffcli.jobs import Job, check_size_for_model, validate, with_seed
+from diffcli.pipelines import LoadOptions
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: str | None = None
+    fmt: str | None = None
+    overwrite: bool = False
+    json: bool = False
+    save_partial: bool = False
+    offline: bool = False
+    load: LoadOptions = LoadOptions()
+
+
+@dataclass
+class Prepared:
+    """A job with every default filled in, its inputs read, and its outputs planned."""
+
+    job: Job
+    ref: object
+    layout: object
+    paths: list[Path]
+    fmt: str
+    init_image: object = None
+    mask: object = None
+
+
+def _recommended(ref, layout) -> dict:
+    from diffcli.models.layout import FAMILY_DEFAULTS
+
+    if layout is None:
+        family = getattr(ref, "family", None) or "sd1"
+        base = {**FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"]), "width": 512, "height": 512}
+        return {**base, **ref.defaults}
+    return {**layout.recommended(), **ref.defaults, **layout.defaults}
+
+
+def _check_task(job: Job, layout) -> None:
+    if layout is None:
+        return
+    if layout.is_upscaler:
+        raise UsageError(f"{job.model}: is an upscaler model; use `diffcli upscale`")
+    if layout.is_inpaint and job.task != "inpaint":
+        raise UsageError(f"{job.model}: is an inpainting model; use `diffcli inpaint`")
+
+
+def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
+    """All checks that need no weights: flags, model name, inputs, size, output paths."""
+    from diffcli.images import load_mask, load_rgb, round_size
+    from diffcli.models import resolve
+    from diffcli.models.layout import read_layout
+    from diffcli.output import plan_paths
+
+    validate(job)
+    init = load_rgb(job.image) if job.image else None
+    mask = load_mask(job.mask, init.size) if job.mask else None
+    ref = resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle)
+    layout = read_layout(ref.path) if ref.kind == "diffusers" else None
+    _check_task(replace(job, model=ref.name), layout)
+    multiple = layout.vae_scale_factor if layout else 8
+    defaults = _recommended(ref, layout)
+    if init is not None:
+        if job.width is None and job.height is None:
+            w, h = round_size(*init.size, multiple)
+            if (w, h) != init.size:
+                reporter.warn(f"input is {init.size[0]}x{init.size[1]}; using {w}x{h} (a multiple of {multiple})")
+            defaults.update(width=w, height=h)
+        else:
+            defaults.update(width=job.width or init.size[0], height=job.height or init.size[1])
+    job = with_seed(job.with_defaults(defaults))
+    check_size_for_model(job, multiple)
+    size = (job.width, job.height)
+    if init is not None and init.size != size:
+        from PIL import Image
+
+        init = init.resize(size, Image.LANCZOS)
+        mask = mask.resize(size, Image.LANCZOS) if mask is not None else None
+    _warn_unknown_words(job, ref, reporter)
+    values = [
+        {"seed": s, "prompt": job.prompt, "model": Path(str(ref.name)).name, "steps": job.steps, "cfg": job.cfg, "task": job.task}
+        for s in job.seeds()
+    ]
+    paths, fmt = plan_paths(opts.out, opts.fmt, values, opts.overwrite)
+    return Prepared(job=job, ref=ref, layout=layout, paths=paths, fmt=fmt, init_image=init, mask=mask)
+
+
+def _warn_unknown_words(job: Job, ref, reporter) -> None:
+    if ref.source != "bundled":
+        return
+    from diffcli import bundled
+
+    finder = getattr(bundled, "unknown_words", None)
+    words = finder(job.prompt) if finder else []
+    if words:
+        reporter.warn(f"the bundled model does not know: {', '.join(words)}")
+
+
+def _model_record(ref) -> dict:
+    from diffcli.models.fingerprint import fingerprint
+
+    return {"name": ref.name, "source": ref.source, "revision": ref.revision, "hash": fingerprint(str(ref.path))}
+
+
+def _composite(original, generated, mask, blur: int):
+    """Repainted pixels inside the (feathered) mask, the original's exactly everywhere else."""
+    from PIL import Image, ImageChops, ImageFilter
+
+    hard = mask.point(lambda v: 255 if v > 0 else 0)
+    soft = mask.filter(ImageFilter.GaussianBlur(blur)) if blur else mask
+    feather = ImageChops.multiply(soft, hard)  # never reaches outside the mask
+    return Image.composite(generated.resize(original.size), original, feather)
+
+
+def emit_result(path: Path, seed: int, prepared: Prepared, as_json: bool) -> None:
+    job = prepared.job
+    if as_json:
+        line = json.dumps({"path": str(path), "seed": seed, "width": job.width, "height": job.height,
+                           "task": job.task, "model": prepared.ref.name})
+    else:
+        line = str(path)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def run(job: Job, opts: RunOptions, reporter) -> list[Path]:
+    """Generate every image of JOB; returns the written paths (also printed on stdout)."""
+    t0 = time.perf_counter()
+    prepared = prepare(job, opts, reporter)
+    job = prepared.job
+    reporter.start(job.task, job.num_images, job.steps)
+
+    from diffcli.device import choose
+
+    reporter.phase("load")
+    choice = choose(job.device, job.dtype)
+    from diffcli.pipelines import load_base, set_scheduler, task_pipeline
+
+    base = load_base(prepared.ref, choice, opts.load, warn=reporter.warn)
+    pipe = task_pipeline(base, job.task)
+    set_scheduler(pipe, job.scheduler)
+    model = _model_record(prepared.ref)
+    t_loaded = time.perf_counter()
+
+    written: list[Path] = []
+    seeds = job.seeds()
+    for start in range(0, len(seeds), job.batch_size):
+        chunk = seeds[start : start + job.batch_size]
+        images = _denoise(pipe, prepared, chunk, start, opts, reporter, choice, model)
+        reporter.phase("save")
+        for offset, (seed, image) in enumerate(zip(chunk, images)):
+            index = start + offset
+            path = prepared.paths[index]
+            _save(image, path, prepared, seed, choice, model, opts)
+            written.append(path)
+            reporter.saved(str(path), seed, index + 1)
+            emit_result(path, seed, prepared, opts.json)
+    reporter.done(images=len(written), load_s=round(t_loaded - t0, 3), total_s=round(time.perf_counter() - t0, 3))
+    return written
+
+
+def _save(image, path: Path, prepared: Prepared, seed: int, choice, model: dict, opts: RunOptions, extra=None) -> None:
+    from diffcli.metadata import build_record, pil_save_kwargs
+    from diffcli.output import save_atomic
+
+    job = prepared.job
+    recorded = replace(job, seed=seed, num_images=1, batch_size=1, device=job.device, dtype=job.dtype)
+    record = build_record(recorded.to_dict(), model, choice.device, choice.dtype, extra)
+    save_atomic(image, path, prepared.fmt, pil_save_kwargs(prepared.fmt.lower(), record), opts.overwrite)
+
+
+def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOptions, reporter, choice, model):
+    import torch
+
+    job = prepared.job
+    count = len(seeds)
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    state = {"latents": None}
+
+    def on_step_end(p, step_index, timestep, callback_kwargs):
+        state["latents"] = callback_kwargs.get("latents")
+        total = getattr(p, "num_timesteps", None) or job.steps
+        reporter.step(step_index + 1, total)
+        if step_index + 1 >= total:
+            reporter.phase("decode")
+        return callback_kwargs
+
+    kwargs = dict(
+        prompt=[job.prompt] * count,
+        negative_prompt=[job.negative] * count if job.negative else None,
+        num_inference_steps=job.steps,
+        guidance_scale=job.cfg,
+        generator=generators,
+        callback_on_step_end=on_step_end,
+    )
+    if job.task == "txt2img":
+        kwargs.update(width=job.width, height=job.height)
+    else:
+        kwargs.update(image=prepared.init_image, strength=job.strength)
+    if job.task == "inpaint":
+        kwargs.update(mask_image=prepared.mask, width=job.width, height=job.height)
+    reporter.begin_batch(start + 1, count, job.steps)
+    reporter.phase("encode")
+    try:
+        images = pipe(**kwargs).images
+    except KeyboardInterrupt:
+        if opts.save_partial and state["latents"] is not None:
+            _save_partial(pipe, state["latents"], prepared, seeds, start, choice, model, opts, reporter)
+        raise
+    if job.task == "inpaint":
+        images = [_composite(prepared.init_image, im, prepared.mask, job.mask_blur) for im in images]
+    return images
+
+
+def _save_partial(pipe, latents, prepared, seeds, start, choice, model, opts, reporter) -> None:
+    from diffcli.pipelines import decode_latents
+
+    for offset, (seed, image) in enumerate(zip(seeds, decode_latents(pipe, latents))):
+        final = prepared.paths[start + offset]
+        path = final.with_name(f"{final.stem}-partial{final.suffix}")
+        _save(image, path, prepared, seed, choice, model, opts, extra={"partial": True})
+        reporter.saved(str(path), seed, start + offset + 1)
+        emit_result(path, seed, prepared, opts.json)

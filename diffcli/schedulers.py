@@ -1,0 +1,68 @@
+"""The sampler table: a name users type ▸ a diffusers scheduler built from the model's own config.
+
+Listing names needs no torch; `build` imports diffusers only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from diffcli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    name: str
+    cls: str  # diffusers class name
+    a1111: str  # the sampler name AUTOMATIC1111 writes into `parameters`
+    summary: str
+    options: dict = field(default_factory=dict)
+
+
+# Every toggle that some entry sets is set explicitly by the others sharing its class, so the
+# result never depends on which sampler the model's config was saved with.
+_DPM = {"use_karras_sigmas": False, "algorithm_type": "dpmsolver++", "solver_order": 2}
+SCHEDULERS: dict[str, SchedulerSpec] = {
+    s.name: s
+    for s in [
+        SchedulerSpec("ddim", "DDIMScheduler", "DDIM", "DDIM (Song et al. 2020), deterministic"),
+        SchedulerSpec("ddpm", "DDPMScheduler", "DDPM", "DDPM ancestral sampling (Ho et al. 2020); needs many steps"),
+        SchedulerSpec("pndm", "PNDMScheduler", "PLMS", "PNDM / PLMS (Liu et al. 2022)", {"skip_prk_steps": True}),
+        SchedulerSpec("lms", "LMSDiscreteScheduler", "LMS", "linear multistep (k-diffusion)", {"use_karras_sigmas": False}),
+        SchedulerSpec("lms-karras", "LMSDiscreteScheduler", "LMS Karras", "linear multistep, Karras sigmas", {"use_karras_sigmas": True}),
+        SchedulerSpec("euler", "EulerDiscreteScheduler", "Euler", "Euler (Karras et al. 2022)", {"use_karras_sigmas": False}),
+        SchedulerSpec("euler-karras", "EulerDiscreteScheduler", "Euler Karras", "Euler, Karras sigmas", {"use_karras_sigmas": True}),
+        SchedulerSpec("euler-a", "EulerAncestralDiscreteScheduler", "Euler a", "Euler ancestral; stochastic"),
+        SchedulerSpec("heun", "HeunDiscreteScheduler", "Heun", "Heun 2nd order; two model calls per step", {"use_karras_sigmas": False}),
+        SchedulerSpec("dpm++2m", "DPMSolverMultistepScheduler", "DPM++ 2M", "DPM-Solver++(2M) (Lu et al. 2022)", _DPM),
+        SchedulerSpec(
+            "dpm++2m-karras", "DPMSolverMultistepScheduler", "DPM++ 2M Karras", "DPM-Solver++(2M), Karras sigmas",
+            {**_DPM, "use_karras_sigmas": True},
+        ),
+        SchedulerSpec(
+            "dpm++2m-sde-karras", "DPMSolverMultistepScheduler", "DPM++ 2M SDE Karras",
+            "SDE variant of DPM-Solver++(2M), Karras sigmas; stochastic",
+            {**_DPM, "use_karras_sigmas": True, "algorithm_type": "sde-dpmsolver++"},
+        ),
+        SchedulerSpec("unipc", "UniPCMultistepScheduler", "UniPC", "UniPC (Zhao et al. 2023)", {"use_karras_sigmas": False}),
+        SchedulerSpec("deis", "DEISMultistepScheduler", "DEIS", "DEIS (Zhang & Chen 2022)", {"use_karras_sigmas": False}),
+        SchedulerSpec("lcm", "LCMScheduler", "LCM", "latent consistency models; 1-8 steps with distilled models"),
+    ]
+}
+
+
+def spec(name: str) -> SchedulerSpec:
+    """The table entry for NAME, or a usage error listing the valid names."""
+    try:
+        return SCHEDULERS[name.lower()]
+    except KeyError:
+        raise UsageError(f"unknown scheduler '{name}'; choose one of: {', '.join(SCHEDULERS)}") from None
+
+
+def build(name: str, model_config):
+    """A fresh scheduler NAME configured from the model's own scheduler config."""
+    import diffusers
+
+    entry = spec(name)
+    cls = getattr(diffusers, entry.cls)
+    return cls.from_config(dict(model_config), **entry.options)
