@@ -56,7 +56,7 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
                 warnings.simplefilter("ignore", FutureWarning)
                 pipe = DiffusionPipeline.from_pretrained(
                     str(ref.path), torch_dtype=dtype, use_safetensors=not options.allow_pickle, local_files_only=True
-            )
+                )
     except (OSError, ValueError, EnvironmentError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "safetensors" in text and not options.allow_pickle:

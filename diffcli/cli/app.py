@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -26,30 +25,35 @@ def print_error(message: str) -> None:
     sys.stderr.flush()
 
 
+# Typer may vendor its own click: take the exception base from Typer's own classes.
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_PASS_THROUGH = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
+
+
 class DiffcliGroup(TyperGroup):
     """Maps our exceptions to one stderr line and a documented exit code."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         debug = debug_enabled() or bool(ctx.params.get("debug"))
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _PASS_THROUGH:
             raise
         except DiffcliError as exc:
             if debug:
                 raise
             print_error(str(exc))
-            raise click.exceptions.Exit(exc.exit_code) from None
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if debug:
                 raise
             print_error("interrupted")
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if debug:
                 raise
             print_error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
-            raise click.exceptions.Exit(EXIT_FAILURE) from None
+            raise typer.Exit(EXIT_FAILURE) from None
 
 
 app = typer.Typer(

@@ -1,0 +1,136 @@
+"""txt2img / img2img / inpaint end to end on tiny models, in-process and as a subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import cli, pixels, subprocess_cli, written
+
+FAST = ["--steps", "2", "--dtype", "float32", "--quiet"]
+
+
+def test_txt2img_writes_paths_and_metadata(tiny_sd, tmp_path):
+    r = cli("txt2img", "castle at dusk", "-m", tiny_sd, "-n", "2", "--seed", "42", "-o", tmp_path, *FAST)
+    assert r.exit_code == 0, r.stderr
+    paths = written(r)
+    assert len(paths) == 2 and all(p.is_file() for p in paths)
+    assert [p.parent for p in paths] == [tmp_path, tmp_path]
+    with Image.open(paths[1]) as img:
+        assert img.size == (32, 32)
+        params = img.info["parameters"]
+        record = json.loads(img.info["diffcli"])
+    assert params.startswith("castle at dusk\n")
+    assert "Seed: 43" in params and "Steps: 2" in params
+    assert record["job"]["seed"] == 43 and record["job"]["model"] == str(tiny_sd)
+    assert record["device"] == "cpu" and record["dtype"] == "float32"
+    assert len(record["model"]["hash"]) == 10
+    # no temp files are left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_same_job_gives_same_pixels_and_seeds_differ(tiny_sd, tmp_path):
+    a = written(cli("txt2img", "castle", "-m", tiny_sd, "--seed", "7", "-n", "2", "-o", tmp_path / "a", *FAST))
+    b = written(cli("txt2img", "castle", "-m", tiny_sd, "--seed", "7", "-n", "2", "-o", tmp_path / "b", *FAST))
+    assert np.array_equal(pixels(a[0]), pixels(b[0])) and np.array_equal(pixels(a[1]), pixels(b[1]))
+    assert not np.array_equal(pixels(a[0]), pixels(a[1]))
+    # image 2 of a run seeded 7 is the image of a run seeded 8
+    c = written(cli("txt2img", "castle", "-m", tiny_sd, "--seed", "8", "-o", tmp_path / "c", *FAST))
+    assert np.array_equal(pixels(a[1]), pixels(c[0]))
+
+
+def test_from_image_regenerates_the_same_image(tiny_sd, tmp_path):
+    first = written(cli("txt2img", "red door", "-m", tiny_sd, "--seed", "3", "--cfg", "4", "--scheduler", "euler",
+                        "-o", tmp_path / "a", *FAST))[0]
+    again = written(cli("txt2img", "--from", first, "-o", tmp_path / "b", "--quiet"))[0]
+    assert np.array_equal(pixels(first), pixels(again))
+    # explicit flags win over the recorded job
+    other = written(cli("txt2img", "--from", first, "--seed", "4", "-o", tmp_path / "c", "--quiet"))[0]
+    assert json.loads(Image.open(other).info["diffcli"])["job"]["seed"] == 4
+    assert json.loads(Image.open(other).info["diffcli"])["job"]["scheduler"] == "euler"
+
+
+def test_matches_plain_diffusers_pixel_for_pixel(tiny_sd, tmp_path):
+    import torch
+    from diffusers import AutoPipelineForText2Image, DPMSolverMultistepScheduler
+
+    out = written(cli("txt2img", "castle at dusk", "-m", tiny_sd, "--seed", "11", "--steps", "3", "--cfg", "5",
+                      "--scheduler", "dpm++2m-karras", "--dtype", "float32", "--quiet", "-o", tmp_path))[0]
+    pipe = AutoPipelineForText2Image.from_pretrained(str(tiny_sd), torch_dtype=torch.float32)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
+    plain = pipe("castle at dusk", num_inference_steps=3, guidance_scale=5.0,
+                 generator=torch.Generator("cpu").manual_seed(11), width=32, height=32).images[0]
+    assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
+
+
+def test_sdxl_layout(tiny_sdxl, tmp_path):
+    r = cli("txt2img", "castle", "-m", tiny_sdxl, "--seed", "1", "-o", tmp_path, *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert Image.open(written(r)[0]).size == (32, 32)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler-a", "heun", "dpm++2m-sde-karras", "unipc", "lcm"])
+def test_every_kind_of_scheduler_runs(tiny_sd, tmp_path, scheduler):
+    r = cli("txt2img", "castle", "-m", tiny_sd, "--seed", "1", "--scheduler", scheduler, "-o", tmp_path, *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert "Sampler: " in Image.open(written(r)[0]).info["parameters"]
+
+
+def _input_image(path: Path, size=(32, 32)) -> Path:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _half_mask(path: Path, size=(32, 32)) -> Path:
+    mask = np.zeros((size[1], size[0]), dtype=np.uint8)
+    mask[:, size[0] // 2 :] = 255
+    Image.fromarray(mask).save(path)
+    return path
+
+
+def test_img2img_keeps_size_and_rounds_with_a_note(tiny_sd, tmp_path):
+    src = _input_image(tmp_path / "in.png", (37, 33))
+    r = cli("img2img", src, "watercolor", "-m", tiny_sd, "--strength", "0.5", "--seed", "1",
+            "-o", tmp_path / "out", "--steps", "4", "--dtype", "float32", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "36x32" in r.stderr  # the rounding is reported
+    result = json.loads(r.stdout.splitlines()[0])
+    assert (result["width"], result["height"]) == (36, 32)
+    assert Image.open(result["path"]).size == (36, 32)
+    steps = [json.loads(line) for line in r.stderr.splitlines() if '"event": "step"' in line]
+    assert steps[-1]["steps"] == 2  # strength 0.5 of 4 steps
+
+
+@pytest.mark.parametrize("fixture", ["tiny_sd", "tiny_inpaint"])
+def test_inpaint_changes_nothing_outside_the_mask(fixture, request, tmp_path):
+    model = request.getfixturevalue(fixture)
+    src = _input_image(tmp_path / "in.png")
+    mask = _half_mask(tmp_path / "mask.png")
+    r = cli("inpaint", src, "a red door", "--mask", mask, "-m", model, "--seed", "2", "-o", tmp_path / "out", *FAST)
+    assert r.exit_code == 0, r.stderr
+    out, before = pixels(written(r)[0]), pixels(src)
+    assert np.array_equal(out[:, :16], before[:, :16])
+    assert np.abs(out[:, 16:] - before[:, 16:]).mean() > 5
+
+
+def test_inpaint_model_is_refused_for_txt2img(tiny_inpaint, tmp_path):
+    r = cli("txt2img", "castle", "-m", tiny_inpaint, "-o", tmp_path, *FAST)
+    assert r.exit_code == 2 and "inpainting model" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_subprocess_prints_only_paths_on_stdout(tiny_sd, tmp_path):
+    p = subprocess_cli("txt2img", "castle at dusk", "-m", tiny_sd, "-n", "2", "--seed", "5", "-o", tmp_path,
+                       "--steps", "2", "--dtype", "float32")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert len(lines) == 2 and all(Path(line).is_file() for line in lines)
+    events = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("saved") == 2
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 1, 2]

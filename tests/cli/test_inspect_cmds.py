@@ -1,0 +1,81 @@
+"""`schedulers`, `info`, `device`, and the promise that light commands never import torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from helpers import cli
+from diffcli.metadata import build_record, pil_save_kwargs, read
+
+PROBE = """
+import sys
+from diffcli.cli.app import main
+sys.argv = ["diffcli", *{args!r}]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("torch", "diffusers", "transformers", "accelerate") if m in sys.modules)
+sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["schedulers"], ["device", "--help"], ["txt2img", "--help"],
+                                  ["info", "IMAGE"], ["models", "--help"]])
+def test_light_commands_do_not_import_torch(args, tmp_path):
+    if "IMAGE" in args:
+        path = tmp_path / "x.png"
+        record = build_record({"task": "txt2img", "prompt": "p", "seed": 1}, {"name": "tiny"}, "cpu", "float32")
+        Image.new("RGB", (4, 4)).save(path, **pil_save_kwargs("png", record))
+        args = [str(path) if a == "IMAGE" else a for a in args]
+    p = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True, timeout=60)
+    assert "HEAVY=\n" in p.stderr, p.stderr
+
+
+def test_schedulers_lists_the_table_as_json():
+    r = cli("schedulers", "--json")
+    names = [row["name"] for row in json.loads(r.stdout)]
+    for required in ["ddim", "ddpm", "pndm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras",
+                     "dpm++2m-sde-karras", "unipc", "deis", "lcm"]:
+        assert required in names
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_metadata_round_trip(fmt, tmp_path):
+    job = {"task": "img2img", "prompt": "castle, dusk — ünïcode", "negative": "blur", "steps": 20, "cfg": 6.5,
+           "seed": 99, "width": 64, "height": 64, "scheduler": "euler-a", "strength": 0.4}
+    record = build_record(job, {"name": "tiny", "hash": "abcdef0123"}, "cpu", "bfloat16")
+    path = tmp_path / f"x.{fmt}"
+    Image.new("RGB", (8, 8)).save(path, format=fmt.upper(), **pil_save_kwargs(fmt, record))
+    params, back = read(path)
+    assert back == record
+    assert params.splitlines()[0] == job["prompt"]
+    assert params.splitlines()[1] == "Negative prompt: blur"
+    assert "Sampler: Euler a" in params and "Denoising strength: 0.4" in params and "Model hash: abcdef0123" in params
+    r = cli("info", path, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == record
+
+
+def test_info_on_an_image_without_metadata(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    r = cli("info", tmp_path / "plain.png")
+    assert r.exit_code == 2 and "no generation parameters" in r.stderr
+
+
+def test_device_reports_its_choice():
+    r = cli("device", "--json")
+    facts = json.loads(r.stdout)
+    assert facts["device"] == "cpu" and facts["dtype"] in ("float32", "bfloat16") and facts["reason"]
+    r = cli("device", "--device", "cuda")
+    assert r.exit_code == 2 and "no CUDA device" in r.stderr
+
+
+def test_version():
+    from diffcli import __version__
+
+    assert cli("--version").stdout.strip() == f"diffcli {__version__}"

@@ -1,0 +1,39 @@
+"""Small helpers shared by the tests: running the CLI in-process and as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from diffcli.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, input: str | None = None):
+    """Run diffcli in-process; returns click's Result (stdout and stderr kept apart)."""
+    return CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def subprocess_cli(*args: str, env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m diffcli ...` as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "diffcli", *map(str, args)],
+        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=kwargs.pop("cwd", None), **kwargs,
+    )
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.int16)
+
+
+def written(result) -> list[Path]:
+    return [Path(line) for line in result.stdout.splitlines() if line.strip()]
