@@ -134,3 +134,36 @@ def test_subprocess_prints_only_paths_on_stdout(tiny_sd, tmp_path):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("saved") == 2
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 1, 2]
+
+
+def test_batches_record_the_same_seeds_and_nearly_the_same_pixels(tiny_sd, tmp_path):
+    one = written(cli("txt2img", "castle", "-m", tiny_sd, "--seed", "3", "-n", "3", "-o", tmp_path / "a", *FAST))
+    three = written(cli("txt2img", "castle", "-m", tiny_sd, "--seed", "3", "-n", "3", "--batch-size", "3",
+                        "-o", tmp_path / "b", *FAST))
+    for a, b in zip(one, three):
+        assert json.loads(Image.open(a).info["diffcli"])["job"]["seed"] == json.loads(Image.open(b).info["diffcli"])["job"]["seed"]
+        assert np.abs(pixels(a) - pixels(b)).max() <= 2  # batched matmuls may round differently
+
+
+def test_save_partial_on_ctrl_c(tiny_sd, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "diffcli", "txt2img", "castle", "-m", str(tiny_sd), "--steps", "400", "--seed", "1",
+         "--scheduler", "euler", "-o", str(out), "--json", "--dtype", "float32", "--save-partial"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    for line in proc.stderr:
+        if '"step": 3,' in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    (path,) = [Path(json.loads(line)["path"]) for line in stdout.splitlines()]
+    assert path.name.endswith("-partial.png") and path.parent == out
+    record = json.loads(Image.open(path).info["diffcli"])
+    assert record["partial"] is True and record["job"]["seed"] == 1
+    assert [p.name for p in out.iterdir()] == [path.name]  # no temp files, no final image
