@@ -1,7 +1,8 @@
 """End to end: `diffcli txt2img` against a plain diffusers script doing the same load + generate + save.
 
 Both run as fresh processes, interleaved, with the same model, prompt, seed, steps, cfg, scheduler and
-dtype; the median wall time of each and their ratio are printed.
+dtype; the median wall time and the median CPU time (user + sys of the child, steadier on a busy
+machine) of each, and their ratios, are printed.
 
     python bench/end_to_end.py [--model tiny] [-n 7] [--dtype float32]
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,6 +47,7 @@ def main() -> None:
     entry = spec(rec["scheduler"])
     plain = PLAIN.format(cls=entry.cls, options=entry.options)
     times = {"diffcli": [], "plain": []}
+    cpu = {"diffcli": [], "plain": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.n):
             out_a, out_b = Path(tmp, f"a{i}.png"), Path(tmp, f"b{i}.png")
@@ -55,14 +58,16 @@ def main() -> None:
                           "1", args.dtype],
             }
             for name, cmd in cmds.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
                 subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
                 times[name].append(time.perf_counter() - t0)
-    a, b = statistics.median(times["diffcli"]), statistics.median(times["plain"])
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     print(json.dumps({"model": args.model, "settings": rec, "dtype": args.dtype, "runs": args.n}))
-    print(f"diffcli txt2img   median {a:.2f} s")
-    print(f"plain diffusers   median {b:.2f} s")
-    print(f"ratio diffcli / plain = {a / b:.3f}")
+    for label, data in (("wall", times), ("cpu", cpu)):
+        a, b = statistics.median(data["diffcli"]), statistics.median(data["plain"])
+        print(f"{label:4s}: diffcli txt2img median {a:.2f} s, plain diffusers median {b:.2f} s, ratio {a / b:.3f}")
 
 
 if __name__ == "__main__":

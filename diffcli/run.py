@@ -117,7 +117,7 @@ def _model_record(ref) -> dict:
     return {"name": ref.name, "source": ref.source, "revision": ref.revision, "hash": fingerprint(str(ref.path))}
 
 
-def _composite(original, generated, mask, blur: int):
+def composite(original, generated, mask, blur: int):
     """Repainted pixels inside the (feathered) mask, the original's exactly everywhere else."""
     from PIL import Image, ImageChops, ImageFilter
 
@@ -223,7 +223,7 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
             _save_partial(pipe, state["latents"], prepared, seeds, start, choice, model, opts, reporter)
         raise
     if job.task == "inpaint":
-        images = [_composite(prepared.init_image, im, prepared.mask, job.mask_blur) for im in images]
+        images = [composite(prepared.init_image, im, prepared.mask, job.mask_blur) for im in images]
     return images
 
 

@@ -1,0 +1,130 @@
+"""Quality bench of the bundled tiny model (plain diffusers StableDiffusionPipeline).
+
+    python bench/bundled_quality.py [--model DIR] [--n 200] [--seeds 2] [--steps N --cfg X --scheduler NAME]
+
+Prints: VAE reconstruction PSNR on held-out renders, prompt adherence, per-attribute accuracy,
+Fréchet distance (evaluator features) vs true renders, and seconds per image (batch 1, after load).
+Bars: PSNR >= 30 dB; time/ground >= 0.9, object >= 0.85, colour/position >= 0.8; adherence >= 0.7;
+<= 1 s/image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from diffcli.bundled import MODEL_DIR, scenes  # noqa: E402
+from diffcli.bundled.evaluator import frechet_distance, load_evaluator  # noqa: E402
+
+SCHEDULERS = {  # diffcli names -> (diffusers class, extra config)
+    "ddim": ("DDIMScheduler", {}), "ddpm": ("DDPMScheduler", {}), "pndm": ("PNDMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}), "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}), "heun": ("HeunDiscreteScheduler", {}),
+    "dpm++2m": ("DPMSolverMultistepScheduler", {}),
+    "dpm++2m-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}), "deis": ("DEISMultistepScheduler", {}),
+}
+BARS = {"psnr": 30.0, "time": 0.9, "ground": 0.9, "obj": 0.85, "color": 0.8, "position": 0.8, "adherence": 0.7,
+        "sec_per_image": 1.0}
+
+
+def heldout_prompts(n: int, seed: int = 2024, drop_prob: float = 0.25) -> list[str]:
+    """Held-out prompts from the caption grammar (a seed the training never uses)."""
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        p = scenes.caption(scenes.sample_scene(rng), rng, drop_prob=drop_prob)
+        if scenes.parse_prompt(p)[0]:
+            out.append(p)
+    return out
+
+
+def load_pipe(model_dir, scheduler: str):
+    import diffusers
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=torch.float32)
+    cls, extra = SCHEDULERS[scheduler]
+    pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **extra)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def vae_psnr(vae, n: int = 256, seed: int = 12345) -> float:
+    from diffcli.bundled.train import vae_psnr as _p
+
+    return _p(vae, "cpu", n=n, seed=seed)
+
+
+def generate(pipe, prompts, seeds, steps, cfg, batch=16):
+    images, used = [], []
+    for s in seeds:
+        for i in range(0, len(prompts), batch):
+            ps = prompts[i:i + batch]
+            gens = [torch.Generator().manual_seed(s * 100003 + i + j) for j in range(len(ps))]
+            images += pipe(ps, num_inference_steps=steps, guidance_scale=cfg, generator=gens).images
+            used += ps
+    return images, used
+
+
+def time_per_image(pipe, steps, cfg, n=8) -> float:
+    pipe("warm up", num_inference_steps=steps, guidance_scale=cfg)
+    t = time.perf_counter()
+    for i in range(n):
+        pipe(f"a castle at dusk", num_inference_steps=steps, guidance_scale=cfg,
+             generator=torch.Generator().manual_seed(i))
+    return (time.perf_counter() - t) / n
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(MODEL_DIR))
+    ap.add_argument("--n", type=int, default=200, help="held-out prompts")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--cfg", type=float)
+    ap.add_argument("--scheduler", choices=sorted(SCHEDULERS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--json", help="also write the figures to this file")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    d = json.loads((Path(a.model) / "diffcli.json").read_text())
+    steps, cfg, sched = a.steps or d["steps"], a.cfg if a.cfg is not None else d["cfg"], a.scheduler or d["scheduler"]
+    pipe = load_pipe(a.model, sched)
+    ev = load_evaluator()
+    res = {"model": a.model, "steps": steps, "cfg": cfg, "scheduler": sched, "n_prompts": a.n, "seeds": a.seeds}
+    res["psnr"] = vae_psnr(pipe.vae)
+    prompts = heldout_prompts(a.n)
+    t = time.perf_counter()
+    images, used = generate(pipe, prompts, range(a.seeds), steps, cfg)
+    res["batched_sec_per_image"] = (time.perf_counter() - t) / len(images)
+    sc = ev.score(used, images, seed=1)
+    # reference Fréchet distance: renders vs independent renders of the same prompts
+    rng1, rng2 = random.Random(7), random.Random(8)
+    specs = [scenes.parse_prompt(p)[0] for p in used]
+    ref_a = [scenes.render(scenes.sample_scene(rng1, **s)) for s in specs]
+    ref_b = [scenes.render(scenes.sample_scene(rng2, **s)) for s in specs]
+    res.update(adherence=sc["adherence"], accuracy=sc["accuracy"], counts=sc["counts"], fd=sc["fd"],
+               fd_render_vs_render=frechet_distance(ev.features(ref_a), ev.features(ref_b)))
+    if not a.no_timing:
+        res["sec_per_image"] = time_per_image(pipe, steps, cfg)
+    checks = {"psnr": res["psnr"], "adherence": res["adherence"], **res["accuracy"]}
+    if "sec_per_image" in res:
+        checks["sec_per_image"] = res["sec_per_image"]
+    res["bars_met"] = {k: (v <= BARS[k] if k == "sec_per_image" else v >= BARS[k]) for k, v in checks.items()}
+    print(json.dumps(res, indent=2))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()
