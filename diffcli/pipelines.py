@@ -55,7 +55,11 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
             with warnings.catch_warnings():  # `torch_dtype` is renamed `dtype` in newer diffusers
                 warnings.simplefilter("ignore", FutureWarning)
                 pipe = DiffusionPipeline.from_pretrained(
-                    str(ref.path), torch_dtype=dtype, use_safetensors=not options.allow_pickle, local_files_only=True
+                    str(ref.path),
+                    torch_dtype=dtype,
+                    use_safetensors=not options.allow_pickle,
+                    local_files_only=True,
+                    variant=getattr(ref, "variant", None),
                 )
     except (OSError, ValueError, EnvironmentError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

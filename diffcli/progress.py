@@ -108,7 +108,7 @@ class RichReporter(Reporter):
         now = time.perf_counter()
         rate = f"{1.0 / (now - self.last):.1f} it/s" if self.last and now > self.last else ""
         self.last = now
-        self.progress.update(self.task_id, completed=step, total=steps, rate=rate)
+        self.progress.update(self.task_id, completed=step, total=steps, rate=rate, description=self._describe("denoise"))
 
     def saved(self, path: str, seed: int, image: int) -> None:
         self.console.print(f"saved {path} (seed {seed})", highlight=False)

@@ -51,8 +51,10 @@ def _recommended(ref, layout) -> dict:
     return {**layout.recommended(), **ref.defaults, **layout.defaults}
 
 
-def _check_task(job: Job, layout) -> None:
-    if layout is None:
+def _check_task(job: Job, ref, layout) -> None:
+    if layout is None:  # a single-file checkpoint: its family says what it is
+        if (ref.family or "").endswith("-inpaint") and job.task != "inpaint":
+            raise UsageError(f"{job.model}: is an inpainting model; use `diffcli inpaint`")
         return
     if layout.is_upscaler:
         raise UsageError(f"{job.model}: is an upscaler model; use `diffcli upscale`")
@@ -72,7 +74,7 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     mask = load_mask(job.mask, init.size) if job.mask else None
     ref = resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle)
     layout = read_layout(ref.path) if ref.kind == "diffusers" else None
-    _check_task(replace(job, model=ref.name), layout)
+    _check_task(replace(job, model=ref.name), ref, layout)
     multiple = layout.vae_scale_factor if layout else 8
     defaults = _recommended(ref, layout)
     if init is not None:
@@ -84,6 +86,7 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
         else:
             defaults.update(width=job.width or init.size[0], height=job.height or init.size[1])
     job = with_seed(job.with_defaults(defaults))
+    job = _absolute_paths(job, ref)
     check_size_for_model(job, multiple)
     size = (job.width, job.height)
     if init is not None and init.size != size:
@@ -98,6 +101,14 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     ]
     paths, fmt = plan_paths(opts.out, opts.fmt, values, opts.overwrite)
     return Prepared(job=job, ref=ref, layout=layout, paths=paths, fmt=fmt, init_image=init, mask=mask)
+
+
+def _absolute_paths(job: Job, ref) -> Job:
+    """Record local files by absolute path, so `--from` works from any directory."""
+    changes = {k: str(Path(v).resolve()) for k in ("image", "mask") if (v := getattr(job, k))}
+    if ref.source in ("local", "file"):
+        changes["model"] = str(ref.path)
+    return replace(job, **changes)
 
 
 def _warn_unknown_words(job: Job, ref, reporter) -> None:

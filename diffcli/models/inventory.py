@@ -1,0 +1,316 @@
+"""What diffcli knows about on this machine: list, info and removal plans."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffcli.errors import UsageError
+from diffcli.models import registry
+
+
+def du(path: Path) -> int:
+    """Bytes on disk under `path`, counting each blob behind snapshot symlinks once."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    seen: set[str] = set()
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for n in files:
+            real = os.path.realpath(os.path.join(root, n))
+            if real in seen or not os.path.isfile(real):
+                continue
+            seen.add(real)
+            total += os.path.getsize(real)
+    return total
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def human_time(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _family_of_dir(path: Path) -> str:
+    from diffcli.models.layout import read_layout
+
+    try:
+        layout = read_layout(path)
+    except Exception:  # noqa: BLE001
+        return "unknown"
+    if layout.is_upscaler:
+        return "upscaler"
+    if layout.is_inpaint:
+        return f"{layout.family}-inpaint"
+    if layout.is_lcm:
+        return f"{layout.family}-lcm"
+    return layout.family
+
+
+def _family_of_file(path: Path) -> str:
+    from diffcli.models.checkpoint_info import detect_family
+
+    try:
+        return detect_family(path)
+    except UsageError:
+        return "invalid"
+
+
+@dataclass
+class Item:
+    name: str
+    source: str  # bundled | hub | url | file | local
+    path: Path
+    family: str
+    size: int | None
+    last_used: float | None = None
+    revision: str | None = None
+    status: str = "complete"  # complete | partial | adopted | missing
+    key: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "source": self.source, "path": str(self.path), "family": self.family,
+            "size": self.size, "last_used": self.last_used, "revision": self.revision, "status": self.status,
+        }
+
+
+def _bundled_item(entries: dict) -> Item | None:
+    try:
+        from diffcli.bundled import MODEL_DIR
+    except ImportError:
+        return None
+    path = Path(MODEL_DIR)
+    ok = (path / "model_index.json").is_file()
+    return Item("tiny", "bundled", path, "bundled" if ok else "unknown", du(path) if path.exists() else 0,
+                (entries.get("bundled:tiny") or {}).get("last_used"), status="complete" if ok else "missing",
+                key="bundled:tiny")
+
+
+def hub_items(entries: dict) -> list[Item]:
+    from diffcli.models import hub
+
+    cache = hub.hub_cache_dir()
+    items: list[Item] = []
+    seen: set[tuple[str, str]] = set()
+    for key, e in entries.items():
+        if not key.startswith("hub:") or not e.get("commit"):
+            continue
+        repo_id, commit = e["repo_id"], e["commit"]
+        snap = hub.repo_folder(repo_id) / "snapshots" / commit
+        rev = e.get("revision") or "main"
+        name = e.get("alias") or repo_id
+        if rev != "main":
+            name = f"{name}@{rev}"
+        status = e.get("status", "complete") if snap.is_dir() else "missing"
+        if status == "missing":
+            continue
+        seen.add((repo_id, commit))
+        items.append(Item(name, "hub", snap, _family_of_dir(snap), du(snap), e.get("last_used"), commit, status, key))
+    if cache.is_dir():
+        for repo_dir in sorted(cache.glob("models--*")):
+            repo_id = repo_dir.name[len("models--"):].replace("--", "/", 1)
+            refs = {}
+            for ref in (repo_dir / "refs").glob("*") if (repo_dir / "refs").is_dir() else []:
+                try:
+                    refs[ref.read_text().strip()] = ref.name
+                except OSError:
+                    pass
+            for snap in sorted((repo_dir / "snapshots").glob("*")) if (repo_dir / "snapshots").is_dir() else []:
+                if (repo_id, snap.name) in seen or not (snap / "model_index.json").exists():
+                    continue
+                ref = refs.get(snap.name)
+                name = repo_id if ref == "main" else f"{repo_id}@{ref or snap.name}"
+                items.append(Item(name, "hub", snap, _family_of_dir(snap), du(snap), None, snap.name, "adopted",
+                                  hub.registry_key(repo_id, ref)))
+    return items
+
+
+def items() -> list[Item]:
+    entries = registry.entries()
+    out: list[Item] = []
+    bundled = _bundled_item(entries)
+    if bundled:
+        out.append(bundled)
+    out += hub_items(entries)
+    for key, e in sorted(entries.items()):
+        src = e.get("source")
+        if key.startswith("url:"):
+            path = Path(e.get("path", ""))
+            status = e.get("status", "complete") if path.exists() else ("partial" if e.get("status") == "partial" else "missing")
+            out.append(Item(e.get("url", key[4:]), "url", path, _family_of_file(path) if path.exists() else "-",
+                            path.stat().st_size if path.exists() else None, e.get("last_used"), None, status, key))
+        elif key.startswith("file:") or key.startswith("local:"):
+            path = Path(e.get("path", key.split(":", 1)[1]))
+            if not path.exists():
+                continue
+            fam = _family_of_file(path) if path.is_file() else _family_of_dir(path)
+            out.append(Item(str(path), "file" if src == "file" else "local", path, fam, du(path), e.get("last_used"),
+                            key=key))
+    return out
+
+
+def find(name: str) -> Item:
+    """The inventory item for NAME (alias, repo id[@rev], URL, path or 'tiny')."""
+    from diffcli.models import hub, names, urls
+
+    src = names.parse(name)
+    if src.kind == "bundled":
+        item = _bundled_item(registry.entries())
+        if item is None:
+            raise UsageError("the bundled model is not available")
+        return item
+    if src.kind in ("dir", "file"):
+        path = src.path
+        fam = _family_of_file(path) if path.is_file() else _family_of_dir(path)
+        e = registry.get(f"{src.kind if src.kind == 'file' else 'local'}:{path}") or {}
+        return Item(str(path), "file" if src.kind == "file" else "local", path, fam, du(path), e.get("last_used"))
+    if src.kind == "url":
+        found = urls.find_local(src.url)
+        if found is None:
+            raise UsageError(f"'{names.redact_url(src.url)}' is not downloaded; run `diffcli models pull` first")
+        path, e = found
+        return Item(e.get("url"), "url", path, _family_of_file(path), path.stat().st_size, e.get("last_used"),
+                    key=urls.registry_key(src.url), extra=e)
+    repo_id = src.repo_id
+    found = hub.find_local(repo_id, src.revision, allow_pickle=True, trust_remote_code=True)
+    if found is None:
+        raise UsageError(f"'{name}' is not downloaded; run `diffcli models pull {name}`")
+    snap, commit, e = found
+    item = Item(name, "hub", snap, _family_of_dir(snap), du(snap),
+                (e or registry.get(hub.registry_key(repo_id, src.revision)) or {}).get("last_used"),
+                commit, "complete" if e else "adopted", hub.registry_key(repo_id, src.revision), extra=e or {})
+    item.extra["repo_id"] = repo_id
+    return item
+
+
+def details(name: str) -> dict:
+    """`models info`: family, components, dtypes, size, files, location, recommended settings."""
+    from diffcli.models.aliases import ALIASES, alias_for_repo
+    from diffcli.models.checkpoint_info import dtypes
+
+    item = find(name)
+    out = item.to_json()
+    files = []
+    all_dtypes: set[str] = set()
+    root = item.path
+    paths_ = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for p in paths_:
+        rel = p.name if root.is_file() else p.relative_to(root).as_posix()
+        entry = {"file": rel, "size": p.stat().st_size}
+        if p.suffix == ".safetensors":
+            try:
+                entry["dtypes"] = dtypes(p)
+                all_dtypes.update(entry["dtypes"])
+            except UsageError:
+                entry["dtypes"] = ["invalid"]
+        files.append(entry)
+    out["files"] = files
+    out["dtypes"] = sorted(all_dtypes)
+    components = {}
+    if root.is_dir() and (root / "model_index.json").is_file():
+        index = json.loads((root / "model_index.json").read_text())
+        out["pipeline"] = index.get("_class_name")
+        for k, v in index.items():
+            if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[0]:
+                components[k] = f"{v[0]}.{v[1]}"
+    out["components"] = components
+    alias = alias_for_repo(item.extra.get("repo_id", "")) if item.source == "hub" else None
+    if name in ALIASES:
+        alias = name
+    if alias:
+        out["recommended"] = dict(ALIASES[alias].defaults)
+    elif root.is_dir() and (root / "model_index.json").is_file():
+        from diffcli.models.layout import read_layout
+
+        try:
+            out["recommended"] = read_layout(root).recommended()
+        except UsageError:
+            out["recommended"] = {}
+    else:
+        from diffcli.models.layout import FAMILY_DEFAULTS
+
+        out["recommended"] = dict(FAMILY_DEFAULTS.get(item.family.replace("-inpaint", ""), {}))
+    return out
+
+
+@dataclass
+class RemovalPlan:
+    name: str
+    paths: list[Path]
+    size: int
+    execute: object  # callable
+
+
+def plan_removal(name: str) -> RemovalPlan:
+    from diffcli.models import hub, names, urls
+
+    src = names.parse(name)
+    if src.kind == "bundled":
+        raise UsageError("the bundled model 'tiny' ships with diffcli and cannot be removed")
+    if src.kind in ("dir", "file"):
+        raise UsageError(f"{src.path}: diffcli only removes models it downloaded; delete your own files yourself")
+    if src.kind == "url":
+        key = urls.registry_key(src.url)
+        e = registry.get(key)
+        if not e:
+            raise UsageError(f"'{names.redact_url(src.url)}' is not downloaded")
+        folder = Path(e["path"]).parent
+        files = sorted(p for p in folder.glob("*")) if folder.is_dir() else []
+
+        def run_url() -> None:
+            shutil.rmtree(folder, ignore_errors=True)
+            registry.remove(key)
+
+        return RemovalPlan(name, files, sum(p.stat().st_size for p in files if p.is_file()), run_url)
+    from huggingface_hub import scan_cache_dir
+
+    repo_id = src.repo_id
+    cache = hub.hub_cache_dir()
+    if not hub.repo_folder(repo_id).is_dir():
+        raise UsageError(f"'{name}' is not downloaded")
+    info = scan_cache_dir(cache)
+    repo = next((r for r in info.repos if r.repo_id == repo_id and r.repo_type == "model"), None)
+    if src.revision:
+        commit = hub.read_ref(repo_id, src.revision)
+        commits = [commit] if commit else []
+    else:
+        commits = [rev.commit_hash for rev in repo.revisions] if repo else []
+    commits = [c for c in commits if repo and any(r.commit_hash == c for r in repo.revisions)]
+    strategy = info.delete_revisions(*commits) if commits else None
+    keys = [k for k, e in registry.entries().items()
+            if k.startswith("hub:") and e.get("repo_id") == repo_id and (not commits or e.get("commit") in commits
+                                                                            or not src.revision)]
+    paths_ = []
+    if strategy is not None:
+        paths_ = sorted({*strategy.repos, *strategy.snapshots, *strategy.refs, *strategy.blobs})
+    elif not src.revision:
+        paths_ = [hub.repo_folder(repo_id)]  # nothing complete: leftovers of an interrupted pull
+
+    def run_hub() -> None:
+        if strategy is not None:
+            strategy.execute()
+        elif not src.revision:
+            shutil.rmtree(hub.repo_folder(repo_id), ignore_errors=True)
+        for k in keys:
+            registry.remove(k)
+
+    size = strategy.expected_freed_size if strategy is not None else sum(du(p) for p in paths_)
+    return RemovalPlan(name, paths_, size, run_hub)

@@ -1,0 +1,176 @@
+"""Resolve what the user typed after --model into a local ModelRef, pulling it when allowed.
+
+Sources: the bundled model ("tiny"), aliases (sd15, sdxl, ...), hub repo ids `org/name[@rev]`,
+single-file checkpoints (local path or http(s) URL) and local diffusers directories (used in place).
+Nothing here imports torch or diffusers; huggingface_hub is imported only when the network is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffcli.errors import RuntimeFailure, UsageError
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model that is present on this machine and ready to load."""
+
+    name: str  # what the user typed (or the alias)
+    path: Path  # a diffusers directory, or a single checkpoint file when kind == "single_file"
+    source: str  # bundled | local | hub | url | file
+    kind: str = "diffusers"  # diffusers | single_file
+    revision: str | None = None  # hub commit, when known
+    config: str | None = None  # single_file: local diffusers config directory of its family
+    defaults: dict = field(default_factory=dict)  # recommended settings from an alias
+    family: str | None = None  # sd1 | sd2 | sdxl | ... when known without loading
+    repo_id: str | None = None  # hub repo id (hub and alias sources)
+    variant: str | None = None  # weights variant that was pulled (e.g. "fp16"): pass to from_pretrained
+    allow_pickle: bool = False  # the model was resolved with --allow-pickle
+
+
+NATIVE_SIZE = {"sd1": 512, "sd2": 768, "sdxl": 1024}  # single-file checkpoints: image size by family
+
+
+def default_model_name() -> str:
+    return os.environ.get("DIFFCLI_MODEL") or "tiny"
+
+
+def offline_requested(offline: bool = False) -> bool:
+    flag = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("DIFFCLI_OFFLINE") or "").strip().upper()
+    return offline or flag in ("1", "ON", "YES", "TRUE")
+
+
+def _not_present(name: str) -> UsageError:
+    return UsageError(f"model '{name}' is not downloaded and offline mode is on; run `diffcli models pull {name}` while online")
+
+
+def resolve(
+    name: str | None = None,
+    *,
+    offline: bool = False,
+    allow_pickle: bool = False,
+    token: str | None = None,
+    quiet: bool = False,
+    revision: str | None = None,
+    variant: str | None = None,
+    trust_remote_code: bool = False,
+    pull: bool = True,
+    sha256: str | None = None,
+) -> ModelRef:
+    """Find NAME locally; pull it first when it is missing (unless offline or pull=False)."""
+    from diffcli.models import names, registry
+    from diffcli.models.aliases import ALIASES, alias_for_repo
+    from diffcli.models.safety import is_pickle, refuse_pickle
+
+    name = name or default_model_name()
+    src = names.parse(name)
+    offline = offline_requested(offline)
+    token = token or None
+
+    if src.kind == "bundled":
+        try:
+            from diffcli.bundled import MODEL_DIR
+        except ImportError as exc:
+            raise RuntimeFailure(f"the bundled model is not available ({exc})") from None
+        registry.touch("bundled:tiny", source="bundled")
+        return ModelRef(name="tiny", path=Path(MODEL_DIR), source="bundled", family="bundled")
+
+    if src.kind == "dir":
+        path = src.path
+        if not (path / "model_index.json").is_file():
+            raise UsageError(f"{name}: directory is not a diffusers model (no model_index.json)")
+        from diffcli.models.hub import snapshot_missing
+
+        missing = snapshot_missing(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        if missing:
+            if any(m.endswith("(weights)") for m in missing) and list(path.rglob("*.bin")) and not allow_pickle:
+                raise refuse_pickle(name)
+            raise UsageError(f"{name}: incomplete diffusers model (missing {', '.join(missing[:3])})")
+        registry.touch(f"local:{path}", source="local", path=str(path))
+        return ModelRef(name=name, path=path, source="local", family=_family(path), allow_pickle=allow_pickle)
+
+    if src.kind == "file":
+        return _single_file(name, src.path, "file", allow_pickle, key=f"file:{src.path}",
+                            fetch=not offline and pull, token=token, quiet=quiet)
+
+    if src.kind == "url":
+        from diffcli.models import urls
+
+        found = urls.find_local(src.url)
+        if found is None:
+            if offline or not pull:
+                raise _not_present(names.redact_url(src.url))
+            found = urls.pull(src.url, sha256=sha256, allow_pickle=allow_pickle, token=token, quiet=quiet)
+        path, _entry = found
+        return _single_file(names.redact_url(src.url), path, "url", allow_pickle, key=urls.registry_key(src.url),
+                            fetch=not offline and pull, token=token, quiet=quiet)
+
+    # hub repo or alias
+    from diffcli.models import hub
+
+    repo_id = src.repo_id
+    rev = revision or src.revision
+    if rev:
+        names.validate_revision(rev)
+    alias = src.name if src.kind == "alias" else alias_for_repo(repo_id)
+    defaults = dict(ALIASES[alias].defaults) if alias else {}
+    found = hub.find_local(repo_id, rev, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if found is None:
+        if offline or not pull:
+            raise _not_present(name)
+        found = hub.pull(repo_id, rev, name=name, variant=variant, allow_pickle=allow_pickle,
+                         trust_remote_code=trust_remote_code, token=token, quiet=quiet, alias=alias)
+    snap, commit, entry = found
+    files = (entry or {}).get("files") or {}
+    if not allow_pickle and any(is_pickle(f) for f in files):
+        raise refuse_pickle(name)
+    registry.touch(hub.registry_key(repo_id, rev), source="hub", repo_id=repo_id, commit=commit,
+                   revision=rev or "main", **({} if entry else {"status": "adopted"}))
+    return ModelRef(
+        name=name, path=snap, source="hub", revision=commit, defaults=defaults,
+        family=_family(snap) or (ALIASES[alias].family if alias else None), repo_id=repo_id,
+        variant=(entry or {}).get("variant"), allow_pickle=allow_pickle,
+    )
+
+
+def _family(path: Path) -> str | None:
+    from diffcli.models.layout import read_layout
+
+    try:
+        return read_layout(path).family
+    except Exception:  # noqa: BLE001 - a family is a hint, never a reason to fail
+        return None
+
+
+def _single_file(name: str, path: Path, source: str, allow_pickle: bool, *, key: str, fetch: bool = False,
+                 token: str | None = None, quiet: bool = False) -> ModelRef:
+    from diffcli.models import registry
+    from diffcli.models.checkpoint_info import detect_family
+    from diffcli.models.names import CHECKPOINT_EXT
+    from diffcli.models.safety import is_pickle, refuse_pickle
+    from diffcli.models.single_file import config_dir_for, fetch_tokenizers
+
+    if not str(path).lower().endswith(CHECKPOINT_EXT):
+        raise UsageError(f"{name}: not a model (expected a .safetensors checkpoint or a diffusers directory)")
+    if is_pickle(path) and not allow_pickle:
+        raise refuse_pickle(name)
+    family = detect_family(path)
+    config = config_dir_for(family)
+    if fetch and config is not None:
+        try:
+            fetch_tokenizers(family, token=token, quiet=quiet)
+        except (UsageError, RuntimeFailure):
+            pass  # loading will say exactly what is missing; the checkpoint itself is here
+    registry.touch(key, source=source, path=str(path))
+    from diffcli.models.layout import FAMILY_DEFAULTS
+
+    base = family.replace("-inpaint", "")
+    defaults = dict(FAMILY_DEFAULTS.get(base, {})) if base in FAMILY_DEFAULTS else {}
+    if base in NATIVE_SIZE:
+        defaults.update(width=NATIVE_SIZE[base], height=NATIVE_SIZE[base])
+    return ModelRef(name=name, path=Path(path), source=source, kind="single_file",
+                    config=str(config) if config else None, defaults=defaults, family=family,
+                    allow_pickle=allow_pickle)

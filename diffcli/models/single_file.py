@@ -1,0 +1,165 @@
+"""Load a single-file (original/LDM format) checkpoint as a diffusers pipeline, with no network.
+
+diffcli ships the diffusers configs of each supported family in `diffcli/models/configs/<family>`
+(JSON only). The CLIP tokenizer vocabularies (vocab.json/merges.txt, ~1.5 MB each) are not shipped:
+`fetch_tokenizers` takes them from the family's reference repo on the hub into the standard hub
+cache when a single file is pulled, and `load_pipeline` only ever reads them from there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from diffcli import paths
+from diffcli.errors import RuntimeFailure, UsageError
+
+CONFIGS = Path(__file__).parent / "configs"
+# Where the tokenizer files of each family come from (a diffusers repo with tokenizer/ folders).
+TOKENIZER_REPOS = {
+    "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sd2": "stabilityai/stable-diffusion-2-1",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+}
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+INPAINT_PIPELINES = {
+    "StableDiffusionPipeline": "StableDiffusionInpaintPipeline",
+    "StableDiffusionXLPipeline": "StableDiffusionXLInpaintPipeline",
+}
+
+
+def base_family(family: str | None) -> str | None:
+    if not family:
+        return None
+    base = family.replace("-inpaint", "")
+    return base if base in TOKENIZER_REPOS else None
+
+
+def config_dir_for(family: str | None) -> Path | None:
+    """The shipped config directory for a family (None when diffcli has none)."""
+    base = base_family(family)
+    return CONFIGS / base if base and (CONFIGS / base).is_dir() else None
+
+
+def _tokenizer_folders(config: Path) -> list[str]:
+    return sorted(p.name for p in config.iterdir() if p.is_dir() and p.name.startswith("tokenizer"))
+
+
+def _cached_tokenizer_file(repo_id: str, folder: str, filename: str) -> Path | None:
+    from diffcli.models import hub
+
+    base = hub.repo_folder(repo_id) / "snapshots"
+    if not base.is_dir():
+        return None
+    for snap in sorted(base.iterdir()):
+        candidate = snap / folder / filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def fetch_tokenizers(family: str | None, *, token: str | None = None, quiet: bool = False) -> None:
+    """Download the family's tokenizer files into the hub cache (a few MB; done once)."""
+    base = base_family(family)
+    config = config_dir_for(family)
+    if base is None or config is None:
+        return
+    repo = TOKENIZER_REPOS[base]
+    wanted = [(f, n) for f in _tokenizer_folders(config) for n in TOKENIZER_FILES
+              if _cached_tokenizer_file(repo, f, n) is None]
+    if not wanted:
+        return
+    from huggingface_hub import hf_hub_download
+
+    from diffcli.models import hub
+
+    with hub.hub_errors(f"tokenizer files from {repo}", token):
+        for folder, name in wanted:
+            hf_hub_download(repo, f"{folder}/{name}", cache_dir=str(hub.hub_cache_dir()), endpoint=hub.endpoint(),
+                            token=token or None)
+
+
+def materialize_config(family: str) -> Path:
+    """A complete local config dir for `family` (shipped JSON + cached tokenizer files)."""
+    base = base_family(family)
+    src = config_dir_for(family)
+    if base is None or src is None:
+        raise UsageError(
+            f"single-file checkpoints of family '{family}' are not supported; "
+            "convert it to a diffusers directory, or use a sd1/sd2/sdxl checkpoint"
+        )
+    dest = paths.home() / "configs" / family
+    repo = TOKENIZER_REPOS[base]
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    for folder in _tokenizer_folders(src):
+        for name in TOKENIZER_FILES:
+            cached = _cached_tokenizer_file(repo, folder, name)
+            if cached is None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise UsageError(
+                    f"the {base} tokenizer files are not on this machine; run `diffcli models pull` on the "
+                    f"checkpoint once while online (it fetches {repo}/{folder}/{name})"
+                )
+            shutil.copyfile(cached, tmp / folder / name)
+    if family.endswith("-inpaint"):
+        index = json.loads((tmp / "model_index.json").read_text())
+        index["_class_name"] = INPAINT_PIPELINES.get(index["_class_name"], index["_class_name"])
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+        unet = json.loads((tmp / "unet" / "config.json").read_text())
+        unet["in_channels"] = 9
+        (tmp / "unet" / "config.json").write_text(json.dumps(unet, indent=2))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    return dest
+
+
+def check_pickle(path: Path) -> None:
+    """Load a pickle checkpoint with weights_only=True: anything but tensors is refused, never run."""
+    import pickle
+
+    import torch
+
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path}: refused: the pickle holds more than tensors ({first})") from None
+
+
+def load_pipeline(ref, torch_dtype=None, allow_pickle: bool = False):
+    """Build a DiffusionPipeline from `ref` (kind == "single_file") using a local config only."""
+    from diffcli.models.safety import is_pickle, refuse_pickle
+
+    path = Path(ref.path)
+    if is_pickle(path):
+        if not (allow_pickle or getattr(ref, "allow_pickle", False)):
+            raise refuse_pickle(str(path))
+        check_pickle(path)
+    if ref.config:
+        config = Path(ref.config)
+        if not (config / "model_index.json").is_file():
+            raise UsageError(f"{config}: not a diffusers config directory")
+        # A shipped family dir lacks tokenizer vocabularies: complete it from the hub cache.
+        if config.resolve().parent == CONFIGS.resolve():
+            config = materialize_config(ref.family or config.name)
+    else:
+        config = materialize_config(ref.family or "unknown")
+    import diffusers
+
+    index = json.loads((config / "model_index.json").read_text())
+    pipeline_cls = getattr(diffusers, str(index.get("_class_name")), None)
+    if pipeline_cls is None or not hasattr(pipeline_cls, "from_single_file"):
+        raise UsageError(f"{config}: pipeline {index.get('_class_name')} cannot load single files")
+    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    try:
+        return pipeline_cls.from_single_file(str(path), config=str(config), local_files_only=True, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise RuntimeFailure(f"{path}: cannot load as a {ref.family or 'diffusers'} checkpoint ({first})") from None

@@ -1,0 +1,151 @@
+"""Single-file checkpoints fetched from http(s) URLs, kept under <diffcli home>/checkpoints.
+
+A download goes to `<file>.incomplete` (resumed with a Range request next time), is checked
+against the size and sha256 the server or the user recorded, and only then renamed into place
+with os.replace, all under a per-URL file lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from diffcli import paths
+from diffcli.errors import RuntimeFailure, UsageError
+from diffcli.models import registry
+from diffcli.models.hashing import SHA256_RE, sha256_file
+from diffcli.models.names import redact_url, url_filename
+from diffcli.models.safety import is_pickle, refuse_pickle, scrub
+
+CHUNK = 1 << 20
+TIMEOUT = float(os.environ.get("DIFFCLI_DOWNLOAD_TIMEOUT", "30"))
+
+
+def url_id(url: str) -> str:
+    return hashlib.sha256(redact_url(url).encode()).hexdigest()[:16]
+
+
+def registry_key(url: str) -> str:
+    return f"url:{redact_url(url)}"
+
+
+def target_path(url: str) -> Path:
+    return paths.home() / "checkpoints" / url_id(url) / url_filename(url)
+
+
+def find_local(url: str) -> tuple[Path, dict] | None:
+    entry = registry.get(registry_key(url))
+    if entry and entry.get("status") == "complete":
+        path = Path(entry["path"])
+        if path.is_file():
+            return path, entry
+    return None
+
+
+def _expected_from_url(url: str) -> str | None:
+    frag = urlsplit(url).fragment
+    if frag.startswith("sha256="):
+        value = frag.split("=", 1)[1].lower()
+        if SHA256_RE.match(value):
+            return value
+        raise UsageError("the #sha256= part of the URL is not a sha256 hex digest")
+    return None
+
+
+def _auth_headers(url: str, token: str | None) -> dict:
+    if not token:
+        return {}
+    host = urlsplit(url).hostname or ""
+    ep = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    return {"Authorization": f"Bearer {token}"} if host in ("huggingface.co", ep) else {}
+
+
+def _open(url: str, headers: dict):
+    import urllib.request
+
+    req = urllib.request.Request(url.split("#", 1)[0], headers={"User-Agent": "diffcli", **headers})
+    return urllib.request.urlopen(req, timeout=TIMEOUT)
+
+
+def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, token: str | None = None,
+         quiet: bool = False, force: bool = False) -> tuple[Path, dict]:
+    """Download URL once; return (local file, registry entry)."""
+    import http.client
+    import urllib.error
+
+    from diffcli.models.progress import download_bar
+
+    shown = redact_url(url)
+    name = url_filename(url)
+    if is_pickle(name) and not allow_pickle:
+        raise refuse_pickle(shown)
+    if not name.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin")):
+        raise UsageError(f"{shown}: not a checkpoint file (expected .safetensors)")
+    expected = (sha256 or _expected_from_url(url) or "").lower() or None
+    if expected and not SHA256_RE.match(expected):
+        raise UsageError("--sha256 must be 64 hex digits")
+    dest = target_path(url)
+    key = registry_key(url)
+    with registry.file_lock("url-" + url_id(url), waiting=None if quiet else f"waiting for another download of {name}…"):
+        found = find_local(url)
+        if found and not force:
+            return found
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".incomplete")
+        registry.update(key, source="url", url=shown, path=str(dest), status="partial", started_at=time.time())
+        offset = part.stat().st_size if part.exists() else 0
+        headers = _auth_headers(url, token)
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            resp = _open(url, headers)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and offset:  # our partial file is already complete (or bogus): restart
+                part.unlink(missing_ok=True)
+                raise RuntimeFailure(f"{shown}: resume refused by server; run the pull again") from None
+            raise RuntimeFailure(scrub(f"{shown}: HTTP {exc.code} {exc.reason}", token)) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise RuntimeFailure(scrub(f"{shown}: cannot download ({getattr(exc, 'reason', exc)})", token)) from None
+        with resp:
+            if offset and resp.status != 206:
+                offset = 0  # server ignored the Range header: start over
+            length = resp.headers.get("Content-Length")
+            total = (int(length) + offset) if length and length.isdigit() else None
+            linked = (resp.headers.get("X-Linked-Size") or "").strip()
+            if linked.isdigit():
+                total = int(linked)
+            if not expected:
+                etag = (resp.headers.get("X-Linked-Etag") or resp.headers.get("ETag") or "").strip('W/"').lower()
+                expected = etag if SHA256_RE.match(etag) else None
+            written = offset
+            try:
+                with open(part, "r+b" if offset else "wb") as out, download_bar(f"pulling {name}", total, quiet=quiet) as bar:
+                    out.seek(offset)
+                    out.truncate()
+                    bar.advance(offset)
+                    while chunk := resp.read(CHUNK):
+                        out.write(chunk)
+                        written += len(chunk)
+                        bar.advance(len(chunk))
+                    out.flush()
+                    os.fsync(out.fileno())
+            except (OSError, http.client.HTTPException) as exc:
+                raise RuntimeFailure(
+                    f"{shown}: download cut off after {written} bytes ({type(exc).__name__}); run the pull again to resume"
+                ) from None
+        if total is not None and written != total:
+            if written > total:
+                part.unlink(missing_ok=True)
+            raise RuntimeFailure(f"{shown}: got {written} bytes, expected {total}; run the pull again to resume")
+        digest = sha256_file(part)
+        if expected and digest != expected:
+            part.unlink(missing_ok=True)
+            raise RuntimeFailure(f"{shown}: sha256 mismatch (got {digest[:12]}…, expected {expected[:12]}…); "
+                                 "the download was discarded")
+        os.replace(part, dest)
+        entry = registry.update(key, status="complete", sha256=digest, size=written, verified_against=(
+            "source" if expected else "download"), pulled_at=time.time())
+    return dest, entry
