@@ -83,6 +83,19 @@ def time_per_image(pipe, steps, cfg, n=8) -> float:
     return (time.perf_counter() - t) / n
 
 
+def sweep(pipe, ev, a, steps_list, cfg_list):
+    prompts = heldout_prompts(a.n, seed=4048)  # not the bench prompts: no tuning on the test set
+    rows = []
+    for st in steps_list:
+        for c in cfg_list:
+            images, used = generate(pipe, prompts, range(a.seeds), st, c)
+            sc = ev.score(used, images, seed=1)
+            rows.append({"steps": st, "cfg": c, "adherence": round(sc["adherence"], 3), "fd": round(sc["fd"], 1),
+                         **{k: round(v, 3) for k, v in sc["accuracy"].items()}})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(MODEL_DIR))
@@ -94,12 +107,17 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--sweep-steps", help="comma list: only score adherence for each steps x cfg combination")
+    ap.add_argument("--sweep-cfg", help="comma list (with --sweep-steps)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     d = json.loads((Path(a.model) / "diffcli.json").read_text())
     steps, cfg, sched = a.steps or d["steps"], a.cfg if a.cfg is not None else d["cfg"], a.scheduler or d["scheduler"]
     pipe = load_pipe(a.model, sched)
     ev = load_evaluator()
+    if a.sweep_steps:
+        return sweep(pipe, ev, a, [int(x) for x in a.sweep_steps.split(",")],
+                     [float(x) for x in (a.sweep_cfg or str(cfg)).split(",")])
     res = {"model": a.model, "steps": steps, "cfg": cfg, "scheduler": sched, "n_prompts": a.n, "seeds": a.seeds}
     res["psnr"] = vae_psnr(pipe.vae)
     prompts = heldout_prompts(a.n)

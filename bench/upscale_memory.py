@@ -2,8 +2,9 @@
 
 Each run is a fresh `python -m diffcli upscale ...` subprocess; its peak RSS is read with
 resource.getrusage(RUSAGE_CHILDREN) in a one-shot wrapper process, so runs do not mask each other.
-The tiled runs use a micro random-weight SD model built here (VAE 8/16 channels), so the figure is
-the engine's memory (tiles, blending, output), not a big model's weights.
+The tiled runs use a micro random-weight SD model built here (VAE 8/16 channels, UNet 16/32, no
+attention layers), so the figure is the engine's memory (tiles, blending, output) plus the fixed cost of
+torch/diffusers, not a big model's weights or attention maps.
 
     python bench/upscale_memory.py [--tile-size 256] [--threads 1] [--sizes 512,1024]
 """
@@ -40,14 +41,14 @@ def build_micro_sd(path: Path) -> Path:
     torch.manual_seed(0)
     tok = build_tokenizer(path / "_tok")
     unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=16, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                norm_num_groups=8, attention_head_dim=4)
+                                out_channels=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "UpBlock2D"), mid_block_type=None,
+                                cross_attention_dim=32, norm_num_groups=8)
     vae = AutoencoderKL(block_out_channels=[8, 16], in_channels=3, out_channels=3, latent_channels=4,
                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                        norm_num_groups=8, sample_size=32, layers_per_block=1)
+                        norm_num_groups=8, sample_size=32, layers_per_block=1, mid_block_add_attention=False)
     pipe = StableDiffusionPipeline(vae=vae, unet=unet, text_encoder=CLIPTextModel(_text_config(tok)), tokenizer=tok,
-                                   scheduler=PNDMScheduler(skip_prk_steps=True), safety_checker=None,
+                                   scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(path, safe_serialization=True)
     _rmtree(path / "_tok")
@@ -63,10 +64,13 @@ def make_input(path: Path, size: int) -> Path:
     return path
 
 
-def measure(args: list[str], env: dict) -> dict:
-    cmd = [sys.executable, "-c", WRAPPER, sys.executable, "-m", "diffcli", "upscale", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+def measure_cmd(argv: list[str], env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", WRAPPER, *argv], capture_output=True, text=True, env=env, cwd=ROOT)
     return json.loads(out.stdout)
+
+
+def measure(args: list[str], env: dict) -> dict:
+    return measure_cmd([sys.executable, "-m", "diffcli", "upscale", *args], env)
 
 
 def main() -> None:
@@ -81,6 +85,8 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "DIFFCLI_HOME": str(tmp / "home"),
            "HF_HUB_OFFLINE": "1"}
     model = build_micro_sd(tmp / "micro-sd")
+    base = measure_cmd([sys.executable, "-c", "import torch, diffusers, diffcli.upscale.core"], env)
+    print(f"baseline: python + import torch, diffusers: peak RSS {base['maxrss_kb'] / 1024:.0f} MiB")
     print(f"| method | input | output | tiles | peak RSS (MiB) | wall (s) |")
     print(f"|---|---|---|---|---|---|")
     for size in [int(s) for s in a.sizes.split(",")]:

@@ -81,10 +81,12 @@ def _root(
 
 
 def _register() -> None:
-    from diffcli.cli import generate, inspect_cmds, models
+    from diffcli.cli import distill, generate, inspect_cmds, models, upscale
 
     generate.register(app)
     inspect_cmds.register(app)
+    upscale.register(app)
+    distill.register(app)
     app.add_typer(models.app, name="models")
 
 

@@ -1,0 +1,51 @@
+"""Export trained components as an fp16 StableDiffusionPipeline folder (standard diffusers layout)."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+DEFAULTS = {"steps": 20, "cfg": 4.0, "scheduler": "dpm++2m", "width": 64, "height": 64, "family": "bundled"}
+
+
+def export_pipeline(out_dir, vae, text_encoder, unet, tokenizer, scheduler, defaults: dict | None = None,
+                    dtype=None) -> Path:
+    """Save fp16 copies of the components to ``out_dir`` atomically (write aside, then swap)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    dtype = dtype or torch.float16
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    parts = [copy.deepcopy(m).to("cpu", dtype).eval() for m in (vae, text_encoder, unet)]
+    pipe = StableDiffusionPipeline(vae=parts[0], text_encoder=parts[1], tokenizer=tokenizer, unet=parts[2],
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    _write_vocab_files(tmp / "tokenizer")
+    old = Path(out_dir) / "diffcli.json"
+    d = dict(DEFAULTS)
+    if old.exists():
+        d.update(json.loads(old.read_text()))
+    d.update(defaults or {})
+    (tmp / "diffcli.json").write_text(json.dumps(d, indent=2) + "\n")
+    if out.exists():
+        bak = out.with_name(out.name + ".old")
+        shutil.rmtree(bak, ignore_errors=True)
+        out.rename(bak)
+        tmp.rename(out)
+        shutil.rmtree(bak, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    return out
+
+
+def _write_vocab_files(tok_dir: Path):
+    """Also ship the classic vocab.json + merges.txt next to tokenizer.json."""
+    from .vocab import build_vocab
+
+    vocab, merges = build_vocab()
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")

@@ -1,0 +1,103 @@
+"""Domain vocabulary and a CLIP BPE tokenizer in which every domain word is one token.
+
+Import-light: building/loading the tokenizer imports transformers lazily.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .scenes import PUNCTUATION, STOP_WORDS, SYNONYMS, parse_prompt
+
+DOMAIN_WORDS: tuple[str, ...] = tuple(sorted({w for d in SYNONYMS.values() for w in d} | set(STOP_WORDS)))
+MODEL_MAX_LENGTH = 32
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def unknown_words(text: str) -> list[str]:
+    """Words of ``text`` outside the domain vocabulary (stop words and punctuation ignored)."""
+    return parse_prompt(text)[1]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE on one (ASCII) word."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        pairs = [(ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        r, i = min(pairs)
+        if r == 1 << 30:
+            break
+        a, b = parts[i], parts[i + 1]
+        out, j = [], 0
+        while j < len(parts):  # merge all occurrences, like CLIP
+            if j < len(parts) - 1 and parts[j] == a and parts[j + 1] == b:
+                out.append(a + b)
+                j += 2
+            else:
+                out.append(parts[j])
+                j += 1
+        parts = out
+    return parts
+
+
+def build_vocab(words=DOMAIN_WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Vocabulary (token -> id) and merge list such that each word in ``words`` is one token."""
+    base = list(_bytes_to_unicode().values())
+    tokens = base + [c + "</w>" for c in base]
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+
+    def add(pair):
+        if pair not in ranks:
+            ranks[pair] = len(merges)
+            merges.append(pair)
+
+    for w in words:  # left-to-right chain
+        parts = list(w[:-1]) + [w[-1] + "</w>"]
+        acc = parts[0]
+        for p in parts[1:]:
+            add((acc, p))
+            acc += p
+    for _ in range(50):  # fix words that other merges break apart: append merges of what's left
+        bad = False
+        for w in words:
+            parts = _bpe(w, ranks)
+            if len(parts) > 1:
+                bad = True
+                add((parts[0], parts[1]))
+        if not bad:
+            break
+    seen = set(tokens)
+    for a, b in merges:
+        if a + b not in seen:
+            seen.add(a + b)
+            tokens.append(a + b)
+    tokens += [BOS, EOS]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def build_tokenizer(out_dir: str | Path):
+    """Write vocab.json/merges.txt to ``out_dir`` and return the loaded ``CLIPTokenizer``."""
+    from transformers import CLIPTokenizer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab, merges = build_vocab()
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+    tok = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=MODEL_MAX_LENGTH,
+                        pad_token=EOS)
+    tok.save_pretrained(out)
+    return tok

@@ -1,0 +1,78 @@
+"""`diffcli upscale`: make an image larger, adding detail with a diffusion model (docs/upscale.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from diffcli.cli import options as o
+
+UPSCALE = "Upscale"
+
+Image = Annotated[str, typer.Argument(help="Input image.", show_default=False)]
+Scale = Annotated[Optional[int], typer.Option("--scale", "-s", help="Integer factor: the output is exactly input x scale (default: the upscaler model's own factor, else 2).", rich_help_panel=UPSCALE)]
+Method = Annotated[str, typer.Option("--method", help="auto, model (a dedicated upscaler model), tiled (img2img over tiles with any text-to-image model) or lanczos (no model). auto: model if --model is an upscaler, else tiled.", rich_help_panel=UPSCALE)]
+Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="What the image shows (default: the prompt recorded in the input image, if any).", rich_help_panel=UPSCALE)]
+Strength = Annotated[Optional[float], typer.Option("--strength", help="tiled: how much each tile may change, in (0, 1] (default 0.3; 0.1 for the bundled model).", rich_help_panel=UPSCALE)]
+NoiseLevel = Annotated[Optional[int], typer.Option("--noise-level", help="x4 upscaler: noise added to the low-resolution input (default 20).", rich_help_panel=UPSCALE)]
+TileSize = Annotated[Optional[int], typer.Option("--tile-size", help="Size of the tiles the model processes, in pixels it sees: output pixels for tiled (default: the model's native size), input pixels for model.", rich_help_panel=UPSCALE)]
+Overlap = Annotated[Optional[int], typer.Option("--overlap", help="Pixels shared by neighbouring tiles, blended (default: tile size / 4, at most 64).", rich_help_panel=UPSCALE)]
+Fidelity = Annotated[Optional[str], typer.Option("--fidelity", help="How tiles are tied to the input: backproject (default: correct each tile until, downsampled, it matches the input); none; lowpass (keep the model's detail, take colours and shading from the lanczos-resampled input).", rich_help_panel=UPSCALE)]
+MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse outputs with more pixels than this (default 67108864 = 8192x8192).", rich_help_panel=UPSCALE)]
+
+
+def upscale(
+    image: Image,
+    scale: Scale = None,
+    method: Method = "auto",
+    prompt: Prompt = None,
+    strength: Strength = None,
+    noise_level: NoiseLevel = None,
+    tile_size: TileSize = None,
+    overlap: Overlap = None,
+    max_pixels: MaxPixels = None,
+    fidelity: Fidelity = None,
+    model: o.Model = None,
+    negative: o.Negative = None,
+    steps: o.Steps = None,
+    cfg: o.Cfg = None,
+    seed: o.Seed = None,
+    scheduler: o.Scheduler = None,
+    device: o.Device = None,
+    dtype: o.Dtype = None,
+    offload: o.Offload = None,
+    vae_tiling: o.VaeTiling = False,
+    attention_slicing: o.AttentionSlicing = False,
+    offline: o.Offline = False,
+    allow_pickle: o.AllowPickle = False,
+    out: o.Out = None,
+    format: o.Format = None,
+    overwrite: o.Overwrite = False,
+    json: o.Json = False,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """Upscale an image: exactly input x --scale, with detail added by a diffusion model, in tiles."""
+    from diffcli.errors import UsageError
+    from diffcli.progress import make_reporter
+    from diffcli.upscale import Options, Request
+    from diffcli.upscale import upscale as run
+
+    if offload not in (None, "model", "sequential"):
+        raise UsageError(f"invalid --offload '{offload}'; use model or sequential")
+    request = Request(image=image, scale=scale, method=method.lower(), model=model, prompt=prompt, negative=negative,
+                      strength=strength, noise_level=noise_level, tile_size=tile_size, overlap=overlap,
+                      steps=steps, cfg=cfg, seed=seed, scheduler=scheduler, device=device, dtype=dtype,
+                      max_pixels=max_pixels, fidelity=fidelity.lower() if fidelity else None)
+    opts = Options(out=out, fmt=format, overwrite=overwrite, json=json, offline=offline, allow_pickle=allow_pickle,
+                   offload=offload, vae_tiling=vae_tiling, attention_slicing=attention_slicing)
+    reporter = make_reporter(json, quiet)
+    try:
+        run(request, opts, reporter)
+    finally:
+        reporter.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="upscale")(upscale)

@@ -1,0 +1,162 @@
+"""End to end on the tiny fixture teacher: distill, load the student, resume, interrupt, LoRA + report."""
+
+import json
+
+import torch
+from helpers import cli, written
+from safetensors.torch import load_file
+
+from diffcli.distill import trainer
+
+COMMON = ["--batch-size", "2", "--checkpoint-every", "1", "--seed", "3"]
+
+
+def _events(result) -> list[dict]:
+    return [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+
+
+def _ok(result):
+    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr[-2000:])
+    return result
+
+
+def test_distill_load_resume_exactly(fast_sd, photos, tmp_path):
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", fast_sd, "--data", photos, "--out", out, *COMMON, "--no-report", "--json"]
+    r = _ok(cli(*args, "--max-train-steps", "2"))
+    assert written(r) == [out]
+    ev = _events(r)
+    assert [e["step"] for e in ev if e["event"] == "train"] == [1, 2]
+    assert [e["step"] for e in ev if e["event"] == "checkpoint"] == [1, 2]
+
+    # a diffusers directory with an LCM scheduler, an fp16 w-conditioned UNet and recommended defaults
+    own = json.loads((out / "diffcli.json").read_text())
+    assert own["steps"] == 4 and own["scheduler"] == "lcm" and own["width"] == 32
+    assert own["distilled_from"]["method"] == "lcm" and own["distilled_from"]["steps"] == 2
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == "LCMScheduler"
+    unet_cfg = json.loads((out / "unet" / "config.json").read_text())
+    assert unet_cfg["time_cond_proj_dim"] == 256
+    weights = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in weights.values())
+
+    # `--model DIR` works with the student's own defaults (4 LCM steps)
+    g = _ok(cli("txt2img", "a red castle", "--model", out, "--seed", "1", "--out", tmp_path / "img.png", "--json"))
+    start = next(e for e in _events(g) if e["event"] == "start")
+    assert start["steps"] == 4
+    image = json.loads(g.stdout.splitlines()[0])
+    assert image["width"] == 32 and (tmp_path / "img.png").is_file()
+
+    # --resume continues from step 2 with the run's own settings, to exactly step 3
+    r = _ok(cli("distill", "--out", out, "--resume", "--max-train-steps", "3", "--json"))
+    ev = _events(r)
+    assert [e["step"] for e in ev if e["event"] == "train"] == [3]
+    assert any("at step 2" in e.get("message", "") for e in ev if e["event"] == "info")
+    ckpt = out.parent / "student.distill"
+    state = torch.load(ckpt / "checkpoint-0000003" / "state.pt", weights_only=False)
+    assert state["step"] == 3
+    assert json.loads((out / "diffcli.json").read_text())["distilled_from"]["steps"] == 3
+    assert sorted(p.name for p in ckpt.glob("checkpoint-*")) == ["checkpoint-0000002", "checkpoint-0000003"]
+
+    # same weights as one uninterrupted 3-step run: nothing lost or repeated across the resume
+    straight = tmp_path / "straight"
+    _ok(cli("distill", "--teacher", fast_sd, "--data", photos, "--out", straight, *COMMON, "--no-report",
+            "--max-train-steps", "3", "--quiet"))
+    other = torch.load(straight.parent / "straight.distill" / "checkpoint-0000003" / "state.pt", weights_only=False)
+    for key in ("student", "target"):
+        for name, value in state[key].items():
+            assert torch.allclose(value, other[key][name], atol=1e-5), (key, name)
+
+
+class _StopAtOnce(trainer.StopFlag):
+    """As if Ctrl-C was pressed during the first step."""
+
+    def __enter__(self):
+        self.set = True
+        return self
+
+
+def test_ctrl_c_checkpoints_then_resume(fast_sd, photos, tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    args = ["distill", "--teacher", fast_sd, "--data", photos, "--out", out, "--batch-size", "2",
+            "--checkpoint-every", "100", "--max-train-steps", "2", "--no-report", "--json"]
+    monkeypatch.setattr(trainer, "StopFlag", _StopAtOnce)
+    r = cli(*args)
+    assert r.exit_code == 130, r.stderr[-2000:]
+    ckpt = tmp_path / "s.distill"
+    assert [p.name for p in ckpt.glob("checkpoint-*")] == ["checkpoint-0000001"]  # the step was not lost
+    assert not (out / "model_index.json").exists()
+    monkeypatch.undo()
+    r = _ok(cli("distill", "--out", out, "--resume", "--json"))
+    assert [e["step"] for e in _events(r) if e["event"] == "train"] == [2]
+    assert (out / "model_index.json").is_file()
+
+
+def test_lcm_lora_from_prompts_with_report(fast_sd, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red castle\n# comment\na house at dusk\n")
+    out = tmp_path / "lora"
+    r = _ok(cli("distill", "--teacher", fast_sd, "--prompts", prompts, "--out", out, "--method", "lcm-lora",
+                "--lora-rank", "4", "--max-train-steps", "1", "--batch-size", "2", "--report-n", "3", "--fuse",
+                "--json"))
+    data = tmp_path / "lora.distill" / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["000000.png", "000000.txt", "000001.png", "000001.txt",
+                                                      "meta.json"]
+    assert (data / "000001.txt").read_text().strip() == "a house at dusk"
+    own = json.loads((out / "diffcli.json").read_text())
+    assert own["cfg"] == 1.0 and own["lora"]["base_path"] == str(fast_sd) and own["lora"]["rank"] == 4
+    lora = load_file(str(out / "pytorch_lora_weights.safetensors"))
+    assert lora and all(v.dtype == torch.float16 for v in lora.values())
+    # --fuse: the base with the LoRA fused in sits next to it, so `--model OUT` works as is
+    fused = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert not any("lora" in k for k in fused)
+    g = _ok(cli("txt2img", "a tree", "--model", out, "--seed", "1", "--out", tmp_path / "l.png", "--json"))
+    assert next(e for e in _events(g) if e["event"] == "start")["steps"] == 4
+    rep = json.loads((out / "report.json").read_text())
+    assert [(row["model"], row["steps"]) for row in rep["rows"]] == [
+        ("teacher", 2), ("student", 1), ("student", 2), ("student", 4), ("student", 8)]
+    assert all(row["sec_per_image"] > 0 for row in rep["rows"])
+    assert "| student | 4 |" in (out / "report.md").read_text() and (out / "report.png").is_file()
+    assert any(e["event"] == "report_row" for e in _events(r))
+
+    from diffcli.distill.student import is_lora_dir, load_student
+
+    assert is_lora_dir(out)
+    pipe = load_student(out)
+    assert pipe("a tree", num_inference_steps=2, guidance_scale=1.0, output_type="np").images.shape == (1, 32, 32, 3)
+
+
+def test_sdxl_teacher(tiny_sdxl, photos, tmp_path):
+    """SDXL-style teachers: pooled text and time ids reach teacher, student and target; LoRA saved XL-style."""
+    import builders
+
+    teacher = builders.fast_teacher(tiny_sdxl, tmp_path / "xl", scheduler="euler")
+    out = tmp_path / "xl-lcm"
+    _ok(cli("distill", "--teacher", teacher, "--data", photos, "--out", out, "--max-train-steps", "1",
+            "--batch-size", "2", "--no-report", "--quiet"))
+    assert (out / "text_encoder_2").is_dir() and (out / "tokenizer_2").is_dir()
+    g = _ok(cli("txt2img", "a red castle", "--model", out, "--seed", "1", "--out", tmp_path / "xl.png", "--quiet"))
+    assert (tmp_path / "xl.png").is_file(), g.stdout
+
+
+def test_bundled_teacher_scenes_and_report(as_bundled, tmp_path):
+    """The bundled teacher needs no data flags (scene generator); the report scores with the evaluator."""
+    out = tmp_path / "tiny-lcm"
+    r = _ok(cli("distill", "--teacher", "tiny", "--out", out, "--num-samples", "16", "--batch-size", "4",
+                "--max-train-steps", "2", "--report-n", "4", "--json"))
+    ev = _events(r)
+    assert next(e for e in ev if e["event"] == "phase" and e["phase"] == "data")["source"] == "scenes"
+    own = json.loads((out / "diffcli.json").read_text())
+    assert own["distilled_from"]["teacher"] == "tiny" and own["distilled_from"]["guidance"] == [2.0, 4.0]
+    assert own["cfg"] == 3.0 and own["width"] == 64  # the teacher's guidance (3) is the student's default
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["prompt_source"].startswith("held-out caption-grammar prompts")
+    for row in rep["rows"]:
+        assert 0 <= row["adherence"] <= 1 and row["fd"] >= 0 and set(row["accuracy"]) >= {"obj", "color"}
+    assert set(rep["bars"]) >= {"adherence_ratio", "fd_ratio", "time_ratio", "adherence_ok", "fd_ok", "time_ok"}
+    md = (out / "report.md").read_text()
+    assert "4-step student vs teacher" in md and "Fréchet distance ratio" in md
+
+    # on demand, again (fewer prompts): same files rewritten
+    r = _ok(cli("distill", "--report", out, "--report-n", "3", "--json"))
+    assert r.stdout.splitlines()[0] == str(out / "report.md")
+    assert json.loads((out / "report.json").read_text())["prompts"] == 3
