@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-DEFAULTS = {"steps": 20, "cfg": 4.0, "scheduler": "dpm++2m", "width": 64, "height": 64, "family": "bundled"}
+DEFAULTS = {"steps": 15, "cfg": 5.0, "scheduler": "dpm++2m", "width": 64, "height": 64, "family": "bundled"}
 
 
 def export_pipeline(out_dir, vae, text_encoder, unet, tokenizer, scheduler, defaults: dict | None = None,

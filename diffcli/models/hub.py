@@ -149,7 +149,7 @@ def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: b
         if not in_folder:
             missing.append(comp + "/")
             continue
-        if comp.startswith("tokenizer") or comp in ("scheduler", "feature_extractor", "image_processor"):
+        if comp.startswith("tokenizer") or comp.endswith("scheduler") or comp in ("feature_extractor", "image_processor"):
             continue
         weights = [f for f in in_folder if f.endswith(".safetensors") or (allow_pickle and f.endswith(".bin"))]
         if not weights:
