@@ -39,3 +39,14 @@ def tiny_sdxl(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_inpaint(tmp_path_factory) -> Path:
     return tiny_models.build_inpaint(tmp_path_factory.mktemp("models") / "tiny-inpaint")
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Training commands run in-process here; one process per command is what users get."""
+    yield
+    if "accelerate" in sys.modules:
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
