@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import re
 import string
 import tempfile
@@ -138,3 +139,15 @@ def save_atomic(img, path: Path, fmt: str, save_kwargs: dict, overwrite: bool) -
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+def swap_in_dir(tmp: Path, out: Path) -> None:
+    """Replace directory OUT by the finished directory TMP (beside it), so OUT is never half-written."""
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+from diffcli.output import swap_in_dir
+
 DEFAULTS = {"steps": 15, "cfg": 5.0, "scheduler": "dpm++2m", "width": 64, "height": 64, "family": "bundled"}
 
 
@@ -31,14 +33,7 @@ def export_pipeline(out_dir, vae, text_encoder, unet, tokenizer, scheduler, defa
         d.update(json.loads(old.read_text()))
     d.update(defaults or {})
     (tmp / "diffcli.json").write_text(json.dumps(d, indent=2) + "\n")
-    if out.exists():
-        bak = out.with_name(out.name + ".old")
-        shutil.rmtree(bak, ignore_errors=True)
-        out.rename(bak)
-        tmp.rename(out)
-        shutil.rmtree(bak, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    swap_in_dir(tmp, out)
     return out
 
 

@@ -19,20 +19,9 @@ import torch
 
 from diffcli.distill.lorafile import LORA_FILE, apply_lora, is_lora_dir, lora_base, read_own  # noqa: F401
 from diffcli.distill.preflight import STUDENT_KEY
+from diffcli.output import swap_in_dir
 
 SKIP_COMPONENTS = ("unet", "scheduler")
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace OUT's contents by TMP's (OUT may hold an older export of this run, or be empty)."""
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 def _record(plan, fingerprint: str, summary: dict) -> dict:
@@ -85,7 +74,7 @@ def export(plan, pipe, student, target, fingerprint: str, summary: dict) -> Path
     for extra in ("report.json", "report.md", "report.png") if same_run else ():  # an earlier report of this run
         if (out / extra).is_file():
             shutil.copy2(out / extra, tmp / extra)
-    _swap_in(tmp, out)
+    swap_in_dir(tmp, out)
     return out
 
 
