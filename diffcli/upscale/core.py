@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffcli.errors import UsageError
+from diffcli.jobs import MAX_SEED, Job
+from diffcli.jobs import validate as validate_job
 from diffcli.upscale.tiles import BandBlender, Grid, Tile, plan_grid, tile_weights
 
 METHODS = ("auto", "model", "tiled", "lanczos")
@@ -36,7 +38,6 @@ DEFAULT_STRENGTH = 0.3  # the usual "SD upscale" strength for SD-family models o
 # Measured (docs/upscale.md): the bundled model is best at 0.1; 0.3 loses PSNR on every pair tried.
 FAMILY_STRENGTH = {"bundled": 0.1}
 DEFAULT_NOISE_LEVEL = 20  # StableDiffusionUpscalePipeline's own default
-MAX_SEED = 2**32 - 1
 # the latent upscaler pipeline preconditions with scheduler.sigmas and scale_model_input = x / sqrt(sigma^2 + 1)
 LATENT_SCHEDULERS = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
                      "LMSDiscreteScheduler")
@@ -129,8 +130,6 @@ def validate(r: Request) -> None:
         raise UsageError(f"unknown --fidelity '{r.fidelity}'; use one of {', '.join(FIDELITIES)}")
     if r.scale is not None and not 2 <= r.scale <= MAX_SCALE:
         raise UsageError(f"--scale must be between 2 and {MAX_SCALE} (got {r.scale})")
-    if r.strength is not None and not 0 < r.strength <= 1:
-        raise UsageError(f"--strength must be in (0, 1] (got {r.strength})")
     if r.noise_level is not None and r.noise_level < 0:
         raise UsageError(f"--noise-level must be 0 or more (got {r.noise_level})")
     if r.tile_size is not None and r.tile_size < 1:
@@ -141,20 +140,9 @@ def validate(r: Request) -> None:
         raise UsageError(f"--overlap {r.overlap} must be smaller than --tile-size {r.tile_size}")
     if r.max_pixels is not None and r.max_pixels < 1:
         raise UsageError(f"--max-pixels must be positive (got {r.max_pixels})")
-    if r.steps is not None and r.steps < 1:
-        raise UsageError(f"--steps must be at least 1 (got {r.steps})")
-    if r.cfg is not None and r.cfg < 0:
-        raise UsageError(f"--cfg must be 0 or more (got {r.cfg})")
-    if r.seed is not None and not 0 <= r.seed <= MAX_SEED:
-        raise UsageError(f"--seed must be between 0 and {MAX_SEED} (got {r.seed})")
-    if r.scheduler is not None:
-        from diffcli.schedulers import spec
-
-        spec(r.scheduler)
-    if r.device is not None or r.dtype is not None:
-        from diffcli.device import validate as validate_device
-
-        validate_device(r.device or "auto", r.dtype or "auto")
+    # the flags shared with the generation commands: the same checks and messages as theirs
+    validate_job(Job(steps=r.steps, cfg=r.cfg, seed=r.seed, strength=r.strength, scheduler=r.scheduler,
+                     device=r.device, dtype=r.dtype))
 
 
 def recorded_prompt(path) -> str | None:
