@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffcli.cli.options import GEN, SHARED_GENERATION, keyword
+from diffcli.cli.options import GEN, SHARED_GENERATION, InputImage, keyword
 from diffcli.errors import UsageError
 from diffcli.jobs import Job
 
 Prompt = Annotated[Optional[str], typer.Argument(help="What to draw.", show_default=False)]
-Image = Annotated[str, typer.Argument(help="Input image.", show_default=False)]
 Strength = Annotated[Optional[float], typer.Option("--strength", help="How much to change the input, in (0, 1].", rich_help_panel=GEN)]
 Mask = Annotated[Optional[str], typer.Option("--mask", help="Mask image: white = repaint, black = keep.", rich_help_panel=GEN)]
 MaskBlur = Annotated[Optional[int], typer.Option("--mask-blur", help="Feather the mask edge by this many pixels (inside the mask).", rich_help_panel=GEN)]
@@ -29,11 +28,11 @@ COMMANDS = {
     ),
     "img2img": (
         "Redraw an image guided by a prompt (--strength says how much).",
-        [_positional("image", Image), _positional("prompt", Prompt, None), keyword("strength", Strength)],
+        [_positional("image", InputImage), _positional("prompt", Prompt, None), keyword("strength", Strength)],
     ),
     "inpaint": (
         "Repaint the masked (white) region of an image; everything outside stays exactly as it was.",
-        [_positional("image", Image), _positional("prompt", Prompt, None), keyword("mask", Mask),
+        [_positional("image", InputImage), _positional("prompt", Prompt, None), keyword("mask", Mask),
          keyword("strength", Strength), keyword("mask_blur", MaskBlur)],
     ),
 }

@@ -12,6 +12,7 @@ GEN = "Generation"
 MODEL = "Model and device"
 OUT = "Output"
 
+InputImage = Annotated[str, typer.Argument(help="Input image.", show_default=False)]
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: alias, org/name, local directory, .safetensors file or URL. Default: the bundled 'tiny' model.", rich_help_panel=MODEL)]
 Negative = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt.", rich_help_panel=GEN)]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)]

@@ -10,7 +10,6 @@ from diffcli.cli import options as o
 
 UPSCALE = "Upscale"
 
-Image = Annotated[str, typer.Argument(help="Input image.", show_default=False)]
 Scale = Annotated[Optional[int], typer.Option("--scale", "-s", help="Integer factor: the output is exactly input x scale (default: the upscaler model's own factor, else 2).", rich_help_panel=UPSCALE)]
 Method = Annotated[str, typer.Option("--method", help="auto, model (a dedicated upscaler model), tiled (img2img over tiles with any text-to-image model) or lanczos (no model). auto: model if --model is an upscaler, else tiled.", rich_help_panel=UPSCALE)]
 Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="What the image shows (default: the prompt recorded in the input image, if any).", rich_help_panel=UPSCALE)]
@@ -23,7 +22,7 @@ MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse o
 
 
 def upscale(
-    image: Image,
+    image: o.InputImage,
     scale: Scale = None,
     method: Method = "auto",
     prompt: Prompt = None,
