@@ -11,6 +11,7 @@ import textwrap
 import torch
 from PIL import Image, ImageDraw
 
+from diffcli import guidance
 from diffcli.device import choose
 from diffcli.models import resolve
 from diffcli.models.layout import read_layout
@@ -38,8 +39,9 @@ def main() -> None:
     rec = read_layout(ref.path).recommended()
     pipe = task_pipeline(load_base(ref, choose("auto", "auto")), "txt2img")
     set_scheduler(pipe, rec["scheduler"])
-    images = pipe(PROMPTS, num_inference_steps=rec["steps"], guidance_scale=rec["cfg"],
-                  generator=[torch.Generator("cpu").manual_seed(args.seed) for _ in PROMPTS]).images
+    images = pipe(PROMPTS, num_inference_steps=rec["steps"],
+                  generator=[torch.Generator("cpu").manual_seed(args.seed) for _ in PROMPTS],
+                  **guidance.pipeline_kwargs(pipe, rec["cfg"], rec.get("cfg_cutoff"), rec["steps"])).images
     cols = 4
     rows = (len(PROMPTS) + cols - 1) // cols
     grid = Image.new("RGB", (cols * CELL, rows * (CELL + TEXT_H)), "white")

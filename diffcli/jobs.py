@@ -24,6 +24,7 @@ class Job:
     model: str | None = None
     steps: int | None = None
     cfg: float | None = None
+    cfg_cutoff: float | None = None  # guidance only while timestep >= cfg_cutoff * T (0 = every step)
     width: int | None = None
     height: int | None = None
     seed: int | None = None
@@ -57,7 +58,7 @@ class Job:
 
     def with_defaults(self, defaults: dict) -> "Job":
         """Fill values still None from DEFAULTS (model / family recommendations, then built-ins)."""
-        builtin = {"prompt": "", "negative": "", "num_images": 1, "batch_size": 1, "device": "auto", "dtype": "auto"}
+        builtin = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "num_images": 1, "batch_size": 1, "device": "auto", "dtype": "auto"}
         if self.task in ("img2img", "inpaint"):
             builtin["strength"] = 0.6 if self.task == "img2img" else 1.0
         if self.task == "inpaint":
@@ -87,6 +88,8 @@ def validate(job: Job) -> None:
         raise UsageError(f"--steps must be at least 1 (got {job.steps})")
     if job.cfg is not None and job.cfg < 0:
         raise UsageError(f"--cfg must be 0 or more (got {job.cfg})")
+    if job.cfg_cutoff is not None and not 0 <= job.cfg_cutoff < 1:
+        raise UsageError(f"--cfg-cutoff must be in [0, 1) (got {job.cfg_cutoff})")
     for name in ("width", "height"):
         value = getattr(job, name)
         if value is not None and value < 8:
@@ -117,6 +120,8 @@ def validate(job: Job) -> None:
 
 def check_size_for_model(job: Job, multiple: int) -> None:
     """Width and height must be multiples of the model's VAE scale factor."""
+    if job.cfg_cutoff is not None and not 0 <= job.cfg_cutoff < 1:
+        raise UsageError(f"--cfg-cutoff must be in [0, 1) (got {job.cfg_cutoff})")
     for name in ("width", "height"):
         value = getattr(job, name)
         if value is not None and value % multiple:

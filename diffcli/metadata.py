@@ -46,6 +46,9 @@ def a1111_parameters(record: dict) -> str:
         "Model hash": (record.get("model") or {}).get("hash"),
         "Model": (record.get("model") or {}).get("name"),
     }
+    lora = (record.get("model") or {}).get("lora")
+    if lora:  # A1111 quotes the list: Lora hashes: "name: hash"
+        fields["Lora hashes"] = f'"{Path(lora["path"]).name}: {lora["hash"]}"'
     if job.get("task") in ("img2img", "inpaint"):
         fields["Denoising strength"] = job.get("strength")
     if job.get("task") == "inpaint":

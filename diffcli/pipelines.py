@@ -36,7 +36,8 @@ def quiet_libraries() -> None:
 
 def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg: None):
     """The model's own pipeline (as its model_index says), loaded once per process."""
-    key = (str(ref.path), ref.kind, choice.device, choice.dtype, options)
+    lora = getattr(ref, "lora", None)
+    key = (str(ref.path), ref.kind, str(lora), choice.device, choice.dtype, options)
     if key in _BASES:
         return _BASES[key]
     import torch  # noqa: F401 - make the import cost visible here, not in a callee
@@ -68,11 +69,25 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
                 f"{ref.name}: no safetensors weights; pickle weights are refused unless --allow-pickle"
             ) from None
         raise RuntimeFailure(f"cannot load model {ref.name}: {text}") from None
+    if lora is not None:
+        _apply_lora(pipe, ref)
     pipe.set_progress_bar_config(disable=True)
     setattr(pipe, ORIGINAL_SCHEDULER, dict(pipe.scheduler.config))
     _apply_memory_options(pipe, choice, options, warn)
     _BASES[key] = pipe
     return pipe
+
+
+def _apply_lora(pipe, ref) -> None:
+    from diffcli.models.lora import apply_lora
+
+    try:
+        apply_lora(pipe, ref.lora, fuse=True)
+    except ImportError as exc:
+        raise RuntimeFailure(f"{ref.name}: loading a LoRA needs peft ({exc}); pip install peft") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RuntimeFailure(f"{ref.name}: the LoRA does not fit its base model: {text}") from None
 
 
 def _apply_memory_options(pipe, choice, options: LoadOptions, warn) -> None:

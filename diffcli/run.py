@@ -48,6 +48,8 @@ def _recommended(ref, layout) -> dict:
         family = getattr(ref, "family", None) or "sd1"
         base = {**FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"]), "width": 512, "height": 512}
         return {**base, **ref.defaults}
+    if getattr(ref, "lora", None) is not None:  # the LoRA's own settings (ref.defaults) beat its base's
+        return {**layout.recommended(), **ref.defaults}
     return {**layout.recommended(), **ref.defaults, **layout.defaults}
 
 
@@ -106,7 +108,9 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
 def _absolute_paths(job: Job, ref) -> Job:
     """Record local files by absolute path, so `--from` works from any directory."""
     changes = {k: str(Path(v).resolve()) for k in ("image", "mask") if (v := getattr(job, k))}
-    if ref.source in ("local", "file"):
+    if getattr(ref, "lora", None) is not None:
+        changes["model"] = str(ref.lora)
+    elif ref.source in ("local", "file"):
         changes["model"] = str(ref.path)
     return replace(job, **changes)
 
@@ -125,7 +129,10 @@ def _warn_unknown_words(job: Job, ref, reporter) -> None:
 def _model_record(ref) -> dict:
     from diffcli.models.fingerprint import fingerprint
 
-    return {"name": ref.name, "source": ref.source, "revision": ref.revision, "hash": fingerprint(str(ref.path))}
+    record = {"name": ref.name, "source": ref.source, "revision": ref.revision, "hash": fingerprint(str(ref.path))}
+    if getattr(ref, "lora", None) is not None:
+        record["lora"] = {"path": str(ref.lora), "hash": fingerprint(str(ref.lora))}
+    return record
 
 
 def composite(original, generated, mask, blur: int):
@@ -198,6 +205,8 @@ def _save(image, path: Path, prepared: Prepared, seed: int, choice, model: dict,
 def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOptions, reporter, choice, model):
     import torch
 
+    from diffcli import guidance
+
     job = prepared.job
     count = len(seeds)
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
@@ -209,15 +218,14 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
         reporter.step(step_index + 1, total)
         if step_index + 1 >= total:
             reporter.phase("decode")
-        return callback_kwargs
 
+    strength = None if job.task == "txt2img" else job.strength
     kwargs = dict(
         prompt=[job.prompt] * count,
         negative_prompt=[job.negative] * count if job.negative else None,
         num_inference_steps=job.steps,
-        guidance_scale=job.cfg,
         generator=generators,
-        callback_on_step_end=on_step_end,
+        **guidance.pipeline_kwargs(pipe, job.cfg, job.cfg_cutoff, job.steps, strength, on_step=on_step_end),
     )
     if job.task == "txt2img":
         kwargs.update(width=job.width, height=job.height)

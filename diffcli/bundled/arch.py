@@ -10,7 +10,10 @@ SIZES = {
 }
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                         beta_schedule="scaled_linear", prediction_type="v_prediction",
-                        timestep_spacing="trailing", steps_offset=1)
+                        timestep_spacing="trailing", steps_offset=1,
+                        # zero terminal SNR (Lin et al. 2024): at t=999 the model sees pure noise, as at
+                        # sampling time, so layout (object position) comes from the prompt, not the noise
+                        rescale_betas_zero_snr=True)
 
 
 def make_vae(size: str = "full"):

@@ -181,14 +181,14 @@ def train_vae(args, acc, log):
 
 
 @torch.no_grad()
-def vae_psnr(vae, device="cpu", n: int = 256, seed: int = 12345) -> float:
-    """Mean PSNR (dB) of VAE reconstructions (posterior mode) of held-out 64x64 renders."""
+def vae_psnr(vae, device="cpu", n: int = 256, seed: int = 12345, size: int = 64) -> float:
+    """Mean PSNR (dB) of VAE reconstructions (posterior mode) of held-out SIZExSIZE renders."""
     vae.eval()
-    _, imgs = render_batch(random.Random(seed), n)
+    _, imgs = render_batch(random.Random(seed), n, size)
     x = to_float(imgs).to(device)
     ps = []
-    for i in range(0, n, 64):
-        xb = x[i:i + 64]
+    for i in range(0, n, 64 * 64 // size):
+        xb = x[i:i + 64 * 64 // size]
         rec = vae.decode(vae.encode(xb.to(vae.dtype)).latent_dist.mode()).sample.float().clamp(-1, 1)
         mse = ((rec - xb) ** 2).mean(dim=(1, 2, 3)) / 4
         ps.append(10 * torch.log10(1 / mse.clamp_min(1e-10)))
@@ -232,6 +232,30 @@ class LatentBuffer:
         return [self.scenes[i] for i in idx], z
 
 
+def sample_timesteps(n: int, total: int, high_frac: float, device, high_start: float = 0.9) -> torch.Tensor:
+    """Uniform timesteps, with a fraction ``high_frac`` drawn from [high_start * total, total).
+
+    The noisiest steps are where the layout is decided from the prompt alone (zero terminal SNR: no
+    trace of the image is left). A UNet without positional encodings learns "on the left" only once
+    enough of its loss comes from there; uniform sampling gives it too little (measured: see
+    docs/bundled-model.md)."""
+    t = torch.randint(0, total, (n,))
+    high = torch.rand(n) < high_frac
+    t[high] = torch.randint(int(total * high_start), total, (int(high.sum()),))
+    return t.to(device)
+
+
+def load_pretrained(init_dir, unet, te, log):
+    """Start stage 2 from an exported pipeline folder (e.g. the committed fp16 weights)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    init_dir = Path(init_dir)
+    unet.load_state_dict(UNet2DConditionModel.from_pretrained(init_dir / "unet").float().state_dict())
+    te.load_state_dict(CLIPTextModel.from_pretrained(init_dir / "text_encoder").float().state_dict())
+    log(f"unet: initialised from {init_dir}")
+
+
 @torch.no_grad()
 def ema_update(ema, model, decay: float):
     ep = list(ema.parameters())
@@ -248,6 +272,8 @@ def train_unet(args, acc, vae, log):
     # latent scale: unit variance of scaled latents
     buf = LatentBuffer(vae, rng, args.buffer, acc.device, acc.autocast)
     sf = float(1.0 / buf.mean.std())
+    if args.init_from:  # keep the latent scale the initial weights were trained with
+        sf = json.loads((Path(args.init_from) / "vae" / "config.json").read_text())["scaling_factor"]
     vae.register_to_config(scaling_factor=sf)
     log(f"unet: latent std {1 / sf:.4f} -> scaling_factor {sf:.4f}")
     unet, te = arch.make_unet(args.size), arch.make_text_encoder(args.size)
@@ -268,7 +294,11 @@ def train_unet(args, acc, vae, log):
         rng.setstate(st["rng"])
         torch.set_rng_state(st["torch_rng"])
         log(f"unet: resumed at step {step}")
-    if step == 0:  # a loadable pipeline (trained VAE, untrained UNet) right away
+    elif args.init_from:
+        load_pretrained(args.init_from, unet, te, log)
+        ema_unet.load_state_dict(unet.state_dict())
+        ema_te.load_state_dict(te.state_dict())
+    if step == 0 and not args.init_from:  # a loadable pipeline (trained VAE, untrained UNet) right away
         export_pipeline(args.out, vae, te, unet, tokenizer, arch.make_scheduler("dpm++2m"))
     unet, te, opt = acc.prepare(unet, te, opt)
     budget = Budget(args.unet_steps, args.unet_minutes, elapsed)
@@ -305,11 +335,13 @@ def train_unet(args, acc, vae, log):
                         return_tensors="pt").input_ids.to(acc.device)
         z0 = (z0 * sf).to(acc.device)
         noise = torch.randn_like(z0)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (bs,), device=acc.device)
+        t = sample_timesteps(bs, noise_sched.config.num_train_timesteps, args.high_t_frac, acc.device,
+                             args.high_t_start)
         zt = noise_sched.add_noise(z0, noise, t)
         target = noise_sched.get_velocity(z0, noise, t)
         snr = snr_all[t]
-        w = torch.clamp(snr, max=args.min_snr) / (snr + 1)  # min-SNR-gamma for v-prediction
+        # min-SNR-gamma, +1 so the pure-noise end (snr 0), where layout is decided, keeps full weight
+        w = (torch.clamp(snr, max=args.min_snr) + 1) / (snr + 1)
         with acc.autocast():
             emb = te(ids)[0]
             pred = unet(zt, t, emb).sample.float()
@@ -321,7 +353,7 @@ def train_unet(args, acc, vae, log):
         opt.zero_grad(set_to_none=True)
         step += 1
         if step >= args.ema_start:
-            decay = 0.0 if step == args.ema_start else min(args.ema, (1 + step) / (10 + step))
+            decay = 0.0 if step == args.ema_start and not args.init_from else min(args.ema, (1 + step) / (10 + step))
             ema_update(ema_unet, acc.unwrap_model(unet), decay)
             ema_update(ema_te, acc.unwrap_model(te), decay)
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
@@ -346,8 +378,24 @@ def train_unet(args, acc, vae, log):
 
 
 # ------------------------------------------------------------------ stage 3 (optional)
+def _random_crops(bufs: dict, n: int, crop: int) -> torch.Tensor:
+    """N random CROPxCROP windows, each from a render of a randomly chosen size."""
+    sizes = list(bufs)
+    out = []
+    for _ in range(n):
+        buf = bufs[sizes[np.random.randint(len(sizes))]]
+        img = buf[np.random.randint(len(buf))]
+        i, j = np.random.randint(0, img.shape[-1] - crop + 1, 2)
+        out.append(img[:, i:i + crop, j:j + crop])
+    return torch.stack(out)
+
+
 def train_decoder(args, acc, vae, log):
-    """Fine-tune only the VAE decoder (encoder and latents unchanged, so the UNet stays valid)."""
+    """Fine-tune only the VAE decoder (encoder and latents unchanged, so the UNet stays valid).
+
+    Renders of every size in --decoder-sizes are cut into 64-px windows: at 128 or 256 px a window is
+    a zoomed-in part of a scene (bigger shapes, softer gradients), which is what the upscalers decode.
+    """
     rng = random.Random(args.seed + 2)
     ck = Path(args.ckpt_dir) / "decoder.pt"
     step, elapsed = 0, 0.0
@@ -364,16 +412,23 @@ def train_decoder(args, acc, vae, log):
         rng.setstate(st["rng"])
         log(f"decoder: resumed at step {step}")
     budget = Budget(args.decoder_steps, args.decoder_minutes, elapsed)
-    _, buf = render_batch(rng, args.buffer // 2)
+    sizes = [int(x) for x in str(args.decoder_sizes).split(",")]
+    per = args.buffer // 2 // len(sizes)
+    bufs = {sz: render_batch(rng, max(128, per // (sz // 64) ** 2), sz)[1] for sz in sizes}
     tuner = ThreadTuner(args.threads)
     bar = _bar(args.decoder_steps, "decoder")
     last_ck = time.time()
     vae.train()
+
+    def checkpoint():
+        save_ckpt(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed,
+                  rng=rng.getstate())
+
     while not budget.done(step):
         tuner.step()
         for g in opt.param_groups:
             g["lr"] = lr_at(budget.progress(step), step, args.decoder_lr, 50)
-        x = to_float(buf[torch.randint(0, len(buf), (args.batch // 2,))]).to(acc.device)
+        x = to_float(_random_crops(bufs, args.batch // 2, 64)).to(acc.device)
         with acc.autocast():
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.sample()
@@ -386,17 +441,20 @@ def train_decoder(args, acc, vae, log):
         bar.update(1)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % 200 == 0:
-            _, new = render_batch(rng, len(buf) // 4)
-            buf[torch.randint(0, len(buf), (len(new),))] = new
+        if step % 500 == 0:
+            log(f"decoder step {step} loss {loss.item():.4f} elapsed {budget.elapsed / 60:.1f} min")
+        if step % 200 == 0:  # refresh part of each buffer
+            for sz, buf in bufs.items():
+                k = max(1, len(buf) // (4 if sz == 64 else 16))
+                buf[torch.randint(0, len(buf), (k,))] = render_batch(rng, k, sz)[1]
         if time.time() - last_ck > args.ckpt_every * 60:
             last_ck = time.time()
-            save_ckpt(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed,
-                      rng=rng.getstate())
+            checkpoint()
     bar.close()
-    save_ckpt(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng.getstate())
+    checkpoint()
     vae.eval().requires_grad_(False)
-    log(f"decoder: done at step {step}, val PSNR {vae_psnr(vae, acc.device, n=args.psnr_n):.2f} dB")
+    log(f"decoder: done at step {step}, val PSNR {vae_psnr(vae, acc.device, n=args.psnr_n):.2f} dB (64 px), "
+        f"{vae_psnr(vae, acc.device, n=args.psnr_n // 4, size=128):.2f} dB (128 px)")
     out_vae = Path(args.out) / "vae"
     if out_vae.is_dir():  # swap in the new decoder; the rest of the export stays as it is
         sf = json.loads((out_vae / "config.json").read_text())["scaling_factor"]
@@ -419,6 +477,8 @@ def main(argv=None):
     ap.add_argument("--decoder-minutes", type=float, default=0.0, help="optional stage 3: decoder fine-tune")
     ap.add_argument("--decoder-steps", type=int, default=None)
     ap.add_argument("--decoder-lr", type=float, default=3e-4)
+    ap.add_argument("--decoder-sizes", default="64,128,256",
+                    help="render sizes the decoder fine-tune cuts its 64-px windows from")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=32)
@@ -429,6 +489,12 @@ def main(argv=None):
     ap.add_argument("--unet-lr", type=float, default=8e-4)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--min-snr", type=float, default=5.0)
+    ap.add_argument("--init-from", default=None,
+                    help="stage 2 starts from this exported pipeline folder (fresh optimizer and budget)")
+    ap.add_argument("--high-t-frac", type=float, default=0.0,
+                    help="fraction of UNet samples drawn from the noisiest timesteps (see --high-t-start)")
+    ap.add_argument("--high-t-start", type=float, default=0.9,
+                    help="those samples come from [high_t_start * 1000, 1000)")
     ap.add_argument("--cfg-drop", type=float, default=0.1)
     ap.add_argument("--caption-drop", type=float, default=0.25)
     ap.add_argument("--ema", type=float, default=0.999)

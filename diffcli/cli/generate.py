@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Annotated, Optional
 
@@ -40,9 +41,7 @@ COMMANDS = {
 
 def build_job(task: str, params: dict) -> Job:
     """The Job described by the flags, laid over the one recorded in --from (explicit flags win)."""
-    fields = ("prompt", "negative", "model", "steps", "cfg", "width", "height", "seed", "num_images", "batch_size",
-              "scheduler", "device", "dtype", "strength", "image", "mask", "mask_blur")
-    job = Job(task=task, **{f: params.get(f) for f in fields})
+    job = Job(task=task, **{f.name: params.get(f.name) for f in dataclasses.fields(Job) if f.name != "task"})
     if params.get("from_image"):
         from diffcli.metadata import job_from_image
 

@@ -17,6 +17,7 @@ Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: alia
 Negative = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt.", rich_help_panel=GEN)]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)]
 Cfg = Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's).", rich_help_panel=GEN)]
+CfgCutoff = Annotated[Optional[float], typer.Option("--cfg-cutoff", help="Guide only the noisier steps: stop guidance once the timestep is below this fraction of the schedule, in [0, 1) (default: the model's, else 0 = every step).", rich_help_panel=GEN)]
 Width = Annotated[Optional[int], typer.Option("--width", "-W", help="Image width in pixels.", rich_help_panel=GEN)]
 Height = Annotated[Optional[int], typer.Option("--height", "-H", help="Image height in pixels.", rich_help_panel=GEN)]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the first image; image k uses seed+k-1. Random if omitted.", rich_help_panel=GEN)]
@@ -50,6 +51,7 @@ SHARED_GENERATION = [
     keyword("negative", Negative),
     keyword("steps", Steps),
     keyword("cfg", Cfg),
+    keyword("cfg_cutoff", CfgCutoff),
     keyword("width", Width),
     keyword("height", Height),
     keyword("seed", Seed),

@@ -9,7 +9,7 @@ Modules (import-light from the top; torch is imported only by the ones that trai
   trainer     the accelerate loop: accumulation, mixed precision, EMA, checkpoints, progress
   checkpoint  atomic checkpoints and resume
   student     writing the student (diffusers directory or LoRA with its base recorded), loading it
-  lorafile    a LoRA student directory read without torch (for the model resolver)
+  (the LoRA student directory format lives in diffcli.models.lora: the resolver reads it)
   report      teacher vs student quality/speed report (JSON + Markdown)
   events      progress bar / JSON-lines events for training
   runner      the command end to end (checks, train, export, report), and `--report DIR`

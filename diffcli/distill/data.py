@@ -92,12 +92,14 @@ def draw_prompt_images(pipe, prompts: list[str], n: int, size: int, teacher_defa
     import json
     import shutil
 
+    from diffcli import guidance
     from diffcli.pipelines import set_scheduler
 
     steps = int(teacher_defaults.get("steps") or 25)
     cfg = float(teacher_defaults.get("cfg") or 7.0)
+    cutoff = float(teacher_defaults.get("cfg_cutoff") or 0.0)
     meta = {"teacher": teacher_id, "size": size, "steps": steps, "cfg": cfg, "seed": seed,
-            "scheduler": teacher_defaults.get("scheduler") or "ddim"}
+            "scheduler": teacher_defaults.get("scheduler") or "ddim", **({"cfg_cutoff": cutoff} if cutoff else {})}
     meta_file = directory / "meta.json"
     rank, world = shard
     if rank == 0:
@@ -130,8 +132,8 @@ def draw_prompt_images(pipe, prompts: list[str], n: int, size: int, teacher_defa
         for k in range(0, len(mine), batch):
             chunk = mine[k:k + batch]
             gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in chunk]
-            images = pipe([pairs[i][1] for i in chunk], num_inference_steps=steps, guidance_scale=cfg, width=size,
-                          height=size, generator=gens).images
+            images = pipe([pairs[i][1] for i in chunk], num_inference_steps=steps, width=size, height=size,
+                          generator=gens, **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps)).images
             for i, im in zip(chunk, images):
                 png = pairs[i][0]
                 tmp = png.with_name(png.stem + ".tmp.png")

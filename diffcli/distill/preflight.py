@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from diffcli.distill.config import DistillConfig
-from diffcli.distill.lorafile import LORA_FILE
+from diffcli.models.lora import LORA_FILE
 from diffcli.errors import UsageError
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

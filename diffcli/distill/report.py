@@ -51,27 +51,28 @@ def _prompts(record: dict, n: int, prompts_file: str | None) -> tuple[list[str],
     return [defaults[i % len(defaults)] for i in range(n)], "built-in generic prompts"
 
 
-def _generate(pipe, prompts, steps, cfg, size, batch=16, seed0=0):
+def _generate(pipe, prompts, steps, cfg, size, cutoff=0.0, batch=16, seed0=0):
+    from diffcli import guidance
+
     images = []
     for i in range(0, len(prompts), batch):
         chunk = prompts[i:i + batch]
         gens = [torch.Generator().manual_seed(seed0 + i + j) for j in range(len(chunk))]
-        images += pipe(chunk, num_inference_steps=steps, guidance_scale=cfg, width=size, height=size,
-                       generator=gens).images
+        images += pipe(chunk, num_inference_steps=steps, width=size, height=size, generator=gens,
+                       **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps)).images
     return images
 
 
 def _time_rows(rows, prompts, size, n=4) -> list[float]:
     """Seconds per image (batch 1) of each row: one warm-up each, then n rounds that take the rows in
     turn, and the median per row; a shared, busy CPU then slows every row alike."""
-    for _, pipe, steps, cfg, _ in rows:
-        _generate(pipe, prompts[:1], steps, cfg, size, batch=1)
+    for _, pipe, steps, cfg, _, cutoff in rows:
+        _generate(pipe, prompts[:1], steps, cfg, size, cutoff, batch=1)
     times = [[] for _ in rows]
     for i in range(n):
-        for k, (_, pipe, steps, cfg, _) in enumerate(rows):
+        for k, (_, pipe, steps, cfg, _, cutoff) in enumerate(rows):
             t = time.perf_counter()
-            pipe(prompts[i % len(prompts)], num_inference_steps=steps, guidance_scale=cfg, width=size, height=size,
-                 generator=torch.Generator().manual_seed(i))
+            _generate(pipe, [prompts[i % len(prompts)]], steps, cfg, size, cutoff, batch=1, seed0=i)
             times[k].append(time.perf_counter() - t)
     return [float(np.median(t)) for t in times]
 
@@ -98,7 +99,7 @@ def run_report(student_dir, n: int = 64, events=None, prompts_file: str | None =
     from diffusers import DiffusionPipeline
 
     from diffcli.distill.events import make_events
-    from diffcli.distill.lorafile import read_own
+    from diffcli.models.lora import read_own
     from diffcli.distill.student import load_student
     from diffcli.models import resolve
     from diffcli.pipelines import ORIGINAL_SCHEDULER, quiet_libraries, set_scheduler
@@ -126,16 +127,17 @@ def run_report(student_dir, n: int = 64, events=None, prompts_file: str | None =
     set_scheduler(teacher, td.get("scheduler") or "ddim")
     teacher.to(device)
     student = load_student(student_dir, device)
-    rows = [("teacher", teacher, int(td.get("steps") or 25), float(td.get("cfg") or 7.0), td.get("scheduler"))]
+    rows = [("teacher", teacher, int(td.get("steps") or 25), float(td.get("cfg") or 7.0), td.get("scheduler"),
+             float(td.get("cfg_cutoff") or 0.0))]
     s_cfg = float(own.get("cfg") or 1.0)
-    rows += [("student", student, k, s_cfg, "lcm") for k in STUDENT_STEPS]
+    rows += [("student", student, k, s_cfg, "lcm", 0.0) for k in STUDENT_STEPS]
 
     evaluator = _load_evaluator(events) if record.get("bundled_teacher") else None
     results, samples, teacher_images = [], [], None
-    for who, pipe, steps, cfg, sched in rows:
+    for who, pipe, steps, cfg, sched, cutoff in rows:
         events.phase("report", model=who, steps=steps)
-        images = _generate(pipe, prompts, steps, cfg, size)
-        row = {"model": who, "steps": steps, "cfg": cfg, "scheduler": sched}
+        images = _generate(pipe, prompts, steps, cfg, size, cutoff)
+        row = {"model": who, "steps": steps, "cfg": cfg, "cfg_cutoff": cutoff, "scheduler": sched}
         if evaluator is not None:
             sc = evaluator.score(prompts, images)
             row.update(adherence=round(sc["adherence"], 4), fd=round(sc["fd"], 3),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from diffcli.distill.lorafile import LORA_FILE, apply_lora, is_lora_dir, lora_base, read_own  # noqa: F401
+from diffcli.models.lora import LORA_FILE, apply_lora, is_lora_dir, lora_base, read_own  # noqa: F401
 from diffcli.distill.preflight import STUDENT_KEY
 from diffcli.output import swap_in_dir
 
@@ -116,12 +116,12 @@ def _copy_unet(unet):
 
 
 def _write_lora(tmp: Path, unet, pipeline_cls) -> None:
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
+    # peft key names (lora_A / lora_B), which load_lora_weights maps back one to one; the older
+    # diffusers names (lora.down / lora.up) lost attention layers on the way back in
     layers = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in get_peft_model_state_dict(unet).items()}
-    pipeline_cls.save_lora_weights(str(tmp), unet_lora_layers=convert_state_dict_to_diffusers(layers),
-                                   safe_serialization=True)
+    pipeline_cls.save_lora_weights(str(tmp), unet_lora_layers=layers, safe_serialization=True)
     (tmp / LORA_FILE).chmod(0o644)
 
 

@@ -8,7 +8,7 @@ Nothing here imports torch or diffusers; huggingface_hub is imported only when t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from diffcli.errors import RuntimeFailure, UsageError
@@ -29,6 +29,7 @@ class ModelRef:
     repo_id: str | None = None  # hub repo id (hub and alias sources)
     variant: str | None = None  # weights variant that was pulled (e.g. "fp16"): pass to from_pretrained
     allow_pickle: bool = False  # the model was resolved with --allow-pickle
+    lora: Path | None = None  # a LoRA directory applied on top of this (base) model
 
 
 NATIVE_SIZE = {"sd1": 512, "sd2": 768, "sdxl": 1024}  # single-file checkpoints: image size by family
@@ -61,7 +62,7 @@ def resolve(
     sha256: str | None = None,
 ) -> ModelRef:
     """Find NAME locally; pull it first when it is missing (unless offline or pull=False)."""
-    from diffcli.models import names, registry
+    from diffcli.models import lora, names, registry
     from diffcli.models.aliases import ALIASES, alias_for_repo
     from diffcli.models.safety import is_pickle, refuse_pickle
 
@@ -80,6 +81,8 @@ def resolve(
 
     if src.kind == "dir":
         path = src.path
+        if lora.is_lora_dir(path) and not (path / "model_index.json").is_file():  # fused: a model as is
+            return _lora(name, path, offline=offline, allow_pickle=allow_pickle, token=token, quiet=quiet, pull=pull)
         if not (path / "model_index.json").is_file():
             raise UsageError(f"{name}: directory is not a diffusers model (no model_index.json)")
         from diffcli.models.hub import snapshot_missing
@@ -134,6 +137,23 @@ def resolve(
         family=_family(snap) or (ALIASES[alias].family if alias else None), repo_id=repo_id,
         variant=(entry or {}).get("variant"), allow_pickle=allow_pickle,
     )
+
+
+def _lora(name: str, path: Path, **kw) -> ModelRef:
+    """A LoRA directory: its base model's ref, carrying the LoRA and the LoRA's own defaults."""
+    from diffcli.models import lora, registry
+
+    base_name = lora.lora_base(path)
+    if Path(base_name).resolve() == path.resolve():
+        raise UsageError(f"{name}: a LoRA directory cannot be its own base model")
+    try:
+        base = resolve(base_name, **kw)
+    except UsageError as exc:
+        raise UsageError(f"{name}: LoRA base model '{base_name}': {exc}") from None
+    if base.lora is not None:
+        raise UsageError(f"{name}: its base '{base_name}' is itself a LoRA; stacked LoRAs are not supported")
+    registry.touch(f"local:{path}", source="local", path=str(path))
+    return replace(base, name=name, lora=path, defaults={**base.defaults, **lora.lora_defaults(path)})
 
 
 def _family(path: Path) -> str | None:

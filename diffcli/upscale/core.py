@@ -59,6 +59,7 @@ class Request:
     overlap: int | None = None
     steps: int | None = None
     cfg: float | None = None
+    cfg_cutoff: float = 0.0  # tiled: guidance only at timesteps >= cfg_cutoff * 1000 (diffcli.guidance)
     seed: int | None = None
     scheduler: str | None = None
     device: str | None = None
@@ -107,6 +108,7 @@ class Plan:
     steps: int | None = None
     steps_per_tile: int = 0
     cfg: float | None = None
+    cfg_cutoff: float = 0.0  # tiled: guidance only at timesteps >= cfg_cutoff * 1000 (diffcli.guidance)
     scheduler: str | None = None
     strength: float | None = None
     noise_level: int | None = None
@@ -302,6 +304,7 @@ def _plan_model_run(plan: Plan, r: Request, reporter) -> None:
     plan.cfg = r.cfg if r.cfg is not None else float(defaults.get("cfg") if defaults.get("cfg") is not None else 7.0)
     plan.scheduler = r.scheduler or defaults.get("scheduler") or "euler"
     if plan.method == "tiled":
+        plan.cfg_cutoff = float(defaults.get("cfg_cutoff") or 0.0)
         family = layout.family if layout else None
         plan.strength = r.strength if r.strength is not None else FAMILY_STRENGTH.get(family, DEFAULT_STRENGTH)
         plan.steps_per_tile = min(int(plan.steps * plan.strength), plan.steps)
@@ -486,11 +489,11 @@ def call_pipeline(pipe, plan: Plan, image, generator, tick):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         if plan.kind == "img2img":
-            def on_step_end(p, i, t, kwargs):
-                tick()
-                return kwargs
+            from diffcli import guidance
 
-            out = pipe(**common, strength=plan.strength, callback_on_step_end=on_step_end)
+            common.update(guidance.pipeline_kwargs(pipe, plan.cfg, plan.cfg_cutoff, plan.steps, plan.strength,
+                                                   on_step=lambda *_: tick()))
+            out = pipe(**common, strength=plan.strength)
         elif plan.kind == "x4":
             out = pipe(**common, noise_level=plan.noise_level, callback=tick, callback_steps=1)
         else:
@@ -537,7 +540,7 @@ def _save(image, path: Path, plan: Plan, model: dict, device, dtype, opts: Optio
 
     job = {
         "task": "upscale", "prompt": plan.prompt, "negative": plan.negative,
-        "model": plan.ref.name if plan.ref else None, "steps": plan.steps, "cfg": plan.cfg,
+        "model": plan.ref.name if plan.ref else None, "steps": plan.steps, "cfg": plan.cfg, "cfg_cutoff": plan.cfg_cutoff,
         "width": plan.out_size[0], "height": plan.out_size[1], "seed": plan.seed, "num_images": 1,
         "batch_size": 1, "scheduler": plan.scheduler, "device": plan.device, "dtype": plan.dtype,
         "strength": plan.strength, "image": str(plan.source_path), "mask": None, "mask_blur": None,

@@ -1,9 +1,12 @@
 """End to end on the tiny fixture teacher: distill, load the student, resume, interrupt, LoRA + report."""
 
 import json
+import shutil
 
+import numpy as np
 import torch
-from helpers import cli, written
+from helpers import cli, pixels, written
+from PIL import Image
 from safetensors.torch import load_file
 
 from diffcli.distill import trainer
@@ -122,7 +125,38 @@ def test_lcm_lora_from_prompts_with_report(fast_sd, tmp_path):
 
     assert is_lora_dir(out)
     pipe = load_student(out)
+    # every trained layer comes back (attention layers were once lost to a key-name round trip)
+    assert sum(1 for _, m in pipe.unet.named_modules() if hasattr(m, "lora_A")) == len(lora) // 2
     assert pipe("a tree", num_inference_steps=2, guidance_scale=1.0, output_type="np").images.shape == (1, 32, 32, 3)
+
+    # the LoRA alone (no fused copy): `--model` loads its base, fuses the LoRA in and uses the LoRA's defaults
+    only = tmp_path / "lora-only"
+    only.mkdir()
+    for name in ("pytorch_lora_weights.safetensors", "diffcli.json"):
+        shutil.copy2(out / name, only / name)
+    g = _ok(cli("txt2img", "a tree", "--model", only, "--seed", "1", "--out", tmp_path / "only.png", "--json",
+                "--dtype", "float32"))
+    image = Image.open(tmp_path / "only.png")
+    record = json.loads(image.info["diffcli"])
+    assert (record["job"]["steps"], record["job"]["cfg"], record["job"]["scheduler"]) == (4, 1.0, "lcm")
+    assert record["job"]["model"] == str(only) and record["model"]["lora"]["path"] == str(only)
+    assert "Lora hashes: " in image.info["parameters"]
+    from diffusers import DiffusionPipeline, LCMScheduler
+
+    plain = DiffusionPipeline.from_pretrained(str(fast_sd), torch_dtype=torch.float32)
+    plain.load_lora_weights(str(only), weight_name="pytorch_lora_weights.safetensors")
+    plain.fuse_lora()
+    plain.scheduler = LCMScheduler.from_config(plain.scheduler.config)
+    expected = plain("a tree", num_inference_steps=4, guidance_scale=1.0, width=32, height=32,
+                     generator=torch.Generator("cpu").manual_seed(1)).images[0]
+    assert np.array_equal(pixels(tmp_path / "only.png"), np.asarray(expected, dtype=np.int16))
+    # a LoRA whose base is gone: one clear line, no traceback
+    own = json.loads((only / "diffcli.json").read_text())
+    own["lora"].update(base=str(tmp_path / "gone"), base_path=str(tmp_path / "gone"), base_source="local")
+    (only / "diffcli.json").write_text(json.dumps(own))
+    bad = cli("txt2img", "a tree", "--model", only, "--out", tmp_path / "bad.png")
+    assert bad.exit_code == 2 and "LoRA base model" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_sdxl_teacher(tiny_sdxl, photos, tmp_path):

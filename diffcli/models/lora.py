@@ -4,8 +4,9 @@
     OUT/diffcli.json   {"steps": 4, "cfg": 1.0, "scheduler": "lcm", ..., "lora": {"base": NAME,
                         "base_source": "bundled|local|hub|...", "base_path": DIR, "base_hash": ..., "rank": R}}
 
-For the model resolver: `is_lora_dir(path)` -> `lora_base(path)` names the model to load, then
-`apply_lora(pipe, path)` puts the LoRA in; `lora_defaults(path)` are the recommended settings.
+`--model OUT` accepts such a directory: the resolver sees `is_lora_dir(path)`, resolves
+`lora_base(path)` and returns the base's ModelRef with `lora=OUT`; `load_base` then calls
+`apply_lora(pipe, OUT)`, and `lora_defaults(OUT)` override the base's recommended settings.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def lora_defaults(path) -> dict:
 
 
 def apply_lora(pipe, path, fuse: bool = True):
-    """Load the LoRA at PATH into PIPE (its base pipeline) and, by default, fuse it."""
+    """Load the LoRA at PATH into PIPE (its base pipeline) and, by default, fuse it (needs peft)."""
     pipe.load_lora_weights(str(path), weight_name=LORA_FILE, adapter_name="lcm")
     if fuse:
         pipe.fuse_lora()
