@@ -172,6 +172,7 @@ def run(job: Job, opts: RunOptions, reporter) -> list[Path]:
     base = load_base(prepared.ref, choice, opts.load, warn=reporter.warn)
     pipe = task_pipeline(base, job.task)
     set_scheduler(pipe, job.scheduler)
+    _warn_zero_snr(pipe, job.scheduler, reporter)
     model = _model_record(prepared.ref)
     t_loaded = time.perf_counter()
 
@@ -190,6 +191,15 @@ def run(job: Job, opts: RunOptions, reporter) -> list[Path]:
             emit_result(path, seed, prepared, opts.json)
     reporter.done(images=len(written), load_s=round(t_loaded - t0, 3), total_s=round(time.perf_counter() - t0, 3))
     return written
+
+
+def _warn_zero_snr(pipe, name: str, reporter) -> None:
+    from diffcli.pipelines import ORIGINAL_SCHEDULER
+    from diffcli.schedulers import ignores_zero_snr, zero_snr_names
+
+    if ignores_zero_snr(name, getattr(pipe, ORIGINAL_SCHEDULER, {})):
+        reporter.warn(f"scheduler '{name}' cannot follow this model's zero-terminal-SNR schedule; images may be "
+                      f"off (these can: {', '.join(zero_snr_names())})")
 
 
 def _save(image, path: Path, prepared: Prepared, seed: int, choice, model: dict, opts: RunOptions, extra=None) -> None:

@@ -66,3 +66,20 @@ def build(name: str, model_config):
     entry = spec(name)
     cls = getattr(diffusers, entry.cls)
     return cls.from_config(dict(model_config), **entry.options)
+
+
+def ignores_zero_snr(name: str, model_config) -> bool:
+    """True when the model was trained with zero terminal SNR but NAME's class cannot follow that schedule."""
+    if not dict(model_config).get("rescale_betas_zero_snr"):
+        return False
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, spec(name).cls)
+    return "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters
+
+
+def zero_snr_names() -> list[str]:
+    """The sampler names that follow a zero-terminal-SNR schedule (imports diffusers)."""
+    return [n for n in SCHEDULERS if not ignores_zero_snr(n, {"rescale_betas_zero_snr": True})]

@@ -167,3 +167,18 @@ def test_save_partial_on_ctrl_c(tiny_sd, tmp_path):
     record = json.loads(Image.open(path).info["diffcli"])
     assert record["partial"] is True and record["job"]["seed"] == 1
     assert [p.name for p in out.iterdir()] == [path.name]  # no temp files, no final image
+
+
+def test_zero_terminal_snr_model_warns_for_samplers_that_ignore_it(tiny_sd, tmp_path):
+    import shutil
+
+    model = tmp_path / "zsnr"
+    shutil.copytree(tiny_sd, model)
+    cfg_path = model / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="trailing")
+    cfg_path.write_text(json.dumps(cfg))
+    r = cli("txt2img", "castle", "-m", model, "--seed", "1", "--scheduler", "heun", "-o", tmp_path / "h.png", "--steps", "2")
+    assert r.exit_code == 0 and "cannot follow this model's zero-terminal-SNR schedule" in r.stderr
+    ok = cli("txt2img", "castle", "-m", model, "--seed", "1", "--scheduler", "euler", "-o", tmp_path / "e.png", "--steps", "2")
+    assert ok.exit_code == 0 and "zero-terminal-SNR" not in ok.stderr
