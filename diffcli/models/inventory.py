@@ -49,7 +49,10 @@ def human_time(ts: float | None) -> str:
 
 def _family_of_dir(path: Path) -> str:
     from diffcli.models.layout import read_layout
+    from diffcli.models.lora import is_lora_dir
 
+    if is_lora_dir(path) and not (path / "model_index.json").is_file():
+        return "lora"
     try:
         layout = read_layout(path)
     except Exception:  # noqa: BLE001

@@ -150,6 +150,8 @@ def test_lcm_lora_from_prompts_with_report(fast_sd, tmp_path):
     expected = plain("a tree", num_inference_steps=4, guidance_scale=1.0, width=32, height=32,
                      generator=torch.Generator("cpu").manual_seed(1)).images[0]
     assert np.array_equal(pixels(tmp_path / "only.png"), np.asarray(expected, dtype=np.int16))
+    listed = cli("models", "list", "--json")
+    assert listed.exit_code == 0 and str(only) in listed.stdout and '"lora"' in listed.stdout
     # a LoRA whose base is gone: one clear line, no traceback
     own = json.loads((only / "diffcli.json").read_text())
     own["lora"].update(base=str(tmp_path / "gone"), base_path=str(tmp_path / "gone"), base_source="local")
