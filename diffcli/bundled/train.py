@@ -103,6 +103,18 @@ def save_ckpt(path: Path, **state):
     tmp.replace(path)
 
 
+def load_ckpt(path: Path, rng: random.Random, opt, **modules) -> dict:
+    """Restore a stage's checkpoint: each module from its key, the optimizer and the RNGs; returns it."""
+    st = torch.load(path, weights_only=False)
+    for key, module in modules.items():
+        module.load_state_dict(st[key])
+    opt.load_state_dict(st["opt"])
+    rng.setstate(st["rng"])
+    if "torch_rng" in st:
+        torch.set_rng_state(st["torch_rng"])
+    return st
+
+
 def _bar(total: int | None, desc: str):
     from tqdm import tqdm
 
@@ -118,12 +130,8 @@ def train_vae(args, acc, log):
     ck = Path(args.ckpt_dir) / "vae.pt"
     step, elapsed = 0, 0.0
     if args.resume and ck.exists():
-        st = torch.load(ck, weights_only=False)
-        vae.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
+        st = load_ckpt(ck, rng, opt, model=vae)
         step, elapsed = st["step"], st["elapsed"]
-        rng.setstate(st["rng"])
-        torch.set_rng_state(st["torch_rng"])
         if st.get("done"):
             log(f"vae: stage already done at step {step}")
             return vae
@@ -284,15 +292,8 @@ def train_unet(args, acc, vae, log):
     step, elapsed = 0, 0.0
     ema_unet, ema_te = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(te).requires_grad_(False)
     if args.resume and ck.exists():
-        st = torch.load(ck, weights_only=False)
-        unet.load_state_dict(st["unet"])
-        te.load_state_dict(st["te"])
-        ema_unet.load_state_dict(st["ema_unet"])
-        ema_te.load_state_dict(st["ema_te"])
-        opt.load_state_dict(st["opt"])
+        st = load_ckpt(ck, rng, opt, unet=unet, te=te, ema_unet=ema_unet, ema_te=ema_te)
         step, elapsed = st["step"], st["elapsed"]
-        rng.setstate(st["rng"])
-        torch.set_rng_state(st["torch_rng"])
         log(f"unet: resumed at step {step}")
     elif args.init_from:
         load_pretrained(args.init_from, unet, te, log)
@@ -405,11 +406,8 @@ def train_decoder(args, acc, vae, log):
         q.requires_grad_(True)
     opt = torch.optim.AdamW(dec, lr=args.decoder_lr, betas=(0.9, 0.99))
     if args.resume and ck.exists():
-        st = torch.load(ck, weights_only=False)
-        vae.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
+        st = load_ckpt(ck, rng, opt, model=vae)
         step, elapsed = st["step"], st["elapsed"]
-        rng.setstate(st["rng"])
         log(f"decoder: resumed at step {step}")
     budget = Budget(args.decoder_steps, args.decoder_minutes, elapsed)
     sizes = [int(x) for x in str(args.decoder_sizes).split(",")]
