@@ -23,8 +23,9 @@ class LoadOptions:
     attention_slicing: bool = False
 
 
-def quiet_libraries() -> None:
-    """Our progress replaces the libraries' own bars and info logs."""
+def prepare_libraries() -> None:
+    """Once per process before a model loads: quiet libraries (our progress replaces their bars and
+    info logs) and attention processors that don't re-read their own signature on every call."""
     import diffusers
     import transformers
 
@@ -32,6 +33,22 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    _cache_processor_signatures()
+
+
+def _cache_processor_signatures() -> None:
+    """diffusers' Attention.forward calls inspect.signature(processor.__call__) on every call, ~80 µs:
+    about 1 ms of a small UNet's 16 ms on a CPU (14 attention calls per step for the bundled model).
+    inspect.signature returns a function's __signature__ when it has one, so giving each processor's
+    __call__ its own (unchanged) signature once makes that lookup free; nothing else changes."""
+    import inspect
+
+    from diffusers.models import attention_processor
+
+    for obj in vars(attention_processor).values():
+        call = getattr(obj, "__call__", None) if isinstance(obj, type) else None
+        if inspect.isfunction(call) and not hasattr(call, "__signature__"):
+            call.__signature__ = inspect.signature(call)
 
 
 def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg: None):
@@ -45,7 +62,7 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
 
     from diffcli.device import torch_dtype
 
-    quiet_libraries()
+    prepare_libraries()
     dtype = torch_dtype(choice.dtype)
     try:
         if ref.kind == "single_file":

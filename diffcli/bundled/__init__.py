@@ -11,8 +11,16 @@ from pathlib import Path
 MODEL_NAME = "tiny"
 MODEL_DIR = Path(__file__).resolve().parent / MODEL_NAME
 EVALUATOR_DIR = Path(__file__).resolve().parent / "evaluator"
+# Every model that ships in the package: the bundled model and its 4-step LCM student
+# (`diffcli distill --teacher tiny`, see docs/distill.md).
+MODEL_NAMES = (MODEL_NAME, "tiny-lcm")
 
-__all__ = ["MODEL_NAME", "MODEL_DIR", "EVALUATOR_DIR", "unknown_words", "defaults"]
+__all__ = ["MODEL_NAME", "MODEL_DIR", "MODEL_NAMES", "EVALUATOR_DIR", "model_dir", "unknown_words", "defaults"]
+
+
+def model_dir(name: str = MODEL_NAME) -> Path:
+    """The folder of the shipped model NAME (one of MODEL_NAMES); it may be missing from a trimmed install."""
+    return MODEL_DIR if name == MODEL_NAME else Path(__file__).resolve().parent / name
 
 
 def unknown_words(text: str) -> list[str]:

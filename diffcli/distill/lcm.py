@@ -4,6 +4,9 @@
             the UNet's `time_cond_proj_dim`, and an EMA copy of it is the target network
   lcm-lora  a LoRA (peft) on the teacher's UNet; the teacher is the same UNet with the adapter
             disabled, the target is the student itself without gradients (as in LCM-LoRA)
+
+A compact lcm student (--student-unet compact, see compact.py) first regresses the teacher's guided
+prediction for --kd-steps steps (knowledge distillation), then consistency distillation starts.
 """
 
 from __future__ import annotations
@@ -14,20 +17,22 @@ import random
 import torch
 
 from diffcli.distill import solver as S
+from diffcli.distill.compact import compact_config, removed_prefixes
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                 "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
 
 
-def make_student(teacher_unet, method: str, time_cond_dim: int = 256, lora_rank: int = 16):
+def make_student(teacher_unet, method: str, time_cond_dim: int = 256, lora_rank: int = 16, compact: bool = False):
     """(student, target): target is an EMA copy for lcm, None for lcm-lora."""
     from diffusers import UNet2DConditionModel
 
     if method == "lcm":
         dim = teacher_unet.config.time_cond_proj_dim or time_cond_dim
-        student = UNet2DConditionModel.from_config(teacher_unet.config, time_cond_proj_dim=dim)
+        extra = compact_config(teacher_unet.config) if compact else {}
+        student = UNet2DConditionModel.from_config(teacher_unet.config, time_cond_proj_dim=dim, **extra)
         missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
-        assert not unexpected, unexpected
+        assert all(compact and k.startswith(removed_prefixes(len(student.down_blocks))) for k in unexpected), unexpected
         cond_proj = getattr(student.time_embedding, "cond_proj", None)
         if cond_proj is not None and any(k.startswith("time_embedding.cond_proj") for k in missing):
             torch.nn.init.zeros_(cond_proj.weight)  # start exactly at the teacher; w-conditioning is learned
@@ -117,8 +122,12 @@ class LCMStep:
         self.cond = Conditioner(pipe, device, config.resolution)
         self.w_cond = config.method == "lcm"
         self.time_cond_dim = getattr(student, "config", None) and student.config.time_cond_proj_dim
+        self.cutoff_t = float(config.cfg_cutoff or 0.0) * self.T  # the teacher guides only at t >= this
 
-    def __call__(self, student_module, z0: torch.Tensor, captions: list[str], gen: torch.Generator, autocast):
+    def __call__(self, student_module, z0: torch.Tensor, captions: list[str], gen: torch.Generator, autocast,
+                 kd: bool = False):
+        """The consistency loss; with KD, the distance of the student's raw prediction to the teacher's
+        guided one (same noisy latents, timesteps and guidance draw)."""
         cfg, dev = self.cfg, self.device
         bsz = z0.shape[0]
         latents = (z0 * self.scaling).to(dev)
@@ -135,10 +144,16 @@ class LCMStep:
         w_emb = S.guidance_embedding(w, self.time_cond_dim).to(dev) if self.w_cond else None
         cond = self.cond.encode(captions)
         uncond = expand(self.cond.uncond, bsz)
-        w4 = w.reshape(-1, 1, 1, 1)
+        w4 = torch.where(start_t >= self.cutoff_t, w, torch.zeros_like(w)).reshape(-1, 1, 1, 1)
 
         with autocast():
             out = student_module(noisy, start_t, timestep_cond=w_emb, **cond).sample
+        if kd:
+            with torch.no_grad(), autocast():
+                both = self.teacher(torch.cat([noisy, noisy]), torch.cat([start_t, start_t]),
+                                    **concat(cond, uncond)).sample.float()
+            cond_out, uncond_out = both.chunk(2)
+            return torch.nn.functional.mse_loss(out.float(), cond_out + w4 * (cond_out - uncond_out))
         x0 = S.predicted_x0(out.float(), start_t, noisy, self.prediction_type, self.alphas, self.sigmas)
         model_pred = c_skip_start * noisy + c_out_start * x0
 

@@ -19,9 +19,10 @@ IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 RUN_FILE = "run.json"
 STUDENT_KEY = "distilled_from"  # key in a student's diffcli.json
 
+KD_FRACTION = 0.5  # of --max-train-steps: knowledge distillation that starts a compact student's run
 # Per method: (steps, batch size, learning rate) for the bundled teacher and for any other teacher.
 METHOD_DEFAULTS = {
-    ("lcm", True): (1500, 24, 1e-4),
+    ("lcm", True): (1200, 24, 1e-4),
     ("lcm", False): (4000, 8, 1e-5),
     ("lcm-lora", True): (1500, 24, 5e-4),
     ("lcm-lora", False): (4000, 8, 1e-4),
@@ -39,6 +40,7 @@ class Plan:
     teacher_defaults: dict  # steps, cfg, scheduler, width, height
     items: list = field(default_factory=list)  # folder: [(image, caption)], prompts: [prompt]
     bundled: bool = False
+    student_vae: Path | None = None  # an autoencoder directory the student ships instead of the teacher's VAE
 
     @property
     def ckpt(self) -> Path:
@@ -170,12 +172,20 @@ def _fill_defaults(config: DistillConfig, bundled: bool, teacher_defaults: dict,
             guidance = (cfg, cfg)
     else:
         guidance = config.guidance
+    student_unet = config.student_unet or ("compact" if bundled and config.method == "lcm" else "full")
+    max_steps = config.max_train_steps or steps
+    kd_steps = config.kd_steps if config.kd_steps is not None else \
+        (int(max_steps * KD_FRACTION) if student_unet == "compact" else 0)
     return replace(
         config,
-        max_train_steps=config.max_train_steps or steps,
+        student_unet=student_unet,
+        kd_steps=kd_steps,
+        student_vae=config.student_vae or ("tiny" if bundled and config.method == "lcm" else "teacher"),
+        max_train_steps=max_steps,
         batch_size=config.batch_size or batch,
         learning_rate=config.learning_rate or lr,
         guidance=guidance,
+        cfg_cutoff=config.cfg_cutoff if config.cfg_cutoff is not None else float(teacher_defaults.get("cfg_cutoff") or 0.0),
         resolution=config.resolution or layout.native_size,
         num_samples=config.num_samples or (4096 if bundled else None),
     )
@@ -218,7 +228,7 @@ def plan(config: DistillConfig) -> Plan:
     else:
         items, source = [], None
     ref, layout = _teacher(config)
-    bundled = ref.source == "bundled"
+    bundled = ref.source == "bundled" and ref.name == "tiny"  # the teacher with a scene generator and evaluator
     if source is None:
         if not bundled:
             raise UsageError(f"{config.teacher}: give training data with --data DIR (images with .txt captions) "
@@ -227,6 +237,45 @@ def plan(config: DistillConfig) -> Plan:
     defaults = layout.recommended()
     defaults = {**defaults, **{k: v for k, v in getattr(ref, "defaults", {}).items() if v is not None}}
     config = _fill_defaults(config, bundled, defaults, layout)
+    if config.kd_steps >= config.max_train_steps:
+        raise UsageError(f"--kd-steps {config.kd_steps} leaves no consistency steps in --max-train-steps "
+                         f"{config.max_train_steps}")
+    if config.student_unet == "compact":
+        from diffcli.distill.compact import keeps_cross_attention
+
+        unet = json.loads((Path(ref.path) / "unet" / "config.json").read_text())
+        if not keeps_cross_attention(unet):
+            raise UsageError(f"--student-unet compact: {config.teacher}'s UNet has cross-attention only where the "
+                             "compact student removes it; use --student-unet full")
+    vae = _student_vae(config.student_vae, bundled, ref.path)
     _check_out(config, run_fingerprint(config))
     return Plan(config=config, ref=ref, layout=layout, source=source, teacher_defaults=defaults, items=items,
-                bundled=bundled)
+                bundled=bundled, student_vae=vae)
+
+
+def _student_vae(choice: str, bundled: bool, teacher: Path) -> Path | None:
+    """The autoencoder directory a student ships (None: the teacher's), checked against the teacher's latents."""
+    if choice == "teacher":
+        return None
+    if choice == "tiny":
+        if not bundled:
+            raise UsageError("--student-vae tiny is the bundled model's tiny autoencoder; for another teacher give "
+                             "a directory (e.g. a download of madebyollin/taesd for SD 1.x/2.x)")
+        from diffcli.bundled.tiny_ae import OUT
+
+        return OUT
+    path = Path(choice).expanduser()
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"--student-vae {choice}: not an autoencoder directory (no readable config.json)") from None
+    if cfg.get("_class_name") not in ("AutoencoderTiny", "AutoencoderKL"):
+        raise UsageError(f"--student-vae {choice}: a {cfg.get('_class_name')}, not an AutoencoderTiny or AutoencoderKL")
+    try:
+        theirs = json.loads((Path(teacher) / "vae" / "config.json").read_text()).get("latent_channels")
+    except (OSError, ValueError):
+        theirs = None
+    if theirs is not None and cfg.get("latent_channels") != theirs:
+        raise UsageError(f"--student-vae {choice}: {cfg.get('latent_channels')} latent channels; the teacher's "
+                         f"latents have {theirs}")
+    return path

@@ -102,7 +102,7 @@ def run_report(student_dir, n: int = 64, events=None, prompts_file: str | None =
     from diffcli.models.lora import read_own
     from diffcli.distill.student import load_student
     from diffcli.models import resolve
-    from diffcli.pipelines import ORIGINAL_SCHEDULER, quiet_libraries, set_scheduler
+    from diffcli.pipelines import ORIGINAL_SCHEDULER, prepare_libraries, set_scheduler
 
     events = events or make_events(False, True)
     student_dir = Path(student_dir)
@@ -113,7 +113,7 @@ def run_report(student_dir, n: int = 64, events=None, prompts_file: str | None =
                          "in diffcli.json)")
     teacher_name = record["teacher_path"] if Path(record["teacher_path"]).is_dir() else record["teacher"]
     ref = resolve(teacher_name, offline=True)
-    quiet_libraries()
+    prepare_libraries()
     td = record.get("teacher_defaults") or {}
     size = int(own.get("width") or td.get("width") or 512)
     prompts, prompt_source = _prompts(record, n, prompts_file)
@@ -154,6 +154,7 @@ def run_report(student_dir, n: int = 64, events=None, prompts_file: str | None =
         row["sec_per_image"] = round(sec, 4)
         events.emit("report_row", **{k: v for k, v in row.items() if k != "accuracy"})
     report = {"student": str(student_dir), "teacher": record["teacher"], "method": record["method"],
+              "student_unet": record.get("student_unet") or "full", "student_vae": record.get("student_vae") or "teacher",
               "train_steps": record.get("steps"), "prompts": len(prompts), "prompt_source": prompt_source,
               "size": size, "device": device, "threads": torch.get_num_threads(), "rows": results,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -178,7 +179,8 @@ def _bars(rows: list[dict]) -> dict:
 def markdown(report: dict) -> str:
     quality = report["bars"] is not None
     lines = [f"# Distillation report: {report['student']}", "",
-             f"Teacher `{report['teacher']}`, method `{report['method']}`, {report['train_steps']} training steps. "
+             f"Teacher `{report['teacher']}`, method `{report['method']}`, {report['train_steps']} training steps; "
+             f"student UNet {report.get('student_unet', 'full')}, autoencoder {report.get('student_vae', 'teacher')}. "
              f"{report['prompts']} prompts ({report['prompt_source']}), {report['size']}x{report['size']}, "
              f"{report['device']} ({report['threads']} threads), seeds 0..{report['prompts'] - 1}.", ""]
     head = "| model | steps | cfg | s/image |" + (" adherence | FD |" if quality else "") + " PSNR vs teacher (dB) |"

@@ -1,8 +1,9 @@
 """Writing the student, and reading it back.
 
-lcm       a diffusers model directory: the teacher's VAE, text encoder and tokenizer (copied as they
-          are), the distilled UNet in fp16 safetensors, an LCMScheduler config, and diffcli.json with
-          the recommended settings (4 steps, LCM sampler) and where it came from.
+lcm       a diffusers model directory: the teacher's VAE (or the --student-vae autoencoder), text
+          encoder and tokenizer (copied as they are), the distilled UNet in fp16 safetensors, an
+          LCMScheduler config, and diffcli.json with the recommended settings (4 steps, LCM sampler)
+          and where it came from.
 lcm-lora  pytorch_lora_weights.safetensors (diffusers LoRA format, fp16) + diffcli.json recording the
           base model (name, path, fingerprint) the LoRA belongs to.
 Both are written to a temporary sibling folder and renamed into place.
@@ -35,7 +36,8 @@ def _record(plan, fingerprint: str, summary: dict) -> dict:
     return {
         "teacher": plan.ref.name, "teacher_path": str(plan.ref.path), "teacher_source": plan.ref.source,
         "teacher_hash": teacher_hash, "teacher_defaults": plan.teacher_defaults, "method": cfg.method,
-        "steps": summary.get("steps"), "guidance": list(cfg.guidance), "num_ddim_timesteps": cfg.num_ddim_timesteps,
+        "steps": summary.get("steps"), "guidance": list(cfg.guidance), "cfg_cutoff": cfg.cfg_cutoff, "num_ddim_timesteps": cfg.num_ddim_timesteps,
+        "student_unet": cfg.student_unet, "student_vae": cfg.student_vae, "kd_steps": cfg.kd_steps,
         "data": plan.source, "run": fingerprint, "bundled_teacher": plan.bundled,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "train": summary,
     }
@@ -79,21 +81,33 @@ def export(plan, pipe, student, target, fingerprint: str, summary: dict) -> Path
 
 
 def _write_model(tmp: Path, plan, pipe, unet) -> None:
-    from diffusers import LCMScheduler
-
     teacher = Path(plan.ref.path)
     index = json.loads((teacher / "model_index.json").read_text())
     for name, value in index.items():
         if name.startswith("_") or name in SKIP_COMPONENTS or not isinstance(value, list) or value[0] is None:
             continue
-        if (teacher / name).is_dir():
+        if name == "vae" and plan.student_vae is not None:
+            shutil.copytree(plan.student_vae, tmp / name)
+            index[name] = ["diffusers", json.loads((plan.student_vae / "config.json").read_text())["_class_name"]]
+        elif (teacher / name).is_dir():
             shutil.copytree(teacher / name, tmp / name)
     unet16 = _copy_unet(unet).to(torch.float16)
     unet16.save_pretrained(tmp / "unet", safe_serialization=True)
-    sched = LCMScheduler.from_config(dict(pipe.scheduler.config), original_inference_steps=plan.config.num_ddim_timesteps)
-    sched.save_pretrained(tmp / "scheduler")
+    lcm_scheduler(pipe.scheduler.config, plan.config.num_ddim_timesteps).save_pretrained(tmp / "scheduler")
     index["scheduler"] = ["diffusers", "LCMScheduler"]
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def lcm_scheduler(teacher_config, original_steps: int):
+    """An LCMScheduler on the teacher's noise schedule, keeping only the keys LCMScheduler takes (a
+    DPM teacher's solver keys would be saved along and reported as unexpected on every load)."""
+    import inspect
+
+    from diffusers import LCMScheduler
+
+    takes = set(inspect.signature(LCMScheduler.__init__).parameters)
+    base = {k: v for k, v in dict(teacher_config).items() if k in takes}
+    return LCMScheduler.from_config(base, original_inference_steps=original_steps)
 
 
 def _fused_pipeline(base_path, lora_dir):
@@ -128,12 +142,12 @@ def _write_lora(tmp: Path, unet, pipeline_cls) -> None:
 # ------------------------------------------------------------------ reading back
 def load_student(path, device="cpu", dtype=torch.float32):
     """A ready pipeline for a student directory (model or LoRA), LCM sampler installed."""
-    from diffusers import DiffusionPipeline, LCMScheduler
+    from diffusers import DiffusionPipeline
 
     from diffcli.distill.trainer import from_pretrained
-    from diffcli.pipelines import quiet_libraries
+    from diffcli.pipelines import prepare_libraries
 
-    quiet_libraries()
+    prepare_libraries()
     path = Path(path)
     if is_lora_dir(path):
         from diffcli.models import resolve
@@ -142,7 +156,7 @@ def load_student(path, device="cpu", dtype=torch.float32):
         pipe = from_pretrained(DiffusionPipeline, base.path, dtype)
         apply_lora(pipe, path)
         steps = (read_own(path).get(STUDENT_KEY) or {}).get("num_ddim_timesteps", 50)
-        pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, original_inference_steps=steps)
+        pipe.scheduler = lcm_scheduler(pipe.scheduler.config, steps)
     else:
         pipe = from_pretrained(DiffusionPipeline, path, dtype)
     pipe.set_progress_bar_config(disable=True)

@@ -42,9 +42,9 @@ def load_teacher(plan: Plan, device):
     """The teacher pipeline in float32, frozen."""
     from diffusers import DiffusionPipeline
 
-    from diffcli.pipelines import ORIGINAL_SCHEDULER, quiet_libraries
+    from diffcli.pipelines import ORIGINAL_SCHEDULER, prepare_libraries
 
-    quiet_libraries()
+    prepare_libraries()
     try:
         pipe = from_pretrained(DiffusionPipeline, plan.ref.path)
     except (OSError, ValueError) as exc:
@@ -129,7 +129,8 @@ def train(plan: Plan, events, accelerator=None) -> dict:
         bank = build_bank(plan, pipe, acc.device, events)
     _write_rank_file(ckpt, acc)
 
-    student, target = lcm.make_student(pipe.unet, config.method, config.time_cond_dim, config.lora_rank)
+    student, target = lcm.make_student(pipe.unet, config.method, config.time_cond_dim, config.lora_rank,
+                                       compact=config.student_unet == "compact")
     student.to(acc.device)
     if target is not None:
         target.to(acc.device)
@@ -194,14 +195,14 @@ def train(plan: Plan, events, accelerator=None) -> dict:
             for _ in range(config.gradient_accumulation_steps):
                 z0, captions = bank.sample(per_process, gen, rng)
                 with acc.accumulate(wrapped):
-                    loss = step_fn(wrapped, z0, captions, gen, acc.autocast)
+                    loss = step_fn(wrapped, z0, captions, gen, acc.autocast, kd=step < config.kd_steps)
                     acc.backward(loss)
                     if acc.sync_gradients:
                         acc.clip_grad_norm_(params, 1.0)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
-            if target is not None:
-                lcm.ema_update(target, acc.unwrap_model(wrapped), config.ema_decay)
+            if target is not None:  # a copy, not an average, while KD brings the student up
+                lcm.ema_update(target, acc.unwrap_model(wrapped), config.ema_decay if step >= config.kd_steps else 0.0)
             step += 1
             both = acc.gather(torch.stack([loss.detach().float().reshape(()),
                                            torch.tensor(float(stop.set), device=loss.device)]).reshape(1, 2))

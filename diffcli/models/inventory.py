@@ -95,16 +95,17 @@ class Item:
         }
 
 
-def _bundled_item(entries: dict) -> Item | None:
-    try:
-        from diffcli.bundled import MODEL_DIR
-    except ImportError:
-        return None
-    path = Path(MODEL_DIR)
+def _bundled_item(entries: dict, name: str) -> Item | None:
+    """The shipped model NAME; None for a shipped model this install lacks (the main one is always listed)."""
+    from diffcli.bundled import MODEL_NAME, model_dir
+
+    path = model_dir(name)
     ok = (path / "model_index.json").is_file()
-    return Item("tiny", "bundled", path, "bundled" if ok else "unknown", du(path) if path.exists() else 0,
-                (entries.get("bundled:tiny") or {}).get("last_used"), status="complete" if ok else "missing",
-                key="bundled:tiny")
+    if not ok and name != MODEL_NAME:
+        return None
+    return Item(name, "bundled", path, "bundled" if ok else "unknown", du(path) if path.exists() else 0,
+                (entries.get(f"bundled:{name}") or {}).get("last_used"), status="complete" if ok else "missing",
+                key=f"bundled:{name}")
 
 
 def hub_items(entries: dict) -> list[Item]:
@@ -149,9 +150,9 @@ def hub_items(entries: dict) -> list[Item]:
 def items() -> list[Item]:
     entries = registry.entries()
     out: list[Item] = []
-    bundled = _bundled_item(entries)
-    if bundled:
-        out.append(bundled)
+    from diffcli.bundled import MODEL_NAMES
+
+    out += [item for item in (_bundled_item(entries, n) for n in MODEL_NAMES) if item]
     out += hub_items(entries)
     for key, e in sorted(entries.items()):
         src = e.get("source")
@@ -176,9 +177,9 @@ def find(name: str) -> Item:
 
     src = names.parse(name)
     if src.kind == "bundled":
-        item = _bundled_item(registry.entries())
+        item = _bundled_item(registry.entries(), src.name)
         if item is None:
-            raise UsageError("the bundled model is not available")
+            raise UsageError(f"the bundled model {src.name} is not installed")
         return item
     if src.kind in ("dir", "file"):
         path = src.path
@@ -267,7 +268,7 @@ def plan_removal(name: str) -> RemovalPlan:
 
     src = names.parse(name)
     if src.kind == "bundled":
-        raise UsageError("the bundled model 'tiny' ships with diffcli and cannot be removed")
+        raise UsageError(f"the bundled model '{src.name}' ships with diffcli and cannot be removed")
     if src.kind in ("dir", "file"):
         raise UsageError(f"{src.path}: diffcli only removes models it downloaded; delete your own files yourself")
     if src.kind == "url":

@@ -89,8 +89,12 @@ def parse(name: str) -> Source:
 
     if not name or not name.strip():
         raise UsageError("empty model name")
-    if name in ("tiny", "bundled"):
-        return Source("bundled", "tiny")
+    from diffcli.bundled import MODEL_NAMES
+
+    if name == "bundled":
+        return Source("bundled", MODEL_NAMES[0])
+    if name in MODEL_NAMES:
+        return Source("bundled", name)
     lowered = name.lower()
     if lowered.startswith(("http://", "https://")):
         url_filename(name)  # validates

@@ -72,12 +72,13 @@ def resolve(
     token = token or None
 
     if src.kind == "bundled":
-        try:
-            from diffcli.bundled import MODEL_DIR
-        except ImportError as exc:
-            raise RuntimeFailure(f"the bundled model is not available ({exc})") from None
-        registry.touch("bundled:tiny", source="bundled")
-        return ModelRef(name="tiny", path=Path(MODEL_DIR), source="bundled", family="bundled")
+        from diffcli.bundled import MODEL_NAME, model_dir
+
+        path = model_dir(src.name)
+        if src.name != MODEL_NAME and not (path / "model_index.json").is_file():
+            raise RuntimeFailure(f"the bundled model {src.name} is not installed ({path} is missing)")
+        registry.touch(f"bundled:{src.name}", source="bundled")
+        return ModelRef(name=src.name, path=path, source="bundled", family="bundled")
 
     if src.kind == "dir":
         path = src.path

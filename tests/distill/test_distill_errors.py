@@ -76,6 +76,7 @@ def test_flag_errors(fast_sd, photos, tmp_path, no_torch_training):
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--method", "progressive", match="planned")
     _fails("--teacher", fast_sd, "--out", out, match="give training data with --data")
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--guidance", "0.5", match="--guidance")
+    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--cfg-cutoff", "1", match="--cfg-cutoff")
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--mixed-precision", "fp8", match="mixed-precision")
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--max-train-steps", "0", match="at least 1")
     _fails("--teacher", tmp_path / "missing-model", "--data", photos, "--out", out, match="missing-model")
@@ -84,6 +85,15 @@ def test_flag_errors(fast_sd, photos, tmp_path, no_torch_training):
            match="fp16 needs a GPU")
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--device", "mps", match="cpu or cuda")
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--fuse", match="--fuse is for")
+    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--student-unet", "small", match="full or compact")
+    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--method", "lcm-lora", "--student-vae", "tiny",
+           match="--student-vae is for --method lcm")
+    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--student-vae", "tiny",
+           match="bundled model's tiny autoencoder")
+    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--student-vae", photos,
+           match="not an autoencoder directory")
+    _fails("--teacher", "tiny", "--out", out, "--kd-steps", "10", "--max-train-steps", "10",
+           match="leaves no consistency steps")
     assert not out.exists()  # nothing written by a refused run
 
 

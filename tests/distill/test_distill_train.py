@@ -178,11 +178,23 @@ def test_bundled_teacher_scenes_and_report(as_bundled, tmp_path):
     """The bundled teacher needs no data flags (scene generator); the report scores with the evaluator."""
     out = tmp_path / "tiny-lcm"
     r = _ok(cli("distill", "--teacher", "tiny", "--out", out, "--num-samples", "16", "--batch-size", "4",
-                "--max-train-steps", "2", "--report-n", "4", "--json"))
+                "--max-train-steps", "3", "--kd-steps", "1", "--report-n", "4", "--json"))
     ev = _events(r)
     assert next(e for e in ev if e["event"] == "phase" and e["phase"] == "data")["source"] == "scenes"
     own = json.loads((out / "diffcli.json").read_text())
     assert own["distilled_from"]["teacher"] == "tiny" and own["distilled_from"]["guidance"] == [2.0, 4.0]
+    # the bundled teacher's default student: compact UNet (no mid block, no lowest down-level attention)
+    # and the bundled tiny autoencoder in place of the teacher's VAE
+    rec = own["distilled_from"]
+    assert (rec["student_unet"], rec["student_vae"], rec["kd_steps"]) == ("compact", "tiny", 1)
+    assert rec["cfg_cutoff"] == 0.3  # the teacher's own guidance cutoff shapes the targets
+    unet = json.loads((out / "unet" / "config.json").read_text())
+    teacher_unet = json.loads((as_bundled / "unet" / "config.json").read_text())
+    assert unet["mid_block_type"] is None and teacher_unet["mid_block_type"] == "UNetMidBlock2DCrossAttn"
+    assert unet["down_block_types"][-1] == "DownBlock2D" and unet["up_block_types"] == teacher_unet["up_block_types"]
+    assert json.loads((out / "model_index.json").read_text())["vae"] == ["diffusers", "AutoencoderTiny"]
+    g = _ok(cli("txt2img", "a red castle", "--model", out, "--seed", "1", "--out", tmp_path / "s.png", "--quiet"))
+    assert Image.open(tmp_path / "s.png").size == (64, 64), g.stdout
     assert own["cfg"] == 3.0 and own["width"] == 64  # the teacher's guidance (3) is the student's default
     rep = json.loads((out / "report.json").read_text())
     assert rep["prompt_source"].startswith("held-out caption-grammar prompts")
@@ -196,3 +208,13 @@ def test_bundled_teacher_scenes_and_report(as_bundled, tmp_path):
     r = _ok(cli("distill", "--report", out, "--report-n", "3", "--json"))
     assert r.stdout.splitlines()[0] == str(out / "report.md")
     assert json.loads((out / "report.json").read_text())["prompts"] == 3
+
+    # shipping it in the package (as tiny-lcm): no machine paths, readable by all, no report image
+    from diffcli.bundled.ship_student import ship
+
+    shipped = ship(out, tmp_path / "shipped")
+    rec = json.loads((shipped / "diffcli.json").read_text())["distilled_from"]
+    assert rec["teacher_path"] == "diffcli/bundled/tiny" and rec["run"] == own["distilled_from"]["run"]
+    assert {f.stat().st_mode & 0o777 for f in shipped.rglob("*") if f.is_file()} == {0o644}
+    assert (shipped / "report.json").is_file() and not (shipped / "report.png").exists()
+    assert _ok(cli("txt2img", "a tree", "--model", shipped, "-o", tmp_path / "o.png", "-q")).stdout.strip()
