@@ -75,6 +75,8 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     init = load_rgb(job.image) if job.image else None
     mask = load_mask(job.mask, init.size) if job.mask else None
     ref = resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle)
+    if ref.source == "bundled" and job.model and Path(job.model).is_dir():
+        reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
     layout = read_layout(ref.path) if ref.kind == "diffusers" else None
     _check_task(replace(job, model=ref.name), ref, layout)
     multiple = layout.vae_scale_factor if layout else 8

@@ -228,7 +228,9 @@ def plan(config: DistillConfig) -> Plan:
     else:
         items, source = [], None
     ref, layout = _teacher(config)
-    bundled = ref.source == "bundled" and ref.name == "tiny"  # the teacher with a scene generator and evaluator
+    from diffcli.bundled import MODEL_NAME
+
+    bundled = ref.source == "bundled" and ref.name == MODEL_NAME  # the teacher with a scene generator and evaluator
     if source is None:
         if not bundled:
             raise UsageError(f"{config.teacher}: give training data with --data DIR (images with .txt captions) "
