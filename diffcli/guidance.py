@@ -20,18 +20,20 @@ def threshold(pipe, cutoff: float) -> float:
     return cutoff * pipe.scheduler.config.num_train_timesteps
 
 
-def first_timestep(pipe, steps: int, strength: float | None) -> float:
+def first_timestep(pipe, steps: int, strength: float | None, shift: float | None = None) -> float:
     """The timestep of the first denoising step (later than 999 only for txt2img)."""
-    pipe.scheduler.set_timesteps(steps, device="cpu")
+    from diffcli import timesteps as schedule
+
+    steps = schedule.set_schedule(pipe, steps, shift)
     timesteps = pipe.scheduler.timesteps
     if strength is not None and hasattr(pipe, "get_timesteps"):  # img2img / inpaint start part-way down
         timesteps, _ = pipe.get_timesteps(steps, strength, "cpu")
     return float(timesteps[0]) if len(timesteps) else 0.0
 
 
-def starts_unguided(pipe, cutoff: float, steps: int, strength: float | None) -> bool:
+def starts_unguided(pipe, cutoff: float, steps: int, strength: float | None, shift: float | None = None) -> bool:
     """True when even the first step is below the cutoff (img2img at a low strength)."""
-    return cutoff > 0 and first_timestep(pipe, steps, strength) < threshold(pipe, cutoff)
+    return cutoff > 0 and first_timestep(pipe, steps, strength, shift) < threshold(pipe, cutoff)
 
 
 def tensor_inputs(pipe) -> list[str]:
@@ -57,8 +59,9 @@ def stop_guidance_if_due(pipe, timestep, callback_kwargs: dict, cutoff: float) -
 
 
 def pipeline_kwargs(pipe, cfg: float, cutoff: float | None, steps: int, strength: float | None = None,
-                    on_step=None) -> dict:
-    """`guidance_scale` and the step callback for one pipeline call; ON_STEP(pipe, i, t, kwargs) runs first."""
+                    on_step=None, shift: float | None = None) -> dict:
+    """`guidance_scale` and the step callback for one pipeline call (its steps shifted by SHIFT, see
+    diffcli.timesteps); ON_STEP(pipe, i, t, kwargs) runs first."""
     cutoff = cutoff or 0.0
 
     def callback(p, step_index, timestep, callback_kwargs):
@@ -67,7 +70,7 @@ def pipeline_kwargs(pipe, cfg: float, cutoff: float | None, steps: int, strength
         return stop_guidance_if_due(p, timestep, callback_kwargs, cutoff)
 
     return dict(
-        guidance_scale=1.0 if starts_unguided(pipe, cutoff, steps, strength) else cfg,
+        guidance_scale=1.0 if starts_unguided(pipe, cutoff, steps, strength, shift) else cfg,
         callback_on_step_end=callback,
         callback_on_step_end_tensor_inputs=tensor_inputs(pipe),
     )

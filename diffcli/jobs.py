@@ -25,6 +25,7 @@ class Job:
     steps: int | None = None
     cfg: float | None = None
     cfg_cutoff: float | None = None  # guidance only while timestep >= cfg_cutoff * T (0 = every step)
+    shift: float | None = None  # timestep shift of the sampler's steps (1 = unchanged), see diffcli.timesteps
     width: int | None = None
     height: int | None = None
     seed: int | None = None
@@ -58,7 +59,7 @@ class Job:
 
     def with_defaults(self, defaults: dict) -> "Job":
         """Fill values still None from DEFAULTS (model / family recommendations, then built-ins)."""
-        builtin = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "num_images": 1, "batch_size": 1, "device": "auto", "dtype": "auto"}
+        builtin = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_images": 1, "batch_size": 1, "device": "auto", "dtype": "auto"}
         if self.task in ("img2img", "inpaint"):
             builtin["strength"] = 0.6 if self.task == "img2img" else 1.0
         if self.task == "inpaint":
@@ -88,8 +89,7 @@ def validate(job: Job) -> None:
         raise UsageError(f"--steps must be at least 1 (got {job.steps})")
     if job.cfg is not None and job.cfg < 0:
         raise UsageError(f"--cfg must be 0 or more (got {job.cfg})")
-    if job.cfg_cutoff is not None and not 0 <= job.cfg_cutoff < 1:
-        raise UsageError(f"--cfg-cutoff must be in [0, 1) (got {job.cfg_cutoff})")
+    _check_schedule_settings(job)
     for name in ("width", "height"):
         value = getattr(job, name)
         if value is not None and value < 8:
@@ -118,10 +118,17 @@ def validate(job: Job) -> None:
         validate_device(job.device or "auto", job.dtype or "auto")
 
 
-def check_size_for_model(job: Job, multiple: int) -> None:
-    """Width and height must be multiples of the model's VAE scale factor."""
+def _check_schedule_settings(job: Job) -> None:
     if job.cfg_cutoff is not None and not 0 <= job.cfg_cutoff < 1:
         raise UsageError(f"--cfg-cutoff must be in [0, 1) (got {job.cfg_cutoff})")
+    if job.shift is not None and not 0 < job.shift <= 10:
+        raise UsageError(f"--shift must be in (0, 10] (got {job.shift})")
+
+
+def check_size_for_model(job: Job, multiple: int) -> None:
+    """Width and height must be multiples of the model's VAE scale factor; the cutoff and shift a
+    model's own diffcli.json brings must be in range too."""
+    _check_schedule_settings(job)
     for name in ("width", "height"):
         value = getattr(job, name)
         if value is not None and value % multiple:

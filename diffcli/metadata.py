@@ -49,6 +49,8 @@ def a1111_parameters(record: dict) -> str:
     lora = (record.get("model") or {}).get("lora")
     if lora:  # A1111 quotes the list: Lora hashes: "name: hash"
         fields["Lora hashes"] = f'"{Path(lora["path"]).name}: {lora["hash"]}"'
+    if job.get("shift") not in (None, 1.0):  # the timestep shift, when it moved the steps
+        fields["Shift"] = job.get("shift")
     if job.get("task") in ("img2img", "inpaint"):
         fields["Denoising strength"] = job.get("strength")
     if job.get("task") == "inpaint":

@@ -70,6 +70,7 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     from diffcli.models import resolve
     from diffcli.models.layout import read_layout
     from diffcli.output import plan_paths
+    from diffcli.timesteps import check_sampler
 
     validate(job)
     init = load_rgb(job.image) if job.image else None
@@ -92,6 +93,7 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     job = with_seed(job.with_defaults(defaults))
     job = _absolute_paths(job, ref)
     check_size_for_model(job, multiple)
+    check_sampler(job.scheduler, job.shift)
     size = (job.width, job.height)
     if init is not None and init.size != size:
         from PIL import Image
@@ -218,6 +220,7 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
     import torch
 
     from diffcli import guidance
+    from diffcli.timesteps import schedule_kwargs
 
     job = prepared.job
     count = len(seeds)
@@ -235,9 +238,10 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
     kwargs = dict(
         prompt=[job.prompt] * count,
         negative_prompt=[job.negative] * count if job.negative else None,
-        num_inference_steps=job.steps,
         generator=generators,
-        **guidance.pipeline_kwargs(pipe, job.cfg, job.cfg_cutoff, job.steps, strength, on_step=on_step_end),
+        **schedule_kwargs(pipe, job.steps, job.shift),
+        **guidance.pipeline_kwargs(pipe, job.cfg, job.cfg_cutoff, job.steps, strength, on_step=on_step_end,
+                                   shift=job.shift),
     )
     if job.task == "txt2img":
         kwargs.update(width=job.width, height=job.height)

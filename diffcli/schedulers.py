@@ -17,6 +17,7 @@ class SchedulerSpec:
     a1111: str  # the sampler name AUTOMATIC1111 writes into `parameters`
     summary: str
     options: dict = field(default_factory=dict)
+    custom_timesteps: bool = False  # takes a list of timesteps, so `--shift` can move its steps
 
 
 # Every toggle that some entry sets is set explicitly by the others sharing its class, so the
@@ -26,15 +27,17 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     s.name: s
     for s in [
         SchedulerSpec("ddim", "DDIMScheduler", "DDIM", "DDIM (Song et al. 2020), deterministic"),
-        SchedulerSpec("ddpm", "DDPMScheduler", "DDPM", "DDPM ancestral sampling (Ho et al. 2020); needs many steps"),
+        SchedulerSpec("ddpm", "DDPMScheduler", "DDPM", "DDPM ancestral sampling (Ho et al. 2020); needs many steps",
+                      custom_timesteps=True),
         SchedulerSpec("pndm", "PNDMScheduler", "PLMS", "PNDM / PLMS (Liu et al. 2022)", {"skip_prk_steps": True}),
         SchedulerSpec("lms", "LMSDiscreteScheduler", "LMS", "linear multistep (k-diffusion)", {"use_karras_sigmas": False}),
         SchedulerSpec("lms-karras", "LMSDiscreteScheduler", "LMS Karras", "linear multistep, Karras sigmas", {"use_karras_sigmas": True}),
-        SchedulerSpec("euler", "EulerDiscreteScheduler", "Euler", "Euler (Karras et al. 2022)", {"use_karras_sigmas": False}),
+        SchedulerSpec("euler", "EulerDiscreteScheduler", "Euler", "Euler (Karras et al. 2022)", {"use_karras_sigmas": False}, True),
         SchedulerSpec("euler-karras", "EulerDiscreteScheduler", "Euler Karras", "Euler, Karras sigmas", {"use_karras_sigmas": True}),
         SchedulerSpec("euler-a", "EulerAncestralDiscreteScheduler", "Euler a", "Euler ancestral; stochastic"),
-        SchedulerSpec("heun", "HeunDiscreteScheduler", "Heun", "Heun 2nd order; two model calls per step", {"use_karras_sigmas": False}),
-        SchedulerSpec("dpm++2m", "DPMSolverMultistepScheduler", "DPM++ 2M", "DPM-Solver++(2M) (Lu et al. 2022)", _DPM),
+        SchedulerSpec("heun", "HeunDiscreteScheduler", "Heun", "Heun 2nd order; two model calls per step", {"use_karras_sigmas": False},
+                      True),
+        SchedulerSpec("dpm++2m", "DPMSolverMultistepScheduler", "DPM++ 2M", "DPM-Solver++(2M) (Lu et al. 2022)", _DPM, True),
         SchedulerSpec(
             "dpm++2m-karras", "DPMSolverMultistepScheduler", "DPM++ 2M Karras", "DPM-Solver++(2M), Karras sigmas",
             {**_DPM, "use_karras_sigmas": True},
@@ -46,7 +49,8 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         ),
         SchedulerSpec("unipc", "UniPCMultistepScheduler", "UniPC", "UniPC (Zhao et al. 2023)", {"use_karras_sigmas": False}),
         SchedulerSpec("deis", "DEISMultistepScheduler", "DEIS", "DEIS (Zhang & Chen 2022)", {"use_karras_sigmas": False}),
-        SchedulerSpec("lcm", "LCMScheduler", "LCM", "latent consistency models; 1-8 steps with distilled models"),
+        SchedulerSpec("lcm", "LCMScheduler", "LCM", "latent consistency models; 1-8 steps with distilled models",
+                      custom_timesteps=True),
     ]
 }
 

@@ -30,6 +30,14 @@ def subprocess_cli(*args: str, env: dict | None = None, timeout: float = 300, **
     )
 
 
+def default_sigint() -> None:
+    """Popen preexec_fn: SIGINT back to its default, so Python installs its handler in the child even
+    when the test run itself was started in the background (where a shell ignores SIGINT)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def pixels(path) -> np.ndarray:
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"), dtype=np.int16)

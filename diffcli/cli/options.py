@@ -18,6 +18,7 @@ Negative = Annotated[Optional[str], typer.Option("--negative", help="Negative pr
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)]
 Cfg = Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's).", rich_help_panel=GEN)]
 CfgCutoff = Annotated[Optional[float], typer.Option("--cfg-cutoff", help="Guide only the noisier steps: stop guidance once the timestep is below this fraction of the schedule, in [0, 1) (default: the model's, else 0 = every step).", rich_help_panel=GEN)]
+Shift = Annotated[Optional[float], typer.Option("--shift", help="Timestep shift: below 1 moves the sampler's later steps toward the clean end, above 1 toward the noisy end (default: the model's, else 1 = unchanged).", rich_help_panel=GEN)]
 Width = Annotated[Optional[int], typer.Option("--width", "-W", help="Image width in pixels.", rich_help_panel=GEN)]
 Height = Annotated[Optional[int], typer.Option("--height", "-H", help="Image height in pixels.", rich_help_panel=GEN)]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the first image; image k uses seed+k-1. Random if omitted.", rich_help_panel=GEN)]
@@ -52,6 +53,7 @@ SHARED_GENERATION = [
     keyword("steps", Steps),
     keyword("cfg", Cfg),
     keyword("cfg_cutoff", CfgCutoff),
+    keyword("shift", Shift),
     keyword("width", Width),
     keyword("height", Height),
     keyword("seed", Seed),

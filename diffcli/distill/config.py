@@ -15,7 +15,7 @@ REPORT_N = 512
 
 # Settings that may change between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("max_train_steps", "checkpoint_every", "report", "report_n", "report_prompts",
-                     "keep_checkpoints", "device", "fuse", "threads")
+                     "keep_checkpoints", "device", "fuse", "threads", "shift")
 
 
 @dataclass
@@ -40,6 +40,7 @@ class DistillConfig:
     student_unet: str | None = None  # full | compact; None: compact for the bundled teacher's lcm student
     student_vae: str | None = None  # teacher | tiny | DIR; None: tiny for the bundled teacher
     kd_steps: int | None = None  # compact student: steps of knowledge distillation before LCD
+    shift: float | None = None  # the student's default timestep shift (diffcli.timesteps); None: see preflight
     fuse: bool = False  # lcm-lora: also write the base with the LoRA fused in (a full model directory)
     time_cond_dim: int = 256
     resolution: int | None = None  # None: the teacher's native size
@@ -112,6 +113,8 @@ class DistillConfig:
                 raise UsageError("--guidance MIN,MAX needs 1 <= MIN <= MAX (classifier-free guidance scales)")
         if self.cfg_cutoff is not None and not 0 <= self.cfg_cutoff < 1:
             raise UsageError(f"--cfg-cutoff must be in [0, 1) (got {self.cfg_cutoff})")
+        if self.shift is not None and not 0 < self.shift <= 10:
+            raise UsageError(f"--shift must be in (0, 10] (got {self.shift})")
         if self.resolution is not None and self.resolution % 8:
             raise UsageError("--resolution must be a multiple of 8")
         if self.report_n < 3:

@@ -51,28 +51,29 @@ def _prompts(record: dict, n: int, prompts_file: str | None) -> tuple[list[str],
     return [defaults[i % len(defaults)] for i in range(n)], "built-in generic prompts"
 
 
-def _generate(pipe, prompts, steps, cfg, size, cutoff=0.0, batch=16, seed0=0):
+def _generate(pipe, prompts, steps, cfg, size, cutoff=0.0, batch=16, seed0=0, shift=None):
     from diffcli import guidance
+    from diffcli.timesteps import schedule_kwargs
 
     images = []
     for i in range(0, len(prompts), batch):
         chunk = prompts[i:i + batch]
         gens = [torch.Generator().manual_seed(seed0 + i + j) for j in range(len(chunk))]
-        images += pipe(chunk, num_inference_steps=steps, width=size, height=size, generator=gens,
-                       **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps)).images
+        images += pipe(chunk, width=size, height=size, generator=gens, **schedule_kwargs(pipe, steps, shift),
+                       **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps, shift=shift)).images
     return images
 
 
 def _time_rows(rows, prompts, size, n=4) -> list[float]:
     """Seconds per image (batch 1) of each row: one warm-up each, then n rounds that take the rows in
     turn, and the median per row; a shared, busy CPU then slows every row alike."""
-    for _, pipe, steps, cfg, _, cutoff in rows:
-        _generate(pipe, prompts[:1], steps, cfg, size, cutoff, batch=1)
+    for _, pipe, steps, cfg, _, cutoff, shift in rows:
+        _generate(pipe, prompts[:1], steps, cfg, size, cutoff, batch=1, shift=shift)
     times = [[] for _ in rows]
     for i in range(n):
-        for k, (_, pipe, steps, cfg, _, cutoff) in enumerate(rows):
+        for k, (_, pipe, steps, cfg, _, cutoff, shift) in enumerate(rows):
             t = time.perf_counter()
-            _generate(pipe, [prompts[i % len(prompts)]], steps, cfg, size, cutoff, batch=1, seed0=i)
+            _generate(pipe, [prompts[i % len(prompts)]], steps, cfg, size, cutoff, batch=1, seed0=i, shift=shift)
             times[k].append(time.perf_counter() - t)
     return [float(np.median(t)) for t in times]
 
@@ -128,16 +129,16 @@ def run_report(student_dir, n: int = 64, events=None, prompts_file: str | None =
     teacher.to(device)
     student = load_student(student_dir, device)
     rows = [("teacher", teacher, int(td.get("steps") or 25), float(td.get("cfg") or 7.0), td.get("scheduler"),
-             float(td.get("cfg_cutoff") or 0.0))]
-    s_cfg = float(own.get("cfg") or 1.0)
-    rows += [("student", student, k, s_cfg, "lcm", 0.0) for k in STUDENT_STEPS]
+             float(td.get("cfg_cutoff") or 0.0), float(td.get("shift") or 1.0))]
+    s_cfg, s_shift = float(own.get("cfg") or 1.0), float(own.get("shift") or 1.0)
+    rows += [("student", student, k, s_cfg, "lcm", 0.0, s_shift) for k in STUDENT_STEPS]
 
     evaluator = _load_evaluator(events) if record.get("bundled_teacher") else None
     results, samples, teacher_images = [], [], None
-    for who, pipe, steps, cfg, sched, cutoff in rows:
+    for who, pipe, steps, cfg, sched, cutoff, shift in rows:
         events.phase("report", model=who, steps=steps)
-        images = _generate(pipe, prompts, steps, cfg, size, cutoff)
-        row = {"model": who, "steps": steps, "cfg": cfg, "cfg_cutoff": cutoff, "scheduler": sched}
+        images = _generate(pipe, prompts, steps, cfg, size, cutoff, shift=shift)
+        row = {"model": who, "steps": steps, "cfg": cfg, "cfg_cutoff": cutoff, "shift": shift, "scheduler": sched}
         if evaluator is not None:
             sc = evaluator.score(prompts, images)
             row.update(adherence=round(sc["adherence"], 4), fd=round(sc["fd"], 3),
@@ -183,10 +184,10 @@ def markdown(report: dict) -> str:
              f"student UNet {report.get('student_unet', 'full')}, autoencoder {report.get('student_vae', 'teacher')}. "
              f"{report['prompts']} prompts ({report['prompt_source']}), {report['size']}x{report['size']}, "
              f"{report['device']} ({report['threads']} threads), seeds 0..{report['prompts'] - 1}.", ""]
-    head = "| model | steps | cfg | s/image |" + (" adherence | FD |" if quality else "") + " PSNR vs teacher (dB) |"
+    head = "| model | steps | cfg | shift | s/image |" + (" adherence | FD |" if quality else "") + " PSNR vs teacher (dB) |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in report["rows"]:
-        cells = [r["model"], str(r["steps"]), f"{r['cfg']:g}", f"{r['sec_per_image']:.3f}"]
+        cells = [r["model"], str(r["steps"]), f"{r['cfg']:g}", f"{r.get('shift', 1.0):g}", f"{r['sec_per_image']:.3f}"]
         if quality:
             cells += [f"{r['adherence']:.3f}", f"{r['fd']:.2f}"]
         cells.append(str(r.get("psnr_vs_teacher_db", "-")))

@@ -48,8 +48,8 @@ def _defaults(plan) -> dict:
     # lcm: the UNet is w-conditioned and never doubles the batch, so cfg only selects the guidance it
     # was taught (the teacher's own scale by default); lcm-lora bakes guidance in: cfg 1.
     cfg_default = round(sum(cfg.guidance) / 2, 3) if cfg.method == "lcm" else 1.0
-    return {"steps": 4, "cfg": cfg_default, "scheduler": "lcm", "width": cfg.resolution, "height": cfg.resolution,
-            "family": plan.layout.family}
+    return {"steps": 4, "cfg": cfg_default, "scheduler": "lcm", "shift": cfg.shift, "width": cfg.resolution,
+            "height": cfg.resolution, "family": plan.layout.family}
 
 
 def export(plan, pipe, student, target, fingerprint: str, summary: dict) -> Path:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
-SETTINGS = ("steps", "cfg", "scheduler", "width", "height")
+SETTINGS = ("steps", "cfg", "scheduler", "shift", "width", "height")
 
 
 def read_own(path) -> dict:

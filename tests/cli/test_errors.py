@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import cli, subprocess_cli
+from helpers import cli, default_sigint, subprocess_cli
 
 
 def _img(path: Path, size=(32, 32), mode="RGB") -> Path:
@@ -160,7 +160,7 @@ def test_ctrl_c_exits_130_and_writes_nothing(tiny_sd, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "diffcli", "txt2img", "castle", "-m", str(tiny_sd), "--steps", "400",
          "--scheduler", "euler", "-o", str(out), "--json", "--dtype", "float32"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )
     deadline = time.time() + 120
     for line in proc.stderr:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import cli, pixels, subprocess_cli, written
+from helpers import cli, default_sigint, pixels, subprocess_cli, written
 
 FAST = ["--steps", "2", "--dtype", "float32", "--quiet"]
 
@@ -154,7 +154,7 @@ def test_save_partial_on_ctrl_c(tiny_sd, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "diffcli", "txt2img", "castle", "-m", str(tiny_sd), "--steps", "400", "--seed", "1",
          "--scheduler", "euler", "-o", str(out), "--json", "--dtype", "float32", "--save-partial"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )
     for line in proc.stderr:
         if '"step": 3,' in line:

@@ -107,6 +107,7 @@ def test_lcm_lora_from_prompts_with_report(fast_sd, tmp_path):
     assert (data / "000001.txt").read_text().strip() == "a house at dusk"
     own = json.loads((out / "diffcli.json").read_text())
     assert own["cfg"] == 1.0 and own["lora"]["base_path"] == str(fast_sd) and own["lora"]["rank"] == 4
+    assert own["shift"] == 1.0  # only the bundled teacher's lcm student has a measured shift
     lora = load_file(str(out / "pytorch_lora_weights.safetensors"))
     assert lora and all(v.dtype == torch.float16 for v in lora.values())
     # --fuse: the base with the LoRA fused in sits next to it, so `--model OUT` works as is
@@ -196,7 +197,10 @@ def test_bundled_teacher_scenes_and_report(as_bundled, tmp_path):
     g = _ok(cli("txt2img", "a red castle", "--model", out, "--seed", "1", "--out", tmp_path / "s.png", "--quiet"))
     assert Image.open(tmp_path / "s.png").size == (64, 64), g.stdout
     assert own["cfg"] == 3.0 and own["width"] == 64  # the teacher's guidance (3) is the student's default
+    assert own["shift"] == 0.5  # its steps move toward the clean end (diffcli.timesteps)
+    assert json.loads(Image.open(tmp_path / "s.png").info["diffcli"])["job"]["shift"] == 0.5
     rep = json.loads((out / "report.json").read_text())
+    assert [row["shift"] for row in rep["rows"]] == [1.0, 0.5, 0.5, 0.5, 0.5]
     assert rep["prompt_source"].startswith("held-out caption-grammar prompts")
     for row in rep["rows"]:
         assert 0 <= row["adherence"] <= 1 and row["fd"] >= 0 and set(row["accuracy"]) >= {"obj", "color"}

@@ -1,0 +1,84 @@
+"""Timestep shift (`--shift`): move a sampler's steps toward the clean or the noisy end.
+
+With few steps, where the steps fall matters as much as how many there are. A shift s maps each
+timestep of the sampler's own schedule, as a fraction u = (t + 1) / T of the training schedule, to
+u' = s·u / (1 + (s - 1)·u) — the shift of the SD3 and Flux samplers (Esser et al. 2024), applied to
+discrete timesteps — and snaps it to the nearest timestep the model was trained on (for an LCM
+student, its distillation grid). A step at the very end of the schedule (u = 1) stays there; s < 1
+moves the others toward the clean end, s > 1 toward the noisy end, s = 1 changes nothing.
+
+The shifted steps reach the pipeline as its `timesteps` argument, so only samplers whose
+`set_timesteps` takes custom timesteps (and do not space them by Karras sigmas) can be shifted.
+"""
+
+from __future__ import annotations
+
+from diffcli.errors import UsageError
+
+
+def check_sampler(name: str | None, shift: float | None) -> None:
+    """A usage error when SHIFT moves the steps of a sampler that cannot take custom timesteps."""
+    if not shift or shift == 1.0 or name is None:
+        return
+    from diffcli.schedulers import SCHEDULERS, spec
+
+    if not spec(name).custom_timesteps:
+        able = ", ".join(n for n, s in SCHEDULERS.items() if s.custom_timesteps)
+        raise UsageError(f"--shift {shift:g} does not work with the '{name}' sampler, which cannot take custom "
+                         f"timesteps; use one of: {able}")
+
+
+def shift_fraction(u: float, shift: float) -> float:
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def _grid(scheduler) -> list[int]:
+    """The timesteps the model was trained on, ascending: an LCM student's distillation grid, else all."""
+    config = scheduler.config
+    total = int(config.num_train_timesteps)
+    original = config.get("original_inference_steps")
+    if type(scheduler).__name__ in ("LCMScheduler", "TCDScheduler") and original:
+        ratio = total // int(original)
+        return [k * ratio - 1 for k in range(1, int(original) + 1)]
+    return list(range(total))
+
+
+def shifted(scheduler, steps: int, shift: float) -> list[int]:
+    """The sampler's STEPS timesteps, shifted by SHIFT and snapped to its grid (strictly decreasing)."""
+    import bisect
+    import inspect
+
+    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+        raise UsageError(f"--shift does not work with this model's sampler ({type(scheduler).__name__}); "
+                         "choose one with --scheduler")
+    scheduler.set_timesteps(steps, device="cpu")
+    total = int(scheduler.config.num_train_timesteps)
+    grid = _grid(scheduler)
+    out: list[int] = []
+    for t in scheduler.timesteps.tolist():
+        target = shift_fraction((float(t) + 1) / total, shift) * total - 1
+        i = min(range(len(grid)), key=lambda k: abs(grid[k] - target))
+        if out and grid[i] >= out[-1]:  # two steps on one grid point: take the next one down
+            i = bisect.bisect_left(grid, out[-1]) - 1
+            if i < 0:
+                break
+        out.append(grid[i])
+    return out
+
+
+def schedule_kwargs(pipe, steps: int, shift: float | None) -> dict:
+    """The pipeline's step arguments: the step count, and the shifted timesteps when SHIFT is not 1."""
+    if not shift or shift == 1.0:
+        return {"num_inference_steps": steps}
+    timesteps = shifted(pipe.scheduler, steps, shift)
+    return {"num_inference_steps": len(timesteps), "timesteps": timesteps}
+
+
+def set_schedule(pipe, steps: int, shift: float | None) -> int:
+    """Set the pipeline's scheduler to the schedule a call with these arguments uses; returns its length."""
+    kwargs = schedule_kwargs(pipe, steps, shift)
+    if "timesteps" in kwargs:
+        pipe.scheduler.set_timesteps(timesteps=kwargs["timesteps"], device="cpu")
+    else:
+        pipe.scheduler.set_timesteps(steps, device="cpu")
+    return kwargs["num_inference_steps"]
