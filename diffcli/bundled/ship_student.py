@@ -5,7 +5,8 @@
 
 Copies the student directory (fp16 weights, its scheduler, `diffcli.json`, `report.md`/`.json`)
 to `diffcli/bundled/tiny-lcm`, swapped in whole. The record of the run keeps everything but the
-machine's absolute teacher path, which becomes the package-relative one; files are made readable
+machine's absolute teacher path, which becomes the package-relative one (and the paths diffusers
+writes into the component configs are dropped); files are made readable
 by everyone (an installed package is read by other users).
 """
 
@@ -40,6 +41,10 @@ def ship(student: Path, dest: Path | None = None) -> Path:
         src = student / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name)
     record["teacher_path"] = f"diffcli/bundled/{MODEL_NAME}"
+    for config in tmp.glob("*/config.json"):  # diffusers records the machine's path it loaded from
+        data = json.loads(config.read_text())
+        if data.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     (tmp / "diffcli.json").write_text(json.dumps(own, indent=2) + "\n")
     for f in tmp.rglob("*"):
         f.chmod(0o755 if f.is_dir() else 0o644)

@@ -39,6 +39,7 @@ def distill(
     max_train_steps: Annotated[Optional[int], typer.Option("--max-train-steps", help="Optimizer steps, KD steps included (bundled teacher: 1200, lcm-lora 1500; others: 4000).", rich_help_panel=TRAIN)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step, all processes together.", rich_help_panel=TRAIN)] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", "--lr", help="AdamW learning rate.", rich_help_panel=TRAIN)] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option("--lr-schedule", help="constant, or linear: after the warm-up and any KD steps, the learning rate falls linearly to 0 at the last step. Default: linear for the bundled teacher's lcm student, else constant.", rich_help_panel=TRAIN)] = None,
     gradient_accumulation_steps: Annotated[Optional[int], typer.Option("--gradient-accumulation-steps", help="Micro-batches per optimizer step.", rich_help_panel=TRAIN)] = None,
     mixed_precision: Annotated[Optional[str], typer.Option("--mixed-precision", help="no, fp16 (GPU) or bf16.", rich_help_panel=TRAIN)] = None,
     guidance: Annotated[Optional[str], typer.Option("--guidance", help="Teacher CFG scale, or MIN,MAX range the lcm student learns (default: around the teacher's).", rich_help_panel=TRAIN)] = None,
@@ -83,7 +84,7 @@ def distill(
 
     given = dict(
         teacher=teacher, out=out, method=method, data=data, prompts=prompts, num_samples=num_samples,
-        resolution=resolution, max_train_steps=max_train_steps, batch_size=batch_size, learning_rate=learning_rate,
+        resolution=resolution, max_train_steps=max_train_steps, batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule,
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision,
         guidance=parse_guidance(guidance), cfg_cutoff=cfg_cutoff, num_ddim_timesteps=num_ddim_timesteps, loss=loss, ema_decay=ema_decay,
         lora_rank=lora_rank, student_unet=student_unet, student_vae=student_vae, kd_steps=kd_steps, shift=shift, fuse=fuse or None, seed=seed, device=device, threads=threads, checkpoint_every=checkpoint_every,

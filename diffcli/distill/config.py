@@ -16,6 +16,8 @@ REPORT_N = 512
 # Settings that may change between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("max_train_steps", "checkpoint_every", "report", "report_n", "report_prompts",
                      "keep_checkpoints", "device", "fuse", "threads", "shift")
+# ...and with the run-control flags: what does not identify a run (its fingerprint, its differences).
+NOT_IDENTIFYING = (*RESUMABLE_CHANGES, "resume", "overwrite", "offline", "out", "checkpoint_dir")
 
 
 @dataclass
@@ -28,6 +30,7 @@ class DistillConfig:
     max_train_steps: int | None = None  # None: the method's default for this teacher
     batch_size: int | None = None
     learning_rate: float | None = None
+    lr_schedule: str | None = None  # constant | linear (to 0 over the consistency steps); None: see preflight
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"  # no | fp16 | bf16
     num_ddim_timesteps: int = 50
@@ -91,6 +94,8 @@ class DistillConfig:
             raise UsageError("--gradient-accumulation-steps must be at least 1")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             raise UsageError("--learning-rate must be in (0, 1)")
+        if self.lr_schedule not in (None, "constant", "linear"):
+            raise UsageError(f"invalid --lr-schedule '{self.lr_schedule}'; use constant or linear")
         if not 2 <= self.num_ddim_timesteps <= 1000:
             raise UsageError("--num-ddim-timesteps must be in [2, 1000]")
         if not 0 <= self.ema_decay < 1:
@@ -138,8 +143,7 @@ class DistillConfig:
     def differences(self, other: "DistillConfig") -> list[str]:
         """Settings (besides the resumable ones) that differ from OTHER's."""
         mine, theirs = self.to_dict(), other.to_dict()
-        skip = set(RESUMABLE_CHANGES) | {"resume", "overwrite", "offline", "out", "checkpoint_dir"}
-        return [k for k in mine if k not in skip and mine[k] != theirs.get(k)]
+        return [k for k in mine if k not in NOT_IDENTIFYING and mine[k] != theirs.get(k)]
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from diffcli.distill.config import DistillConfig
+from diffcli.distill.config import NOT_IDENTIFYING, DistillConfig
 from diffcli.models.lora import LORA_FILE
 from diffcli.errors import UsageError
 
@@ -188,6 +188,7 @@ def _fill_defaults(config: DistillConfig, bundled: bool, teacher_defaults: dict,
         max_train_steps=max_steps,
         batch_size=config.batch_size or batch,
         learning_rate=config.learning_rate or lr,
+        lr_schedule=config.lr_schedule or ("linear" if bundled and config.method == "lcm" else "constant"),
         guidance=guidance,
         cfg_cutoff=config.cfg_cutoff if config.cfg_cutoff is not None else float(teacher_defaults.get("cfg_cutoff") or 0.0),
         shift=config.shift or (BUNDLED_LCM_SHIFT if bundled and config.method == "lcm" else 1.0),
@@ -201,8 +202,7 @@ def run_fingerprint(config: DistillConfig) -> str:
     import hashlib
 
     d = config.to_dict()
-    for k in ("max_train_steps", "checkpoint_every", "report", "report_n", "report_prompts", "keep_checkpoints",
-              "device", "fuse", "threads", "resume", "overwrite", "offline", "checkpoint_dir", "out"):
+    for k in NOT_IDENTIFYING:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -38,6 +38,7 @@ def _record(plan, fingerprint: str, summary: dict) -> dict:
         "teacher_hash": teacher_hash, "teacher_defaults": plan.teacher_defaults, "method": cfg.method,
         "steps": summary.get("steps"), "guidance": list(cfg.guidance), "cfg_cutoff": cfg.cfg_cutoff, "num_ddim_timesteps": cfg.num_ddim_timesteps,
         "student_unet": cfg.student_unet, "student_vae": cfg.student_vae, "kd_steps": cfg.kd_steps,
+        "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
         "data": plan.source, "run": fingerprint, "bundled_teacher": plan.bundled,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "train": summary,
     }

@@ -68,8 +68,15 @@ def from_pretrained(cls, path, dtype=None, **kw):
         return cls.from_pretrained(str(path), torch_dtype=dtype or torch.float32, local_files_only=True, **kw)
 
 
-def lr_at(step: int, base: float, warmup: int) -> float:
-    return base * min(1.0, (step + 1) / max(1, warmup))
+def lr_at(step: int, base: float, warmup: int, schedule: str = "constant", decay_from: int = 0,
+          total: int = 1) -> float:
+    """Linear warm-up over WARMUP steps, then BASE (constant), or with 'linear' BASE falling linearly
+    from step DECAY_FROM (the end of the warm-up or of the KD steps, whichever is later) to 0 at TOTAL."""
+    lr = base * min(1.0, (step + 1) / max(1, warmup))
+    start = max(decay_from, warmup)
+    if schedule == "linear" and step >= start:
+        lr *= max(0.0, (total - step) / max(1, total - start))
+    return lr
 
 
 class StopFlag:
@@ -189,7 +196,7 @@ def train(plan: Plan, events, accelerator=None) -> dict:
         while step < total:
             if tuner is not None:
                 tuner.step()
-            lr = lr_at(step, config.learning_rate, warmup)
+            lr = lr_at(step, config.learning_rate, warmup, config.lr_schedule, config.kd_steps, total)
             for g in opt.param_groups:
                 g["lr"] = lr
             for _ in range(config.gradient_accumulation_steps):

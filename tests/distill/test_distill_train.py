@@ -189,6 +189,9 @@ def test_bundled_teacher_scenes_and_report(as_bundled, tmp_path):
     rec = own["distilled_from"]
     assert (rec["student_unet"], rec["student_vae"], rec["kd_steps"]) == ("compact", "tiny", 1)
     assert rec["cfg_cutoff"] == 0.3  # the teacher's own guidance cutoff shapes the targets
+    # after the KD step the learning rate falls linearly toward 0 at the last step (1e-4, 1e-4, 5e-5)
+    assert rec["lr_schedule"] == "linear"
+    assert [e["lr"] for e in ev if e["event"] == "train"] == [1e-4, 1e-4, 5e-5]
     unet = json.loads((out / "unet" / "config.json").read_text())
     teacher_unet = json.loads((as_bundled / "unet" / "config.json").read_text())
     assert unet["mid_block_type"] is None and teacher_unet["mid_block_type"] == "UNetMidBlock2DCrossAttn"
@@ -220,5 +223,7 @@ def test_bundled_teacher_scenes_and_report(as_bundled, tmp_path):
     rec = json.loads((shipped / "diffcli.json").read_text())["distilled_from"]
     assert rec["teacher_path"] == "diffcli/bundled/tiny" and rec["run"] == own["distilled_from"]["run"]
     assert {f.stat().st_mode & 0o777 for f in shipped.rglob("*") if f.is_file()} == {0o644}
+    assert '"_name_or_path"' in (out / "unet" / "config.json").read_text()  # diffusers wrote the path...
+    assert not any("_name_or_path" in f.read_text() for f in shipped.glob("*/config.json"))  # ...shipped without
     assert (shipped / "report.json").is_file() and not (shipped / "report.png").exists()
     assert _ok(cli("txt2img", "a tree", "--model", shipped, "-o", tmp_path / "o.png", "-q")).stdout.strip()
