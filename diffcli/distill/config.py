@@ -18,6 +18,9 @@ RESUMABLE_CHANGES = ("max_train_steps", "checkpoint_every", "report", "report_n"
                      "keep_checkpoints", "device", "fuse", "threads", "shift")
 # ...and with the run-control flags: what does not identify a run (its fingerprint, its differences).
 NOT_IDENTIFYING = (*RESUMABLE_CHANGES, "resume", "overwrite", "offline", "out", "checkpoint_dir")
+# Settings added after runs existed, and how those earlier runs behaved: a run.json without the key
+# reads as this value, and the value is left out of the run's fingerprint, so such runs still resume.
+LEGACY_VALUES = {"lr_schedule": "constant"}
 
 
 @dataclass
@@ -136,6 +139,8 @@ class DistillConfig:
     def from_dict(cls, d: dict) -> "DistillConfig":
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
+        if d.get("method"):  # a saved run, not bare flags
+            kw.update({k: v for k, v in LEGACY_VALUES.items() if k not in d})
         if kw.get("guidance"):
             kw["guidance"] = tuple(kw["guidance"])
         return cls(**kw)

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from diffcli.distill.config import NOT_IDENTIFYING, DistillConfig
+from diffcli.distill.config import LEGACY_VALUES, NOT_IDENTIFYING, DistillConfig
 from diffcli.models.lora import LORA_FILE
 from diffcli.errors import UsageError
 
@@ -204,6 +204,9 @@ def run_fingerprint(config: DistillConfig) -> str:
     d = config.to_dict()
     for k in NOT_IDENTIFYING:
         d.pop(k, None)
+    for k, v in LEGACY_VALUES.items():
+        if d.get(k) == v:
+            d.pop(k)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -227,3 +227,19 @@ def test_bundled_teacher_scenes_and_report(as_bundled, tmp_path):
     assert not any("_name_or_path" in f.read_text() for f in shipped.glob("*/config.json"))  # ...shipped without
     assert (shipped / "report.json").is_file() and not (shipped / "report.png").exists()
     assert _ok(cli("txt2img", "a tree", "--model", shipped, "-o", tmp_path / "o.png", "-q")).stdout.strip()
+
+
+def test_a_run_from_before_lr_schedule_resumes_at_its_constant_rate(as_bundled, tmp_path):
+    """A run.json written before --lr-schedule existed (constant rate, no key) still resumes as it
+    was, although today's default for the bundled teacher is linear."""
+    out = tmp_path / "old"
+    common = ["--teacher", "tiny", "--out", out, "--num-samples", "8", "--batch-size", "2", "--kd-steps", "1",
+              "--no-report", "--json"]
+    _ok(cli("distill", *common, "--max-train-steps", "2", "--lr-schedule", "constant"))
+    run = out.parent / "old.distill" / "run.json"
+    data = json.loads(run.read_text())
+    assert data["config"].pop("lr_schedule") == "constant"
+    run.write_text(json.dumps(data))
+    r = _ok(cli("distill", *common, "--max-train-steps", "4", "--resume"))
+    assert [(e["step"], e["lr"]) for e in _events(r) if e["event"] == "train"] == [(3, 1e-4), (4, 1e-4)]
+    assert json.loads((out / "diffcli.json").read_text())["distilled_from"]["lr_schedule"] == "constant"
