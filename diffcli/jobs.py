@@ -9,6 +9,7 @@ import secrets
 from dataclasses import asdict, dataclass, fields, replace
 
 from diffcli.errors import UsageError
+from diffcli.timesteps import check_shift
 
 TASKS = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
@@ -121,8 +122,7 @@ def validate(job: Job) -> None:
 def _check_schedule_settings(job: Job) -> None:
     if job.cfg_cutoff is not None and not 0 <= job.cfg_cutoff < 1:
         raise UsageError(f"--cfg-cutoff must be in [0, 1) (got {job.cfg_cutoff})")
-    if job.shift is not None and not 0 < job.shift <= 10:
-        raise UsageError(f"--shift must be in (0, 10] (got {job.shift})")
+    check_shift(job.shift)
 
 
 def check_size_for_model(job: Job, multiple: int) -> None:

@@ -16,6 +16,15 @@ from __future__ import annotations
 from diffcli.errors import UsageError
 
 
+MAX_SHIFT = 10.0
+
+
+def check_shift(shift: float | None) -> None:
+    """A usage error when SHIFT (a flag or a model's default) is out of range."""
+    if shift is not None and not 0 < shift <= MAX_SHIFT:
+        raise UsageError(f"--shift must be in (0, {MAX_SHIFT:g}] (got {shift})")
+
+
 def check_sampler(name: str | None, shift: float | None) -> None:
     """A usage error when SHIFT moves the steps of a sampler that cannot take custom timesteps."""
     if not shift or shift == 1.0 or name is None:

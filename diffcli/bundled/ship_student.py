@@ -44,7 +44,7 @@ def ship(student: Path, dest: Path | None = None) -> Path:
     for config in tmp.glob("*/config.json"):  # diffusers records the machine's path it loaded from
         data = json.loads(config.read_text())
         if data.pop("_name_or_path", None) is not None:
-            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            config.write_text(json.dumps(data, indent=2) + "\n")
     (tmp / "diffcli.json").write_text(json.dumps(own, indent=2) + "\n")
     for f in tmp.rglob("*"):
         f.chmod(0o755 if f.is_dir() else 0o644)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from diffcli.distill import METHODS
 from diffcli.errors import UsageError
+from diffcli.timesteps import check_shift
 
 # Held-out prompts in the report: at 128 the adherence figures' standard error (~0.02) was as large
 # as the margin to the bar, so one prompt could flip a verdict; 512 halves it for ~1 more minute.
@@ -121,8 +122,7 @@ class DistillConfig:
                 raise UsageError("--guidance MIN,MAX needs 1 <= MIN <= MAX (classifier-free guidance scales)")
         if self.cfg_cutoff is not None and not 0 <= self.cfg_cutoff < 1:
             raise UsageError(f"--cfg-cutoff must be in [0, 1) (got {self.cfg_cutoff})")
-        if self.shift is not None and not 0 < self.shift <= 10:
-            raise UsageError(f"--shift must be in (0, 10] (got {self.shift})")
+        check_shift(self.shift)
         if self.resolution is not None and self.resolution % 8:
             raise UsageError("--resolution must be a multiple of 8")
         if self.report_n < 3:

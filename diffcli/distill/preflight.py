@@ -176,7 +176,8 @@ def _fill_defaults(config: DistillConfig, bundled: bool, teacher_defaults: dict,
             guidance = (cfg, cfg)
     else:
         guidance = config.guidance
-    student_unet = config.student_unet or ("compact" if bundled and config.method == "lcm" else "full")
+    bundled_lcm = bundled and config.method == "lcm"  # the measured recipe (docs/distill.md)
+    student_unet = config.student_unet or ("compact" if bundled_lcm else "full")
     max_steps = config.max_train_steps or steps
     kd_steps = config.kd_steps if config.kd_steps is not None else \
         (int(max_steps * KD_FRACTION) if student_unet == "compact" else 0)
@@ -184,14 +185,14 @@ def _fill_defaults(config: DistillConfig, bundled: bool, teacher_defaults: dict,
         config,
         student_unet=student_unet,
         kd_steps=kd_steps,
-        student_vae=config.student_vae or ("tiny" if bundled and config.method == "lcm" else "teacher"),
+        student_vae=config.student_vae or ("tiny" if bundled_lcm else "teacher"),
         max_train_steps=max_steps,
         batch_size=config.batch_size or batch,
         learning_rate=config.learning_rate or lr,
-        lr_schedule=config.lr_schedule or ("linear" if bundled and config.method == "lcm" else "constant"),
+        lr_schedule=config.lr_schedule or ("linear" if bundled_lcm else "constant"),
         guidance=guidance,
         cfg_cutoff=config.cfg_cutoff if config.cfg_cutoff is not None else float(teacher_defaults.get("cfg_cutoff") or 0.0),
-        shift=config.shift or (BUNDLED_LCM_SHIFT if bundled and config.method == "lcm" else 1.0),
+        shift=config.shift or (BUNDLED_LCM_SHIFT if bundled_lcm else 1.0),
         resolution=config.resolution or layout.native_size,
         num_samples=config.num_samples or (4096 if bundled else None),
     )
