@@ -1,7 +1,7 @@
 """How much a distill report's quality ratios move with the prompt set and its size.
 
     python bench/distill_sets.py STUDENT_DIR [STUDENT_DIR ...] [--sets 2024,99,7,31,123] [--n 512]
-                                 [--shift 0.5] [--teacher-vae] [--threads 2]
+                                 [--shift 0.5] [--teacher-vae] [--vae DIR ...] [--threads 2]
 
 The report (diffcli/distill/report.py) scores the 4-step student against the bundled teacher on one
 set of held-out caption-grammar prompts (seed 2024, 512 prompts, generation seeds 0..). This draws
@@ -9,7 +9,8 @@ the teacher at its defaults and each student at 4 steps on several such sets, wi
 generation code and the bundled evaluator, and prints per set and on average the adherence ratio
 and the Fréchet-distance ratio (student / teacher). With the first set 2024 and --n 512 the first
 rows are the report's own figures. --teacher-vae also scores each student decoded by the teacher's
-VAE instead of its own autoencoder (what the smaller decoder costs).
+VAE instead of its own autoencoder (what the smaller decoder costs); --vae DIR (repeatable) scores
+each student decoded by the autoencoder in DIR (e.g. a candidate tiny autoencoder, before shipping it).
 """
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=512, help="prompts per set")
     ap.add_argument("--shift", type=float, default=None, help="default: each student's own")
     ap.add_argument("--teacher-vae", action="store_true")
+    ap.add_argument("--vae", action="append", default=[], help="another autoencoder directory to decode each student with")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
 
     import torch
-    from diffusers import DiffusionPipeline
+    from diffusers import AutoModel, DiffusionPipeline
 
     from diffcli.bundled import model_dir
     from diffcli.bundled.evaluator import load_evaluator
@@ -49,16 +51,19 @@ def main(argv=None) -> None:
     setattr(teacher, ORIGINAL_SCHEDULER, dict(teacher.scheduler.config))
     defaults = read_own(model_dir("tiny"))
     set_scheduler(teacher, defaults["scheduler"])
+    decoders = {"teacher's VAE": teacher.vae} if a.teacher_vae else {}
+    for d in a.vae:
+        decoders[d] = AutoModel.from_pretrained(d, torch_dtype=torch.float32).eval()
     students = {}
     for s in a.students:
         pipe = load_student(s, "cpu")
         own = read_own(Path(s))
         settings = (float(own.get("cfg") or 1.0), a.shift if a.shift is not None else own.get("shift"))
         students[s] = (pipe, *settings)
-        if a.teacher_vae:
-            with_vae = type(pipe)(**{**pipe.components, "vae": teacher.vae})
+        for name, vae in decoders.items():
+            with_vae = type(pipe)(**{**pipe.components, "vae": vae})
             with_vae.set_progress_bar_config(disable=True)
-            students[f"{s} [teacher's VAE]"] = (with_vae, *settings)
+            students[f"{s} [{name}]"] = (with_vae, *settings)
     evaluator = load_evaluator()
     ratios = {s: [] for s in students}
     for seed in [int(x) for x in a.sets.split(",")]:

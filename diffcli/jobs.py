@@ -90,7 +90,7 @@ def validate(job: Job) -> None:
         raise UsageError(f"--steps must be at least 1 (got {job.steps})")
     if job.cfg is not None and job.cfg < 0:
         raise UsageError(f"--cfg must be 0 or more (got {job.cfg})")
-    _check_schedule_settings(job)
+    _check_schedule_settings(job.cfg_cutoff, job.shift)
     for name in ("width", "height"):
         value = getattr(job, name)
         if value is not None and value < 8:
@@ -119,16 +119,21 @@ def validate(job: Job) -> None:
         validate_device(job.device or "auto", job.dtype or "auto")
 
 
-def _check_schedule_settings(job: Job) -> None:
-    if job.cfg_cutoff is not None and not 0 <= job.cfg_cutoff < 1:
-        raise UsageError(f"--cfg-cutoff must be in [0, 1) (got {job.cfg_cutoff})")
-    check_shift(job.shift)
+def _check_schedule_settings(cfg_cutoff: float | None, shift: float | None, names=("--cfg-cutoff", "--shift")) -> None:
+    if cfg_cutoff is not None and not 0 <= cfg_cutoff < 1:
+        raise UsageError(f"{names[0]} must be in [0, 1) (got {cfg_cutoff})")
+    check_shift(shift, names[1])
+
+
+def check_model_settings(job: Job, defaults: dict, source: str) -> None:
+    """The cutoff and shift a model's own settings (SOURCE, e.g. its diffcli.json) bring, where the
+    job leaves them to the model, must be in range; the error names SOURCE, not a flag."""
+    used = {k: defaults.get(k) if getattr(job, k) is None else None for k in ("cfg_cutoff", "shift")}
+    _check_schedule_settings(used["cfg_cutoff"], used["shift"], (f"{source}: cfg_cutoff", f"{source}: shift"))
 
 
 def check_size_for_model(job: Job, multiple: int) -> None:
-    """Width and height must be multiples of the model's VAE scale factor; the cutoff and shift a
-    model's own diffcli.json brings must be in range too."""
-    _check_schedule_settings(job)
+    """Width and height must be multiples of the model's VAE scale factor."""
     for name in ("width", "height"):
         value = getattr(job, name)
         if value is not None and value % multiple:

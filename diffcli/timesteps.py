@@ -19,10 +19,10 @@ from diffcli.errors import UsageError
 MAX_SHIFT = 10.0
 
 
-def check_shift(shift: float | None) -> None:
-    """A usage error when SHIFT (a flag or a model's default) is out of range."""
+def check_shift(shift: float | None, name: str = "--shift") -> None:
+    """A usage error when SHIFT is out of range; NAME says where the value came from."""
     if shift is not None and not 0 < shift <= MAX_SHIFT:
-        raise UsageError(f"--shift must be in (0, {MAX_SHIFT:g}] (got {shift})")
+        raise UsageError(f"{name} must be in (0, {MAX_SHIFT:g}] (got {shift})")
 
 
 def check_sampler(name: str | None, shift: float | None) -> None:

@@ -23,15 +23,15 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "tiny-ae"
-CONFIG = dict(encoder_block_out_channels=(32, 32, 32), num_encoder_blocks=(1, 2, 2),
-              decoder_block_out_channels=(32, 32, 32), num_decoder_blocks=(2, 2, 0),
-              latent_channels=4, scaling_factor=1.0, shift_factor=0.0)
+DECODER_CHANNELS = 48
 
 
-def make_tiny_ae():
+def make_tiny_ae(decoder_channels: int = DECODER_CHANNELS):
     from diffusers import AutoencoderTiny
 
-    return AutoencoderTiny(**CONFIG)
+    return AutoencoderTiny(encoder_block_out_channels=(32, 32, 32), num_encoder_blocks=(1, 2, 2),
+                           decoder_block_out_channels=(decoder_channels,) * 3, num_decoder_blocks=(2, 2, 0),
+                           latent_channels=4, scaling_factor=1.0, shift_factor=0.0)
 
 
 def load_bundled_vae():
@@ -83,6 +83,8 @@ def main(argv=None):
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--ckpt", default=".ckpt/tiny-ae.pt")
     ap.add_argument("--minutes", type=float, default=12.0)
+    ap.add_argument("--steps", type=int, default=None, help="a step budget instead of --minutes (reproducible)")
+    ap.add_argument("--decoder-channels", type=int, default=DECODER_CHANNELS)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
@@ -93,13 +95,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rng, gen = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
-    vae, ae = load_bundled_vae().requires_grad_(False), make_tiny_ae().train()
+    vae, ae = load_bundled_vae().requires_grad_(False), make_tiny_ae(args.decoder_channels).train()
     opt = torch.optim.AdamW(ae.parameters(), lr=args.lr, betas=(0.9, 0.99))
     ck, step, elapsed = Path(args.ckpt), 0, 0.0
     if args.resume and ck.exists():
         st = load_ckpt(ck, rng, opt, model=ae)
         step, elapsed = st["step"], st["elapsed"]
-    budget = Budget(None, args.minutes, elapsed)
+    budget = Budget(args.steps, None if args.steps else args.minutes, elapsed)
     buf64, buf128 = render_batch(rng, args.buffer, 64)[1], render_batch(rng, max(1, args.buffer // 4), 128)[1]
     last = time.time()
     while not budget.done(step):

@@ -62,7 +62,7 @@ def distill(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what --out holds and start the run over.", rich_help_panel=OUTP)] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip the quality report at the end.", rich_help_panel=OUTP)] = False,
     report: Annotated[Optional[str], typer.Option("--report", help="Only write the quality report of the student in DIR.", rich_help_panel=OUTP)] = None,
-    report_n: Annotated[Optional[int], typer.Option("--report-n", help="Held-out prompts in the report (default 512).", rich_help_panel=OUTP)] = None,
+    report_n: Annotated[Optional[int], typer.Option("--report-n", help="Held-out prompts in the report (default 2048 with the bundled teacher, else 512).", rich_help_panel=OUTP)] = None,
     report_prompts: Annotated[Optional[str], typer.Option("--report-prompts", help="Prompts file for the report (default: held-out ones).", rich_help_panel=OUTP)] = None,
     offline: Offline = False,
     json: Json = False,
@@ -74,10 +74,9 @@ def distill(
     if report is not None:
         if out or data or prompts or resume:
             raise UsageError("--report DIR only writes a report; leave out --out, --data, --prompts and --resume")
-        from diffcli.distill.config import REPORT_N
         from diffcli.distill.runner import report_only
 
-        report_only(report, report_n or REPORT_N, report_prompts, device, json, quiet, threads)
+        report_only(report, report_n, report_prompts, device, json, quiet, threads)
         return
     from diffcli.distill.config import parse_guidance
     from diffcli.distill.runner import config_from_flags, distill as run

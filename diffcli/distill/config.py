@@ -13,6 +13,14 @@ from diffcli.timesteps import check_shift
 # Held-out prompts in the report: at 128 the adherence figures' standard error (~0.02) was as large
 # as the margin to the bar, so one prompt could flip a verdict; 512 halves it for ~1 more minute.
 REPORT_N = 512
+# With the bundled teacher (64-px images, scored by its evaluator) the report draws 2048: between
+# sets of 512 the FD ratio moved by about +-0.2, enough to pass or fail a student near the bar
+# (docs/distill.md, "How far one report can be trusted"); 2048 costs a few minutes more.
+BUNDLED_REPORT_N = 2048
+
+
+def default_report_n(bundled_teacher: bool) -> int:
+    return BUNDLED_REPORT_N if bundled_teacher else REPORT_N
 
 # Settings that may change between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("max_train_steps", "checkpoint_every", "report", "report_n", "report_prompts",
@@ -59,7 +67,7 @@ class DistillConfig:
     device: str | None = None
     threads: int | None = None  # torch CPU threads (None: torch's default)
     report: bool = True
-    report_n: int = REPORT_N
+    report_n: int | None = None  # None: default_report_n(bundled teacher)
     report_prompts: str | None = None
     offline: bool = False
     overwrite: bool = False
@@ -125,7 +133,7 @@ class DistillConfig:
         check_shift(self.shift)
         if self.resolution is not None and self.resolution % 8:
             raise UsageError("--resolution must be a multiple of 8")
-        if self.report_n < 3:
+        if self.report_n is not None and self.report_n < 3:
             raise UsageError("--report-n must be at least 3")
         return self
 

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from diffcli.distill.config import LEGACY_VALUES, NOT_IDENTIFYING, DistillConfig
+from diffcli.distill.config import LEGACY_VALUES, NOT_IDENTIFYING, DistillConfig, default_report_n
 from diffcli.models.lora import LORA_FILE
 from diffcli.errors import UsageError
 
@@ -195,6 +195,7 @@ def _fill_defaults(config: DistillConfig, bundled: bool, teacher_defaults: dict,
         shift=config.shift or (BUNDLED_LCM_SHIFT if bundled_lcm else 1.0),
         resolution=config.resolution or layout.native_size,
         num_samples=config.num_samples or (4096 if bundled else None),
+        report_n=config.report_n or default_report_n(bundled),
     )
 
 

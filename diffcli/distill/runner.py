@@ -55,7 +55,7 @@ def distill(config: DistillConfig, json_mode: bool = False, quiet: bool = False)
     return plan.out
 
 
-def report_only(student_dir: str, n: int, prompts_file: str | None, device: str | None, json_mode: bool,
+def report_only(student_dir: str, n: int | None, prompts_file: str | None, device: str | None, json_mode: bool,
                 quiet: bool, threads: int | None = None) -> dict:
     from diffcli.distill.events import make_events
     from diffcli.distill.report import run_report
@@ -64,6 +64,12 @@ def report_only(student_dir: str, n: int, prompts_file: str | None, device: str 
     path = Path(student_dir).expanduser()
     if not path.is_dir():
         raise UsageError(f"--report {path}: no such directory")
+    if n is None:
+        from diffcli.distill.config import default_report_n
+        from diffcli.distill.preflight import STUDENT_KEY
+        from diffcli.models.lora import read_own
+
+        n = default_report_n(bool((read_own(path).get(STUDENT_KEY) or {}).get("bundled_teacher")))
     if n < 3:
         raise UsageError("--report-n must be at least 3")
     if threads:

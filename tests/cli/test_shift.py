@@ -68,5 +68,6 @@ def test_a_models_own_shift_is_its_default_and_is_checked(tiny_sd, tmp_path):
     assert np.array_equal(pixels(own), pixels(given)) and not np.array_equal(pixels(own), pixels(plain))
     (model / "diffcli.json").write_text(json.dumps({"shift": 50}))
     r = cli(*args, "-o", tmp_path / "bad")
-    assert r.exit_code == 2 and "--shift must be in (0, 10] (got 50" in r.stderr, r.stderr
+    assert r.exit_code == 2 and f"{model / 'diffcli.json'}: shift must be in (0, 10] (got 50" in r.stderr, r.stderr
     assert not (tmp_path / "bad").exists()
+    assert written(cli(*args, "--shift", "1", "-o", tmp_path / "flag.png"))  # a flag overrides the bad value

@@ -238,6 +238,7 @@ def test_a_run_from_before_lr_schedule_resumes_at_its_constant_rate(as_bundled, 
     _ok(cli("distill", *common, "--max-train-steps", "2", "--lr-schedule", "constant"))
     run = out.parent / "old.distill" / "run.json"
     data = json.loads(run.read_text())
+    assert data["config"]["report_n"] == 2048  # the bundled teacher's report draws 2048 prompts by default
     assert data["config"].pop("lr_schedule") == "constant"
     run.write_text(json.dumps(data))
     r = _ok(cli("distill", *common, "--max-train-steps", "4", "--resume"))
