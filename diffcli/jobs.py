@@ -132,6 +132,14 @@ def check_model_settings(job: Job, defaults: dict, source: str) -> None:
     _check_schedule_settings(used["cfg_cutoff"], used["shift"], (f"{source}: cfg_cutoff", f"{source}: shift"))
 
 
+def settings_source(ref) -> str:
+    """Where a model's own settings come from, for error messages: its (or its LoRA's) diffcli.json."""
+    from pathlib import Path
+
+    own = Path(getattr(ref, "lora", None) or ref.path) / "diffcli.json"
+    return str(own) if own.is_file() else f"the settings of {ref.name}"
+
+
 def check_size_for_model(job: Job, multiple: int) -> None:
     """Width and height must be multiples of the model's VAE scale factor."""
     for name in ("width", "height"):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diffcli.errors import UsageError
-from diffcli.jobs import Job, check_model_settings, check_size_for_model, validate, with_seed
+from diffcli.jobs import Job, check_model_settings, check_size_for_model, settings_source, validate, with_seed
 from diffcli.pipelines import LoadOptions
 
 
@@ -53,12 +53,6 @@ def _recommended(ref, layout) -> dict:
     return {**layout.recommended(), **ref.defaults, **layout.defaults}
 
 
-def _settings_source(ref) -> str:
-    """Where a model's own settings come from, for error messages: its (or its LoRA's) diffcli.json."""
-    own = Path(getattr(ref, "lora", None) or ref.path) / "diffcli.json"
-    return str(own) if own.is_file() else f"the settings of {ref.name}"
-
-
 def _check_task(job: Job, ref, layout) -> None:
     if layout is None:  # a single-file checkpoint: its family says what it is
         if (ref.family or "").endswith("-inpaint") and job.task != "inpaint":
@@ -88,7 +82,7 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     _check_task(replace(job, model=ref.name), ref, layout)
     multiple = layout.vae_scale_factor if layout else 8
     defaults = _recommended(ref, layout)
-    check_model_settings(job, defaults, _settings_source(ref))
+    check_model_settings(job, defaults, settings_source(ref))
     if init is not None:
         if job.width is None and job.height is None:
             w, h = round_size(*init.size, multiple)

@@ -38,6 +38,7 @@ def upscale(
     cfg: o.Cfg = None,
     seed: o.Seed = None,
     scheduler: o.Scheduler = None,
+    shift: o.Shift = None,
     device: o.Device = None,
     dtype: o.Dtype = None,
     offload: o.Offload = None,
@@ -62,7 +63,7 @@ def upscale(
         raise UsageError(f"invalid --offload '{offload}'; use model or sequential")
     request = Request(image=image, scale=scale, method=method.lower(), model=model, prompt=prompt, negative=negative,
                       strength=strength, noise_level=noise_level, tile_size=tile_size, overlap=overlap,
-                      steps=steps, cfg=cfg, seed=seed, scheduler=scheduler, device=device, dtype=dtype,
+                      steps=steps, cfg=cfg, seed=seed, scheduler=scheduler, shift=shift, device=device, dtype=dtype,
                       max_pixels=max_pixels, fidelity=fidelity.lower() if fidelity else None)
     opts = Options(out=out, fmt=format, overwrite=overwrite, json=json, offline=offline, allow_pickle=allow_pickle,
                    offload=offload, vae_tiling=vae_tiling, attention_slicing=attention_slicing)

@@ -60,6 +60,7 @@ class Request:
     steps: int | None = None
     cfg: float | None = None
     cfg_cutoff: float = 0.0  # tiled: guidance only at timesteps >= cfg_cutoff * 1000 (diffcli.guidance)
+    shift: float | None = None  # tiled: timestep shift (diffcli.timesteps); None: the model's, else 1
     seed: int | None = None
     scheduler: str | None = None
     device: str | None = None
@@ -109,6 +110,7 @@ class Plan:
     steps_per_tile: int = 0
     cfg: float | None = None
     cfg_cutoff: float = 0.0  # tiled: guidance only at timesteps >= cfg_cutoff * 1000 (diffcli.guidance)
+    shift: float = 1.0  # tiled: timestep shift (diffcli.timesteps)
     scheduler: str | None = None
     strength: float | None = None
     noise_level: int | None = None
@@ -144,7 +146,7 @@ def validate(r: Request) -> None:
         raise UsageError(f"--max-pixels must be positive (got {r.max_pixels})")
     # the flags shared with the generation commands: the same checks and messages as theirs
     validate_job(Job(steps=r.steps, cfg=r.cfg, seed=r.seed, strength=r.strength, scheduler=r.scheduler,
-                     device=r.device, dtype=r.dtype))
+                     device=r.device, dtype=r.dtype, shift=r.shift))
 
 
 def recorded_prompt(path) -> str | None:
@@ -247,8 +249,9 @@ def prepare(r: Request, opts: Options, reporter) -> Plan:
             f"the output would be {out_w}x{out_h} = {out_w * out_h} pixels, over the limit of {limit};"
             f" pass --max-pixels {out_w * out_h} to allow it"
         )
-    if r.strength is not None and method != "tiled":
-        raise UsageError(f"--strength applies to --method tiled only (this run uses --method {method})")
+    for flag, value in (("--strength", r.strength), ("--shift", r.shift)):
+        if value is not None and method != "tiled":
+            raise UsageError(f"{flag} applies to --method tiled only (this run uses --method {method})")
     if r.noise_level is not None and kind != "x4":
         raise UsageError("--noise-level applies to x4 upscaler models only")
 
@@ -304,9 +307,18 @@ def _plan_model_run(plan: Plan, r: Request, reporter) -> None:
     plan.cfg = r.cfg if r.cfg is not None else float(defaults.get("cfg") if defaults.get("cfg") is not None else 7.0)
     plan.scheduler = r.scheduler or defaults.get("scheduler") or "euler"
     if plan.method == "tiled":
+        from diffcli.jobs import check_model_settings, settings_source
+        from diffcli.timesteps import check_sampler
+
+        check_model_settings(Job(shift=r.shift), defaults, settings_source(ref))
         plan.cfg_cutoff = float(defaults.get("cfg_cutoff") or 0.0)
+        plan.shift = r.shift if r.shift is not None else float(defaults.get("shift") or 1.0)
+        check_sampler(plan.scheduler, plan.shift)
         family = layout.family if layout else None
         plan.strength = r.strength if r.strength is not None else FAMILY_STRENGTH.get(family, DEFAULT_STRENGTH)
+        if r.steps is None:  # a few-step model's own steps (tiny-lcm: 4) may be too few for a low strength
+            while int(plan.steps * plan.strength) < 1:
+                plan.steps += 1
         plan.steps_per_tile = min(int(plan.steps * plan.strength), plan.steps)
         if plan.steps_per_tile < 1:
             need = math.ceil(1 / plan.strength)
@@ -490,9 +502,11 @@ def call_pipeline(pipe, plan: Plan, image, generator, tick):
         warnings.simplefilter("ignore", FutureWarning)
         if plan.kind == "img2img":
             from diffcli import guidance
+            from diffcli.timesteps import schedule_kwargs
 
+            common.update(schedule_kwargs(pipe, plan.steps, plan.shift))
             common.update(guidance.pipeline_kwargs(pipe, plan.cfg, plan.cfg_cutoff, plan.steps, plan.strength,
-                                                   on_step=lambda *_: tick()))
+                                                   on_step=lambda *_: tick(), shift=plan.shift))
             out = pipe(**common, strength=plan.strength)
         elif plan.kind == "x4":
             out = pipe(**common, noise_level=plan.noise_level, callback=tick, callback_steps=1)
@@ -541,7 +555,7 @@ def _save(image, path: Path, plan: Plan, model: dict, device, dtype, opts: Optio
     job = {
         "task": "upscale", "prompt": plan.prompt, "negative": plan.negative,
         "model": plan.ref.name if plan.ref else None, "steps": plan.steps, "cfg": plan.cfg, "cfg_cutoff": plan.cfg_cutoff,
-        "width": plan.out_size[0], "height": plan.out_size[1], "seed": plan.seed, "num_images": 1,
+        "shift": plan.shift, "width": plan.out_size[0], "height": plan.out_size[1], "seed": plan.seed, "num_images": 1,
         "batch_size": 1, "scheduler": plan.scheduler, "device": plan.device, "dtype": plan.dtype,
         "strength": plan.strength, "image": str(plan.source_path), "mask": None, "mask_blur": None,
     }

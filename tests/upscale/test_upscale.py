@@ -231,6 +231,43 @@ def test_tiled_is_reproducible_and_the_default_for_text_to_image_models(tiny_sd,
     assert record_of(a)["upscale"]["method"] == "tiled"
 
 
+def test_tiled_takes_a_timestep_shift_from_the_flag_or_the_model(tiny_sd, tmp_path):
+    """--shift moves each tile's steps as it moves txt2img's (diffcli.timesteps); a model's diffcli.json
+    may set it, and it is recorded."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd, model)
+    src = smooth_image(tmp_path / "in.png", 20, 12)
+    args = ["upscale", src, "-m", model, "--steps", "6", "--strength", "0.5", "--scheduler", "euler",
+            "--tile-size", "32", "--quiet", *FAST]
+    plain = written(cli(*args, "-o", tmp_path / "plain"))[0]
+    given = written(cli(*args, "--shift", "0.5", "-o", tmp_path / "given"))[0]
+    (model / "diffcli.json").write_text(json.dumps({"shift": 0.5}))
+    own = written(cli(*args, "-o", tmp_path / "own"))[0]
+    assert not np.array_equal(pixels(plain), pixels(given)) and np.array_equal(pixels(given), pixels(own))
+    assert record_of(own)["job"]["shift"] == 0.5 and record_of(plain)["job"]["shift"] == 1.0
+    (model / "diffcli.json").write_text(json.dumps({"shift": 0}))
+    out = tmp_path / "bad"
+    assert_usage_error(cli(*args, "-o", out), out, "diffcli.json: shift must be in (0, 10]")
+
+
+def test_a_few_step_models_own_steps_are_raised_until_a_tile_gets_one(tiny_sd, tmp_path):
+    """A model whose diffcli.json asks for few steps (a distilled student) still upscales at a low
+    strength: the default steps grow until int(steps x strength) >= 1; a given --steps is an error."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd, model)
+    (model / "diffcli.json").write_text(json.dumps({"steps": 2}))
+    src = smooth_image(tmp_path / "in.png", 16, 16)
+    args = ["upscale", src, "-m", model, "--strength", "0.3", "--tile-size", "32", "--quiet", *FAST]
+    [path] = written(cli(*args, "-o", tmp_path / "ok"))
+    assert record_of(path)["job"]["steps"] == 4  # 2 x 0.3 runs no step, 4 x 0.3 runs one
+    out = tmp_path / "bad"
+    assert_usage_error(cli(*args, "--steps", "2", "-o", out), out, "use --steps 4 or more")
+
+
 def test_x4_upscaler_model_in_tiles(tiny_x4, tmp_path):
     src = smooth_image(tmp_path / "in.png", 22, 12)  # not a multiple of the 16-px input tile
     r = cli("upscale", src, "-m", tiny_x4, "--steps", "2", "--noise-level", "30", "-o", tmp_path / "out", "--quiet",
@@ -263,6 +300,7 @@ def test_scale_the_model_cannot_do(tiny_x4, tiny_latent_x2, tmp_path):
     assert_usage_error(cli("upscale", src, "-m", tiny_x4, "--noise-level", "400", "-o", out), out, "at most 350")
     assert_usage_error(cli("upscale", src, "-m", tiny_x4, "--method", "tiled", "-o", out), out, "is an upscaler")
     assert_usage_error(cli("upscale", src, "-m", tiny_x4, "--strength", "0.3", "-o", out), out, "--method tiled only")
+    assert_usage_error(cli("upscale", src, "-m", tiny_x4, "--shift", "0.5", "-o", out), out, "--shift applies to --method tiled only")
     assert_usage_error(cli("upscale", src, "-m", tiny_latent_x2, "--scheduler", "ddim", "-o", out), out,
                        "sigma-based sampler")
 
@@ -278,6 +316,8 @@ def test_scale_the_model_cannot_do(tiny_x4, tiny_latent_x2, tmp_path):
     (["--steps", "2", "--strength", "0.3"], "runs no denoising step"),
     (["--overlap", "-1"], "--overlap must be 0 or more"),
     (["--fidelity", "sepia"], "unknown --fidelity"),
+    (["--shift", "0"], "--shift must be in (0, 10]"),
+    (["--shift", "0.5", "--scheduler", "ddim"], "cannot take custom timesteps"),
 ])
 def test_bad_flags_exit_2_and_write_nothing(tiny_sd, tmp_path, args, fragment):
     src = smooth_image(tmp_path / "in.png", 30, 30)
