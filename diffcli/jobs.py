@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from diffcli.errors import UsageError
 from diffcli.timesteps import check_shift
@@ -134,8 +135,6 @@ def check_model_settings(job: Job, defaults: dict, source: str) -> None:
 
 def settings_source(ref) -> str:
     """Where a model's own settings come from, for error messages: its (or its LoRA's) diffcli.json."""
-    from pathlib import Path
-
     own = Path(getattr(ref, "lora", None) or ref.path) / "diffcli.json"
     return str(own) if own.is_file() else f"the settings of {ref.name}"
 
