@@ -34,23 +34,19 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
 
     import torch
-    from diffusers import AutoModel, DiffusionPipeline
+    from diffusers import AutoModel
 
     from diffcli.bundled import model_dir
     from diffcli.bundled.evaluator import load_evaluator
-    from diffcli.distill.report import _generate, heldout_prompts
+    from diffcli.distill.report import _generate, heldout_prompts, load_sampling_teacher
     from diffcli.distill.student import load_student
-    from diffcli.distill.trainer import from_pretrained
     from diffcli.models.lora import read_own
-    from diffcli.pipelines import ORIGINAL_SCHEDULER, prepare_libraries, set_scheduler
+    from diffcli.pipelines import prepare_libraries
 
     torch.set_num_threads(a.threads)
     prepare_libraries()
-    teacher = from_pretrained(DiffusionPipeline, model_dir("tiny"))
-    teacher.set_progress_bar_config(disable=True)
-    setattr(teacher, ORIGINAL_SCHEDULER, dict(teacher.scheduler.config))
     defaults = read_own(model_dir("tiny"))
-    set_scheduler(teacher, defaults["scheduler"])
+    teacher = load_sampling_teacher(model_dir("tiny"), defaults["scheduler"])
     decoders = {"teacher's VAE": teacher.vae} if a.teacher_vae else {}
     for d in a.vae:
         decoders[d] = AutoModel.from_pretrained(d, torch_dtype=torch.float32).eval()

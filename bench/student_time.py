@@ -39,20 +39,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from diffusers import DiffusionPipeline
-
     from diffcli import guidance
+    from diffcli.distill.report import load_sampling_teacher
     from diffcli.distill.student import load_student
-    from diffcli.distill.trainer import from_pretrained
     from diffcli.models.lora import read_own
-    from diffcli.pipelines import ORIGINAL_SCHEDULER, _cache_processor_signatures, set_scheduler
+    from diffcli.pipelines import _cache_processor_signatures
 
     record = read_own(Path(args.student))["distilled_from"]
     td = record["teacher_defaults"]
-    teacher = from_pretrained(DiffusionPipeline, record["teacher_path"])
-    teacher.set_progress_bar_config(disable=True)
-    setattr(teacher, ORIGINAL_SCHEDULER, dict(teacher.scheduler.config))
-    set_scheduler(teacher, td["scheduler"])
+    teacher = load_sampling_teacher(record["teacher_path"], td["scheduler"])
     student = load_student(args.student)  # (calls prepare_libraries: undo its cache for the 'before' row)
     from diffusers.models import attention_processor
 

@@ -14,6 +14,14 @@ conditional half, and `_guidance_scale` drops to 1 — the approach of diffusers
 
 from __future__ import annotations
 
+from diffcli.errors import UsageError
+
+
+def check_cutoff(cutoff: float | None, name: str = "--cfg-cutoff") -> None:
+    """A usage error when CUTOFF is out of [0, 1); NAME says where the value came from."""
+    if cutoff is not None and not 0 <= cutoff < 1:
+        raise UsageError(f"{name} must be in [0, 1) (got {cutoff})")
+
 
 def threshold(pipe, cutoff: float) -> float:
     """The lowest timestep that is still guided."""

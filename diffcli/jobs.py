@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from diffcli.errors import UsageError
+from diffcli.guidance import check_cutoff
 from diffcli.timesteps import check_shift
 
 TASKS = ("txt2img", "img2img", "inpaint")
@@ -121,8 +122,7 @@ def validate(job: Job) -> None:
 
 
 def _check_schedule_settings(cfg_cutoff: float | None, shift: float | None, names=("--cfg-cutoff", "--shift")) -> None:
-    if cfg_cutoff is not None and not 0 <= cfg_cutoff < 1:
-        raise UsageError(f"{names[0]} must be in [0, 1) (got {cfg_cutoff})")
+    check_cutoff(cfg_cutoff, names[0])
     check_shift(shift, names[1])
 
 

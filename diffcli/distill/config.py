@@ -8,6 +8,7 @@ from pathlib import Path
 
 from diffcli.distill import METHODS
 from diffcli.errors import UsageError
+from diffcli.guidance import check_cutoff
 from diffcli.timesteps import check_shift
 
 # Held-out prompts in the report: at 128 the adherence figures' standard error (~0.02) was as large
@@ -128,8 +129,7 @@ class DistillConfig:
             lo, hi = self.guidance
             if lo < 1 or hi < lo:
                 raise UsageError("--guidance MIN,MAX needs 1 <= MIN <= MAX (classifier-free guidance scales)")
-        if self.cfg_cutoff is not None and not 0 <= self.cfg_cutoff < 1:
-            raise UsageError(f"--cfg-cutoff must be in [0, 1) (got {self.cfg_cutoff})")
+        check_cutoff(self.cfg_cutoff)
         check_shift(self.shift)
         if self.resolution is not None and self.resolution % 8:
             raise UsageError("--resolution must be a multiple of 8")

@@ -94,16 +94,29 @@ def _load_evaluator(events):
         return None
 
 
-def run_report(student_dir, n: int = 64, events=None, prompts_file: str | None = None, device: str = "cpu",
-               timing_n: int = 8) -> dict:
-    """Write report.json / report.md / report.png into STUDENT_DIR; returns the report."""
+def load_sampling_teacher(path, scheduler: str, device: str = "cpu"):
+    """The teacher pipeline (float32) as it samples at its defaults: SCHEDULER built from its own config."""
     from diffusers import DiffusionPipeline
 
+    from diffcli.distill.trainer import from_pretrained
+    from diffcli.pipelines import ORIGINAL_SCHEDULER, set_scheduler
+
+    teacher = from_pretrained(DiffusionPipeline, path)
+    teacher.set_progress_bar_config(disable=True)
+    setattr(teacher, ORIGINAL_SCHEDULER, dict(teacher.scheduler.config))
+    set_scheduler(teacher, scheduler)
+    return teacher.to(device)
+
+
+def run_report(student_dir, n: int | None = None, events=None, prompts_file: str | None = None, device: str = "cpu",
+               timing_n: int = 8) -> dict:
+    """Write report.json / report.md / report.png into STUDENT_DIR; returns the report. N prompts
+    (None: the default for the student's teacher, diffcli.distill.config.default_report_n)."""
     from diffcli.distill.events import make_events
     from diffcli.models.lora import read_own
     from diffcli.distill.student import load_student
     from diffcli.models import resolve
-    from diffcli.pipelines import ORIGINAL_SCHEDULER, prepare_libraries, set_scheduler
+    from diffcli.pipelines import prepare_libraries
 
     events = events or make_events(False, True)
     student_dir = Path(student_dir)
@@ -112,6 +125,10 @@ def run_report(student_dir, n: int = 64, events=None, prompts_file: str | None =
     if not record:
         raise UsageError(f"--report {student_dir}: not a student written by `diffcli distill` (no '{STUDENT_KEY}' "
                          "in diffcli.json)")
+    if n is None:
+        from diffcli.distill.config import default_report_n
+
+        n = default_report_n(bool(record.get("bundled_teacher")))
     teacher_name = record["teacher_path"] if Path(record["teacher_path"]).is_dir() else record["teacher"]
     ref = resolve(teacher_name, offline=True)
     prepare_libraries()
@@ -120,13 +137,7 @@ def run_report(student_dir, n: int = 64, events=None, prompts_file: str | None =
     prompts, prompt_source = _prompts(record, n, prompts_file)
     events.phase("report", prompts=len(prompts), student=str(student_dir))
 
-    from diffcli.distill.trainer import from_pretrained
-
-    teacher = from_pretrained(DiffusionPipeline, ref.path)
-    teacher.set_progress_bar_config(disable=True)
-    setattr(teacher, ORIGINAL_SCHEDULER, dict(teacher.scheduler.config))
-    set_scheduler(teacher, td.get("scheduler") or "ddim")
-    teacher.to(device)
+    teacher = load_sampling_teacher(ref.path, td.get("scheduler") or "ddim", device)
     student = load_student(student_dir, device)
     rows = [("teacher", teacher, int(td.get("steps") or 25), float(td.get("cfg") or 7.0), td.get("scheduler"),
              float(td.get("cfg_cutoff") or 0.0), float(td.get("shift") or 1.0))]

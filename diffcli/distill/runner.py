@@ -64,13 +64,7 @@ def report_only(student_dir: str, n: int | None, prompts_file: str | None, devic
     path = Path(student_dir).expanduser()
     if not path.is_dir():
         raise UsageError(f"--report {path}: no such directory")
-    if n is None:
-        from diffcli.distill.config import default_report_n
-        from diffcli.distill.preflight import STUDENT_KEY
-        from diffcli.models.lora import read_own
-
-        n = default_report_n(bool((read_own(path).get(STUDENT_KEY) or {}).get("bundled_teacher")))
-    if n < 3:
+    if n is not None and n < 3:
         raise UsageError("--report-n must be at least 3")
     if threads:
         import torch

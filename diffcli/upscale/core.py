@@ -213,6 +213,14 @@ def model_scale(kind: str, layout) -> int:
     return layout.vae_scale_factor if kind == "x4" else 2
 
 
+def fewest_steps(strength: float) -> int:
+    """The fewest steps at which img2img at STRENGTH runs one (int(steps x strength) >= 1, as diffusers counts)."""
+    steps = max(1, math.ceil(1 / strength))
+    while int(steps * strength) < 1:  # float rounding: 1 / strength can land just below the true count
+        steps += 1
+    return steps
+
+
 def default_overlap(tile: int) -> int:
     return min(64, max(1, tile // 4))
 
@@ -316,12 +324,11 @@ def _plan_model_run(plan: Plan, r: Request, reporter) -> None:
         check_sampler(plan.scheduler, plan.shift)
         family = layout.family if layout else None
         plan.strength = r.strength if r.strength is not None else FAMILY_STRENGTH.get(family, DEFAULT_STRENGTH)
+        need = fewest_steps(plan.strength)
         if r.steps is None:  # a few-step model's own steps (tiny-lcm: 4) may be too few for a low strength
-            while int(plan.steps * plan.strength) < 1:
-                plan.steps += 1
+            plan.steps = max(plan.steps, need)
         plan.steps_per_tile = min(int(plan.steps * plan.strength), plan.steps)
         if plan.steps_per_tile < 1:
-            need = math.ceil(1 / plan.strength)
             raise UsageError(
                 f"--steps {plan.steps} at --strength {plan.strength} runs no denoising step; use --steps {need} or more"
             )
