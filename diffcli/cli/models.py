@@ -1,6 +1,7 @@
-"""`diffcli models ...`: pull, list, info, rm, verify.
+"""`diffcli models ...`: pull, list, aliases, info, rm, verify.
 
-Results go to stdout (paths, tables, JSON); progress and prompts to stderr.
+Results go to stdout (paths, tables, JSON); progress and prompts to stderr. None of these commands
+imports torch or diffusers.
 """
 
 from __future__ import annotations
@@ -10,10 +11,40 @@ import sys
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from diffcli.errors import RuntimeFailure, UsageError
 
-app = typer.Typer(help="Fetch, list, inspect, verify and remove models.", no_args_is_help=True)
+
+class _ModelsGroup(TyperGroup):
+    """File-system errors (an unreadable cache, a read-only home) become one clear line, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise fs_error(exc) from exc
+
+
+def fs_error(exc: OSError) -> RuntimeFailure:
+    from pathlib import Path
+
+    from diffcli import paths
+    from diffcli.models import hub, registry
+
+    name = Path(str(exc.filename)) if exc.filename else None
+    if name is not None:
+        for root, make in ((hub.hub_cache_dir(), hub.cache_error), (paths.home(), registry.home_unusable)):
+            if name == root or root in name.parents:
+                return make(exc, name)
+    why = (exc.strerror or type(exc).__name__).lower()
+    hint = "; check its permissions" if isinstance(exc, PermissionError) else ""
+    return RuntimeFailure(f"cannot access {name or 'a file'}: {why}{hint}")
+
+
+app = typer.Typer(cls=_ModelsGroup, help="Fetch, list, inspect, verify and remove models.", no_args_is_help=True)
 
 TOKEN_HELP = "Hugging Face token for private/gated repos (default: HF_TOKEN or your `hf auth login`). Never printed."
 
@@ -21,7 +52,8 @@ TOKEN_HELP = "Hugging Face token for private/gated repos (default: HF_TOKEN or y
 def _stdout_console():
     from rich.console import Console
 
-    return Console(file=sys.stdout, soft_wrap=True)
+    # not a terminal (a pipe, a file): rows are never cut to 80 columns
+    return Console(file=sys.stdout, soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
 
 
 @app.command()
@@ -32,7 +64,7 @@ def pull(
     token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP, show_default=False),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 of a URL checkpoint."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept .bin/.ckpt pickle weights (loaded with weights_only=True)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Accept pipelines that ship their own code."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Download a repo that ships its own code anyway (its configs and weights only: diffcli never fetches or runs the code)."),
     force: bool = typer.Option(False, "--force", help="Download again even if present."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -84,6 +116,32 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
         table.add_row(i.name, i.source, i.family, inventory.human_size(i.size), inventory.human_time(i.last_used),
                       i.status)
     _stdout_console().print(table)
+    from diffcli.models.aliases import alias_names
+
+    sys.stderr.write(f"pullable by alias: {alias_names()} (`diffcli models aliases` for details)\n")
+
+
+@app.command()
+def aliases(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The short names `diffcli models pull` and --model accept, their hub repos and recommended settings."""
+    from diffcli.models.aliases import ALIASES, downloaded
+
+    rows = [{"name": n, "repo_id": a.repo_id, "family": a.family, "description": a.description,
+             "defaults": dict(a.defaults), "downloaded": downloaded(n)} for n, a in ALIASES.items()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("ALIAS", "REPO", "FAMILY", "STEPS", "CFG", "SCHEDULER", "SIZE", "DOWNLOADED"):
+        table.add_column(col)
+    for r in rows:
+        d = r["defaults"]
+        size = f"{d['width']}" if d.get("width") == d.get("height") and d.get("width") else "-"
+        table.add_row(r["name"], r["repo_id"], r["family"], str(d.get("steps", "-")), str(d.get("cfg", "-")),
+                      d.get("scheduler", "-"), size, "yes" if r["downloaded"] else "-")
+    _stdout_console().print(table)
 
 
 @app.command()
@@ -102,6 +160,7 @@ def info(
         f"name:        {d['name']}",
         f"source:      {d['source']}",
         f"family:      {d['family']}",
+        f"status:      {d['status']}" + (" (loads only with --allow-pickle)" if d["status"] == "pickle" else ""),
         f"path:        {d['path']}",
         f"size:        {inventory.human_size(d['size'])}",
     ]
@@ -114,11 +173,57 @@ def info(
     out.append("dtypes:      " + (", ".join(d["dtypes"]) or "-"))
     rec = d.get("recommended") or {}
     if rec:
-        out.append("recommended: " + ", ".join(f"{k}={v}" for k, v in rec.items()))
+        out.append("recommended: " + ", ".join(f"{k}={_scalar(v)}" for k, v in rec.items()))
     out.append(f"last used:   {inventory.human_time(d['last_used'])}")
+    for key, value in (d.get("extra") or {}).items():
+        out += _readable(key.replace("_", " "), value, 0)
     out.append("files:")
     out += [f"  {inventory.human_size(f['size']):>9}  {f['file']}" for f in d["files"]]
     typer.echo("\n".join(out))
+
+
+def _scalar(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _inline(value) -> str | None:
+    """VALUE on one line when it is plain: a scalar, a list of scalars, or a dict of scalars; else None."""
+    if isinstance(value, dict):
+        if all(not isinstance(v, (dict, list)) for v in value.values()):
+            return ", ".join(f"{k}={_scalar(v)}" for k, v in value.items()) or "-"
+        return None
+    if isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            return ", ".join(_scalar(v) for v in value) or "-"
+        return None
+    return _scalar(value)
+
+
+def _readable(key: str, value, depth: int = 0) -> list[str]:
+    """`key: value` lines for a nested JSON value (no Python reprs): nested dicts indented under their key,
+    plain lists and dicts of plain values on one line."""
+    pad = "  " * depth
+    if depth == 0 and not isinstance(value, dict) and _inline(value) is not None:
+        return [f"{key}: {_inline(value)}"]
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = [(f"[{i}]", v) for i, v in enumerate(value, 1)]
+    else:
+        return [f"{pad}{key}: {_scalar(value)}"]
+    lines = [f"{pad}{key}:"]
+    width = max((len(str(k)) for k, _ in items), default=0) + 1
+    for k, v in items:
+        flat = _inline(v)
+        if flat is None:
+            lines += _readable(str(k), v, depth + 1)
+        else:
+            lines.append(f"{pad}  {str(k) + ':':<{width}} {flat}")
+    return lines
 
 
 @app.command()
@@ -171,4 +276,7 @@ def verify(
             typer.echo("no downloaded models to verify")
     damaged = sum(len(r.damaged) for r in reports)
     if damaged:
+        if all(r.source == "bundled" for r in reports if r.damaged):
+            raise RuntimeFailure(f"{damaged} damaged file(s) in the bundled model; reinstall diffcli "
+                                 "(pip install --force-reinstall diffcli)")
         raise RuntimeFailure(f"{damaged} damaged file(s); run `diffcli models verify {name or ''} --repair`".replace("  ", " "))

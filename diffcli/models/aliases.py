@@ -72,3 +72,14 @@ def alias_for_repo(repo_id: str) -> str | None:
         if alias.repo_id == repo_id:
             return name
     return None
+
+
+def downloaded(name: str) -> bool:
+    """Whether alias NAME's repo is complete in the hub cache (no network, no torch)."""
+    from diffcli.errors import DiffcliError
+    from diffcli.models import hub
+
+    try:
+        return hub.find_local(ALIASES[name].repo_id, None, allow_pickle=True, trust_remote_code=True) is not None
+    except (DiffcliError, OSError):
+        return False

@@ -50,9 +50,46 @@ def pull_hint(name: str) -> str:
 # ---------------------------------------------------------------- errors
 
 
+def check_cache() -> bool:
+    """False when the hub cache does not exist yet (nothing downloaded); a clear error when it is unusable."""
+    cache = hub_cache_dir()
+    try:
+        with os.scandir(cache) as it:
+            next(it, None)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise cache_error(exc, cache) from None
+    return True
+
+
+def cache_error(exc: OSError, path: Path | None = None) -> RuntimeFailure:
+    """One line for an unreadable or unusable hub cache (not a directory, no permission, ...)."""
+    cache = hub_cache_dir()
+    why = (exc.strerror or type(exc).__name__).lower()
+    if isinstance(exc, NotADirectoryError) and (path is None or Path(path) == cache):
+        why = "not a directory"
+    where = f" ({path})" if path is not None and Path(path) != cache else ""
+    return RuntimeFailure(f"cannot use the Hugging Face cache {cache}: {why}{where}; point HF_HUB_CACHE (or HF_HOME) "
+                          "at a readable directory, or fix its permissions")
+
+
+def unreachable_hint(name: str | None) -> str:
+    ep = endpoint() or "https://huggingface.co"
+    again = f", or run `diffcli models pull {name}` again once the hub is reachable" if name else ""
+    return (f"check the network connection and HF_ENDPOINT (now {ep}); models already downloaded work with "
+            f"--offline (or HF_HUB_OFFLINE=1){again}")
+
+
+def token_hint(name: str | None) -> str:
+    return f"set HF_TOKEN, or run `diffcli models pull {name} --token TOKEN`" if name else "set HF_TOKEN"
+
+
 @contextmanager
-def hub_errors(what: str, token: str | None):
-    """Turn huggingface_hub/httpx errors into one-line diffcli errors without secrets or tracebacks."""
+def hub_errors(what: str, token: str | None, name: str | None = None):
+    """Turn huggingface_hub/httpx errors into one-line diffcli errors without secrets or tracebacks.
+
+    NAME: the model as the user wrote it, for the `diffcli models pull NAME` hints."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -69,23 +106,29 @@ def hub_errors(what: str, token: str | None):
     except (UsageError, RuntimeFailure):
         raise
     except GatedRepoError:
-        error = UsageError(f"{what} is gated: accept its terms on the hub, then pass --token or set HF_TOKEN")
+        error = UsageError(f"{what} is gated: accept its terms on the hub, then {token_hint(name)}")
     except RepositoryNotFoundError:
-        error = UsageError(f"{what} was not found on the hub (private? pass --token or set HF_TOKEN)")
+        error = UsageError(f"{what} was not found on the hub (if it is private or gated: {token_hint(name)})")
     except RevisionNotFoundError:
         error = UsageError(f"{what}: revision not found on the hub")
     except RemoteEntryNotFoundError as exc:
         error = RuntimeFailure(f"{what}: a file listed by the hub is missing ({_first_line(exc)})")
-    except (OfflineModeIsEnabled, LocalEntryNotFoundError):
-        error = UsageError(f"{what} is not downloaded and the hub cannot be reached; {pull_hint(what)}")
+    except OfflineModeIsEnabled:
+        error = UsageError(f"{what} is not downloaded and offline mode is on; {pull_hint(name or what)}")
+    except LocalEntryNotFoundError:
+        error = RuntimeFailure(f"{what}: cannot reach the hub and the files are not downloaded; {unreachable_hint(name)}")
     except HfHubHTTPError as exc:
         error = RuntimeFailure(f"{what}: hub request failed ({_first_line(exc)})")
     except OSError as exc:  # consistency (size) checks, disk full, connection errors
-        error = RuntimeFailure(f"{what}: download failed ({_first_line(exc)})")
+        if exc.filename and str(hub_cache_dir()) in str(exc.filename):
+            error = cache_error(exc, Path(exc.filename))
+        else:
+            error = RuntimeFailure(f"{what}: download failed ({_first_line(exc)})")
     except Exception as exc:  # httpx errors are not OSErrors
         if type(exc).__module__.split(".")[0] not in ("httpx2", "httpx", "httpcore"):
             raise
-        error = RuntimeFailure(f"{what}: cannot reach the hub ({type(exc).__name__}: {_first_line(exc)})")
+        error = RuntimeFailure(f"{what}: cannot reach the hub ({type(exc).__name__}: {_first_line(exc)}); "
+                               f"{unreachable_hint(name)}")
     if error is not None:
         error = type(error)(scrub(str(error), token))
         raise error from None
@@ -132,8 +175,12 @@ def snapshot_files(snapshot: Path) -> list[str]:
     return sorted(out)
 
 
-def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: bool = False) -> list[str]:
-    """What a locally present snapshot lacks to load (empty list: complete)."""
+def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: bool = False,
+                     name: str | None = None, pull_name: str | None = None) -> list[str]:
+    """What a locally present snapshot lacks to load (empty list: complete).
+
+    NAME: how errors name the model (default: the snapshot path); PULL_NAME: the name for a
+    `diffcli models pull NAME --trust-remote-code` hint (hub models only)."""
     index_path = snapshot / "model_index.json"
     if not index_path.is_file():
         return ["model_index.json"]
@@ -142,7 +189,8 @@ def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: b
     except (OSError, ValueError):
         return ["model_index.json (unreadable)"]
     files = snapshot_files(snapshot)
-    components = check_model_index(index, str(snapshot), repo_files=files, trust_remote_code=trust_remote_code)
+    components = check_model_index(index, name or str(snapshot), repo_files=files,
+                                   trust_remote_code=trust_remote_code, pull_name=pull_name)
     missing = []
     for comp in components:
         in_folder = [f for f in files if f.startswith(comp + "/")]
@@ -164,8 +212,11 @@ def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: b
     return missing
 
 
-def find_local(repo_id: str, revision: str | None, *, allow_pickle: bool = False, trust_remote_code: bool = False):
-    """(snapshot dir, commit, registry entry or None) when the model is complete in the cache, else None."""
+def find_local(repo_id: str, revision: str | None, *, allow_pickle: bool = False, trust_remote_code: bool = False,
+               name: str | None = None):
+    """(snapshot dir, commit, registry entry or None) when the model is complete in the cache, else None.
+
+    NAME: the model as the user wrote it (for messages)."""
     key = registry_key(repo_id, revision)
     entry = registry.get(key)
     if entry and entry.get("status") == "complete" and entry.get("commit"):
@@ -184,7 +235,9 @@ def find_local(repo_id: str, revision: str | None, *, allow_pickle: bool = False
         if other.get("repo_id") == repo_id and other.get("commit") == commit and other.get("status") == "partial":
             return None  # a diffcli pull of this commit was cut off
     snap = repo_folder(repo_id) / "snapshots" / commit
-    if not snap.is_dir() or snapshot_missing(snap, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code):
+    name = name or (f"{repo_id}@{revision}" if revision else repo_id)
+    if not snap.is_dir() or snapshot_missing(snap, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                                             name=name, pull_name=name):
         return None
     return snap, commit, None
 
@@ -245,19 +298,23 @@ def pull(
     quiet: bool = False,
     force: bool = False,
     alias: str | None = None,
+    progress=None,
 ) -> tuple[Path, str, dict]:
-    """Fetch what the pipeline needs; return (snapshot dir, commit, registry entry)."""
+    """Fetch what the pipeline needs; return (snapshot dir, commit, registry entry).
+
+    PROGRESS: "auto", "quiet", "json" or a callable (see diffcli.models.progress); `quiet=True` is "quiet"."""
     from huggingface_hub import HfApi, hf_hub_download
 
-    from diffcli.models.progress import download_bar, tqdm_class_for
+    from diffcli.models.progress import Feedback
 
+    feedback = Feedback.of(progress, quiet)
     name = name or (f"{repo_id}@{revision}" if revision else repo_id)
     key = registry_key(repo_id, revision)
     cache = hub_cache_dir()
     ep = endpoint()
     lock = registry.file_lock("hub-" + repo_id.replace("/", "--"),
-                              waiting=None if quiet else f"waiting for another process pulling {repo_id}…")
-    with lock, hub_errors(name, token):
+                              waiting=feedback.waiting(f"waiting for another process pulling {repo_id}…"))
+    with lock, hub_errors(name, token, name=name):
         api = HfApi(endpoint=ep, token=token or None)
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
         commit = info.sha
@@ -286,9 +343,8 @@ def pull(
             if existed and (force or (size is not None and pointer.stat().st_size != size)):
                 _purge(pointer)
                 existed = False
-            kwargs = {"tqdm_class": tqdm_class_for(bar)} if bar is not None else {}
             path = Path(hf_hub_download(repo_id, filename, revision=commit, cache_dir=str(cache), endpoint=ep,
-                                        token=token or None, **kwargs))
+                                        token=token or None, tqdm_class=feedback.tqdm_class(bar)))
             if not existed:
                 problem = check_file(path, size, digest)
                 if problem:
@@ -301,11 +357,12 @@ def pull(
             index = json.loads(index_path.read_text(encoding="utf-8"))
         except ValueError:
             raise UsageError(f"{name}: model_index.json is not valid JSON") from None
-        components = check_model_index(index, name, repo_files=list(siblings), trust_remote_code=trust_remote_code)
+        components = check_model_index(index, name, repo_files=list(siblings), trust_remote_code=trust_remote_code,
+                                       pull_name=name)
         files = select_files(list(siblings), components, variant=variant, allow_pickle=allow_pickle, where=name)
         todo = files if force else [f for f in files if not (snap / f).exists()]
         total = sum((expected_digest(siblings.get(f))[0] or 0) for f in todo)
-        with download_bar(f"pulling {name}", total or None, quiet=quiet or not todo) as bar:
+        with (feedback if todo else Feedback("quiet")).bar(f"pulling {name}", total or None, model=name) as bar:
             for f in files:
                 if f != "model_index.json":  # fetched (and checked) above
                     fetch(f, bar)

@@ -75,6 +75,34 @@ def _family_of_file(path: Path) -> str:
         return "invalid"
 
 
+def needs_pickle(path: Path, files: list[str] | None = None) -> bool:
+    """True when PATH loads only with --allow-pickle: a pickle checkpoint, or a diffusers directory (or a
+    recorded file list) with pickle weights where a component has no safetensors."""
+    from diffcli.models.safety import is_pickle
+
+    path = Path(path)
+    if files:
+        return any(is_pickle(f) for f in files)
+    if path.is_file() or not path.exists():
+        return is_pickle(path)
+    if not (path / "model_index.json").is_file():
+        return False
+    from diffcli.errors import DiffcliError
+    from diffcli.models.hub import snapshot_missing
+
+    try:
+        if not snapshot_missing(path, allow_pickle=False, trust_remote_code=True):
+            return False
+        return not snapshot_missing(path, allow_pickle=True, trust_remote_code=True)
+    except DiffcliError:
+        return False
+
+
+def _status(status: str, path: Path, files: list[str] | None = None) -> str:
+    """`pickle` instead of `complete`/`adopted` for a model that loads only with --allow-pickle."""
+    return "pickle" if status in ("complete", "adopted") and needs_pickle(path, files) else status
+
+
 @dataclass
 class Item:
     name: str
@@ -84,7 +112,7 @@ class Item:
     size: int | None
     last_used: float | None = None
     revision: str | None = None
-    status: str = "complete"  # complete | partial | adopted | missing
+    status: str = "complete"  # complete | partial | adopted | missing | pickle (loads only with --allow-pickle)
     key: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -112,6 +140,7 @@ def hub_items(entries: dict) -> list[Item]:
     from diffcli.models import hub
 
     cache = hub.hub_cache_dir()
+    present = hub.check_cache()
     items: list[Item] = []
     seen: set[tuple[str, str]] = set()
     for key, e in entries.items():
@@ -127,9 +156,14 @@ def hub_items(entries: dict) -> list[Item]:
         if status == "missing":
             continue
         seen.add((repo_id, commit))
+        status = _status(status, snap, list(e.get("files") or {}))
         items.append(Item(name, "hub", snap, _family_of_dir(snap), du(snap), e.get("last_used"), commit, status, key))
-    if cache.is_dir():
-        for repo_dir in sorted(cache.glob("models--*")):
+    if present:
+        try:
+            repo_dirs = sorted(cache.glob("models--*"))
+        except OSError as exc:
+            raise hub.cache_error(exc) from None
+        for repo_dir in repo_dirs:
             repo_id = repo_dir.name[len("models--"):].replace("--", "/", 1)
             refs = {}
             for ref in (repo_dir / "refs").glob("*") if (repo_dir / "refs").is_dir() else []:
@@ -142,8 +176,8 @@ def hub_items(entries: dict) -> list[Item]:
                     continue
                 ref = refs.get(snap.name)
                 name = repo_id if ref == "main" else f"{repo_id}@{ref or snap.name}"
-                items.append(Item(name, "hub", snap, _family_of_dir(snap), du(snap), None, snap.name, "adopted",
-                                  hub.registry_key(repo_id, ref)))
+                items.append(Item(name, "hub", snap, _family_of_dir(snap), du(snap), None, snap.name,
+                                  _status("adopted", snap), hub.registry_key(repo_id, ref)))
     return items
 
 
@@ -159,6 +193,7 @@ def items() -> list[Item]:
         if key.startswith("url:"):
             path = Path(e.get("path", ""))
             status = e.get("status", "complete") if path.exists() else ("partial" if e.get("status") == "partial" else "missing")
+            status = _status(status, path)
             out.append(Item(e.get("url", key[4:]), "url", path, _family_of_file(path) if path.exists() else "-",
                             path.stat().st_size if path.exists() else None, e.get("last_used"), None, status, key))
         elif key.startswith("file:") or key.startswith("local:"):
@@ -167,7 +202,7 @@ def items() -> list[Item]:
                 continue
             fam = _family_of_file(path) if path.is_file() else _family_of_dir(path)
             out.append(Item(str(path), "file" if src == "file" else "local", path, fam, du(path), e.get("last_used"),
-                            key=key))
+                            status=_status("complete", path), key=key))
     return out
 
 
@@ -185,22 +220,25 @@ def find(name: str) -> Item:
         path = src.path
         fam = _family_of_file(path) if path.is_file() else _family_of_dir(path)
         e = registry.get(f"{src.kind if src.kind == 'file' else 'local'}:{path}") or {}
-        return Item(str(path), "file" if src.kind == "file" else "local", path, fam, du(path), e.get("last_used"))
+        return Item(str(path), "file" if src.kind == "file" else "local", path, fam, du(path), e.get("last_used"),
+                    status=_status("complete", path))
     if src.kind == "url":
         found = urls.find_local(src.url)
         if found is None:
             raise UsageError(f"'{names.redact_url(src.url)}' is not downloaded; run `diffcli models pull` first")
         path, e = found
         return Item(e.get("url"), "url", path, _family_of_file(path), path.stat().st_size, e.get("last_used"),
-                    key=urls.registry_key(src.url), extra=e)
+                    status=_status("complete", path), key=urls.registry_key(src.url), extra=e)
     repo_id = src.repo_id
-    found = hub.find_local(repo_id, src.revision, allow_pickle=True, trust_remote_code=True)
+    hub.check_cache()
+    found = hub.find_local(repo_id, src.revision, allow_pickle=True, trust_remote_code=True, name=name)
     if found is None:
         raise UsageError(f"'{name}' is not downloaded; run `diffcli models pull {name}`")
     snap, commit, e = found
     item = Item(name, "hub", snap, _family_of_dir(snap), du(snap),
                 (e or registry.get(hub.registry_key(repo_id, src.revision)) or {}).get("last_used"),
-                commit, "complete" if e else "adopted", hub.registry_key(repo_id, src.revision), extra=e or {})
+                commit, _status("complete" if e else "adopted", snap, list((e or {}).get("files") or {})),
+                hub.registry_key(repo_id, src.revision), extra=e or {})
     item.extra["repo_id"] = repo_id
     return item
 
@@ -252,6 +290,11 @@ def details(name: str) -> dict:
         from diffcli.models.layout import FAMILY_DEFAULTS
 
         out["recommended"] = dict(FAMILY_DEFAULTS.get(item.family.replace("-inpaint", ""), {}))
+    # settings are plain values; anything nested in a model's diffcli.json (e.g. `distilled_from`) is
+    # not a setting: it goes to `extra`
+    rec = out["recommended"]
+    out["recommended"] = {k: v for k, v in rec.items() if not isinstance(v, (dict, list, tuple))}
+    out["extra"] = {k: v for k, v in rec.items() if k not in out["recommended"]}
     return out
 
 
@@ -261,6 +304,11 @@ class RemovalPlan:
     paths: list[Path]
     size: int
     execute: object  # callable
+
+
+def _no_such_revision(name: str, revision: str, there: list[str]) -> UsageError:
+    have = f" (downloaded: {', '.join(there)})" if there else ""
+    return UsageError(f"'{name}': revision '{revision}' is not downloaded{have}; nothing was removed")
 
 
 def plan_removal(name: str) -> RemovalPlan:
@@ -284,24 +332,42 @@ def plan_removal(name: str) -> RemovalPlan:
             registry.remove(key)
 
         return RemovalPlan(name, files, sum(p.stat().st_size for p in files if p.is_file()), run_url)
+    repo_id = src.repo_id
+    hub.check_cache()
+    records = {k: e for k, e in registry.entries().items() if k.startswith("hub:") and e.get("repo_id") == repo_id}
+    if not hub.repo_folder(repo_id).is_dir():
+        if not records:
+            raise UsageError(f"'{name}' is not downloaded")
+        keys = [k for k in records if not src.revision or k == hub.registry_key(repo_id, src.revision)]
+        if not keys:
+            raise _no_such_revision(name, src.revision, [])
+        return RemovalPlan(name, [], 0, lambda: [registry.remove(k) for k in keys])  # records of deleted files
+
     from huggingface_hub import scan_cache_dir
 
-    repo_id = src.repo_id
     cache = hub.hub_cache_dir()
-    if not hub.repo_folder(repo_id).is_dir():
-        raise UsageError(f"'{name}' is not downloaded")
-    info = scan_cache_dir(cache)
+    try:
+        info = scan_cache_dir(cache)
+    except OSError as exc:
+        raise hub.cache_error(exc) from None
     repo = next((r for r in info.repos if r.repo_id == repo_id and r.repo_type == "model"), None)
+    present = {rev.commit_hash for rev in repo.revisions} if repo else set()
     if src.revision:
         commit = hub.read_ref(repo_id, src.revision)
-        commits = [commit] if commit else []
+        commits = [commit] if commit in present else []
+        own_key = hub.registry_key(repo_id, src.revision)
+        if not commits:
+            if own_key not in records:
+                there = sorted({ref for rev in (repo.revisions if repo else []) for ref in rev.refs}
+                               | {(e.get("revision") or "main") for e in records.values()})
+                raise _no_such_revision(name, src.revision, there)
+            keys = [own_key]  # only the record (e.g. of an interrupted pull of that revision)
+        else:
+            keys = [k for k, e in records.items() if e.get("commit") in commits or k == own_key]
     else:
-        commits = [rev.commit_hash for rev in repo.revisions] if repo else []
-    commits = [c for c in commits if repo and any(r.commit_hash == c for r in repo.revisions)]
+        commits = sorted(present)
+        keys = list(records)
     strategy = info.delete_revisions(*commits) if commits else None
-    keys = [k for k, e in registry.entries().items()
-            if k.startswith("hub:") and e.get("repo_id") == repo_id and (not commits or e.get("commit") in commits
-                                                                            or not src.revision)]
     paths_ = []
     if strategy is not None:
         paths_ = sorted({*strategy.repos, *strategy.snapshots, *strategy.refs, *strategy.blobs})

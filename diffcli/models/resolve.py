@@ -60,13 +60,36 @@ def resolve(
     trust_remote_code: bool = False,
     pull: bool = True,
     sha256: str | None = None,
+    progress="auto",
 ) -> ModelRef:
-    """Find NAME locally; pull it first when it is missing (unless offline or pull=False)."""
+    """Find NAME locally; pull it first when it is missing (unless offline or pull=False).
+
+    NAME None means the default model (DIFFCLI_MODEL, else 'tiny'); an empty NAME is a UsageError.
+    PROGRESS says where a download's progress (and warnings such as a damaged registry) go:
+    "auto" (a rich bar on stderr), "quiet" (nothing; also `quiet=True`), "json" (JSON lines on
+    stderr, nothing on stdout), or a callable `emit(event, **data)` such as a JSON reporter's `emit`.
+    """
+    from diffcli.models import registry
+    from diffcli.models.progress import Feedback
+
+    feedback = Feedback.of(progress, quiet)
+    if name is None:
+        name = default_model_name()
+    elif not isinstance(name, str) or not name.strip():
+        raise UsageError(f"empty model name: give --model a name, or leave it out for the default "
+                         f"('{default_model_name()}')")
+    with registry.warnings_to(feedback.warning):
+        return _resolve(name, offline=offline, allow_pickle=allow_pickle, token=token, feedback=feedback,
+                        revision=revision, variant=variant, trust_remote_code=trust_remote_code, pull=pull,
+                        sha256=sha256)
+
+
+def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None, feedback, revision: str | None,
+             variant: str | None, trust_remote_code: bool, pull: bool, sha256: str | None) -> ModelRef:
     from diffcli.models import lora, names, registry
     from diffcli.models.aliases import ALIASES, alias_for_repo
     from diffcli.models.safety import is_pickle, refuse_pickle
 
-    name = name or default_model_name()
     src = names.parse(name)
     offline = offline_requested(offline)
     token = token or None
@@ -83,12 +106,13 @@ def resolve(
     if src.kind == "dir":
         path = src.path
         if lora.is_lora_dir(path) and not (path / "model_index.json").is_file():  # fused: a model as is
-            return _lora(name, path, offline=offline, allow_pickle=allow_pickle, token=token, quiet=quiet, pull=pull)
+            return _lora(name, path, offline=offline, allow_pickle=allow_pickle, token=token, progress=feedback,
+                         pull=pull)
         if not (path / "model_index.json").is_file():
             raise UsageError(f"{name}: directory is not a diffusers model (no model_index.json)")
         from diffcli.models.hub import snapshot_missing
 
-        missing = snapshot_missing(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        missing = snapshot_missing(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, name=name)
         if missing:
             if any(m.endswith("(weights)") for m in missing) and list(path.rglob("*.bin")) and not allow_pickle:
                 raise refuse_pickle(name)
@@ -98,7 +122,7 @@ def resolve(
 
     if src.kind == "file":
         return _single_file(name, src.path, "file", allow_pickle, key=f"file:{src.path}",
-                            fetch=not offline and pull, token=token, quiet=quiet)
+                            fetch=not offline and pull, token=token, feedback=feedback)
 
     if src.kind == "url":
         from diffcli.models import urls
@@ -107,10 +131,10 @@ def resolve(
         if found is None:
             if offline or not pull:
                 raise _not_present(names.redact_url(src.url))
-            found = urls.pull(src.url, sha256=sha256, allow_pickle=allow_pickle, token=token, quiet=quiet)
+            found = urls.pull(src.url, sha256=sha256, allow_pickle=allow_pickle, token=token, progress=feedback)
         path, _entry = found
         return _single_file(names.redact_url(src.url), path, "url", allow_pickle, key=urls.registry_key(src.url),
-                            fetch=not offline and pull, token=token, quiet=quiet)
+                            fetch=not offline and pull, token=token, feedback=feedback)
 
     # hub repo or alias
     from diffcli.models import hub
@@ -121,12 +145,12 @@ def resolve(
         names.validate_revision(rev)
     alias = src.name if src.kind == "alias" else alias_for_repo(repo_id)
     defaults = dict(ALIASES[alias].defaults) if alias else {}
-    found = hub.find_local(repo_id, rev, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    found = hub.find_local(repo_id, rev, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, name=name)
     if found is None:
         if offline or not pull:
             raise _not_present(name)
         found = hub.pull(repo_id, rev, name=name, variant=variant, allow_pickle=allow_pickle,
-                         trust_remote_code=trust_remote_code, token=token, quiet=quiet, alias=alias)
+                         trust_remote_code=trust_remote_code, token=token, progress=feedback, alias=alias)
     snap, commit, entry = found
     files = (entry or {}).get("files") or {}
     if not allow_pickle and any(is_pickle(f) for f in files):
@@ -167,7 +191,7 @@ def _family(path: Path) -> str | None:
 
 
 def _single_file(name: str, path: Path, source: str, allow_pickle: bool, *, key: str, fetch: bool = False,
-                 token: str | None = None, quiet: bool = False) -> ModelRef:
+                 token: str | None = None, feedback=None) -> ModelRef:
     from diffcli.models import registry
     from diffcli.models.checkpoint_info import detect_family
     from diffcli.models.names import CHECKPOINT_EXT
@@ -182,7 +206,7 @@ def _single_file(name: str, path: Path, source: str, allow_pickle: bool, *, key:
     config = config_dir_for(family)
     if fetch and config is not None:
         try:
-            fetch_tokenizers(family, token=token, quiet=quiet)
+            fetch_tokenizers(family, token=token, progress=feedback)
         except (UsageError, RuntimeFailure):
             pass  # loading will say exactly what is missing; the checkpoint itself is here
     registry.touch(key, source=source, path=str(path))

@@ -59,8 +59,10 @@ def _cached_tokenizer_file(repo_id: str, folder: str, filename: str) -> Path | N
     return None
 
 
-def fetch_tokenizers(family: str | None, *, token: str | None = None, quiet: bool = False) -> None:
-    """Download the family's tokenizer files into the hub cache (a few MB; done once)."""
+def fetch_tokenizers(family: str | None, *, token: str | None = None, quiet: bool = False, progress=None) -> None:
+    """Download the family's tokenizer files into the hub cache (a few MB; done once).
+
+    PROGRESS: see diffcli.models.progress (`quiet=True` is "quiet")."""
     base = base_family(family)
     config = config_dir_for(family)
     if base is None or config is None:
@@ -73,11 +75,14 @@ def fetch_tokenizers(family: str | None, *, token: str | None = None, quiet: boo
     from huggingface_hub import hf_hub_download
 
     from diffcli.models import hub
+    from diffcli.models.progress import Feedback
 
-    with hub.hub_errors(f"tokenizer files from {repo}", token):
+    feedback = Feedback.of(progress, quiet)
+    with hub.hub_errors(f"tokenizer files from {repo}", token), \
+            feedback.bar(f"pulling {base} tokenizer files", None, model=repo) as bar:
         for folder, name in wanted:
             hf_hub_download(repo, f"{folder}/{name}", cache_dir=str(hub.hub_cache_dir()), endpoint=hub.endpoint(),
-                            token=token or None)
+                            token=token or None, tqdm_class=feedback.tqdm_class(bar))
 
 
 def materialize_config(family: str) -> Path:

@@ -2,12 +2,15 @@
 
 A download goes to `<file>.incomplete` (resumed with a Range request next time), is checked
 against the size and sha256 the server or the user recorded, and only then renamed into place
-with os.replace, all under a per-URL file lock.
+with os.replace, all under a per-URL file lock. A `source.json` beside it (URL without query,
+sha256, size) lets the registry be rebuilt from disk if `models.json` is ever damaged.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -17,10 +20,12 @@ from diffcli import paths
 from diffcli.errors import RuntimeFailure, UsageError
 from diffcli.models import registry
 from diffcli.models.hashing import SHA256_RE, sha256_file
-from diffcli.models.names import redact_url, url_filename
+from diffcli.models.names import redact_url, safe_basename, url_filename
 from diffcli.models.safety import is_pickle, refuse_pickle, scrub
 
 CHUNK = 1 << 20
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+SOURCE_FILE = "source.json"  # beside each checkpoint: what the registry records, for rebuilding it
 TIMEOUT = float(os.environ.get("DIFFCLI_DOWNLOAD_TIMEOUT", "30"))
 
 
@@ -41,8 +46,52 @@ def find_local(url: str) -> tuple[Path, dict] | None:
     if entry and entry.get("status") == "complete":
         path = Path(entry["path"])
         if path.is_file():
+            if not (path.parent / SOURCE_FILE).exists() and path.parent.parent == checkpoints_dir():
+                _write_source(path, entry)  # a download from before source.json: record it now
             return path, entry
     return None
+
+
+def checkpoints_dir() -> Path:
+    return paths.home() / "checkpoints"
+
+
+def _write_source(dest: Path, entry: dict) -> None:
+    """Record where DEST came from beside it (best effort: the registry holds the same)."""
+    keep = ("url", "sha256", "size", "verified_against", "pulled_at")
+    record = {"file": dest.name, **{k: entry[k] for k in keep if k in entry}}
+    tmp = dest.parent / f".{SOURCE_FILE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, dest.parent / SOURCE_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def records_on_disk() -> dict[str, dict]:
+    """Registry records of the checkpoints under <home>/checkpoints that have a `source.json`."""
+    out: dict[str, dict] = {}
+    try:
+        folders = sorted(p for p in checkpoints_dir().iterdir() if p.is_dir())
+    except OSError:
+        return out
+    for folder in folders:
+        try:
+            record = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+            url = record["url"]
+            path = folder / safe_basename(record["file"])
+        except (OSError, ValueError, KeyError, TypeError, UsageError):
+            continue
+        if not isinstance(url, str) or folder.name != url_id(url) or not path.is_file():
+            continue
+        if record.get("size") is not None and path.stat().st_size != record["size"]:
+            continue
+        out[registry_key(url)] = {
+            "source": "url", "url": redact_url(url), "path": str(path), "status": "complete",
+            **{k: record[k] for k in ("sha256", "size", "verified_against", "pulled_at") if k in record},
+            "rebuilt": True,
+        }
+    return out
 
 
 def _expected_from_url(url: str) -> str | None:
@@ -71,12 +120,14 @@ def _open(url: str, headers: dict):
 
 
 def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, token: str | None = None,
-         quiet: bool = False, force: bool = False) -> tuple[Path, dict]:
-    """Download URL once; return (local file, registry entry)."""
+         quiet: bool = False, force: bool = False, progress=None) -> tuple[Path, dict]:
+    """Download URL once; return (local file, registry entry). PROGRESS: see diffcli.models.progress."""
     import http.client
     import urllib.error
 
-    from diffcli.models.progress import download_bar
+    from diffcli.models.progress import Feedback
+
+    feedback = Feedback.of(progress, quiet)
 
     shown = redact_url(url)
     name = url_filename(url)
@@ -89,11 +140,11 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
         raise UsageError("--sha256 must be 64 hex digits")
     dest = target_path(url)
     key = registry_key(url)
-    with registry.file_lock("url-" + url_id(url), waiting=None if quiet else f"waiting for another download of {name}…"):
+    with registry.file_lock("url-" + url_id(url), waiting=feedback.waiting(f"waiting for another download of {name}…")):
         found = find_local(url)
         if found and not force:
             return found
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        registry.ensure_dir(dest.parent)
         part = dest.with_name(dest.name + ".incomplete")
         registry.update(key, source="url", url=shown, path=str(dest), status="partial", started_at=time.time())
         offset = part.stat().st_size if part.exists() else 0
@@ -122,7 +173,7 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
                 expected = etag if SHA256_RE.match(etag) else None
             written = offset
             try:
-                with open(part, "r+b" if offset else "wb") as out, download_bar(f"pulling {name}", total, quiet=quiet) as bar:
+                with open(part, "r+b" if offset else "wb") as out, feedback.bar(f"pulling {name}", total, model=shown) as bar:
                     out.seek(offset)
                     out.truncate()
                     bar.advance(offset)
@@ -133,6 +184,9 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
                     out.flush()
                     os.fsync(out.fileno())
             except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+                    raise RuntimeFailure(f"{shown}: cannot write {part} ({exc.strerror.lower()}); free some space or "
+                                         "set DIFFCLI_HOME to another directory, then pull again to resume") from None
                 raise RuntimeFailure(
                     f"{shown}: download cut off after {written} bytes ({type(exc).__name__}); run the pull again to resume"
                 ) from None
@@ -148,4 +202,5 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
         os.replace(part, dest)
         entry = registry.update(key, status="complete", sha256=digest, size=written, verified_against=(
             "source" if expected else "download"), pulled_at=time.time())
+        _write_source(dest, entry)
     return dest, entry

@@ -3,6 +3,7 @@
 Hub files: the size and LFS sha256 / git blob sha1 the hub reported at pull time (diffcli's manifest);
 for models other tools downloaded, the digest is the blob's own name in the hub cache (its ETag).
 URL checkpoints: the sha256 recorded when diffcli downloaded them.
+Bundled models (`tiny`, `tiny-lcm`): the size and sha256 shipped in diffcli/models/bundled_hashes.json.
 """
 
 from __future__ import annotations
@@ -81,9 +82,13 @@ def _repair_hub_file(repo_id: str, commit: str, rel: str, path: Path, exp: dict,
 
     if path.exists() or path.is_symlink():
         hub._purge(path)
-    with hub.hub_errors(f"{repo_id}/{rel}", token):
+    from diffcli.models.progress import Feedback
+
+    feedback = Feedback.of(None, quiet)
+    with hub.hub_errors(f"{repo_id}/{rel}", token), feedback.bar(f"repairing {rel}", exp.get("size")) as bar:
         new = Path(hf_hub_download(repo_id, rel, revision=commit, cache_dir=str(hub.hub_cache_dir()),
-                                   endpoint=hub.endpoint(), token=token or None, force_download=True))
+                                   endpoint=hub.endpoint(), token=token or None, force_download=True,
+                                   tqdm_class=feedback.tqdm_class(bar)))
     problem = hub.check_file(new, exp.get("size"), exp.get("digest"))
     if problem:
         hub._purge(new)
@@ -111,6 +116,31 @@ def verify_url(name: str, entry: dict, *, repair: bool = False, token: str | Non
     return report
 
 
+def verify_bundled(name: str, path: Path | None = None) -> Report:
+    """Check a shipped model's files (at PATH, default: in the package) against the hashes shipped with it."""
+    from diffcli.errors import RuntimeFailure, UsageError
+    from diffcli.models import bundled, hub
+
+    if path is None:
+        from diffcli.bundled import MODEL_NAME, model_dir
+
+        path = model_dir(name)
+        if name != MODEL_NAME and not (path / "model_index.json").is_file():
+            raise UsageError(f"the bundled model {name} is not installed ({path} is missing)")
+    expected = bundled.recorded(name)
+    if expected is None:
+        raise RuntimeFailure(f"no hashes are recorded for the bundled model {name} ({bundled.HASHES}); "
+                             "reinstall diffcli")
+    report = Report(name, "bundled", str(path))
+    for rel, exp in sorted(expected.items()):
+        report.checks.append(FileCheck(rel, hub.check_file(path / rel, exp.get("size"), exp.get("sha256"))))
+    present = set(bundled.model_files(path)) if Path(path).is_dir() else set()
+    extra = sorted(present - set(expected))
+    if extra:
+        report.note = f"{len(extra)} file(s) not shipped: {', '.join(extra[:3])}"
+    return report
+
+
 def verify(name: str | None = None, *, repair: bool = False, token: str | None = None, quiet: bool = False) -> list[Report]:
     from diffcli.errors import UsageError
     from diffcli.models import hub, inventory, names, urls
@@ -129,13 +159,17 @@ def verify(name: str | None = None, *, repair: bool = False, token: str | None =
                     reports.append(verify_url(item.name, e, repair=repair, token=token, quiet=quiet))
         return reports
     src = names.parse(name)
-    if src.kind in ("bundled", "dir", "file"):
-        raise UsageError(f"{name}: nothing recorded to verify against (only downloaded models can be verified)")
+    if src.kind == "bundled":
+        return [verify_bundled(src.name)]
+    if src.kind in ("dir", "file"):
+        raise UsageError(f"{name}: nothing recorded to verify against (only downloaded and bundled models can be "
+                         "verified)")
     if src.kind == "url":
         e = registry.get(urls.registry_key(src.url))
         if not e or not e.get("sha256"):
             raise UsageError(f"'{names.redact_url(src.url)}' is not downloaded")
         return [verify_url(names.redact_url(src.url), e, repair=repair, token=token, quiet=quiet)]
+    hub.check_cache()
     key = hub.registry_key(src.repo_id, src.revision)
     e = registry.get(key)
     if e and e.get("status") == "complete":
