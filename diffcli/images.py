@@ -16,26 +16,34 @@ def open_image(path: str | Path):
     """Open PATH with Pillow; missing, unreadable, unsupported or oversized files are usage errors."""
     from PIL import Image, UnidentifiedImageError
 
+    from diffcli.text import escape
+
     path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory, not an image")
+    shown = escape(str(path))
+    try:
+        if not path.exists():
+            raise UsageError(f"{shown}: no such file")
+        if path.is_dir():
+            raise UsageError(f"{shown}: is a directory, not an image")
+    except OSError as exc:  # an unsearchable folder on the way
+        raise UsageError(f"{shown}: cannot read image ({exc.strerror or exc})") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UsageError(
-            f"{path}: image too large (over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels)"
+            f"{shown}: image too large (over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels)"
         ) from None
     except UnidentifiedImageError:
-        raise UsageError(f"{path}: not an image in a supported format ({', '.join(SUPPORTED_INPUT)})") from None
+        raise UsageError(f"{shown}: not an image in a supported format ({', '.join(SUPPORTED_INPUT)})") from None
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+        raise UsageError(f"{shown}: cannot read image ({exc.strerror or exc})") from None
+    except (ValueError, SyntaxError, EOFError) as exc:  # e.g. a compressed text chunk that inflates too far
+        raise UsageError(f"{shown}: damaged image ({escape(str(exc))})") from None
     try:
         if img.format not in SUPPORTED_INPUT:
-            raise UsageError(f"{path}: unsupported image format {img.format}; use one of {', '.join(SUPPORTED_INPUT)}")
+            raise UsageError(f"{shown}: unsupported image format {img.format}; use one of {', '.join(SUPPORTED_INPUT)}")
         yield img
     finally:
         img.close()
@@ -76,7 +84,7 @@ def load_rgb(path: str | Path):
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
-        except OSError as exc:
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise UsageError(f"{path}: corrupt or truncated image ({exc})") from None
 
 

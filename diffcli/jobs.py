@@ -5,6 +5,8 @@ Validation here needs no model and no torch, so bad input fails in milliseconds.
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -15,6 +17,14 @@ from diffcli.timesteps import check_shift
 
 TASKS = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
+MAX_STEPS = 1000  # no sampler takes more steps than a model's training schedule (1000 for SD-family models)
+MAX_IMAGES = 10_000  # per command; `diffcli batch` spreads more over jobs
+MAX_SIDE = 16_384  # pixels, either side
+MAX_PIXELS_CAP = 4096 * 4096  # the default limit on pixels in one denoising batch, on a large machine
+BYTES_PER_PIXEL = 1024  # rough peak memory of an SD-class generation per output pixel (fp32, SDPA)
+
+_INT_FIELDS = ("steps", "width", "height", "seed", "num_images", "batch_size", "mask_blur")
+_FLOAT_FIELDS = ("cfg", "cfg_cutoff", "shift", "strength")
 
 
 @dataclass(frozen=True)
@@ -46,9 +56,15 @@ class Job:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Job":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: dict, source: str = "the job") -> "Job":
+        """A Job from plain data (a recorded job, a batch line); wrong types are usage errors naming SOURCE."""
+        if not isinstance(data, dict):
+            raise UsageError(f"{source}: a job must be a JSON object, not {_kind(data)}")
+        values = {}
+        for name, value in data.items():
+            if name in _FIELD_NAMES and value is not None:
+                values[name] = _typed(name, value, source)
+        return cls(**values)
 
     def merged_over(self, base: "Job") -> "Job":
         """This job's explicit (non-None) values win over BASE's."""
@@ -79,6 +95,53 @@ class Job:
 _FIELD_NAMES = {f.name for f in fields(Job)}
 
 
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _typed(name: str, value, source: str):
+    """VALUE checked against field NAME's type (a JSON integer is accepted where a number is meant)."""
+    if name in _INT_FIELDS:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "an integer"
+    elif name in _FLOAT_FIELDS:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        want = "a number"
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+        want = "a string"
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise UsageError(f"{source}: '{name}' must be {want}, not {_kind(value)} ({shown})")
+    return value
+
+
+def default_max_pixels() -> int:
+    """Pixels one denoising batch may hold by default: what fits in this machine's memory, at most
+    4096x4096. Overridable with --max-pixels."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume a 16 GiB machine
+        memory = 16 * 2**30
+    return int(min(MAX_PIXELS_CAP, max(512 * 512, memory // BYTES_PER_PIXEL)))
+
+
+def check_limits(job: Job, max_pixels: int | None) -> None:
+    """Refuse sizes that would exhaust memory (width x height x batch size over MAX_PIXELS, default
+    default_max_pixels()). Runs on the job with every default filled in, before the model loads."""
+    limit = max_pixels or default_max_pixels()
+    if job.width is None or job.height is None:
+        return
+    batch = min(job.batch_size or 1, job.num_images or 1)
+    pixels = job.width * job.height * batch
+    if pixels > limit:
+        per = f" x batch {batch}" if batch > 1 else ""
+        raise UsageError(f"{job.width}x{job.height}{per} = {pixels} pixels is over the limit of {limit} for one "
+                         f"batch on this machine; use a smaller size or --batch-size, or pass --max-pixels {pixels}")
+
+
 def with_seed(job: Job) -> Job:
     """Give a job without a seed a random one, so every image's seed is recorded."""
     return job if job.seed is not None else replace(job, seed=secrets.randbelow(MAX_SEED + 1))
@@ -88,17 +151,17 @@ def validate(job: Job) -> None:
     """Checks that need no model: ranges and combinations of flags."""
     if job.task not in TASKS:
         raise UsageError(f"unknown task '{job.task}'")
-    if job.steps is not None and job.steps < 1:
-        raise UsageError(f"--steps must be at least 1 (got {job.steps})")
-    if job.cfg is not None and job.cfg < 0:
-        raise UsageError(f"--cfg must be 0 or more (got {job.cfg})")
+    if job.steps is not None and not 1 <= job.steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be between 1 and {MAX_STEPS} (got {job.steps})")
+    if job.cfg is not None and not (math.isfinite(job.cfg) and job.cfg >= 0):
+        raise UsageError(f"--cfg must be a finite number, 0 or more (got {job.cfg})")
     _check_schedule_settings(job.cfg_cutoff, job.shift)
     for name in ("width", "height"):
         value = getattr(job, name)
-        if value is not None and value < 8:
-            raise UsageError(f"--{name} must be at least 8 pixels (got {value})")
-    if job.num_images is not None and job.num_images < 1:
-        raise UsageError(f"--num-images must be at least 1 (got {job.num_images})")
+        if value is not None and not 8 <= value <= MAX_SIDE:
+            raise UsageError(f"--{name} must be between 8 and {MAX_SIDE} pixels (got {value})")
+    if job.num_images is not None and not 1 <= job.num_images <= MAX_IMAGES:
+        raise UsageError(f"--num-images must be between 1 and {MAX_IMAGES} (got {job.num_images})")
     if job.batch_size is not None and job.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {job.batch_size})")
     if job.seed is not None and not 0 <= job.seed <= MAX_SEED:
@@ -139,8 +202,16 @@ def settings_source(ref) -> str:
     return str(own) if own.is_file() else f"the settings of {ref.name}"
 
 
+def size_multiple(layout, task: str) -> int:
+    """What width and height must be multiples of: the VAE's scale factor, and for txt2img and inpaint
+    also 8, which diffusers' SD/SDXL text-to-image and inpainting pipelines require (their
+    check_inputs; img2img takes any multiple of the VAE factor)."""
+    vae = layout.vae_scale_factor if layout is not None else 8
+    return vae if task == "img2img" else math.lcm(vae, 8)
+
+
 def check_size_for_model(job: Job, multiple: int) -> None:
-    """Width and height must be multiples of the model's VAE scale factor."""
+    """Width and height must be multiples of the model's size multiple (Layout.size_multiple)."""
     for name in ("width", "height"):
         value = getattr(job, name)
         if value is not None and value % multiple:

@@ -32,10 +32,12 @@ def a1111_parameters(record: dict) -> str:
     """The `parameters` text AUTOMATIC1111 writes, for tools that read it."""
     from diffcli.schedulers import SCHEDULERS
 
+    from diffcli.text import one_line
+
     job = record["job"]
-    lines = [job.get("prompt", "")]
+    lines = [one_line(job.get("prompt") or "")]  # a newline in a prompt must not forge a field line
     if job.get("negative"):
-        lines.append(f"Negative prompt: {job['negative']}")
+        lines.append(f"Negative prompt: {one_line(job['negative'])}")
     sampler = job.get("scheduler") or ""
     fields = {
         "Steps": job.get("steps"),
@@ -94,28 +96,55 @@ def read(path: str | Path) -> tuple[str | None, dict | None]:
 
     with open_image(path) as img:
         info = dict(img.info)
-        exif = img.getexif()
+        try:
+            exif = img.getexif()
+        except Exception:  # noqa: BLE001 - a damaged EXIF block: no record there
+            exif = None
     params = info.get("parameters")
     blob = info.get("diffcli")
     if exif:
-        blob = blob or exif.get(EXIF_IMAGE_DESCRIPTION)
-        comment = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
-        if comment and not params:
-            params = _decode_user_comment(comment)
+        try:
+            blob = blob or exif.get(EXIF_IMAGE_DESCRIPTION)
+            comment = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
+            if comment and not params:
+                params = _decode_user_comment(comment)
+        except Exception:  # noqa: BLE001 - as above
+            pass
     record = None
     if blob:
         try:
             record = json.loads(blob)
-        except ValueError:
+        except (ValueError, RecursionError):
             record = None
+    if not isinstance(record, dict):  # damaged or hand-made: no usable record
+        record = None
+    if params is not None and not isinstance(params, str):
+        params = None
     return params, record
 
 
 def job_from_image(path: str | Path):
-    """The Job recorded in an image made by diffcli (for `--from`)."""
+    """The Job recorded in an image made by diffcli (for `--from`), its types checked."""
     from diffcli.jobs import Job
+    from diffcli.text import shown
 
     _, record = read(path)
     if not record or "job" not in record:
         raise UsageError(f"{path}: no diffcli record in this image (was it made by diffcli?)")
-    return Job.from_dict(record["job"])
+    return Job.from_dict(record["job"], source=f"{shown(path)}: recorded job")
+
+
+def recorded_prompt(path) -> str | None:
+    """The prompt recorded in an image made by diffcli (or A1111), if any."""
+    try:
+        params, record = read(path)
+    except UsageError:  # metadata is optional; a bad image is reported by whoever reads its pixels
+        return None
+    job = record.get("job") if record else None
+    if isinstance(job, dict) and isinstance(job.get("prompt"), str) and job["prompt"]:
+        return job["prompt"]
+    if params:
+        first = params.splitlines()[0] if params.strip() else ""
+        if first and not first.startswith(("Steps:", "Negative prompt:")):
+            return first
+    return None

@@ -1,13 +1,22 @@
-"""Output paths and atomic image writes: files appear whole or not at all, never overwritten silently."""
+"""Output paths and atomic image writes: files appear whole or not at all, never overwritten silently.
+
+Names are reserved when they are planned: a hidden marker file in the output directory, written under
+a lock on the directory, claims them, so concurrent runs into one directory get distinct indices
+instead of colliding at the end. Temporary files get unpredictable names, are created exclusively,
+and a link at a final name is never followed.
+"""
 
 from __future__ import annotations
 
+import atexit
 import errno
+import json
 import os
-import shutil
 import re
+import shutil
 import string
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -17,8 +26,13 @@ FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 DEFAULT_DIR = "outputs"
 DEFAULT_TEMPLATE = "{index:05d}-{seed}-{prompt}"
 TEMPLATE_FIELDS = ("index", "n", "seed", "prompt", "model", "steps", "cfg", "task", "date", "time")
+MAX_NAME = 200  # characters of a file name before its extension
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _INDEX = re.compile(r"^(\d{5,})-")
+_MARKER = re.compile(r"^\.diffcli-(\d+)-[0-9a-z_]+\.reserved$")
+
+_RESERVATIONS: list[Path] = []  # this process's markers
+_CREATED_DIRS: list[Path] = []  # output directories this process created (removed again if left empty)
 
 
 def sanitize(text: str, limit: int = 48) -> str:
@@ -33,38 +47,43 @@ def _split_out(out: str | None) -> tuple[Path, str, str | None]:
         return Path(DEFAULT_DIR), DEFAULT_TEMPLATE, None
     path = Path(out).expanduser()
     looks_like_file = "{" in path.name or path.suffix.lower().lstrip(".") in FORMATS
-    if out.endswith(("/", os.sep)) or path.is_dir() or not looks_like_file:
+    if out.endswith(("/", os.sep)) or _is_dir(path) or not looks_like_file:
         return path, DEFAULT_TEMPLATE, None
     ext = path.suffix.lower().lstrip(".")
     stem = path.name[: -len(path.suffix)] if ext in FORMATS else path.name
     return path.parent, stem, ext if ext in FORMATS else None
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a name too long, or an unsearchable parent: not a directory we can use
+        return False
+
+
 def _check_template(template: str) -> None:
     try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise UsageError(f"invalid --out template '{template}': {exc}") from None
+    names = [f for _, f, _, _ in parsed if f is not None]
     unknown = sorted({n for n in names if n not in TEMPLATE_FIELDS})
     if unknown:
         raise UsageError(f"unknown field(s) in --out template: {', '.join(unknown)}; known: {', '.join(TEMPLATE_FIELDS)}")
-
-
-def _next_index(directory: Path) -> int:
-    highest = -1
-    if directory.is_dir():
-        for entry in os.listdir(directory):
-            m = _INDEX.match(entry)
-            if m:
-                highest = max(highest, int(m.group(1)))
-    return highest + 1
+    for _, name, spec, _ in parsed:  # a width such as {seed:>99999999999} would build a huge string
+        if spec and any(int(w) > MAX_NAME for w in re.findall(r"\d+", spec)):
+            raise UsageError(f"invalid --out template '{template}': format '{{{name}:{spec}}}' is wider than "
+                             f"a file name can be ({MAX_NAME} characters)")
 
 
 def _ensure_writable_dir(directory: Path) -> None:
+    missing = [p for p in (directory, *directory.parents) if not os.path.lexists(p)]
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create output directory {directory}: {exc.strerror or exc}") from None
+    if missing:
+        _CREATED_DIRS.extend(reversed(missing))  # innermost last, so cleanup removes it first
     try:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".diffcli-probe-"):
             pass
@@ -72,8 +91,104 @@ def _ensure_writable_dir(directory: Path) -> None:
         raise UsageError(f"output directory {directory} is not writable: {exc.strerror or exc}") from None
 
 
+def check_output_dir(out: str | None) -> None:
+    """Fail early (before any download or load) when the output directory cannot be used."""
+    directory, template, _ = _split_out(out)
+    _check_template(template)
+    _ensure_writable_dir(directory)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+@contextmanager
+def _locked(directory: Path):
+    """An exclusive lock on DIRECTORY itself (nothing is left behind in it); a no-op where the
+    platform has no flock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _claimed(directory: Path) -> tuple[set[str], int]:
+    """Names reserved by live runs, and the highest index any file or reservation uses. Markers of
+    runs that no longer exist (killed with -9) are removed."""
+    names: set[str] = set()
+    highest = -1
+    for entry in os.listdir(directory):
+        m = _INDEX.match(entry)
+        if m:
+            highest = max(highest, int(m.group(1)))
+            continue
+        m = _MARKER.match(entry)
+        if not m:
+            continue
+        marker = directory / entry
+        if not _pid_alive(int(m.group(1))):
+            _unlink(marker)
+            continue
+        try:
+            claimed = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for name in claimed if isinstance(claimed, list) else []:
+            names.add(str(name))
+            m = _INDEX.match(str(name))
+            if m:
+                highest = max(highest, int(m.group(1)))
+    return names, highest
+
+
+def _reserve(directory: Path, names: list[str]) -> None:
+    """Write a marker claiming NAMES (created exclusively, never through a link)."""
+    fd, marker = tempfile.mkstemp(dir=directory, prefix=f".diffcli-{os.getpid()}-", suffix=".reserved")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(names, fh)
+    _RESERVATIONS.append(Path(marker))
+
+
+def release_reservations() -> None:
+    """Remove this process's name reservations, and output directories it created that stayed empty."""
+    while _RESERVATIONS:
+        _unlink(_RESERVATIONS.pop())
+    while _CREATED_DIRS:
+        directory = _CREATED_DIRS.pop()
+        try:
+            directory.rmdir()  # only if empty
+        except OSError:
+            pass
+    _CREATED_DIRS.clear()
+
+
+atexit.register(release_reservations)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def plan_paths(out: str | None, fmt: str | None, images: list[dict], overwrite: bool) -> tuple[list[Path], str]:
-    """Decide every output path before any model is loaded.
+    """Decide and reserve every output path before any model is loaded.
 
     IMAGES holds one dict of template values per image (seed, prompt, model, steps, cfg, task).
     Returns the paths and the Pillow format name.
@@ -90,55 +205,78 @@ def plan_paths(out: str | None, fmt: str | None, images: list[dict], overwrite: 
     if "{" not in template and len(images) > 1:
         template += "-{n}"
     _ensure_writable_dir(directory)
-    start, now = _next_index(directory), datetime.now()
-    paths: list[Path] = []
-    for i, values in enumerate(images):
-        fields = {k: sanitize(v) if isinstance(v, str) else v for k, v in values.items()}
-        fields.update(index=start + i, n=i + 1, date=now.strftime("%Y%m%d"), time=now.strftime("%H%M%S"))
-        try:
-            name = template.format(**{k: fields.get(k, "") for k in TEMPLATE_FIELDS})
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"invalid --out template '{template}': {exc}") from None
-        name = sanitize(name, limit=200)
-        paths.append(directory / f"{name}.{ext}")
-    if len(set(paths)) != len(paths):
-        raise UsageError(f"--out template '{template}' gives the same file name to several images; add {{n}} or {{seed}}")
-    if not overwrite:
+    now = datetime.now()
+    with _locked(directory):
+        claimed, highest = _claimed(directory)
+        paths = [directory / f"{_name(template, values, highest + 1 + i, i, now)}.{ext}" for i, values in enumerate(images)]
+        if len(set(paths)) != len(paths):
+            raise UsageError(f"--out template '{template}' gives the same file name to several images; add {{n}} or {{seed}}")
         for path in paths:
-            if path.exists():
+            if path.name in claimed:
+                raise UsageError(f"{path} is being written by another diffcli run")
+            if not overwrite and os.path.lexists(path):
                 raise UsageError(f"{path} already exists; pass --overwrite to replace it")
+        _reserve(directory, [p.name for p in paths])
     return paths, FORMATS[ext]
 
 
-def save_atomic(img, path: Path, fmt: str, save_kwargs: dict, overwrite: bool) -> None:
-    """Write IMG to a temp file beside PATH, then move it into place; nothing partial is ever left."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _name(template: str, values: dict, index: int, i: int, now: datetime) -> str:
+    fields = {k: sanitize(v) if isinstance(v, str) else v for k, v in values.items()}
+    fields.update(index=index, n=i + 1, date=now.strftime("%Y%m%d"), time=now.strftime("%H%M%S"))
     try:
-        with open(tmp, "wb") as fh:
+        name = template.format(**{k: fields.get(k, "") for k in TEMPLATE_FIELDS})
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"invalid --out template '{template}': {exc}") from None
+    return sanitize(name, limit=MAX_NAME)
+
+
+def save_atomic(img, path: Path, fmt: str, save_kwargs: dict, overwrite: bool) -> None:
+    """Write IMG to a new temp file beside PATH, then move it into place; nothing partial is ever left.
+
+    The temp file has an unpredictable name and is created exclusively (mkstemp), so no link planted
+    in the directory can redirect the write; the final step is a hard link (fails if anything, a
+    symlink included, appeared at PATH) or, with OVERWRITE, a rename that replaces a link at PATH
+    rather than writing through it."""
+    fd, tmp_name = _temp_beside(path)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
             extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
             img.save(fh, format=fmt, **extra, **save_kwargs)
             fh.flush()
             os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if PATH appeared meanwhile: never clobber
-            except FileExistsError:
-                raise RuntimeFailure(f"{path} appeared while generating; not overwriting (use --overwrite)") from None
-            except OSError as exc:  # file systems without hard links
-                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK) or path.exists():
-                    raise
-                os.replace(tmp, path)
+        _publish(tmp, path, overwrite)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise RuntimeFailure(f"cannot write {path}: {exc.strerror} (no space left?); nothing was written") from None
         raise RuntimeFailure(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=".tmp")
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot write {path}: {exc.strerror or exc}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; an output gets the usual permissions
+    return fd, name
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path, follow_symlinks=False)  # fails if PATH appeared meanwhile: never clobber
+    except FileExistsError:
+        raise RuntimeFailure(f"{path} appeared while generating; not overwriting (use --overwrite)") from None
+    except OSError as exc:  # file systems without hard links
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK) or os.path.lexists(path):
+            raise
+        os.replace(tmp, path)
 
 
 def swap_in_dir(tmp: Path, out: Path) -> None:

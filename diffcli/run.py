@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diffcli.errors import UsageError
-from diffcli.jobs import Job, check_model_settings, check_size_for_model, settings_source, validate, with_seed
+from diffcli.jobs import (Job, check_limits, check_model_settings, check_size_for_model, settings_source, size_multiple,
+                          validate, with_seed)
 from diffcli.pipelines import LoadOptions
 
 
@@ -25,6 +26,8 @@ class RunOptions:
     json: bool = False
     save_partial: bool = False
     offline: bool = False
+    max_pixels: int | None = None  # None: jobs.default_max_pixels()
+    replay_model: str | None = None  # the model named by a --from image (not by the user): never fetched
     load: LoadOptions = LoadOptions()
 
 
@@ -72,15 +75,18 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     from diffcli.output import plan_paths
     from diffcli.timesteps import check_sampler
 
+    from diffcli.output import check_output_dir
+
     validate(job)
     init = load_rgb(job.image) if job.image else None
     mask = load_mask(job.mask, init.size) if job.mask else None
-    ref = resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle)
+    check_output_dir(opts.out)  # before any download
+    ref = _resolve(job, opts, reporter)
     if ref.source == "bundled" and job.model and Path(job.model).is_dir():
         reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
     layout = read_layout(ref.path) if ref.kind == "diffusers" else None
     _check_task(replace(job, model=ref.name), ref, layout)
-    multiple = layout.vae_scale_factor if layout else 8
+    multiple = size_multiple(layout, job.task)
     defaults = _recommended(ref, layout)
     check_model_settings(job, defaults, settings_source(ref))
     if init is not None:
@@ -94,6 +100,7 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     job = with_seed(job.with_defaults(defaults))
     job = _absolute_paths(job, ref)
     check_size_for_model(job, multiple)
+    check_limits(job, opts.max_pixels)
     check_sampler(job.scheduler, job.shift)
     size = (job.width, job.height)
     if init is not None and init.size != size:
@@ -108,6 +115,25 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     ]
     paths, fmt = plan_paths(opts.out, opts.fmt, values, opts.overwrite)
     return Prepared(job=job, ref=ref, layout=layout, paths=paths, fmt=fmt, init_image=init, mask=mask)
+
+
+def _resolve(job: Job, opts: RunOptions, reporter):
+    """The job's model as a local ModelRef. A model named only inside a --from image is never downloaded
+    nor looked up on the network: it must already be here, or the user names it with --model."""
+    from diffcli.models import resolve
+    from diffcli.progress import download_progress
+
+    progress = download_progress(reporter)
+    if opts.replay_model is None or job.model != opts.replay_model:
+        return resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle, progress=progress)
+    try:
+        return resolve(job.model, offline=True, allow_pickle=opts.load.allow_pickle, progress=progress)
+    except UsageError:
+        from diffcli.text import shown
+
+        raise UsageError(f"the --from image names model {shown(job.model)}, which is not present here; replay does "
+                         f"not fetch models named inside images: pass --model {shown(job.model)} to fetch and use "
+                         f"it, or --model with another model") from None
 
 
 def _absolute_paths(job: Job, ref) -> Job:
@@ -163,6 +189,15 @@ def emit_result(path: Path, seed: int, prepared: Prepared, as_json: bool) -> Non
 
 def run(job: Job, opts: RunOptions, reporter) -> list[Path]:
     """Generate every image of JOB; returns the written paths (also printed on stdout)."""
+    from diffcli.output import release_reservations
+
+    try:
+        return _run(job, opts, reporter)
+    finally:
+        release_reservations()
+
+
+def _run(job: Job, opts: RunOptions, reporter) -> list[Path]:
     t0 = time.perf_counter()
     prepared = prepare(job, opts, reporter)
     job = prepared.job

@@ -30,3 +30,53 @@ def test_defaults_fill_only_what_is_missing():
 def test_invalid_jobs(job):
     with pytest.raises(UsageError):
         validate(job)
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"steps": 10**23}, "--steps"),
+    ({"steps": 5000}, "--steps"),
+    ({"num_images": 10**9}, "--num-images"),
+    ({"width": 100_000}, "--width"),
+    ({"cfg": float("inf")}, "--cfg"),
+    ({"cfg": float("nan")}, "--cfg"),
+    ({"shift": float("nan")}, "--shift"),
+])
+def test_absurd_values_are_refused(changes, needle):
+    from diffcli.jobs import Job, validate
+
+    with pytest.raises(UsageError, match=needle):
+        validate(Job(**changes))
+
+
+def test_pixel_limit_counts_the_batch():
+    from dataclasses import replace
+
+    from diffcli.jobs import Job, check_limits, default_max_pixels
+
+    job = Job(width=4096, height=4096, num_images=2, batch_size=2)
+    with pytest.raises(UsageError, match="--max-pixels 33554432"):
+        check_limits(job, None)
+    check_limits(job, 33554432)  # the override lets it through
+    check_limits(replace(job, batch_size=1), 4096 * 4096)
+    assert 512 * 512 <= default_max_pixels() <= 4096 * 4096
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"steps": "4"}, "'steps' must be an integer, not a string"),
+    ({"seed": 1.5}, "'seed' must be an integer, not a number"),
+    ({"cfg": True}, "'cfg' must be a number, not a boolean"),
+    ({"prompt": ["a"]}, "'prompt' must be a string, not a list"),
+    (["not", "an", "object"], "must be a JSON object, not a list"),
+])
+def test_recorded_jobs_are_type_checked(data, needle):
+    from diffcli.jobs import Job
+
+    with pytest.raises(UsageError, match=needle):
+        Job.from_dict(data, source="x.png: recorded job")
+
+
+def test_recorded_numbers_keep_their_meaning():
+    from diffcli.jobs import Job
+
+    job = Job.from_dict({"steps": 4, "cfg": 7, "seed": 3, "unknown": [1]})
+    assert (job.steps, job.cfg, job.seed) == (4, 7.0, 3) and isinstance(job.cfg, float)

@@ -5,14 +5,16 @@ Nothing here imports torch or diffusers; commands import them only when they loa
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import sys
 
 import typer
 from typer.core import TyperGroup
 
 from diffcli import __version__
-from diffcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, DiffcliError
+from diffcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, DiffcliError, Terminated
 
 
 def debug_enabled() -> bool:
@@ -21,8 +23,28 @@ def debug_enabled() -> bool:
 
 
 def print_error(message: str) -> None:
-    sys.stderr.write(f"diffcli: error: {message}\n")
-    sys.stderr.flush()
+    from diffcli.text import escape
+
+    try:
+        sys.stderr.write(f"diffcli: error: {escape(message)}\n")
+        sys.stderr.flush()
+    except (OSError, AttributeError):  # stderr closed too: the exit code says it
+        pass
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout went away (`| head -1`): stop quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+def _release_outputs() -> None:
+    """Name reservations and empty output folders of this command go, whatever ended it."""
+    if "diffcli.output" in sys.modules:
+        sys.modules["diffcli.output"].release_reservations()
 
 
 # Typer may vendor its own click: take the exception base from Typer's own classes.
@@ -32,6 +54,25 @@ _PASS_THROUGH = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
 
 class DiffcliGroup(TyperGroup):
     """Maps our exceptions to one stderr line and a documented exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's own usage errors (unknown option or command, bad value) get our one-line format too."""
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except _CLICK_EXCEPTION as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `diffcli`: the help, as a request for it
+                sys.stdout.write(exc.ctx.get_help() + "\n")
+                code = 0
+            else:
+                print_error(_usage_message(exc))
+                code = getattr(exc, "exit_code", EXIT_USAGE)
+        except typer.Abort:
+            print_error("aborted")
+            code = EXIT_FAILURE
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
     def invoke(self, ctx):
         debug = debug_enabled() or bool(ctx.params.get("debug"))
@@ -44,16 +85,39 @@ class DiffcliGroup(TyperGroup):
                 raise
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if debug:
                 raise
-            print_error("interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            terminated = isinstance(exc, Terminated)
+            print_error("terminated" if terminated else "interrupted")
+            raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            _stdout_gone()
+            raise typer.Exit(EXIT_FAILURE) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if debug:
                 raise
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                _stdout_gone()
+                raise typer.Exit(EXIT_FAILURE) from None
             print_error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
             raise typer.Exit(EXIT_FAILURE) from None
+        finally:
+            _release_outputs()
+
+
+def _usage_message(exc) -> str:
+    """Click's message, with the command it concerns and a pointer to --help."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    name, possible = getattr(exc, "option_name", None), getattr(exc, "possibilities", None)
+    if name and possible is not None:  # click lists every loosely similar option; name the closest one
+        import difflib
+
+        best = difflib.get_close_matches(name, sorted(possible), n=1, cutoff=0.6)
+        hint = f"; did you mean {best[0]}?" if best else ""
+        return f"no such option: {name}{hint}{where}"
+    return f"{exc.format_message()}{where}"
 
 
 app = typer.Typer(
@@ -61,8 +125,9 @@ app = typer.Typer(
     name="diffcli",
     help="Generate and edit images with diffusion models. Results go to stdout, everything else to stderr.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -93,6 +158,22 @@ def _register() -> None:
 _register()
 
 
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     """Console-script entry point."""
+    if sys.stdout is None or not _is_open(1):  # started with stdout closed (`>&-`): no results could be reported
+        print_error("standard output is closed; diffcli prints its results there (redirect it to a file or /dev/null)")
+        sys.exit(EXIT_USAGE)
+    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C (exit 143)
     app(prog_name="diffcli")

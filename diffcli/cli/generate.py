@@ -12,7 +12,7 @@ from diffcli.cli.options import GEN, SHARED_GENERATION, InputImage, keyword
 from diffcli.errors import UsageError
 from diffcli.jobs import Job
 
-Prompt = Annotated[Optional[str], typer.Argument(help="What to draw.", show_default=False)]
+Prompt = Annotated[Optional[str], typer.Argument(help="What to draw.", metavar="PROMPT", show_default=False)]
 Strength = Annotated[Optional[float], typer.Option("--strength", help="How much to change the input, in (0, 1].", rich_help_panel=GEN)]
 Mask = Annotated[Optional[str], typer.Option("--mask", help="Mask image: white = repaint, black = keep.", rich_help_panel=GEN)]
 MaskBlur = Annotated[Optional[int], typer.Option("--mask-blur", help="Feather the mask edge by this many pixels (inside the mask).", rich_help_panel=GEN)]
@@ -40,14 +40,22 @@ COMMANDS = {
 
 
 def build_job(task: str, params: dict) -> Job:
-    """The Job described by the flags, laid over the one recorded in --from (explicit flags win)."""
+    """The Job described by the flags, laid over the one recorded in --from (explicit flags win).
+
+    An edit without a prompt takes the one recorded in its input image, as upscale does."""
     job = Job(task=task, **{f.name: params.get(f.name) for f in dataclasses.fields(Job) if f.name != "task"})
+    if job.model == "":
+        raise UsageError("--model is empty; name a model, or leave the flag out for the default")
     if params.get("from_image"):
         from diffcli.metadata import job_from_image
 
         job = job.merged_over(job_from_image(params["from_image"]))
     elif job.prompt is None and task == "txt2img":
         raise UsageError("missing PROMPT (or --from IMAGE)")
+    elif job.prompt is None and job.image:
+        from diffcli.metadata import recorded_prompt
+
+        job = dataclasses.replace(job, prompt=recorded_prompt(job.image))
     return job
 
 
@@ -66,6 +74,8 @@ def execute(task: str, params: dict) -> None:
         json=params["json"],
         save_partial=params["save_partial"],
         offline=params["offline"],
+        max_pixels=params.get("max_pixels"),
+        replay_model=job.model if params.get("from_image") and not params.get("model") else None,
         load=LoadOptions(
             allow_pickle=params["allow_pickle"],
             offload=params["offload"],

@@ -12,7 +12,7 @@ GEN = "Generation"
 MODEL = "Model and device"
 OUT = "Output"
 
-InputImage = Annotated[str, typer.Argument(help="Input image.", show_default=False)]
+InputImage = Annotated[str, typer.Argument(help="Input image.", metavar="IMAGE", show_default=False)]
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: alias, org/name, local directory, .safetensors file or URL. Default: the bundled 'tiny' model.", rich_help_panel=MODEL)]
 Negative = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt.", rich_help_panel=GEN)]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)]
@@ -24,6 +24,7 @@ Height = Annotated[Optional[int], typer.Option("--height", "-H", help="Image hei
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the first image; image k uses seed+k-1. Random if omitted.", rich_help_panel=GEN)]
 NumImages = Annotated[Optional[int], typer.Option("--num-images", "-n", help="How many images.", rich_help_panel=GEN)]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Images denoised together.", rich_help_panel=GEN)]
+MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse a batch with more pixels (width x height x batch size) than this. Default: what fits this machine's memory, at most 4096x4096.", rich_help_panel=MODEL, show_default=False)]
 Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="Sampler name; see `diffcli schedulers`.", rich_help_panel=GEN)]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL)]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16.", rich_help_panel=MODEL)]
@@ -64,6 +65,7 @@ SHARED_GENERATION = [
     keyword("device", Device),
     keyword("dtype", Dtype),
     keyword("offload", Offload),
+    keyword("max_pixels", MaxPixels),
     keyword("vae_tiling", VaeTiling, False),
     keyword("attention_slicing", AttentionSlicing, False),
     keyword("offline", Offline, False),

@@ -149,23 +149,6 @@ def validate(r: Request) -> None:
                      device=r.device, dtype=r.dtype, shift=r.shift))
 
 
-def recorded_prompt(path) -> str | None:
-    """The prompt recorded in an image made by diffcli (or A1111), if any."""
-    from diffcli.metadata import read
-
-    try:
-        params, record = read(path)
-    except Exception:  # noqa: BLE001 - metadata is optional
-        return None
-    if record and isinstance(record.get("job"), dict) and record["job"].get("prompt"):
-        return str(record["job"]["prompt"])
-    if params:
-        first = params.splitlines()[0]
-        if first and not first.startswith(("Steps:", "Negative prompt:")):
-            return first
-    return None
-
-
 def _choose_method(r: Request, opts: Options, reporter):
     """(method, kind, ref, layout)."""
     if r.method == "lanczos":
@@ -174,7 +157,7 @@ def _choose_method(r: Request, opts: Options, reporter):
         return "lanczos", None, None, None
     from diffcli.models.layout import read_layout
 
-    ref = resolve_model(r.model, opts)
+    ref = resolve_model(r.model, opts, reporter)
     installed = (Path(ref.path) / "model_index.json").is_file()
     if r.method == "auto" and r.model is None and ref.source == "bundled" and not installed:
         reporter.warn("the bundled model is not installed; falling back to --method lanczos")
@@ -201,10 +184,11 @@ def _choose_method(r: Request, opts: Options, reporter):
     return method, kind, ref, layout
 
 
-def resolve_model(name: str | None, opts: Options):
+def resolve_model(name: str | None, opts: Options, reporter=None):
     from diffcli.models import resolve
+    from diffcli.progress import download_progress
 
-    return resolve(name, offline=opts.offline, allow_pickle=opts.allow_pickle)
+    return resolve(name, offline=opts.offline, allow_pickle=opts.allow_pickle, progress=download_progress(reporter))
 
 
 def model_scale(kind: str, layout) -> int:
@@ -267,6 +251,8 @@ def prepare(r: Request, opts: Options, reporter) -> Plan:
                 out_size=(out_w, out_h), seed=r.seed if r.seed is not None else secrets.randbelow(MAX_SEED + 1),
                 ref=ref, layout=layout, device=r.device or "auto", dtype=r.dtype or "auto",
                 fidelity=r.fidelity or DEFAULT_FIDELITY)
+    from diffcli.metadata import recorded_prompt
+
     prompt = r.prompt if r.prompt is not None else recorded_prompt(r.image)
     plan.prompt, plan.negative = prompt or "", r.negative or ""
 

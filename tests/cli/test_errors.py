@@ -36,7 +36,7 @@ def _check_usage_error(result, needle: str, code: int = 2) -> None:
         (["--cfg", "-1"], "--cfg"),
         (["--scheduler", "nope"], "dpm++2m-karras"),
         (["-n", "0"], "--num-images"),
-        (["--width", "33"], "multiple of 2"),
+        (["--width", "33"], "multiple of 8"),  # txt2img: 8 | VAE factor 2
         (["--device", "gpu0"], "--device"),
         (["--dtype", "half"], "--dtype"),
         (["--format", "gif"], "--format"),
@@ -155,7 +155,8 @@ def test_debug_shows_the_traceback(tiny_sd):
     assert p.returncode != 0 and "Traceback" in p.stderr
 
 
-def test_ctrl_c_exits_130_and_writes_nothing(tiny_sd, tmp_path):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_and_sigterm_exit_cleanly_and_write_nothing(tiny_sd, tmp_path, sig, code, word):
     out = tmp_path / "o"
     proc = subprocess.Popen(
         [sys.executable, "-m", "diffcli", "txt2img", "castle", "-m", str(tiny_sd), "--steps", "400",
@@ -167,10 +168,10 @@ def test_ctrl_c_exits_130_and_writes_nothing(tiny_sd, tmp_path):
         if '"event": "step"' in line:
             break
         assert time.time() < deadline
-    t_sigint = time.time()
-    proc.send_signal(signal.SIGINT)
+    t_signal = time.time()
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert time.time() - t_sigint < 10
-    assert stdout == "" and "interrupted" in stderr and "Traceback" not in stderr
-    assert not out.exists() or list(out.iterdir()) == []
+    assert proc.returncode == code, stderr
+    assert time.time() - t_signal < 10
+    assert stdout == "" and word in stderr and "Traceback" not in stderr
+    assert not out.exists()  # the folder this run created is gone again, with no temp file or reservation

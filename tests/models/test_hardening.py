@@ -414,3 +414,25 @@ sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
 def test_model_commands_do_not_import_torch(args):
     r = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True, timeout=120)
     assert "HEAVY=\n" in r.stderr, r.stderr
+
+
+def test_a_generation_that_pulls_follows_json_mode(fakehub, sd_repo, tmp_path):
+    from helpers import cli
+
+    r = cli("txt2img", "x", "-m", sd_repo, "--steps", "1", "--seed", "1", "-o", tmp_path / "o", "--json")
+    lines = r.stderr.splitlines()
+    if r.exit_code:  # the fake hub's weights are placeholders: the load fails after the download
+        assert lines[-1].startswith("diffcli: error: cannot load model") and r.stdout == ""
+        lines = lines[:-1]
+    events = [json.loads(line) for line in lines]  # stderr: JSON lines only, no bar
+    assert [e["event"] for e in events][:2] == ["download", "download"] and "start" in {e["event"] for e in events}
+
+
+def test_an_unusable_output_dir_fails_before_any_download(fakehub, sd_repo, tmp_path):
+    from helpers import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cli("txt2img", "x", "-m", sd_repo, "-o", blocker / "o", "--json")
+    assert r.exit_code == 2 and "cannot create output directory" in r.stderr
+    assert fakehub.paths_requested() == []
