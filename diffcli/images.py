@@ -88,9 +88,31 @@ def load_rgb(path: str | Path):
             raise UsageError(f"{path}: corrupt or truncated image ({exc})") from None
 
 
+def load_rgb_alpha(path: str | Path):
+    """An image as RGBA, upright, fully decoded (for masks, where alpha counts)."""
+    from PIL import ImageOps
+
+    with open_image(path) as img:
+        try:
+            img.load()
+            return ImageOps.exif_transpose(img).convert("RGBA")
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise UsageError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
 def load_mask(path: str | Path, size: tuple[int, int]):
-    """A mask as 8-bit grey (white = repaint); it must have the image's size."""
-    mask = load_rgb(path).convert("L")
+    """A mask as 8-bit grey (white = repaint); it must have the image's size. In a mask with
+    transparency, alpha is part of the mask: transparent pixels keep the original."""
+    from PIL import Image
+
+    with open_image(path) as img:
+        has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = load_rgb_alpha(path)
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        mask = Image.alpha_composite(black, rgba).convert("L")
+    else:
+        mask = load_rgb(path).convert("L")
     if mask.size != size:
         raise UsageError(
             f"{path}: mask is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}; they must match"

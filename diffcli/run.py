@@ -213,6 +213,7 @@ def _run(job: Job, opts: RunOptions, reporter) -> list[Path]:
     pipe = task_pipeline(base, job.task)
     set_scheduler(pipe, job.scheduler)
     _warn_zero_snr(pipe, job.scheduler, reporter)
+    _warn_long_prompt(pipe, job, reporter)
     model = _model_record(prepared.ref)
     t_loaded = time.perf_counter()
 
@@ -231,6 +232,20 @@ def _run(job: Job, opts: RunOptions, reporter) -> list[Path]:
             emit_result(path, seed, prepared, opts.json)
     reporter.done(images=len(written), load_s=round(t_loaded - t0, 3), total_s=round(time.perf_counter() - t0, 3))
     return written
+
+
+def _warn_long_prompt(pipe, job: Job, reporter) -> None:
+    """The text encoder reads a fixed window of tokens; diffusers cuts the rest off silently."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    window = getattr(tokenizer, "model_max_length", None)
+    if tokenizer is None or not window or window > 100_000:
+        return
+    for name, text in (("prompt", job.prompt), ("negative prompt", job.negative)):
+        if text:
+            count = len(tokenizer(text, truncation=False).input_ids)
+            if count > window:
+                reporter.warn(f"the {name} is {count} tokens; this model's text encoder reads {window}, "
+                              f"the rest is ignored")
 
 
 def _warn_zero_snr(pipe, name: str, reporter) -> None:

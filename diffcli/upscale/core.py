@@ -97,7 +97,7 @@ class Plan:
     source_path: Path
     scale: int
     out_size: tuple[int, int]
-    seed: int
+    seed: int | None
     prompt: str = ""
     negative: str = ""
     ref: object = None
@@ -248,7 +248,7 @@ def prepare(r: Request, opts: Options, reporter) -> Plan:
         raise UsageError("--noise-level applies to x4 upscaler models only")
 
     plan = Plan(method=method, kind=kind, source=source, source_path=Path(r.image), scale=scale,
-                out_size=(out_w, out_h), seed=r.seed if r.seed is not None else secrets.randbelow(MAX_SEED + 1),
+                out_size=(out_w, out_h), seed=_seed(r, method),
                 ref=ref, layout=layout, device=r.device or "auto", dtype=r.dtype or "auto",
                 fidelity=r.fidelity or DEFAULT_FIDELITY)
     from diffcli.metadata import recorded_prompt
@@ -264,10 +264,17 @@ def prepare(r: Request, opts: Options, reporter) -> Plan:
     else:
         _plan_model_run(plan, r, reporter)
 
-    values = [{"seed": plan.seed, "prompt": plan.prompt, "model": Path(str(ref.name)).name if ref else "lanczos",
+    values = [{"seed": plan.seed if plan.seed is not None else method, "prompt": plan.prompt, "model": Path(str(ref.name)).name if ref else "lanczos",
                "steps": plan.steps, "cfg": plan.cfg, "task": "upscale"}]
     plan.paths, plan.fmt = plan_paths(opts.out, opts.fmt, values, opts.overwrite)
     return plan
+
+
+def _seed(r: Request, method: str) -> int | None:
+    """lanczos draws no noise: it has no seed to record (a --seed given to it is ignored)."""
+    if method == "lanczos":
+        return None
+    return r.seed if r.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
 
 def _plan_model_run(plan: Plan, r: Request, reporter) -> None:

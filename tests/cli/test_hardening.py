@@ -211,3 +211,32 @@ def test_help_offers_completion_and_shows_no_bool_placeholders():
     assert "<bool>" not in r.stdout and "BOOLEAN" not in r.stdout
     root = subprocess_cli("--help", env={"COLUMNS": "200"})
     assert "--install-completion" in root.stdout
+
+
+def test_a_transparent_mask_keeps_everything(tiny_sd, tmp_path):
+    from helpers import pixels
+
+    src = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(src)
+    Image.new("RGBA", (32, 32), (255, 255, 255, 0)).save(tmp_path / "mask.png")
+    r = cli("inpaint", src, "x", "--mask", tmp_path / "mask.png", "-m", tiny_sd, "--steps", "2", "--seed", "1",
+            "-o", tmp_path / "o", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert (pixels(r.stdout.strip()) == pixels(src)).all()
+
+
+def test_a_prompt_longer_than_the_text_window_is_warned_about(tiny_sd, tmp_path):
+    r = cli("txt2img", " ".join(["castle"] * 120), "-m", tiny_sd, "--steps", "1", "-o", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "tokens; this model's text encoder reads" in r.stderr
+
+
+def test_lanczos_upscale_records_no_seed(tmp_path):
+    from diffcli.metadata import read
+
+    src = tmp_path / "in.png"
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(src)
+    r = cli("upscale", src, "--method", "lanczos", "-o", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["seed"] is None
+    assert read(json.loads(r.stdout)["path"])[1]["job"]["seed"] is None
