@@ -26,6 +26,7 @@ def export_pipeline(out_dir, vae, text_encoder, unet, tokenizer, scheduler, defa
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    load_in_float32_by_default(tmp)
     _write_vocab_files(tmp / "tokenizer")
     old = Path(out_dir) / "diffcli.json"
     d = dict(DEFAULTS)
@@ -35,6 +36,26 @@ def export_pipeline(out_dir, vae, text_encoder, unet, tokenizer, scheduler, defa
     (tmp / "diffcli.json").write_text(json.dumps(d, indent=2) + "\n")
     swap_in_dir(tmp, out)
     return out
+
+
+def load_in_float32_by_default(folder) -> None:
+    """Record float32 as the dtype of the transformers components of FOLDER, whatever their weights are
+    stored in (the weights stay as they are).
+
+    transformers >= 5 loads a model in the dtype its config records when it is not asked for one, and
+    save_pretrained records the dtype the model had: fp16 here. diffusers loads its own models in
+    float32 by default, so plain `DiffusionPipeline.from_pretrained(folder)` would pair an fp16 text
+    encoder with an fp32 UNet and fail at the first matmul. An explicit torch_dtype still wins."""
+    for config in sorted(Path(folder).glob("*/config.json")):
+        data = json.loads(config.read_text())
+        if "transformers_version" not in data:
+            continue  # a diffusers component: loaded in float32 unless asked otherwise
+        changed = False
+        for key in ("dtype", "torch_dtype"):
+            if key in data and data[key] != "float32":
+                data[key], changed = "float32", True
+        if changed:
+            config.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _write_vocab_files(tok_dir: Path):

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from diffcli.bundled import MODEL_NAME, model_dir
+from diffcli.bundled.export import load_in_float32_by_default
 from diffcli.output import swap_in_dir
 
 NAME = "tiny-lcm"
@@ -45,6 +46,7 @@ def ship(student: Path, dest: Path | None = None) -> Path:
         data = json.loads(config.read_text())
         if data.pop("_name_or_path", None) is not None:
             config.write_text(json.dumps(data, indent=2) + "\n")
+    load_in_float32_by_default(tmp)  # plain diffusers loads it with default arguments
     (tmp / "diffcli.json").write_text(json.dumps(own, indent=2) + "\n")
     for f in tmp.rglob("*"):
         f.chmod(0o755 if f.is_dir() else 0o644)

@@ -1,0 +1,114 @@
+"""Every model folder shipped in the package loads and runs in plain diffusers the way users load any
+model: default arguments, `torch_dtype=torch.float32` and `torch_dtype=torch.float16`.
+
+Only diffusers is used here (diffcli just says where the folders are): these are the calls a user of
+another diffusers tool makes on `diffcli/bundled/<name>`.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from diffcli.bundled import MODEL_DIR
+
+HERE = MODEL_DIR.parent  # diffcli/bundled
+torch = pytest.importorskip("torch")
+
+PIPELINES = ["tiny", "tiny-lcm"]  # StableDiffusionPipeline folders
+MODELS = {"tiny-ae": "AutoencoderTiny"}  # single-model folders: the class their config names
+LOADS = {  # how a user loads it -> the dtype every module must then have
+    "default": ({}, torch.float32),
+    "float32": ({"torch_dtype": torch.float32}, torch.float32),
+    "float16": ({"torch_dtype": torch.float16}, torch.float16),
+}
+
+
+def _shipped() -> set[str]:
+    """Every folder of the package written by diffusers (a model_index.json or a diffusers config.json)."""
+    names = set()
+    for d in HERE.iterdir():
+        if (d / "model_index.json").is_file():
+            names.add(d.name)
+        elif (d / "config.json").is_file() and "_diffusers_version" in json.loads((d / "config.json").read_text()):
+            names.add(d.name)
+    return names
+
+
+def test_every_shipped_model_folder_is_checked_here():
+    assert _shipped() == set(PIPELINES) | set(MODELS)
+
+
+def _modules(pipe) -> dict:
+    return {name: m.dtype for name, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+
+
+@pytest.mark.parametrize("load", list(LOADS))
+@pytest.mark.parametrize("name", PIPELINES)
+def test_pipeline_folder_loads_and_runs_in_plain_diffusers(name, load):
+    from diffusers import DiffusionPipeline
+
+    kwargs, dtype = LOADS[load]
+    pipe = DiffusionPipeline.from_pretrained(str(HERE / name), **kwargs)
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    dtypes = _modules(pipe)
+    assert set(dtypes) == {"text_encoder", "unet", "vae"} and set(dtypes.values()) == {dtype}, dtypes
+    pipe.set_progress_bar_config(disable=True)
+    # fp16 on a CPU runs here (recent torch has CPU kernels for every op this small model uses)
+    out = pipe("a red house on the left at night", num_inference_steps=2,
+               generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
+    assert out.std() > 0.02  # not a blank image
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_float16_draws_what_float32_draws(name):
+    from diffusers import DiffusionPipeline
+
+    images = []
+    for dtype in (torch.float32, torch.float16):
+        pipe = DiffusionPipeline.from_pretrained(str(HERE / name), torch_dtype=dtype)
+        pipe.set_progress_bar_config(disable=True)
+        images.append(pipe("a castle at dusk", num_inference_steps=2, generator=torch.Generator().manual_seed(1),
+                           output_type="np").images)
+    assert np.abs(images[0] - images[1]).mean() < 0.01
+
+
+@pytest.mark.parametrize("load", list(LOADS))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_model_folder_loads_with_its_class_and_round_trips(name, load):
+    import diffusers
+
+    kwargs, dtype = LOADS[load]
+    cls = getattr(diffusers, MODELS[name])
+    assert json.loads((HERE / name / "config.json").read_text())["_class_name"] == cls.__name__
+    ae = cls.from_pretrained(str(HERE / name), **kwargs).eval()
+    assert {p.dtype for p in ae.parameters()} == {dtype}
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0), dtype=dtype) * 2 - 1
+    with torch.no_grad():
+        latents = ae.encode(x).latents
+        y = ae.decode(latents).sample
+    assert latents.shape == (1, 4, 16, 16) and y.shape == x.shape
+    assert y.dtype == dtype and torch.isfinite(y).all()
+
+
+def test_an_exported_fp16_pipeline_loads_with_default_arguments(tmp_path):
+    """The export used to ship the bundled model keeps fp16 weights but records float32 as the text
+    encoder's load dtype, as diffusers loads its own components."""
+    from diffusers import DiffusionPipeline
+    from safetensors import safe_open
+
+    from diffcli.bundled import arch
+    from diffcli.bundled.export import export_pipeline
+    from diffcli.bundled.vocab import build_tokenizer
+
+    torch.manual_seed(0)
+    out = export_pipeline(tmp_path / "m", arch.make_vae("tiny"), arch.make_text_encoder("tiny"), arch.make_unet("tiny"),
+                          build_tokenizer(tmp_path / "tok"), arch.make_scheduler())
+    with safe_open(str(out / "text_encoder" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    pipe = DiffusionPipeline.from_pretrained(str(out))
+    assert set(_modules(pipe).values()) == {torch.float32}
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("a house", num_inference_steps=1, output_type="np").images
+    assert np.isfinite(images).all()
