@@ -64,14 +64,26 @@ class JsonReporter(Reporter):
 
 
 class RichReporter(Reporter):
-    """A rich progress bar on stderr: phase, image k/N, step i/N, it/s and ETA."""
+    """A rich progress bar on stderr: phase, image k/N, step i/N, it/s and ETA; one summary line at the end.
 
-    def __init__(self) -> None:
+    The bar is transient: what stays on the terminal is the warnings, the written paths (once) and
+    the summary, e.g. "3 images in 4.2 s (model load 1.1 s) → outputs/".
+    """
+
+    # terminal labels of the JSON phase names (docs/events.md keeps the names)
+    LABELS = {"encode": "text encode"}
+
+    def __init__(self, console=None, stdout_is_terminal: bool | None = None) -> None:
         super().__init__()
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.console = Console(stderr=True)
+        self.console = console if console is not None else Console(stderr=True)
+        if stdout_is_terminal is None:
+            stdout_is_terminal = _isatty(sys.stdout)
+        # stdout on the terminal too: its writes (the result paths) go above the bar; stdout redirected:
+        # they must reach the file, so rich must not take sys.stdout over
+        self.stdout_is_terminal = stdout_is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -79,26 +91,38 @@ class RichReporter(Reporter):
             TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(),
             console=self.console,
-            transient=False,
+            transient=True,
+            redirect_stdout=stdout_is_terminal,
+            redirect_stderr=False,
         )
         self.task_id = None
         self.images_label = ""
+        self.current = ""  # the phase label the bar shows
         self.last = None
+        self.paths: list[str] = []
 
-    def _describe(self, phase: str) -> str:
-        return f"{phase} {self.images_label}".strip()
+    def _describe(self, label: str) -> str:
+        return f"{label} {self.images_label}".strip()
+
+    def _label(self, name: str, data: dict) -> str:
+        label = self.LABELS.get(name, name)
+        if "tile" in data and "tiles" in data:
+            label += f" tile {data['tile']}/{data['tiles']}"
+        return label
 
     def phase(self, name: str, **data) -> None:
+        self.current = self._label(name, data)
         if self.task_id is None:
             self.progress.start()
-            self.task_id = self.progress.add_task(self._describe(name), total=None, rate="")
+            self.task_id = self.progress.add_task(self._describe(self.current), total=None, rate="")
         else:
-            self.progress.update(self.task_id, description=self._describe(name))
+            self.progress.update(self.task_id, description=self._describe(self.current))
 
     def begin_batch(self, first_image: int, count: int, steps: int) -> None:
         last = first_image + count - 1
         span = f"{first_image}" if count == 1 else f"{first_image}-{last}"
-        self.images_label = f"image {span}/{self.total_images}"
+        self.images_label = f"image {span}/{self.total_images}" if self.total_images > 1 else ""
+        self.current = "denoise"
         if self.task_id is None:
             self.phase("denoise")
         self.progress.reset(self.task_id, total=steps, description=self._describe("denoise"), rate="")
@@ -108,17 +132,62 @@ class RichReporter(Reporter):
         now = time.perf_counter()
         rate = f"{1.0 / (now - self.last):.1f} it/s" if self.last and now > self.last else ""
         self.last = now
-        self.progress.update(self.task_id, completed=step, total=steps, rate=rate, description=self._describe("denoise"))
+        if not self.current.startswith("denoise"):  # the first step ends the text encoding
+            self.current = "denoise"
+        self.progress.update(self.task_id, completed=step, total=steps, rate=rate,
+                             description=self._describe(self.current))
 
     def saved(self, path: str, seed: int, image: int) -> None:
-        self.console.print(f"saved {path} (seed {seed})", highlight=False)
+        self.paths.append(path)
+        if not self.stdout_is_terminal:  # else the path on stdout is already on this terminal
+            self.console.print(f"saved {path} (seed {seed})", highlight=False, markup=False)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        from rich.text import Text
+
+        self.console.print(Text.assemble(("warning:", "yellow"), " ", message))
+
+    def done(self, **data) -> None:
+        self.close()
+        self.console.print(summary_line(self.paths, **data), highlight=False, markup=False)
 
     def close(self) -> None:
         if self.task_id is not None:
             self.progress.stop()
+            self.task_id = None
+
+
+def summary_line(paths: list[str], images: int | None = None, total_s: float | None = None,
+                 load_s: float | None = None, **_ignored) -> str:
+    """"3 images in 4.2 s (model load 1.1 s) → outputs/" for the PATHS written."""
+    n = len(paths) if images is None else images
+    text = f"{n} image{'' if n == 1 else 's'}"
+    if total_s is not None:
+        text += f" in {total_s:.1f} s"
+        if load_s:
+            text += f" (model load {load_s:.1f} s)"
+    if paths:
+        text += f" → {_destination(paths)}"
+    return text
+
+
+def _destination(paths: list[str]) -> str:
+    """The folder the files share, with a trailing separator (the paths themselves are on stdout)."""
+    import os
+
+    parents = [os.path.dirname(p) or "." for p in paths]
+    try:
+        common = parents[0] if len(set(parents)) == 1 else os.path.commonpath(parents)
+    except ValueError:  # absolute and relative, or other drives
+        return f"{len(set(parents))} folders"
+    return common if common.endswith(os.sep) else common + os.sep
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def make_reporter(json_mode: bool, quiet: bool) -> Reporter:
@@ -127,3 +196,13 @@ def make_reporter(json_mode: bool, quiet: bool) -> Reporter:
     if json_mode or not sys.stderr.isatty():
         return JsonReporter()
     return RichReporter()
+
+
+def download_progress(reporter) -> object:
+    """How a model download started by a command shows itself, matching REPORTER: JSON `download`
+    events on the reporter's clock, nothing under --quiet, else the terminal bar."""
+    if isinstance(reporter, JsonReporter):
+        return reporter.emit
+    if isinstance(reporter, QuietReporter):
+        return "quiet"
+    return "auto"

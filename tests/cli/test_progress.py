@@ -1,0 +1,117 @@
+"""What a person sees on a terminal: RichReporter's labels, the written paths once, one summary line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from rich.console import Console
+
+from diffcli.progress import JsonReporter, RichReporter, summary_line
+
+
+def _terminal() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, force_terminal=True, width=120, color_system=None, legacy_windows=False), buf
+
+
+def _run_like_generate(reporter, paths, steps=3):
+    """The calls diffcli.run makes for one batch of len(PATHS) images."""
+    reporter.start("txt2img", len(paths), steps)
+    reporter.phase("load")
+    reporter.begin_batch(1, len(paths), steps)
+    reporter.phase("encode")
+    seen = [reporter.progress.tasks[0].description]
+    for i in range(1, steps + 1):
+        reporter.step(i, steps)
+        seen.append(reporter.progress.tasks[0].description)
+    reporter.phase("decode")
+    reporter.phase("save")
+    for k, path in enumerate(paths):
+        reporter.saved(path, 40 + k, k + 1)
+    reporter.done(images=len(paths), load_s=1.14, total_s=4.23)
+    reporter.close()
+    return seen
+
+
+def test_text_encoder_phase_is_called_text_encode_on_a_terminal():
+    console, _ = _terminal()
+    seen = _run_like_generate(RichReporter(console=console, stdout_is_terminal=True), ["outputs/a.png"])
+    assert seen[0] == "text encode"
+    assert seen[1:] == ["denoise"] * 3
+
+
+def test_json_phase_name_stays_encode():
+    buf = io.StringIO()
+    reporter = JsonReporter(buf)
+    reporter.phase("encode")
+    assert json.loads(buf.getvalue())["phase"] == "encode"
+
+
+def test_summary_line_and_paths_not_repeated_when_stdout_is_the_terminal():
+    console, buf = _terminal()
+    paths = ["outputs/00000-40-castle.png", "outputs/00001-41-castle.png", "outputs/00002-42-castle.png"]
+    _run_like_generate(RichReporter(console=console, stdout_is_terminal=True), paths)
+    text = buf.getvalue()
+    # stdout (the same terminal) carries the paths: stderr does not repeat them
+    assert not any(p in text for p in paths)
+    assert "3 images in 4.2 s (model load 1.1 s) → outputs/" in text
+    assert text.count("images in") == 1
+
+
+def test_saved_lines_when_stdout_is_redirected():
+    console, buf = _terminal()
+    paths = ["shots/a.png", "shots/b.png"]
+    _run_like_generate(RichReporter(console=console, stdout_is_terminal=False), paths)
+    text = buf.getvalue()
+    assert "saved shots/a.png (seed 40)" in text and "saved shots/b.png (seed 41)" in text
+    assert "2 images in 4.2 s (model load 1.1 s) → shots/" in text
+
+
+def test_stdout_is_not_taken_over_when_redirected(tmp_path):
+    """`diffcli txt2img ... > paths.txt` on a terminal: the paths written during the bar reach the file."""
+    code = (
+        "import io, sys\n"
+        "from rich.console import Console\n"
+        "from diffcli.progress import RichReporter\n"
+        "err = io.StringIO()\n"
+        "r = RichReporter(console=Console(file=err, force_terminal=True), stdout_is_terminal=False)\n"
+        "r.start('txt2img', 1, 1); r.phase('load'); r.begin_batch(1, 1, 1); r.step(1, 1)\n"
+        "sys.stdout.write('outputs/x.png\\n'); sys.stdout.flush()\n"
+        "r.saved('outputs/x.png', 1, 1); r.done(images=1, load_s=0.1, total_s=0.2); r.close()\n"
+        "sys.stderr.write(err.getvalue())\n"
+    )
+    out = tmp_path / "paths.txt"
+    with open(out, "w") as f:
+        p = subprocess.run([sys.executable, "-c", code], stdout=f, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert out.read_text() == "outputs/x.png\n"
+
+
+def test_upscale_tiles_and_warnings_are_plain_text():
+    console, buf = _terminal()
+    r = RichReporter(console=console, stdout_is_terminal=True)
+    r.start("upscale", 1, 8)
+    r.phase("load")
+    r.begin_batch(1, 1, 8)
+    r.phase("denoise", tile=2, tiles=4)
+    r.step(3, 8)
+    assert r.progress.tasks[0].description == "denoise tile 2/4"
+    r.warn("the bundled model does not know: [red]")  # square brackets are text, not rich markup
+    r.close()
+    assert "warning: the bundled model does not know: [red]" in buf.getvalue()
+
+
+@pytest.mark.parametrize("paths, expected", [
+    (["a.png"], "./"),
+    ([os.path.join("x", "y", "a.png"), os.path.join("x", "z", "b.png")], "x" + os.sep),
+    (["/a.png"], "/"),
+])
+def test_summary_destination(paths, expected):
+    assert summary_line(paths, images=len(paths), total_s=0.04).endswith(f"in 0.0 s → {expected}")
+    assert summary_line([], images=0, total_s=1.0) == "0 images in 1.0 s"
+
