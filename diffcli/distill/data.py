@@ -153,7 +153,7 @@ def predraw(plan, pipe, rank: int, world: int, reporter) -> None:
     n = plan.config.num_samples or len(plan.items)
     reporter.phase("data", source="prompts", images=n)
     draw_prompt_images(pipe, plan.items, n, plan.config.resolution, plan.teacher_defaults, plan.ckpt / DATA_DIR,
-                       plan.config.seed, on_image=lambda d, t: reporter.emit("data", done=min(d, t), total=t),
+                       plan.config.seed, on_image=lambda d, t: reporter.count("data", min(d, t), t, "teacher draws"),
                        shard=(rank, world), teacher_id=str(plan.ref.path))
 
 
@@ -184,8 +184,8 @@ def build_bank(plan, pipe, device, reporter, chunk: int = 64) -> LatentBank:
             n = cfg.num_samples or len(plan.items)
             reporter.phase("data", source="prompts", images=n)
             files = draw_prompt_images(pipe, plan.items, n, size, plan.teacher_defaults, plan.ckpt / DATA_DIR,
-                                       cfg.seed, on_image=lambda d, t: reporter.emit("data", done=min(d, t), total=t),
-                                       teacher_id=str(plan.ref.path))
+                                       cfg.seed, teacher_id=str(plan.ref.path),
+                                       on_image=lambda d, t: reporter.count("data", min(d, t), t, "teacher draws"))
         else:
             reporter.phase("data", source="folder", images=len(plan.items))
             files = [(img, txt.read_text(encoding="utf-8").strip()) for img, txt in plan.items]
@@ -199,10 +199,12 @@ def build_bank(plan, pipe, device, reporter, chunk: int = 64) -> LatentBank:
                 raise UsageError(f"--data: cannot read image {img}: {exc}") from None
     reporter.phase("encode", images=len(files))
     means, stds = [], []
+    reporter.count("encode", 0, len(files), "encode images")
     for i in range(0, len(files), chunk):
         m, s = encode(pipe.vae, [read(f) for f, _ in files[i:i + chunk]], device)
         means.append(m)
         stds.append(s)
+        reporter.count("encode", min(i + chunk, len(files)), len(files), "encode images")
     # float16 halves the memory of large banks (SD-1.5 at 512: 64 KB per image instead of 128 KB)
     bank = LatentBank(torch.cat(means).half(), torch.cat(stds).half(), [c for _, c in files], plan.source)
     bank.save(path)

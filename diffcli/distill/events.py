@@ -1,6 +1,6 @@
 """Training progress: a rich bar (loss, steps/s, ETA) on a terminal, JSON-lines events with --json.
 
-Events (one JSON object per line on stderr, see docs/distill.md): start, phase, data, train,
+Events (one JSON object per line on stderr, see docs/distill.md): start, phase, data, encode, train,
 checkpoint, saved, report, warning, done.
 """
 
@@ -19,6 +19,7 @@ class TrainEvents:
         self.reporter = reporter
         self.rich = rich
         self.progress = None
+        self.counter = None  # the bar of count()
         self.task = None
         self.t0 = self.t_step = None
         self.step0 = 0
@@ -42,6 +43,29 @@ class TrainEvents:
             self._print(message)
         else:
             self.reporter.emit("info", message=message)
+
+    def count(self, event: str, done: int, total: int, label: str) -> None:
+        """Progress through a preparation phase (the teacher drawing images, the VAE encoding them):
+        a transient bar labelled LABEL on a terminal, else an EVENT with `done` and `total`."""
+        if not self.rich:
+            self.reporter.emit(event, done=done, total=total)
+            return
+        if self.counter is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.counter = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeRemainingColumn(), console=getattr(self.reporter, "console", None),
+                                    transient=True)
+            self.counter.start()
+            self.counter.add_task(label, total=total)
+        self.counter.update(self.counter.task_ids[0], completed=done, total=total)
+        if done >= total:
+            self._stop_counter()
+
+    def _stop_counter(self) -> None:
+        if self.counter is not None:
+            self.counter.stop()
+            self.counter = None
 
     def _print(self, text: str) -> None:
         console = self.progress.console if self.progress else getattr(self.reporter, "console", None)
@@ -85,6 +109,7 @@ class TrainEvents:
             self.reporter.emit("checkpoint", step=step, path=path)
 
     def close(self) -> None:
+        self._stop_counter()
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

@@ -115,3 +115,72 @@ def test_summary_destination(paths, expected):
     assert summary_line(paths, images=len(paths), total_s=0.04).endswith(f"in 0.0 s → {expected}")
     assert summary_line([], images=0, total_s=1.0) == "0 images in 1.0 s"
 
+
+# ---------------------------------------------------------------- distill's preparation phases
+def _fake_vae():
+    from types import SimpleNamespace
+
+    import torch
+
+    class FakeVAE:
+        dtype = torch.float32
+
+        def encode(self, x):
+            z = x[:, :, ::4, ::4]
+            return SimpleNamespace(latent_dist=SimpleNamespace(mean=z, std=torch.ones_like(z)))
+
+    return FakeVAE()
+
+
+def _folder_plan(tmp_path, n):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    items = []
+    for i in range(n):
+        img, txt = tmp_path / f"{i}.png", tmp_path / f"{i}.txt"
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(img)
+        txt.write_text(f"caption {i}\n")
+        items.append((img, txt))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    config = SimpleNamespace(resolution=8, num_samples=None, seed=0)
+    return SimpleNamespace(ckpt=ckpt, config=config, source="folder", items=items)
+
+
+def test_distill_reports_progress_while_the_vae_encodes(tmp_path):
+    from types import SimpleNamespace
+
+    from diffcli.distill.data import build_bank
+    from diffcli.distill.events import TrainEvents
+
+    buf = io.StringIO()
+    bank = build_bank(_folder_plan(tmp_path, 5), SimpleNamespace(vae=_fake_vae()), "cpu",
+                      TrainEvents(JsonReporter(buf)), chunk=2)
+    assert bank.mean.shape[0] == 5
+    events = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [(e["done"], e["total"]) for e in events if e["event"] == "encode"] == [(0, 5), (2, 5), (4, 5), (5, 5)]
+
+
+def test_distill_encode_bar_on_a_terminal(tmp_path):
+    from types import SimpleNamespace
+
+    from diffcli.distill.data import build_bank
+    from diffcli.distill.events import TrainEvents
+
+    console, buf = _terminal()
+    events = TrainEvents(RichReporter(console=console, stdout_is_terminal=True), rich=True)
+    seen = []
+    original = events.count
+
+    def spy(event, done, total, label):
+        original(event, done, total, label)
+        seen.append((label, done, total, events.counter is not None))
+
+    events.count = spy
+    build_bank(_folder_plan(tmp_path, 3), SimpleNamespace(vae=_fake_vae()), "cpu", events, chunk=2)
+    # a bar while it runs, gone (transient) when the last image is encoded
+    assert seen == [("encode images", 0, 3, True), ("encode images", 2, 3, True), ("encode images", 3, 3, False)]
+    assert "encode images=3" in buf.getvalue()
+    events.close()
