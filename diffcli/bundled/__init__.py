@@ -15,7 +15,8 @@ EVALUATOR_DIR = Path(__file__).resolve().parent / "evaluator"
 # (`diffcli distill --teacher tiny`, see docs/distill.md).
 MODEL_NAMES = (MODEL_NAME, "tiny-lcm")
 
-__all__ = ["MODEL_NAME", "MODEL_DIR", "MODEL_NAMES", "EVALUATOR_DIR", "model_dir", "unknown_words", "defaults"]
+__all__ = ["MODEL_NAME", "MODEL_DIR", "MODEL_NAMES", "EVALUATOR_DIR", "model_dir", "unknown_words",
+           "unknown_words_warning", "defaults"]
 
 
 def model_dir(name: str = MODEL_NAME) -> Path:
@@ -28,6 +29,17 @@ def unknown_words(text: str) -> list[str]:
     from .vocab import unknown_words as _uw
 
     return _uw(text)
+
+
+def unknown_words_warning(prompt: str) -> str | None:
+    """The whole warning to print for PROMPT with the bundled model (None: nothing to say).
+
+    It names the unknown words as typed ("8k", not "k"), says plainly when no word was understood
+    (the model then draws a random scene), and lists what the model knows.
+    """
+    from .vocab import unknown_words_warning as _w
+
+    return _w(prompt)
 
 
 def defaults() -> dict:

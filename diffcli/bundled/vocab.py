@@ -5,18 +5,78 @@ Import-light: building/loading the tokenizer imports transformers lazily.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from .scenes import PUNCTUATION, STOP_WORDS, SYNONYMS, parse_prompt
+from .scenes import PUNCTUATION, STOP_WORDS, SYNONYMS, VALUES, WORD_TO_ATTR, parse_prompt  # noqa: F401
 
 DOMAIN_WORDS: tuple[str, ...] = tuple(sorted({w for d in SYNONYMS.values() for w in d} | set(STOP_WORDS)))
 MODEL_MAX_LENGTH = 32
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
+# A word as a person typed it: letters and digits together ("8k" stays "8k", not "k"), joined by
+# hyphens or apostrophes ("sci-fi", "castle's"); everything else separates words.
+_WORD_RE = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")
+_JOINERS = re.compile(r"['\u2019-]")
+_LIST_AT_MOST = 12
+
+
+def _words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.lower())
+
+
+def _parts(word: str) -> list[str]:
+    """The vocabulary words of one typed word: "snow-covered" -> snow, covered; "castle's" -> castle."""
+    if word.endswith(("'s", "\u2019s")):
+        word = word[:-2]
+    return _JOINERS.split(word)
+
+
+def _known(part: str) -> bool:
+    return part in WORD_TO_ATTR or part in STOP_WORDS
+
+
 def unknown_words(text: str) -> list[str]:
-    """Words of ``text`` outside the domain vocabulary (stop words and punctuation ignored)."""
-    return parse_prompt(text)[1]
+    """Words of ``text`` outside the domain vocabulary, once each, as typed ("8k", "sci-fi").
+
+    Stop words, punctuation and a possessive "'s" are ignored; a hyphenated word counts as known when
+    all its parts are.
+    """
+    out: list[str] = []
+    for word in _words(text):
+        if not all(_known(p) for p in _parts(word)) and word not in out:
+            out.append(word)
+    return out
+
+
+def known_words_summary() -> str:
+    """One sentence on what the bundled model draws."""
+    names = {"obj": "objects", "color": "colours", "ground": "grounds", "time": "times", "position": "positions"}
+    lists = "; ".join(f"{names[a]} {', '.join(VALUES[a])}" for a in ("obj", "color", "ground", "time", "position"))
+    return f"It knows {lists}; synonyms in docs/bundled-model.md."
+
+
+def unknown_words_warning(prompt: str) -> str | None:
+    """The warning for PROMPT with the bundled model, or None when it understands every word.
+
+    Names the words it does not know, says plainly when it understood none (it then draws a random
+    scene), and says what it does know.
+    """
+    words = _words(prompt or "")
+    if not words:
+        return None  # an empty prompt is a deliberate random scene
+    unknown = unknown_words(prompt)
+    understood = any(p in WORD_TO_ATTR for w in words for p in _parts(w))
+    shown = ", ".join(unknown[:_LIST_AT_MOST]) + (f" and {len(unknown) - _LIST_AT_MOST} more"
+                                                  if len(unknown) > _LIST_AT_MOST else "")
+    if not understood:
+        head = (f"the bundled model understood no word of this prompt (unknown: {shown})" if unknown else
+                "this prompt names nothing the bundled model draws")
+        return f"{head}, so it will draw a random scene. {known_words_summary()}"
+    if unknown:
+        return f"the bundled model does not know: {shown}; it draws the rest. {known_words_summary()}"
+    return None
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from diffcli.bundled import MODEL_DIR, unknown_words
+from diffcli.bundled import MODEL_DIR, unknown_words, unknown_words_warning
 from diffcli.bundled.vocab import DOMAIN_WORDS, build_tokenizer
 
 
@@ -40,8 +40,47 @@ def test_unknown_words():
     assert unknown_words("night. lighthouse. sea.") == []
 
 
+def test_unknown_words_are_reported_as_typed():
+    # letters and digits stay together: "8k" is not reported as "k"
+    assert unknown_words("castle at dusk, 8k, highly detailed") == ["8k", "highly", "detailed"]
+    assert unknown_words("4K castle, 1920s house") == ["4k", "1920s"]
+    # hyphenated words: known when every part is, else shown whole; a possessive 's is no word
+    assert unknown_words("snow-covered castle's roof") == ["roof"]
+    assert unknown_words("a sci-fi house") == ["sci-fi"]
+    # each word once, non-ASCII letters kept
+    assert unknown_words("café, café, dragon") == ["café", "dragon"]
+
+
+def test_warning_names_the_words_and_what_the_model_knows():
+    msg = unknown_words_warning("red castle at dusk, 8k")
+    assert msg.startswith("the bundled model does not know: 8k;")
+    assert ", k" not in msg and ": k" not in msg
+    for word in ("castle", "lighthouse", "purple", "snow", "night", "left"):
+        assert word in msg
+    assert "docs/bundled-model.md" in msg
+
+
+def test_warning_says_plainly_when_no_word_was_understood():
+    msg = unknown_words_warning("a wizard with dragons")
+    assert msg.startswith("the bundled model understood no word of this prompt (unknown: wizard, dragons)")
+    assert "random scene" in msg and "castle" in msg
+    # only filler words: nothing unknown, but nothing to draw either
+    assert "names nothing the bundled model draws" in unknown_words_warning("a beautiful picture")
+
+
+def test_no_warning_when_every_word_is_known():
+    assert unknown_words_warning("A red castle at dusk!") is None
+    assert unknown_words_warning("snowy field at night with a violet cottage on the right") is None
+    assert unknown_words_warning("") is None and unknown_words_warning(" ,. ") is None
+
+
+def test_long_lists_are_cut():
+    msg = unknown_words_warning("castle " + " ".join(f"w{i}" for i in range(20)))
+    assert "w11 and 8 more;" in msg and "w12" not in msg
+
+
 def test_package_import_is_light():
-    code = ("import sys, diffcli; t = 'torch' in sys.modules; import diffcli.bundled as b; b.unknown_words('castle'); "
+    code = ("import sys, diffcli; t = 'torch' in sys.modules; import diffcli.bundled as b; b.unknown_words('castle'); b.unknown_words_warning('8k'); "
             "print(b.MODEL_DIR.name, t or 'torch' not in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["tiny", "True"]
