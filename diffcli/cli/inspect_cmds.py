@@ -21,13 +21,29 @@ def schedulers(json_out: JsonFlag = False) -> None:
                 for s in SCHEDULERS.values()]
         typer.echo(json.dumps(rows, indent=2))
         return
+    if not _stdout_is_terminal():
+        # piped: one complete line per sampler, tab-separated (name, diffusers class, A1111 name, notes),
+        # never wrapped or cut, so `cut -f1` and `grep` see every row whole
+        for s in SCHEDULERS.values():
+            sys.stdout.write(f"{s.name}\t{s.cls}\t{s.a1111}\t{s.summary}\n")
+        sys.stdout.flush()
+        return
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("name", "diffusers class", "A1111 name", "notes", box=None, header_style="bold")
+    # on a narrow terminal cells wrap (long class names fold) but nothing is cut off with "…"
+    table = Table(Column("name", no_wrap=True), Column("diffusers class", overflow="fold"), "A1111 name", "notes",
+                  box=None, header_style="bold")
     for s in SCHEDULERS.values():
         table.add_row(s.name, s.cls, s.a1111, s.summary)
     Console(soft_wrap=True).print(table)
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def info(

@@ -45,6 +45,17 @@ def test_schedulers_lists_the_table_as_json():
         assert required in names
 
 
+def test_schedulers_piped_prints_every_row_whole():
+    """stdout is not a terminal under CliRunner: plain tab-separated lines, nothing wrapped or cut."""
+    from diffcli.schedulers import SCHEDULERS
+
+    r = cli("schedulers")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert [line.split("\t") for line in lines] == [[s.name, s.cls, s.a1111, s.summary] for s in SCHEDULERS.values()]
+    assert "…" not in r.stdout and "\x1b" not in r.stdout
+
+
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
 def test_metadata_round_trip(fmt, tmp_path):
     job = {"task": "img2img", "prompt": "castle, dusk — ünïcode", "negative": "blur", "steps": 20, "cfg": 6.5,
