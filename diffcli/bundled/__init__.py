@@ -31,15 +31,16 @@ def unknown_words(text: str) -> list[str]:
     return _uw(text)
 
 
-def unknown_words_warning(prompt: str) -> str | None:
+def unknown_words_warning(prompt: str, from_image: bool = False) -> str | None:
     """The whole warning to print for PROMPT with the bundled model (None: nothing to say).
 
     It names the unknown words as typed ("8k", not "k"), says plainly when no word was understood
-    (the model then draws a random scene), and lists what the model knows.
+    (the model then draws a random scene; with FROM_IMAGE, for img2img, inpaint and upscale, the
+    prompt does not steer the result), and lists what the model knows.
     """
     from .vocab import unknown_words_warning as _w
 
-    return _w(prompt)
+    return _w(prompt, from_image)
 
 
 def defaults() -> dict:

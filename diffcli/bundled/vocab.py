@@ -57,11 +57,12 @@ def known_words_summary() -> str:
     return f"It knows {lists}; synonyms in docs/bundled-model.md."
 
 
-def unknown_words_warning(prompt: str) -> str | None:
+def unknown_words_warning(prompt: str, from_image: bool = False) -> str | None:
     """The warning for PROMPT with the bundled model, or None when it understands every word.
 
     Names the words it does not know, says plainly when it understood none (it then draws a random
-    scene), and says what it does know.
+    scene; FROM_IMAGE, for img2img, inpaint and upscale: the prompt does not steer the result), and
+    says what it does know.
     """
     words = _words(prompt or "")
     if not words:
@@ -73,7 +74,8 @@ def unknown_words_warning(prompt: str) -> str | None:
     if not understood:
         head = (f"the bundled model understood no word of this prompt (unknown: {shown})" if unknown else
                 "this prompt names nothing the bundled model draws")
-        return f"{head}, so it will draw a random scene. {known_words_summary()}"
+        result = "the prompt will not steer the result" if from_image else "it will draw a random scene"
+        return f"{head}, so {result}. {known_words_summary()}"
     if unknown:
         return f"the bundled model does not know: {shown}; it draws the rest. {known_words_summary()}"
     return None

@@ -64,6 +64,9 @@ def test_warning_says_plainly_when_no_word_was_understood():
     msg = unknown_words_warning("a wizard with dragons")
     assert msg.startswith("the bundled model understood no word of this prompt (unknown: wizard, dragons)")
     assert "random scene" in msg and "castle" in msg
+    # img2img, inpaint, upscale: the input image decides, not a random scene
+    msg = unknown_words_warning("a wizard with dragons", from_image=True)
+    assert "the prompt will not steer the result" in msg and "random scene" not in msg
     # only filler words: nothing unknown, but nothing to draw either
     assert "names nothing the bundled model draws" in unknown_words_warning("a beautiful picture")
 
