@@ -28,6 +28,7 @@ class RunOptions:
     offline: bool = False
     max_pixels: int | None = None  # None: jobs.default_max_pixels()
     replay_model: str | None = None  # the model named by a --from image (not by the user): never fetched
+    batch_key: str | None = None  # diffcli batch: the job's key, recorded so a rerun recognises the file
     load: LoadOptions = LoadOptions()
 
 
@@ -69,13 +70,16 @@ def _check_task(job: Job, ref, layout) -> None:
 
 def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
     """All checks that need no weights: flags, model name, inputs, size, output paths."""
-    from diffcli.images import load_mask, load_rgb, round_size
-    from diffcli.models import resolve
-    from diffcli.models.layout import read_layout
-    from diffcli.output import plan_paths
-    from diffcli.timesteps import check_sampler
+    return plan_outputs(settle(job, opts, reporter), opts)
 
+
+def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
+    """JOB with every default decided and checked, its model found and its inputs read; no outputs
+    planned yet (Prepared.paths is empty) and no weights loaded."""
+    from diffcli.images import load_mask, load_rgb, round_size
+    from diffcli.models.layout import read_layout
     from diffcli.output import check_output_dir
+    from diffcli.timesteps import check_sampler
 
     validate(job)
     init = load_rgb(job.image) if job.image else None
@@ -109,12 +113,20 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
         init = init.resize(size, Image.LANCZOS)
         mask = mask.resize(size, Image.LANCZOS) if mask is not None else None
     _warn_unknown_words(job, ref, reporter)
+    return Prepared(job=job, ref=ref, layout=layout, paths=[], fmt="", init_image=init, mask=mask)
+
+
+def plan_outputs(prepared: Prepared, opts: RunOptions) -> Prepared:
+    """Decide and reserve the output path of every image of a settled job."""
+    from diffcli.output import plan_paths
+
+    job, ref = prepared.job, prepared.ref
     values = [
         {"seed": s, "prompt": job.prompt, "model": Path(str(ref.name)).name, "steps": job.steps, "cfg": job.cfg, "task": job.task}
         for s in job.seeds()
     ]
     paths, fmt = plan_paths(opts.out, opts.fmt, values, opts.overwrite)
-    return Prepared(job=job, ref=ref, layout=layout, paths=paths, fmt=fmt, init_image=init, mask=mask)
+    return replace(prepared, paths=paths, fmt=fmt)
 
 
 def _resolve(job: Job, opts: RunOptions, reporter):
@@ -149,12 +161,11 @@ def _absolute_paths(job: Job, ref) -> Job:
 def _warn_unknown_words(job: Job, ref, reporter) -> None:
     if ref.source != "bundled":
         return
-    from diffcli import bundled
+    from diffcli.bundled import unknown_words_warning
 
-    finder = getattr(bundled, "unknown_words", None)
-    words = finder(job.prompt) if finder else []
-    if words:
-        reporter.warn(f"the bundled model does not know: {', '.join(words)}")
+    message = unknown_words_warning(job.prompt, from_image=job.task != "txt2img")
+    if message:
+        reporter.warn(message)
 
 
 def _model_record(ref) -> dict:
@@ -199,15 +210,22 @@ def run(job: Job, opts: RunOptions, reporter) -> list[Path]:
 
 def _run(job: Job, opts: RunOptions, reporter) -> list[Path]:
     t0 = time.perf_counter()
-    prepared = prepare(job, opts, reporter)
+    return execute(prepare(job, opts, reporter), opts, reporter, t0)
+
+
+def execute(prepared: Prepared, opts: RunOptions, reporter, t0: float | None = None) -> list[Path]:
+    """Load the model (once per process, see pipelines.load_base), denoise, save and report every
+    image of a planned job; returns the written paths (also printed on stdout)."""
+    t0 = time.perf_counter() if t0 is None else t0
     job = prepared.job
     reporter.start(job.task, job.num_images, job.steps)
 
     from diffcli.device import choose
 
-    reporter.phase("load")
     choice = choose(job.device, job.dtype)
-    from diffcli.pipelines import load_base, set_scheduler, task_pipeline
+    from diffcli.pipelines import is_loaded, load_base, set_scheduler, task_pipeline
+
+    reporter.phase("load", cached=is_loaded(prepared.ref, choice, opts.load))
 
     base = load_base(prepared.ref, choice, opts.load, warn=reporter.warn)
     pipe = task_pipeline(base, job.task)
@@ -263,6 +281,8 @@ def _save(image, path: Path, prepared: Prepared, seed: int, choice, model: dict,
 
     job = prepared.job
     recorded = replace(job, seed=seed, num_images=1, batch_size=1, device=job.device, dtype=job.dtype)
+    if opts.batch_key:
+        extra = {**(extra or {}), "batch_key": opts.batch_key}
     record = build_record(recorded.to_dict(), model, choice.device, choice.dtype, extra)
     save_atomic(image, path, prepared.fmt, pil_save_kwargs(prepared.fmt.lower(), record), opts.overwrite)
 

@@ -146,9 +146,10 @@ def _root(
 
 
 def _register() -> None:
-    from diffcli.cli import distill, generate, inspect_cmds, models, upscale
+    from diffcli.cli import batch, distill, generate, inspect_cmds, models, upscale
 
     generate.register(app)
+    batch.register(app)
     inspect_cmds.register(app)
     upscale.register(app)
     distill.register(app)

@@ -59,20 +59,19 @@ def build_job(task: str, params: dict) -> Job:
     return job
 
 
-def execute(task: str, params: dict) -> None:
+def run_options(params: dict, job: Job):
+    """The RunOptions the shared generation flags describe (txt2img, img2img, inpaint, batch)."""
     from diffcli.pipelines import LoadOptions
-    from diffcli.progress import make_reporter
-    from diffcli.run import RunOptions, run
+    from diffcli.run import RunOptions
 
     if params.get("offload") not in (None, "model", "sequential"):
         raise UsageError(f"invalid --offload '{params['offload']}'; use model or sequential")
-    job = build_job(task, params)
-    opts = RunOptions(
+    return RunOptions(
         out=params["out"],
         fmt=params["format"],
         overwrite=params["overwrite"],
         json=params["json"],
-        save_partial=params["save_partial"],
+        save_partial=params.get("save_partial", False),
         offline=params["offline"],
         max_pixels=params.get("max_pixels"),
         replay_model=job.model if params.get("from_image") and not params.get("model") else None,
@@ -83,6 +82,16 @@ def execute(task: str, params: dict) -> None:
             attention_slicing=params["attention_slicing"],
         ),
     )
+
+
+def execute(task: str, params: dict) -> None:
+    from diffcli.progress import make_reporter
+    from diffcli.run import run
+
+    if params.get("offload") not in (None, "model", "sequential"):
+        raise UsageError(f"invalid --offload '{params['offload']}'; use model or sequential")
+    job = build_job(task, params)
+    opts = run_options(params, job)
     reporter = make_reporter(params["json"], params["quiet"])
     try:
         run(job, opts, reporter)

@@ -47,26 +47,28 @@ def _stdout_is_terminal() -> bool:
 
 
 def info(
-    image: Annotated[Path, typer.Argument(help="An image made by diffcli (or AUTOMATIC1111).", show_default=False)],
+    image: Annotated[Path, typer.Argument(help="An image made by diffcli (or AUTOMATIC1111).", metavar="IMAGE", show_default=False)],
     json_out: JsonFlag = False,
 ) -> None:
     """Show the generation parameters recorded in an image."""
     from diffcli.errors import UsageError
     from diffcli.metadata import read
 
+    from diffcli.text import escape
+
     params, record = read(image)
     if params is None and record is None:
         raise UsageError(f"{image}: no generation parameters recorded in this image")
-    if json_out:
+    if json_out:  # JSON escapes control characters itself
         typer.echo(json.dumps(record if record is not None else {"parameters": params}, indent=2))
         return
-    if params:
-        typer.echo(params)
+    if params:  # text from a file anyone could have made: never send its escape sequences to the terminal
+        typer.echo(escape(params, keep_newlines=True))
     if record:
-        job = record.get("job", {})
-        model = record.get("model", {})
-        typer.echo(f"Task: {job.get('task')}, Model source: {model.get('source')}, Device: {record.get('device')}, "
-                   f"Dtype: {record.get('dtype')}")
+        job = record.get("job") if isinstance(record.get("job"), dict) else {}
+        model = record.get("model") if isinstance(record.get("model"), dict) else {}
+        typer.echo(escape(f"Task: {job.get('task')}, Model source: {model.get('source')}, "
+                          f"Device: {record.get('device')}, Dtype: {record.get('dtype')}"))
 
 
 def device(

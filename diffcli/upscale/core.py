@@ -341,9 +341,9 @@ def _plan_model_run(plan: Plan, r: Request, reporter) -> None:
     if ref is not None and ref.source == "bundled" and plan.prompt:
         from diffcli import bundled
 
-        unknown = bundled.unknown_words(plan.prompt)
-        if unknown:
-            reporter.warn(f"the bundled model does not know: {', '.join(unknown)}")
+        message = bundled.unknown_words_warning(plan.prompt, from_image=True)
+        if message:
+            reporter.warn(message)
 
 
 # ---------------------------------------------------------------- running

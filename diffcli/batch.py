@@ -1,0 +1,250 @@
+"""`diffcli batch`: many jobs in one process, each model loaded once, resumable after any stop.
+
+A job list is JSON lines (one object per line with the Job's fields, e.g. `{"prompt": "castle",
+"steps": 20}`) or plain text (one prompt per line; `#` starts a comment). Flags give every value a
+line leaves out. All lines are read and checked before any model loads.
+
+Resuming: every finished job is appended to `diffcli-manifest.jsonl` in the output directory, keyed
+by a hash of its settled settings (the Job with every default decided, and the model's fingerprint);
+a job already there, with its files present, is skipped. A job whose line gives no seed gets one
+derived from the line's content, so a rerun, a shard and a single run make the same images. Each
+job's files are named after its line (`LLLLL-SEED-PROMPT.png`), so an image saved just before a
+kill -9, before its manifest line, is recognised by the key in its metadata and kept.
+
+Scale-out: `--shard I/N` takes every N-th job starting at I (0-based), for job arrays; under
+`accelerate launch` (or torchrun) each process takes its share the same way, by its rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from diffcli.errors import DiffcliError, UsageError
+from diffcli.jobs import MAX_SEED, Job, validate
+
+MANIFEST = "diffcli-manifest.jsonl"
+_FIELDS = {f.name for f in fields(Job)}
+
+
+@dataclass(frozen=True)
+class Line:
+    """One job of the list: where it came from and what it asks."""
+
+    number: int  # 1-based line number in the job list
+    job: Job
+
+
+def read_lines(source: str, base: Job, keep_going: bool, warn) -> list[Line]:
+    """The jobs of SOURCE (a path, or - for stdin) laid over BASE; every line checked now."""
+    text = _read_text(source)
+    name = "<stdin>" if source == "-" else source
+    raw = [(i + 1, line.strip()) for i, line in enumerate(text.splitlines())]
+    raw = [(n, line) for n, line in raw if line and not line.startswith("#")]
+    if not raw:
+        raise UsageError(f"{name}: no jobs in it")
+    as_json = Path(source).suffix.lower() in (".jsonl", ".json") or raw[0][1].startswith("{")
+    lines, errors, seen = [], [], {}
+    for number, content in raw:
+        try:
+            job = _parse(content, as_json, base, f"{name}:{number}")
+            job = _seeded(job, seen)
+            validate(job)
+        except UsageError as exc:
+            message = str(exc) if str(exc).startswith(f"{name}:") else f"{name}:{number}: {exc}"
+            errors.append(message)
+            continue
+        lines.append(Line(number, job))
+    if errors and not keep_going:
+        more = f" (and {len(errors) - 1} more bad lines; --keep-going runs the rest)" if len(errors) > 1 else ""
+        raise UsageError(errors[0] + more)
+    for message in errors:
+        warn(f"skipped {message}")
+    return lines
+
+
+def _read_text(source: str) -> str:
+    try:
+        if source == "-":
+            return sys.stdin.read()
+        return Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{source}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{source}: cannot read the job list ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _parse(content: str, as_json: bool, base: Job, where: str) -> Job:
+    if not as_json:
+        return replace(base, prompt=content)
+    try:
+        data = json.loads(content)
+    except ValueError as exc:
+        raise UsageError(f"{where}: not valid JSON ({exc})") from None
+    if isinstance(data, dict):
+        unknown = sorted(k for k in data if k not in _FIELDS)
+        if unknown:
+            raise UsageError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}")
+    job = Job.from_dict(data, source=where)
+    explicit = {k: v for k, v in data.items() if v is not None}
+    merged = replace(base, **{k: getattr(job, k) for k in explicit})
+    if "task" not in explicit:
+        merged = replace(merged, task=base.task)
+    return merged
+
+
+def _seeded(job: Job, seen: dict) -> Job:
+    """A job without a seed gets one from its content (and how often the same content came before),
+    so the same list makes the same images in any order, shard or rerun."""
+    if job.seed is not None:
+        return job
+    content = json.dumps(job.to_dict(), sort_keys=True)
+    seen[content] = seen.get(content, -1) + 1
+    digest = hashlib.sha256(f"{content}\0{seen[content]}".encode()).digest()
+    return replace(job, seed=int.from_bytes(digest[:4], "big") % (MAX_SEED + 1))
+
+
+def shard_of(spec: str | None) -> tuple[int, int]:
+    """(index, count) from --shard I/N, or from the launcher's rank; (0, 1) when neither."""
+    if spec:
+        try:
+            index, count = (int(part) for part in spec.split("/"))
+        except ValueError:
+            raise UsageError(f"invalid --shard '{spec}'; use I/N, e.g. 0/4") from None
+        if not (count >= 1 and 0 <= index < count):
+            raise UsageError(f"invalid --shard '{spec}': I must be in 0..N-1")
+        return index, count
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return (int(os.environ.get("RANK", "0") or 0), world) if world > 1 else (0, 1)
+
+
+def settled_key(prepared) -> str:
+    """The hash that says a job is done: its settled Job (seed included) and the model's fingerprint."""
+    from diffcli.models.fingerprint import fingerprint
+
+    job = replace(prepared.job, device=None, dtype=None)  # where it ran does not change what was asked
+    payload = json.dumps({"job": job.to_dict(), "model": fingerprint(str(prepared.ref.path))}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class Manifest:
+    """Append-only record of finished jobs; one JSON line per job, written whole with O_APPEND so
+    several processes can share it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / MANIFEST
+        self.done: dict[str, list[str]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.done[str(entry["key"])] = [str(p) for p in entry["paths"]]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a crash: that job simply runs again
+
+    def finished(self, key: str, directory: Path) -> list[Path] | None:
+        paths = self.done.get(key)
+        if paths and all((directory / p).is_file() for p in paths):
+            return [directory / p for p in paths]
+        return None
+
+    def add(self, key: str, number: int, paths: list[Path]) -> None:
+        entry = json.dumps({"key": key, "line": number, "paths": [p.name for p in paths], "t": round(time.time(), 3)})
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, (entry + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.done[key] = [p.name for p in paths]
+
+
+def _adopt(prepared, key: str) -> bool:
+    """Files of this job already written (a kill between save and manifest): keep them if their
+    recorded key is this job's."""
+    from diffcli.metadata import read
+
+    if not prepared.paths or not all(p.is_file() for p in prepared.paths):
+        return False
+    try:
+        return all((read(p)[1] or {}).get("batch_key") == key for p in prepared.paths)
+    except UsageError:
+        return False
+
+
+def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporter, keep_going: bool,
+              shard: tuple[int, int]) -> int:
+    """Run LINES (this shard's share), skipping finished jobs; returns the number of failed jobs."""
+    from diffcli import run as engine
+    from diffcli.output import check_output_dir, release_reservations
+
+    directory = Path(out or "outputs")
+    check_output_dir(str(directory) + os.sep)
+    manifest = Manifest(directory)
+    index, count = shard
+    mine = [line for i, line in enumerate(lines) if i % count == index]
+    # one model at a time: each is loaded once, and released when its last job is done
+    mine.sort(key=lambda line: str(line.job.model or ""))
+    reporter.emit("batch_start", jobs=len(mine), total_jobs=len(lines), shard=f"{index}/{count}")
+    failed = done = skipped = 0
+    t0 = time.perf_counter()
+    previous_model = None
+    for k, line in enumerate(mine):
+        if previous_model is not None and line.job.model != previous_model:
+            _release_models()
+        previous_model = line.job.model
+        job_opts = replace(opts, out=str(directory) + os.sep, fmt=fmt)
+        try:
+            prepared = engine.settle(line.job, job_opts, reporter)
+            key = settled_key(prepared)
+            finished = manifest.finished(key, directory)
+            if finished is not None:
+                skipped += 1
+                reporter.emit("job_skipped", line=line.number, key=key, reason="done")
+                _print_done(finished, line, opts.json)
+                continue
+            # names carry the line and the key: a file already there with this name is this very job's
+            # (same settings, same pixels), so replacing it loses nothing
+            ext = (fmt or "png").lower()
+            job_opts = replace(job_opts, out=str(directory / f"{line.number:05d}-{key[:8]}-{{seed}}-{{prompt}}.{ext}"),
+                               overwrite=True, batch_key=key)
+            planned = engine.plan_outputs(prepared, job_opts)
+            if _adopt(planned, key):
+                manifest.add(key, line.number, planned.paths)
+                skipped += 1
+                reporter.emit("job_skipped", line=line.number, key=key, reason="files present")
+                _print_done(planned.paths, line, opts.json)
+                continue
+            reporter.emit("job", line=line.number, job=k + 1, jobs=len(mine), key=key)
+            paths = engine.execute(planned, job_opts, reporter)
+            manifest.add(key, line.number, paths)
+            done += 1
+        except DiffcliError as exc:
+            failed += 1
+            reporter.warn(f"line {line.number}: {exc}")
+            if not keep_going:
+                raise
+        finally:
+            release_reservations()
+    _release_models()
+    reporter.emit("batch_done", jobs_done=done, jobs_skipped=skipped, jobs_failed=failed,
+                  total_s=round(time.perf_counter() - t0, 3))
+    return failed
+
+
+def _print_done(paths: list[Path], line: Line, as_json: bool) -> None:
+    """stdout lists every image of the batch, whether made now or by an earlier run."""
+    for path in paths:
+        text = json.dumps({"path": str(path), "line": line.number, "skipped": True}) if as_json else str(path)
+        sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _release_models() -> None:
+    if "diffcli.pipelines" in sys.modules:
+        sys.modules["diffcli.pipelines"].release_models()

@@ -1,0 +1,112 @@
+"""diffcli batch: one process, models loaded once, resumable, shardable, pixel-identical to the commands."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from helpers import cli, pixels
+
+FAST = ["--steps", "2", "--dtype", "float32"]
+
+
+def _events(result) -> list[dict]:
+    return [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+
+
+def test_a_batch_job_makes_the_same_pixels_as_the_command(tiny_sd, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"prompt": "red house", "seed": 5, "cfg": 3.0}) + "\n"
+                    + json.dumps({"prompt": "blue car", "seed": 9, "num_images": 2}) + "\n")
+    b = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "b", "--json")
+    assert b.exit_code == 0, b.stderr
+    made = [json.loads(line)["path"] for line in b.stdout.splitlines()]
+    assert len(made) == 3
+    loads = [e for e in _events(b) if e.get("phase") == "load"]
+    assert [e["cached"] for e in loads] == [False, True]  # the model loaded once for both jobs
+    one = cli("txt2img", "red house", "--seed", "5", "--cfg", "3", "-m", tiny_sd, *FAST, "-o", tmp_path / "c", "-q")
+    two = cli("txt2img", "blue car", "--seed", "9", "-n", "2", "-m", tiny_sd, *FAST, "-o", tmp_path / "c", "-q")
+    singles = one.stdout.split() + two.stdout.split()
+    for a, c in zip(made, singles):
+        assert np.array_equal(pixels(a), pixels(c)), (a, c)
+
+
+def test_a_rerun_skips_finished_jobs_and_lists_their_files(tiny_sd, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("red house\n# a comment\n\nblue car\n")
+    first = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--json")
+    assert first.exit_code == 0, first.stderr
+    files = sorted((tmp_path / "o").glob("*.png"))
+    assert [f.name[:5] for f in files] == ["00001", "00004"]  # named after their lines
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert not [e for e in _events(again) if e["event"] == "job"]
+    assert sorted(json.loads(x)["path"] for x in again.stdout.splitlines()) == sorted(map(str, files))
+    (tmp_path / "o" / "diffcli-manifest.jsonl").unlink()  # files present but unrecorded: recognised by key
+    third = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--json")
+    assert [e["reason"] for e in _events(third) if e["event"] == "job_skipped"] == ["files present"] * 2
+
+
+def test_bad_lines_are_reported_with_their_number_before_anything_runs(tiny_sd, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "ok"}\n{"prompt": "x", "steps": 0}\n{"promt": "typo"}\nnot json\n')
+    r = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "o")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines()[-1].startswith(f"diffcli: error: {jobs}:2: --steps")
+    assert "2 more bad lines" in r.stderr
+    assert not (tmp_path / "o").exists()
+    kept = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--keep-going", "--json")
+    assert kept.exit_code == 0, kept.stderr
+    assert len(kept.stdout.splitlines()) == 1 and ":3: unknown field(s) promt" in kept.stderr
+
+
+def test_shards_together_make_what_one_run_makes(tiny_sd, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt number {i}\n" for i in range(5)))
+    whole = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "whole", "-q")
+    parts = [cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "parts", "-q", "--shard", f"{i}/2")
+             for i in range(2)]
+    assert whole.exit_code == 0 and all(p.exit_code == 0 for p in parts)
+    assert [len(p.stdout.split()) for p in parts] == [3, 2]  # disjoint shares
+    names = sorted(p.name for p in (tmp_path / "whole").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "parts").glob("*.png"))
+    for name in names:
+        assert np.array_equal(pixels(tmp_path / "whole" / name), pixels(tmp_path / "parts" / name))
+    bad = cli("batch", prompts, "--shard", "2/2")
+    assert bad.exit_code == 2 and "--shard" in bad.stderr
+
+
+def test_kill_9_then_rerun_finishes_without_redoing_anything(tiny_sd, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"scene {i}\n" for i in range(12)))
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "diffcli", "batch", str(prompts), "-m", str(tiny_sd), "--steps", "20",
+           "--dtype", "float32", "-o", str(out), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    saved = 0
+    for line in proc.stderr:
+        saved += '"event": "saved"' in line
+        if saved >= 3:
+            break
+        assert time.time() < deadline
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert 3 <= len(before) < 12
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    ran = [json.loads(x) for x in rerun.stderr.splitlines() if '"event": "job"' in x]
+    assert len(ran) == 12 - len(before)  # nothing finished is redone
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert len(after) == 12 and all(after[n] == t for n, t in before.items())
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp file, no stale marker
+    assert len(rerun.stdout.splitlines()) == 12
