@@ -51,10 +51,19 @@ def _cache_processor_signatures() -> None:
             call.__signature__ = inspect.signature(call)
 
 
+def _key(ref, choice, options: LoadOptions) -> tuple:
+    return (str(ref.path), ref.kind, str(getattr(ref, "lora", None)), choice.device, choice.dtype, options)
+
+
+def is_loaded(ref, choice, options: LoadOptions = LoadOptions()) -> bool:
+    """Whether load_base would reuse a pipeline this process already holds."""
+    return _key(ref, choice, options) in _BASES
+
+
 def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg: None):
     """The model's own pipeline (as its model_index says), loaded once per process."""
     lora = getattr(ref, "lora", None)
-    key = (str(ref.path), ref.kind, str(lora), choice.device, choice.dtype, options)
+    key = _key(ref, choice, options)
     if key in _BASES:
         return _BASES[key]
     import torch  # noqa: F401 - make the import cost visible here, not in a callee
@@ -157,3 +166,12 @@ def decode_latents(pipe, latents):
         scaled = latents.to(vae.dtype) / vae.config.scaling_factor
         images = vae.decode(scaled, return_dict=False)[0]
     return pipe.image_processor.postprocess(images, output_type="pil")
+
+
+def release_models() -> None:
+    """Forget every loaded pipeline, so its memory can go (batch: a model no longer needed)."""
+    import gc
+
+    _BASES.clear()
+    _TASKS.clear()
+    gc.collect()
