@@ -5,14 +5,18 @@ txt2img, img2img and inpaint pipelines of one model share the same modules throu
 
 from __future__ import annotations
 
+import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from diffcli.errors import RuntimeFailure, UsageError
 
 _BASES: dict[tuple, object] = {}
 _TASKS: dict[tuple, object] = {}
 ORIGINAL_SCHEDULER = "_diffcli_scheduler_config"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -68,33 +72,36 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
         return _BASES[key]
     import torch  # noqa: F401 - make the import cost visible here, not in a callee
     from diffusers import DiffusionPipeline
+    from safetensors import SafetensorError
 
     from diffcli.device import torch_dtype
 
     prepare_libraries()
     dtype = torch_dtype(choice.dtype)
+    pickled: list[str] = []  # components without safetensors that --allow-pickle lets load
     try:
         if ref.kind == "single_file":
             from diffcli.models.single_file import load_pipeline
 
             pipe = load_pipeline(ref, dtype, options.allow_pickle)
         else:
-            with warnings.catch_warnings():  # `torch_dtype` is renamed `dtype` in newer diffusers
-                warnings.simplefilter("ignore", FutureWarning)
+            pickled = pickle_only_components(ref.path) if options.allow_pickle else []
+            # diffusers logs an error line for each component it then loads from pickle: we say it once
+            with warnings.catch_warnings(), _diffusers_log_level(logging.CRITICAL if pickled else None):
+                warnings.simplefilter("ignore", FutureWarning)  # `torch_dtype` is renamed `dtype` in newer diffusers
                 pipe = DiffusionPipeline.from_pretrained(
                     str(ref.path),
                     torch_dtype=dtype,
-                    use_safetensors=not options.allow_pickle,
+                    # safetensors are always preferred; --allow-pickle only lets a component that has none
+                    # load its pickle weights (None: per component, safetensors if present, else pickle)
+                    use_safetensors=None if options.allow_pickle else True,
                     local_files_only=True,
                     variant=getattr(ref, "variant", None),
                 )
-    except (OSError, ValueError, EnvironmentError) as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "safetensors" in text and not options.allow_pickle:
-            raise UsageError(
-                f"{ref.name}: no safetensors weights; pickle weights are refused unless --allow-pickle"
-            ) from None
-        raise RuntimeFailure(f"cannot load model {ref.name}: {text}") from None
+    except (OSError, ValueError, SafetensorError) as exc:  # transformers lets SafetensorError through
+        raise _load_error(ref, exc, options.allow_pickle) from None
+    if pickled:
+        warn(f"{ref.name}: {', '.join(pickled)} loaded from pickle weights (no safetensors there; --allow-pickle)")
     if lora is not None:
         _apply_lora(pipe, ref)
     pipe.set_progress_bar_config(disable=True)
@@ -102,6 +109,76 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
     _apply_memory_options(pipe, choice, options, warn)
     _BASES[key] = pipe
     return pipe
+
+
+@contextmanager
+def _diffusers_log_level(level):
+    """diffusers' log level set to LEVEL (None: left alone) for the duration."""
+    if level is None:
+        yield
+        return
+    from diffusers.utils import logging as dlogging
+
+    before = dlogging.get_verbosity()
+    dlogging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        dlogging.set_verbosity(before)
+
+
+def _load_error(ref, exc: Exception, allow_pickle: bool):
+    """The one-line error for a diffusers folder that failed to load: a damaged weights file is named
+    (with how to get it again), a folder without safetensors says so, anything else is passed on."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    root = Path(ref.path)
+    damaged = damaged_safetensors(root)
+    if damaged:
+        named = [d for d in damaged if str(root / d[0]) in str(exc) or d[0] in str(exc)]
+        rel, why = (named or damaged)[0]
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        return RuntimeFailure(f"{ref.name}: damaged weights file {rel}{more}: {why}; {_get_again(ref)}")
+    if not allow_pickle and root.is_dir() and pickle_only_components(root):
+        return UsageError(f"{ref.name}: no safetensors weights; pickle weights are refused unless --allow-pickle")
+    return RuntimeFailure(f"cannot load model {ref.name}: {text}")
+
+
+def _get_again(ref) -> str:
+    if ref.source in ("hub", "url"):
+        return f"run `diffcli models verify {ref.name} --repair` to fetch it again"
+    if ref.source == "bundled":
+        return f"`diffcli models verify {ref.name}` checks every shipped file; reinstall diffcli to restore them"
+    return "replace it with an intact copy (copy or download it again)"
+
+
+def damaged_safetensors(root) -> list[tuple[str, str]]:
+    """(path relative to ROOT, what is wrong) for each .safetensors file under ROOT that safetensors
+    cannot open: a header that does not parse, or a size other than the header describes (truncated,
+    or bytes appended). Reads headers only. A flipped byte inside tensor data is not seen here; that
+    takes the recorded hashes of `diffcli models verify`."""
+    from safetensors import SafetensorError, safe_open
+
+    root = Path(root)
+    found = []
+    for path in sorted(root.rglob("*.safetensors")) if root.is_dir() else [root]:
+        try:
+            with safe_open(str(path), framework="np"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            why = why.removeprefix("Error while deserializing header: ")
+            found.append((path.relative_to(root).as_posix() if path != root else path.name, why))
+    return found
+
+
+def pickle_only_components(root) -> list[str]:
+    """Component folders of ROOT with pickle weights (.bin/.pt/.pth/.ckpt) but no .safetensors."""
+    out = []
+    for comp in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        files = [f.name for f in comp.iterdir() if f.is_file()]
+        if not any(f.endswith(".safetensors") for f in files) and any(f.endswith(PICKLE_SUFFIXES) for f in files):
+            out.append(comp.name)
+    return out
 
 
 def _apply_lora(pipe, ref) -> None:
