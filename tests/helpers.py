@@ -45,3 +45,23 @@ def pixels(path) -> np.ndarray:
 
 def written(result) -> list[Path]:
     return [Path(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+_HEAVY_PROBE = """
+import sys
+from diffcli.cli.app import main
+sys.argv = ["diffcli", *{args!r}]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("torch", "diffusers", "transformers", "accelerate") if m in sys.modules)
+sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
+"""
+
+
+def heavy_imports(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `diffcli ARGS` in a fresh interpreter; its stderr ends with HEAVY=<heavy modules it imported>
+    (an empty list reads "HEAVY=\\n")."""
+    code = _HEAVY_PROBE.format(args=list(args))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)

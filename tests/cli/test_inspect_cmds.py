@@ -3,37 +3,25 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
-from helpers import cli
+from helpers import cli, heavy_imports
 from diffcli.metadata import build_record, pil_save_kwargs, read
 
-PROBE = """
-import sys
-from diffcli.cli.app import main
-sys.argv = ["diffcli", *{args!r}]
-try:
-    main()
-except SystemExit:
-    pass
-heavy = sorted(m for m in ("torch", "diffusers", "transformers", "accelerate") if m in sys.modules)
-sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
-"""
 
 
 @pytest.mark.parametrize("args", [["--help"], ["schedulers"], ["device", "--help"], ["txt2img", "--help"],
-                                  ["info", "IMAGE"], ["models", "--help"]])
+                                  ["info", "IMAGE"], ["models", "--help"], ["batch", "--help"],
+                                  ["txt2img", "x", "--stepz", "1"], ["txt2img", "x", "--steps", "0"]])
 def test_light_commands_do_not_import_torch(args, tmp_path):
     if "IMAGE" in args:
         path = tmp_path / "x.png"
         record = build_record({"task": "txt2img", "prompt": "p", "seed": 1}, {"name": "tiny"}, "cpu", "float32")
         Image.new("RGB", (4, 4)).save(path, **pil_save_kwargs("png", record))
         args = [str(path) if a == "IMAGE" else a for a in args]
-    p = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True, timeout=60)
+    p = heavy_imports(*args)
     assert "HEAVY=\n" in p.stderr, p.stderr
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import heavy_imports
+
 from diffcli.errors import RuntimeFailure, UsageError
 from diffcli.models import hub, registry, resolve, urls
 from diffcli.models import verify as verify_mod
@@ -395,24 +397,13 @@ def test_verify_detects_damage_in_a_copy_of_the_bundled_model(tmp_path):
 # ---------------------------------------------------------------- fast start
 
 
-PROBE = """
-import sys
-from diffcli.cli.app import main
-sys.argv = ["diffcli", *{args!r}]
-try:
-    main()
-except SystemExit:
-    pass
-heavy = sorted(m for m in ("torch", "diffusers", "transformers", "accelerate") if m in sys.modules)
-sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
-"""
 
 
 @pytest.mark.parametrize("args", [["models", "list"], ["models", "info", "tiny-lcm"], ["models", "verify", "tiny"],
                                   ["models", "aliases"], ["models", "rm", "acme/absent", "-y"],
                                   ["models", "verify"]])
 def test_model_commands_do_not_import_torch(args):
-    r = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True, timeout=120)
+    r = heavy_imports(*args)
     assert "HEAVY=\n" in r.stderr, r.stderr
 
 
