@@ -24,6 +24,9 @@ def test_a_batch_job_makes_the_same_pixels_as_the_command(tiny_sd, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(json.dumps({"prompt": "red house", "seed": 5, "cfg": 3.0}) + "\n"
                     + json.dumps({"prompt": "blue car", "seed": 9, "num_images": 2}) + "\n")
+    from diffcli.pipelines import release_models
+
+    release_models()  # earlier tests in this process may hold the model
     b = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "b", "--json")
     assert b.exit_code == 0, b.stderr
     made = [json.loads(line)["path"] for line in b.stdout.splitlines()]
