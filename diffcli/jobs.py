@@ -76,16 +76,6 @@ class Job:
             merged = replace(merged, mask=None, mask_blur=None)
         return merged
 
-    def with_defaults(self, defaults: dict) -> "Job":
-        """Fill values still None from DEFAULTS (model / family recommendations, then built-ins)."""
-        builtin = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_images": 1, "batch_size": 1, "device": "auto", "dtype": "auto"}
-        if self.task in ("img2img", "inpaint"):
-            builtin["strength"] = 0.6 if self.task == "img2img" else 1.0
-        if self.task == "inpaint":
-            builtin["mask_blur"] = 4
-        merged = {**builtin, **{k: v for k, v in defaults.items() if k in _FIELD_NAMES}}
-        return replace(self, **{k: v for k, v in merged.items() if getattr(self, k) is None})
-
     def seeds(self) -> list[int]:
         """The documented seed sequence: seed, seed+1, … (wrapping at 2**32)."""
         assert self.seed is not None and self.num_images is not None

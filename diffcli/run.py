@@ -6,16 +6,17 @@ torch is imported, so bad input fails in milliseconds.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from diffcli.errors import UsageError
 from diffcli.jobs import (Job, check_limits, check_model_settings, check_size_for_model, settings_source, size_multiple,
                           validate, with_seed)
 from diffcli.pipelines import LoadOptions
+from diffcli.settings import model_defaults
+from diffcli.sink import Sink, model_record
+from diffcli.settings import settle as settle_settings
 
 
 @dataclass(frozen=True)
@@ -43,18 +44,7 @@ class Prepared:
     fmt: str
     init_image: object = None
     mask: object = None
-
-
-def _recommended(ref, layout) -> dict:
-    from diffcli.models.layout import FAMILY_DEFAULTS
-
-    if layout is None:
-        family = getattr(ref, "family", None) or "sd1"
-        base = {**FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"]), "width": 512, "height": 512}
-        return {**base, **ref.defaults}
-    if getattr(ref, "lora", None) is not None:  # the LoRA's own settings (ref.defaults) beat its base's
-        return {**layout.recommended(), **ref.defaults}
-    return {**layout.recommended(), **ref.defaults, **layout.defaults}
+    sources: dict = field(default_factory=dict)  # field -> where its value came from (diffcli.settings)
 
 
 def _check_task(job: Job, ref, layout) -> None:
@@ -91,17 +81,15 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     layout = read_layout(ref.path) if ref.kind == "diffusers" else None
     _check_task(replace(job, model=ref.name), ref, layout)
     multiple = size_multiple(layout, job.task)
-    defaults = _recommended(ref, layout)
-    check_model_settings(job, defaults, settings_source(ref))
-    if init is not None:
-        if job.width is None and job.height is None:
-            w, h = round_size(*init.size, multiple)
-            if (w, h) != init.size:
-                reporter.warn(f"input is {init.size[0]}x{init.size[1]}; using {w}x{h} (a multiple of {multiple})")
-            defaults.update(width=w, height=h)
-        else:
-            defaults.update(width=job.width or init.size[0], height=job.height or init.size[1])
-    job = with_seed(job.with_defaults(defaults))
+    check_model_settings(job, model_defaults(ref, layout), settings_source(ref))
+    input_size = init.size if init is not None else None
+    if init is not None and job.width is None and job.height is None:
+        input_size = round_size(*init.size, multiple)
+        if input_size != init.size:
+            reporter.warn(f"input is {init.size[0]}x{init.size[1]}; using {input_size[0]}x{input_size[1]} "
+                          f"(a multiple of {multiple})")
+    job, sources = settle_settings(job, ref, layout, input_size)
+    job = with_seed(job)
     job = _absolute_paths(job, ref)
     check_size_for_model(job, multiple)
     check_limits(job, opts.max_pixels)
@@ -113,7 +101,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
         init = init.resize(size, Image.LANCZOS)
         mask = mask.resize(size, Image.LANCZOS) if mask is not None else None
     _warn_unknown_words(job, ref, reporter)
-    return Prepared(job=job, ref=ref, layout=layout, paths=[], fmt="", init_image=init, mask=mask)
+    return Prepared(job=job, ref=ref, layout=layout, paths=[], fmt="", init_image=init, mask=mask, sources=sources)
 
 
 def plan_outputs(prepared: Prepared, opts: RunOptions) -> Prepared:
@@ -168,15 +156,6 @@ def _warn_unknown_words(job: Job, ref, reporter) -> None:
         reporter.warn(message)
 
 
-def _model_record(ref) -> dict:
-    from diffcli.models.fingerprint import fingerprint
-
-    record = {"name": ref.name, "source": ref.source, "revision": ref.revision, "hash": fingerprint(str(ref.path))}
-    if getattr(ref, "lora", None) is not None:
-        record["lora"] = {"path": str(ref.lora), "hash": fingerprint(str(ref.lora))}
-    return record
-
-
 def composite(original, generated, mask, blur: int):
     """Repainted pixels inside the (feathered) mask, the original's exactly everywhere else."""
     from PIL import Image, ImageChops, ImageFilter
@@ -185,17 +164,6 @@ def composite(original, generated, mask, blur: int):
     soft = mask.filter(ImageFilter.GaussianBlur(blur)) if blur else mask
     feather = ImageChops.multiply(soft, hard)  # never reaches outside the mask
     return Image.composite(generated.resize(original.size), original, feather)
-
-
-def emit_result(path: Path, seed: int, prepared: Prepared, as_json: bool) -> None:
-    job = prepared.job
-    if as_json:
-        line = json.dumps({"path": str(path), "seed": seed, "width": job.width, "height": job.height,
-                           "task": job.task, "model": prepared.ref.name})
-    else:
-        line = str(path)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 def run(job: Job, opts: RunOptions, reporter) -> list[Path]:
@@ -232,7 +200,8 @@ def execute(prepared: Prepared, opts: RunOptions, reporter, t0: float | None = N
     set_scheduler(pipe, job.scheduler)
     _warn_zero_snr(pipe, job.scheduler, reporter)
     _warn_long_prompt(pipe, job, reporter)
-    model = _model_record(prepared.ref)
+    model = model_record(prepared.ref)
+    sink = _sink(prepared, opts, reporter)
     t_loaded = time.perf_counter()
 
     written: list[Path] = []
@@ -243,11 +212,8 @@ def execute(prepared: Prepared, opts: RunOptions, reporter, t0: float | None = N
         reporter.phase("save")
         for offset, (seed, image) in enumerate(zip(chunk, images)):
             index = start + offset
-            path = prepared.paths[index]
-            _save(image, path, prepared, seed, choice, model, opts)
-            written.append(path)
-            reporter.saved(str(path), seed, index + 1)
-            emit_result(path, seed, prepared, opts.json)
+            _save(sink, image, prepared.paths[index], index, prepared, seed, choice, model)
+            written.append(prepared.paths[index])
     reporter.done(images=len(written), load_s=round(t_loaded - t0, 3), total_s=round(time.perf_counter() - t0, 3))
     return written
 
@@ -275,16 +241,20 @@ def _warn_zero_snr(pipe, name: str, reporter) -> None:
                       f"off (these can: {', '.join(zero_snr_names())})")
 
 
-def _save(image, path: Path, prepared: Prepared, seed: int, choice, model: dict, opts: RunOptions, extra=None) -> None:
-    from diffcli.metadata import build_record, pil_save_kwargs
-    from diffcli.output import save_atomic
+def _sink(prepared: Prepared, opts: RunOptions, reporter) -> Sink:
+    extra = {"batch_key": opts.batch_key} if opts.batch_key else None
+    return Sink(fmt=prepared.fmt, overwrite=opts.overwrite, as_json=opts.json, reporter=reporter, extra=extra)
+
+
+def _save(sink: Sink, image, path: Path, index: int, prepared: Prepared, seed: int, choice, model: dict,
+          extra: dict | None = None) -> None:
+    from diffcli.metadata import build_record
 
     job = prepared.job
-    recorded = replace(job, seed=seed, num_images=1, batch_size=1, device=job.device, dtype=job.dtype)
-    if opts.batch_key:
-        extra = {**(extra or {}), "batch_key": opts.batch_key}
+    recorded = replace(job, seed=seed, num_images=1, batch_size=1)
     record = build_record(recorded.to_dict(), model, choice.device, choice.dtype, extra)
-    save_atomic(image, path, prepared.fmt, pil_save_kwargs(prepared.fmt.lower(), record), opts.overwrite)
+    result = {"seed": seed, "width": job.width, "height": job.height, "task": job.task, "model": prepared.ref.name}
+    sink.write(image, path, record, result, index + 1)
 
 
 def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOptions, reporter, choice, model):
@@ -339,6 +309,5 @@ def _save_partial(pipe, latents, prepared, seeds, start, choice, model, opts, re
     for offset, (seed, image) in enumerate(zip(seeds, decode_latents(pipe, latents))):
         final = prepared.paths[start + offset]
         path = final.with_name(f"{final.stem}-partial{final.suffix}")
-        _save(image, path, prepared, seed, choice, model, opts, extra={"partial": True})
-        reporter.saved(str(path), seed, start + offset + 1)
-        emit_result(path, seed, prepared, opts.json)
+        _save(_sink(prepared, opts, reporter), image, path, start + offset, prepared, seed, choice, model,
+              extra={"partial": True})

@@ -20,11 +20,6 @@ def test_seed_sequence_is_documented_and_wraps():
     assert with_seed(Job()).seed is not None
 
 
-def test_defaults_fill_only_what_is_missing():
-    job = Job(task="img2img", steps=5, image="x").with_defaults({"steps": 25, "cfg": 7.0})
-    assert (job.steps, job.cfg, job.strength, job.num_images, job.prompt) == (5, 7.0, 0.6, 1, "")
-
-
 @pytest.mark.parametrize("job", [Job(task="img2img"), Job(task="inpaint", image="x"), Job(seed=-1), Job(steps=0),
                                  Job(task="nope"), Job(mask_blur=-2)])
 def test_invalid_jobs(job):

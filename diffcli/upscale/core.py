@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import secrets
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -278,7 +277,7 @@ def _seed(r: Request, method: str) -> int | None:
 
 
 def _plan_model_run(plan: Plan, r: Request, reporter) -> None:
-    from diffcli.run import _recommended
+    from diffcli.settings import model_defaults
 
     ref, layout = plan.ref, plan.layout
     multiple = layout.vae_scale_factor if layout else 8
@@ -303,7 +302,7 @@ def _plan_model_run(plan: Plan, r: Request, reporter) -> None:
     plan.tile_size, plan.overlap = tile, overlap
     plan.grid = plan_grid(extent[0], extent[1], tile, overlap, multiple)
 
-    defaults = _recommended(ref, layout)
+    defaults = model_defaults(ref, layout)
     plan.steps = r.steps or int(defaults.get("steps") or 20)
     plan.cfg = r.cfg if r.cfg is not None else float(defaults.get("cfg") if defaults.get("cfg") is not None else 7.0)
     plan.scheduler = r.scheduler or defaults.get("scheduler") or "euler"
@@ -359,7 +358,7 @@ def upscale(r: Request, opts: Options, reporter) -> Path:
     else:
         from diffcli.device import choose
         from diffcli.pipelines import LoadOptions, load_base, set_scheduler, task_pipeline
-        from diffcli.run import _model_record
+        from diffcli.sink import model_record
 
         reporter.phase("load")
         choice = choose(plan.device, plan.dtype)
@@ -369,15 +368,13 @@ def upscale(r: Request, opts: Options, reporter) -> Path:
         base = load_base(plan.ref, choice, load, warn=reporter.warn)
         pipe = task_pipeline(base, "img2img") if plan.method == "tiled" else base
         set_scheduler(pipe, plan.scheduler)
-        model = _model_record(plan.ref)
+        model = model_record(plan.ref)
         device, dtype = choice.device, choice.dtype
         t_loaded = time.perf_counter()
         image = run_tiles(pipe, plan, reporter)
     reporter.phase("save")
     path = plan.paths[0]
-    _save(image, path, plan, model, device, dtype, opts)
-    reporter.saved(str(path), plan.seed, 1)
-    _emit(path, plan, opts.json)
+    _save(image, path, plan, model, device, dtype, opts, reporter)
     reporter.done(images=1, load_s=round(t_loaded - t0, 3), total_s=round(time.perf_counter() - t0, 3))
     return path
 
@@ -548,9 +545,9 @@ def upscale_record(plan: Plan) -> dict:
     return info
 
 
-def _save(image, path: Path, plan: Plan, model: dict, device, dtype, opts: Options) -> None:
-    from diffcli.metadata import build_record, pil_save_kwargs
-    from diffcli.output import save_atomic
+def _save(image, path: Path, plan: Plan, model: dict, device, dtype, opts: Options, reporter) -> None:
+    from diffcli.metadata import build_record
+    from diffcli.sink import Sink
 
     job = {
         "task": "upscale", "prompt": plan.prompt, "negative": plan.negative,
@@ -560,15 +557,7 @@ def _save(image, path: Path, plan: Plan, model: dict, device, dtype, opts: Optio
         "strength": plan.strength, "image": str(plan.source_path), "mask": None, "mask_blur": None,
     }
     record = build_record(job, model, device, dtype, extra={"upscale": upscale_record(plan)})
-    save_atomic(image, path, plan.fmt, pil_save_kwargs(plan.fmt.lower(), record), opts.overwrite)
-
-
-def _emit(path: Path, plan: Plan, as_json: bool) -> None:
-    if as_json:
-        line = json.dumps({"path": str(path), "seed": plan.seed, "width": plan.out_size[0],
-                           "height": plan.out_size[1], "task": "upscale",
-                           "model": plan.ref.name if plan.ref else None, "method": plan.method, "scale": plan.scale})
-    else:
-        line = str(path)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    result = {"seed": plan.seed, "width": plan.out_size[0], "height": plan.out_size[1], "task": "upscale",
+              "model": plan.ref.name if plan.ref else None, "method": plan.method, "scale": plan.scale}
+    Sink(fmt=plan.fmt, overwrite=opts.overwrite, as_json=opts.json, reporter=reporter).write(image, path, record,
+                                                                                           result, 1)

@@ -1,0 +1,69 @@
+"""Every default of a generation, decided in one place, with where each value came from.
+
+Layers, lowest first: built-in < the model family's < the model's native size < its alias's
+recommendations < its own diffcli.json (for a LoRA folder: the base's diffcli.json < the LoRA's) <
+the input image's size (img2img, inpaint) < the job itself (flags, a --from record, a batch line).
+No torch, no weights: only JSON files already read into a Layout and a ModelRef.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+from diffcli.jobs import Job
+
+# Values no model or family decides.
+BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_images": 1, "batch_size": 1,
+           "device": "auto", "dtype": "auto"}
+TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4}}
+SINGLE_FILE_SIZE = 512  # a single-file checkpoint has no config to read its native size from
+_FIELDS = {f.name for f in fields(Job)}
+
+
+def model_layers(ref, layout) -> list[tuple[str, dict]]:
+    """(source, values) for what the model says, lowest first."""
+    from diffcli.models.layout import FAMILY_DEFAULTS
+
+    if layout is None:
+        family = getattr(ref, "family", None) or "sd1"
+        return [(f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
+                ("native size", {"width": SINGLE_FILE_SIZE, "height": SINGLE_FILE_SIZE}),
+                (f"settings of {ref.name}", dict(ref.defaults))]
+    family = "lcm" if layout.is_lcm else layout.family
+    layers = [(f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
+              ("native size", {"width": layout.native_size, "height": layout.native_size})]
+    own = ("diffcli.json", {k: v for k, v in layout.defaults.items() if v is not None})
+    if getattr(ref, "lora", None) is not None:  # the LoRA's own settings (ref.defaults) beat its base's
+        return [*layers, own, ("LoRA's diffcli.json", dict(ref.defaults))]
+    return [*layers, (f"alias {ref.name}", dict(ref.defaults)), own]
+
+
+def model_defaults(ref, layout) -> dict:
+    """What the model recommends, every layer merged (upscale's tiled method reads it too)."""
+    merged: dict = {}
+    for _, values in model_layers(ref, layout):
+        merged.update(values)
+    return merged
+
+
+def settle(job: Job, ref, layout, input_size: tuple[int, int] | None = None) -> tuple[Job, dict[str, str]]:
+    """JOB with every value still None decided, and {field: where its value came from}."""
+    layers = [("built-in", {**BUILTIN, **TASK_BUILTIN.get(job.task, {})}), *model_layers(ref, layout)]
+    if input_size is not None:
+        if job.width is None and job.height is None:
+            layers.append(("input image", {"width": input_size[0], "height": input_size[1]}))
+        else:  # one side given: the other follows the input
+            layers.append(("input image", {"width": job.width or input_size[0], "height": job.height or input_size[1]}))
+    value: dict = {}
+    source: dict[str, str] = {}
+    for name, values in layers:
+        for key, v in values.items():
+            if key in _FIELDS and v is not None:
+                value[key], source[key] = v, name
+    chosen = {}
+    for key in _FIELDS:
+        if getattr(job, key) is not None:
+            source[key] = "job"
+        elif key in value:
+            chosen[key] = value[key]
+    return replace(job, **chosen), {k: v for k, v in source.items() if k in _FIELDS}
