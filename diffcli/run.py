@@ -30,6 +30,7 @@ class RunOptions:
     max_pixels: int | None = None  # None: jobs.default_max_pixels()
     replay_model: str | None = None  # the model named by a --from image (not by the user): never fetched
     batch_key: str | None = None  # diffcli batch: the job's key, recorded so a rerun recognises the file
+    results: object = None  # callable taking each result line (path or JSON); None: stdout
     load: LoadOptions = LoadOptions()
 
 
@@ -243,7 +244,8 @@ def _warn_zero_snr(pipe, name: str, reporter) -> None:
 
 def _sink(prepared: Prepared, opts: RunOptions, reporter) -> Sink:
     extra = {"batch_key": opts.batch_key} if opts.batch_key else None
-    return Sink(fmt=prepared.fmt, overwrite=opts.overwrite, as_json=opts.json, reporter=reporter, extra=extra)
+    return Sink(fmt=prepared.fmt, overwrite=opts.overwrite, as_json=opts.json, reporter=reporter, extra=extra,
+                results=opts.results)
 
 
 def _save(sink: Sink, image, path: Path, index: int, prepared: Prepared, seed: int, choice, model: dict,

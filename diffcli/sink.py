@@ -19,6 +19,7 @@ class Sink:
     as_json: bool  # stdout: one JSON object per image, else its path
     reporter: object
     extra: dict | None = None  # added to every image's record (e.g. a batch job's key)
+    results: object = None  # callable taking each result line; None: stdout (a server sends it to its client)
 
     def write(self, image, path: Path, record: dict, result: dict, index: int) -> None:
         """Save IMAGE at PATH with RECORD embedded, report it as image INDEX (1-based), print RESULT."""
@@ -30,6 +31,9 @@ class Sink:
         save_atomic(image, path, self.fmt, pil_save_kwargs(self.fmt.lower(), record), self.overwrite)
         self.reporter.saved(str(path), result.get("seed"), index)
         line = json.dumps({"path": str(path), **result}) if self.as_json else str(path)
+        if self.results is not None:
+            self.results(line)
+            return
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
