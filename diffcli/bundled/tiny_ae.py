@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from diffcli.bundled import TINY_AE_DIR
+
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "tiny-ae"
+OUT = TINY_AE_DIR
 DECODER_CHANNELS = 48
 
 

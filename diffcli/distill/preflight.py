@@ -273,9 +273,9 @@ def _student_vae(choice: str, bundled: bool, teacher: Path) -> Path | None:
         if not bundled:
             raise UsageError("--student-vae tiny is the bundled model's tiny autoencoder; for another teacher give "
                              "a directory (e.g. a download of madebyollin/taesd for SD 1.x/2.x)")
-        from diffcli.bundled.tiny_ae import OUT
+        from diffcli.bundled import TINY_AE_DIR
 
-        return OUT
+        return TINY_AE_DIR
     path = Path(choice).expanduser()
     try:
         cfg = json.loads((path / "config.json").read_text())

@@ -98,7 +98,7 @@ def load_sampling_teacher(path, scheduler: str, device: str = "cpu"):
     """The teacher pipeline (float32) as it samples at its defaults: SCHEDULER built from its own config."""
     from diffusers import DiffusionPipeline
 
-    from diffcli.distill.trainer import from_pretrained
+    from diffcli.distill.components import from_pretrained
     from diffcli.pipelines import ORIGINAL_SCHEDULER, set_scheduler
 
     teacher = from_pretrained(DiffusionPipeline, path)

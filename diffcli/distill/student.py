@@ -114,7 +114,7 @@ def lcm_scheduler(teacher_config, original_steps: int):
 def _fused_pipeline(base_path, lora_dir):
     from diffusers import DiffusionPipeline
 
-    from diffcli.distill.trainer import from_pretrained
+    from diffcli.distill.components import from_pretrained
 
     pipe = from_pretrained(DiffusionPipeline, base_path)
     apply_lora(pipe, lora_dir, fuse=True)
@@ -145,7 +145,7 @@ def load_student(path, device="cpu", dtype=torch.float32):
     """A ready pipeline for a student directory (model or LoRA), LCM sampler installed."""
     from diffusers import DiffusionPipeline
 
-    from diffcli.distill.trainer import from_pretrained
+    from diffcli.distill.components import from_pretrained
     from diffcli.pipelines import prepare_libraries
 
     prepare_libraries()

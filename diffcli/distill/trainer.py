@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from diffcli.distill import checkpoint as C
+from diffcli.distill.components import from_pretrained
 from diffcli.distill.preflight import Plan, run_fingerprint
 from diffcli.errors import RuntimeFailure, UsageError
 
@@ -57,15 +58,6 @@ def load_teacher(plan: Plan, device):
         m.requires_grad_(False).eval()
     pipe.to(device)
     return pipe
-
-
-def from_pretrained(cls, path, dtype=None, **kw):
-    """cls.from_pretrained in float32 from local files, without the libraries' deprecation chatter."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return cls.from_pretrained(str(path), torch_dtype=dtype or torch.float32, local_files_only=True, **kw)
 
 
 def lr_at(step: int, base: float, warmup: int, schedule: str = "constant", decay_from: int = 0,
