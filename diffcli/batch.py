@@ -127,7 +127,8 @@ def settled_key(prepared) -> str:
     """The hash that says a job is done: its settled Job (seed included) and the model's fingerprint."""
     from diffcli.models.fingerprint import fingerprint
 
-    job = replace(prepared.job, device=None, dtype=None)  # where it ran does not change what was asked
+    # where it ran, and how many images shared a batch, do not change what was asked
+    job = replace(prepared.job, device=None, dtype=None, batch_size=None)
     payload = json.dumps({"job": job.to_dict(), "model": fingerprint(str(prepared.ref.path))}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -178,9 +179,14 @@ def _adopt(prepared, key: str) -> bool:
 
 
 def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporter, keep_going: bool,
-              shard: tuple[int, int]) -> int:
-    """Run LINES (this shard's share), skipping finished jobs; returns the number of failed jobs."""
-    from diffcli import run as engine
+              shard: tuple[int, int], batch_size: int = 1) -> int:
+    """Run LINES (this shard's share), skipping finished jobs; returns the number of failed jobs.
+
+    Jobs run grouped by model: each model is loaded once and released when its last job is done.
+    With BATCH_SIZE > 1, text-to-image jobs whose settled settings agree (run.batch_signature) are
+    denoised together, up to BATCH_SIZE images at a time."""
+    from itertools import groupby
+
     from diffcli.output import check_output_dir, release_reservations
 
     directory = Path(out or "outputs")
@@ -188,53 +194,101 @@ def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporte
     manifest = Manifest(directory)
     index, count = shard
     mine = [line for i, line in enumerate(lines) if i % count == index]
-    # one model at a time: each is loaded once, and released when its last job is done
     mine.sort(key=lambda line: str(line.job.model or ""))
     reporter.emit("batch_start", jobs=len(mine), total_jobs=len(lines), shard=f"{index}/{count}")
-    failed = done = skipped = 0
+    tally = {"done": 0, "skipped": 0, "failed": 0}
     t0 = time.perf_counter()
-    previous_model = None
-    for k, line in enumerate(mine):
-        if previous_model is not None and line.job.model != previous_model:
-            _release_models()
-        previous_model = line.job.model
-        job_opts = replace(opts, out=str(directory) + os.sep, fmt=fmt)
-        try:
-            prepared = engine.settle(line.job, job_opts, reporter)
-            key = settled_key(prepared)
-            finished = manifest.finished(key, directory)
-            if finished is not None:
-                skipped += 1
-                reporter.emit("job_skipped", line=line.number, key=key, reason="done")
-                _print_done(finished, line, opts.json)
-                continue
-            # names carry the line and the key: a file already there with this name is this very job's
-            # (same settings, same pixels), so replacing it loses nothing
-            ext = (fmt or "png").lower()
-            job_opts = replace(job_opts, out=str(directory / f"{line.number:05d}-{key[:8]}-{{seed}}-{{prompt}}.{ext}"),
-                               overwrite=True, batch_key=key)
-            planned = engine.plan_outputs(prepared, job_opts)
-            if _adopt(planned, key):
-                manifest.add(key, line.number, planned.paths)
-                skipped += 1
-                reporter.emit("job_skipped", line=line.number, key=key, reason="files present")
-                _print_done(planned.paths, line, opts.json)
-                continue
-            reporter.emit("job", line=line.number, job=k + 1, jobs=len(mine), key=key)
-            paths = engine.execute(planned, job_opts, reporter)
-            manifest.add(key, line.number, paths)
-            done += 1
-        except DiffcliError as exc:
-            failed += 1
-            reporter.warn(f"line {line.number}: {exc}")
-            if not keep_going:
-                raise
-        finally:
+    position = {id(line): k + 1 for k, line in enumerate(mine)}
+    try:
+        for _, group in groupby(mine, key=lambda line: str(line.job.model or "")):
+            pending = []
+            for line in group:
+                with _job_errors(line, reporter, keep_going, tally):
+                    planned = _plan(line, directory, fmt, opts, manifest, reporter, tally)
+                    if planned is not None:
+                        pending.append((line, *planned))
+            for cluster in _clusters(pending, batch_size):
+                with _job_errors(cluster[0][0], reporter, keep_going, tally, len(cluster)):
+                    _run_cluster(cluster, manifest, reporter, batch_size, position, len(mine))
+                    tally["done"] += len(cluster)
             release_reservations()
-    _release_models()
-    reporter.emit("batch_done", jobs_done=done, jobs_skipped=skipped, jobs_failed=failed,
+            _release_models()
+    finally:
+        release_reservations()
+    reporter.emit("batch_done", jobs_done=tally["done"], jobs_skipped=tally["skipped"], jobs_failed=tally["failed"],
                   total_s=round(time.perf_counter() - t0, 3))
-    return failed
+    return tally["failed"]
+
+
+class _job_errors:
+    """A job's usage or runtime error: counted, reported with its line, and fatal unless --keep-going."""
+
+    def __init__(self, line: Line, reporter, keep_going: bool, tally: dict, jobs: int = 1) -> None:
+        self.line, self.reporter, self.keep_going, self.tally, self.jobs = line, reporter, keep_going, tally, jobs
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, DiffcliError):
+            return False
+        self.tally["failed"] += self.jobs
+        self.reporter.warn(f"line {self.line.number}: {exc}")
+        return self.keep_going  # True swallows the error
+
+
+def _plan(line: Line, directory: Path, fmt: str | None, opts, manifest: Manifest, reporter, tally: dict):
+    """(planned job, its options, its key) for a job still to run; None when it is already done."""
+    from diffcli import run as engine
+
+    job_opts = replace(opts, out=str(directory) + os.sep, fmt=fmt)
+    prepared = engine.settle(line.job, job_opts, reporter)
+    key = settled_key(prepared)
+    finished = manifest.finished(key, directory)
+    if finished is not None:
+        tally["skipped"] += 1
+        reporter.emit("job_skipped", line=line.number, key=key, reason="done")
+        _print_done(finished, line, opts.json)
+        return None
+    # names carry the line and the key: a file already there with this name is this very job's
+    # (same settings, same pixels), so replacing it loses nothing
+    ext = (fmt or "png").lower()
+    job_opts = replace(job_opts, out=str(directory / f"{line.number:05d}-{key[:8]}-{{seed}}-{{prompt}}.{ext}"),
+                       overwrite=True, batch_key=key)
+    planned = engine.plan_outputs(prepared, job_opts)
+    if _adopt(planned, key):
+        manifest.add(key, line.number, planned.paths)
+        tally["skipped"] += 1
+        reporter.emit("job_skipped", line=line.number, key=key, reason="files present")
+        _print_done(planned.paths, line, opts.json)
+        return None
+    return planned, job_opts, key
+
+
+def _clusters(pending: list, batch_size: int) -> list[list]:
+    """Jobs that can be denoised together, in list order; each job alone when BATCH_SIZE is 1."""
+    from diffcli import run as engine
+
+    if batch_size <= 1:
+        return [[item] for item in pending]
+    clusters: dict[tuple, list] = {}
+    for item in pending:
+        clusters.setdefault(engine.batch_signature(item[1]), []).append(item)
+    return list(clusters.values())
+
+
+def _run_cluster(cluster: list, manifest: Manifest, reporter, batch_size: int, position: dict, jobs: int) -> None:
+    from diffcli import run as engine
+
+    for line, _, _, key in cluster:
+        reporter.emit("job", line=line.number, job=position[id(line)], jobs=jobs, key=key)
+    if len(cluster) == 1:
+        line, planned, job_opts, key = cluster[0]
+        manifest.add(key, line.number, engine.execute(planned, job_opts, reporter))
+        return
+    written = engine.execute_group([(planned, job_opts) for _, planned, job_opts, _ in cluster], reporter, batch_size)
+    for (line, _, _, key), paths in zip(cluster, written):
+        manifest.add(key, line.number, paths)
 
 
 def _print_done(paths: list[Path], line: Line, as_json: bool) -> None:

@@ -219,6 +219,51 @@ def execute(prepared: Prepared, opts: RunOptions, reporter, t0: float | None = N
     return written
 
 
+SHARED_BY_A_BATCH = ("task", "model", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
+                     "device", "dtype")
+
+
+def batch_signature(prepared: Prepared) -> tuple:
+    """Jobs whose settled settings agree on these (text-to-image only) can be denoised together."""
+    job = prepared.job
+    if job.task != "txt2img":
+        return ("alone", id(prepared))
+    return (str(prepared.ref.path), *(getattr(job, k) for k in SHARED_BY_A_BATCH))
+
+
+def execute_group(units: list[tuple[Prepared, RunOptions]], reporter, batch_size: int) -> list[list[Path]]:
+    """Denoise the images of several planned jobs that share a batch_signature together, up to
+    BATCH_SIZE images at a time; each image keeps its own seed, prompt, path and record. Returns each
+    job's written paths."""
+    first, opts = units[0]
+    job = first.job
+    from diffcli.device import choose
+    from diffcli.pipelines import is_loaded, load_base, set_scheduler, task_pipeline
+
+    total = sum(len(p.job.seeds()) for p, _ in units)
+    reporter.start(job.task, total, job.steps)
+    choice = choose(job.device, job.dtype)
+    reporter.phase("load", cached=is_loaded(first.ref, choice, opts.load))
+    pipe = task_pipeline(load_base(first.ref, choice, opts.load, warn=reporter.warn), job.task)
+    set_scheduler(pipe, job.scheduler)
+    model = model_record(first.ref)
+    t0 = time.perf_counter()
+    images = [(k, i, seed) for k, (p, _) in enumerate(units) for i, seed in enumerate(p.job.seeds())]
+    written: list[list[Path]] = [[] for _ in units]
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        prompts = [(units[k][0].job.prompt, units[k][0].job.negative) for k, _, _ in chunk]
+        made = _denoise(pipe, first, [seed for _, _, seed in chunk], start, opts, reporter, choice, model, prompts)
+        reporter.phase("save")
+        for offset, ((k, i, seed), image) in enumerate(zip(chunk, made)):
+            prepared, unit_opts = units[k]
+            _save(_sink(prepared, unit_opts, reporter), image, prepared.paths[i], start + offset,
+                  prepared, seed, choice, model)
+            written[k].append(prepared.paths[i])
+    reporter.done(images=total, load_s=0.0, total_s=round(time.perf_counter() - t0, 3))
+    return written
+
+
 def _warn_long_prompt(pipe, job: Job, reporter) -> None:
     """The text encoder reads a fixed window of tokens; diffusers cuts the rest off silently."""
     tokenizer = getattr(pipe, "tokenizer", None)
@@ -259,7 +304,10 @@ def _save(sink: Sink, image, path: Path, index: int, prepared: Prepared, seed: i
     sink.write(image, path, record, result, index + 1)
 
 
-def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOptions, reporter, choice, model):
+def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOptions, reporter, choice, model,
+             prompts: list[tuple[str, str]] | None = None):
+    """Denoise one batch: the images of SEEDS, all with PREPARED's job settings, each with its own
+    (prompt, negative) from PROMPTS when given (a batch of several jobs), else the job's."""
     import torch
 
     from diffcli import guidance
@@ -278,9 +326,10 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
             reporter.phase("decode")
 
     strength = None if job.task == "txt2img" else job.strength
+    prompts = prompts or [(job.prompt, job.negative)] * count
     kwargs = dict(
-        prompt=[job.prompt] * count,
-        negative_prompt=[job.negative] * count if job.negative else None,
+        prompt=[p for p, _ in prompts],
+        negative_prompt=[n or "" for _, n in prompts] if any(n for _, n in prompts) else None,
         generator=generators,
         **schedule_kwargs(pipe, job.steps, job.shift),
         **guidance.pipeline_kwargs(pipe, job.cfg, job.cfg_cutoff, job.steps, strength, on_step=on_step_end,

@@ -113,3 +113,23 @@ def test_kill_9_then_rerun_finishes_without_redoing_anything(tiny_sd, tmp_path):
     assert len(after) == 12 and all(after[n] == t for n, t in before.items())
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp file, no stale marker
     assert len(rerun.stdout.splitlines()) == 12
+
+
+def test_jobs_that_agree_are_denoised_together(tiny_sd, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [{"prompt": "red house", "seed": 1}, {"prompt": "blue car", "seed": 2, "num_images": 2},
+             {"prompt": "other size", "seed": 3, "width": 48, "height": 48}, {"prompt": "snow", "seed": 4}]
+    jobs.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    alone = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "a", "--json")
+    together = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "b", "--json", "--batch-size", "4")
+    assert alone.exit_code == 0 and together.exit_code == 0, together.stderr
+    batches = [e["count"] for e in _events(together) if e["event"] == "batch"]
+    assert sorted(batches) == [1, 4]  # four 32-px images of three jobs in one batch; the 48-px job alone
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "b").glob("*.png")) and len(names) == 5
+    for name in names:  # batched matmuls may round differently, as with -n N --batch-size N
+        assert np.abs(pixels(tmp_path / "a" / name) - pixels(tmp_path / "b" / name)).max() <= 2
+    manifest = (tmp_path / "b" / "diffcli-manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 4
+    again = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "b", "--json", "--batch-size", "4")
+    assert not [e for e in _events(again) if e["event"] == "job"]
