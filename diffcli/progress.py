@@ -100,9 +100,26 @@ class RichReporter(Reporter):
         self.current = ""  # the phase label the bar shows
         self.last = None
         self.paths: list[str] = []
+        self.batch: dict | None = None  # diffcli batch: jobs, done, t0
+
+    def emit(self, event: str, **data) -> None:
+        """A batch's own events: an overall "job k/N, ETA" prefix, and one summary at the end."""
+        if event == "batch_start":
+            self.batch = {"jobs": data.get("jobs", 0), "ran": 0, "t0": time.perf_counter()}
+        elif event == "job" and self.batch is not None:
+            self.batch["job"] = data.get("job", 0)
+        elif event == "batch_done" and self.batch is not None:
+            self.close()
+            self.console.print(batch_summary(self.paths, **data), highlight=False, markup=False)
 
     def _describe(self, label: str) -> str:
-        return f"{label} {self.images_label}".strip()
+        prefix = ""
+        if self.batch is not None and self.batch.get("job"):
+            done, elapsed = self.batch["ran"], time.perf_counter() - self.batch["t0"]
+            left = self.batch["jobs"] - self.batch["job"] + 1
+            eta = f", ~{elapsed / done * left:.0f} s left" if done else ""
+            prefix = f"job {self.batch['job']}/{self.batch['jobs']}{eta} · "
+        return f"{prefix}{label} {self.images_label}".strip()
 
     def _label(self, name: str, data: dict) -> str:
         label = self.LABELS.get(name, name)
@@ -148,6 +165,9 @@ class RichReporter(Reporter):
         self.console.print(Text.assemble(("warning:", "yellow"), " ", message))
 
     def done(self, **data) -> None:
+        if self.batch is not None:  # one job of a batch: the batch's summary comes at its end
+            self.batch["ran"] += 1
+            return
         self.close()
         self.console.print(summary_line(self.paths, **data), highlight=False, markup=False)
 
@@ -166,6 +186,20 @@ def summary_line(paths: list[str], images: int | None = None, total_s: float | N
         text += f" in {total_s:.1f} s"
         if load_s:
             text += f" (model load {load_s:.1f} s)"
+    if paths:
+        text += f" → {_destination(paths)}"
+    return text
+
+
+def batch_summary(paths: list[str], jobs_done: int = 0, jobs_skipped: int = 0, jobs_failed: int = 0,
+                  total_s: float | None = None, **_ignored) -> str:
+    """"12 jobs done, 3 skipped (finished before), 0 failed: 24 images in 30.1 s (0.80 images/s) → out/"."""
+    text = f"{jobs_done} job{'' if jobs_done == 1 else 's'} done, {jobs_skipped} skipped (finished before)"
+    text += f", {jobs_failed} failed: {len(paths)} image{'' if len(paths) == 1 else 's'}"
+    if total_s is not None:
+        text += f" in {total_s:.1f} s"
+        if paths and total_s > 0:
+            text += f" ({len(paths) / total_s:.2f} images/s)"
     if paths:
         text += f" → {_destination(paths)}"
     return text

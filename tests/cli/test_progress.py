@@ -184,3 +184,21 @@ def test_distill_encode_bar_on_a_terminal(tmp_path):
     assert seen == [("encode images", 0, 3, True), ("encode images", 2, 3, True), ("encode images", 3, 3, False)]
     assert "encode images=3" in buf.getvalue()
     events.close()
+
+
+def test_a_batch_shows_its_job_and_one_summary_at_the_end():
+    console, buf = _terminal()
+    r = RichReporter(console=console, stdout_is_terminal=True)
+    r.emit("batch_start", jobs=2, total_jobs=2, shard="0/1")
+    for k in (1, 2):
+        r.emit("job", line=k, job=k, jobs=2, key="x")
+        r.start("txt2img", 1, 2)
+        r.begin_batch(1, 1, 2)
+        assert "job" in r._describe("denoise") and f"job {k}/2" in r._describe("denoise")
+        r.step(1, 2)
+        r.saved(f"out/{k}.png", k, 1)
+        r.done(images=1, total_s=0.5)
+    r.emit("batch_done", jobs_done=2, jobs_skipped=1, jobs_failed=0, total_s=2.0)
+    text = buf.getvalue()
+    assert "2 jobs done, 1 skipped (finished before), 0 failed: 2 images in 2.0 s (1.00 images/s) → out/" in text
+    assert "1 image in" not in text  # no per-job summaries inside a batch
