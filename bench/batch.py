@@ -2,6 +2,7 @@
 
     python bench/batch.py --prompts 20 --seeds 5 --model tiny       # the 100 images
     python bench/batch.py --prompts 4 --seeds 2 --model tiny-lcm
+    python bench/batch.py --prompts 20 --seeds 5 --no-loop --batch-sizes 1,2,4,8   # images/s vs --batch-size
 
 Each image is one `python -m diffcli txt2img PROMPT --seed S` process in the loop, and one line of a
 job list for `diffcli batch`. The two runs alternate (loop, batch, loop, batch, ...) --rounds times;
@@ -51,19 +52,29 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--no-loop", action="store_true", help="skip the shell loop (for --batch-sizes alone)")
+    ap.add_argument("--batch-sizes", default="", help="also time diffcli batch at each --batch-size, e.g. 1,2,4,8")
     args = ap.parse_args()
     jobs = [{"prompt": p, "seed": s} for p in PROMPTS[: args.prompts] for s in range(args.seeds)]
-    loops, batches = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            loops.append(_loop(jobs, args.model, Path(tmp) / f"loop{r}"))
-            batches.append(_batch(jobs, args.model, Path(tmp) / f"batch{r}", None))
-    loop, batch = statistics.median(loops), statistics.median(batches)
     n = len(jobs)
     print(f"model {args.model}, {n} images ({args.prompts} prompts x {args.seeds} seeds), {args.rounds} round(s)")
-    print(f"shell loop of txt2img: {loop:7.1f} s  ({n / loop:.2f} images/s)")
-    print(f"diffcli batch:         {batch:7.1f} s  ({n / batch:.2f} images/s)")
-    print(f"batch is {loop / batch:.1f}x faster")
+    sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_loop:
+            loops, batches = [], []
+            for r in range(args.rounds):
+                loops.append(_loop(jobs, args.model, Path(tmp) / f"loop{r}"))
+                batches.append(_batch(jobs, args.model, Path(tmp) / f"batch{r}", None))
+            loop, batch = statistics.median(loops), statistics.median(batches)
+            print(f"shell loop of txt2img: {loop:7.1f} s  ({n / loop:.2f} images/s)")
+            print(f"diffcli batch:         {batch:7.1f} s  ({n / batch:.2f} images/s)")
+            print(f"batch is {loop / batch:.1f}x faster")
+        base = None
+        for r in range(args.rounds):
+            for size in sizes:
+                t = _batch(jobs, args.model, Path(tmp) / f"bs{size}-{r}", size)
+                base = base or t
+                print(f"--batch-size {size}: {t:6.1f} s  ({n / t:.2f} images/s, {base / t:.2f}x of --batch-size {sizes[0]})")
 
 
 if __name__ == "__main__":
