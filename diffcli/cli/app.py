@@ -146,13 +146,14 @@ def _root(
 
 
 def _register() -> None:
-    from diffcli.cli import batch, distill, generate, inspect_cmds, models, upscale
+    from diffcli.cli import batch, distill, generate, inspect_cmds, models, serve, upscale
 
     generate.register(app)
     batch.register(app)
     inspect_cmds.register(app)
     upscale.register(app)
     distill.register(app)
+    serve.register(app)
     app.add_typer(models.app, name="models")
 
 

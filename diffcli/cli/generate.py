@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffcli.cli.options import GEN, SHARED_GENERATION, InputImage, keyword
+from diffcli.cli.options import GEN, SHARED_GENERATION, InputImage, NoServer, keyword
 from diffcli.errors import UsageError
 from diffcli.jobs import Job
 
@@ -94,6 +94,10 @@ def execute(task: str, params: dict) -> None:
     opts = run_options(params, job)
     reporter = make_reporter(params["json"], params["quiet"])
     try:
+        from diffcli.serve.client import connect  # a running `diffcli serve` runs it, with models loaded
+
+        if not params.get("no_server") and (client := connect(reporter)) is not None:
+            return client.run(job, opts, reporter)
         run(job, opts, reporter)
     finally:
         reporter.close()
@@ -105,7 +109,7 @@ def _make(task: str, help_text: str, positional: list[inspect.Parameter]):
 
     command.__name__ = task
     command.__doc__ = help_text
-    command.__signature__ = inspect.Signature(positional + SHARED_GENERATION)
+    command.__signature__ = inspect.Signature(positional + SHARED_GENERATION + [keyword("no_server", NoServer, False)])
     return command
 
 

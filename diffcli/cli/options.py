@@ -40,6 +40,7 @@ Json = Annotated[bool, typer.Option("--json", help="stdout: one JSON object per 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but results and errors.", rich_help_panel=OUT)]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.", rich_help_panel=OUT)]
 SavePartial = Annotated[bool, typer.Option("--save-partial", help="On Ctrl-C, save the unfinished images as NAME-partial.", rich_help_panel=OUT)]
+NoServer = Annotated[bool, typer.Option("--no-server", help="Run in this process even when a `diffcli serve` server is running.", rich_help_panel=MODEL)]
 From = Annotated[Optional[Path], typer.Option("--from", help="Reuse the Job recorded in an image made by diffcli; explicit flags win.", rich_help_panel=GEN)]
 
 

@@ -1,0 +1,172 @@
+"""`diffcli serve`: a resident engine that keeps models loaded (docs/serve.md)."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import re
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from diffcli.errors import EXIT_FAILURE, UsageError
+
+HELP = """Keep models loaded in a background engine; txt2img/img2img/inpaint use it by themselves.
+
+While a server runs for you, generation commands send their jobs to it instead of loading torch and
+the model again: same output, files and exit codes, much less waiting. --no-server on a command
+runs it by itself. Jobs run one at a time, in order.
+
+Examples:
+
+  diffcli serve                      (foreground; Ctrl-C stops it)
+
+  diffcli serve --detach --idle 30m  (background; stops after 30 minutes without work)
+
+  diffcli serve --status
+
+  diffcli serve --stop
+
+  diffcli serve --http 127.0.0.1:7860   (also an AUTOMATIC1111- and OpenAI-style HTTP API)
+"""
+
+Detach = Annotated[bool, typer.Option("--detach", help="Run in the background (log: server.log beside the socket).")]
+Status = Annotated[bool, typer.Option("--status", help="Say whether a server runs, and what it holds (exit 1: none).")]
+Stop = Annotated[bool, typer.Option("--stop", help="Stop the running server once its queued jobs are done.")]
+Keep = Annotated[int, typer.Option("--keep", help="Keep at most this many models loaded (least recently used go first).", min=1)]
+Idle = Annotated[str, typer.Option("--idle", help="Stop after this long without work: e.g. 90s, 10m, 1h; 0 = never.")]
+Http = Annotated[Optional[str], typer.Option("--http", help="Also serve the HTTP API on HOST:PORT (e.g. 127.0.0.1:7860).", show_default=False)]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="DIFFCLI_API_KEY", help="HTTP: require 'Authorization: Bearer KEY' (required for an address other than loopback). Also from DIFFCLI_API_KEY.", show_default=False)]
+AllowPull = Annotated[bool, typer.Option("--allow-pull", help="HTTP: let requests name models that are not present yet (they are downloaded).")]
+OutputDir = Annotated[Optional[str], typer.Option("--output-dir", help="HTTP: where images made over HTTP are written (default: ./outputs/http).", show_default=False)]
+Json = Annotated[bool, typer.Option("--json", help="--status: one JSON object.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in '90', '90s', '10m', '1h30m'; None for 0/never/off."""
+    value = text.strip().lower()
+    if value in ("0", "never", "off", "none"):
+        return None
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", value)
+    if not value or parts is None or not any(parts.groups()):
+        raise UsageError(f"invalid --idle '{text}'; use e.g. 90s, 10m, 1h or 0 (never)")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    return total or None
+
+
+def serve(
+    detach: Detach = False,
+    status: Status = False,
+    stop: Stop = False,
+    keep: Keep = 2,
+    idle: Idle = "10m",
+    http: Http = None,
+    api_key: ApiKey = None,
+    allow_pull: AllowPull = False,
+    output_dir: OutputDir = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    from diffcli.serve.protocol import socket_path
+
+    if sum((detach, status, stop)) > 1:
+        raise UsageError("use one of --detach, --status and --stop")
+    path = socket_path()
+    if status:
+        _status(path, json)
+        return
+    if stop:
+        _stop(path)
+        return
+    idle_s = parse_duration(idle)
+    front = None
+    if http is not None:
+        from diffcli.serve.http import check_settings
+
+        front = check_settings(http, api_key, output_dir, allow_pull)  # bad flags fail before anything starts
+    if detach:
+        from diffcli.serve.client import start_detached
+
+        args = ["--keep", str(keep), "--idle", idle, *(["--http", http] if http else []),
+                *(["--allow-pull"] if allow_pull else []), *(["--output-dir", front.output_dir] if front else [])]
+        info = start_detached(args, path)  # --api-key travels in the environment, not on a command line
+        sys.stderr.write(f"diffcli server started (pid {info['pid']}) on {path}\n")
+        return
+    _foreground(path, keep, idle_s, front)
+
+
+def _foreground(path, keep: int, idle_s: float | None, front) -> None:
+    from diffcli.serve.server import Server
+
+    server = Server(path, keep=keep, idle_s=idle_s)
+    server.open()
+    if front is not None:
+        from diffcli.serve.http import HttpFrontDoor
+
+        try:
+            server.http = HttpFrontDoor(front, server.worker, log=server.log)
+            server.http.start()
+        except BaseException:
+            server.close(cancel=True)
+            raise
+    server.serve()
+
+
+def _status(path, as_json: bool) -> None:
+    from diffcli.serve.client import request
+
+    answer = request("status", path)
+    if answer is None:
+        if as_json:
+            sys.stdout.write(jsonlib.dumps({"running": False, "socket": str(path)}) + "\n")
+        else:
+            sys.stdout.write(f"not running (socket {path})\n")
+        raise typer.Exit(EXIT_FAILURE)
+    answer.pop("type", None)
+    answer.pop("compat", None)
+    if as_json:
+        sys.stdout.write(jsonlib.dumps({"running": True, **answer}) + "\n")
+        return
+    running = answer.get("running")
+    now = f"job {running['id']} running ({running['task']})" if running else "none running"
+    lines = [
+        f"running: pid {answer.get('pid')}, up {_ago(answer.get('uptime_s'))}, diffcli {answer.get('version')}",
+        f"socket: {answer.get('socket')}",
+        f"jobs: {answer.get('jobs_done')} done, {answer.get('jobs_failed')} failed, {now}, "
+        f"{answer.get('queued')} queued",
+    ]
+    models = answer.get("models") or []
+    lines.append("models: " + (", ".join(f"{m['model']} ({m['device']}, {m['dtype']})" for m in models) or "none loaded"))
+    idle_s = answer.get("idle_stop_s")
+    lines.append(f"keeps {answer.get('keep')} models; stops after {_ago(idle_s) if idle_s else 'no'} idle time"
+                 + (f"; HTTP on {answer['http']}" if answer.get("http") else ""))
+    if not answer.get("compatible", True):
+        lines.append("note: this shell's environment or diffcli differs from the server's; commands here run "
+                     "by themselves")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _stop(path) -> None:
+    from diffcli.serve.client import request, wait_gone
+
+    answer = request("stop", path)
+    if answer is None:
+        sys.stderr.write(f"diffcli: no server is running (socket {path})\n")
+        return
+    left = (answer.get("queued") or 0) + (1 if answer.get("running") else 0)
+    if left:
+        sys.stderr.write(f"diffcli server (pid {answer.get('pid')}) stops after its {left} job(s)\n")
+    if wait_gone(path, timeout=30 if not left else 5):
+        sys.stderr.write(f"diffcli server (pid {answer.get('pid')}) stopped\n")
+
+
+def _ago(seconds) -> str:
+    from diffcli.serve.server import _duration
+
+    return _duration(seconds) if seconds else "0s"
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="serve", help=HELP)(serve)

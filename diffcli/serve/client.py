@@ -1,0 +1,326 @@
+"""The CLI's side of the socket: use this user's server when one is running, else say so (None).
+
+Nothing here imports torch. A command still settles its job itself (the same checks, warnings and
+seed as without a server, so bad input fails here in milliseconds), then sends the settled job;
+the server checks it all again, plans the output names, generates and writes the files, and sends
+back progress calls, result lines and the outcome, which this side shows exactly as the command
+would have. Paths are sent absolute and shown back in the form the user wrote them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from diffcli.errors import RuntimeFailure
+from diffcli.serve.protocol import (MODE_ENV, PROTOCOL, Channel, ProtocolError, compat_key, error_from, peer_uid,
+                                    sibling, socket_path, unsafe_socket)
+
+CONNECT_TIMEOUT_S = 5.0
+CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long the server may take to stop the job (and save partials)
+START_WAIT_S = 60.0
+
+
+def _mode() -> str:
+    return os.environ.get(MODE_ENV, "").strip().lower()
+
+
+def _warn(reporter, message: str) -> None:
+    if reporter is not None:
+        reporter.warn(message)
+    else:
+        sys.stderr.write(f"diffcli: warning: {message}\n")
+
+
+def open_channel(path: Path | None = None, reporter=None) -> tuple[Channel, dict] | None:
+    """A connection to the server at PATH (default: this user's) and its hello; None when no usable
+    server answers there. A socket or server of another user is refused with a warning."""
+    path = path or socket_path()
+    if not os.path.lexists(path):
+        return None
+    reason = unsafe_socket(path)
+    if reason:
+        _warn(reporter, f"not using the diffcli server: {reason}")
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(CONNECT_TIMEOUT_S)
+    try:
+        sock.connect(str(path))
+        uid = peer_uid(sock)
+        if uid is not None and uid != os.getuid():
+            _warn(reporter, f"not using the diffcli server at {path}: it runs as uid {uid}")
+            sock.close()
+            return None
+        channel = Channel(sock)
+        hello = channel.receive(timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ProtocolError):  # a stale socket (server killed), or not a server of ours
+        sock.close()
+        return None
+    if not hello or hello.get("type") != "hello" or hello.get("protocol") != PROTOCOL:
+        channel.close()
+        return None
+    sock.settimeout(None)
+    return channel, hello
+
+
+def connect(reporter=None) -> "Client | None":
+    """A client of this user's running server, if there is one that runs jobs as this process would
+    (same diffcli, same environment); else None. DIFFCLI_SERVER=off never connects; =auto starts a
+    server when none runs."""
+    mode = _mode()
+    if mode in ("off", "0", "no", "false", "never"):
+        return None
+    path = socket_path()
+    opened = open_channel(path, reporter)
+    if opened is None and mode == "auto" and not os.path.lexists(path):
+        try:
+            start_detached(["--idle", os.environ.get("DIFFCLI_SERVER_IDLE", "10m")], path)
+        except RuntimeFailure as exc:
+            _warn(reporter, f"could not start a diffcli server ({exc}); running without one")
+            return None
+        opened = open_channel(path, reporter)
+    if opened is None:
+        return None
+    channel, hello = opened
+    if hello.get("compat") != compat_key():  # another diffcli, or another environment: run here
+        channel.close()
+        return None
+    return Client(channel, hello)
+
+
+class Shown:
+    """Paths as the server writes them (absolute) and as the user wrote them (maybe relative)."""
+
+    def __init__(self, out: str | None) -> None:
+        from diffcli.output import DEFAULT_DIR, _split_out
+
+        out = out or None
+        self.display_dir = _split_out(out)[0]
+        expanded = os.path.expanduser(out) if out else DEFAULT_DIR + os.sep
+        self.absolute_out = os.path.join(os.getcwd(), expanded)
+        self.absolute_dir = _split_out(self.absolute_out)[0]
+
+    def path(self, text: str) -> str:
+        p = Path(str(text))
+        return str(self.display_dir / p.name) if p.parent == self.absolute_dir else str(text)
+
+    def line(self, text: str, as_json: bool) -> str:
+        if not as_json:
+            return self.path(text)
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(record, dict) and isinstance(record.get("path"), str):
+            record["path"] = self.path(record["path"])
+        return json.dumps(record)
+
+    def error(self, exc: Exception) -> Exception:
+        """EXC with the output directory named as the user wrote it."""
+        text, absolute = str(exc), str(self.absolute_dir)
+        if absolute == str(self.display_dir) or absolute not in text:
+            return exc
+        prefix = str(self.display_dir / "x")[:-1]  # "outputs/", or "" for the current directory
+        text = text.replace(absolute + os.sep, prefix).replace(absolute, str(self.display_dir))
+        try:
+            shown = type(exc)(text)
+        except TypeError:
+            return exc
+        shown.exit_code = getattr(exc, "exit_code", 1)
+        return shown
+
+
+class Client:
+    """One connection to a server, for one job."""
+
+    def __init__(self, channel: Channel, hello: dict) -> None:
+        self.channel = channel
+        self.hello = hello
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def run(self, job, opts, reporter) -> list[Path]:
+        """Run JOB on the server as diffcli.run.run would here: same checks, stdout, stderr, exit codes."""
+        try:
+            return self._run(job, opts, reporter)
+        finally:
+            self.close()
+
+    def _run(self, job, opts, reporter) -> list[Path]:
+        from diffcli.run import settle
+        from diffcli.serve.worker import wire_options
+
+        prepared = settle(job, opts, reporter)  # bad input fails here, as without a server
+        shown = Shown(opts.out)
+        wire = wire_options(opts)
+        wire["out"] = shown.absolute_out
+        self.channel.send({"op": "run", "job": prepared.job.to_dict(), "opts": wire, "settled": True})
+        interrupted: KeyboardInterrupt | None = None
+        deadline = None
+        while True:
+            try:
+                message = self._receive(deadline)
+                if message is None:
+                    self._server_gone(shown)
+                    if interrupted is not None:
+                        raise interrupted
+                    raise RuntimeFailure("the diffcli server stopped before the job finished (see its log); "
+                                         "run the command again, or pass --no-server")
+                kind = message.get("type")
+                if kind == "call":
+                    from diffcli.serve.reporter import replay
+
+                    replay(reporter, str(message.get("name")), message.get("args"), shown.path)
+                elif kind == "result":
+                    sys.stdout.write(shown.line(str(message.get("line", "")), opts.json) + "\n")
+                    sys.stdout.flush()
+                elif kind == "queued":
+                    reporter.emit("queued", position=message.get("position"))
+                elif kind == "end":
+                    return [Path(shown.path(p)) for p in message.get("paths", [])]
+                elif kind == "error":
+                    if message.get("kind") == "interrupted" and interrupted is not None:
+                        raise interrupted
+                    if message.get("kind") == "unavailable":  # stopping: run here after all
+                        return _run_here(prepared, opts, reporter)
+                    raise shown.error(error_from(message))
+            except KeyboardInterrupt as exc:
+                if interrupted is not None or isinstance(exc, _Gone):
+                    raise (interrupted or exc) from None
+                interrupted = exc  # Ctrl-C / SIGTERM: stop this job on the server, show what it saved
+                self.channel.try_send({"op": "cancel"})
+                deadline = time.monotonic() + CANCEL_WAIT_S
+
+    def _receive(self, deadline: float | None) -> dict | None:
+        try:
+            if deadline is None:
+                return self.channel.receive()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError()
+            return self.channel.receive(timeout=remaining)
+        except TimeoutError:
+            raise _Gone() from None
+        except (OSError, ProtocolError):
+            return None
+
+    def _server_gone(self, shown: Shown) -> None:
+        """The server died mid-job (kill -9): remove the output-name reservations it left, so the output
+        folder is as a local run killed at the same moment would leave it."""
+        pid = self.hello.get("pid")
+        if not isinstance(pid, int) or pid <= 0 or _alive(pid):
+            return
+        try:
+            for marker in Path(shown.absolute_dir).glob(f".diffcli-{pid}-*.reserved"):
+                marker.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+class _Gone(KeyboardInterrupt):
+    """The server did not answer a cancel in time."""
+
+
+def _run_here(prepared, opts, reporter) -> list[Path]:
+    from diffcli.run import execute, plan_outputs
+
+    return execute(plan_outputs(prepared, opts), opts, reporter)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+# -- managing a server: status, stop, start in the background ---------------------------------------
+
+def request(op: str, path: Path | None = None) -> dict | None:
+    """Send OP ("status" or "stop") to the server at PATH; its answer, or None when none runs there."""
+    opened = open_channel(path)
+    if opened is None:
+        return None
+    channel, hello = opened
+    try:
+        channel.send({"op": op})
+        answer = channel.receive(timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ProtocolError):
+        return None
+    finally:
+        channel.close()
+    if answer is not None:
+        answer.setdefault("pid", hello.get("pid"))
+        answer["compatible"] = hello.get("compat") == compat_key()
+    return answer
+
+
+def start_detached(args: list[str], path: Path | None = None) -> dict:
+    """Start `diffcli serve ARGS` in the background (its own session, output to server.log beside the
+    socket) and wait until it answers; returns its status."""
+    path = path or socket_path()
+    from diffcli.serve.protocol import make_private_directory
+
+    make_private_directory(path.parent)
+    log_path = sibling(path, ".log")
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    env = {**os.environ, "DIFFCLI_SERVER_SOCKET": str(path)}
+    env.pop(MODE_ENV, None)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "diffcli", "serve", *args], stdin=subprocess.DEVNULL,
+                                stdout=fd, stderr=fd, env=env, cwd="/", start_new_session=True)
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + START_WAIT_S
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            tail = _tail(log_path)
+            raise RuntimeFailure(f"the server exited at once (exit {code}){': ' + tail if tail else ''}")
+        status = request("status", path)
+        if status is not None and status.get("pid") == proc.pid:
+            return status
+        time.sleep(0.1)
+    raise RuntimeFailure(f"the server did not answer within {START_WAIT_S:.0f} s (see {log_path})")
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].removeprefix("diffcli: error: ") if lines else ""
+
+
+def wait_gone(path: Path | None = None, timeout: float = 30.0) -> bool:
+    """Wait until the server of PATH has exited (its lock is free); False if TIMEOUT passed first."""
+    import fcntl
+
+    lock = sibling(path or socket_path(), ".lock")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)

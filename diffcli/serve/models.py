@@ -1,0 +1,81 @@
+"""Which loaded models a server keeps: the N most recently used (--keep N).
+
+diffcli.pipelines caches every pipeline a process loads, for the life of the process; a server lives
+long, so it forgets the least recently used ones. This module is the only place in the server that
+touches pipelines' cache (its `_BASES` / `_TASKS` dicts and `_key`); the functions proposed for
+pipelines.py in docs/serve.md ("Engine hooks") would replace those three uses.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections import OrderedDict
+
+
+class Recent:
+    """Least-recently-used order of the pipelines a server has used."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.order: OrderedDict = OrderedDict()
+
+    def used(self, prepared, load_options) -> None:
+        """Record that PREPARED's model (on its device and dtype, with LOAD_OPTIONS) ran, then forget
+        models beyond the KEEP most recently used."""
+        pipelines = sys.modules.get("diffcli.pipelines")
+        if pipelines is None:
+            return
+        from diffcli.device import choose
+
+        job = prepared.job
+        key = pipelines._key(prepared.ref, choose(job.device or "auto", job.dtype or "auto"), load_options)
+        self.order.pop(key, None)
+        self.order[key] = None
+        self.trim()
+
+    def trim(self) -> list[tuple]:
+        """Forget loaded pipelines beyond the KEEP most recently used; returns the keys forgotten."""
+        pipelines = sys.modules.get("diffcli.pipelines")
+        if pipelines is None:
+            return []
+        loaded = pipelines._BASES
+        for key in list(self.order):
+            if key not in loaded:  # released by someone else
+                del self.order[key]
+        for key in loaded:  # loaded but never recorded: oldest
+            if key not in self.order:
+                self.order[key] = None
+                self.order.move_to_end(key, last=False)
+        dropped = []
+        while len(self.order) > self.keep:
+            key, _ = self.order.popitem(last=False)
+            _release(pipelines, key)
+            dropped.append(key)
+        if dropped:
+            gc.collect()
+            _empty_device_caches()
+        return dropped
+
+    def loaded(self) -> list[dict]:
+        """The models held now, most recently used last: path, device, dtype."""
+        return [{"model": key[0], "device": key[3], "dtype": key[4]} for key in self.order]
+
+
+def _release(pipelines, key: tuple) -> None:
+    base = pipelines._BASES.pop(key, None)
+    if base is None:
+        return
+    for task_key in [k for k in pipelines._TASKS if k[0] == id(base)]:
+        del pipelines._TASKS[task_key]
+
+
+def _empty_device_caches() -> None:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        mps.empty_cache()

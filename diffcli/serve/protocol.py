@@ -1,0 +1,225 @@
+"""The local transport: where the socket lives, who may use it, and the message framing.
+
+Messages are JSON objects, one per line (UTF-8, newline-terminated, at most MAX_LINE bytes).
+
+    server → client on connect   {"type": "hello", "protocol": 1, "pid": …, "compat": …}
+    client → server              {"op": "run", "job": {…}, "opts": {…}, "settled": true}
+                                 {"op": "cancel"} (during a run) | {"op": "status"} | {"op": "stop"}
+    server → client during a run {"type": "queued", "position": n}
+                                 {"type": "call", "name": "step", "args": {…}}   (a reporter call)
+                                 {"type": "result", "line": "…"}                  (a stdout line)
+                                 {"type": "end", "paths": […]} | {"type": "error", "kind": …, "message": …,
+                                  "exit_code": …}
+
+Only the user who runs the server can connect: the socket is created 0600 in a directory the user
+owns, a socket or directory owned by someone else is refused, and on Linux the server checks each
+peer's uid (SO_PEERCRED) and the client checks the server's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import socket
+import stat
+import struct
+import sys
+import threading
+from pathlib import Path
+
+PROTOCOL = 1
+MAX_LINE = 4 * 2**20  # bytes of one message (a job is a few hundred)
+SOCKET_ENV = "DIFFCLI_SERVER_SOCKET"
+MODE_ENV = "DIFFCLI_SERVER"  # "off": never use a server; "auto": start one on first use
+MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to about 104-108 bytes
+# Environment that changes what a job does (models found, device, threads): a client uses a server
+# only when both agree on it, so the result is what the client would have made itself.
+_COMPAT_PREFIXES = ("DIFFCLI_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "CUDA_", "PYTORCH_", "TORCH_",
+                    "OMP_", "MKL_", "XDG_CACHE_HOME", "XDG_DATA_HOME")
+_COMPAT_IGNORED = {SOCKET_ENV, MODE_ENV, "DIFFCLI_DEBUG"}
+
+
+def socket_path() -> Path:
+    """The server socket of this user: $DIFFCLI_SERVER_SOCKET, else diffcli/server.sock in the user's
+    runtime directory (platformdirs)."""
+    override = os.environ.get(SOCKET_ENV)
+    if override:
+        return Path(override).expanduser().absolute()
+    import warnings
+
+    from platformdirs import user_runtime_dir
+
+    with warnings.catch_warnings():  # "XDG_RUNTIME_DIR is not set": the fallback is checked below
+        warnings.simplefilter("ignore")
+        return Path(user_runtime_dir("diffcli", appauthor=False)) / "server.sock"
+
+
+def sibling(path: Path, suffix: str) -> Path:
+    """A file beside the socket: server.sock → server.lock, server.log."""
+    return path.with_name(path.stem + suffix)
+
+
+def unsafe_directory(directory: Path) -> str | None:
+    """Why DIRECTORY may not hold our socket (None: it may): it must be owned by us (or root) and
+    writable by nobody else, unless sticky (/tmp), where others cannot replace our files."""
+    try:
+        st = os.stat(directory)
+    except OSError as exc:
+        return f"{directory}: {exc.strerror or exc}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{directory} is not a directory"
+    if st.st_uid not in (os.getuid(), 0):
+        return f"{directory} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        return f"{directory} is writable by other users"
+    return None
+
+
+def unsafe_socket(path: Path) -> str | None:
+    """Why the file at PATH is not a server socket of ours (None: it is one)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if not stat.S_ISSOCK(st.st_mode):
+        return f"{path} is not a socket"
+    if st.st_uid != os.getuid():
+        return f"{path} belongs to another user (uid {st.st_uid}); not using it"
+    if st.st_mode & 0o077:
+        return f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return unsafe_directory(path.parent)
+
+
+def make_private_directory(directory: Path) -> None:
+    """Create DIRECTORY (mode 0700) if missing; raise UsageError if it is not safe to use."""
+    from diffcli.errors import UsageError
+
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the server directory {directory}: {exc.strerror or exc}") from None
+    reason = unsafe_directory(directory)
+    if reason:
+        raise UsageError(f"refusing to put the server socket there: {reason}")
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket; None where the platform cannot say."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def compat_key() -> str:
+    """What client and server must agree on for a job to run the same in either: diffcli's code
+    (version and location) and the environment that decides models, device and threads."""
+    import diffcli
+
+    env = sorted((k, v) for k, v in os.environ.items()
+                 if k.startswith(_COMPAT_PREFIXES) and k not in _COMPAT_IGNORED)
+    payload = json.dumps({"version": diffcli.__version__, "package": os.path.dirname(os.path.abspath(diffcli.__file__)),
+                          "python": sys.version_info[:2], "env": env})
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+class ProtocolError(Exception):
+    """A message that is not one line of JSON object, or too long."""
+
+
+class Channel:
+    """One end of a connection: whole JSON lines in, whole JSON lines out (sends are thread-safe)."""
+
+    def __init__(self, sock: socket.socket, limit: int = MAX_LINE) -> None:
+        self.sock = sock
+        self.limit = limit
+        self.buffer = b""
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, message: dict) -> None:
+        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        with self.lock:
+            self.sock.sendall(data)
+
+    def try_send(self, message: dict) -> bool:
+        """send, reporting a vanished peer as False instead of raising."""
+        try:
+            self.send(message)
+            return True
+        except OSError:
+            return False
+
+    def receive(self, timeout: float | None = None) -> dict | None:
+        """The next message; None at end of stream. With TIMEOUT (seconds), raises TimeoutError when
+        no whole message came in time."""
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > self.limit:
+                raise ProtocolError(f"message longer than {self.limit} bytes")
+            if timeout is not None:
+                ready, _, _ = select.select([self.sock], [], [], timeout)
+                if not ready:
+                    raise TimeoutError()
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                if self.buffer:
+                    raise ProtocolError("connection closed in the middle of a message")
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        if len(line) > self.limit:
+            raise ProtocolError(f"message longer than {self.limit} bytes")
+        try:
+            message = json.loads(line)
+        except ValueError as exc:
+            raise ProtocolError(f"not JSON: {exc}") from None
+        if not isinstance(message, dict):
+            raise ProtocolError("a message must be a JSON object")
+        return message
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def error_message(exc: BaseException) -> dict:
+    """The wire form of an error that ended a job: its class name, one-line message and exit code."""
+    from diffcli.errors import DiffcliError, EXIT_FAILURE
+
+    if isinstance(exc, DiffcliError):
+        return {"type": "error", "kind": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+    # what the CLI prints for an unexpected exception (cli/app.py)
+    return {"type": "error", "kind": "RuntimeFailure", "exit_code": EXIT_FAILURE,
+            "message": f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"}
+
+
+def error_from(message: dict) -> Exception:
+    """The DiffcliError (same class where this process knows it, same message and exit code) that a
+    server's error message describes."""
+    from diffcli.errors import DiffcliError, RuntimeFailure
+
+    kind, text = str(message.get("kind", "")), str(message.get("message", ""))
+    code = message.get("exit_code")
+    classes = {}
+    pending = [DiffcliError]
+    while pending:
+        cls = pending.pop()
+        classes.setdefault(cls.__name__, cls)
+        pending.extend(cls.__subclasses__())
+    cls = classes.get(kind, RuntimeFailure)
+    try:
+        exc = cls(text)
+    except TypeError:  # a subclass with its own constructor
+        exc = RuntimeFailure(text)
+    if isinstance(code, int) and not isinstance(code, bool) and code != exc.exit_code and 0 < code < 256:
+        exc.exit_code = code
+    return exc

@@ -1,0 +1,96 @@
+"""Progress across the socket: the server's reporter sends each call, the client replays it on its own.
+
+The client's reporter (terminal bar, JSON lines or quiet) is the one the command would have used
+without a server, so stderr looks the same: only the clock of JSON events is the client's own.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from diffcli.progress import JsonReporter, Reporter
+
+# reporter methods a server may call on the client's reporter, and the arguments each takes
+CALLS = {
+    "start": ("task", "total_images", "steps"),
+    "phase": ("name", "data"),
+    "begin_batch": ("first_image", "count", "steps"),
+    "step": ("step", "steps"),
+    "saved": ("path", "seed", "image"),
+    "warn": ("message",),
+    "done": ("data",),
+    "emit": ("event", "data"),
+}
+
+
+class Cancelled(KeyboardInterrupt):
+    """The job's client went away or asked to stop: raised inside the engine where Ctrl-C would be,
+    so the same clean-up runs (temp files, --save-partial)."""
+
+
+class Forwarder(JsonReporter):
+    """A reporter that hands every call to SEND (as a "call" message) and raises Cancelled at the next
+    step or phase once CANCELLED is set.
+
+    A JsonReporter subclass so that a download during the job reports through `emit` (see
+    progress.download_progress), which is forwarded too."""
+
+    def __init__(self, send, cancelled: threading.Event) -> None:
+        Reporter.__init__(self)
+        self.send = send
+        self.cancelled = cancelled
+
+    def _call(self, name: str, /, **args) -> None:
+        if not self.send({"type": "call", "name": name, "args": args}):
+            self.cancelled.set()  # nobody is listening any more
+
+    def _check(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled()
+
+    def emit(self, event: str, **data) -> None:
+        self._call("emit", event=event, data=data)
+
+    def start(self, task: str, total_images: int, steps: int) -> None:
+        self._check()
+        self.total_images = total_images
+        self._call("start", task=task, total_images=total_images, steps=steps)
+
+    def phase(self, name: str, **data) -> None:
+        self._check()
+        self._call("phase", name=name, data=data)
+
+    def begin_batch(self, first_image: int, count: int, steps: int) -> None:
+        self._check()
+        self._call("begin_batch", first_image=first_image, count=count, steps=steps)
+
+    def step(self, step: int, steps: int) -> None:
+        self._call("step", step=step, steps=steps)
+        self._check()
+
+    def saved(self, path: str, seed: int, image: int) -> None:
+        self._call("saved", path=path, seed=seed, image=image)
+
+    def warn(self, message: str) -> None:
+        self._call("warn", message=message)
+
+    def done(self, **data) -> None:
+        self._call("done", data=data)
+
+
+def replay(reporter, name: str, args: dict, shown=lambda path: path) -> None:
+    """Make on REPORTER the call a server's Forwarder made; SHOWN turns a server path into the form
+    the user wrote (relative where the --out was). Unknown or malformed calls are ignored."""
+    if name not in CALLS or not isinstance(args, dict) or set(args) != set(CALLS[name]):
+        return
+    data = args.get("data") if isinstance(args.get("data"), dict) else {}
+    if name == "phase":
+        reporter.phase(args["name"], **data)
+    elif name == "done":
+        reporter.done(**data)
+    elif name == "emit":
+        reporter.emit(str(args["event"]), **data)
+    elif name == "saved":
+        reporter.saved(shown(args["path"]), args["seed"], args["image"])
+    else:
+        getattr(reporter, name)(*(args[k] for k in CALLS[name]))

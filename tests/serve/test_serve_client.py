@@ -1,0 +1,135 @@
+"""The CLI through a running server: the same stdout, stderr events, files, pixels, errors and exit codes
+as without one; concurrent clients; Ctrl-C of one client; no torch in the client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import default_sigint, heavy_imports, pixels
+
+FAST = ["--steps", "2", "--dtype", "float32"]
+
+
+def _events(stderr: str) -> list[dict]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def _shape(events: list[dict]) -> list:
+    """The event stream without its clock and the load's cache flag."""
+    return [{k: v for k, v in e.items() if k not in ("t", "cached", "load_s", "total_s")} for e in events]
+
+
+def _record(path: Path) -> tuple[str, dict]:
+    with Image.open(path) as img:
+        return img.info["parameters"], json.loads(img.info["diffcli"])
+
+
+def _done(server) -> int:
+    return server.status()["jobs_done"]
+
+
+def test_txt2img_through_the_server_is_the_same_as_without(server, tiny_sd, tmp_path):
+    args = ["txt2img", "castle at dusk", "-m", tiny_sd, "--seed", "5", "-n", "2", *FAST]
+    before = _done(server)
+    served = server.cli(*args, "-o", "shots", cwd=tmp_path)
+    assert served.returncode == 0, served.stderr + server.log()
+    assert _done(server) == before + 1  # it really went through the server
+    local = server.cli(*args, "-o", "local", "--no-server", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    assert _done(server) == before + 1
+
+    assert served.stdout.splitlines() == ["shots/00000-5-castle_at_dusk.png", "shots/00001-6-castle_at_dusk.png"]
+    assert local.stdout.replace("local/", "shots/") == served.stdout
+    assert _shape(_events(served.stderr)) == [{**e, "path": e["path"].replace("local/", "shots/")} if "path" in e else e
+                                              for e in _shape(_events(local.stderr))]
+    for name in ("00000-5-castle_at_dusk.png", "00001-6-castle_at_dusk.png"):
+        a, b = tmp_path / "shots" / name, tmp_path / "local" / name
+        assert np.array_equal(pixels(a), pixels(b))
+        assert _record(a) == _record(b)
+    assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
+
+
+def test_json_output_and_img2img_with_a_relative_input(server, tiny_sd, tmp_path):
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(tmp_path / "in.png")
+    args = ["img2img", "in.png", "watercolor", "-m", tiny_sd, "--strength", "0.5", "--seed", "1", "--json", *FAST]
+    served = server.cli(*args, "-o", "a/", cwd=tmp_path)
+    local = server.cli(*args, "-o", "b/", "--no-server", cwd=tmp_path)
+    assert served.returncode == 0 and local.returncode == 0, served.stderr + local.stderr
+    (a,) = [json.loads(line) for line in served.stdout.splitlines()]
+    (b,) = [json.loads(line) for line in local.stdout.splitlines()]
+    assert a["path"].startswith("a/") and {**a, "path": None} == {**b, "path": None}
+    assert np.array_equal(pixels(tmp_path / a["path"]), pixels(tmp_path / b["path"]))
+    assert _record(tmp_path / a["path"])[1]["job"]["image"] == str(tmp_path / "in.png")
+    assert [e["message"] for e in _events(served.stderr) if e["event"] == "warning"] == \
+        [e["message"] for e in _events(local.stderr) if e["event"] == "warning"]
+
+
+def test_the_client_does_not_import_torch(server, tiny_sd, tmp_path, monkeypatch):
+    server.use_env(monkeypatch)
+    before = _done(server)
+    p = heavy_imports("txt2img", "castle", "-m", str(tiny_sd), "--seed", "1", "-o", str(tmp_path), "--quiet", *FAST)
+    assert p.stderr.splitlines()[-1] == "HEAVY=", p.stderr
+    assert _done(server) == before + 1
+    assert len(list(tmp_path.glob("*.png"))) == 1
+
+
+@pytest.mark.parametrize("args, files", [
+    (["--steps", "0"], []),
+    (["-W", "60"], []),  # not a multiple of the model's 8: found by settle
+    (["-o", "taken.png"], ["taken.png"]),  # found by the server when it plans the names: named as typed
+])
+def test_bad_input_gives_the_same_error_and_exit_code(server, tiny_sd, tmp_path, args, files):
+    for name in files:
+        (tmp_path / name).write_bytes(b"x")
+    base = ["txt2img", "castle", "-m", tiny_sd, "--seed", "1", "--dtype", "float32", "--quiet"]
+    served = server.cli(*base, *args, cwd=tmp_path)
+    local = server.cli(*base, *args, "--no-server", cwd=tmp_path)
+    assert served.returncode == local.returncode == 2
+    assert served.stderr == local.stderr and served.stderr.count("\n") == 1, (served.stderr, local.stderr)
+    assert served.stdout == local.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+
+
+def test_concurrent_clients_each_get_their_own_images(server, tiny_sd, tmp_path):
+    procs = [server.popen("txt2img", "castle", "-m", tiny_sd, "--seed", str(seed), "-o", "out", "--quiet", *FAST,
+                          cwd=tmp_path) for seed in (11, 12, 13)]
+    results = [(p, *p.communicate(timeout=120)) for p in procs]
+    for seed, (p, stdout, stderr) in zip((11, 12, 13), results):
+        assert p.returncode == 0, stderr
+        (line,) = stdout.splitlines()
+        assert line.startswith("out/") and line.endswith(f"-{seed}-castle.png")
+        assert _record(tmp_path / line)[1]["job"]["seed"] == seed
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+
+
+def test_ctrl_c_cancels_only_that_clients_job(server, tiny_sd, tmp_path):
+    slow = server.popen("txt2img", "castle", "-m", tiny_sd, "--steps", "400", "--seed", "1", "--scheduler", "euler",
+                        "-o", "slow", "--json", "--dtype", "float32", "--save-partial", cwd=tmp_path,
+                        preexec_fn=default_sigint)
+    deadline = time.time() + 60
+    for line in slow.stderr:
+        if '"step": 3,' in line:
+            break
+        assert time.time() < deadline
+    quick = server.popen("txt2img", "castle", "-m", tiny_sd, "--seed", "2", "-o", "quick", "--json", *FAST,
+                         cwd=tmp_path)
+    time.sleep(0.5)  # queued behind the slow one
+    slow.send_signal(signal.SIGINT)
+    stdout, stderr = slow.communicate(timeout=60)
+    assert slow.returncode == 130 and stderr.rstrip().endswith("diffcli: error: interrupted"), stderr
+    (saved,) = [json.loads(line)["path"] for line in stdout.splitlines()]
+    assert saved.startswith("slow/") and saved.endswith("-partial.png")
+    assert [p.name for p in (tmp_path / "slow").iterdir()] == [Path(saved).name]  # no final image, no temp file
+
+    stdout, stderr = quick.communicate(timeout=60)
+    assert quick.returncode == 0, stderr
+    assert any(e["event"] == "queued" for e in _events(stderr))
+    assert len(stdout.splitlines()) == 1 and (tmp_path / json.loads(stdout)["path"]).is_file()
+    assert server.proc.poll() is None
