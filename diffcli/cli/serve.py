@@ -129,8 +129,8 @@ def _status(path, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(jsonlib.dumps({"running": True, **answer}) + "\n")
         return
-    running = answer.get("running")
-    now = f"job {running['id']} running ({running['task']})" if running else "none running"
+    current = answer.get("current")
+    now = f"job {current['id']} running ({current['task']})" if current else "none running"
     lines = [
         f"running: pid {answer.get('pid')}, up {_ago(answer.get('uptime_s'))}, diffcli {answer.get('version')}",
         f"socket: {answer.get('socket')}",
@@ -155,7 +155,7 @@ def _stop(path) -> None:
     if answer is None:
         sys.stderr.write(f"diffcli: no server is running (socket {path})\n")
         return
-    left = (answer.get("queued") or 0) + (1 if answer.get("running") else 0)
+    left = (answer.get("queued") or 0) + (1 if answer.get("current") else 0)
     if left:
         sys.stderr.write(f"diffcli server (pid {answer.get('pid')}) stops after its {left} job(s)\n")
     if wait_gone(path, timeout=30 if not left else 5):

@@ -234,13 +234,18 @@ def _run_here(prepared, opts, reporter) -> list[Path]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process PID still runs (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
 
 # -- managing a server: status, stop, start in the background ---------------------------------------

@@ -152,7 +152,7 @@ class Worker:
     def counts(self) -> dict:
         with self.cond:
             current = self.current
-            return {"queued": len(self.queue), "running": None if current is None else _describe(current),
+            return {"queued": len(self.queue), "current": None if current is None else _describe(current),
                     "jobs_done": self.jobs_done, "jobs_failed": self.jobs_failed}
 
     def stop(self, cancel: bool) -> None:
@@ -177,6 +177,8 @@ class Worker:
         return True
 
     def _loop(self) -> None:
+        # torch and diffusers import now, in this thread: diffusers' lazy module is not safe to import
+        # from two threads at once
         _warm_up(self.log)
         while True:
             with self.cond:

@@ -122,7 +122,8 @@ def test_ctrl_c_cancels_only_that_clients_job(server, tiny_sd, tmp_path):
                          cwd=tmp_path)
     time.sleep(0.5)  # queued behind the slow one
     slow.send_signal(signal.SIGINT)
-    stdout, stderr = slow.communicate(timeout=60)
+    stderr, stdout = slow.stderr.read(), slow.stdout.read()  # (what the loop above buffered included)
+    slow.wait(timeout=60)
     assert slow.returncode == 130 and stderr.rstrip().endswith("diffcli: error: interrupted"), stderr
     (saved,) = [json.loads(line)["path"] for line in stdout.splitlines()]
     assert saved.startswith("slow/") and saved.endswith("-partial.png")
