@@ -101,16 +101,18 @@ def _foreground(path, keep: int, idle_s: float | None, front) -> None:
     from diffcli.serve.server import Server
 
     server = Server(path, keep=keep, idle_s=idle_s)
-    server.open()
-    if front is not None:
+    if front is not None:  # listening (and its imports) before the worker starts importing torch
         from diffcli.serve.http import HttpFrontDoor
 
-        try:
-            server.http = HttpFrontDoor(front, server.worker, log=server.log)
-            server.http.start()
-        except BaseException:
-            server.close(cancel=True)
-            raise
+        server.http = HttpFrontDoor(front, log=server.log)
+    try:
+        server.open()
+    except BaseException:
+        if server.http is not None:
+            server.http.stop()
+        raise
+    if server.http is not None:
+        server.http.start(server.worker)
     server.serve()
 
 

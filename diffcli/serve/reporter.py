@@ -7,6 +7,7 @@ without a server, so stderr looks the same: only the clock of JSON events is the
 from __future__ import annotations
 
 import threading
+import time
 
 from diffcli.progress import JsonReporter, Reporter
 
@@ -35,10 +36,11 @@ class Forwarder(JsonReporter):
     A JsonReporter subclass so that a download during the job reports through `emit` (see
     progress.download_progress), which is forwarded too."""
 
-    def __init__(self, send, cancelled: threading.Event) -> None:
+    def __init__(self, send, cancelled: threading.Event, progress: dict | None = None) -> None:
         Reporter.__init__(self)
         self.send = send
         self.cancelled = cancelled
+        self.progress = progress if progress is not None else {}  # where the job is, for /sdapi/v1/progress
 
     def _call(self, name: str, /, **args) -> None:
         if not self.send({"type": "call", "name": name, "args": args}):
@@ -54,6 +56,7 @@ class Forwarder(JsonReporter):
     def start(self, task: str, total_images: int, steps: int) -> None:
         self._check()
         self.total_images = total_images
+        self.progress.update(images=total_images, steps=steps, image=1, count=1, step=0, t0=time.monotonic())
         self._call("start", task=task, total_images=total_images, steps=steps)
 
     def phase(self, name: str, **data) -> None:
@@ -62,9 +65,11 @@ class Forwarder(JsonReporter):
 
     def begin_batch(self, first_image: int, count: int, steps: int) -> None:
         self._check()
+        self.progress.update(image=first_image, count=count, step=0, steps=steps)
         self._call("begin_batch", first_image=first_image, count=count, steps=steps)
 
     def step(self, step: int, steps: int) -> None:
+        self.progress.update(step=step, steps=steps)
         self._call("step", step=step, steps=steps)
         self._check()
 

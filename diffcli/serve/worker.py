@@ -95,6 +95,7 @@ class Task:
     stop_reason: str | None = None  # "stopped": the server, not the client, ended it
     outcome: dict | None = None  # {"type": "end", "paths": [...]} or an error message (protocol.error_message)
     prepared: object = None
+    progress: dict = field(default_factory=dict)  # filled by a Forwarder reporter: images, steps, image, step
 
     def finish(self, outcome: dict) -> None:
         self.outcome = outcome

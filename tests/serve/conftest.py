@@ -1,78 +1,14 @@
-"""A real `diffcli serve` in a subprocess, on a socket in a short private temp dir, and CLI clients
-run as real subprocesses with the server's environment (so they use it)."""
+"""Fixtures: servers on sockets in short private temp dirs (see serving.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from diffcli.serve.client import request
-from diffcli.serve.protocol import _COMPAT_PREFIXES
-
-class RunningServer:
-    def __init__(self, directory: Path, env: dict, args: list[str]) -> None:
-        self.directory = directory
-        self.path = directory / "s.sock"
-        self.env = {**env, "DIFFCLI_SERVER_SOCKET": str(self.path)}
-        self.env.pop("DIFFCLI_SERVER", None)
-        self.log_path = directory / "server.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "diffcli", "serve", *args], env=self.env,
-                                         stdout=log, stderr=log, start_new_session=True)
-        deadline = time.time() + 60
-        while request("status", self.path) is None:
-            assert self.proc.poll() is None, self.log()
-            assert time.time() < deadline, self.log()
-            time.sleep(0.05)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def status(self) -> dict | None:
-        return request("status", self.path)
-
-    def cli(self, *args, cwd=None, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "diffcli", *map(str, args)], capture_output=True, text=True,
-                              env={**self.env, **(env or {})}, cwd=cwd, timeout=timeout)
-
-    def popen(self, *args, cwd=None, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "diffcli", *map(str, args)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.env, cwd=cwd, **kwargs)
-
-    def use_env(self, monkeypatch) -> None:
-        """This test process's environment as the server's (for helpers that run with os.environ)."""
-        for key in list(os.environ):
-            if key.startswith(_COMPAT_PREFIXES) and key not in self.env:
-                monkeypatch.delenv(key)
-        for key, value in self.env.items():
-            if key.startswith(_COMPAT_PREFIXES):
-                monkeypatch.setenv(key, value)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _env(home: Path) -> dict:
-    env = dict(os.environ)
-    env.update(DIFFCLI_HOME=str(home / "diffcli"), HF_HOME=str(home / "hf"), HF_HUB_CACHE=str(home / "hf" / "hub"),
-               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
-    env.pop("DIFFCLI_MODEL", None)
-    env.pop("HF_HUB_OFFLINE", None)
-    return env
+from serving import RunningServer, server_env
 
 
 @pytest.fixture
@@ -89,7 +25,7 @@ def start_server(sock_dir, tmp_path_factory):
     started = []
 
     def start(*args: str) -> RunningServer:
-        server = RunningServer(sock_dir, _env(tmp_path_factory.mktemp("serverhome")), ["--idle", "5m", *args])
+        server = RunningServer(sock_dir, server_env(tmp_path_factory.mktemp("serverhome")), ["--idle", "5m", *args])
         started.append(server)
         return server
 
@@ -102,7 +38,7 @@ def start_server(sock_dir, tmp_path_factory):
 def server(tmp_path_factory):
     """One server shared by a test module (models stay loaded between its tests)."""
     directory = Path(tempfile.mkdtemp(prefix="dcs", dir="/tmp"))
-    running = RunningServer(directory, _env(tmp_path_factory.mktemp("serverhome")), ["--idle", "10m"])
+    running = RunningServer(directory, server_env(tmp_path_factory.mktemp("serverhome")), ["--idle", "10m"])
     yield running
     running.stop()
     shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,239 @@
+"""Requests of the HTTP API turned into Jobs, and results into responses (see http.py).
+
+AUTOMATIC1111 (`/sdapi/v1/txt2img`, `/sdapi/v1/img2img`) and OpenAI (`/v1/images/generations`) bodies
+are type-checked here under their own field names; ranges and combinations are then checked by
+the engine exactly as a command's flags are (jobs.validate, run.settle). A request never names a
+file: input images come base64 in the body, models by name only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+
+from diffcli.errors import UsageError
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "UsageError") -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+# -- requests to Jobs ---------------------------------------------------------------------------------
+
+_A1111_FIELDS = {  # A1111 name -> (Job field, type)
+    "prompt": ("prompt", str), "negative_prompt": ("negative", str), "steps": ("steps", int),
+    "cfg_scale": ("cfg", float), "width": ("width", int), "height": ("height", int), "seed": ("seed", int),
+    "denoising_strength": ("strength", float), "mask_blur": ("mask_blur", int),
+}
+_A1111_OWN = {"batch_size", "n_iter", "sampler_name", "sampler_index", "scheduler", "init_images", "mask",
+              "override_settings", "save_images", "send_images"}
+# fields A1111 clients send with every request: accepted when they ask for nothing (their default,
+# or empty/zero/false); any other value is refused rather than silently ignored
+_A1111_DEFAULTS = {"s_noise": 1, "override_settings_restore_afterwards": True, "inpaint_full_res": True,
+                   "initial_noise_multiplier": 1, "resize_mode": 0, "inpainting_fill": 1, "seed_resize_from_h": -1,
+                   "seed_resize_from_w": -1, "subseed": -1}
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def typed(name: str, value, kind):
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not isinstance(value, bool) or (kind is bool and isinstance(value, bool)):
+        return value
+    want = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+            dict: "an object"}[kind]
+    raise HttpError(422, f"'{name}' must be {want}, not {_kind(value)}")
+
+
+def _asks_nothing(name: str, value) -> bool:
+    """Whether an unsupported field's VALUE leaves everything as it is (its A1111 default, or empty)."""
+    if name in _A1111_DEFAULTS and value == _A1111_DEFAULTS[name] and not isinstance(value, bool):
+        return True
+    if isinstance(value, bool):
+        return value is False or _A1111_DEFAULTS.get(name) is value
+    if isinstance(value, (int, float)):
+        return value in (0, -1)
+    return value is None or value in ("", [], {})
+
+
+def _check_unknown(body: dict, known: set[str]) -> None:
+    for name, value in body.items():
+        if name not in known and not _asks_nothing(name, value):
+            raise HttpError(422, f"field '{name}' is not supported (value {json.dumps(value)[:60]})")
+
+
+def scheduler_of(sampler: str | None, schedule: str | None) -> str | None:
+    """Our scheduler name for an A1111 sampler name (and its separate schedule type, e.g. Karras)."""
+    from diffcli.schedulers import SCHEDULERS
+
+    if sampler in (None, ""):
+        return None
+    wanted = sampler if schedule in (None, "", "Automatic", "automatic") else f"{sampler} {schedule}"
+    for name, spec in SCHEDULERS.items():
+        if wanted.lower() in (name, spec.a1111.lower()):
+            return name
+    names = ", ".join(s.a1111 for s in SCHEDULERS.values())
+    raise HttpError(422, f"unknown sampler '{wanted}'; choose one of: {names}")
+
+
+def model_of(name) -> str | None:
+    """A model a request may name: shipped, an alias or a hub id (never a path or URL)."""
+    if name is None:
+        return None
+    name = typed("model", name, str)
+    name = re.sub(r"\s*\[[0-9a-fA-F]{6,}\]$", "", name)  # A1111 titles: "name [hash]"
+    from diffcli.models.names import parse
+
+    try:
+        source = parse(name)
+    except UsageError as exc:
+        raise HttpError(422, str(exc)) from None
+    if source.kind not in ("bundled", "alias", "hub"):
+        raise HttpError(422, f"model '{name}': name a model (see /sdapi/v1/sd-models), not a path or URL")
+    return name
+
+
+class Inputs:
+    """Input images of one request, written where the engine reads them (a private folder in the
+    output directory) and removed after the job."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.directory = Path(output_dir) / ".inputs"
+        self.paths: list[Path] = []
+
+    def add(self, name: str, data) -> str:
+        text = typed(name, data, str)
+        if text.startswith("data:"):
+            text = text.partition(",")[2]
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise HttpError(422, f"'{name}' is not base64 image data") from None
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.directory / f"{secrets.token_hex(8)}.img"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+        self.paths.append(path)
+        return str(path)
+
+    def remove(self) -> None:
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+        try:
+            self.directory.rmdir()
+        except OSError:
+            pass
+
+
+def a1111_job(body: dict, task: str, inputs: Inputs):
+    """The Job an A1111 txt2img/img2img body describes (types checked here, values by the engine)."""
+    from diffcli.jobs import Job
+
+    known = set(_A1111_FIELDS) | _A1111_OWN
+    if task == "txt2img":
+        known -= {"init_images", "mask", "denoising_strength", "mask_blur"}
+    _check_unknown(body, known)
+    values = {}
+    for name, (field_name, kind) in _A1111_FIELDS.items():
+        if body.get(name) is not None and name in known:
+            values[field_name] = typed(name, body[name], kind)
+    if values.get("seed") == -1:
+        values.pop("seed")
+    batch = typed("batch_size", body.get("batch_size", 1), int)
+    n_iter = typed("n_iter", body.get("n_iter", 1), int)
+    if batch < 1 or n_iter < 1:
+        raise HttpError(422, "batch_size and n_iter must be at least 1")
+    values.update(num_images=batch * n_iter, batch_size=batch)
+    sampler = body.get("sampler_name") or body.get("sampler_index")
+    schedule = body.get("scheduler")
+    values["scheduler"] = scheduler_of(typed("sampler_name", sampler, str) if sampler is not None else None,
+                                       typed("scheduler", schedule, str) if schedule is not None else None)
+    overrides = typed("override_settings", body.get("override_settings") or {}, dict)
+    unknown = sorted(k for k, v in overrides.items() if k != "sd_model_checkpoint" and not _asks_nothing(k, v))
+    if unknown:
+        raise HttpError(422, f"override_settings: {', '.join(unknown)} not supported")
+    values["model"] = model_of(overrides.get("sd_model_checkpoint"))
+    if task == "img2img":
+        images = typed("init_images", body.get("init_images"), list) if body.get("init_images") is not None else []
+        if len(images) != 1:
+            raise HttpError(422, "img2img takes exactly one image in 'init_images'")
+        values["image"] = inputs.add("init_images[0]", images[0])
+        if body.get("mask") is not None:
+            values["mask"] = inputs.add("mask", body["mask"])
+            task = "inpaint"
+    values["prompt"] = values.get("prompt", "")
+    return Job(task=task, **{k: v for k, v in values.items() if v is not None})
+
+
+def openai_job(body: dict):
+    from diffcli.jobs import Job
+
+    _check_unknown({k: v for k, v in body.items() if not (k in ("quality", "style", "background", "moderation",
+                                                                  "output_format") and v in ("auto", "standard", "png"))},
+                   {"prompt", "n", "size", "model", "response_format", "user"})
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise HttpError(400, "'prompt' is required (a string)")
+    fmt = body.get("response_format", "b64_json")
+    if fmt != "b64_json":
+        raise HttpError(400, "only response_format 'b64_json' is supported")
+    values = {"prompt": prompt, "num_images": typed("n", body.get("n", 1), int)}
+    size = body.get("size")
+    if size not in (None, "auto"):
+        match = re.fullmatch(r"(\d{1,6})x(\d{1,6})", typed("size", size, str))
+        if match is None:
+            raise HttpError(400, f"invalid size '{size}'; use WIDTHxHEIGHT, e.g. 512x512")
+        values.update(width=int(match.group(1)), height=int(match.group(2)))
+    values["model"] = model_of(body.get("model"))
+    if not 1 <= values["num_images"]:
+        raise HttpError(400, "'n' must be at least 1")
+    return Job(task="txt2img", **{k: v for k, v in values.items() if v is not None})
+
+
+def models() -> list[dict]:
+    from diffcli.models import inventory
+
+    out = []
+    for item in inventory.items():
+        if item.source in ("bundled", "hub") and item.status in ("complete", "adopted"):
+            out.append({"title": item.name, "model_name": item.name, "hash": None, "sha256": None,
+                        "filename": str(item.path), "config": None})
+    return out
+
+
+def samplers() -> list[dict]:
+    from diffcli.schedulers import SCHEDULERS
+
+    return [{"name": spec.a1111, "aliases": [name], "options": {}} for name, spec in SCHEDULERS.items()]
+
+
+def encode(paths: list[Path], remove: bool) -> tuple[list[str], list[str], list[int]]:
+    """Each written file base64 (the PNG as saved, `parameters` chunk and all), its parameters text and
+    seed; with REMOVE the files go afterwards."""
+    from PIL import Image
+
+    images, infotexts, seeds = [], [], []
+    for path in paths:
+        data = path.read_bytes()
+        images.append(base64.b64encode(data).decode())
+        with Image.open(path) as img:
+            infotexts.append(img.info.get("parameters", ""))
+            try:
+                seeds.append(json.loads(img.info.get("diffcli", "{}"))["job"]["seed"])
+            except (ValueError, KeyError, TypeError):
+                seeds.append(None)
+        if remove:
+            path.unlink(missing_ok=True)
+    return images, infotexts, seeds
