@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from diffcli.errors import RuntimeFailure
+from diffcli.errors import DiffcliError, RuntimeFailure
 from diffcli.serve.protocol import (MODE_ENV, PROTOCOL, Channel, ProtocolError, compat_key, error_from, peer_uid,
                                     sibling, socket_path, unsafe_socket)
 
@@ -80,7 +80,7 @@ def connect(reporter=None) -> "Client | None":
     if opened is None and mode == "auto" and not os.path.lexists(path):
         try:
             start_detached(["--idle", os.environ.get("DIFFCLI_SERVER_IDLE", "10m")], path)
-        except RuntimeFailure as exc:
+        except DiffcliError as exc:
             _warn(reporter, f"could not start a diffcli server ({exc}); running without one")
             return None
         opened = open_channel(path, reporter)
@@ -160,7 +160,9 @@ class Client:
         shown = Shown(opts.out)
         wire = wire_options(opts)
         wire["out"] = shown.absolute_out
-        self.channel.send({"op": "run", "job": prepared.job.to_dict(), "opts": wire, "settled": True})
+        umask = os.umask(0o022)
+        os.umask(umask)
+        self.channel.send({"op": "run", "job": prepared.job.to_dict(), "opts": wire, "settled": True, "umask": umask})
         interrupted: KeyboardInterrupt | None = None
         deadline = None
         while True:
@@ -288,12 +290,12 @@ def start_detached(args: list[str], path: Path | None = None) -> dict:
     deadline = time.monotonic() + START_WAIT_S
     while time.monotonic() < deadline:
         code = proc.poll()
+        status = request("status", path)
+        if status is not None and (status.get("pid") == proc.pid or code is not None):  # (or one started meanwhile)
+            return status
         if code is not None:
             tail = _tail(log_path)
             raise RuntimeFailure(f"the server exited at once (exit {code}){': ' + tail if tail else ''}")
-        status = request("status", path)
-        if status is not None and status.get("pid") == proc.pid:
-            return status
         time.sleep(0.1)
     raise RuntimeFailure(f"the server did not answer within {START_WAIT_S:.0f} s (see {log_path})")
 

@@ -207,6 +207,9 @@ class Server:
             return
         task = Task(job=job, opts=opts, reporter=None, results=lambda line: channel.try_send({"type": "result", "line": line}),
                     settled=message.get("settled") is True)
+        umask = message.get("umask")
+        if isinstance(umask, int) and not isinstance(umask, bool) and 0 <= umask <= 0o777:
+            task.umask = umask
         from diffcli.serve.reporter import Forwarder
 
         task.reporter = Forwarder(channel.try_send, task.cancelled)

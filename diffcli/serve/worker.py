@@ -96,6 +96,7 @@ class Task:
     outcome: dict | None = None  # {"type": "end", "paths": [...]} or an error message (protocol.error_message)
     prepared: object = None
     progress: dict = field(default_factory=dict)  # filled by a Forwarder reporter: images, steps, image, step
+    umask: int | None = None  # the client's, so its files get the permissions a local run gives them
 
     def finish(self, outcome: dict) -> None:
         self.outcome = outcome
@@ -189,6 +190,10 @@ class Worker:
                 self.current = task
             try:
                 self._run(task)
+            except BaseException as exc:  # noqa: BLE001 - the worker must outlive anything one job does
+                task.finish({"type": "error", "kind": "RuntimeFailure", "exit_code": 1,
+                             "message": f"{type(exc).__name__}: {exc}"})
+                self.log(f"job {task.id}: {type(exc).__name__}: {exc}")
             finally:
                 with self.cond:
                     self.current = None
@@ -200,6 +205,7 @@ class Worker:
         from diffcli.serve.protocol import error_message
 
         t0 = time.perf_counter()
+        umask = os.umask(task.umask) if task.umask is not None else None  # (jobs run one at a time)
         try:
             if task.cancelled.is_set():
                 raise Cancelled()
@@ -220,6 +226,8 @@ class Worker:
             self.log(f"job {task.id}: {type(exc).__name__}: {exc}\n{traceback.format_exc().rstrip()}")
             return
         finally:
+            if umask is not None:
+                os.umask(umask)
             if task.prepared is not None:
                 self.recent.used(task.prepared, task.opts.load)
         self.jobs_done += 1

@@ -35,9 +35,9 @@ class RunningServer:
     def status(self) -> dict | None:
         return request("status", self.path)
 
-    def cli(self, *args, cwd=None, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    def cli(self, *args, cwd=None, env=None, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "diffcli", *map(str, args)], capture_output=True, text=True,
-                              env={**self.env, **(env or {})}, cwd=cwd, timeout=timeout)
+                              env={**self.env, **(env or {})}, cwd=cwd, timeout=timeout, **kwargs)
 
     def popen(self, *args, cwd=None, **kwargs) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "diffcli", *map(str, args)], stdout=subprocess.PIPE,

@@ -134,3 +134,34 @@ def test_ctrl_c_cancels_only_that_clients_job(server, tiny_sd, tmp_path):
     assert any(e["event"] == "queued" for e in _events(stderr))
     assert len(stdout.splitlines()) == 1 and (tmp_path / json.loads(stdout)["path"]).is_file()
     assert server.proc.poll() is None
+
+
+def test_files_get_the_clients_umask(server, tiny_sd, tmp_path):
+    import os
+    import stat
+
+    p = server.cli("txt2img", "castle", "-m", tiny_sd, "--seed", "1", "-o", tmp_path, "--quiet", *FAST,
+                   preexec_fn=lambda: os.umask(0o077))
+    assert p.returncode == 0, p.stderr
+    assert stat.S_IMODE(os.stat(p.stdout.strip()).st_mode) == 0o600  # as a local run with umask 077 makes it
+
+
+def test_diffcli_server_auto_starts_one(sock_dir, tiny_sd, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from diffcli.serve.client import request, wait_gone
+
+    path = sock_dir / "s.sock"
+    env = {**os.environ, "DIFFCLI_SERVER": "auto", "DIFFCLI_SERVER_SOCKET": str(path), "DIFFCLI_SERVER_IDLE": "2m"}
+    try:
+        p = subprocess.run([sys.executable, "-m", "diffcli", "txt2img", "castle", "-m", str(tiny_sd), "--seed", "1",
+                            "-o", str(tmp_path), "--quiet", *FAST], capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        status = request("status", path)
+        assert status["jobs_done"] == 1 and status["idle_stop_s"] == 120  # the job ran on the server it started
+        assert len(list(tmp_path.glob("*.png"))) == 1
+    finally:
+        if request("stop", path) is not None:
+            assert wait_gone(path, timeout=30)
