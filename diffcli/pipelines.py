@@ -214,17 +214,68 @@ def task_pipeline(base, task: str):
     key = (id(base), task)
     if key in _TASKS:
         return _TASKS[key]
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
-
-    auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}
     try:
-        pipe = auto[task].from_pipe(base)
+        cls = _task_class(type(base).__name__, task)
+        if cls is not None:
+            pipe = switch_pipeline(cls, base)
+        else:  # any other family: diffusers' AutoPipeline (importing it imports every pipeline it maps)
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
+
+            auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
+                    "inpaint": AutoPipelineForInpainting}
+            pipe = auto[task].from_pipe(base)
     except ValueError as exc:
         raise UsageError(f"this model cannot do {task}: {exc}") from None
     pipe.set_progress_bar_config(disable=True)
     setattr(pipe, ORIGINAL_SCHEDULER, getattr(base, ORIGINAL_SCHEDULER))
     _TASKS[key] = pipe
     return pipe
+
+
+# The task pipelines of the families diffcli runs most, as diffusers' AutoPipeline mappings name them
+# ("stable-diffusion", "stable-diffusion-xl"); tests check these against the mappings themselves.
+TASK_CLASSES = {
+    "stable-diffusion": {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
+                         "inpaint": "StableDiffusionInpaintPipeline"},
+    "stable-diffusion-xl": {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
+                            "inpaint": "StableDiffusionXLInpaintPipeline"},
+}
+
+
+def _task_class(base_class: str, task: str):
+    """The pipeline class for TASK in BASE_CLASS's family, imported alone; None for other families."""
+    for classes in TASK_CLASSES.values():
+        if base_class in classes.values():
+            import diffusers  # its lazy module imports only the module of the class asked for
+
+            return getattr(diffusers, classes[task])
+    return None
+
+
+def switch_pipeline(cls, pipeline):
+    """CLS built on PIPELINE's components and config, as diffusers' AutoPipelineFor*.from_pipe(pipeline)
+    builds it (without its ControlNet/PAG options), but without importing the AutoPipeline module,
+    which imports every pipeline class it maps (about 0.7 s of a cold start)."""
+    # Copied from diffusers.pipelines.auto_pipeline.AutoPipelineForText2Image.from_pipe (0.42), the parts that
+    # apply without keyword arguments; tests/test_pipelines.py compares the two for each class above.
+    original_config = dict(pipeline.config)
+    expected_modules, optional_kwargs = cls._get_signature_keys(cls)
+    pretrained_model_name_or_path = original_config.pop("_name_or_path", None)
+    original_class_obj = {k: v for k, v in pipeline.components.items() if k in expected_modules}
+    original_pipe_kwargs = {k: v for k, v in original_config.items() if k in optional_kwargs}
+    for k in [k[1:] for k in original_config if k.startswith("_") and k[1:] in optional_kwargs]:
+        original_pipe_kwargs[k] = original_config.pop(f"_{k}")
+    kwargs = {**original_class_obj, **original_pipe_kwargs}
+    unused_original_config = {
+        f"{'' if k.startswith('_') else '_'}{k}": v for k, v in original_config.items() if k not in kwargs
+    }
+    missing_modules = set(expected_modules) - set(cls._optional_components) - set(kwargs)
+    if missing_modules:
+        raise ValueError(f"Pipeline {cls} expected {expected_modules}, but only {set(original_class_obj)} were passed")
+    model = cls(**kwargs)
+    model.register_to_config(_name_or_path=pretrained_model_name_or_path)
+    model.register_to_config(**unused_original_config)
+    return model
 
 
 def set_scheduler(pipe, name: str) -> None:

@@ -160,3 +160,62 @@ def test_the_advice_for_a_damaged_file_fits_where_the_model_came_from(tiny_sd, t
     msg = str(info.value)
     assert msg.startswith(f"{model}: damaged weights file unet/diffusion_pytorch_model.safetensors: ")
     assert advice.format(name=model) in msg and "allow-pickle" not in msg
+
+
+# ------------------------------------------------------------------ task pipelines without AutoPipeline
+
+
+def test_task_classes_are_those_of_diffusers_auto_pipelines():
+    from diffusers.pipelines import auto_pipeline as ap
+
+    from diffcli.pipelines import TASK_CLASSES
+
+    mappings = {"txt2img": ap.AUTO_TEXT2IMAGE_PIPELINES_MAPPING, "img2img": ap.AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
+                "inpaint": ap.AUTO_INPAINT_PIPELINES_MAPPING}
+    for family, classes in TASK_CLASSES.items():
+        for task, name in classes.items():
+            assert mappings[task][family].__name__ == name, (family, task)
+            assert ap._get_model(name) == family  # a base of this class is of this family for AutoPipeline too
+
+
+@pytest.mark.parametrize("model", ["tiny_sd", "tiny_sdxl", "tiny_inpaint", "tiny-lcm"])
+def test_task_pipelines_are_built_as_auto_pipeline_builds_them(model, request):
+    from diffusers import (AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image,
+                           DiffusionPipeline)
+
+    from diffcli.bundled import model_dir
+    from diffcli.pipelines import TASK_CLASSES, _task_class, switch_pipeline
+
+    path = model_dir(model) if model == "tiny-lcm" else request.getfixturevalue(model)  # tiny-lcm: an AutoencoderTiny VAE
+    base = DiffusionPipeline.from_pretrained(str(path), torch_dtype=torch.float32)
+    auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
+            "inpaint": AutoPipelineForInpainting}
+    assert any(type(base).__name__ in classes.values() for classes in TASK_CLASSES.values())
+    for task, auto_cls in auto.items():
+        ours, theirs = switch_pipeline(_task_class(type(base).__name__, task), base), auto_cls.from_pipe(base)
+        assert type(ours) is type(theirs), task
+        assert ours.components.keys() == theirs.components.keys()
+        assert all(ours.components[k] is theirs.components[k] for k in ours.components), task
+        assert dict(ours.config) == dict(theirs.config), task
+
+
+def test_a_bundled_txt2img_imports_only_its_own_pipeline(tmp_path):
+    """The cold start of the main job imports the pipeline classes it runs, not diffusers' AutoPipeline
+    module (which imports every pipeline family it maps)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from diffcli.cli.app import main\n"
+        f"sys.argv = ['diffcli', 'txt2img', 'castle at dusk', '--steps', '1', '-q', '-o', {str(tmp_path)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('diffusers.pipelines.'))))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    mods = {line for line in r.stdout.split() if line.startswith('diffusers.')}  # (after the written path)
+    assert "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion" in mods
+    assert "diffusers.pipelines.auto_pipeline" not in mods
+    families = {m.split(".")[2] for m in mods}
+    assert families <= {"pipeline_utils", "pipeline_loading_utils", "stable_diffusion", "transformers_loading_utils"}, families
