@@ -30,7 +30,7 @@ Examples:
   diffcli serve --http 127.0.0.1:7860   (also an AUTOMATIC1111- and OpenAI-style HTTP API)
 """
 
-Detach = Annotated[bool, typer.Option("--detach", help="Run in the background (log: server.log beside the socket).")]
+Detach = Annotated[bool, typer.Option("--detach", help="Run in the background; the log goes beside the socket (server.log).")]
 Status = Annotated[bool, typer.Option("--status", help="Say whether a server runs, and what it holds (exit 1: none).")]
 Stop = Annotated[bool, typer.Option("--stop", help="Stop the running server once its queued jobs are done.")]
 Keep = Annotated[int, typer.Option("--keep", help="Keep at most this many models loaded (least recently used go first).", min=1)]

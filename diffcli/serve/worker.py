@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields, replace
 
 from diffcli.errors import UsageError
-from diffcli.jobs import Job
+from diffcli.jobs import Job, validate
 from diffcli.serve.reporter import Cancelled
 
 _JOB_FIELDS = {f.name for f in fields(Job)}
@@ -73,6 +73,7 @@ def parse_request(message: dict, source: str = "the request") -> tuple[Job, obje
     if values.get("out") is None:
         raise UsageError(f"{source}: the output path (--out) is missing")
     load = LoadOptions(**{k: values.pop(k) for k in _LOAD_OPTIONS if k in values})
+    validate(job)  # what needs no model fails now, not after the jobs ahead (settle checks it all again)
     return job, RunOptions(**values, load=load)
 
 

@@ -165,3 +165,22 @@ def test_diffcli_server_auto_starts_one(sock_dir, tiny_sd, tmp_path):
     finally:
         if request("stop", path) is not None:
             assert wait_gone(path, timeout=30)
+
+
+def test_a_client_killed_outright_takes_its_job_with_it(server, tiny_sd, tmp_path):
+    client = server.popen("txt2img", "castle", "-m", tiny_sd, "--steps", "400", "--scheduler", "euler", "-o", "out",
+                          "--json", "--dtype", "float32", cwd=tmp_path)
+    deadline = time.time() + 60
+    for line in client.stderr:
+        if '"event": "step"' in line:
+            break
+        assert time.time() < deadline
+    failed = server.status()["jobs_failed"]
+    client.kill()
+    client.wait(timeout=30)
+    deadline = time.time() + 30
+    while server.status()["current"] is not None:  # cancelled at its next step, not after 400
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert server.status()["jobs_failed"] == failed + 1
+    assert not list((tmp_path / "out").glob("*.png"))
