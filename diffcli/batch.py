@@ -179,12 +179,15 @@ def _adopt(prepared, key: str) -> bool:
 
 
 def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporter, keep_going: bool,
-              shard: tuple[int, int], batch_size: int = 1) -> int:
+              shard: tuple[int, int], batch_size: int = 1, *, release_last: bool = True,
+              total_jobs: int | None = None) -> int:
     """Run LINES (this shard's share), skipping finished jobs; returns the number of failed jobs.
 
     Jobs run grouped by model: each model is loaded once and released when its last job is done.
     With BATCH_SIZE > 1, text-to-image jobs whose settled settings agree (run.batch_signature) are
-    denoised together, up to BATCH_SIZE images at a time."""
+    denoised together, up to BATCH_SIZE images at a time. RELEASE_LAST=False keeps the last model
+    loaded (a worker that runs more chunks); TOTAL_JOBS is the whole list's size when LINES is one
+    process's part of it. Result lines go to opts.results when set, else stdout."""
     from itertools import groupby
 
     from diffcli.output import check_output_dir, release_reservations
@@ -195,12 +198,13 @@ def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporte
     index, count = shard
     mine = [line for i, line in enumerate(lines) if i % count == index]
     mine.sort(key=lambda line: str(line.job.model or ""))
-    reporter.emit("batch_start", jobs=len(mine), total_jobs=len(lines), shard=f"{index}/{count}")
+    reporter.emit("batch_start", jobs=len(mine), total_jobs=total_jobs or len(lines), shard=f"{index}/{count}")
     tally = {"done": 0, "skipped": 0, "failed": 0}
     t0 = time.perf_counter()
     position = {id(line): k + 1 for k, line in enumerate(mine)}
+    groups = [list(group) for _, group in groupby(mine, key=lambda line: str(line.job.model or ""))]
     try:
-        for _, group in groupby(mine, key=lambda line: str(line.job.model or "")):
+        for g, group in enumerate(groups):
             pending = []
             for line in group:
                 with _job_errors(line, reporter, keep_going, tally):
@@ -212,7 +216,8 @@ def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporte
                     _run_cluster(cluster, manifest, reporter, batch_size, position, len(mine))
                     tally["done"] += len(cluster)
             release_reservations()
-            _release_models()
+            if release_last or g < len(groups) - 1:
+                _release_models()
     finally:
         release_reservations()
     reporter.emit("batch_done", jobs_done=tally["done"], jobs_skipped=tally["skipped"], jobs_failed=tally["failed"],
@@ -248,7 +253,7 @@ def _plan(line: Line, directory: Path, fmt: str | None, opts, manifest: Manifest
     if finished is not None:
         tally["skipped"] += 1
         reporter.emit("job_skipped", line=line.number, key=key, reason="done")
-        _print_done(finished, line, opts.json)
+        _print_done(finished, line, opts)
         return None
     # names carry the line and the key: a file already there with this name is this very job's
     # (same settings, same pixels), so replacing it loses nothing
@@ -260,7 +265,7 @@ def _plan(line: Line, directory: Path, fmt: str | None, opts, manifest: Manifest
         manifest.add(key, line.number, planned.paths)
         tally["skipped"] += 1
         reporter.emit("job_skipped", line=line.number, key=key, reason="files present")
-        _print_done(planned.paths, line, opts.json)
+        _print_done(planned.paths, line, opts)
         return None
     return planned, job_opts, key
 
@@ -291,11 +296,14 @@ def _run_cluster(cluster: list, manifest: Manifest, reporter, batch_size: int, p
         manifest.add(key, line.number, paths)
 
 
-def _print_done(paths: list[Path], line: Line, as_json: bool) -> None:
-    """stdout lists every image of the batch, whether made now or by an earlier run."""
+def _print_done(paths: list[Path], line: Line, opts) -> None:
+    """The results list every image of the batch, whether made now or by an earlier run."""
     for path in paths:
-        text = json.dumps({"path": str(path), "line": line.number, "skipped": True}) if as_json else str(path)
-        sys.stdout.write(text + "\n")
+        text = json.dumps({"path": str(path), "line": line.number, "skipped": True}) if opts.json else str(path)
+        if opts.results is not None:
+            opts.results(text)
+        else:
+            sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 

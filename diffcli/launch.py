@@ -21,7 +21,6 @@ torch, accelerate and ray are imported inside functions only: `diffcli batch --h
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -73,7 +72,7 @@ def rank_batch(params: dict, base, opts) -> int:
             with state.split_between_processes(share) as part:
                 part = list(part)
             failed = run_batch(part, params["out"], params["format"], opts, reporter, params["keep_going"], (0, 1),
-                               batch_size=params.get("batch_size") or 1)
+                               batch_size=params.get("batch_size") or 1, total_jobs=len(lines))
         finally:
             state.destroy_process_group()
     except KeyboardInterrupt as exc:
@@ -444,6 +443,8 @@ class _RayWorker:
         self.model = None
 
     def __call__(self, batch: dict) -> dict:
+        from dataclasses import replace
+
         from diffcli.batch import run_batch
         from diffcli.pipelines import release_models
         from diffcli.progress import JsonReporter
@@ -455,38 +456,21 @@ class _RayWorker:
             if self.model is not None and model != self.model:
                 release_models()
             self.model = model
-            events, stdout = io.StringIO(), io.StringIO()
+            events, results = io.StringIO(), []
             error, code = "", 0
-            with contextlib.redirect_stdout(stdout), _keeping_models():
-                try:
-                    run_batch(lines, self.out, self.fmt, self.opts, JsonReporter(events), self.keep_going, (0, 1),
-                              batch_size=self.batch_size)
-                except DiffcliError as exc:
-                    error, code = str(exc), exc.exit_code
-                except Exception as exc:  # noqa: BLE001 - told by the driver, as the app tells it in one process
-                    error, code = f"{type(exc).__name__}: {exc}", EXIT_FAILURE
-            rows["stdout"].append(stdout.getvalue())
+            opts = replace(self.opts, results=results.append)
+            try:
+                run_batch(lines, self.out, self.fmt, opts, JsonReporter(events), self.keep_going, (0, 1),
+                          batch_size=self.batch_size, release_last=False)
+            except DiffcliError as exc:
+                error, code = str(exc), exc.exit_code
+            except Exception as exc:  # noqa: BLE001 - told by the driver, as the app tells it in one process
+                error, code = f"{type(exc).__name__}: {exc}", EXIT_FAILURE
+            rows["stdout"].append("".join(line + "\n" for line in results))
             rows["events"].append(json.dumps([json.loads(x) for x in events.getvalue().splitlines() if x]))
             rows["error"].append(error)
             rows["code"].append(code)
         return rows
-
-
-@contextlib.contextmanager
-def _keeping_models():
-    """run_batch releases every model when its lines are done; an actor's next chunk most likely
-    needs the same model, so the release is left to __call__ (when the model changes)."""
-    import diffcli.batch as batch
-
-    release = getattr(batch, "_release_models", None)
-    if release is None:
-        yield
-        return
-    batch._release_models = lambda: None
-    try:
-        yield
-    finally:
-        batch._release_models = release
 
 
 if __name__ == "__main__":  # the launcher process `--launcher accelerate` starts
