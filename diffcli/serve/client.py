@@ -40,6 +40,8 @@ def _warn(reporter, message: str) -> None:
 def open_channel(path: Path | None = None, reporter=None) -> tuple[Channel, dict] | None:
     """A connection to the server at PATH (default: this user's) and its hello; None when no usable
     server answers there. A socket or server of another user is refused with a warning."""
+    if not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):  # (Windows)
+        return None
     path = path or socket_path()
     if not os.path.lexists(path):
         return None
@@ -77,7 +79,7 @@ def connect(reporter=None) -> "Client | None":
         return None
     path = socket_path()
     opened = open_channel(path, reporter)
-    if opened is None and mode == "auto" and not os.path.lexists(path):
+    if opened is None and mode == "auto" and hasattr(socket, "AF_UNIX") and not os.path.lexists(path):
         try:
             start_detached(["--idle", os.environ.get("DIFFCLI_SERVER_IDLE", "10m")], path)
         except DiffcliError as exc:

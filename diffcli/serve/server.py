@@ -52,6 +52,8 @@ class Server:
 
     def open(self) -> None:
         """Claim the socket path (one server per path) and listen, mode 0600."""
+        if not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):
+            raise UsageError("diffcli serve needs Unix sockets (Linux or macOS)")
         if len(os.fsencode(str(self.path))) > 100:
             raise UsageError(f"the socket path {self.path} is too long for a Unix socket (at most 100 bytes); "
                              f"set DIFFCLI_SERVER_SOCKET to a shorter one")

@@ -120,7 +120,10 @@ def test_ctrl_c_cancels_only_that_clients_job(server, tiny_sd, tmp_path):
         assert time.time() < deadline
     quick = server.popen("txt2img", "castle", "-m", tiny_sd, "--seed", "2", "-o", "quick", "--json", *FAST,
                          cwd=tmp_path)
-    time.sleep(0.5)  # queued behind the slow one
+    deadline = time.time() + 60
+    while server.status()["queued"] < 1:  # the quick one waits behind the slow one
+        assert time.time() < deadline and quick.poll() is None
+        time.sleep(0.05)
     slow.send_signal(signal.SIGINT)
     stderr, stdout = slow.stderr.read(), slow.stdout.read()  # (what the loop above buffered included)
     slow.wait(timeout=60)
