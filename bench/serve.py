@@ -25,13 +25,16 @@ PROMPTS = ["red house on the left", "blue car at night", "snowy castle", "green 
            "yellow sun over the sea", "small boat on a lake", "white tower at dusk", "castle at dusk"]
 
 
-def _loop(n: int, model: str, out: Path, env: dict, served: bool) -> float:
+def _loop(n: int, model: str, out: Path, env: dict, served: bool) -> list[float]:
+    """Wall time of each of N calls."""
     flags = [] if served else ["--no-server"]
-    t0 = time.perf_counter()
+    times = []
     for i in range(n):
+        t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "diffcli", "txt2img", PROMPTS[i % len(PROMPTS)], "--seed", str(i),
                         "--model", model, "-o", str(out), "-q", *flags], check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - t0
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def main() -> None:
@@ -59,10 +62,16 @@ def main() -> None:
             for r in range(args.rounds):
                 served.append(_loop(args.n, args.model, Path(tmp) / f"served{r}", env, True))
                 alone.append(_loop(args.n, args.model, Path(tmp) / f"alone{r}", env, False))
-            with_server, without = statistics.median(served), statistics.median(alone)
+            with_server = statistics.median(sum(t) for t in served)
+            without = statistics.median(sum(t) for t in alone)
             print(f"without a server: {without:7.1f} s  ({without / args.n:.2f} s per call)")
-            print(f"with a server:    {with_server:7.1f} s  ({with_server / args.n:.2f} s per call)")
+            print(f"with a server:    {with_server:7.1f} s  ({with_server / args.n:.2f} s per call; the first call "
+                  f"{served[0][0]:.1f} s, as the server loads the model)")
             print(f"with a server the loop is {without / with_server:.1f}x faster")
+            if args.n > 1:
+                warm = statistics.median(t for times in served for t in times[1:])
+                cold = statistics.median(t for times in alone for t in times)
+                print(f"a call once the model is loaded: {warm:.2f} s vs {cold:.2f} s, {cold / warm:.1f}x faster")
         finally:
             request("stop", socket_path)
             try:
