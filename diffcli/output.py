@@ -41,7 +41,7 @@ def sanitize(text: str, limit: int = 48) -> str:
     return cleaned or "image"
 
 
-def _split_out(out: str | None) -> tuple[Path, str, str | None]:
+def split_out(out: str | None) -> tuple[Path, str, str | None]:
     """(directory, name template, extension or None) for an --out value."""
     if not out:
         return Path(DEFAULT_DIR), DEFAULT_TEMPLATE, None
@@ -93,7 +93,7 @@ def _ensure_writable_dir(directory: Path) -> None:
 
 def check_output_dir(out: str | None) -> None:
     """Fail early (before any download or load) when the output directory cannot be used."""
-    directory, template, _ = _split_out(out)
+    directory, template, _ = split_out(out)
     _check_template(template)
     _ensure_writable_dir(directory)
 
@@ -193,7 +193,7 @@ def plan_paths(out: str | None, fmt: str | None, images: list[dict], overwrite: 
     IMAGES holds one dict of template values per image (seed, prompt, model, steps, cfg, task).
     Returns the paths and the Pillow format name.
     """
-    directory, template, ext = _split_out(out)
+    directory, template, ext = split_out(out)
     if fmt is not None:
         fmt = fmt.lower()
         if fmt not in FORMATS:

@@ -55,19 +55,20 @@ def _cache_processor_signatures() -> None:
             call.__signature__ = inspect.signature(call)
 
 
-def _key(ref, choice, options: LoadOptions) -> tuple:
+def key_of(ref, choice, options: LoadOptions = LoadOptions()) -> tuple:
+    """The cache key of a loaded pipeline: (model path, kind, LoRA, device, dtype, load options)."""
     return (str(ref.path), ref.kind, str(getattr(ref, "lora", None)), choice.device, choice.dtype, options)
 
 
 def is_loaded(ref, choice, options: LoadOptions = LoadOptions()) -> bool:
     """Whether load_base would reuse a pipeline this process already holds."""
-    return _key(ref, choice, options) in _BASES
+    return key_of(ref, choice, options) in _BASES
 
 
 def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg: None):
     """The model's own pipeline (as its model_index says), loaded once per process."""
     lora = getattr(ref, "lora", None)
-    key = _key(ref, choice, options)
+    key = key_of(ref, choice, options)
     if key in _BASES:
         return _BASES[key]
     import torch  # noqa: F401 - make the import cost visible here, not in a callee
@@ -294,6 +295,19 @@ def decode_latents(pipe, latents):
         scaled = latents.to(vae.dtype) / vae.config.scaling_factor
         images = vae.decode(scaled, return_dict=False)[0]
     return pipe.image_processor.postprocess(images, output_type="pil")
+
+
+def loaded_keys() -> list[tuple]:
+    """The keys of the pipelines this process holds, in the order they were loaded."""
+    return list(_BASES)
+
+
+def release(key: tuple) -> None:
+    """Forget one loaded pipeline (and the task pipelines built on it), so its memory can go."""
+    base = _BASES.pop(key, None)
+    if base is not None:
+        for task_key in [k for k in _TASKS if k[0] == id(base)]:
+            del _TASKS[task_key]
 
 
 def release_models() -> None:

@@ -165,9 +165,9 @@ def _stop(path) -> None:
 
 
 def _ago(seconds) -> str:
-    from diffcli.serve.server import _duration
+    from diffcli.serve.server import format_duration
 
-    return _duration(seconds) if seconds else "0s"
+    return format_duration(seconds) if seconds else "0s"
 
 
 def register(app: typer.Typer) -> None:

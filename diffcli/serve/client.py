@@ -99,13 +99,13 @@ class Shown:
     """Paths as the server writes them (absolute) and as the user wrote them (maybe relative)."""
 
     def __init__(self, out: str | None) -> None:
-        from diffcli.output import DEFAULT_DIR, _split_out
+        from diffcli.output import DEFAULT_DIR, split_out
 
         out = out or None
-        self.display_dir = _split_out(out)[0]
+        self.display_dir = split_out(out)[0]
         expanded = os.path.expanduser(out) if out else DEFAULT_DIR + os.sep
         self.absolute_out = os.path.join(os.getcwd(), expanded)
-        self.absolute_dir = _split_out(self.absolute_out)[0]
+        self.absolute_dir = split_out(self.absolute_out)[0]
 
     def path(self, text: str) -> str:
         p = Path(str(text))

@@ -1,9 +1,8 @@
 """Which loaded models a server keeps: the N most recently used (--keep N).
 
 diffcli.pipelines caches every pipeline a process loads, for the life of the process; a server lives
-long, so it forgets the least recently used ones. This module is the only place in the server that
-touches pipelines' cache (its `_BASES` / `_TASKS` dicts and `_key`); the functions proposed for
-pipelines.py in docs/serve.md ("Engine hooks") would replace those three uses.
+long, so it forgets the least recently used ones. It uses pipelines' cache through
+its public key_of, loaded_keys and release.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ class Recent:
         from diffcli.device import choose
 
         job = prepared.job
-        key = pipelines._key(prepared.ref, choose(job.device or "auto", job.dtype or "auto"), load_options)
+        key = pipelines.key_of(prepared.ref, choose(job.device or "auto", job.dtype or "auto"), load_options)
         self.order.pop(key, None)
         self.order[key] = None
         self.trim()
@@ -39,7 +38,7 @@ class Recent:
         pipelines = sys.modules.get("diffcli.pipelines")
         if pipelines is None:
             return []
-        loaded = pipelines._BASES
+        loaded = pipelines.loaded_keys()
         for key in list(self.order):
             if key not in loaded:  # released by someone else
                 del self.order[key]
@@ -50,7 +49,7 @@ class Recent:
         dropped = []
         while len(self.order) > self.keep:
             key, _ = self.order.popitem(last=False)
-            _release(pipelines, key)
+            pipelines.release(key)
             dropped.append(key)
         if dropped:
             gc.collect()
@@ -60,14 +59,6 @@ class Recent:
     def loaded(self) -> list[dict]:
         """The models held now, most recently used last: path, device, dtype."""
         return [{"model": key[0], "device": key[3], "dtype": key[4]} for key in self.order]
-
-
-def _release(pipelines, key: tuple) -> None:
-    base = pipelines._BASES.pop(key, None)
-    if base is None:
-        return
-    for task_key in [k for k in pipelines._TASKS if k[0] == id(base)]:
-        del pipelines._TASKS[task_key]
 
 
 def _empty_device_caches() -> None:

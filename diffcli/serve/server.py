@@ -120,7 +120,7 @@ class Server:
         try:
             while not self.stopping.is_set():
                 if self._idle_expired():
-                    self.log(f"idle for {_duration(self.idle_s)}; stopping")
+                    self.log(f"idle for {format_duration(self.idle_s)}; stopping")
                     break
                 ready, _, _ = select.select([self.listener], [], [], 0.5)
                 if ready:
@@ -255,7 +255,7 @@ class Server:
                 **self.worker.counts()}
 
 
-def _duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
     if not seconds:
         return "never"
     seconds = int(seconds)
