@@ -22,6 +22,8 @@ def isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.delenv("DIFFCLI_MODEL", raising=False)
+    monkeypatch.setenv("DIFFCLI_SERVER_SOCKET", str(home / "run" / "server.sock"))  # never a real user's server
+    monkeypatch.delenv("DIFFCLI_SERVER", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return home
 
