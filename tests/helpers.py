@@ -65,3 +65,15 @@ def heavy_imports(*args: str, timeout: float = 120) -> subprocess.CompletedProce
     (an empty list reads "HEAVY=\\n")."""
     code = _HEAVY_PROBE.format(args=list(args))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_first_step(stderr, timeout: float = 60) -> None:
+    """Read a running command's JSON-lines STDERR until its first denoising step (it is mid-job then)."""
+    import time
+
+    deadline = time.time() + timeout
+    for line in stderr:
+        if '"event": "step"' in line:
+            return
+        assert time.time() < deadline, "no step event in time"
+    raise AssertionError("the command ended before its first step")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import cli, default_sigint, subprocess_cli
+from helpers import cli, default_sigint, subprocess_cli, wait_for_first_step
 
 
 def _img(path: Path, size=(32, 32), mode="RGB") -> Path:
@@ -163,11 +163,7 @@ def test_ctrl_c_and_sigterm_exit_cleanly_and_write_nothing(tiny_sd, tmp_path, si
          "--scheduler", "euler", "-o", str(out), "--json", "--dtype", "float32"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )
-    deadline = time.time() + 120
-    for line in proc.stderr:
-        if '"event": "step"' in line:
-            break
-        assert time.time() < deadline
+    wait_for_first_step(proc.stderr, timeout=120)
     t_signal = time.time()
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import default_sigint, heavy_imports, pixels
+from helpers import default_sigint, heavy_imports, pixels, wait_for_first_step
 
 FAST = ["--steps", "2", "--dtype", "float32"]
 
@@ -173,11 +173,7 @@ def test_diffcli_server_auto_starts_one(sock_dir, tiny_sd, tmp_path):
 def test_a_client_killed_outright_takes_its_job_with_it(server, tiny_sd, tmp_path):
     client = server.popen("txt2img", "castle", "-m", tiny_sd, "--steps", "400", "--scheduler", "euler", "-o", "out",
                           "--json", "--dtype", "float32", cwd=tmp_path)
-    deadline = time.time() + 60
-    for line in client.stderr:
-        if '"event": "step"' in line:
-            break
-        assert time.time() < deadline
+    wait_for_first_step(client.stderr, timeout=60)
     failed = server.status()["jobs_failed"]
     client.kill()
     client.wait(timeout=30)

@@ -17,6 +17,7 @@ import pytest
 
 from diffcli.serve.client import connect, open_channel
 from diffcli.serve.protocol import compat_key
+from helpers import wait_for_first_step
 
 FAST = ["--steps", "2", "--dtype", "float32"]
 as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
@@ -109,11 +110,7 @@ def test_kill_9_mid_job_leaves_no_files(start_server, tiny_sd, tmp_path):
     server = start_server()
     client = server.popen("txt2img", "castle", "-m", tiny_sd, "--steps", "400", "--scheduler", "euler", "-o", "out",
                           "--json", "--dtype", "float32", cwd=tmp_path)
-    deadline = time.time() + 60
-    for line in client.stderr:
-        if '"event": "step"' in line:
-            break
-        assert time.time() < deadline
+    wait_for_first_step(client.stderr, timeout=60)
     os.kill(server.proc.pid, signal.SIGKILL)
     stderr, stdout = client.stderr.read(), client.stdout.read()  # (what the loop above buffered included)
     client.wait(timeout=60)
