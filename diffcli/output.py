@@ -174,7 +174,6 @@ def release_reservations() -> None:
             directory.rmdir()  # only if empty
         except OSError:
             pass
-    _CREATED_DIRS.clear()
 
 
 atexit.register(release_reservations)

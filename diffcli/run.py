@@ -188,20 +188,7 @@ def execute(prepared: Prepared, opts: RunOptions, reporter, t0: float | None = N
     t0 = time.perf_counter() if t0 is None else t0
     job = prepared.job
     reporter.start(job.task, job.num_images, job.steps)
-
-    from diffcli.device import choose
-
-    choice = choose(job.device, job.dtype)
-    from diffcli.pipelines import is_loaded, load_base, set_scheduler, task_pipeline
-
-    reporter.phase("load", cached=is_loaded(prepared.ref, choice, opts.load))
-
-    base = load_base(prepared.ref, choice, opts.load, warn=reporter.warn)
-    pipe = task_pipeline(base, job.task)
-    set_scheduler(pipe, job.scheduler)
-    _warn_zero_snr(pipe, job.scheduler, reporter)
-    _warn_long_prompt(pipe, job, reporter)
-    model = model_record(prepared.ref)
+    pipe, choice, model = _load(prepared, opts, reporter)
     sink = _sink(prepared, opts, reporter)
     t_loaded = time.perf_counter()
 
@@ -217,6 +204,22 @@ def execute(prepared: Prepared, opts: RunOptions, reporter, t0: float | None = N
             written.append(prepared.paths[index])
     reporter.done(images=len(written), load_s=round(t_loaded - t0, 3), total_s=round(time.perf_counter() - t0, 3))
     return written
+
+
+def _load(prepared: Prepared, opts: RunOptions, reporter):
+    """(task pipeline with the job's sampler, device choice, model record) for a planned job; the
+    model itself is loaded once per process (pipelines.load_base)."""
+    from diffcli.device import choose
+    from diffcli.pipelines import is_loaded, load_base, set_scheduler, task_pipeline
+
+    job = prepared.job
+    choice = choose(job.device, job.dtype)
+    reporter.phase("load", cached=is_loaded(prepared.ref, choice, opts.load))
+    pipe = task_pipeline(load_base(prepared.ref, choice, opts.load, warn=reporter.warn), job.task)
+    set_scheduler(pipe, job.scheduler)
+    _warn_zero_snr(pipe, job.scheduler, reporter)
+    _warn_long_prompt(pipe, job, reporter)
+    return pipe, choice, model_record(prepared.ref)
 
 
 SHARED_BY_A_BATCH = ("task", "model", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
@@ -235,19 +238,15 @@ def execute_group(units: list[tuple[Prepared, RunOptions]], reporter, batch_size
     """Denoise the images of several planned jobs that share a batch_signature together, up to
     BATCH_SIZE images at a time; each image keeps its own seed, prompt, path and record. Returns each
     job's written paths."""
+    t0 = time.perf_counter()
     first, opts = units[0]
     job = first.job
-    from diffcli.device import choose
-    from diffcli.pipelines import is_loaded, load_base, set_scheduler, task_pipeline
-
     total = sum(len(p.job.seeds()) for p, _ in units)
     reporter.start(job.task, total, job.steps)
-    choice = choose(job.device, job.dtype)
-    reporter.phase("load", cached=is_loaded(first.ref, choice, opts.load))
-    pipe = task_pipeline(load_base(first.ref, choice, opts.load, warn=reporter.warn), job.task)
-    set_scheduler(pipe, job.scheduler)
-    model = model_record(first.ref)
-    t0 = time.perf_counter()
+    pipe, choice, model = _load(first, opts, reporter)
+    for prepared, _ in units[1:]:  # _load warned about the first job's prompt
+        _warn_long_prompt(pipe, prepared.job, reporter)
+    t_loaded = time.perf_counter()
     images = [(k, i, seed) for k, (p, _) in enumerate(units) for i, seed in enumerate(p.job.seeds())]
     written: list[list[Path]] = [[] for _ in units]
     for start in range(0, len(images), batch_size):
@@ -260,7 +259,7 @@ def execute_group(units: list[tuple[Prepared, RunOptions]], reporter, batch_size
             _save(_sink(prepared, unit_opts, reporter), image, prepared.paths[i], start + offset,
                   prepared, seed, choice, model)
             written[k].append(prepared.paths[i])
-    reporter.done(images=total, load_s=0.0, total_s=round(time.perf_counter() - t0, 3))
+    reporter.done(images=total, load_s=round(t_loaded - t0, 3), total_s=round(time.perf_counter() - t0, 3))
     return written
 
 
