@@ -93,8 +93,15 @@ def model_of(name) -> str | None:
         return None
     name = typed("model", name, str)
     name = re.sub(r"\s*\[[0-9a-fA-F]{6,}\]$", "", name)  # A1111 titles: "name [hash]"
-    from diffcli.models.names import parse
+    from diffcli.models.names import CHECKPOINT_EXT, parse
 
+    # decided on the text alone, so the answer never tells a client what exists on the server's disk
+    looks_like_path = (
+        name.startswith((".", "/", "~", "\\")) or os.path.isabs(name) or "://" in name or "\\" in name
+        or ".." in name.split("/") or name.lower().endswith(CHECKPOINT_EXT)
+    )
+    if looks_like_path:
+        raise HttpError(422, f"model '{name}': name a model (see /sdapi/v1/sd-models), not a path or URL")
     try:
         source = parse(name)
     except UsageError as exc:

@@ -121,6 +121,12 @@ def test_img2img_and_inpaint_take_images_in_the_body(web):
     ("/sdapi/v1/img2img", {"prompt": "x", "init_images": [base64.b64encode(b"text").decode()]}, 422,
      "not an image in a supported format"),
     ("/v1/images/generations", {"prompt": "x", "model": "../../etc/passwd"}, 400, "not a path"),
+    # absent paths get the same answer as present ones: a client learns nothing of the server's disk
+    ("/v1/images/generations", {"prompt": "x", "model": "../../no/such/place"}, 400, "not a path"),
+    ("/sdapi/v1/txt2img", {"prompt": "x", "override_settings": {"sd_model_checkpoint": "/no/such.safetensors"}},
+     422, "not a path or URL"),
+    ("/sdapi/v1/txt2img", {"prompt": "x", "override_settings": {"sd_model_checkpoint": "http://127.0.0.1/m.safetensors"}},
+     422, "not a path or URL"),
     ("/v1/images/generations", {"prompt": "x", "response_format": "url"}, 400, "only response_format 'b64_json'"),
     ("/nope", {}, 404, "no such endpoint"),
 ])
