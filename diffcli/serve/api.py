@@ -38,7 +38,7 @@ _A1111_OWN = {"batch_size", "n_iter", "sampler_name", "sampler_index", "schedule
 # or empty/zero/false); any other value is refused rather than silently ignored
 _A1111_DEFAULTS = {"s_noise": 1, "override_settings_restore_afterwards": True, "inpaint_full_res": True,
                    "initial_noise_multiplier": 1, "resize_mode": 0, "inpainting_fill": 1, "seed_resize_from_h": -1,
-                   "seed_resize_from_w": -1, "subseed": -1}
+                   "seed_resize_from_w": -1, "subseed": -1, "eta": 1, "image_cfg_scale": 1.5}
 
 
 def _kind(value) -> str:
@@ -120,6 +120,7 @@ class Inputs:
         self.paths: list[Path] = []
 
     def add(self, name: str, data) -> str:
+        """Write NAME's base64 DATA (an A1111 field) as an input file; its path."""
         text = typed(name, data, str)
         if text.startswith("data:"):
             text = text.partition(",")[2]
@@ -127,6 +128,10 @@ class Inputs:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise HttpError(422, f"'{name}' is not base64 image data") from None
+        return self.add_bytes(raw)
+
+    def add_bytes(self, raw: bytes) -> str:
+        """Write RAW as an input file; its path."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{secrets.token_hex(8)}.img"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -151,6 +156,9 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
     known = set(_A1111_FIELDS) | _A1111_OWN
     if task == "txt2img":
         known -= {"init_images", "mask", "denoising_strength", "mask_blur"}
+        if body.get("enable_hr") in (None, False):  # the hires pass's settings, sent by clients with every request
+            body = {k: v for k, v in body.items() if not k.startswith(("hr_", "firstphase_"))
+                    and k != "denoising_strength"}
     _check_unknown(body, known)
     values = {}
     for name, (field_name, kind) in _A1111_FIELDS.items():
@@ -184,12 +192,18 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
     return Job(task=task, **{k: v for k, v in values.items() if v is not None})
 
 
+# diffcli's own fields an OpenAI request may add (extra_body in the openai library): what makes an
+# image repeatable; the engine checks their values as it checks the flags
+_DIFFCLI_EXTRAS = {"seed": ("seed", int), "steps": ("steps", int), "cfg": ("cfg", float),
+                   "negative_prompt": ("negative", str)}
+
+
 def openai_job(body: dict):
     from diffcli.jobs import Job
 
     _check_unknown({k: v for k, v in body.items() if not (k in ("quality", "style", "background", "moderation",
                                                                   "output_format") and v in ("auto", "standard", "png"))},
-                   {"prompt", "n", "size", "model", "response_format", "user"})
+                   {"prompt", "n", "size", "model", "response_format", "user"} | set(_DIFFCLI_EXTRAS))
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise HttpError(400, "'prompt' is required (a string)")
@@ -204,9 +218,95 @@ def openai_job(body: dict):
             raise HttpError(400, f"invalid size '{size}'; use WIDTHxHEIGHT, e.g. 512x512")
         values.update(width=int(match.group(1)), height=int(match.group(2)))
     values["model"] = model_of(body.get("model"))
+    for name, (field_name, kind) in _DIFFCLI_EXTRAS.items():
+        if body.get(name) is not None:
+            values[field_name] = typed(name, body[name], kind)
     if not 1 <= values["num_images"]:
         raise HttpError(400, "'n' must be at least 1")
     return Job(task="txt2img", **{k: v for k, v in values.items() if v is not None})
+
+
+def openai_edit_job(fields: dict[str, list], inputs: Inputs):
+    """The Job of an OpenAI `/v1/images/edits` form (multipart fields -> their values, str or bytes).
+
+    One image; with `mask`, its fully transparent pixels are the area to repaint (OpenAI's rule; a mask
+    without transparency is read as diffcli's: white = repaint) and the job is an inpaint; without a
+    mask, an image with transparent pixels is inpainted there, any other image is an img2img.
+    """
+    from diffcli.jobs import Job
+
+    images = fields.get("image", []) + fields.get("image[]", [])
+    if len(images) != 1 or not isinstance(images[0], bytes):
+        raise HttpError(400, "send exactly one image file in 'image'")
+    values = {}
+    for name, items in fields.items():
+        if name in ("image", "image[]"):
+            continue
+        if len(items) != 1:
+            raise HttpError(400, f"'{name}' is given {len(items)} times")
+        values[name] = items[0]
+    mask = values.pop("mask", None)
+    text = {k: v for k, v in values.items() if isinstance(v, str)}
+    if len(text) != len(values):
+        raise HttpError(400, f"'{next(k for k, v in values.items() if not isinstance(v, str))}' must be a text field")
+    body = {k: _number(k, v) for k, v in text.items()}
+    strength = body.pop("strength", None)
+    job = openai_job(body)
+    image_path = inputs.add_bytes(images[0])
+    repaint = _repaint_area(mask if mask is not None else images[0], from_image=mask is None)
+    extra = {"image": image_path, "strength": strength}
+    if repaint is not None:
+        extra.update(task="inpaint", mask=inputs.add_bytes(repaint))
+    else:
+        if isinstance(mask, str):
+            raise HttpError(400, "'mask' must be an image file")
+        extra["task"] = "img2img"
+    return Job(**{**job.to_dict(), **{k: v for k, v in extra.items() if v is not None}})
+
+
+def _number(name: str, value: str):
+    """A form field's text as the JSON value the generations body would carry."""
+    if name in ("n", "seed", "steps"):
+        try:
+            return int(value)
+        except ValueError:
+            raise HttpError(400, f"'{name}' must be an integer, not '{value[:40]}'") from None
+    if name in ("cfg", "strength"):
+        try:
+            return float(value)
+        except ValueError:
+            raise HttpError(400, f"'{name}' must be a number, not '{value[:40]}'") from None
+    return value
+
+
+def _repaint_area(data, from_image: bool) -> bytes | None:
+    """A white-is-repaint PNG mask from an OpenAI mask (or, FROM_IMAGE, the image itself): its fully
+    transparent pixels. None where the image has no transparent pixel (then nothing is masked)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(data, str):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+            if has_alpha:
+                alpha = img.convert("RGBA").getchannel("A")
+                repaint = alpha.point(lambda a: 255 if a == 0 else 0)
+                if from_image and repaint.getbbox() is None:
+                    return None
+            elif from_image:
+                return None
+            else:
+                repaint = img.convert("L")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise HttpError(400, "'mask' is not an image in a supported format" if not from_image
+                        else "'image' is not an image in a supported format") from None
+    out = io.BytesIO()
+    repaint.save(out, format="PNG")
+    return out.getvalue()
 
 
 def models() -> list[dict]:

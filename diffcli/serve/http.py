@@ -16,7 +16,10 @@ in flight). Safety:
 
     GET  /sdapi/v1/sd-models  /sdapi/v1/samplers  /sdapi/v1/progress
     POST /sdapi/v1/txt2img  /sdapi/v1/img2img  /sdapi/v1/interrupt
-    POST /v1/images/generations   (OpenAI: b64_json)
+    POST /v1/images/generations  /v1/images/edits   (OpenAI: b64_json; edits as multipart/form-data)
+
+A request whose client goes away (the connection closed) before its image is made cancels its job,
+queued or running, as Ctrl-C of a CLI client does.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import ipaddress
 import json
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -40,6 +44,7 @@ MAX_BODY = 64 * 2**20  # bytes of one request (init images come base64 inside it
 MAX_IN_FLIGHT = 16  # requests handled at once; more get 503
 MAX_WAITING_JOBS = 32  # HTTP jobs queued or running; more get 503
 READ_TIMEOUT_S = 30.0  # for a request's headers and body
+GONE_POLL_S = 0.25  # how often a waiting request checks that its client is still connected
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,9 @@ class HttpFrontDoor:
 
     # what a request does, once parsed and allowed
 
-    def generate(self, job, inputs) -> tuple[list[Path], list[str], bool]:
-        """Run JOB on the worker; (the written paths, warnings, interrupted)."""
+    def generate(self, job, inputs, gone=lambda: False) -> tuple[list[Path], list[str], bool]:
+        """Run JOB on the worker; (the written paths, warnings, interrupted). The job is cancelled when
+        GONE() says the client went away."""
         from diffcli.jobs import validate
         from diffcli.pipelines import LoadOptions
         from diffcli.run import RunOptions
@@ -143,7 +149,10 @@ class HttpFrontDoor:
                 self.worker.submit(task)
             except Stopping:
                 raise api.HttpError(503, "the server is stopping", "Stopping") from None
-            task.done.wait()
+            while not task.done.wait(GONE_POLL_S):
+                if not task.cancelled.is_set() and gone():
+                    self.log(f"HTTP job {task.id}: the client went away; cancelling it")
+                    self.worker.cancel(task)
         finally:
             with self.lock:
                 self.tasks.remove(task)
@@ -268,6 +277,7 @@ def _handler(front: HttpFrontDoor):
                 ("POST", "/sdapi/v1/txt2img"): lambda: self._a1111("txt2img"),
                 ("POST", "/sdapi/v1/img2img"): lambda: self._a1111("img2img"),
                 ("POST", "/v1/images/generations"): self._openai,
+                ("POST", "/v1/images/edits"): self._openai_edit,
             }
             action = routes.get((method, path))
             if action is None:
@@ -288,11 +298,53 @@ def _handler(front: HttpFrontDoor):
             name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
             if not is_loopback(name):  # a page on another site resolving its name to 127.0.0.1
                 raise api.HttpError(403, f"Host '{host}' is not this machine; use 127.0.0.1", "Forbidden")
+            origin = self.headers.get("Origin")
+            if origin is not None and origin.rstrip("/") != f"http://{host}":
+                # a page of another site (browsers name it in Origin): it could POST a form, which
+                # needs no CORS preflight, so it is refused outright
+                raise api.HttpError(403, f"requests from pages of other sites ({origin[:80]}) are refused", "Forbidden")
 
         def _body(self) -> dict:
             kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if kind != "application/json":
                 raise api.HttpError(415, "send the request body as application/json", "UnsupportedMediaType")
+            raw = self._raw()
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                raise api.HttpError(400, f"request body is not JSON: {exc}", "BadRequest") from None
+            if not isinstance(body, dict):
+                raise api.HttpError(400, "request body must be a JSON object", "BadRequest")
+            return body
+
+        def _form(self) -> dict[str, list]:
+            """A multipart/form-data body: field name -> its values (str, or bytes for a file)."""
+            from email.parser import BytesParser
+            from email.policy import HTTP
+
+            content_type = self.headers.get("Content-Type") or ""
+            if content_type.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in content_type:
+                raise api.HttpError(415, "send the request body as multipart/form-data", "UnsupportedMediaType")
+            raw = self._raw()
+            message = BytesParser(policy=HTTP).parsebytes(
+                b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+            if not message.is_multipart():
+                raise api.HttpError(400, "request body is not multipart/form-data", "BadRequest")
+            fields: dict[str, list] = {}
+            for part in message.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                if not name:
+                    raise api.HttpError(400, "a form part has no name", "BadRequest")
+                data = part.get_payload(decode=True) or b""
+                if part.get_filename() is None:
+                    try:
+                        data = data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise api.HttpError(400, f"form field '{name}' is not UTF-8 text", "BadRequest") from None
+                fields.setdefault(str(name), []).append(data)
+            return fields
+
+        def _raw(self) -> bytes:
             try:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
@@ -302,13 +354,17 @@ def _handler(front: HttpFrontDoor):
             raw = self.rfile.read(length)
             if len(raw) != length:
                 raise api.HttpError(400, "request body cut short", "BadRequest")
+            return raw
+
+        def _gone(self) -> bool:
+            """Whether the client closed its connection (it waits for nothing more)."""
             try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise api.HttpError(400, f"request body is not JSON: {exc}", "BadRequest") from None
-            if not isinstance(body, dict):
-                raise api.HttpError(400, "request body must be a JSON object", "BadRequest")
-            return body
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
 
         def _a1111(self, task: str) -> None:
             body = self._body()
@@ -317,7 +373,7 @@ def _handler(front: HttpFrontDoor):
             inputs = api.Inputs(settings.output_dir)
             try:
                 job = api.a1111_job(body, task, inputs)
-                paths, warnings, interrupted = front.generate(job, inputs)
+                paths, warnings, interrupted = front.generate(job, inputs, self._gone)
             finally:
                 inputs.remove()
             images, infotexts, seeds = api.encode(paths, remove=not save)
@@ -328,17 +384,22 @@ def _handler(front: HttpFrontDoor):
                              {k: v for k, v in body.items() if k not in ("init_images", "mask")},
                              "info": json.dumps(info)})
 
-        def _openai(self) -> None:
-            body = self._body()
+        def _openai(self, edit: bool = False) -> None:
+            inputs = api.Inputs(settings.output_dir)
             try:
-                job = api.openai_job(body)
-                paths, _warnings, interrupted = front.generate(job, api.Inputs(settings.output_dir))
+                if edit:
+                    job = api.openai_edit_job(self._form(), inputs)
+                else:
+                    job = api.openai_job(self._body())
+                paths, _warnings, interrupted = front.generate(job, inputs, self._gone)
             except (api.HttpError, DiffcliError) as exc:  # OpenAI's shape: 400 for any bad request
                 status = getattr(exc, "status", 400 if getattr(exc, "exit_code", 1) == 2 else 500)
                 kind = "invalid_request_error" if status < 500 else "server_error"
                 self._json(400 if status == 422 else status, {"error": {"message": str(exc), "type": kind,
                                                                         "param": None, "code": None}})
                 return
+            finally:
+                inputs.remove()
             if interrupted:
                 self._json(409, {"error": {"message": "interrupted", "type": "server_error", "param": None,
                                            "code": None}})
@@ -346,6 +407,9 @@ def _handler(front: HttpFrontDoor):
             images, _, _ = api.encode(paths, remove=True)
             self._json(200, {"created": int(time.time()), "data": [{"b64_json": b, "revised_prompt": None}
                                                                    for b in images]})
+
+        def _openai_edit(self) -> None:
+            self._openai(edit=True)
 
         def _interrupt(self) -> None:
             front.interrupt()

@@ -185,3 +185,82 @@ def test_beyond_loopback_needs_a_key_and_a_key_is_checked(start_server):
     assert call(server, "GET", "/sdapi/v1/samplers")[0] == 401
     assert call(server, "GET", "/sdapi/v1/samplers", headers={"Authorization": "Bearer " + "x" * 24})[0] == 401
     assert call(server, "GET", "/sdapi/v1/samplers", headers={"Authorization": f"Bearer {KEY}"})[0] == 200
+
+
+# -- clients written by others ------------------------------------------------------------------------
+
+def png_bytes(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_webuiapi_a1111_client_gets_the_cli_image(web, tmp_path):
+    webuiapi = pytest.importorskip("webuiapi")
+    host, port = web.http.rsplit(":", 1)
+    client = webuiapi.WebUIApi(host=host, port=int(port))
+    result = client.txt2img(prompt="blue car at noon", steps=2, seed=11, cfg_scale=5, width=64, height=64,
+                            sampler_name="Euler")
+    cli = web.cli("txt2img", "blue car at noon", "--steps", "2", "--seed", "11", "--cfg", "5", "--scheduler",
+                   "euler", "-o", tmp_path, "--quiet")
+    assert cli.returncode == 0, cli.stderr
+    with Image.open(cli.stdout.split()[0]) as made:
+        assert np.array_equal(np.asarray(result.image.convert("RGB")), np.asarray(made.convert("RGB")))
+        assert result.info["infotexts"][0] == made.info["parameters"]
+    edited = client.img2img(images=[result.image], prompt="blue car at night", steps=2, seed=3,
+                            denoising_strength=0.5, width=64, height=64, sampler_name="Euler")
+    assert edited.image.size == (64, 64) and json.loads(json.dumps(edited.info))["all_seeds"] == [3]
+    assert [m["model_name"] for m in client.get_sd_models()] and client.get_samplers()
+
+
+def test_openai_library_generates_and_edits(web, tmp_path):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"http://{web.http}/v1", api_key="unused", max_retries=0, timeout=120)
+    made = client.images.generate(prompt="red house", model="tiny-lcm", n=1, size="64x64", response_format="b64_json",
+                                  extra_body={"seed": 5})
+    image = decode(made.data[0].b64_json)
+    cli = web.cli("txt2img", "red house", "--model", "tiny-lcm", "--seed", "5", "-o", tmp_path, "--quiet")
+    assert cli.returncode == 0, cli.stderr
+    with Image.open(cli.stdout.split()[0]) as same:
+        assert np.array_equal(np.asarray(image), np.asarray(same.convert("RGB")))
+    # OpenAI's mask rule: the fully transparent pixels are repainted; the rest stays as it was
+    source = np.asarray(image.convert("RGB")).copy()
+    mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 32, 64))
+    edited = client.images.edit(image=("in.png", png_bytes(image), "image/png"),
+                                mask=("mask.png", png_bytes(mask), "image/png"), prompt="red house at night",
+                                model="tiny-lcm", response_format="b64_json", extra_body={"seed": 1})
+    result = decode(edited.data[0].b64_json)
+    got = np.asarray(result.convert("RGB"))
+    assert result.info["diffcli"] and json.loads(result.info["diffcli"])["job"]["task"] == "inpaint"
+    assert np.abs(got[:, 40:].astype(int) - source[:, 40:]).max() <= 2  # kept (outside the mask blur)
+    assert np.abs(got[:, :24].astype(int) - source[:, :24]).mean() > 2  # repainted
+    # no mask and an opaque image: an img2img of the whole image
+    whole = client.images.edit(image=("in.png", png_bytes(image), "image/png"), prompt="castle", model="tiny-lcm",
+                               response_format="b64_json")
+    assert json.loads(decode(whole.data[0].b64_json).info["diffcli"])["job"]["task"] == "img2img"
+    with pytest.raises(openai.BadRequestError, match="exactly one image"):
+        client.images.edit(image=[("a.png", png_bytes(image)), ("b.png", png_bytes(image))], prompt="x")
+
+
+def test_a_page_of_another_site_is_refused(web):
+    headers = {"Origin": "http://evil.example"}
+    assert call(web, "POST", "/sdapi/v1/txt2img", {"prompt": "x", "steps": 1}, headers=headers)[0] == 403
+    assert call(web, "GET", "/sdapi/v1/samplers", headers={"Origin": f"http://{web.http}"})[0] == 200
+
+
+def test_a_client_that_hangs_up_cancels_its_job(web):
+    host, port = web.http.rsplit(":", 1)
+    body = json.dumps({"prompt": "castle", "steps": 400, "seed": 1, "sampler_name": "Euler"}).encode()
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/sdapi/v1/txt2img", body=body, headers={"Content-Type": "application/json"})
+    deadline = time.time() + 60
+    while call(web, "GET", "/sdapi/v1/progress")[1]["state"]["sampling_step"] < 2:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    connection.close()  # gone without waiting for the answer
+    while (progress := call(web, "GET", "/sdapi/v1/progress")[1])["state"]["job_count"] != 0:
+        assert time.time() < deadline, progress
+        time.sleep(0.1)
+    assert progress["state"]["sampling_step"] == 0  # nothing runs: the job ended long before its 400 steps
+    assert "the client went away" in web.log()
