@@ -16,6 +16,7 @@ from diffcli.guidance import check_cutoff
 from diffcli.timesteps import check_shift
 
 TASKS = ("txt2img", "img2img", "inpaint")
+PROMPT_SYNTAXES = ("a1111", "plain")
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 1000  # no sampler takes more steps than a model's training schedule (1000 for SD-family models)
 MAX_IMAGES = 10_000  # per command; `diffcli batch` spreads more over jobs
@@ -51,6 +52,12 @@ class Job:
     image: str | None = None  # input image (img2img, inpaint)
     mask: str | None = None  # inpaint mask, white = repaint
     mask_blur: int | None = None
+    lora: tuple[str, ...] | None = None  # LoRA files "NAME_OR_PATH[:WEIGHT]"; settled: "ABSOLUTE_PATH:WEIGHT"
+    prompt_syntax: str | None = None  # "a1111": (word:1.3), [word], BREAK, <lora:name:w>, long prompts; "plain"
+
+    def __post_init__(self):
+        if self.lora is not None and not isinstance(self.lora, tuple):  # a list from flags or JSON
+            object.__setattr__(self, "lora", tuple(self.lora) or None)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +106,11 @@ def _typed(name: str, value, source: str):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         want = "a number"
         value = float(value) if ok else value
+    elif name == "lora":  # a list of "NAME_OR_PATH[:WEIGHT]" (one string is a list of one)
+        value = [value] if isinstance(value, str) else value
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        want = "a list of strings"
+        value = tuple(value) if ok else value
     else:
         ok = isinstance(value, str)
         want = "a string"
@@ -160,6 +172,13 @@ def validate(job: Job) -> None:
         raise UsageError(f"--strength must be in (0, 1] (got {job.strength})")
     if job.mask_blur is not None and job.mask_blur < 0:
         raise UsageError(f"--mask-blur must be 0 or more (got {job.mask_blur})")
+    if job.prompt_syntax is not None and job.prompt_syntax not in PROMPT_SYNTAXES:
+        raise UsageError(f"--prompt-syntax must be one of {', '.join(PROMPT_SYNTAXES)} (got '{job.prompt_syntax}')")
+    if job.lora:
+        from diffcli.models.lora import split_spec
+
+        for spec in job.lora:
+            split_spec(spec)
     if job.task in ("img2img", "inpaint") and not job.image:
         raise UsageError(f"{job.task} needs an input image")
     if job.task == "inpaint" and not job.mask:
@@ -195,8 +214,12 @@ def settings_source(ref) -> str:
 def size_multiple(layout, task: str) -> int:
     """What width and height must be multiples of: the VAE's scale factor, and for txt2img and inpaint
     also 8, which diffusers' SD/SDXL text-to-image and inpainting pipelines require (their
-    check_inputs; img2img takes any multiple of the VAE factor)."""
+    check_inputs; img2img takes any multiple of the VAE factor). A transformer denoiser (SD 3.x, FLUX.1)
+    also needs whole patches: the VAE factor times its patch size, for every task."""
     vae = layout.vae_scale_factor if layout is not None else 8
+    patch = getattr(layout, "patch_size", 1) if layout is not None else 1
+    if patch > 1:
+        return math.lcm(vae * patch, 8)
     return vae if task == "img2img" else math.lcm(vae, 8)
 
 

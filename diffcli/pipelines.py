@@ -187,11 +187,71 @@ def _apply_lora(pipe, ref) -> None:
 
     try:
         apply_lora(pipe, ref.lora, fuse=True)
+        pipe.unload_lora_weights()  # keeps the fused weights, drops the adapter layers: --lora files go on top
     except ImportError as exc:
         raise RuntimeFailure(f"{ref.name}: loading a LoRA needs peft ({exc}); pip install peft") from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RuntimeFailure(f"{ref.name}: the LoRA does not fit its base model: {text}") from None
+
+
+MAX_ADAPTERS = 8  # LoRA files kept loaded on one pipeline (batch, serve); the least recently used go first
+_ADAPTERS = "_diffcli_adapters"  # attribute of a base pipeline: {adapter name: LoRA path}, oldest first
+
+
+def activate_loras(base, specs) -> None:
+    """Make exactly SPECS ("PATH:WEIGHT", a settled job's `lora`) the active LoRAs of BASE (and of the task
+    pipelines sharing its modules), unfused: each file is loaded once as a peft adapter named by its
+    content hash and kept for later jobs; no SPECS disables every adapter, so the base's own weights act
+    alone again and give its exact pixels."""
+    from diffcli.models.lora import lora_sha256, split_spec
+
+    loaded: dict = getattr(base, _ADAPTERS, None)
+    if loaded is None:
+        loaded = {}
+        setattr(base, _ADAPTERS, loaded)
+    if not specs:
+        if loaded:
+            base.disable_lora()
+        return
+    if not hasattr(base, "load_lora_weights"):
+        raise UsageError(f"this model ({type(base).__name__}) does not take LoRA files")
+    names, weights = [], []
+    for spec in specs:
+        path, weight = split_spec(spec)
+        name = f"lora_{lora_sha256(path)[:16]}"
+        if name in loaded:
+            loaded[name] = loaded.pop(name)  # most recently used last
+        else:
+            _load_adapter(base, path, name)
+            loaded[name] = path
+        if name in names:
+            raise UsageError(f"LoRA {path} is named twice in one job; give it once with the sum of the weights")
+        names.append(name)
+        weights.append(weight)
+    stale = [n for n in loaded if n not in names][: max(0, len(loaded) - MAX_ADAPTERS)]
+    if stale:
+        base.delete_adapters(stale)
+        for n in stale:
+            del loaded[n]
+    base.enable_lora()
+    base.set_adapters(names, adapter_weights=weights)
+
+
+def _load_adapter(base, path: str, name: str) -> None:
+    from safetensors import SafetensorError
+
+    try:
+        base.load_lora_weights(str(path), adapter_name=name)
+    except ImportError as exc:
+        raise RuntimeFailure(f"loading a LoRA needs peft ({exc}); pip install peft") from None
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        try:  # a file that fit one component but not the next: take out what it left
+            base.delete_adapters([name])
+        except Exception:  # noqa: BLE001 - nothing of it was loaded
+            pass
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RuntimeFailure(f"LoRA {path} does not fit this model: {text}") from None
 
 
 def _apply_memory_options(pipe, choice, options: LoadOptions, warn) -> None:
@@ -217,7 +277,9 @@ def task_pipeline(base, task: str):
         return _TASKS[key]
     try:
         cls = _task_class(type(base).__name__, task)
-        if cls is not None:
+        if ONE_TASK.get(type(base).__name__) == task:
+            pipe = base
+        elif cls is not None:
             pipe = switch_pipeline(cls, base)
         else:  # any other family: diffusers' AutoPipeline (importing it imports every pipeline it maps)
             from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
@@ -240,7 +302,12 @@ TASK_CLASSES = {
                          "inpaint": "StableDiffusionInpaintPipeline"},
     "stable-diffusion-xl": {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
                             "inpaint": "StableDiffusionXLInpaintPipeline"},
+    "stable-diffusion-3": {"txt2img": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
+                           "inpaint": "StableDiffusion3InpaintPipeline"},
+    "flux": {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"},
 }
+# Pipelines of models made for one task only (FLUX.1 Fill: inpainting), used as they are for it.
+ONE_TASK = {"FluxFillPipeline": "inpaint"}
 
 
 def _task_class(base_class: str, task: str):

@@ -67,6 +67,7 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
 def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     """JOB with every default decided and checked, its model found and its inputs read; no outputs
     planned yet (Prepared.paths is empty) and no weights loaded."""
+    from diffcli import families
     from diffcli.images import load_mask, load_rgb, round_size
     from diffcli.models.layout import read_layout
     from diffcli.output import check_output_dir
@@ -92,9 +93,13 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     job, sources = settle_settings(job, ref, layout, input_size)
     job = with_seed(job)
     job = _absolute_paths(job, ref)
+    job = _settle_loras(job)
     check_size_for_model(job, multiple)
     check_limits(job, opts.max_pixels)
     check_sampler(job.scheduler, job.shift)
+    families.check(job, ref, layout)
+    for note in families.notes(job, ref, layout):
+        reporter.warn(note)
     size = (job.width, job.height)
     if init is not None and init.size != size:
         from PIL import Image
@@ -145,6 +150,20 @@ def _absolute_paths(job: Job, ref) -> Job:
     elif ref.source in ("local", "file"):
         changes["model"] = str(ref.path)
     return replace(job, **changes)
+
+
+def _settle_loras(job: Job) -> Job:
+    """The job's LoRA files (--lora, and `<lora:NAME:W>` tags taken out of an A1111-syntax prompt) found
+    and recorded as "ABSOLUTE_PATH:WEIGHT"; a usage error for one that is not there."""
+    from diffcli.models.lora import resolve_specs
+
+    specs, prompt = list(job.lora or ()), job.prompt
+    if job.prompt_syntax == "a1111" and prompt and "<lora:" in prompt:
+        from diffcli.prompts import take_lora_tags
+
+        prompt, tags = take_lora_tags(prompt)
+        specs += tags
+    return replace(job, prompt=prompt, lora=resolve_specs(specs) or None) if specs else job
 
 
 def _warn_unknown_words(job: Job, ref, reporter) -> None:
@@ -210,20 +229,27 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     """(task pipeline with the job's sampler, device choice, model record) for a planned job; the
     model itself is loaded once per process (pipelines.load_base)."""
     from diffcli.device import choose
-    from diffcli.pipelines import is_loaded, load_base, set_scheduler, task_pipeline
+    from diffcli.pipelines import activate_loras, is_loaded, load_base, set_scheduler, task_pipeline
 
     job = prepared.job
     choice = choose(job.device, job.dtype)
     reporter.phase("load", cached=is_loaded(prepared.ref, choice, opts.load))
-    pipe = task_pipeline(load_base(prepared.ref, choice, opts.load, warn=reporter.warn), job.task)
+    base = load_base(prepared.ref, choice, opts.load, warn=reporter.warn)
+    activate_loras(base, job.lora)  # per job, unfused: the cached base stays the base
+    pipe = task_pipeline(base, job.task)
     set_scheduler(pipe, job.scheduler)
     _warn_zero_snr(pipe, job.scheduler, reporter)
     _warn_long_prompt(pipe, job, reporter)
-    return pipe, choice, model_record(prepared.ref)
+    model = model_record(prepared.ref)
+    if job.lora:
+        from diffcli.models.lora import lora_records
+
+        model = {**model, "loras": lora_records(job.lora)}
+    return pipe, choice, model
 
 
 SHARED_BY_A_BATCH = ("task", "model", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
-                     "device", "dtype")
+                     "device", "dtype", "lora", "prompt_syntax")
 
 
 def batch_signature(prepared: Prepared) -> tuple:
@@ -269,6 +295,12 @@ def _warn_long_prompt(pipe, job: Job, reporter) -> None:
     window = getattr(tokenizer, "model_max_length", None)
     if tokenizer is None or not window or window > 100_000:
         return
+    from diffcli.prompts import supports
+
+    if job.prompt_syntax == "a1111" and supports(pipe):
+        return  # read in chunks of the window, nothing is cut (diffcli.prompts)
+    if any("T5" in type(getattr(pipe, n, None)).__name__ for n in ("tokenizer_2", "tokenizer_3")):
+        return  # SD 3.x / FLUX.1: a T5 encoder reads the whole prompt (diffusers' max_sequence_length)
     for name, text in (("prompt", job.prompt), ("negative prompt", job.negative)):
         if text:
             count = len(tokenizer(text, truncation=False).input_ids)
@@ -307,9 +339,12 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
              prompts: list[tuple[str, str]] | None = None):
     """Denoise one batch: the images of SEEDS, all with PREPARED's job settings, each with its own
     (prompt, negative) from PROMPTS when given (a batch of several jobs), else the job's."""
+    import inspect
+
     import torch
 
     from diffcli import guidance
+    from diffcli.prompts import pipeline_kwargs as text_kwargs
     from diffcli.timesteps import schedule_kwargs
 
     job = prepared.job
@@ -327,8 +362,8 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
     strength = None if job.task == "txt2img" else job.strength
     prompts = prompts or [(job.prompt, job.negative)] * count
     kwargs = dict(
-        prompt=[p for p, _ in prompts],
-        negative_prompt=[n or "" for _, n in prompts] if any(n for _, n in prompts) else None,
+        **text_kwargs(pipe, [p for p, _ in prompts],
+                      [n or "" for _, n in prompts] if any(n for _, n in prompts) else None, job.prompt_syntax),
         generator=generators,
         **schedule_kwargs(pipe, job.steps, job.shift),
         **guidance.pipeline_kwargs(pipe, job.cfg, job.cfg_cutoff, job.steps, strength, on_step=on_step_end,
@@ -338,6 +373,8 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
         kwargs.update(width=job.width, height=job.height)
     else:
         kwargs.update(image=prepared.init_image, strength=job.strength)
+        if "width" in inspect.signature(pipe.__call__).parameters:  # SD 3.x, FLUX.1 img2img: else their native size
+            kwargs.update(width=job.width, height=job.height)
     if job.task == "inpaint":
         kwargs.update(mask_image=prepared.mask, width=job.width, height=job.height)
     reporter.begin_batch(start + 1, count, job.steps)

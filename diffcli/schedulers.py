@@ -18,6 +18,12 @@ class SchedulerSpec:
     summary: str
     options: dict = field(default_factory=dict)
     custom_timesteps: bool = False  # takes a list of timesteps, so `--shift` can move its steps
+    flow: bool = False  # a flow-matching sampler (SD 3.x, FLUX.1); the others are for SD 1.x/2.x/SDXL
+
+    @property
+    def applies_to(self) -> str:
+        """The model families this sampler works with, in words."""
+        return "sd3, flux" if self.flow else "sd1, sd2, sdxl"
 
 
 # Every toggle that some entry sets is set explicitly by the others sharing its class, so the
@@ -51,6 +57,8 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("deis", "DEISMultistepScheduler", "DEIS", "DEIS (Zhang & Chen 2022)", {"use_karras_sigmas": False}),
         SchedulerSpec("lcm", "LCMScheduler", "LCM", "latent consistency models; 1-8 steps with distilled models",
                       custom_timesteps=True),
+        SchedulerSpec("flow-euler", "FlowMatchEulerDiscreteScheduler", "Euler",
+                      "flow-matching Euler (Esser et al. 2024); SD 3.x and FLUX.1", custom_timesteps=True, flow=True),
     ]
 }
 
@@ -61,6 +69,16 @@ def spec(name: str) -> SchedulerSpec:
         return SCHEDULERS[name.lower()]
     except KeyError:
         raise UsageError(f"unknown scheduler '{name}'; choose one of: {', '.join(SCHEDULERS)}") from None
+
+
+def check_applies(name: str, flow: bool, model: str) -> None:
+    """A usage error when sampler NAME does not fit MODEL: flow-matching models (SD 3.x, FLUX.1) take
+    only flow-matching samplers, the others none of them."""
+    if spec(name).flow == flow:
+        return
+    kind = "a flow-matching model (SD 3.x / FLUX.1)" if flow else "not a flow-matching model"
+    able = ", ".join(n for n, s in SCHEDULERS.items() if s.flow == flow)
+    raise UsageError(f"scheduler '{name}' does not apply to {model}, which is {kind}; use one of: {able}")
 
 
 def build(name: str, model_config):

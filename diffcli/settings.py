@@ -14,7 +14,8 @@ from diffcli.jobs import Job
 
 # Values no model or family decides.
 BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_images": 1, "batch_size": 1,
-           "device": "auto", "dtype": "auto"}
+           "device": "auto", "dtype": "auto",
+           "prompt_syntax": "a1111"}  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
 TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4}}
 SINGLE_FILE_SIZE = 512  # a single-file checkpoint has no config to read its native size from
 _FIELDS = {f.name for f in fields(Job)}
@@ -29,7 +30,7 @@ def model_layers(ref, layout) -> list[tuple[str, dict]]:
         return [(f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
                 ("native size", {"width": SINGLE_FILE_SIZE, "height": SINGLE_FILE_SIZE}),
                 (f"settings of {ref.name}", dict(ref.defaults))]
-    family = "lcm" if layout.is_lcm else layout.family
+    family = layout.settings_family  # lcm, flux-schnell, ...: a family variant with its own settings
     layers = [(f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
               ("native size", {"width": layout.native_size, "height": layout.native_size})]
     own = ("diffcli.json", {k: v for k, v in layout.defaults.items() if v is not None})

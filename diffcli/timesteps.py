@@ -75,10 +75,32 @@ def shifted(scheduler, steps: int, shift: float) -> list[int]:
     return out
 
 
+def flow_sigmas(pipe, steps: int, shift: float) -> list[float]:
+    """A flow-matching pipeline's STEPS sigmas before its scheduler shifts them (as the pipeline would
+    choose them: FLUX passes linspace(1, 1/steps), SD 3.x leaves them to the scheduler), shifted by SHIFT.
+    The scheduler then applies the model's own shift on top; shifts compose by multiplying, so SHIFT s
+    on a model with shift m samples as shift s·m (FLUX: s·e^mu of its resolution-dependent mu)."""
+    import numpy as np
+
+    scheduler = pipe.scheduler
+    if type(pipe).__name__.startswith("Flux"):
+        base = np.linspace(1.0, 1 / steps, steps)
+    else:
+        base = np.linspace(scheduler.sigma_max, scheduler.sigma_min, steps)
+    return [shift_fraction(float(u), shift) for u in base]
+
+
+def is_flow(scheduler) -> bool:
+    return type(scheduler).__name__.startswith("FlowMatch")
+
+
 def schedule_kwargs(pipe, steps: int, shift: float | None) -> dict:
-    """The pipeline's step arguments: the step count, and the shifted timesteps when SHIFT is not 1."""
+    """The pipeline's step arguments: the step count, and the shifted timesteps (flow-matching
+    schedulers: sigmas) when SHIFT is not 1."""
     if not shift or shift == 1.0:
         return {"num_inference_steps": steps}
+    if is_flow(pipe.scheduler):
+        return {"num_inference_steps": steps, "sigmas": flow_sigmas(pipe, steps, shift)}
     timesteps = shifted(pipe.scheduler, steps, shift)
     return {"num_inference_steps": len(timesteps), "timesteps": timesteps}
 
@@ -86,7 +108,9 @@ def schedule_kwargs(pipe, steps: int, shift: float | None) -> dict:
 def set_schedule(pipe, steps: int, shift: float | None) -> int:
     """Set the pipeline's scheduler to the schedule a call with these arguments uses; returns its length."""
     kwargs = schedule_kwargs(pipe, steps, shift)
-    if "timesteps" in kwargs:
+    if "sigmas" in kwargs:
+        pipe.scheduler.set_timesteps(sigmas=kwargs["sigmas"], device="cpu")
+    elif "timesteps" in kwargs:
         pipe.scheduler.set_timesteps(timesteps=kwargs["timesteps"], device="cpu")
     else:
         pipe.scheduler.set_timesteps(steps, device="cpu")

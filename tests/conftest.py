@@ -43,6 +43,20 @@ def tiny_inpaint(tmp_path_factory) -> Path:
     return tiny_models.build_inpaint(tmp_path_factory.mktemp("models") / "tiny-inpaint")
 
 
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory) -> Path:
+    import tiny_flow_models
+
+    return tiny_flow_models.build_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory) -> Path:
+    import tiny_flow_models
+
+    return tiny_flow_models.build_flux(tmp_path_factory.mktemp("models") / "tiny-flux")
+
+
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
     """Training commands run in-process here; one process per command is what users get."""

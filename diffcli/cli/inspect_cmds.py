@@ -13,19 +13,20 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output 
 
 
 def schedulers(json_out: JsonFlag = False) -> None:
-    """List the sampler names --scheduler accepts."""
+    """List the sampler names --scheduler accepts, and the model families each applies to."""
     from diffcli.schedulers import SCHEDULERS
 
     if json_out:
-        rows = [{"name": s.name, "class": s.cls, "a1111": s.a1111, "summary": s.summary, "options": s.options}
+        rows = [{"name": s.name, "class": s.cls, "a1111": s.a1111, "summary": s.summary, "options": s.options,
+                 "flow_matching": s.flow, "shift": s.custom_timesteps, "families": s.applies_to.split(", ")}
                 for s in SCHEDULERS.values()]
         typer.echo(json.dumps(rows, indent=2))
         return
     if not _stdout_is_terminal():
-        # piped: one complete line per sampler, tab-separated (name, diffusers class, A1111 name, notes),
-        # never wrapped or cut, so `cut -f1` and `grep` see every row whole
+        # piped: one complete line per sampler, tab-separated (name, diffusers class, A1111 name, notes,
+        # families), never wrapped or cut, so `cut -f1` and `grep` see every row whole
         for s in SCHEDULERS.values():
-            sys.stdout.write(f"{s.name}\t{s.cls}\t{s.a1111}\t{s.summary}\n")
+            sys.stdout.write(f"{s.name}\t{s.cls}\t{s.a1111}\t{s.summary}\t{s.applies_to}\n")
         sys.stdout.flush()
         return
     from rich.console import Console
@@ -33,9 +34,9 @@ def schedulers(json_out: JsonFlag = False) -> None:
 
     # on a narrow terminal cells wrap (long class names fold) but nothing is cut off with "…"
     table = Table(Column("name", no_wrap=True), Column("diffusers class", overflow="fold"), "A1111 name", "notes",
-                  box=None, header_style="bold")
+                  "families", box=None, header_style="bold")
     for s in SCHEDULERS.values():
-        table.add_row(s.name, s.cls, s.a1111, s.summary)
+        table.add_row(s.name, s.cls, s.a1111, s.summary, s.applies_to)
     Console(soft_wrap=True).print(table)
 
 

@@ -40,7 +40,8 @@ def test_schedulers_piped_prints_every_row_whole():
     r = cli("schedulers")
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
-    assert [line.split("\t") for line in lines] == [[s.name, s.cls, s.a1111, s.summary] for s in SCHEDULERS.values()]
+    assert [line.split("\t") for line in lines] == [[s.name, s.cls, s.a1111, s.summary, s.applies_to]
+                                                        for s in SCHEDULERS.values()]
     assert "…" not in r.stdout and "\x1b" not in r.stdout
 
 

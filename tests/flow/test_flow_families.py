@@ -1,0 +1,118 @@
+"""SD 3.x and FLUX.1: family detection, defaults, pixel equality with plain diffusers, --from, the
+model inventory, flow-matching samplers and --shift, on tiny random models of each family."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import cli, pixels, written
+
+FAST = ["--dtype", "float32", "--quiet", "-W", "32", "-H", "32"]
+FAMILIES = {"tiny_sd3": "sd3", "tiny_flux": "flux"}
+
+
+def _plain(model, task: str, **kwargs):
+    """The image plain diffusers makes (its own pipeline classes, default scheduler)."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    base = DiffusionPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
+    if task == "img2img":
+        from diffusers import AutoPipelineForImage2Image
+
+        base = AutoPipelineForImage2Image.from_pipe(base)
+    generator = torch.Generator("cpu").manual_seed(kwargs.pop("seed"))
+    return base(**kwargs, generator=generator).images[0]
+
+
+def _input(path, size=(32, 32)):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_family_detection_and_defaults(tiny_sd3, tiny_flux, tmp_path):
+    import shutil
+
+    from diffcli.models.layout import read_layout
+
+    sd3, flux = read_layout(tiny_sd3), read_layout(tiny_flux)
+    assert (sd3.family, sd3.is_flow, sd3.patch_size, sd3.vae_scale_factor) == ("sd3", True, 2, 2)
+    assert sd3.native_size == 64 and sd3.recommended()["scheduler"] == "flow-euler"
+    assert (flux.family, flux.settings_family, flux.patch_size) == ("flux", "flux", 2)
+    assert flux.recommended()["cfg"] == 3.5 and flux.native_size == 128 * 2  # FLUX's default_sample_size
+    schnell = shutil.copytree(tiny_flux, tmp_path / "schnell")
+    config = json.loads((schnell / "transformer" / "config.json").read_text())
+    (schnell / "transformer" / "config.json").write_text(json.dumps({**config, "guidance_embeds": False}))
+    assert read_layout(schnell).settings_family == "flux-schnell"
+    assert read_layout(schnell).recommended()["steps"] == 4
+
+
+@pytest.mark.parametrize("fixture", list(FAMILIES))
+def test_txt2img_matches_plain_diffusers_and_replays(fixture, request, tmp_path):
+    model = request.getfixturevalue(fixture)
+    r = cli("txt2img", "castle at dusk", "-m", model, "--seed", "11", "--steps", "2", "-o", tmp_path / "a", *FAST)
+    assert r.exit_code == 0, r.stderr
+    out = written(r)[0]
+    record = json.loads(Image.open(out).info["diffcli"])["job"]
+    assert record["scheduler"] == "flow-euler" and record["cfg"] == (7.0 if fixture == "tiny_sd3" else 3.5)
+    plain = _plain(model, "txt2img", prompt="castle at dusk", num_inference_steps=2, guidance_scale=record["cfg"],
+                   width=32, height=32, seed=11)
+    assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
+    # --from replays the recorded job, pixel for pixel
+    again = cli("txt2img", "--from", out, "-o", tmp_path / "b", "--quiet")
+    assert again.exit_code == 0, again.stderr
+    assert np.array_equal(pixels(out), pixels(written(again)[0]))
+    info = json.loads(cli("info", out, "--json").stdout)
+    assert info["job"]["model"] == str(model) and info["job"]["steps"] == 2
+    # the inventory reports the family
+    listed = {row["path"]: row for row in json.loads(cli("models", "list", "--json").stdout)}
+    assert listed[str(model)]["family"] == FAMILIES[fixture]
+    details = json.loads(cli("models", "info", str(model), "--json").stdout)
+    assert details["family"] == FAMILIES[fixture] and details["recommended"]["scheduler"] == "flow-euler"
+
+
+@pytest.mark.parametrize("fixture", list(FAMILIES))
+def test_img2img_matches_plain_diffusers(fixture, request, tmp_path):
+    model = request.getfixturevalue(fixture)
+    src = _input(tmp_path / "in.png")
+    r = cli("img2img", src, "watercolor", "-m", model, "--seed", "3", "--steps", "4", "--strength", "0.5",
+            "-o", tmp_path / "out", *FAST)
+    assert r.exit_code == 0, r.stderr
+    cfg = 7.0 if fixture == "tiny_sd3" else 3.5
+    plain = _plain(model, "img2img", prompt="watercolor", image=Image.open(src).convert("RGB"), strength=0.5,
+                   num_inference_steps=4, guidance_scale=cfg, seed=3, width=32, height=32)
+    assert np.array_equal(pixels(written(r)[0]), np.asarray(plain, dtype=np.int16))
+
+
+def test_samplers_must_fit_the_family(tiny_sd3, tiny_sd, tmp_path):
+    r = cli("txt2img", "castle", "-m", tiny_sd3, "--scheduler", "dpm++2m-karras", "-o", tmp_path, *FAST)
+    assert r.exit_code == 2 and "flow-euler" in r.stderr and "Traceback" not in r.stderr
+    r = cli("txt2img", "castle", "-m", tiny_sd, "--scheduler", "flow-euler", "-o", tmp_path, *FAST)
+    assert r.exit_code == 2 and "not a flow-matching model" in r.stderr
+    rows = {row["name"]: row for row in json.loads(cli("schedulers", "--json").stdout)}
+    assert rows["flow-euler"]["flow_matching"] and rows["flow-euler"]["families"] == ["sd3", "flux"]
+    assert not rows["euler"]["flow_matching"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flux_refuses_a_cfg_cutoff_and_notes_a_negative(tiny_flux, tmp_path):
+    r = cli("txt2img", "castle", "-m", tiny_flux, "--cfg-cutoff", "0.5", "-o", tmp_path, *FAST)
+    assert r.exit_code == 2 and "guidance-distilled" in r.stderr
+
+
+def test_shift_multiplies_the_flux_schedule(tiny_flux, tmp_path):
+    """--shift s moves FLUX's sigmas by s before the model's own (resolution-dependent) shift."""
+    r = cli("txt2img", "castle", "-m", tiny_flux, "--seed", "5", "--steps", "3", "--shift", "2", "-o", tmp_path, *FAST)
+    assert r.exit_code == 0, r.stderr
+    u = np.linspace(1.0, 1 / 3, 3)
+    sigmas = list(2 * u / (1 + u))
+    plain = _plain(tiny_flux, "txt2img", prompt="castle", num_inference_steps=3, sigmas=sigmas, guidance_scale=3.5,
+                   width=32, height=32, seed=5)
+    out = written(r)[0]
+    assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
+    assert "Shift: 2" in Image.open(out).info["parameters"]
