@@ -127,20 +127,20 @@ def aliases(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     from diffcli.models.aliases import ALIASES, downloaded
 
     rows = [{"name": n, "repo_id": a.repo_id, "family": a.family, "description": a.description,
-             "defaults": dict(a.defaults), "downloaded": downloaded(n)} for n, a in ALIASES.items()]
+             "defaults": dict(a.defaults), "gated": a.gated, "downloaded": downloaded(n)} for n, a in ALIASES.items()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("ALIAS", "REPO", "FAMILY", "STEPS", "CFG", "SCHEDULER", "SIZE", "DOWNLOADED"):
+    for col in ("ALIAS", "REPO", "FAMILY", "STEPS", "CFG", "SCHEDULER", "SIZE", "GATED", "DOWNLOADED"):
         table.add_column(col)
     for r in rows:
         d = r["defaults"]
         size = f"{d['width']}" if d.get("width") == d.get("height") and d.get("width") else "-"
         table.add_row(r["name"], r["repo_id"], r["family"], str(d.get("steps", "-")), str(d.get("cfg", "-")),
-                      d.get("scheduler", "-"), size, "yes" if r["downloaded"] else "-")
+                      d.get("scheduler", "-"), size, "yes" if r["gated"] else "-", "yes" if r["downloaded"] else "-")
     _stdout_console().print(table)
 
 

@@ -11,16 +11,17 @@ from dataclasses import dataclass, field
 
 SCHEDULERS = (
     "ddim", "ddpm", "pndm", "lms", "euler", "euler-a", "heun",
-    "dpm++2m", "dpm++2m-karras", "dpm++2m-sde-karras", "unipc", "deis", "lcm",
+    "dpm++2m", "dpm++2m-karras", "dpm++2m-sde-karras", "unipc", "deis", "lcm", "flow-euler",
 )
 
 
 @dataclass(frozen=True)
 class Alias:
     repo_id: str
-    family: str  # architecture, as `models list` detects it: sd1, sd2, sdxl, sd1-inpaint, sd1-lcm, upscaler
+    family: str  # as `models list` detects it: sd1, sd2, sdxl, sd3, flux, sd1-inpaint, flux-inpaint, sd1-lcm, upscaler
     description: str
     defaults: dict = field(default_factory=dict)  # steps, cfg, scheduler, width, height
+    gated: bool = False  # the hub asks users to accept a license first (then a token is needed to pull)
 
 
 ALIASES: dict[str, Alias] = {
@@ -55,6 +56,35 @@ ALIASES: dict[str, Alias] = {
     "lcm-sd15": Alias(
         "SimianLuo/LCM_Dreamshaper_v7", "sd1-lcm", "Latent Consistency Model (Dreamshaper v7, SD1.5 base)",
         {"steps": 4, "cfg": 8.0, "scheduler": "lcm", "width": 512, "height": 512},
+    ),
+    # SD 3.x and FLUX.1 (flow-matching; docs/models.md). FLUX --cfg is its guidance embedding value.
+    "sd3-medium": Alias(
+        "stabilityai/stable-diffusion-3-medium-diffusers", "sd3", "Stable Diffusion 3 Medium",
+        {"steps": 28, "cfg": 7.0, "scheduler": "flow-euler", "width": 1024, "height": 1024}, gated=True,
+    ),
+    "sd35-medium": Alias(
+        "stabilityai/stable-diffusion-3.5-medium", "sd3", "Stable Diffusion 3.5 Medium",
+        {"steps": 40, "cfg": 4.5, "scheduler": "flow-euler", "width": 1024, "height": 1024}, gated=True,
+    ),
+    "sd35-large": Alias(
+        "stabilityai/stable-diffusion-3.5-large", "sd3", "Stable Diffusion 3.5 Large",
+        {"steps": 28, "cfg": 3.5, "scheduler": "flow-euler", "width": 1024, "height": 1024}, gated=True,
+    ),
+    "sd35-large-turbo": Alias(
+        "stabilityai/stable-diffusion-3.5-large-turbo", "sd3", "Stable Diffusion 3.5 Large Turbo (4 steps, no guidance)",
+        {"steps": 4, "cfg": 0.0, "scheduler": "flow-euler", "width": 1024, "height": 1024}, gated=True,
+    ),
+    "flux-schnell": Alias(
+        "black-forest-labs/FLUX.1-schnell", "flux", "FLUX.1 [schnell] (1-4 steps, no guidance; Apache-2.0)",
+        {"steps": 4, "cfg": 0.0, "scheduler": "flow-euler", "width": 1024, "height": 1024},
+    ),
+    "flux-dev": Alias(
+        "black-forest-labs/FLUX.1-dev", "flux", "FLUX.1 [dev] (guidance-distilled; non-commercial license)",
+        {"steps": 28, "cfg": 3.5, "scheduler": "flow-euler", "width": 1024, "height": 1024}, gated=True,
+    ),
+    "flux-fill": Alias(
+        "black-forest-labs/FLUX.1-Fill-dev", "flux-inpaint", "FLUX.1 Fill [dev] inpainting",
+        {"steps": 50, "cfg": 30.0, "scheduler": "flow-euler", "width": 1024, "height": 1024}, gated=True,
     ),
     "x4-upscaler": Alias(
         "stabilityai/stable-diffusion-x4-upscaler", "upscaler", "Stable Diffusion x4 upscaler",

@@ -149,8 +149,13 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
     if found is None:
         if offline or not pull:
             raise _not_present(name)
-        found = hub.pull(repo_id, rev, name=name, variant=variant, allow_pickle=allow_pickle,
-                         trust_remote_code=trust_remote_code, token=token, progress=feedback, alias=alias)
+        try:
+            found = hub.pull(repo_id, rev, name=name, variant=variant, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, token=token, progress=feedback, alias=alias)
+        except UsageError as exc:
+            if alias and ALIASES[alias].gated and ("gated" in str(exc) or "not found" in str(exc)):
+                raise _gated(name, repo_id) from None
+            raise
     snap, commit, entry = found
     files = (entry or {}).get("files") or {}
     if not allow_pickle and any(is_pickle(f) for f in files):
@@ -162,6 +167,12 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
         family=_family(snap) or (ALIASES[alias].family if alias else None), repo_id=repo_id,
         variant=(entry or {}).get("variant"), allow_pickle=allow_pickle,
     )
+
+
+def _gated(name: str, repo_id: str) -> UsageError:
+    return UsageError(f"{name} ({repo_id}) is a gated model: accept its license at https://huggingface.co/{repo_id} "
+                      f"while logged in, then set HF_TOKEN to a token of that account, or run "
+                      f"`diffcli models pull {name} --token TOKEN` once")
 
 
 def _lora(name: str, path: Path, **kw) -> ModelRef:

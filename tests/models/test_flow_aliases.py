@@ -1,0 +1,29 @@
+"""Aliases of the SD 3.x and FLUX.1 repos: gated ones say how to get access."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diffcli.errors import UsageError
+from diffcli.models import resolve
+from helpers import cli
+
+
+def test_a_gated_alias_says_how_to_get_access(fakehub):
+    with pytest.raises(UsageError) as err:
+        resolve("flux-dev", quiet=True)
+    text = str(err.value)
+    assert "gated" in text and "https://huggingface.co/black-forest-labs/FLUX.1-dev" in text
+    assert "HF_TOKEN" in text and "diffcli models pull flux-dev --token" in text
+    r = cli("txt2img", "castle", "-m", "sd35-large", "--quiet")
+    assert r.exit_code == 2 and "(stabilityai/stable-diffusion-3.5-large) is a gated model" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_flow_aliases_are_listed_with_their_settings():
+    rows = {row["name"]: row for row in json.loads(cli("models", "aliases", "--json").stdout)}
+    assert rows["flux-schnell"]["family"] == "flux" and not rows["flux-schnell"]["gated"]
+    assert rows["flux-schnell"]["defaults"]["steps"] == 4 and rows["flux-dev"]["gated"]
+    assert {rows[n]["defaults"]["scheduler"] for n in ("sd35-large", "sd35-medium", "flux-dev")} == {"flow-euler"}
