@@ -52,6 +52,7 @@ def upscale(
     json: o.Json = False,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
+    no_server: o.NoServer = False,
 ) -> None:
     """Upscale an image: exactly input x --scale, with detail added by a diffusion model, in tiles."""
     from diffcli.errors import UsageError
@@ -69,6 +70,11 @@ def upscale(
                    offload=offload, vae_tiling=vae_tiling, attention_slicing=attention_slicing)
     reporter = make_reporter(json, quiet)
     try:
+        from diffcli.serve.client import connect  # a running `diffcli serve` runs it, with models loaded
+
+        if not no_server and (client := connect(reporter)) is not None:
+            client.upscale(request, opts, reporter)
+            return
         run(request, opts, reporter)
     finally:
         reporter.close()

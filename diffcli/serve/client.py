@@ -162,9 +162,42 @@ class Client:
         shown = Shown(opts.out)
         wire = wire_options(opts)
         wire["out"] = shown.absolute_out
+        request = {"op": "run", "job": prepared.job.to_dict(), "opts": wire, "settled": True}
+        return self._exchange(request, shown, opts.json, reporter, lambda: _run_here(prepared, opts, reporter))
+
+    def upscale(self, request, opts, reporter) -> Path | None:
+        """Run an upscale REQUEST (diffcli.upscale.Request, Options) on the server as the command would here."""
+        from dataclasses import asdict, replace
+
+        from diffcli.upscale.core import validate
+
+        try:
+            validate(request)  # bad flags fail here, as without a server; the server checks the rest
+            shown = Shown(opts.out)
+            absolute = {"image": os.path.abspath(os.path.expanduser(request.image))}
+            if request.model and os.path.exists(os.path.expanduser(request.model)):  # a local model, not a name
+                absolute["model"] = os.path.abspath(os.path.expanduser(request.model))
+            wire_request = asdict(replace(request, **absolute))
+            wire_opts = {k: v for k, v in asdict(opts).items() if k != "results"}
+            wire_opts["out"] = shown.absolute_out
+
+            def here() -> list[Path]:
+                from diffcli.upscale import upscale
+
+                return [upscale(request, opts, reporter)]
+
+            paths = self._exchange({"op": "run", "upscale": wire_request, "opts": wire_opts}, shown, opts.json,
+                                   reporter, here)
+            return paths[0] if paths else None
+        finally:
+            self.close()
+
+    def _exchange(self, request: dict, shown: Shown, as_json: bool, reporter, run_here) -> list[Path]:
+        """Send REQUEST, show what comes back as the command would, return the written paths (RUN_HERE
+        when the server turns out to be stopping)."""
         umask = os.umask(0o022)
         os.umask(umask)
-        self.channel.send({"op": "run", "job": prepared.job.to_dict(), "opts": wire, "settled": True, "umask": umask})
+        self.channel.send({**request, "umask": umask})
         interrupted: KeyboardInterrupt | None = None
         deadline = None
         while True:
@@ -182,7 +215,7 @@ class Client:
 
                     replay(reporter, str(message.get("name")), message.get("args"), shown.path)
                 elif kind == "result":
-                    sys.stdout.write(shown.line(str(message.get("line", "")), opts.json) + "\n")
+                    sys.stdout.write(shown.line(str(message.get("line", "")), as_json) + "\n")
                     sys.stdout.flush()
                 elif kind == "queued":
                     reporter.emit("queued", position=message.get("position"))
@@ -192,7 +225,7 @@ class Client:
                     if message.get("kind") == "interrupted" and interrupted is not None:
                         raise interrupted
                     if message.get("kind") == "unavailable":  # stopping: run here after all
-                        return _run_here(prepared, opts, reporter)
+                        return run_here()
                     raise shown.error(error_from(message))
             except KeyboardInterrupt as exc:
                 if interrupted is not None or isinstance(exc, _Gone):

@@ -18,7 +18,7 @@ from pathlib import Path
 from diffcli.errors import UsageError
 from diffcli.serve.protocol import (PROTOCOL, Channel, ProtocolError, compat_key, error_message, make_private_directory,
                                     peer_uid, sibling, unsafe_socket)
-from diffcli.serve.worker import Stopping, Task, Worker, parse_request
+from diffcli.serve.worker import Stopping, Task, Worker, parse_request, parse_upscale
 
 REQUEST_WAIT_S = 3600.0  # a client settles its job (maybe downloading a model) before it sends it
 
@@ -202,13 +202,17 @@ class Server:
                 self.last_active = time.monotonic()
 
     def _run(self, channel: Channel, message: dict) -> None:
+        upscale = None
         try:
-            job, opts = parse_request(message)
+            if "upscale" in message:
+                job, (upscale, opts) = None, parse_upscale(message)
+            else:
+                job, opts = parse_request(message)
         except UsageError as exc:
             channel.send(error_message(exc))
             return
         task = Task(job=job, opts=opts, reporter=None, results=lambda line: channel.try_send({"type": "result", "line": line}),
-                    settled=message.get("settled") is True)
+                    settled=message.get("settled") is True, upscale=upscale)
         umask = message.get("umask")
         if isinstance(umask, int) and not isinstance(umask, bool) and 0 <= umask <= 0o777:
             task.umask = umask

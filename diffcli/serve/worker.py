@@ -37,6 +37,53 @@ def wire_options(opts) -> dict:
     return out
 
 
+# an upscale request: its Request fields and Options a client may set, with their types
+_UPSCALE_TYPES = {"image": str, "scale": int, "method": str, "model": str, "prompt": str, "negative": str,
+                  "strength": float, "noise_level": int, "tile_size": int, "overlap": int, "steps": int,
+                  "cfg": float, "cfg_cutoff": float, "shift": float, "seed": int, "scheduler": str, "device": str,
+                  "dtype": str, "max_pixels": int, "fidelity": str}
+_UPSCALE_OPTION_TYPES = {"out": str, "fmt": str, "overwrite": bool, "json": bool, "offline": bool,
+                         "allow_pickle": bool, "offload": str, "vae_tiling": bool, "attention_slicing": bool}
+
+
+def _typed_values(data, types: dict, what: str, source: str) -> dict:
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: '{what}' must be a JSON object")
+    values = {}
+    for name, value in data.items():
+        kind = types.get(name)
+        if kind is None:
+            raise UsageError(f"{source}: unknown {what} field '{name}'")
+        if value is None:
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise UsageError(f"{source}: {what} field '{name}' must be {'a ' + kind.__name__ if kind is not int else 'an int'}")
+        values[name] = value
+    return values
+
+
+def parse_upscale(message: dict, source: str = "the request") -> tuple[object, object]:
+    """The upscale Request and Options of an upscale request, every field type-checked; paths must be
+    absolute. The engine's prepare checks the rest, as for the command."""
+    from diffcli.upscale import Options, Request
+    from diffcli.upscale.core import validate as validate_upscale
+
+    request = _typed_values(message.get("upscale"), _UPSCALE_TYPES, "upscale", source)
+    options = _typed_values(message.get("opts", {}), _UPSCALE_OPTION_TYPES, "opts", source)
+    for name, value in (("image", request.get("image")), ("--out", options.get("out"))):
+        if value is None:
+            raise UsageError(f"{source}: {name} is missing")
+        if not os.path.isabs(value):
+            raise UsageError(f"{source}: {name} must be an absolute path (got '{value}')")
+    if options.get("offload") not in (None, "model", "sequential"):
+        raise UsageError(f"invalid --offload '{options['offload']}'; use model or sequential")
+    r = Request(**request)
+    validate_upscale(r)
+    return r, Options(**options)
+
+
 def parse_request(message: dict, source: str = "the request") -> tuple[Job, object]:
     """The Job and RunOptions of a run request, every field type-checked; relative paths are refused
     (a server has no working directory of the client's). Ranges and combinations are checked later
@@ -84,8 +131,8 @@ _IDS = itertools.count(1)
 class Task:
     """One job waiting for, or in, the worker. REPORTER gets its progress, RESULTS its stdout lines."""
 
-    job: Job
-    opts: object  # RunOptions, without results
+    job: Job | None  # None for an upscale
+    opts: object  # RunOptions (an upscale's Options), without results
     reporter: object
     results: object  # callable(line)
     settled: bool = False  # the client already ran settle (and showed its warnings)
@@ -98,6 +145,7 @@ class Task:
     prepared: object = None
     progress: dict = field(default_factory=dict)  # filled by a Forwarder reporter: images, steps, image, step
     umask: int | None = None  # the client's, so its files get the permissions a local run gives them
+    upscale: object = None  # an upscale's Request (then JOB is None)
 
     def finish(self, outcome: dict) -> None:
         self.outcome = outcome
@@ -233,7 +281,7 @@ class Worker:
                 self.recent.used(task.prepared, task.opts.load)
         self.jobs_done += 1
         task.finish({"type": "end", "paths": [str(p) for p in paths]})
-        self.log(f"job {task.id}: {task.job.task}, {len(paths)} image{'' if len(paths) == 1 else 's'} in "
+        self.log(f"job {task.id}: {_describe(task)['task']}, {len(paths)} image{'' if len(paths) == 1 else 's'} in "
                  f"{time.perf_counter() - t0:.1f} s ({task.door})")
 
     def _finish_cancelled(self, task: Task) -> None:
@@ -252,6 +300,13 @@ def run_task(task: Task) -> list:
 
     t0 = time.perf_counter()
     opts = replace(task.opts, results=task.results)
+    if task.upscale is not None:
+        from diffcli.upscale import upscale
+
+        try:
+            return [upscale(task.upscale, opts, task.reporter)]
+        finally:
+            release_reservations()
     try:
         # the client settled the job already and showed its warnings: settle again (this is the trust
         # boundary) without repeating them
@@ -265,6 +320,8 @@ def run_task(task: Task) -> list:
 
 
 def _describe(task: Task) -> dict:
+    if task.upscale is not None:
+        return {"id": task.id, "task": "upscale", "images": 1, "steps": task.upscale.steps, "door": task.door}
     job = task.job
     return {"id": task.id, "task": job.task, "images": job.num_images, "steps": job.steps, "door": task.door}
 

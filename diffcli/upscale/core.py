@@ -84,6 +84,7 @@ class Options:
     offload: str | None = None
     vae_tiling: bool = False
     attention_slicing: bool = False
+    results: object = None  # callable taking each stdout line (a server sends them to its client); None: stdout
 
 
 @dataclass
@@ -554,10 +555,10 @@ def _save(image, path: Path, plan: Plan, model: dict, device, dtype, opts: Optio
         "model": plan.ref.name if plan.ref else None, "steps": plan.steps, "cfg": plan.cfg, "cfg_cutoff": plan.cfg_cutoff,
         "shift": plan.shift, "width": plan.out_size[0], "height": plan.out_size[1], "seed": plan.seed, "num_images": 1,
         "batch_size": 1, "scheduler": plan.scheduler, "device": plan.device, "dtype": plan.dtype,
-        "strength": plan.strength, "image": str(plan.source_path), "mask": None, "mask_blur": None,
+        "strength": plan.strength, "image": str(plan.source_path.resolve()), "mask": None, "mask_blur": None,
     }
     record = build_record(job, model, device, dtype, extra={"upscale": upscale_record(plan)})
     result = {"seed": plan.seed, "width": plan.out_size[0], "height": plan.out_size[1], "task": "upscale",
               "model": plan.ref.name if plan.ref else None, "method": plan.method, "scale": plan.scale}
-    Sink(fmt=plan.fmt, overwrite=opts.overwrite, as_json=opts.json, reporter=reporter).write(image, path, record,
-                                                                                           result, 1)
+    sink = Sink(fmt=plan.fmt, overwrite=opts.overwrite, as_json=opts.json, reporter=reporter, results=opts.results)
+    sink.write(image, path, record, result, 1)

@@ -97,6 +97,29 @@ def test_bad_input_gives_the_same_error_and_exit_code(server, tiny_sd, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
 
 
+def test_upscale_through_the_server_is_the_same_as_without(server, tiny_sd, tmp_path):
+    Image.new("RGB", (32, 24), (40, 160, 90)).save(tmp_path / "small.png")
+    args = ["upscale", "small.png", "-m", tiny_sd, "--method", "tiled", "--scale", "2", "--seed", "3", "--json",
+            "--steps", "4", "--dtype", "float32"]
+    before = _done(server)
+    served = server.cli(*args, "-o", "a/", cwd=tmp_path)
+    assert served.returncode == 0, served.stderr + server.log()
+    assert _done(server) == before + 1  # it really went through the server
+    local = server.cli(*args, "-o", "b/", "--no-server", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    (a,) = [json.loads(line) for line in served.stdout.splitlines()]
+    (b,) = [json.loads(line) for line in local.stdout.splitlines()]
+    assert a["path"].startswith("a/") and {**a, "path": None} == {**b, "path": None}
+    assert pixels(tmp_path / a["path"]).shape == (48, 64, 3)
+    assert np.array_equal(pixels(tmp_path / a["path"]), pixels(tmp_path / b["path"]))
+    assert _record(tmp_path / a["path"]) == _record(tmp_path / b["path"])
+    assert _shape(_events(served.stderr)) == [{**e, "path": e["path"].replace("b/", "a/")} if "path" in e else e
+                                              for e in _shape(_events(local.stderr))]
+    bad = ["upscale", "small.png", "--scale", "1", "--quiet"]
+    served, local = server.cli(*bad, cwd=tmp_path), server.cli(*bad, "--no-server", cwd=tmp_path)
+    assert served.returncode == local.returncode == 2 and served.stderr == local.stderr
+
+
 def test_concurrent_clients_each_get_their_own_images(server, tiny_sd, tmp_path):
     procs = [server.popen("txt2img", "castle", "-m", tiny_sd, "--seed", str(seed), "-o", "out", "--quiet", *FAST,
                           cwd=tmp_path) for seed in (11, 12, 13)]
