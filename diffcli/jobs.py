@@ -15,7 +15,7 @@ from diffcli.errors import UsageError
 from diffcli.guidance import check_cutoff
 from diffcli.timesteps import check_shift
 
-TASKS = ("txt2img", "img2img", "inpaint")
+TASKS = ("txt2img", "img2img", "inpaint", "outpaint")
 PROMPT_SYNTAXES = ("a1111", "plain")
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 1000  # no sampler takes more steps than a model's training schedule (1000 for SD-family models)
@@ -36,6 +36,7 @@ class Job:
     prompt: str | None = None
     negative: str | None = None
     model: str | None = None
+    base: str | None = None  # a transformer-only model file's other components (SD 3.x, FLUX.1): a diffusers model
     steps: int | None = None
     cfg: float | None = None
     cfg_cutoff: float | None = None  # guidance only while timestep >= cfg_cutoff * T (0 = every step)
@@ -49,9 +50,12 @@ class Job:
     device: str | None = None
     dtype: str | None = None
     strength: float | None = None
-    image: str | None = None  # input image (img2img, inpaint)
+    image: str | None = None  # input image (img2img, inpaint, outpaint)
     mask: str | None = None  # inpaint mask, white = repaint
     mask_blur: int | None = None
+    extend: str | None = None  # outpaint: pixels added "L,T,R,B" (or "25%"); settled: pixels, see diffcli.outpaint
+    anchor: str | None = None  # outpaint to a width x height: where the image sits (center, top-left, ...)
+    fill: str | None = None  # outpaint: what the new area holds before denoising (edge, blur, noise)
     lora: tuple[str, ...] | None = None  # LoRA files "NAME_OR_PATH[:WEIGHT]"; settled: "ABSOLUTE_PATH:WEIGHT"
     prompt_syntax: str | None = None  # "a1111": (word:1.3), [word], BREAK, <lora:name:w>, long prompts; "plain"
 
@@ -81,6 +85,14 @@ class Job:
             merged = replace(merged, image=None, mask=None, strength=None, mask_blur=None)
         elif self.task == "img2img":
             merged = replace(merged, mask=None, mask_blur=None)
+        if self.task != "outpaint":
+            merged = replace(merged, extend=None, anchor=None, fill=None)
+        elif base.task != "outpaint":  # outpaint an image made by another task: not its size or mask
+            merged = replace(merged, mask=None, width=self.width, height=self.height)
+        elif self.width is not None or self.height is not None or self.anchor is not None:
+            merged = replace(merged, extend=self.extend)  # a new --to canvas replaces the recorded one
+        elif self.extend is not None:
+            merged = replace(merged, width=None, height=None)
         return merged
 
     def seeds(self) -> list[int]:
@@ -112,6 +124,8 @@ def _typed(name: str, value, source: str):
         want = "a list of strings"
         value = tuple(value) if ok else value
     else:
+        if name == "extend" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # {"extend": 32}: 32 pixels on every side
         ok = isinstance(value, str)
         want = "a string"
     if not ok:
@@ -179,10 +193,16 @@ def validate(job: Job) -> None:
 
         for spec in job.lora:
             split_spec(spec)
-    if job.task in ("img2img", "inpaint") and not job.image:
+    if job.task in ("img2img", "inpaint", "outpaint") and not job.image:
         raise UsageError(f"{job.task} needs an input image")
     if job.task == "inpaint" and not job.mask:
         raise UsageError("inpaint needs --mask")
+    if job.task == "outpaint":
+        from diffcli.outpaint import check_job
+
+        check_job(job)
+    elif job.extend is not None or job.anchor is not None or job.fill is not None:
+        raise UsageError(f"extend, anchor and fill are outpaint settings; {job.task} does not take them")
     if job.scheduler is not None:
         from diffcli.schedulers import spec
 

@@ -57,7 +57,8 @@ def _cache_processor_signatures() -> None:
 
 def key_of(ref, choice, options: LoadOptions = LoadOptions()) -> tuple:
     """The cache key of a loaded pipeline: (model path, kind, LoRA, device, dtype, load options)."""
-    return (str(ref.path), ref.kind, str(getattr(ref, "lora", None)), choice.device, choice.dtype, options)
+    return (str(ref.path), ref.kind, str(getattr(ref, "lora", None)), choice.device, choice.dtype, options,
+            str(getattr(ref, "base", None)))
 
 
 def is_loaded(ref, choice, options: LoadOptions = LoadOptions()) -> bool:
@@ -85,6 +86,10 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
             from diffcli.models.single_file import load_pipeline
 
             pipe = load_pipeline(ref, dtype, options.allow_pickle)
+        elif ref.kind == "transformer_file":
+            from diffcli.models.single_file import load_with_base
+
+            pipe = load_with_base(ref, dtype)
         else:
             pickled = pickle_only_components(ref.path) if options.allow_pickle else []
             # diffusers logs an error line for each component it then loads from pickle: we say it once
@@ -367,6 +372,20 @@ def decode_latents(pipe, latents):
 def loaded_keys() -> list[tuple]:
     """The keys of the pipelines this process holds, in the order they were loaded."""
     return list(_BASES)
+
+
+def loaded_bytes(key: tuple) -> int:
+    """Bytes of weights (parameters and buffers) the loaded pipeline KEY holds; 0 when none is loaded."""
+    base = _BASES.get(key)
+    if base is None:
+        return 0
+    total, seen = 0, set()
+    for component in base.components.values():
+        for tensor in [*getattr(component, "parameters", lambda: [])(), *getattr(component, "buffers", lambda: [])()]:
+            if id(tensor) not in seen:  # (tied weights count once)
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def release(key: tuple) -> None:

@@ -80,10 +80,17 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     ref = _resolve(job, opts, reporter)
     if ref.source == "bundled" and job.model and Path(job.model).is_dir():
         reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
-    layout = read_layout(ref.path) if ref.kind == "diffusers" else None
+    layout = read_layout(ref.path if ref.kind == "diffusers" else ref.base) if ref.kind in (
+        "diffusers", "transformer_file") else None  # a transformer file: its base's layout
     _check_task(replace(job, model=ref.name), ref, layout)
     multiple = size_multiple(layout, job.task)
     check_model_settings(job, model_defaults(ref, layout), settings_source(ref))
+    canvas = None
+    if job.task == "outpaint":  # the canvas around the image: its size is the job's size
+        from diffcli.outpaint import plan as plan_canvas
+
+        canvas = plan_canvas(init.size, job.extend, job.width, job.height, job.anchor, multiple)
+        job = replace(job, extend=canvas.extend, anchor=None, width=canvas.width, height=canvas.height)
     input_size = init.size if init is not None else None
     if init is not None and job.width is None and job.height is None:
         input_size = round_size(*init.size, multiple)
@@ -101,6 +108,10 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     for note in families.notes(job, ref, layout):
         reporter.warn(note)
     size = (job.width, job.height)
+    if canvas is not None:
+        from diffcli.outpaint import prepare as prepare_canvas
+
+        init, mask = prepare_canvas(init, canvas, job.fill)
     if init is not None and init.size != size:
         from PIL import Image
 
@@ -124,6 +135,18 @@ def plan_outputs(prepared: Prepared, opts: RunOptions) -> Prepared:
 
 
 def _resolve(job: Job, opts: RunOptions, reporter):
+    """The job's model as a local ModelRef, with its --base when it is a transformer-only file (a base
+    recorded in a --from image, like its model, is never fetched)."""
+    from diffcli.models.resolve import attach_base
+    from diffcli.progress import download_progress
+
+    ref = _resolve_model(job, opts, reporter)
+    replaying = opts.replay_model is not None and job.model == opts.replay_model
+    return attach_base(ref, job.base, offline=opts.offline or replaying, allow_pickle=opts.load.allow_pickle,
+                       progress=download_progress(reporter))
+
+
+def _resolve_model(job: Job, opts: RunOptions, reporter):
     """The job's model as a local ModelRef. A model named only inside a --from image is never downloaded
     nor looked up on the network: it must already be here, or the user names it with --model."""
     from diffcli.models import resolve
@@ -149,6 +172,8 @@ def _absolute_paths(job: Job, ref) -> Job:
         changes["model"] = str(ref.lora)
     elif ref.source in ("local", "file"):
         changes["model"] = str(ref.path)
+    if getattr(ref, "base", None) is not None and Path(job.base).is_dir():
+        changes["base"] = str(ref.base)
     return replace(job, **changes)
 
 
@@ -236,7 +261,7 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     reporter.phase("load", cached=is_loaded(prepared.ref, choice, opts.load))
     base = load_base(prepared.ref, choice, opts.load, warn=reporter.warn)
     activate_loras(base, job.lora)  # per job, unfused: the cached base stays the base
-    pipe = task_pipeline(base, job.task)
+    pipe = task_pipeline(base, "inpaint" if job.task == "outpaint" else job.task)  # outpaint: inpaint a canvas
     set_scheduler(pipe, job.scheduler)
     _warn_zero_snr(pipe, job.scheduler, reporter)
     _warn_long_prompt(pipe, job, reporter)
@@ -248,7 +273,7 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     return pipe, choice, model
 
 
-SHARED_BY_A_BATCH = ("task", "model", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
+SHARED_BY_A_BATCH = ("task", "model", "base", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
                      "device", "dtype", "lora", "prompt_syntax")
 
 
@@ -375,7 +400,7 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
         kwargs.update(image=prepared.init_image, strength=job.strength)
         if "width" in inspect.signature(pipe.__call__).parameters:  # SD 3.x, FLUX.1 img2img: else their native size
             kwargs.update(width=job.width, height=job.height)
-    if job.task == "inpaint":
+    if job.task in ("inpaint", "outpaint"):
         kwargs.update(mask_image=prepared.mask, width=job.width, height=job.height)
     reporter.begin_batch(start + 1, count, job.steps)
     reporter.phase("encode")
@@ -385,7 +410,7 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
         if opts.save_partial and state["latents"] is not None:
             _save_partial(pipe, state["latents"], prepared, seeds, start, choice, model, opts, reporter)
         raise
-    if job.task == "inpaint":
+    if job.task in ("inpaint", "outpaint"):
         images = [composite(prepared.init_image, im, prepared.mask, job.mask_blur) for im in images]
     return images
 

@@ -7,6 +7,7 @@ through. The T5 tokenizer is a small unigram vocabulary built here (no download)
 
 from __future__ import annotations
 
+import json
 import shutil
 import string
 from pathlib import Path
@@ -102,3 +103,38 @@ def build_flux(path: Path, *, guidance: bool = True, seed: int = 0) -> Path:
     shutil.rmtree(path / "_tok", ignore_errors=True)
     shutil.rmtree(path / "_t5", ignore_errors=True)
     return path
+
+
+def write_transformer_files(base: Path, out: Path, seed: int = 1) -> dict[str, Path]:
+    """Another random transformer for BASE (a tiny FLUX or SD3 folder), written as people download one:
+    `folder` (diffusers layout, for the plain-diffusers reference), `safetensors` (one file) and `gguf`
+    (one file, every 2-D weight whose rows are whole 32-value blocks quantized to Q8_0, the rest F32,
+    as llama.cpp-style converters write them; written with the `gguf` package)."""
+    import diffusers
+    import gguf
+    import torch
+    from safetensors.torch import save_file
+
+    base, out = Path(base), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads((base / "transformer" / "config.json").read_text())
+    cls = getattr(diffusers, config["_class_name"])
+    torch.manual_seed(seed)
+    transformer = cls.from_config(config)
+    transformer.save_pretrained(out / "transformer")
+    state = {k: v.detach().contiguous() for k, v in transformer.state_dict().items()}
+    save_file(state, out / "transformer.safetensors")
+    writer = gguf.GGUFWriter(str(out / "transformer.gguf"), arch=config["_class_name"])
+    for name, tensor in state.items():
+        array = tensor.float().numpy()
+        if array.ndim == 2 and array.shape[-1] % 32 == 0:
+            q8 = gguf.GGMLQuantizationType.Q8_0
+            writer.add_tensor(name, gguf.quants.quantize(array, q8), raw_dtype=q8)
+        else:
+            writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return {"folder": out / "transformer", "safetensors": out / "transformer.safetensors",
+            "gguf": out / "transformer.gguf"}

@@ -14,6 +14,7 @@ OUT = "Output"
 
 InputImage = Annotated[str, typer.Argument(help="Input image.", metavar="IMAGE", show_default=False)]
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: alias, org/name, local directory, .safetensors file or URL. Default: the bundled 'tiny' model.", rich_help_panel=MODEL)]
+Base = Annotated[Optional[str], typer.Option("--base", help="With a FLUX.1 or SD 3.x transformer file (.safetensors or .gguf) as --model: the diffusers model (alias, org/name or folder) that supplies its text encoders and VAE.", rich_help_panel=MODEL)]
 Negative = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt.", rich_help_panel=GEN)]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)]
 Cfg = Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's).", rich_help_panel=GEN)]
@@ -26,6 +27,8 @@ NumImages = Annotated[Optional[int], typer.Option("--num-images", "-n", help="Ho
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Images denoised together.", rich_help_panel=GEN)]
 MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse a batch with more pixels (width x height x batch size) than this. Default: what fits this machine's memory, at most 4096x4096.", rich_help_panel=MODEL, show_default=False)]
 Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="Sampler name; see `diffcli schedulers`.", rich_help_panel=GEN)]
+Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA file or name in the LoRA folder (DIFFCLI_LORA_DIR), with an optional :WEIGHT (default 1); repeat for several.", rich_help_panel=GEN, metavar="FILE|NAME[:WEIGHT]", show_default=False)]
+PromptSyntax = Annotated[Optional[str], typer.Option("--prompt-syntax", help="a1111: (word:1.3), (word), [word], BREAK, <lora:name:0.8> and prompts longer than the text encoder's window; plain: the prompt as it is. Default: a1111.", rich_help_panel=GEN, metavar="a1111|plain", show_default=False)]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL)]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16.", rich_help_panel=MODEL)]
 Offload = Annotated[Optional[str], typer.Option("--offload", help="Keep weights on the CPU until needed: model or sequential.", rich_help_panel=MODEL)]
@@ -51,6 +54,7 @@ def keyword(name: str, annotation, default=None) -> inspect.Parameter:
 # The shared generation options, in the order --help shows them.
 SHARED_GENERATION = [
     keyword("model", Model),
+    keyword("base", Base),
     keyword("negative", Negative),
     keyword("steps", Steps),
     keyword("cfg", Cfg),
@@ -62,6 +66,8 @@ SHARED_GENERATION = [
     keyword("num_images", NumImages),
     keyword("batch_size", BatchSize),
     keyword("scheduler", Scheduler),
+    keyword("lora", Lora),
+    keyword("prompt_syntax", PromptSyntax),
     keyword("from_image", From),
     keyword("device", Device),
     keyword("dtype", Dtype),

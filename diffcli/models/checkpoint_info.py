@@ -38,13 +38,43 @@ def dtypes(path: Path | str) -> list[str]:
     return sorted({str(v.get("dtype")) for v in tensors(read_header(path)).values()})
 
 
+def gguf_tensor_names(path: Path | str) -> list[str]:
+    """The tensor names of a GGUF file (its header only; needs the `gguf` package: diffcli[gguf])."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise UsageError(f"{path}: reading GGUF files needs the gguf package: pip install 'diffcli[gguf]'") from None
+    try:
+        return [t.name for t in GGUFReader(str(path)).tensors]
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise UsageError(f"{path}: not a valid GGUF file ({exc})") from None
+
+
+def transformer_family(keys) -> str | None:
+    """flux | sd3 when KEYS are those of a FLUX.1 or SD 3.x transformer (the original BFL/SAI layout, with
+    or without the `model.diffusion_model.` prefix, or diffusers' own), else None."""
+    names = [k.removeprefix("model.diffusion_model.") for k in keys]
+    if any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in names):
+        return "flux"
+    if any(k.startswith("joint_blocks.") for k in names) or (
+            "context_embedder.weight" in names and any(k.startswith("transformer_blocks.") for k in names)):
+        return "sd3"
+    return None
+
+
 def detect_family(path: Path | str) -> str:
-    """Family of an original-format (LDM) single-file checkpoint: sd1 | sd2 | sdxl | sdxl-refiner | unknown,
-    with "-inpaint" appended when the UNet takes 9 input channels."""
+    """Family of a single-file checkpoint: sd1 | sd2 | sdxl | sdxl-refiner (original LDM layout, with
+    "-inpaint" appended when the UNet takes 9 input channels), flux | sd3 (a transformer, as
+    .safetensors or .gguf; other components come from --base) or unknown."""
+    if str(path).lower().endswith(".gguf"):
+        return transformer_family(gguf_tensor_names(path)) or "unknown"
     if not str(path).lower().endswith(".safetensors"):
         return "unknown"
     t = tensors(read_header(path))
     keys = t.keys()
+    family = transformer_family(keys)
+    if family is not None:
+        return family
     if any(k.startswith("conditioner.embedders.1.") for k in keys):
         family = "sdxl"
     elif any(k.startswith("conditioner.embedders.0.model.") for k in keys):

@@ -20,7 +20,8 @@ SAFE_FILENAME_RE = re.compile(r"^[\w][\w.\-+ ]{0,199}$")
 
 SAFETENSORS_EXT = (".safetensors",)
 PICKLE_EXT = (".ckpt", ".pt", ".pth", ".bin")
-CHECKPOINT_EXT = SAFETENSORS_EXT + PICKLE_EXT
+GGUF_EXT = (".gguf",)  # quantized transformer weights (FLUX.1, SD 3.x), loaded with diffusers' GGUF support
+CHECKPOINT_EXT = SAFETENSORS_EXT + PICKLE_EXT + GGUF_EXT
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,13 @@ class ModelRef:
     variant: str | None = None  # weights variant that was pulled (e.g. "fp16"): pass to from_pretrained
     allow_pickle: bool = False  # the model was resolved with --allow-pickle
     lora: Path | None = None  # a LoRA directory applied on top of this (base) model
+    base: Path | None = None  # kind == "transformer_file": the diffusers model giving every other component
+    base_name: str | None = None  # the base as the user named it
 
 
 NATIVE_SIZE = {"sd1": 512, "sd2": 768, "sdxl": 1024}  # single-file checkpoints: image size by family
+TRANSFORMER_FILE_FAMILIES = ("flux", "sd3")  # their single files hold the transformer; the rest comes from --base
+BASE_EXAMPLES = {"flux": "flux-dev or flux-schnell", "sd3": "sd35-large or sd35-medium"}
 
 
 def default_model_name() -> str:
@@ -167,6 +171,36 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
         family=_family(snap) or (ALIASES[alias].family if alias else None), repo_id=repo_id,
         variant=(entry or {}).get("variant"), allow_pickle=allow_pickle,
     )
+
+
+def needs_base(ref: ModelRef) -> bool:
+    """Whether REF is a transformer-only file (FLUX.1 / SD 3.x .safetensors or .gguf)."""
+    return ref.kind == "single_file" and ref.family in TRANSFORMER_FILE_FAMILIES
+
+
+def attach_base(ref: ModelRef, base_name: str | None, **kw) -> ModelRef:
+    """REF (a transformer-only file) with the other components of BASE_NAME, a diffusers model of the
+    same family resolved like any --model (KW: resolve's options). REF itself when it needs no base;
+    a usage error when a base is missing, of the wrong kind or family, or given where none applies."""
+    from diffcli.models.layout import read_layout
+
+    if not needs_base(ref):
+        if base_name:
+            raise UsageError(f"--base applies only to a FLUX.1 or SD 3.x transformer file (.safetensors or .gguf); "
+                             f"{ref.name} is not one")
+        return ref
+    if not base_name:
+        raise UsageError(f"{ref.name}: is a {ref.family} transformer only; name the diffusers model that supplies "
+                         f"its text encoders and VAE with --base (e.g. --base {BASE_EXAMPLES[ref.family]})")
+    base = resolve(base_name, **kw)
+    if base.kind != "diffusers" or base.lora is not None:
+        raise UsageError(f"--base {base_name}: must be a diffusers model (a folder, repo id or alias), not a "
+                         f"{'LoRA' if base.lora is not None else 'single file'}")
+    family = read_layout(base.path).family
+    if family != ref.family:
+        raise UsageError(f"--base {base_name}: is a {family} model; {ref.name} is a {ref.family} transformer")
+    return replace(ref, kind="transformer_file", base=base.path, base_name=base.name, defaults=dict(base.defaults),
+                   revision=None)
 
 
 def _gated(name: str, repo_id: str) -> UsageError:

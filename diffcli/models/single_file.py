@@ -168,3 +168,39 @@ def load_pipeline(ref, torch_dtype=None, allow_pickle: bool = False):
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise RuntimeFailure(f"{path}: cannot load as a {ref.family or 'diffusers'} checkpoint ({first})") from None
+
+
+def load_with_base(ref, torch_dtype=None):
+    """A pipeline of REF's base model (ref.base, a diffusers folder) with its transformer loaded from the
+    single file REF.path instead: a .safetensors (the original BFL/SAI layout or diffusers') or a .gguf,
+    whose quantized weights stay quantized (diffusers' GGUF support dequantizes each layer as it runs)."""
+    import diffusers
+
+    path, base = Path(ref.path), Path(ref.base)
+    index = json.loads((base / "model_index.json").read_text())
+    cls = getattr(diffusers, str((index.get("transformer") or [None, None])[1]), None)
+    if cls is None or not hasattr(cls, "from_single_file"):
+        raise UsageError(f"--base {ref.base_name}: has no transformer that loads from a single file")
+    dtype = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    kwargs = dict(dtype)
+    if path.suffix.lower() == ".gguf":
+        from diffusers.utils import is_gguf_available
+
+        if not is_gguf_available():
+            raise UsageError(f"{path}: loading GGUF files needs the gguf package: pip install 'diffcli[gguf]'")
+        import torch
+
+        kwargs["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=torch_dtype or torch.float32)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # `torch_dtype` is renamed `dtype` in newer diffusers
+        try:
+            transformer = cls.from_single_file(str(path), config=str(base), subfolder="transformer",
+                                               local_files_only=True, **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise RuntimeFailure(f"{path}: cannot load as a {ref.family} transformer of {ref.base_name} "
+                                 f"({first})") from None
+        return diffusers.DiffusionPipeline.from_pretrained(str(base), transformer=transformer, use_safetensors=True,
+                                                           local_files_only=True, **dtype)

@@ -116,3 +116,54 @@ def test_shift_multiplies_the_flux_schedule(tiny_flux, tmp_path):
     out = written(r)[0]
     assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
     assert "Shift: 2" in Image.open(out).info["parameters"]
+
+
+# ---------------------------------------------------------------- single transformer files, GGUF
+
+
+@pytest.fixture(scope="module")
+def flux_files(tiny_flux, tmp_path_factory):
+    import tiny_flow_models
+
+    return tiny_flow_models.write_transformer_files(tiny_flux, tmp_path_factory.mktemp("flux-files"))
+
+
+def test_a_transformer_file_with_base_matches_plain_diffusers(tiny_flux, flux_files, tmp_path):
+    import torch
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    args = ["txt2img", "castle at dusk", "--seed", "2", "--steps", "2", *FAST]
+    r = cli(*args, "-m", flux_files["safetensors"], "--base", tiny_flux, "-o", tmp_path / "st")
+    assert r.exit_code == 0, r.stderr
+    transformer = FluxTransformer2DModel.from_pretrained(str(flux_files["folder"]), torch_dtype=torch.float32)
+    pipe = FluxPipeline.from_pretrained(str(tiny_flux), transformer=transformer, torch_dtype=torch.float32)
+    plain = pipe("castle at dusk", num_inference_steps=2, guidance_scale=3.5, width=32, height=32,
+                 generator=torch.Generator("cpu").manual_seed(2)).images[0]
+    unquantized = pixels(written(r)[0])
+    assert np.array_equal(unquantized, np.asarray(plain, dtype=np.int16))
+    record = json.loads(Image.open(written(r)[0]).info["diffcli"])["job"]
+    assert record["base"] == str(tiny_flux) and record["model"] == str(flux_files["safetensors"])
+
+    # the same transformer as Q8_0 GGUF: loads quantized, draws nearly the same image
+    g = cli(*args, "-m", flux_files["gguf"], "--base", tiny_flux, "-o", tmp_path / "gguf")
+    assert g.exit_code == 0, g.stderr
+    quantized = pixels(written(g)[0])
+    diff = np.abs(quantized - unquantized)
+    print(f"GGUF Q8_0 vs unquantized: mean |diff| {diff.mean():.3f}, max {diff.max()} (0-255 levels)")
+    assert 0 < diff.mean() < 1.0 and diff.max() <= 8
+    # and replays from its record, base included
+    again = cli("txt2img", "--from", written(g)[0], "-o", tmp_path / "again", "--quiet")
+    assert again.exit_code == 0, again.stderr
+    assert np.array_equal(pixels(written(again)[0]), quantized)
+    listed = {row["path"]: row["family"] for row in json.loads(cli("models", "list", "--json").stdout)}
+    assert listed[str(flux_files["gguf"])] == "flux"
+
+
+def test_transformer_files_need_a_base_of_their_family(tiny_flux, tiny_sd3, flux_files, tmp_path):
+    r = cli("txt2img", "castle", "-m", flux_files["gguf"], "-o", tmp_path, *FAST)
+    assert r.exit_code == 2 and "--base" in r.stderr
+    r = cli("txt2img", "castle", "-m", flux_files["safetensors"], "--base", tiny_sd3, "-o", tmp_path, *FAST)
+    assert r.exit_code == 2 and "is a sd3 model" in r.stderr
+    r = cli("txt2img", "castle", "-m", tiny_flux, "--base", tiny_flux, "-o", tmp_path, *FAST)
+    assert r.exit_code == 2 and "--base applies only" in r.stderr
+    assert list(tmp_path.iterdir()) == []
