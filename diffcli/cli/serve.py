@@ -34,6 +34,7 @@ Detach = Annotated[bool, typer.Option("--detach", help="Run in the background; t
 Status = Annotated[bool, typer.Option("--status", help="Say whether a server runs, and what it holds (exit 1: none).")]
 Stop = Annotated[bool, typer.Option("--stop", help="Stop the running server once its queued jobs are done.")]
 Keep = Annotated[int, typer.Option("--keep", help="Keep at most this many models loaded (least recently used go first).", min=1)]
+MaxMemory = Annotated[Optional[str], typer.Option("--max-memory", help="Keep the weights of loaded models within this size (e.g. 6G, 1.5GiB, 800M): least recently used go first; the model just used always stays.", show_default=False)]
 Idle = Annotated[str, typer.Option("--idle", help="Stop after this long without work: e.g. 90s, 10m, 1h; 0 = never.")]
 Http = Annotated[Optional[str], typer.Option("--http", help="Also serve the HTTP API on HOST:PORT (e.g. 127.0.0.1:7860).", show_default=False)]
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="DIFFCLI_API_KEY", help="HTTP: require 'Authorization: Bearer KEY' (required for an address other than loopback). Also from DIFFCLI_API_KEY.", show_default=False)]
@@ -56,11 +57,23 @@ def parse_duration(text: str) -> float | None:
     return total or None
 
 
+def parse_memory(text: str) -> int:
+    """Bytes in '6G', '6GB', '1.5GiB', '800M', '800MiB' (powers of 1024), or a plain number of bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
+    if match is None:
+        raise UsageError(f"invalid --max-memory '{text}'; use e.g. 6G, 1.5GiB or 800M")
+    value = float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
+    if value < 1:
+        raise UsageError(f"--max-memory must be more than 0 (got '{text}')")
+    return int(value)
+
+
 def serve(
     detach: Detach = False,
     status: Status = False,
     stop: Stop = False,
     keep: Keep = 2,
+    max_memory: MaxMemory = None,
     idle: Idle = "10m",
     http: Http = None,
     api_key: ApiKey = None,
@@ -81,6 +94,7 @@ def serve(
         _stop(path)
         return
     idle_s = parse_duration(idle)
+    max_bytes = parse_memory(max_memory) if max_memory is not None else None
     front = None
     if http is not None:
         from diffcli.serve.http import check_settings
@@ -90,17 +104,18 @@ def serve(
         from diffcli.serve.client import start_detached
 
         args = ["--keep", str(keep), "--idle", idle, *(["--http", http] if http else []),
+                *(["--max-memory", str(max_bytes)] if max_bytes else []),
                 *(["--allow-pull"] if allow_pull else []), *(["--output-dir", front.output_dir] if front else [])]
         info = start_detached(args, path)  # --api-key travels in the environment, not on a command line
         sys.stderr.write(f"diffcli server started (pid {info['pid']}) on {path}\n")
         return
-    _foreground(path, keep, idle_s, front)
+    _foreground(path, keep, idle_s, front, max_bytes)
 
 
-def _foreground(path, keep: int, idle_s: float | None, front) -> None:
+def _foreground(path, keep: int, idle_s: float | None, front, max_bytes: int | None = None) -> None:
     from diffcli.serve.server import Server
 
-    server = Server(path, keep=keep, idle_s=idle_s)
+    server = Server(path, keep=keep, idle_s=idle_s, max_bytes=max_bytes)
     if front is not None:  # listening (and its imports) before the worker starts importing torch
         from diffcli.serve.http import HttpFrontDoor
 
@@ -140,14 +155,20 @@ def _status(path, as_json: bool) -> None:
         f"{answer.get('queued')} queued",
     ]
     models = answer.get("models") or []
-    lines.append("models: " + (", ".join(f"{m['model']} ({m['device']}, {m['dtype']})" for m in models) or "none loaded"))
+    lines.append("models: " + (", ".join(f"{m['model']} ({m['device']}, {m['dtype']}, {_mib(m.get('bytes'))})"
+                                         for m in models) or "none loaded"))
     idle_s = answer.get("idle_stop_s")
-    lines.append(f"keeps {answer.get('keep')} models; stops after {_ago(idle_s) if idle_s else 'no'} idle time"
+    budget = f" within {_mib(answer['max_memory'])}" if answer.get("max_memory") else ""
+    lines.append(f"keeps {answer.get('keep')} models{budget}; stops after {_ago(idle_s) if idle_s else 'no'} idle time"
                  + (f"; HTTP on {answer['http']}" if answer.get("http") else ""))
     if not answer.get("compatible", True):
         lines.append("note: this shell's environment or diffcli differs from the server's; commands here run "
                      "by themselves")
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _mib(size) -> str:
+    return f"{size / 2**20:.1f} MiB" if isinstance(size, (int, float)) else "?"
 
 
 def _stop(path) -> None:

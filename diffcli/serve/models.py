@@ -1,4 +1,6 @@
-"""Which loaded models a server keeps: the N most recently used (--keep N).
+"""Which loaded models a server keeps: the N most recently used (--keep N), within a memory budget
+(--max-memory: the weights of the models kept, least recently used dropped first, the one just used
+always kept).
 
 diffcli.pipelines caches every pipeline a process loads, for the life of the process; a server lives
 long, so it forgets the least recently used ones. It uses pipelines' cache through
@@ -15,8 +17,9 @@ from collections import OrderedDict
 class Recent:
     """Least-recently-used order of the pipelines a server has used."""
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, max_bytes: int | None = None) -> None:
         self.keep = keep
+        self.max_bytes = max_bytes
         self.order: OrderedDict = OrderedDict()
 
     def used(self, prepared, load_options) -> None:
@@ -51,14 +54,23 @@ class Recent:
             key, _ = self.order.popitem(last=False)
             pipelines.release(key)
             dropped.append(key)
+        if self.max_bytes is not None:
+            sizes = {key: pipelines.loaded_bytes(key) for key in self.order}
+            while len(self.order) > 1 and sum(sizes.values()) > self.max_bytes:
+                key, _ = self.order.popitem(last=False)
+                del sizes[key]
+                pipelines.release(key)
+                dropped.append(key)
         if dropped:
             gc.collect()
             _empty_device_caches()
         return dropped
 
     def loaded(self) -> list[dict]:
-        """The models held now, most recently used last: path, device, dtype."""
-        return [{"model": key[0], "device": key[3], "dtype": key[4]} for key in self.order]
+        """The models held now, most recently used last: path, device, dtype, bytes of weights."""
+        pipelines = sys.modules.get("diffcli.pipelines")
+        return [{"model": key[0], "device": key[3], "dtype": key[4],
+                 "bytes": pipelines.loaded_bytes(key) if pipelines else None} for key in list(self.order)]
 
 
 def _empty_device_caches() -> None:

@@ -32,11 +32,12 @@ def log_line(text: str) -> None:
 
 
 class Server:
-    def __init__(self, path: Path, keep: int = 2, idle_s: float | None = 600.0, log=log_line) -> None:
+    def __init__(self, path: Path, keep: int = 2, idle_s: float | None = 600.0, log=log_line,
+                 max_bytes: int | None = None) -> None:
         self.path = path
         self.idle_s = idle_s
         self.log = log
-        self.worker = Worker(keep=keep, log=log)
+        self.worker = Worker(keep=keep, log=log, max_bytes=max_bytes)
         self.started = time.time()
         self.stopping = threading.Event()
         self.connections = 0
@@ -254,7 +255,8 @@ class Server:
 
         return {"type": "status", "pid": os.getpid(), "socket": str(self.path), "version": diffcli.__version__,
                 "started": round(self.started, 3), "uptime_s": round(time.time() - self.started, 1),
-                "idle_stop_s": self.idle_s, "keep": self.worker.recent.keep, "models": self.worker.recent.loaded(),
+                "idle_stop_s": self.idle_s, "keep": self.worker.recent.keep,
+                "max_memory": self.worker.recent.max_bytes, "models": self.worker.recent.loaded(),
                 "http": self.http.address if self.http is not None else None, "compat": compat_key(),
                 **self.worker.counts()}
 

@@ -159,10 +159,10 @@ class Stopping(Exception):
 class Worker:
     """A queue of Tasks and the one thread that runs them."""
 
-    def __init__(self, keep: int = 2, log=lambda line: None) -> None:
+    def __init__(self, keep: int = 2, log=lambda line: None, max_bytes: int | None = None) -> None:
         from diffcli.serve.models import Recent
 
-        self.recent = Recent(keep)
+        self.recent = Recent(keep, max_bytes)
         self.log = log
         self.queue: deque[Task] = deque()
         self.current: Task | None = None

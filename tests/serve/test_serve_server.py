@@ -170,6 +170,23 @@ def test_keep_forgets_the_least_recently_used_model(start_server, tiny_sd, tmp_p
     assert [m["model"] for m in server.status()["models"]] == [str(other)]
 
 
+def test_max_memory_keeps_the_weights_of_loaded_models_within_it(start_server, tiny_sd, tmp_path):
+    import shutil
+
+    other = tmp_path / "other-sd"
+    shutil.copytree(tiny_sd, other)
+    on_disk = sum(p.stat().st_size for p in tiny_sd.rglob("*.safetensors"))  # float32 weights, as loaded
+    server = start_server("--keep", "3", "--max-memory", str(int(on_disk * 1.5)))
+    for model in (tiny_sd, other):
+        p = server.cli("txt2img", "castle", "-m", model, "--seed", "1", "-o", tmp_path / "o", "--quiet", *FAST)
+        assert p.returncode == 0, p.stderr
+    (held,) = server.status()["models"]  # two would be over the budget; --keep 3 alone would keep both
+    assert held["model"] == str(other) and 0.9 * on_disk < held["bytes"] <= on_disk
+    bad = subprocess.run([sys.executable, "-m", "diffcli", "serve", "--max-memory", "lots"], capture_output=True,
+                         text=True, env=server.env, timeout=60)
+    assert bad.returncode == 2 and "invalid --max-memory 'lots'" in bad.stderr
+
+
 def test_a_client_in_another_environment_runs_by_itself(start_server, tmp_path, monkeypatch):
     server = start_server()
     server.use_env(monkeypatch)
