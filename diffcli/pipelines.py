@@ -307,6 +307,9 @@ TASK_CLASSES = {
                          "inpaint": "StableDiffusionInpaintPipeline"},
     "stable-diffusion-xl": {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
                             "inpaint": "StableDiffusionXLInpaintPipeline"},
+}
+# The same for the flow-matching families (SD 3.x, FLUX.1), whose text encoders include T5.
+FLOW_TASK_CLASSES = {
     "stable-diffusion-3": {"txt2img": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
                            "inpaint": "StableDiffusion3InpaintPipeline"},
     "flux": {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"},
@@ -317,7 +320,7 @@ ONE_TASK = {"FluxFillPipeline": "inpaint"}
 
 def _task_class(base_class: str, task: str):
     """The pipeline class for TASK in BASE_CLASS's family, imported alone; None for other families."""
-    for classes in TASK_CLASSES.values():
+    for classes in (*TASK_CLASSES.values(), *FLOW_TASK_CLASSES.values()):
         if base_class in classes.values():
             import diffusers  # its lazy module imports only the module of the class asked for
 

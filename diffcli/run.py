@@ -50,13 +50,13 @@ class Prepared:
 
 def _check_task(job: Job, ref, layout) -> None:
     if layout is None:  # a single-file checkpoint: its family says what it is
-        if (ref.family or "").endswith("-inpaint") and job.task != "inpaint":
-            raise UsageError(f"{job.model}: is an inpainting model; use `diffcli inpaint`")
+        if (ref.family or "").endswith("-inpaint") and job.task not in ("inpaint", "outpaint"):
+            raise UsageError(f"{job.model}: is an inpainting model; use `diffcli inpaint` or `diffcli outpaint`")
         return
     if layout.is_upscaler:
         raise UsageError(f"{job.model}: is an upscaler model; use `diffcli upscale`")
-    if layout.is_inpaint and job.task != "inpaint":
-        raise UsageError(f"{job.model}: is an inpainting model; use `diffcli inpaint`")
+    if layout.is_inpaint and job.task not in ("inpaint", "outpaint"):
+        raise UsageError(f"{job.model}: is an inpainting model; use `diffcli inpaint` or `diffcli outpaint`")
 
 
 def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
@@ -101,6 +101,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     job = with_seed(job)
     job = _absolute_paths(job, ref)
     job = _settle_loras(job)
+    job = _settle_controls(job, ref, layout, opts, reporter)
     check_size_for_model(job, multiple)
     check_limits(job, opts.max_pixels)
     check_sampler(job.scheduler, job.shift)
@@ -191,12 +192,29 @@ def _settle_loras(job: Job) -> Job:
     return replace(job, prompt=prompt, lora=resolve_specs(specs) or None) if specs else job
 
 
+def _settle_controls(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
+    """The job's ControlNets found (a short name becomes the family's model) and their images checked; a
+    ControlNet named only inside a --from image is never fetched."""
+    if not job.control:
+        return job
+    from diffcli import control
+    from diffcli.progress import download_progress
+
+    return control.settle(job, ref, layout, offline=opts.offline or opts.replay_model is not None,
+                          allow_pickle=opts.load.allow_pickle, progress=download_progress(reporter))
+
+
 def _warn_unknown_words(job: Job, ref, reporter) -> None:
     if ref.source != "bundled":
         return
     from diffcli.bundled import unknown_words_warning
 
-    message = unknown_words_warning(job.prompt, from_image=job.task != "txt2img")
+    prompt = job.prompt
+    if job.prompt_syntax == "a1111" and prompt:  # the words, not the weights and BREAKs
+        from diffcli.prompts import words
+
+        prompt = words(prompt)
+    message = unknown_words_warning(prompt, from_image=job.task != "txt2img")
     if message:
         reporter.warn(message)
 
@@ -262,6 +280,11 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     base = load_base(prepared.ref, choice, opts.load, warn=reporter.warn)
     activate_loras(base, job.lora)  # per job, unfused: the cached base stays the base
     pipe = task_pipeline(base, "inpaint" if job.task == "outpaint" else job.task)  # outpaint: inpaint a canvas
+    if job.control:  # the task's ControlNet pipeline, on the same loaded components
+        from diffcli import control
+
+        pipe = control.pipeline(base, "inpaint" if job.task == "outpaint" else job.task,
+                                [control.parse_spec(s).model for s in job.control], choice)
     set_scheduler(pipe, job.scheduler)
     _warn_zero_snr(pipe, job.scheduler, reporter)
     _warn_long_prompt(pipe, job, reporter)
@@ -270,11 +293,15 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
         from diffcli.models.lora import lora_records
 
         model = {**model, "loras": lora_records(job.lora)}
+    if job.control:
+        from diffcli.control import records
+
+        model = {**model, "controlnets": records(job)}
     return pipe, choice, model
 
 
 SHARED_BY_A_BATCH = ("task", "model", "base", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
-                     "device", "dtype", "lora", "prompt_syntax")
+                     "device", "dtype", "lora", "prompt_syntax", "control", "control_preprocess")
 
 
 def batch_signature(prepared: Prepared) -> tuple:
@@ -369,6 +396,7 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
     import torch
 
     from diffcli import guidance
+    from diffcli.prompts import chunk_groups
     from diffcli.prompts import pipeline_kwargs as text_kwargs
     from diffcli.timesteps import schedule_kwargs
 
@@ -386,6 +414,15 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
 
     strength = None if job.task == "txt2img" else job.strength
     prompts = prompts or [(job.prompt, job.negative)] * count
+    groups = chunk_groups(pipe, [p for p, _ in prompts], [n or "" for _, n in prompts], job.prompt_syntax)
+    if len(groups) > 1:  # prompts read in different numbers of chunks: each group denoised as it would be alone
+        images = [None] * count
+        for group in groups:
+            made = _denoise(pipe, prepared, [seeds[i] for i in group], start, opts, reporter, choice, model,
+                            [prompts[i] for i in group])
+            for i, image in zip(group, made):
+                images[i] = image
+        return images
     kwargs = dict(
         **text_kwargs(pipe, [p for p, _ in prompts],
                       [n or "" for _, n in prompts] if any(n for _, n in prompts) else None, job.prompt_syntax),
@@ -402,6 +439,12 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
             kwargs.update(width=job.width, height=job.height)
     if job.task in ("inpaint", "outpaint"):
         kwargs.update(mask_image=prepared.mask, width=job.width, height=job.height)
+    if "negative_prompt" not in inspect.signature(pipe.__call__).parameters:  # FLUX.1 Fill (families.notes warns)
+        kwargs.pop("negative_prompt", None)
+    if job.control:
+        from diffcli import control
+
+        kwargs.update(control.call_kwargs(job, control.control_images(job)))
     reporter.begin_batch(start + 1, count, job.steps)
     reporter.phase("encode")
     try:

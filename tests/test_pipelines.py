@@ -168,11 +168,11 @@ def test_the_advice_for_a_damaged_file_fits_where_the_model_came_from(tiny_sd, t
 def test_task_classes_are_those_of_diffusers_auto_pipelines():
     from diffusers.pipelines import auto_pipeline as ap
 
-    from diffcli.pipelines import TASK_CLASSES
+    from diffcli.pipelines import FLOW_TASK_CLASSES, TASK_CLASSES
 
     mappings = {"txt2img": ap.AUTO_TEXT2IMAGE_PIPELINES_MAPPING, "img2img": ap.AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
                 "inpaint": ap.AUTO_INPAINT_PIPELINES_MAPPING}
-    for family, classes in TASK_CLASSES.items():
+    for family, classes in {**TASK_CLASSES, **FLOW_TASK_CLASSES}.items():
         for task, name in classes.items():
             assert mappings[task][family].__name__ == name, (family, task)
             assert ap._get_model(name) == family  # a base of this class is of this family for AutoPipeline too

@@ -47,7 +47,8 @@ def _vae(latent_channels: int, scaling: float, shift: float):
 
 
 def build_sd3(path: Path, seed: int = 0) -> Path:
-    """An SD-3-style model: MMDiT (patch 2), CLIP-L/G-like and T5 text encoders, 64x64 native size."""
+    """An SD-3-style model: MMDiT (patch 2), CLIP-L/G-like and T5 text encoders, a 16-channel VAE, 64x64
+    native size."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
@@ -57,13 +58,13 @@ def build_sd3(path: Path, seed: int = 0) -> Path:
     clip = build_tokenizer(path / "_tok", max_length=77)
     t5 = build_t5_tokenizer(path / "_t5")
     transformer = SD3Transformer2DModel(
-        sample_size=32, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+        sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
         num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
     )
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=_vae(4, 1.5305, 0.0609),
+        vae=_vae(16, 1.5305, 0.0609),  # 16 latent channels, as SD3's inpainting pipeline requires
         text_encoder=CLIPTextModelWithProjection(_text_config(clip, projection_dim=32)),
         text_encoder_2=CLIPTextModelWithProjection(_text_config(clip, projection_dim=32)),
         text_encoder_3=_t5(t5),
@@ -138,3 +139,21 @@ def write_transformer_files(base: Path, out: Path, seed: int = 1) -> dict[str, P
     writer.close()
     return {"folder": out / "transformer", "safetensors": out / "transformer.safetensors",
             "gguf": out / "transformer.gguf"}
+
+
+def build_flux_fill(flux: Path, path: Path, seed: int = 2) -> Path:
+    """A FLUX.1-Fill-style model from a tiny FLUX folder: its transformer also reads the masked image's
+    latents and the mask (16 + 16 + 16 packed channels here; 64 + 64 + 256 in FLUX.1 Fill)."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    path = Path(path)
+    shutil.copytree(flux, path)
+    config = json.loads((path / "transformer" / "config.json").read_text())
+    shutil.rmtree(path / "transformer")
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel.from_config({**config, "in_channels": 48, "out_channels": 16})
+    transformer.save_pretrained(path / "transformer")
+    index = json.loads((path / "model_index.json").read_text())
+    (path / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxFillPipeline"}, indent=2))
+    return path

@@ -3,6 +3,7 @@ model inventory, flow-matching samplers and --shift, on tiny random models of ea
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -15,12 +16,19 @@ FAST = ["--dtype", "float32", "--quiet", "-W", "32", "-H", "32"]
 FAMILIES = {"tiny_sd3": "sd3", "tiny_flux": "flux"}
 
 
-def _plain(model, task: str, **kwargs):
-    """The image plain diffusers makes (its own pipeline classes, default scheduler)."""
+@functools.lru_cache(maxsize=None)
+def _plain_base(model: str):
     import torch
     from diffusers import DiffusionPipeline
 
-    base = DiffusionPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
+    return DiffusionPipeline.from_pretrained(model, torch_dtype=torch.float32)
+
+
+def _plain(model, task: str, **kwargs):
+    """The image plain diffusers makes (its own pipeline classes, default scheduler; loaded once)."""
+    import torch
+
+    base = _plain_base(str(model))
     if task == "img2img":
         from diffusers import AutoPipelineForImage2Image
 
@@ -167,3 +175,27 @@ def test_transformer_files_need_a_base_of_their_family(tiny_flux, tiny_sd3, flux
     r = cli("txt2img", "castle", "-m", tiny_flux, "--base", tiny_flux, "-o", tmp_path, *FAST)
     assert r.exit_code == 2 and "--base applies only" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- inpainting
+
+
+def test_inpaint_sd3_flux_and_flux_fill_keep_everything_outside_the_mask(tiny_sd3, tiny_flux, tmp_path):
+    import tiny_flow_models
+
+    fill = tiny_flow_models.build_flux_fill(tiny_flux, tmp_path / "fill")
+    src = _input(tmp_path / "in.png")
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[:, 16:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    before = pixels(src)
+    for model in (tiny_sd3, tiny_flux, fill):
+        r = cli("inpaint", src, "a red door", "--mask", tmp_path / "mask.png", "-m", model, "--seed", "2",
+                "--steps", "2", "--mask-blur", "0", "-o", tmp_path / "out", *FAST)
+        assert r.exit_code == 0, (model, r.stderr)
+        out = pixels(written(r)[0])
+        assert np.array_equal(out[:, :16], before[:, :16]), model
+        assert np.abs(out[:, 16:] - before[:, 16:]).mean() > 5, model
+    assert json.loads(cli("models", "info", str(fill), "--json").stdout)["family"] == "flux-inpaint"
+    r = cli("txt2img", "castle", "-m", fill, "-o", tmp_path / "no", *FAST)
+    assert r.exit_code == 2 and "inpainting model" in r.stderr
