@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "diffcli"
 TRAINING = {"diffcli.bundled.train", "diffcli.bundled.tiny_ae", "diffcli.upscale.train_latent",
-            "diffcli.distill.trainer"}
+            "diffcli.distill.trainer", "diffcli.bundled.train_control"}
 # the `diffcli distill` command starts the trainer: it is the one runtime door into training
 STARTS_TRAINING = {"diffcli.distill.runner"}
 

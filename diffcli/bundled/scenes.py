@@ -312,6 +312,34 @@ _OBJ_DRAW = {"castle": _castle, "house": _house, "tree": _tree, "lighthouse": _l
              "mountain": _mountain}
 
 
+def object_mask(scene: Scene, size: int | tuple[int, int] = 64, supersample: int | None = None) -> np.ndarray:
+    """The object's silhouette in ``render(scene, size)`` as float32 coverage in [0, 1], shape (h, w).
+
+    Drawn with exactly the geometry ``render`` uses (same supersampling, box-filtered down), so the
+    coverage of a pixel is the fraction of it the object covers. The lighthouse's night beam is light
+    in the sky, not the object: it is left out, and the silhouette does not depend on the time of day.
+    """
+    w, h = (size, size) if isinstance(size, int) else size
+    ss = supersample or max(1, min(4, 1024 // max(w, h)))
+    W, H = w * ss, h * ss
+    img = Image.new("RGB", (W, H), (0, 0, 0))
+    S, hy = min(W, H), scene.horizon * H
+    cx = W * (_POS_X[scene.position] + scene.dx)
+    u = S * 0.0135 * scene.scale
+    base = hy + S * (0.16 + scene.dy)
+    _OBJ_DRAW[scene.obj](ImageDraw.Draw(img), cx, base, u, (255, 255, 255), "day", hy, S)
+    m = Image.fromarray(((np.asarray(img).max(axis=2) > 0) * 255).astype(np.uint8), "L")
+    if ss > 1:
+        m = m.resize((w, h), Image.BOX)
+    return np.asarray(m, np.float32) / 255.0
+
+
+def control_map(scene: Scene, size: int | tuple[int, int] = 64) -> Image.Image:
+    """The segmentation control image of ``scene``: the object's silhouette, white on black (RGB)."""
+    m = (np.clip(object_mask(scene, size), 0, 1) * 255).round().astype(np.uint8)
+    return Image.fromarray(np.repeat(m[:, :, None], 3, axis=2), "RGB")
+
+
 # ---------------------------------------------------------------- captions
 def caption(scene: Scene | dict, rng=None, drop_prob: float = 0.25) -> str:
     """A random phrasing of ``scene``; each attribute is omitted with probability ``drop_prob``.
