@@ -59,10 +59,14 @@ class Job:
     lora: tuple[str, ...] | None = None  # LoRA files "NAME_OR_PATH[:WEIGHT]"; settled: "ABSOLUTE_PATH:WEIGHT"
     prompt_syntax: str | None = None  # "a1111": (word:1.3), [word], BREAK, <lora:name:w>, long prompts; "plain"
 
+    control: tuple[str, ...] | None = None  # ControlNets "KIND:IMAGE[:SCALE[:START:END]]"; settled: see diffcli.control
+    control_preprocess: str | None = None  # what makes the control maps from the control images: none, canny, seg
     def __post_init__(self):
         if self.lora is not None and not isinstance(self.lora, tuple):  # a list from flags or JSON
             object.__setattr__(self, "lora", tuple(self.lora) or None)
 
+        if self.control is not None and not isinstance(self.control, tuple):
+            object.__setattr__(self, "control", tuple(self.control) or None)
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -118,7 +122,7 @@ def _typed(name: str, value, source: str):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         want = "a number"
         value = float(value) if ok else value
-    elif name == "lora":  # a list of "NAME_OR_PATH[:WEIGHT]" (one string is a list of one)
+    elif name in ("lora", "control"):  # a list of "NAME_OR_PATH[:WEIGHT]" / control specs (a string: a list of one)
         value = [value] if isinstance(value, str) else value
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         want = "a list of strings"
@@ -193,6 +197,10 @@ def validate(job: Job) -> None:
 
         for spec in job.lora:
             split_spec(spec)
+    if job.control or job.control_preprocess is not None:
+        from diffcli.control import check_job as check_controls
+
+        check_controls(job)
     if job.task in ("img2img", "inpaint", "outpaint") and not job.image:
         raise UsageError(f"{job.task} needs an input image")
     if job.task == "inpaint" and not job.mask:

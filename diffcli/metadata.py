@@ -61,6 +61,13 @@ def a1111_parameters(record: dict) -> str:
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v not in (None, "")))
     return "\n".join(lines)
 
+    for i, c in enumerate((record.get("model") or {}).get("controlnets") or []):  # as sd-webui-controlnet writes them
+        fields[f"ControlNet {i}"] = (f'"Module: {c.get("preprocess") or "none"}, Model: {one_line(str(c.get("name")))}, '
+                                     f'Weight: {c.get("scale"):g}, Guidance Start: {c.get("start"):g}, '
+                                     f'Guidance End: {c.get("end"):g}"')
+    if job.get("task") == "outpaint":  # quoted, as A1111 quotes values with commas
+        fields["Outpaint extend"] = f'"{job.get("extend")}"'
+        fields["Outpaint fill"] = job.get("fill")
 
 def pil_save_kwargs(fmt: str, record: dict) -> dict:
     """Keyword arguments for PIL's Image.save that embed RECORD in format FMT."""

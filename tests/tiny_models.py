@@ -161,3 +161,19 @@ def _rmtree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+def build_controlnet(path: Path, base: Path, seed: int = 1) -> Path:
+    """A ControlNet for the tiny model at BASE (diffusers' `ControlNetModel.from_unet`), its zero
+    convolutions given random weights so that the control map changes the pixels."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(Path(base) / "unet")
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))  # the VAE's 2x
+    with torch.no_grad():
+        for block in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            block.weight.normal_(0, 0.3)
+    net.save_pretrained(path, safe_serialization=True)
+    return Path(path)

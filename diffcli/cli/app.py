@@ -155,6 +155,9 @@ def _register() -> None:
     distill.register(app)
     serve.register(app)
     app.add_typer(models.app, name="models")
+    from diffcli.cli import control
+
+    app.add_typer(control.app, name="control")
 
 
 _register()

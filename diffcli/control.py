@@ -1,0 +1,406 @@
+"""ControlNet: `--control KIND:IMAGE[:SCALE[:START:END]]` specs, their models, preprocessors and pipelines.
+
+A job names each control as a spec. KIND is a ControlNet (bundled name, hub repo id, diffusers folder or
+single .safetensors file) or a short name (`seg`, `canny`, `depth`) that picks the default ControlNet of
+the base model's family. IMAGE is the control map (or, with `--control-preprocess`, an image the map is
+made from). SCALE (default 1) weighs its residuals; START and END (default 0 and 1) are the fraction of
+the steps it acts on (diffusers' `control_guidance_start/end`). A settled job records each control as
+"MODEL:ABSOLUTE_IMAGE:SCALE:START:END", so `--from` replays it.
+
+Nothing at import time touches torch; the pipeline side (`load`, `pipeline`, `call_kwargs`) imports
+diffusers when a model is loaded. The ControlNet pipeline is built from the base pipeline's own
+components (diffusers' `from_pipe`): no weights are loaded twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffcli.errors import RuntimeFailure, UsageError
+
+# short name -> the family's default ControlNet (the bundled model's: the one shipped beside it)
+SHORT_NAMES: dict[str, dict[str, str]] = {
+    "seg": {"bundled": "tiny-control-seg", "sd1": "lllyasviel/control_v11p_sd15_seg"},
+    "canny": {"sd1": "lllyasviel/control_v11p_sd15_canny", "sd2": "thibaud/controlnet-sd21-canny-diffusers",
+              "sdxl": "diffusers/controlnet-canny-sdxl-1.0"},
+    "depth": {"sd1": "lllyasviel/control_v11f1p_sd15_depth", "sdxl": "diffusers/controlnet-depth-sdxl-1.0"},
+}
+BUNDLED_CONTROLNETS = ("tiny-control-seg",)  # shipped in diffcli/bundled/<name>, for the bundled model
+PREPROCESSORS = ("none", "canny", "seg")
+CONTROLNET_CLASSES = ("ControlNetModel",)
+UNSUPPORTED_CLASSES = ("ControlNetUnionModel", "ControlNetXSAdapter", "SD3ControlNetModel", "FluxControlNetModel")
+# the base pipeline's class -> its ControlNet pipeline per task
+PIPELINES = {
+    "StableDiffusionPipeline": {"txt2img": "StableDiffusionControlNetPipeline",
+                                "img2img": "StableDiffusionControlNetImg2ImgPipeline",
+                                "inpaint": "StableDiffusionControlNetInpaintPipeline"},
+    "StableDiffusionXLPipeline": {"txt2img": "StableDiffusionXLControlNetPipeline",
+                                  "img2img": "StableDiffusionXLControlNetImg2ImgPipeline",
+                                  "inpaint": "StableDiffusionXLControlNetInpaintPipeline"},
+}
+PIPELINES["StableDiffusionImg2ImgPipeline"] = PIPELINES["StableDiffusionInpaintPipeline"] = \
+    PIPELINES["StableDiffusionPipeline"]
+PIPELINES["StableDiffusionXLImg2ImgPipeline"] = PIPELINES["StableDiffusionXLInpaintPipeline"] = \
+    PIPELINES["StableDiffusionXLPipeline"]
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control of a job: its model (as recorded), image, scale and step range."""
+
+    model: str
+    image: str
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    def spec(self) -> str:
+        return f"{self.model}:{self.image}:{self.scale!r}:{self.start!r}:{self.end!r}"
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value
+
+
+def _drive(parts: list[str]) -> list[str]:
+    """Rejoin a Windows drive letter ("C", "\\path"; on Windows also "C", "/path") that the split on ':' took apart."""
+    import os
+
+    seps = ("\\", "/") if os.name == "nt" else ("\\",)
+    out: list[str] = []
+    for part in parts:
+        if out and len(out[-1]) == 1 and out[-1].isalpha() and part[:1] in seps:
+            out[-1] = f"{out[-1]}:{part}"
+        else:
+            out.append(part)
+    return out
+
+
+def parse_spec(spec: str) -> Control:
+    """'KIND:IMAGE[:SCALE[:START:END]]' -> Control (usage errors name the spec)."""
+    text = str(spec).strip()
+    parts = text.split(":")
+    numbers = 0
+    while numbers < 3 and len(parts) - numbers > 2 and _number(parts[len(parts) - 1 - numbers]) is not None:
+        numbers += 1
+    if numbers == 2:  # KIND:IMAGE:START:END is not a form: one number is SCALE, three are SCALE:START:END
+        numbers = 1 if len(parts) - 2 > 2 else 0
+        if numbers == 0:
+            raise UsageError(f"--control {spec}: give SCALE alone or SCALE:START:END after the image")
+    head = _drive(parts[: len(parts) - numbers])
+    values = [float(p) for p in parts[len(parts) - numbers:]]
+    if len(head) < 2 or not head[0] or not ":".join(head[1:]):
+        raise UsageError(f"--control '{spec}': use KIND:IMAGE[:SCALE[:START:END]], e.g. seg:map.png or "
+                         f"canny:edges.png:0.8")
+    scale = values[0] if values else 1.0
+    start, end = (values[1], values[2]) if len(values) == 3 else (0.0, 1.0)
+    if not math.isfinite(scale) or scale < 0:
+        raise UsageError(f"--control {spec}: the scale must be a finite number, 0 or more (got {values[0]})")
+    if not (0 <= start < end <= 1):
+        raise UsageError(f"--control {spec}: START and END must satisfy 0 <= START < END <= 1 (got {start}, {end})")
+    return Control(model=head[0], image=":".join(head[1:]), scale=scale, start=start, end=end)
+
+
+def check_job(job) -> None:
+    """Model-free checks of a job's controls (jobs.validate calls it)."""
+    for spec in job.control or ():
+        parse_spec(spec)
+    if job.control_preprocess is not None:
+        if job.control_preprocess not in PREPROCESSORS:
+            raise UsageError(f"--control-preprocess must be one of {', '.join(PREPROCESSORS)} "
+                             f"(got '{job.control_preprocess}')")
+        if not job.control:
+            raise UsageError("--control-preprocess needs a --control")
+
+
+# ---------------------------------------------------------------- finding ControlNet models
+def bundled_dir(name: str) -> Path:
+    return Path(__file__).resolve().parent / "bundled" / name
+
+
+def controlnet_class(path: Path) -> str | None:
+    """The diffusers class recorded in a folder's config.json, when it is a ControlNet; else None."""
+    try:
+        data = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cls = data.get("_class_name") if isinstance(data, dict) else None
+    return cls if isinstance(cls, str) and "ControlNet" in cls else None
+
+
+def is_controlnet_dir(path) -> bool:
+    return Path(path).is_dir() and controlnet_class(Path(path)) is not None
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass(frozen=True)
+class ControlModel:
+    """A ControlNet present on this machine: what the job records, where it is, and how it loads."""
+
+    name: str  # recorded in the job: a bundled name, a hub repo id, or an absolute path
+    path: Path
+    kind: str = "diffusers"  # diffusers | single_file
+
+
+def resolve_model(name: str, *, offline: bool = False, allow_pickle: bool = False, progress="quiet") -> ControlModel:
+    """A ControlNet name (bundled name, folder, .safetensors file, hub repo id) as a local ControlModel."""
+    from diffcli.text import shown
+
+    if name in BUNDLED_CONTROLNETS:
+        path = bundled_dir(name)
+        if not is_controlnet_dir(path):
+            raise RuntimeFailure(f"the bundled ControlNet {name} is not installed ({path} is missing)")
+        return ControlModel(name, path)
+    given = Path(name).expanduser()
+    if given.is_dir():
+        if not is_controlnet_dir(given):
+            raise UsageError(f"--control {shown(name)}: not a ControlNet folder (its config.json names no "
+                             f"ControlNet class)")
+        return ControlModel(str(given.resolve()), given.resolve())
+    if given.is_file():
+        if given.suffix.lower() != ".safetensors":
+            raise UsageError(f"--control {shown(name)}: a single-file ControlNet must be a .safetensors file")
+        return ControlModel(str(given.resolve()), given.resolve(), kind="single_file")
+    if name.startswith((".", "/", "~")) or "/" not in name:
+        raise UsageError(f"--control {shown(name)}: no such ControlNet: give a short name "
+                         f"({', '.join(SHORT_NAMES)}), a hub repo id (org/name), a folder or a .safetensors file")
+    from diffcli.models import hub, names
+    from diffcli.models.resolve import offline_requested
+
+    repo_id, _, revision = name.partition("@")
+    names.validate_repo_id(repo_id)
+    found = hub.find_local(repo_id, revision or None, allow_pickle=allow_pickle, name=name)
+    if found is None:
+        if offline_requested(offline):
+            raise UsageError(f"ControlNet '{name}' is not downloaded and offline mode is on; run "
+                             f"`diffcli models pull {name}` while online")
+        found = hub.pull(repo_id, revision or None, name=name, allow_pickle=allow_pickle, progress=progress)
+    return ControlModel(name, Path(found[0]))
+
+
+def _cross_attention_dim(config: dict):
+    dim = config.get("cross_attention_dim")
+    return tuple(dim) if isinstance(dim, list) else dim
+
+
+def check_fits(model: ControlModel, base_ref, layout) -> None:
+    """A usage error when the ControlNet cannot work with the base model (read from configs, no weights)."""
+    from diffcli.text import shown
+
+    if model.kind != "diffusers":
+        return  # a single file's config is only known once diffusers reads it
+    cls = controlnet_class(model.path)
+    if cls in UNSUPPORTED_CLASSES or cls not in CONTROLNET_CLASSES:
+        raise UsageError(f"--control {shown(model.name)}: a {cls} is not supported (diffcli runs ControlNetModel "
+                         f"ControlNets with SD 1.x, 2.x, SDXL and the bundled model)")
+    if layout is None or getattr(base_ref, "kind", "diffusers") != "diffusers":
+        return
+    if layout.pipeline_class not in PIPELINES:
+        raise UsageError(f"--control: {base_ref.name} is a {layout.family} model ({layout.pipeline_class}); "
+                         f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model")
+    base_dim = _cross_attention_dim(_read_config(Path(base_ref.path) / "unet" / "config.json"))
+    own = _read_config(model.path / "config.json")
+    dim = _cross_attention_dim(own)
+    if base_dim is not None and dim is not None and dim != base_dim:
+        raise UsageError(f"--control {shown(model.name)}: this ControlNet is made for another model family "
+                         f"(text features of size {dim}; {base_ref.name} ({layout.family}) has {base_dim})")
+
+
+def default_model(kind: str, family: str | None) -> str:
+    """The family's ControlNet for short name KIND."""
+    table = SHORT_NAMES[kind]
+    if family not in table:
+        have = ", ".join(sorted(table))
+        raise UsageError(f"--control {kind}: there is no default {kind} ControlNet for {family or 'this'} models "
+                         f"(there is one for: {have}); name a ControlNet (repo id, folder or file) instead")
+    return table[family]
+
+
+def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = False, progress="quiet"):
+    """JOB with each control's model found (short names replaced by the family's model) and its image
+    checked and recorded by absolute path; the models' checks need configs only, never weights."""
+    from dataclasses import replace
+
+    from diffcli.images import load_rgb
+    from diffcli.text import shown
+
+    if not job.control:
+        return job
+    family = "bundled" if getattr(ref, "source", None) == "bundled" else (
+        layout.family if layout is not None else getattr(ref, "family", None))
+    settled = []
+    for spec in job.control:
+        c = parse_spec(spec)
+        name = default_model(c.model, family) if c.model in SHORT_NAMES else c.model
+        model = resolve_model(name, offline=offline, allow_pickle=allow_pickle, progress=progress)
+        check_fits(model, ref, layout)
+        image = Path(c.image).expanduser()
+        if not image.is_file():
+            raise UsageError(f"--control {shown(spec)}: no such image file: {shown(c.image)}")
+        load_rgb(image)  # a usage error when it is not an image
+        settled.append(Control(model.name, str(image.resolve()), c.scale, c.start, c.end).spec())
+    return replace(job, control=tuple(settled))
+
+
+def records(job) -> list[dict]:
+    """What an image records about its controls (beside the job's settled specs)."""
+    out = []
+    for spec in job.control or ():
+        c = parse_spec(spec)
+        out.append({"model": c.model, "name": Path(c.model).name, "image": c.image, "scale": c.scale,
+                    "start": c.start, "end": c.end, "preprocess": job.control_preprocess or "none"})
+    return out
+
+
+# ---------------------------------------------------------------- preprocessors (no model downloads)
+def canny(image, low: float = 0.1, high: float = 0.2, sigma: float = 1.0):
+    """Canny edges of IMAGE (PIL) as a white-on-black RGB image of the same size.
+
+    Gaussian smoothing, Sobel gradients, non-maximum suppression along the gradient direction, and
+    hysteresis between LOW and HIGH (fractions of the largest gradient) - Canny 1986, with scipy."""
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    gray = np.asarray(image.convert("L"), np.float32) / 255.0
+    smooth = ndimage.gaussian_filter(gray, sigma) if sigma > 0 else gray
+    gx, gy = ndimage.sobel(smooth, axis=1), ndimage.sobel(smooth, axis=0)
+    mag = np.hypot(gx, gy)
+    angle = (np.rad2deg(np.arctan2(gy, gx)) + 180.0) % 180.0
+    sector = (np.round(angle / 45.0).astype(int) % 4)  # 0: horizontal gradient, 1: 45°, 2: vertical, 3: 135°
+    padded = np.pad(mag, 1)
+    h, w = mag.shape
+    offsets = {0: (0, 1), 1: (1, 1), 2: (1, 0), 3: (1, -1)}
+    keep = np.zeros_like(mag, bool)
+    for s, (dy, dx) in offsets.items():
+        a = padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        b = padded[1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+        keep |= (sector == s) & (mag >= a) & (mag >= b)
+    thin = np.where(keep, mag, 0.0)
+    peak = float(thin.max()) or 1.0
+    strong, weak = thin >= high * peak, thin >= low * peak
+    labels, count = ndimage.label(weak, structure=np.ones((3, 3)))
+    connected = np.zeros(count + 1, bool)
+    connected[np.unique(labels[strong])] = True
+    connected[0] = False
+    edges = connected[labels] & (mag > 1e-6)
+    out = (edges * 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(out[:, :, None], 3, axis=2), "RGB")
+
+
+def segment(image):
+    """The bundled model's scene segmenter: the object's silhouette, white on black, at IMAGE's size."""
+    import numpy as np
+    from PIL import Image
+
+    from diffcli.bundled.segmenter import WEIGHTS_DIR, load_segmenter
+
+    if not (WEIGHTS_DIR / "model.safetensors").is_file():
+        raise RuntimeFailure(f"the bundled segmenter is not installed ({WEIGHTS_DIR} is missing)")
+    mask = load_segmenter().masks([image])[0]
+    m = Image.fromarray((np.clip(mask, 0, 1) * 255).round().astype(np.uint8), "L").resize(image.size, Image.BILINEAR)
+    m = m.point(lambda v: 255 if v >= 128 else 0)
+    return Image.merge("RGB", (m, m, m))
+
+
+def preprocess(image, kind: str | None):
+    """The control map made from IMAGE (PIL RGB) by preprocessor KIND (none: IMAGE itself)."""
+    if kind in (None, "none"):
+        return image
+    if kind == "canny":
+        return canny(image)
+    if kind == "seg":
+        return segment(image)
+    raise UsageError(f"unknown preprocessor '{kind}' (use {', '.join(PREPROCESSORS)})")
+
+
+def control_images(job) -> list:
+    """The control maps of a settled job, each preprocessed as the job says."""
+    from diffcli.images import load_rgb
+
+    return [preprocess(load_rgb(parse_spec(s).image), job.control_preprocess) for s in job.control or ()]
+
+
+# ---------------------------------------------------------------- loading and pipelines (torch)
+_MODELS: dict[tuple, object] = {}
+_PIPES: dict[tuple, object] = {}
+
+
+def load(name: str, choice):
+    """The ControlNet NAME (as a settled job records it) on CHOICE's device and dtype, once per process."""
+    key = (name, choice.device, choice.dtype)
+    if key in _MODELS:
+        return _MODELS[key]
+    from diffusers import ControlNetModel
+
+    from diffcli.device import torch_dtype
+
+    model = resolve_model(name, offline=True)
+    dtype = torch_dtype(choice.dtype)
+    try:
+        if model.kind == "single_file":
+            net = ControlNetModel.from_single_file(str(model.path), torch_dtype=dtype)
+        else:
+            net = ControlNetModel.from_pretrained(str(model.path), torch_dtype=dtype, use_safetensors=True,
+                                                  local_files_only=True)
+    except (OSError, ValueError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RuntimeFailure(f"cannot load ControlNet {name}: {text}") from None
+    net = net.to(choice.device).eval()
+    _MODELS[key] = net
+    return net
+
+
+def pipeline(base, task: str, names: list[str], choice):
+    """BASE's ControlNet pipeline for TASK with the ControlNets NAMES, sharing BASE's components."""
+    import diffusers
+
+    from diffcli.pipelines import ORIGINAL_SCHEDULER
+
+    key = (id(base), task, tuple(names), choice.device, choice.dtype)
+    if key in _PIPES:
+        return _PIPES[key]
+    classes = PIPELINES.get(type(base).__name__)
+    if classes is None:
+        raise UsageError(f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model, not {type(base).__name__}")
+    nets = [load(n, choice) for n in names]
+    cls = getattr(diffusers, classes[task])
+    pipe = cls.from_pipe(base, controlnet=nets[0] if len(nets) == 1 else nets)
+    pipe.set_progress_bar_config(disable=True)
+    setattr(pipe, ORIGINAL_SCHEDULER, getattr(base, ORIGINAL_SCHEDULER, dict(base.scheduler.config)))
+    _PIPES[key] = pipe
+    return pipe
+
+
+def call_kwargs(job, images: list) -> dict:
+    """The ControlNet arguments of one pipeline call for a settled JOB and its control maps IMAGES."""
+    controls = [parse_spec(s) for s in job.control]
+    one = len(controls) == 1
+    pick = (lambda v: v[0]) if one else (lambda v: v)
+    kwargs = {"controlnet_conditioning_scale": pick([c.scale for c in controls]),
+              "control_guidance_start": pick([c.start for c in controls]),
+              "control_guidance_end": pick([c.end for c in controls])}
+    maps = pick(images)
+    if job.task == "txt2img":
+        kwargs["image"] = maps
+    else:
+        kwargs["control_image"] = maps
+    return kwargs
+
+
+def release() -> None:
+    _MODELS.clear()
+    _PIPES.clear()
