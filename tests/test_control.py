@@ -143,3 +143,21 @@ def test_edits_take_control(tiny_sd, tiny_cn, control_map, tmp_path):
     inpainted = pixels(written(r)[0])
     assert np.array_equal(inpainted[:, :16], pixels(src)[:, :16])  # outside the mask: the input, exactly
     assert not np.array_equal(inpainted[:, 16:], pixels(src)[:, 16:])
+
+
+def test_a_controlnet_in_the_hub_cache_is_listed_and_used_offline(tiny_sd, tiny_cn, control_map, tmp_path,
+                                                                   isolated_home):
+    import shutil
+
+    commit = "a" * 40
+    repo = isolated_home / "hf" / "hub" / "models--org--tiny-cn"
+    shutil.copytree(tiny_cn, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    listed = json.loads(cli("models", "list", "--json").stdout)
+    assert {"name": "org/tiny-cn", "family": "controlnet"}.items() <= next(
+        i for i in listed if i["name"] == "org/tiny-cn").items()
+    r = cli("txt2img", "castle", "-m", tiny_sd, "--control", f"org/tiny-cn:{control_map}", "--offline", "--seed", "1",
+            "-o", tmp_path, *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(Image.open(written(r)[0]).info["diffcli"])["job"]["control"][0].startswith("org/tiny-cn:")

@@ -183,6 +183,11 @@ def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: b
     `diffcli models pull NAME --trust-remote-code` hint (hub models only)."""
     index_path = snapshot / "model_index.json"
     if not index_path.is_file():
+        from diffcli.control import controlnet_class
+
+        if controlnet_class(snapshot) is not None:  # a ControlNet: its config and weights at the top level
+            weights = [f for f in os.listdir(snapshot) if f.endswith(".safetensors") or (allow_pickle and f.endswith(".bin"))]
+            return [] if weights else ["(weights)"]
         return ["model_index.json"]
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
@@ -321,7 +326,8 @@ def pull(
         if not commit or not COMMIT_RE.match(commit):
             raise RuntimeFailure(f"{name}: the hub returned no commit for this revision")
         siblings = {s.rfilename: s for s in (info.siblings or [])}
-        if "model_index.json" not in siblings:
+        one_model = "model_index.json" not in siblings and "config.json" in siblings  # a ControlNet repo
+        if "model_index.json" not in siblings and not one_model:
             raise UsageError(
                 f"{name} is not a diffusers pipeline repo (no model_index.json); "
                 "for a single checkpoint give its URL or local path"
@@ -352,19 +358,28 @@ def pull(
                     raise RuntimeFailure(f"{name}: {filename}: {problem}; the damaged download was discarded")
             return path
 
-        index_path = fetch("model_index.json")
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise UsageError(f"{name}: model_index.json is not valid JSON") from None
-        components = check_model_index(index, name, repo_files=list(siblings), trust_remote_code=trust_remote_code,
-                                       pull_name=name)
-        files = select_files(list(siblings), components, variant=variant, allow_pickle=allow_pickle, where=name)
+        if one_model:
+            from diffcli.control import controlnet_class
+            from diffcli.models.selection import select_root_model_files
+
+            if controlnet_class(fetch("config.json").parent) is None:
+                raise UsageError(f"{name} is neither a diffusers pipeline repo (no model_index.json) nor a ControlNet "
+                                 f"(its config.json names another class)")
+            files = select_root_model_files(list(siblings), variant=variant, allow_pickle=allow_pickle, where=name)
+        else:
+            index_path = fetch("model_index.json")
+            try:
+                index = json.loads(index_path.read_text(encoding="utf-8"))
+            except ValueError:
+                raise UsageError(f"{name}: model_index.json is not valid JSON") from None
+            components = check_model_index(index, name, repo_files=list(siblings), trust_remote_code=trust_remote_code,
+                                           pull_name=name)
+            files = select_files(list(siblings), components, variant=variant, allow_pickle=allow_pickle, where=name)
         todo = files if force else [f for f in files if not (snap / f).exists()]
         total = sum((expected_digest(siblings.get(f))[0] or 0) for f in todo)
         with (feedback if todo else Feedback("quiet")).bar(f"pulling {name}", total or None, model=name) as bar:
             for f in files:
-                if f != "model_index.json":  # fetched (and checked) above
+                if f not in ("model_index.json", "config.json" if one_model else ""):  # fetched (and checked) above
                     fetch(f, bar)
         manifest = {}
         for f in files:

@@ -53,6 +53,10 @@ def _family_of_dir(path: Path) -> str:
 
     if is_lora_dir(path) and not (path / "model_index.json").is_file():
         return "lora"
+    from diffcli.control import is_controlnet_dir
+
+    if is_controlnet_dir(path) and not (path / "model_index.json").is_file():
+        return "controlnet"
     try:
         layout = read_layout(path)
     except Exception:  # noqa: BLE001
@@ -172,7 +176,8 @@ def hub_items(entries: dict) -> list[Item]:
                 except OSError:
                     pass
             for snap in sorted((repo_dir / "snapshots").glob("*")) if (repo_dir / "snapshots").is_dir() else []:
-                if (repo_id, snap.name) in seen or not (snap / "model_index.json").exists():
+                if (repo_id, snap.name) in seen or not ((snap / "model_index.json").exists() or
+                                                         _family_of_dir(snap) == "controlnet"):
                     continue
                 ref = refs.get(snap.name)
                 name = repo_id if ref == "main" else f"{repo_id}@{ref or snap.name}"
@@ -187,6 +192,10 @@ def items() -> list[Item]:
     from diffcli.bundled import MODEL_NAMES
 
     out += [item for item in (_bundled_item(entries, n) for n in MODEL_NAMES) if item]
+    from diffcli.control import BUNDLED_CONTROLNETS, bundled_dir
+
+    out += [Item(n, "bundled", bundled_dir(n), "controlnet", du(bundled_dir(n)), None, status="complete",
+                 key=f"bundled:{n}") for n in BUNDLED_CONTROLNETS if _family_of_dir(bundled_dir(n)) == "controlnet"]
     out += hub_items(entries)
     for key, e in sorted(entries.items()):
         src = e.get("source")

@@ -67,3 +67,16 @@ def select_files(
                 weights = []
         selected += weights
     return sorted(set(selected))
+
+
+def select_root_model_files(repo_files: list[str], *, variant: str | None = None, allow_pickle: bool = False,
+                            where: str = "model") -> list[str]:
+    """The files of a one-model repo (a ControlNet: config.json and its weights at the top level), sorted."""
+    root = [f for f in repo_files if "/" not in f]
+    selected = [f for f in root if f.endswith(CONFIG_EXT) and not _is_weight(f)]
+    weights = _weights_of_kind(root, ".safetensors", variant)
+    if not any(f.endswith(".safetensors") for f in weights):
+        weights = _weights_of_kind(root, ".bin", variant)
+        if any(f.endswith(".bin") for f in weights) and not allow_pickle:
+            raise refuse_pickle(f"{where}: only pickle weights")
+    return sorted(set(selected + weights))
