@@ -34,6 +34,9 @@ def check(job, ref, layout) -> None:
     family = family_of(ref, layout)
     if job.scheduler is not None and family not in (None, "bundled", "unknown", "upscaler"):
         check_applies(job.scheduler, family in FLOW_FAMILIES, ref.name)
+    from diffcli.quantize import check as check_quantize
+
+    check_quantize(job, ref)
     if family == "flux" and job.cfg_cutoff:
         raise UsageError(f"--cfg-cutoff does not apply to {ref.name}: FLUX.1 is guidance-distilled, each step is "
                          "one pass whatever --cfg is, so there is no guidance to stop")

@@ -37,6 +37,7 @@ class Job:
     negative: str | None = None
     model: str | None = None
     base: str | None = None  # a transformer-only model file's other components (SD 3.x, FLUX.1): a diffusers model
+    quantize: str | None = None  # denoiser weights: none | int8 (torchao) | nf4 (bitsandbytes, CUDA), see diffcli.quantize
     steps: int | None = None
     cfg: float | None = None
     cfg_cutoff: float | None = None  # guidance only while timestep >= cfg_cutoff * T (0 = every step)
@@ -58,15 +59,15 @@ class Job:
     fill: str | None = None  # outpaint: what the new area holds before denoising (edge, blur, noise)
     lora: tuple[str, ...] | None = None  # LoRA files "NAME_OR_PATH[:WEIGHT]"; settled: "ABSOLUTE_PATH:WEIGHT"
     prompt_syntax: str | None = None  # "a1111": (word:1.3), [word], BREAK, <lora:name:w>, long prompts; "plain"
-
     control: tuple[str, ...] | None = None  # ControlNets "KIND:IMAGE[:SCALE[:START:END]]"; settled: see diffcli.control
     control_preprocess: str | None = None  # what makes the control maps from the control images: none, canny, seg
+
     def __post_init__(self):
         if self.lora is not None and not isinstance(self.lora, tuple):  # a list from flags or JSON
             object.__setattr__(self, "lora", tuple(self.lora) or None)
-
         if self.control is not None and not isinstance(self.control, tuple):
             object.__setattr__(self, "control", tuple(self.control) or None)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -171,6 +172,10 @@ def validate(job: Job) -> None:
     """Checks that need no model: ranges and combinations of flags."""
     if job.task not in TASKS:
         raise UsageError(f"unknown task '{job.task}'")
+    if job.quantize is not None:
+        from diffcli.quantize import check_name
+
+        check_name(job.quantize)
     if job.steps is not None and not 1 <= job.steps <= MAX_STEPS:
         raise UsageError(f"--steps must be between 1 and {MAX_STEPS} (got {job.steps})")
     if job.cfg is not None and not (math.isfinite(job.cfg) and job.cfg >= 0):
@@ -192,15 +197,15 @@ def validate(job: Job) -> None:
         raise UsageError(f"--mask-blur must be 0 or more (got {job.mask_blur})")
     if job.prompt_syntax is not None and job.prompt_syntax not in PROMPT_SYNTAXES:
         raise UsageError(f"--prompt-syntax must be one of {', '.join(PROMPT_SYNTAXES)} (got '{job.prompt_syntax}')")
+    if job.control or job.control_preprocess is not None:
+        from diffcli.control import check_job as check_controls
+
+        check_controls(job)
     if job.lora:
         from diffcli.models.lora import split_spec
 
         for spec in job.lora:
             split_spec(spec)
-    if job.control or job.control_preprocess is not None:
-        from diffcli.control import check_job as check_controls
-
-        check_controls(job)
     if job.task in ("img2img", "inpaint", "outpaint") and not job.image:
         raise UsageError(f"{job.task} needs an input image")
     if job.task == "inpaint" and not job.mask:

@@ -25,6 +25,7 @@ class LoadOptions:
     offload: str | None = None  # None | "model" | "sequential"
     vae_tiling: bool = False
     attention_slicing: bool = False
+    quantize: str | None = None  # the job's --quantize (diffcli.quantize), for diffusers-layout models
 
 
 def prepare_libraries() -> None:
@@ -103,6 +104,7 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
                     use_safetensors=None if options.allow_pickle else True,
                     local_files_only=True,
                     variant=getattr(ref, "variant", None),
+                    **_quantization(ref, options, dtype, choice),
                 )
     except (OSError, ValueError, SafetensorError) as exc:  # transformers lets SafetensorError through
         raise _load_error(ref, exc, options.allow_pickle) from None
@@ -115,6 +117,16 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
     _apply_memory_options(pipe, choice, options, warn)
     _BASES[key] = pipe
     return pipe
+
+
+def _quantization(ref, options: LoadOptions, dtype, choice) -> dict:
+    """from_pretrained's quantization_config for --quantize (diffcli.quantize), else nothing."""
+    if options.quantize in (None, "none"):
+        return {}
+    from diffcli.quantize import pipeline_config
+
+    denoiser = "transformer" if (Path(ref.path) / "transformer").is_dir() else "unet"
+    return {"quantization_config": pipeline_config(options.quantize, denoiser, dtype, choice.device)}
 
 
 @contextmanager

@@ -276,8 +276,9 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
 
     job = prepared.job
     choice = choose(job.device, job.dtype)
-    reporter.phase("load", cached=is_loaded(prepared.ref, choice, opts.load))
-    base = load_base(prepared.ref, choice, opts.load, warn=reporter.warn)
+    load = replace(opts.load, quantize=job.quantize) if job.quantize not in (None, "none") else opts.load
+    reporter.phase("load", cached=is_loaded(prepared.ref, choice, load))
+    base = load_base(prepared.ref, choice, load, warn=reporter.warn)
     activate_loras(base, job.lora)  # per job, unfused: the cached base stays the base
     pipe = task_pipeline(base, "inpaint" if job.task == "outpaint" else job.task)  # outpaint: inpaint a canvas
     if job.control:  # the task's ControlNet pipeline, on the same loaded components
@@ -300,7 +301,7 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     return pipe, choice, model
 
 
-SHARED_BY_A_BATCH = ("task", "model", "base", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
+SHARED_BY_A_BATCH = ("task", "model", "base", "quantize", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
                      "device", "dtype", "lora", "prompt_syntax", "control", "control_preprocess")
 
 

@@ -15,6 +15,7 @@ OUT = "Output"
 InputImage = Annotated[str, typer.Argument(help="Input image.", metavar="IMAGE", show_default=False)]
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: alias, org/name, local directory, .safetensors file or URL. Default: the bundled 'tiny' model.", rich_help_panel=MODEL)]
 Base = Annotated[Optional[str], typer.Option("--base", help="With a FLUX.1 or SD 3.x transformer file (.safetensors or .gguf) as --model: the diffusers model (alias, org/name or folder) that supplies its text encoders and VAE.", rich_help_panel=MODEL)]
+Quantize = Annotated[Optional[str], typer.Option("--quantize", help="Load the denoiser quantized to fit in less memory: int8 (torchao, any device) or nf4 (bitsandbytes, CUDA); none by default. See docs/device.md.", rich_help_panel=MODEL)]
 Negative = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt.", rich_help_panel=GEN)]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)]
 Cfg = Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's).", rich_help_panel=GEN)]
@@ -28,9 +29,9 @@ BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Images d
 MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse a batch with more pixels (width x height x batch size) than this. Default: what fits this machine's memory, at most 4096x4096.", rich_help_panel=MODEL, show_default=False)]
 Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="Sampler name; see `diffcli schedulers`.", rich_help_panel=GEN)]
 Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA file or name in the LoRA folder (DIFFCLI_LORA_DIR), with an optional :WEIGHT (default 1); repeat for several.", rich_help_panel=GEN, metavar="FILE|NAME[:WEIGHT]", show_default=False)]
-PromptSyntax = Annotated[Optional[str], typer.Option("--prompt-syntax", help="a1111: (word:1.3), (word), [word], BREAK, <lora:name:0.8> and prompts longer than the text encoder's window; plain: the prompt as it is. Default: a1111.", rich_help_panel=GEN, metavar="a1111|plain", show_default=False)]
 Control = Annotated[Optional[list[str]], typer.Option("--control", help="ControlNet and its map: KIND:IMAGE[:SCALE[:START:END]]. KIND: a ControlNet (repo id, folder, .safetensors file, tiny-control-seg) or a short name (seg, canny, depth) for the model family's default; SCALE weighs it (default 1); START:END is the part of the steps it acts on (default 0:1). Repeat for several.", rich_help_panel=GEN, metavar="KIND:IMAGE[:SCALE[:START:END]]", show_default=False)]
 ControlPreprocess = Annotated[Optional[str], typer.Option("--control-preprocess", help="Make the control maps from the --control images first: canny (edges), seg (the bundled model's scene segmenter) or none (the images are the maps; default).", rich_help_panel=GEN, metavar="canny|seg|none", show_default=False)]
+PromptSyntax = Annotated[Optional[str], typer.Option("--prompt-syntax", help="a1111: (word:1.3), (word), [word], BREAK, <lora:name:0.8> and prompts longer than the text encoder's window; plain: the prompt as it is. Default: a1111.", rich_help_panel=GEN, metavar="a1111|plain", show_default=False)]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL)]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16.", rich_help_panel=MODEL)]
 Offload = Annotated[Optional[str], typer.Option("--offload", help="Keep weights on the CPU until needed: model or sequential.", rich_help_panel=MODEL)]
@@ -57,6 +58,7 @@ def keyword(name: str, annotation, default=None) -> inspect.Parameter:
 SHARED_GENERATION = [
     keyword("model", Model),
     keyword("base", Base),
+    keyword("quantize", Quantize),
     keyword("negative", Negative),
     keyword("steps", Steps),
     keyword("cfg", Cfg),
@@ -69,10 +71,10 @@ SHARED_GENERATION = [
     keyword("batch_size", BatchSize),
     keyword("scheduler", Scheduler),
     keyword("lora", Lora),
-    keyword("prompt_syntax", PromptSyntax),
-    keyword("from_image", From),
     keyword("control", Control),
     keyword("control_preprocess", ControlPreprocess),
+    keyword("prompt_syntax", PromptSyntax),
+    keyword("from_image", From),
     keyword("device", Device),
     keyword("dtype", Dtype),
     keyword("offload", Offload),

@@ -199,3 +199,28 @@ def test_inpaint_sd3_flux_and_flux_fill_keep_everything_outside_the_mask(tiny_sd
     assert json.loads(cli("models", "info", str(fill), "--json").stdout)["family"] == "flux-inpaint"
     r = cli("txt2img", "castle", "-m", fill, "-o", tmp_path / "no", *FAST)
     assert r.exit_code == 2 and "inpainting model" in r.stderr
+
+
+# ---------------------------------------------------------------- --quantize
+
+
+def test_quantize_choices_are_checked_before_loading(tiny_flux, flux_files, tmp_path):
+    base = ["txt2img", "castle", "-o", tmp_path, *FAST]
+    r = cli(*base, "-m", tiny_flux, "--quantize", "q3")
+    assert r.exit_code == 2 and "none, int8, nf4" in r.stderr
+    r = cli(*base, "-m", tiny_flux, "--quantize", "nf4", "--device", "cpu")
+    assert r.exit_code == 2 and "CUDA" in r.stderr
+    r = cli(*base, "-m", flux_files["gguf"], "--base", tiny_flux, "--quantize", "int8")
+    assert r.exit_code == 2 and "already quantized" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quantize_int8_stays_close_and_is_recorded(tiny_flux, tmp_path):
+    pytest.importorskip("torchao")
+    args = ["txt2img", "castle at dusk", "-m", tiny_flux, "--seed", "1", "--steps", "2", *FAST]
+    plain = pixels(written(cli(*args, "-o", tmp_path / "a"))[0])
+    r = cli(*args, "--quantize", "int8", "-o", tmp_path / "b")
+    assert r.exit_code == 0, r.stderr
+    diff = np.abs(pixels(written(r)[0]) - plain)
+    assert 0 < diff.mean() < 1.0
+    assert json.loads(Image.open(written(r)[0]).info["diffcli"])["job"]["quantize"] == "int8"
