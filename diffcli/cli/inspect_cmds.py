@@ -93,11 +93,37 @@ def device(
         "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
         "cpu_threads": torch.get_num_threads(),
     }
+    facts.update(_memory_facts(choice, torch))
     if json_out:
         typer.echo(json.dumps(facts, indent=2))
         return
     for key, value in facts.items():
-        sys.stdout.write(f"{key}: {value}\n")
+        if key != "fits":
+            sys.stdout.write(f"{key}: {value}\n")
+    sys.stdout.write(f"what fits in {facts['memory_gib']} GiB of {facts['memory_of']} at {choice.dtype} "
+                     f"(estimated from published parameter counts):\n")
+    for row in facts["fits"]:
+        sys.stdout.write(f"  {row['model']:<24} {row['weights']:<10} {row['weights_gib']:>6.1f} GiB  {row['verdict']}\n")
+
+
+def _memory_facts(choice, torch) -> dict:
+    """The chosen device's memory and which well-known models fit in it (diffcli.fit)."""
+    import os
+
+    from diffcli.fit import verdicts
+
+    if choice.device.startswith("cuda"):
+        index = int(choice.device.split(":")[1]) if ":" in choice.device else 0
+        memory, of = torch.cuda.get_device_properties(index).total_memory, f"{choice.device} memory"
+    else:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            memory = 0
+        of = "system memory (shared with the GPU)" if choice.device == "mps" else "system memory"
+    gib = round(memory / 2**30, 1)
+    return {"memory_gib": gib, "memory_of": of,
+            "fits": verdicts(gib, choice.dtype, can_offload=choice.device.startswith("cuda"))}
 
 
 def register(app: typer.Typer) -> None:
