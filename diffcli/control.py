@@ -371,8 +371,8 @@ def pipeline(base, task: str, names: list[str], choice):
     from diffcli.pipelines import ORIGINAL_SCHEDULER
 
     key = (id(base), task, tuple(names), choice.device, choice.dtype)
-    if key in _PIPES:
-        return _PIPES[key]
+    if key in _PIPES and _PIPES[key][0] is base:
+        return _PIPES[key][1]
     classes = PIPELINES.get(type(base).__name__)
     if classes is None:
         raise UsageError(f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model, not {type(base).__name__}")
@@ -381,7 +381,7 @@ def pipeline(base, task: str, names: list[str], choice):
     pipe = cls.from_pipe(base, controlnet=nets[0] if len(nets) == 1 else nets)
     pipe.set_progress_bar_config(disable=True)
     setattr(pipe, ORIGINAL_SCHEDULER, getattr(base, ORIGINAL_SCHEDULER, dict(base.scheduler.config)))
-    _PIPES[key] = pipe
+    _PIPES[key] = (base, pipe)
     return pipe
 
 
@@ -401,6 +401,13 @@ def call_kwargs(job, images: list) -> dict:
     return kwargs
 
 
+def forget(base) -> None:
+    """Drop the ControlNet pipelines built on BASE (pipelines.release: its memory can go)."""
+    for key in [k for k, (b, _) in _PIPES.items() if b is base]:
+        del _PIPES[key]
+
+
 def release() -> None:
+    """Forget every loaded ControlNet and ControlNet pipeline."""
     _MODELS.clear()
     _PIPES.clear()

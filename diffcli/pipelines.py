@@ -409,6 +409,9 @@ def release(key: tuple) -> None:
     if base is not None:
         for task_key in [k for k in _TASKS if k[0] == id(base)]:
             del _TASKS[task_key]
+        from diffcli.control import forget
+
+        forget(base)  # its ControlNet pipelines
 
 
 def release_models() -> None:
@@ -417,4 +420,7 @@ def release_models() -> None:
 
     _BASES.clear()
     _TASKS.clear()
+    from diffcli.control import release
+
+    release()
     gc.collect()
