@@ -55,7 +55,7 @@ try:
     main()
 except SystemExit:
     pass
-heavy = sorted(m for m in ("torch", "diffusers", "transformers", "accelerate") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "diffusers", "transformers", "accelerate", "numpy") if m in sys.modules)
 sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
 """
 

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from .scenes import PUNCTUATION, STOP_WORDS, SYNONYMS, VALUES, WORD_TO_ATTR, parse_prompt  # noqa: F401
+from .words import PUNCTUATION, STOP_WORDS, SYNONYMS, VALUES, WORD_TO_ATTR, parse_prompt  # noqa: F401
 
 DOMAIN_WORDS: tuple[str, ...] = tuple(sorted({w for d in SYNONYMS.values() for w in d} | set(STOP_WORDS)))
 MODEL_MAX_LENGTH = 32
