@@ -139,6 +139,17 @@ def is_controlnet_dir(path) -> bool:
     return Path(path).is_dir() and controlnet_class(Path(path)) is not None
 
 
+def is_controlnet_file(path) -> bool:
+    """Whether a .safetensors file holds a ControlNet (diffusers' or the original layout), from its header."""
+    from diffcli.models.checkpoint_info import read_header, tensors
+
+    if not str(path).lower().endswith(".safetensors"):
+        return False
+    keys = tensors(read_header(path))
+    return any(k.startswith(("controlnet_cond_embedding.", "input_hint_block.", "control_model.input_hint_block."))
+               for k in keys)
+
+
 def _read_config(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -164,6 +175,17 @@ def resolve_model(name: str, *, offline: bool = False, allow_pickle: bool = Fals
         if not is_controlnet_dir(path):
             raise RuntimeFailure(f"the bundled ControlNet {name} is not installed ({path} is missing)")
         return ControlModel(name, path)
+    if name.lower().startswith(("http://", "https://")):  # a single-file ControlNet by URL, fetched once
+        from diffcli.models import names, urls
+        from diffcli.models.resolve import offline_requested
+
+        found = urls.find_local(name)
+        if found is None:
+            if offline_requested(offline):
+                raise UsageError(f"ControlNet '{names.redact_url(name)}' is not downloaded and offline mode is on; "
+                                 f"run `diffcli models pull URL` while online")
+            found = urls.pull(name, allow_pickle=allow_pickle, progress=progress)
+        return ControlModel(names.redact_url(name), Path(found[0]), kind="single_file")
     given = Path(name).expanduser()
     if given.is_dir():
         if not is_controlnet_dir(given):

@@ -71,9 +71,12 @@ def _family_of_dir(path: Path) -> str:
 
 
 def _family_of_file(path: Path) -> str:
+    from diffcli.control import is_controlnet_file
     from diffcli.models.checkpoint_info import detect_family
 
     try:
+        if is_controlnet_file(path):
+            return "controlnet"
         return detect_family(path)
     except UsageError:
         return "invalid"
