@@ -16,7 +16,8 @@ from diffcli.jobs import Job
 BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_images": 1, "batch_size": 1,
            "device": "auto", "dtype": "auto",
            "prompt_syntax": "a1111"}  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
-TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4}}
+TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4},
+                "outpaint": {"strength": 1.0, "mask_blur": 4, "fill": "blur"}}  # measured: docs/benchmarks.md
 SINGLE_FILE_SIZE = 512  # a single-file checkpoint has no config to read its native size from
 _FIELDS = {f.name for f in fields(Job)}
 

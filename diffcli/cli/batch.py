@@ -13,7 +13,7 @@ from diffcli.cli.options import GEN, OUT, SHARED_GENERATION, keyword
 BATCH = "Batch"
 
 Source = Annotated[str, typer.Argument(help="Job list: JSON lines (.jsonl, one job object per line) or text (one prompt per line); - reads stdin.", metavar="JOBS", show_default=False)]
-Task = Annotated[str, typer.Option("--task", help="Task of lines that name none: txt2img, img2img or inpaint.", rich_help_panel=GEN)]
+Task = Annotated[str, typer.Option("--task", help="Task of lines that name none: txt2img, img2img, inpaint or outpaint.", rich_help_panel=GEN)]
 KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Skip bad lines and failed jobs (reported on stderr) instead of stopping; exit 1 if any failed.", rich_help_panel=BATCH)]
 Shard = Annotated[Optional[str], typer.Option("--shard", help="Run only share I of N (0-based I/N): every N-th job from the I-th, for job arrays. Under accelerate launch or torchrun each process takes its rank's share by itself.", rich_help_panel=BATCH, show_default=False)]
 Launcher = Annotated[Optional[str], typer.Option("--launcher", help="Spread the jobs over several processes: accelerate (this machine's GPUs, or CPU processes) or ray (a Ray cluster, or a local Ray); see docs/batch.md.", rich_help_panel=BATCH, show_default=False)]
@@ -49,8 +49,8 @@ def batch(**params) -> None:
     from diffcli.progress import make_reporter
 
     task = params["task"].lower()
-    if task not in ("txt2img", "img2img", "inpaint"):
-        raise UsageError(f"invalid --task '{params['task']}'; use txt2img, img2img or inpaint")
+    if task not in ("txt2img", "img2img", "inpaint", "outpaint"):
+        raise UsageError(f"invalid --task '{params['task']}'; use txt2img, img2img, inpaint or outpaint")
     if params.get("model") == "":
         raise UsageError("--model is empty; name a model, or leave the flag out for the default")
     base = Job(task=task, **{f.name: params.get(f.name) for f in dataclasses.fields(Job) if f.name != "task"})

@@ -1,4 +1,4 @@
-"""`diffcli txt2img | img2img | inpaint`: one implementation, three command signatures."""
+"""`diffcli txt2img | img2img | inpaint | outpaint`: one implementation, four command signatures."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ Prompt = Annotated[Optional[str], typer.Argument(help="What to draw.", metavar="
 Strength = Annotated[Optional[float], typer.Option("--strength", help="How much to change the input, in (0, 1].", rich_help_panel=GEN)]
 Mask = Annotated[Optional[str], typer.Option("--mask", help="Mask image: white = repaint, black = keep.", rich_help_panel=GEN)]
 MaskBlur = Annotated[Optional[int], typer.Option("--mask-blur", help="Feather the mask edge by this many pixels (inside the mask).", rich_help_panel=GEN)]
+OutpaintImage = Annotated[Optional[str], typer.Argument(help="Input image (optional with --from: the recorded one).", metavar="IMAGE", show_default=False)]
+Extend = Annotated[Optional[str], typer.Option("--extend", metavar="L,T,R,B", help="Pixels to add: L,T,R,B, or one amount for every side; pixels or a percentage of the image (25%).", rich_help_panel=GEN, show_default=False)]
+To = Annotated[Optional[str], typer.Option("--to", metavar="WxH", help="Canvas size WIDTHxHEIGHT (instead of --extend); --anchor places the image in it.", rich_help_panel=GEN, show_default=False)]
+Anchor = Annotated[Optional[str], typer.Option("--anchor", metavar="WHERE", help="With --to: where the image sits: center (default), left, right, top, bottom, top-left, top-right, bottom-left, bottom-right.", rich_help_panel=GEN, show_default=False)]
+Fill = Annotated[Optional[str], typer.Option("--fill", metavar="HOW", help="What the new area holds before denoising: blur (default), edge or noise; matters at --strength below 1.", rich_help_panel=GEN, show_default=False)]
 
 
 def _positional(name: str, annotation, default=inspect.Parameter.empty) -> inspect.Parameter:
@@ -36,6 +41,12 @@ COMMANDS = {
         [_positional("image", InputImage), _positional("prompt", Prompt, None), keyword("mask", Mask),
          keyword("strength", Strength), keyword("mask_blur", MaskBlur)],
     ),
+    "outpaint": (
+        "Extend the canvas of an image and paint the new area; the original pixels stay exactly as they were.",
+        [_positional("image", OutpaintImage, None), _positional("prompt", Prompt, None), keyword("extend", Extend),
+         keyword("to", To), keyword("anchor", Anchor), keyword("fill", Fill), keyword("strength", Strength),
+         keyword("mask_blur", MaskBlur)],
+    ),
 }
 
 
@@ -43,6 +54,14 @@ def build_job(task: str, params: dict) -> Job:
     """The Job described by the flags, laid over the one recorded in --from (explicit flags win).
 
     An edit without a prompt takes the one recorded in its input image, as upscale does."""
+    if params.get("to") is not None:  # outpaint --to WxH: the canvas is the job's size
+        from diffcli.outpaint import parse_size
+
+        if params.get("width") is not None or params.get("height") is not None:
+            raise UsageError("--to gives the canvas width and height; leave out --width/--height")
+        if params.get("extend") is not None:
+            raise UsageError("give --extend or --to, not both")
+        params = {**params, **dict(zip(("width", "height"), parse_size(params["to"])))}
     job = Job(task=task, **{f.name: params.get(f.name) for f in dataclasses.fields(Job) if f.name != "task"})
     if job.model == "":
         raise UsageError("--model is empty; name a model, or leave the flag out for the default")

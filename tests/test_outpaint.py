@@ -1,0 +1,149 @@
+"""diffcli outpaint: the canvas plan (--extend, --to, --anchor), its errors, and the command end to end on
+the bundled model: original pixels unchanged, --from replays, a batch line makes the same image."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffcli.errors import UsageError
+from diffcli.outpaint import plan, prepare
+from helpers import cli, heavy_imports, pixels, written
+
+FAST = ["--steps", "2", "--dtype", "float32", "--no-server"]
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A 64x64 render of a bundled-domain scene (what the bundled model knows)."""
+    from diffcli.bundled import scenes
+
+    path = tmp_path_factory.mktemp("scene") / "scene.png"
+    scenes.render(scenes.sample_scene(random.Random(3)), 64).save(path)
+    return path
+
+
+@pytest.mark.parametrize("extend, size, sides", [
+    ("16", (64, 64), (16, 16, 16, 16)),
+    ("16,0,8,0", (64, 48), (16, 0, 8, 0)),
+    ("25%", (64, 64), (16, 16, 16, 16)),
+    ("25%", (100, 60), (26, 18, 26, 18)),  # 25 and 15 px a side make 150x90: rounded up to 152x96
+    ("10%,0,0,0", (60, 64), (12, 0, 0, 0)),  # 6 px would make 66: rounded up to 72
+])
+def test_extend_adds_those_pixels_and_fits_the_size_rule(extend, size, sides):
+    canvas = plan(size, extend, None, None, None, 8)
+    assert (canvas.left, canvas.top, canvas.right, canvas.bottom) == sides
+    assert canvas.width % 8 == 0 and canvas.height % 8 == 0
+    assert canvas.extend == ",".join(map(str, sides))
+
+
+@pytest.mark.parametrize("anchor, where", [
+    (None, (16, 8)), ("center", (16, 8)), ("top-left", (0, 0)), ("bottom-right", (32, 16)), ("left", (0, 8)),
+    ("top", (16, 0)),
+])
+def test_to_places_the_image_by_its_anchor(anchor, where):
+    canvas = plan((64, 48), None, 96, 64, anchor, 8)
+    assert (canvas.width, canvas.height) == (96, 64)
+    assert (canvas.left, canvas.top) == where
+
+
+@pytest.mark.parametrize("extend, width, height, anchor, needle", [
+    ("10,0,10,0", None, None, None, "not a multiple of 8"),
+    ("16", 128, None, None, "not both"),
+    (None, 32, 64, None, "smaller than"),
+    (None, 64, 64, None, "nothing to add"),
+])
+def test_plan_refuses_canvases_it_cannot_make(extend, width, height, anchor, needle):
+    with pytest.raises(UsageError, match=needle):
+        plan((64, 64), extend, width, height, anchor, 8)
+
+
+def test_the_canvas_keeps_the_original_and_masks_exactly_the_new_area(scene):
+    original = Image.open(scene).convert("RGB")
+    canvas = plan(original.size, "8,16,24,0", None, None, None, 8)
+    before = np.asarray(original)
+    fills = {}
+    for fill in ("edge", "blur", "noise"):
+        image, mask = prepare(original, canvas, fill)
+        a, m = np.asarray(image), np.asarray(mask)
+        assert image.size == mask.size == (96, 80)
+        assert np.array_equal(a[16:80, 8:72], before)
+        assert (m[16:80, 8:72] == 0).all() and (m == 255).sum() == 96 * 80 - 64 * 64
+        fills[fill] = a
+    assert np.array_equal(fills["edge"][16:80, :8], np.repeat(before[:, :1], 8, axis=1))  # edge: the border column
+    assert not np.array_equal(fills["edge"], fills["blur"]) and not np.array_equal(fills["blur"], fills["noise"])
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--extend", "3x"], "invalid --extend '3x'"),
+    (["--extend", "1,2"], "L,T,R,B"),
+    (["--extend", "12,0,10,0"], "not a multiple of 8"),
+    (["--to", "128"], "invalid --to '128'"),
+    (["--to", "96x64", "--anchor", "middle"], "invalid --anchor 'middle'"),
+    (["--to", "96x64", "--extend", "16"], "not both"),
+    (["--extend", "16", "--anchor", "left"], "--anchor places"),
+    (["--extend", "16", "--fill", "sky"], "invalid --fill 'sky'"),
+    ([], "needs --extend"),
+])
+def test_bad_flags_are_one_line_usage_errors(scene, tmp_path, args, needle):
+    r = cli("outpaint", scene, *args, "-o", tmp_path / "o", *FAST)
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("diffcli: error: ") and needle in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_extend_fails_without_importing_torch(scene, tmp_path):
+    p = heavy_imports("outpaint", str(scene), "--extend", "5%,x", "-o", str(tmp_path), "--no-server")
+    assert "invalid --extend" in p.stderr and p.stderr.splitlines()[-1] == "HEAVY=", p.stderr
+
+
+def _record(path) -> tuple[str, dict]:
+    with Image.open(path) as img:
+        return img.info["parameters"], json.loads(img.info["diffcli"])
+
+
+@pytest.fixture(scope="module")
+def outpainted(scene, tmp_path_factory):
+    """`diffcli outpaint scene.png "day, sand" --extend 16,0,16,0 --seed 4` on the bundled model."""
+    r = cli("outpaint", scene, "day, sand", "--extend", "16,0,16,0", "--seed", "4", "-o",
+            tmp_path_factory.mktemp("outpaint"), "-q", *FAST)
+    assert r.exit_code == 0, r.stderr
+    return written(r)[0]
+
+
+def test_outpaint_keeps_every_original_pixel_and_records_the_canvas(scene, outpainted):
+    out, before = pixels(outpainted), pixels(scene)
+    assert out.shape == (64, 96, 3)
+    assert np.abs(out[:, 16:80] - before).max() == 0  # the original, exactly
+    assert np.abs(out[:, :16] - before[:, :1]).mean() > 3  # the new area was painted, not left as the fill
+    params, record = _record(outpainted)
+    assert record["job"]["task"] == "outpaint" and record["job"]["extend"] == "16,0,16,0"
+    assert record["job"]["fill"] == "blur" and (record["job"]["width"], record["job"]["height"]) == (96, 64)
+    assert 'Outpaint extend: "16,0,16,0"' in params and "Size: 96x64" in params
+
+
+def test_from_replays_it_and_a_new_canvas_replaces_the_recorded_one(scene, outpainted, tmp_path):
+    again = written(cli("outpaint", "--from", outpainted, "-o", tmp_path / "b", "-q", "--no-server"))[0]
+    assert np.array_equal(pixels(again), pixels(outpainted))
+    # a new --to canvas replaces the recorded --extend; the rest of the job stays
+    moved = written(cli("outpaint", "--from", outpainted, "--to", "80x72", "--anchor", "bottom-right",
+                        "-o", tmp_path / "c", "-q", "--no-server"))[0]
+    shifted = pixels(moved)
+    assert shifted.shape == (72, 80, 3) and np.abs(shifted[8:, 16:] - pixels(scene)).max() == 0
+    assert _record(moved)[1]["job"]["extend"] == "16,8,0,0" and _record(moved)[1]["job"]["seed"] == 4
+
+
+def test_a_batch_line_makes_the_image_the_command_makes(scene, outpainted, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"task": "outpaint", "image": str(scene), "prompt": "day, sand", "extend": "16,0,16,0",
+                                "seed": 4, "steps": 2}) + "\n"
+                    + json.dumps({"task": "outpaint", "image": str(scene), "extend": 8, "seed": 1, "steps": 2}) + "\n")
+    b = cli("batch", jobs, "--dtype", "float32", "-o", tmp_path / "b", "--json")
+    assert b.exit_code == 0, b.stderr
+    first, second = [json.loads(line)["path"] for line in b.stdout.splitlines()]
+    assert np.array_equal(pixels(first), pixels(outpainted))
+    assert pixels(second).shape == (80, 80, 3) and np.abs(pixels(second)[8:72, 8:72] - pixels(scene)).max() == 0
