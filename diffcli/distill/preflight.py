@@ -69,6 +69,9 @@ def _teacher(config: DistillConfig):
         what = "an upscaler"
     elif layout.is_inpaint:
         what = f"an inpainting model ({layout.unet_in_channels}-channel UNet)"
+    elif layout.is_flow:  # SD 3.x, FLUX.1: a transformer, a flow-matching schedule (docs/distill.md)
+        what = (f"a {layout.family} model (flow-matching transformer), which distill does not support yet; "
+                "it distills SD-1, SD-2 and SDXL-style models")
     elif layout.unet_in_channels != 4 or "Img2Img" in layout.pipeline_class or "InstructPix2Pix" in layout.pipeline_class:
         what = f"not a text-to-image model ({layout.pipeline_class or 'unknown pipeline'})"
     elif layout.family not in ("sd1", "sd2", "sdxl", "bundled"):

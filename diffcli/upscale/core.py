@@ -505,6 +505,10 @@ def call_pipeline(pipe, plan: Plan, image, generator, tick):
             common.update(schedule_kwargs(pipe, plan.steps, plan.shift))
             common.update(guidance.pipeline_kwargs(pipe, plan.cfg, plan.cfg_cutoff, plan.steps, plan.strength,
                                                    on_step=lambda *_: tick(), shift=plan.shift))
+            import inspect
+
+            if "width" in inspect.signature(pipe.__call__).parameters:  # SD 3.x, FLUX.1: else their native size
+                common.update(width=image.size[0], height=image.size[1])
             out = pipe(**common, strength=plan.strength)
         elif plan.kind == "x4":
             out = pipe(**common, noise_level=plan.noise_level, callback=tick, callback_steps=1)

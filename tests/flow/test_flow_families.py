@@ -224,3 +224,9 @@ def test_quantize_int8_stays_close_and_is_recorded(tiny_flux, tmp_path):
     diff = np.abs(pixels(written(r)[0]) - plain)
     assert 0 < diff.mean() < 1.0
     assert json.loads(Image.open(written(r)[0]).info["diffcli"])["job"]["quantize"] == "int8"
+
+
+def test_distill_says_flow_teachers_are_not_supported(tiny_flux, tmp_path):
+    r = cli("distill", "--teacher", tiny_flux, "--out", tmp_path / "student")
+    assert r.exit_code == 2 and "flow-matching transformer" in r.stderr and "does not support" in r.stderr
+    assert not (tmp_path / "student").exists()
