@@ -266,13 +266,13 @@ def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = Fals
     settled = []
     for spec in job.control:
         c = parse_spec(spec)
-        name = default_model(c.model, family) if c.model in SHORT_NAMES else c.model
-        model = resolve_model(name, offline=offline, allow_pickle=allow_pickle, progress=progress)
-        check_fits(model, ref, layout)
-        image = Path(c.image).expanduser()
+        image = Path(c.image).expanduser()  # the image first: a missing one fails before any download
         if not image.is_file():
             raise UsageError(f"--control {shown(spec)}: no such image file: {shown(c.image)}")
         load_rgb(image)  # a usage error when it is not an image
+        name = default_model(c.model, family) if c.model in SHORT_NAMES else c.model
+        model = resolve_model(name, offline=offline, allow_pickle=allow_pickle, progress=progress)
+        check_fits(model, ref, layout)
         settled.append(Control(model.name, str(image.resolve()), c.scale, c.start, c.end).spec())
     return replace(job, control=tuple(settled))
 
