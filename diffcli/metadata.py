@@ -35,7 +35,9 @@ def a1111_parameters(record: dict) -> str:
     from diffcli.text import one_line
 
     job = record["job"]
-    lines = [one_line(job.get("prompt") or "")]  # a newline in a prompt must not forge a field line
+    loras = (record.get("model") or {}).get("loras") or []
+    tags = "".join(f" <lora:{one_line(r['name'])}:{r['weight']:g}>" for r in loras)  # as an A1111 prompt names them
+    lines = [one_line(job.get("prompt") or "") + tags]  # a newline in a prompt must not forge a field line
     if job.get("negative"):
         lines.append(f"Negative prompt: {one_line(job['negative'])}")
     sampler = job.get("scheduler") or ""
@@ -49,18 +51,20 @@ def a1111_parameters(record: dict) -> str:
         "Model": (record.get("model") or {}).get("name"),
     }
     lora = (record.get("model") or {}).get("lora")
-    if lora:  # A1111 quotes the list: Lora hashes: "name: hash"
-        fields["Lora hashes"] = f'"{Path(lora["path"]).name}: {lora["hash"]}"'
+    hashes = [f'{Path(lora["path"]).name}: {lora["hash"]}'] if lora else []
+    hashes += [f"{one_line(r['name'])}: {r['sha256'][:12]}" for r in loras]  # A1111's short hash: 12 digits of sha256
+    if hashes:  # A1111 quotes the list: Lora hashes: "name: hash, name2: hash2"
+        fields["Lora hashes"] = '"' + ", ".join(hashes) + '"'
     if job.get("shift") not in (None, 1.0):  # the timestep shift, when it moved the steps
         fields["Shift"] = job.get("shift")
-    if job.get("task") in ("img2img", "inpaint"):
+    if job.get("base"):  # a transformer file's text encoders, VAE and scheduler came from this model
+        fields["Base model"] = one_line(Path(str(job["base"])).name)
+    if job.get("quantize") not in (None, "none"):
+        fields["Quantization"] = job.get("quantize")
+    if job.get("task") in ("img2img", "inpaint", "outpaint"):
         fields["Denoising strength"] = job.get("strength")
-    if job.get("task") == "inpaint":
+    if job.get("task") in ("inpaint", "outpaint"):
         fields["Mask blur"] = job.get("mask_blur")
-    fields["Version"] = f"diffcli {record.get('diffcli', __version__)}"
-    lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v not in (None, "")))
-    return "\n".join(lines)
-
     for i, c in enumerate((record.get("model") or {}).get("controlnets") or []):  # as sd-webui-controlnet writes them
         fields[f"ControlNet {i}"] = (f'"Module: {c.get("preprocess") or "none"}, Model: {one_line(str(c.get("name")))}, '
                                      f'Weight: {c.get("scale"):g}, Guidance Start: {c.get("start"):g}, '
@@ -68,6 +72,10 @@ def a1111_parameters(record: dict) -> str:
     if job.get("task") == "outpaint":  # quoted, as A1111 quotes values with commas
         fields["Outpaint extend"] = f'"{job.get("extend")}"'
         fields["Outpaint fill"] = job.get("fill")
+    fields["Version"] = f"diffcli {record.get('diffcli', __version__)}"
+    lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v not in (None, "")))
+    return "\n".join(lines)
+
 
 def pil_save_kwargs(fmt: str, record: dict) -> dict:
     """Keyword arguments for PIL's Image.save that embed RECORD in format FMT."""
@@ -138,7 +146,14 @@ def job_from_image(path: str | Path):
     _, record = read(path)
     if not record or "job" not in record:
         raise UsageError(f"{path}: no diffcli record in this image (was it made by diffcli?)")
-    return Job.from_dict(record["job"], source=f"{shown(path)}: recorded job")
+    job = Job.from_dict(record["job"], source=f"{shown(path)}: recorded job")
+    if job.lora:  # each recorded LoRA found again here: at its path, else by name or hash in the LoRA folder
+        from dataclasses import replace
+
+        from diffcli.models.lora import relocate
+
+        job = replace(job, lora=relocate(job.lora, record, source=shown(path)))
+    return job
 
 
 def recorded_prompt(path) -> str | None:

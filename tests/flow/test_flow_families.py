@@ -151,6 +151,7 @@ def test_a_transformer_file_with_base_matches_plain_diffusers(tiny_flux, flux_fi
     assert np.array_equal(unquantized, np.asarray(plain, dtype=np.int16))
     record = json.loads(Image.open(written(r)[0]).info["diffcli"])["job"]
     assert record["base"] == str(tiny_flux) and record["model"] == str(flux_files["safetensors"])
+    assert f"Base model: {tiny_flux.name}" in Image.open(written(r)[0]).info["parameters"]
 
     # the same transformer as Q8_0 GGUF: loads quantized, draws nearly the same image
     g = cli(*args, "-m", flux_files["gguf"], "--base", tiny_flux, "-o", tmp_path / "gguf")
@@ -224,6 +225,7 @@ def test_quantize_int8_stays_close_and_is_recorded(tiny_flux, tmp_path):
     diff = np.abs(pixels(written(r)[0]) - plain)
     assert 0 < diff.mean() < 1.0
     assert json.loads(Image.open(written(r)[0]).info["diffcli"])["job"]["quantize"] == "int8"
+    assert "Quantization: int8" in Image.open(written(r)[0]).info["parameters"]
 
 
 def test_distill_says_flow_teachers_are_not_supported(tiny_flux, tmp_path):
