@@ -11,7 +11,7 @@ import typer
 
 from diffcli.errors import EXIT_FAILURE, UsageError
 
-HELP = """Keep models loaded in a background engine; txt2img/img2img/inpaint use it by themselves.
+HELP = """Keep models loaded in a background engine; txt2img/img2img/inpaint/outpaint use it by themselves.
 
 While a server runs for you, generation commands send their jobs to it instead of loading torch and
 the model again: same output, files and exit codes, much less waiting. --no-server on a command
