@@ -92,8 +92,9 @@ class Job:
             merged = replace(merged, mask=None, mask_blur=None)
         if self.task != "outpaint":
             merged = replace(merged, extend=None, anchor=None, fill=None)
-        elif base.task != "outpaint":  # outpaint an image made by another task: not its size or mask
-            merged = replace(merged, mask=None, width=self.width, height=self.height)
+        elif base.task != "outpaint":  # outpaint an image made by another task: not its size, mask or strength
+            merged = replace(merged, mask=None, width=self.width, height=self.height, strength=self.strength,
+                             mask_blur=self.mask_blur)
         elif self.width is not None or self.height is not None or self.anchor is not None:
             merged = replace(merged, extend=self.extend)  # a new --to canvas replaces the recorded one
         elif self.extend is not None:

@@ -110,11 +110,21 @@ def plan(size: tuple[int, int], extend: str | None, width: int | None, height: i
     given keeps the original's). Its sides must be multiples of MULTIPLE (the model's size rule): pixel
     amounts that miss it are refused; percentages are rounded up to it (the extra split over the
     sides given as percentages)."""
+    canvas = _plan(size, extend, width, height, anchor, multiple)
+    from diffcli.jobs import MAX_SIDE
+
+    if max(canvas.width, canvas.height) > MAX_SIDE:
+        raise UsageError(f"the canvas would be {canvas.width}x{canvas.height}; each side must be at most {MAX_SIDE} "
+                         f"pixels")
+    return canvas
+
+
+def _plan(size, extend, width, height, anchor, multiple) -> Canvas:
     w, h = size
     if extend is not None:
         amounts = parse_extend(extend)
         sides = []
-        for axis, (first, second), length in ((0, (0, 2), w), (1, (1, 3), h)):
+        for (first, second), length in (((0, 2), w), ((1, 3), h)):
             pair = [amounts[first], amounts[second]]
             added = [round(v * length / 100) if pct else int(v) for v, pct in pair]
             missing = -(length + sum(added)) % multiple
