@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from diffcli.errors import DiffcliError, RuntimeFailure
-from diffcli.serve.protocol import (MODE_ENV, PROTOCOL, Channel, ProtocolError, compat_key, error_from, peer_uid,
-                                    sibling, socket_path, unsafe_socket)
+from diffcli.serve.protocol import (MODE_ENV, PROTOCOL, Channel, ProtocolError, compat_key, endpoint, error_from,
+                                    peer_uid, read_token, sibling, socket_path, try_lock, unsafe_socket, uses_tcp)
 
 CONNECT_TIMEOUT_S = 5.0
 CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long the server may take to stop the job (and save partials)
@@ -40,9 +40,9 @@ def _warn(reporter, message: str) -> None:
 def open_channel(path: Path | None = None, reporter=None) -> tuple[Channel, dict] | None:
     """A connection to the server at PATH (default: this user's) and its hello; None when no usable
     server answers there. A socket or server of another user is refused with a warning."""
-    if not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):  # (Windows)
-        return None
     path = path or socket_path()
+    if uses_tcp():
+        return _open_tcp(path, reporter)
     if not os.path.lexists(path):
         return None
     reason = unsafe_socket(path)
@@ -63,10 +63,35 @@ def open_channel(path: Path | None = None, reporter=None) -> tuple[Channel, dict
     except (OSError, TimeoutError, ProtocolError):  # a stale socket (server killed), or not a server of ours
         sock.close()
         return None
+    return _greeted(channel, hello)
+
+
+def _open_tcp(path: Path, reporter) -> tuple[Channel, dict] | None:
+    """open_channel over 127.0.0.1: the port and token from the server's token file."""
+    info, reason = read_token(path)
+    if info is None:
+        if reason:
+            _warn(reporter, f"not using the diffcli server: {reason}")
+        return None
+    try:
+        sock = socket.create_connection(("127.0.0.1", info["port"]), timeout=CONNECT_TIMEOUT_S)
+    except OSError:  # a token file left by a killed server
+        return None
+    channel = Channel(sock)
+    try:
+        channel.send({"op": "auth", "token": info["token"]})
+        hello = channel.receive(timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ProtocolError):
+        channel.close()
+        return None
+    return _greeted(channel, hello)
+
+
+def _greeted(channel: Channel, hello: dict | None) -> tuple[Channel, dict] | None:
     if not hello or hello.get("type") != "hello" or hello.get("protocol") != PROTOCOL:
         channel.close()
         return None
-    sock.settimeout(None)
+    channel.sock.settimeout(None)
     return channel, hello
 
 
@@ -79,7 +104,7 @@ def connect(reporter=None) -> "Client | None":
         return None
     path = socket_path()
     opened = open_channel(path, reporter)
-    if opened is None and mode == "auto" and hasattr(socket, "AF_UNIX") and not os.path.lexists(path):
+    if opened is None and mode == "auto" and not os.path.lexists(endpoint(path)):
         try:
             start_detached(["--idle", os.environ.get("DIFFCLI_SERVER_IDLE", "10m")], path)
         except DiffcliError as exc:
@@ -345,22 +370,18 @@ def _tail(path: Path) -> str:
 
 def wait_gone(path: Path | None = None, timeout: float = 30.0) -> bool:
     """Wait until the server of PATH has exited (its lock is free); False if TIMEOUT passed first."""
-    import fcntl
-
     lock = sibling(path or socket_path(), ".lock")
     deadline = time.monotonic() + timeout
     while True:
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+            fd = os.open(lock, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             return True
         except OSError:
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError:
-            pass
+            if try_lock(fd):
+                return True
         finally:
             os.close(fd)
         if time.monotonic() >= deadline:

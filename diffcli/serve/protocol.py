@@ -14,11 +14,18 @@ Messages are JSON objects, one per line (UTF-8, newline-terminated, at most MAX_
 Only the user who runs the server can connect: the socket is created 0600 in a directory the user
 owns, a socket or directory owned by someone else is refused, and on Linux the server checks each
 peer's uid (SO_PEERCRED) and the client checks the server's.
+
+Where there are no Unix sockets (Windows), or with DIFFCLI_SERVER_TRANSPORT=tcp, the server listens on
+127.0.0.1 at a port of the system's choosing and writes the port and a random token to a file beside
+where the socket would be (server.token: created 0600, in the same private directory; on Windows the
+user's own runtime directory). A client's first message is then {"op": "auth", "token": …}; a
+connection that does not start with the token is closed without an answer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import select
@@ -33,12 +40,13 @@ PROTOCOL = 1
 MAX_LINE = 4 * 2**20  # bytes of one message (a job is a few hundred)
 SOCKET_ENV = "DIFFCLI_SERVER_SOCKET"
 MODE_ENV = "DIFFCLI_SERVER"  # "off": never use a server; "auto": start one on first use
+TRANSPORT_ENV = "DIFFCLI_SERVER_TRANSPORT"  # "tcp": 127.0.0.1 and a token file (the default without Unix sockets)
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to about 104-108 bytes
 # Environment that changes what a job does (models found, device, threads): a client uses a server
 # only when both agree on it, so the result is what the client would have made itself.
 _COMPAT_PREFIXES = ("DIFFCLI_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "CUDA_", "PYTORCH_", "TORCH_",
                     "OMP_", "MKL_", "XDG_CACHE_HOME", "XDG_DATA_HOME")
-_COMPAT_IGNORED = {SOCKET_ENV, MODE_ENV, "DIFFCLI_DEBUG"}
+_COMPAT_IGNORED = {SOCKET_ENV, MODE_ENV, TRANSPORT_ENV, "DIFFCLI_DEBUG"}
 
 
 def socket_path() -> Path:
@@ -61,6 +69,85 @@ def sibling(path: Path, suffix: str) -> Path:
     return path.with_name(path.stem + suffix)
 
 
+def uses_tcp() -> bool:
+    """Whether servers and clients here meet on 127.0.0.1 with a token file instead of a Unix socket."""
+    return not hasattr(socket, "AF_UNIX") or os.environ.get(TRANSPORT_ENV, "").strip().lower() == "tcp"
+
+
+def endpoint(path: Path) -> Path:
+    """The file a running server leaves for its clients: the socket, or the token file (TCP)."""
+    return sibling(path, ".token") if uses_tcp() else path
+
+
+def write_token(path: Path, port: int, token: str) -> None:
+    """The token file of the server at PATH, written whole (temp file then rename), readable only by its owner."""
+    target = sibling(path, ".token")
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"port": port, "token": token, "pid": os.getpid()}, fh)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def read_token(path: Path) -> tuple[dict | None, str | None]:
+    """(the port and token of the server at PATH, None) or (None, why it is not usable; None if absent)."""
+    target = sibling(path, ".token")
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"{target}: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return None, f"{target} is not a regular file"
+    if hasattr(os, "getuid"):
+        if st.st_uid != os.getuid():
+            return None, f"{target} belongs to another user (uid {st.st_uid}); not using it"
+        if st.st_mode & 0o077:
+            return None, f"{target} is open to other users (mode {stat.S_IMODE(st.st_mode):o})"
+        reason = unsafe_directory(target.parent)
+        if reason:
+            return None, reason
+    try:
+        info = json.loads(target.read_text())
+        port, token = info["port"], info["token"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None  # being written, or left by a killed server: no server to use
+    if not isinstance(port, int) or not 0 < port < 65536 or not isinstance(token, str) or len(token) < 32:
+        return None, f"{target} is not a diffcli token file"
+    return info, None
+
+
+def token_matches(message: dict | None, token: str) -> bool:
+    """Whether MESSAGE is the auth message carrying TOKEN (compared in constant time)."""
+    given = message.get("token") if isinstance(message, dict) and message.get("op") == "auth" else None
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def try_lock(fd: int) -> bool:
+    """Take the exclusive lock of the open file FD without waiting; False if another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
 def unsafe_directory(directory: Path) -> str | None:
     """Why DIRECTORY may not hold our socket (None: it may): it must be owned by us (or root) and
     writable by nobody else, unless sticky (/tmp), where others cannot replace our files."""
@@ -70,6 +157,8 @@ def unsafe_directory(directory: Path) -> str | None:
         return f"{directory}: {exc.strerror or exc}"
     if not stat.S_ISDIR(st.st_mode):
         return f"{directory} is not a directory"
+    if not hasattr(os, "getuid"):  # Windows: the user's own runtime directory, private by its ACL
+        return None
     if st.st_uid not in (os.getuid(), 0):
         return f"{directory} belongs to another user (uid {st.st_uid})"
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:

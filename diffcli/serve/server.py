@@ -1,4 +1,5 @@
-"""The resident server: a private Unix socket in front of the worker (and optionally the HTTP API).
+"""The resident server: a private Unix socket (or 127.0.0.1 and a token file, see protocol.py) in front
+of the worker (and optionally the HTTP API).
 
 One thread accepts connections, one thread per connection talks to its client, one worker thread runs
 the jobs. The server stops after --idle without work, on `diffcli serve --stop` (after the jobs it
@@ -8,6 +9,7 @@ holds), or on SIGINT/SIGTERM (cancelling them).
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import socket
 import sys
@@ -16,11 +18,13 @@ import time
 from pathlib import Path
 
 from diffcli.errors import UsageError
-from diffcli.serve.protocol import (PROTOCOL, Channel, ProtocolError, compat_key, error_message, make_private_directory,
-                                    peer_uid, sibling, unsafe_socket)
+from diffcli.serve.protocol import (PROTOCOL, Channel, ProtocolError, compat_key, endpoint, error_message,
+                                    make_private_directory, peer_uid, sibling, token_matches, try_lock, unsafe_socket,
+                                    uses_tcp, write_token)
 from diffcli.serve.worker import Stopping, Task, Worker, parse_request, parse_upscale
 
 REQUEST_WAIT_S = 3600.0  # a client settles its job (maybe downloading a model) before it sends it
+AUTH_WAIT_S = 5.0  # TCP: how long a connection has to present the token
 
 
 def log_line(text: str) -> None:
@@ -48,13 +52,15 @@ class Server:
         self.inode: tuple | None = None
         self.handlers: list[threading.Thread] = []
         self.http = None  # diffcli.serve.http.HttpFrontDoor, when --http
+        self.token: str | None = None  # TCP: what every connection must present first
 
     # -- socket life -------------------------------------------------------------------------------
 
     def open(self) -> None:
         """Claim the socket path (one server per path) and listen, mode 0600."""
-        if not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):
-            raise UsageError("diffcli serve needs Unix sockets (Linux or macOS)")
+        if uses_tcp():
+            self._open_tcp()
+            return
         if len(os.fsencode(str(self.path))) > 100:
             raise UsageError(f"the socket path {self.path} is too long for a Unix socket (at most 100 bytes); "
                              f"set DIFFCLI_SERVER_SOCKET to a shorter one")
@@ -84,14 +90,29 @@ class Server:
         self.worker.start()
         self.log(f"listening on {self.path} (pid {os.getpid()})")
 
-    def _lock(self) -> None:
-        import fcntl
-
-        path = sibling(self.path, ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    def _open_tcp(self) -> None:
+        """Listen on 127.0.0.1 (a port the system picks) and leave the port and a fresh token in the
+        token file, which only this user can read."""
+        make_private_directory(self.path.parent)
+        self._lock()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+        except OSError as exc:
+            self._unlock()
+            raise UsageError(f"cannot listen on 127.0.0.1: {exc.strerror or exc}") from None
+        self.token = secrets.token_hex(32)
+        port = listener.getsockname()[1]
+        write_token(self.path, port, self.token)
+        st = os.lstat(endpoint(self.path))
+        self.inode = (st.st_dev, st.st_ino)
+        self.listener = listener
+        self.worker.start()
+        self.log(f"listening on 127.0.0.1:{port}, token in {endpoint(self.path)} (pid {os.getpid()})")
+
+    def _lock(self) -> None:
+        path = sibling(self.path, ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        if not try_lock(fd):
             os.close(fd)
             raise UsageError(f"a diffcli server is already running on {self.path} "
                              f"(`diffcli serve --status`, `diffcli serve --stop`)") from None
@@ -106,9 +127,9 @@ class Server:
         if self.listener is None:
             return
         try:
-            st = os.lstat(self.path)
+            st = os.lstat(endpoint(self.path))
             if (st.st_dev, st.st_ino) == self.inode:
-                os.unlink(self.path)  # new clients run by themselves from now on
+                os.unlink(endpoint(self.path))  # new clients run by themselves from now on
         except OSError:
             pass
         self.listener.close()
@@ -173,10 +194,19 @@ class Server:
     def _handle(self, conn: socket.socket) -> None:
         channel = Channel(conn)
         try:
-            uid = peer_uid(conn)
-            if uid is not None and uid != os.getuid():
-                self.log(f"refused a connection from uid {uid}")
-                return
+            if self.token is not None:
+                try:
+                    first = channel.receive(timeout=AUTH_WAIT_S)
+                except (ProtocolError, TimeoutError):
+                    first = None
+                if not token_matches(first, self.token):  # no answer at all: nothing for a stranger
+                    self.log("refused a connection without the token")
+                    return
+            else:
+                uid = peer_uid(conn)
+                if uid is not None and uid != os.getuid():
+                    self.log(f"refused a connection from uid {uid}")
+                    return
             channel.send(self.hello())
             message = channel.receive(timeout=REQUEST_WAIT_S)
             if message is None:
