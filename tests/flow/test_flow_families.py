@@ -29,10 +29,10 @@ def _plain(model, task: str, **kwargs):
     import torch
 
     base = _plain_base(str(model))
-    if task == "img2img":
-        from diffusers import AutoPipelineForImage2Image
+    if task == "img2img":  # the class AutoPipelineForImage2Image picks, without importing every pipeline
+        import diffusers
 
-        base = AutoPipelineForImage2Image.from_pipe(base)
+        base = getattr(diffusers, type(base).__name__.replace("Pipeline", "Img2ImgPipeline")).from_pipe(base)
     generator = torch.Generator("cpu").manual_seed(kwargs.pop("seed"))
     return base(**kwargs, generator=generator).images[0]
 
@@ -58,6 +58,20 @@ def test_family_detection_and_defaults(tiny_sd3, tiny_flux, tmp_path):
     (schnell / "transformer" / "config.json").write_text(json.dumps({**config, "guidance_embeds": False}))
     assert read_layout(schnell).settings_family == "flux-schnell"
     assert read_layout(schnell).recommended()["steps"] == 4
+
+
+@pytest.mark.parametrize("keys, family", [
+    (["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"], "flux"),  # BFL release files
+    (["model.diffusion_model.double_blocks.0.img_mod.lin.weight"], "flux"),  # ComfyUI-style prefix
+    (["transformer_blocks.0.attn.to_q.weight", "single_transformer_blocks.0.proj_out.weight"], "flux"),  # diffusers
+    (["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "text_encoders.clip_l.x"], "sd3"),  # SAI
+    (["transformer_blocks.0.attn.add_q_proj.weight", "context_embedder.weight"], "sd3"),  # diffusers
+    (["model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.x"], None),  # SD 1.x
+])
+def test_transformer_files_are_told_apart_by_their_tensor_names(keys, family):
+    from diffcli.models.checkpoint_info import transformer_family
+
+    assert transformer_family(keys) == family
 
 
 @pytest.mark.parametrize("fixture", list(FAMILIES))
