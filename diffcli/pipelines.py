@@ -56,6 +56,14 @@ def _cache_processor_signatures() -> None:
             call.__signature__ = inspect.signature(call)
 
 
+def options_for(job, options: LoadOptions) -> LoadOptions:
+    """The load options of JOB: the run's, with the job's --quantize (a Job field, as it decides pixels)."""
+    from dataclasses import replace
+
+    quantize = getattr(job, "quantize", None)
+    return replace(options, quantize=quantize) if quantize not in (None, "none") else options
+
+
 def key_of(ref, choice, options: LoadOptions = LoadOptions()) -> tuple:
     """The cache key of a loaded pipeline: (model path, kind, LoRA, device, dtype, load options)."""
     return (str(ref.path), ref.kind, str(getattr(ref, "lora", None)), choice.device, choice.dtype, options,

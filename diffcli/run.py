@@ -272,11 +272,11 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     """(task pipeline with the job's sampler, device choice, model record) for a planned job; the
     model itself is loaded once per process (pipelines.load_base)."""
     from diffcli.device import choose
-    from diffcli.pipelines import activate_loras, is_loaded, load_base, set_scheduler, task_pipeline
+    from diffcli.pipelines import activate_loras, is_loaded, load_base, options_for, set_scheduler, task_pipeline
 
     job = prepared.job
     choice = choose(job.device, job.dtype)
-    load = replace(opts.load, quantize=job.quantize) if job.quantize not in (None, "none") else opts.load
+    load = options_for(job, opts.load)
     reporter.phase("load", cached=is_loaded(prepared.ref, choice, load))
     base = load_base(prepared.ref, choice, load, warn=reporter.warn)
     activate_loras(base, job.lora)  # per job, unfused: the cached base stays the base

@@ -31,7 +31,8 @@ class Recent:
         from diffcli.device import choose
 
         job = prepared.job
-        key = pipelines.key_of(prepared.ref, choose(job.device or "auto", job.dtype or "auto"), load_options)
+        key = pipelines.key_of(prepared.ref, choose(job.device or "auto", job.dtype or "auto"),
+                               pipelines.options_for(job, load_options))
         self.order.pop(key, None)
         self.order[key] = None
         self.trim()
