@@ -89,9 +89,13 @@ def pull(
         urls.pull(src.url, sha256=sha256, allow_pickle=allow_pickle, token=token, quiet=quiet, force=force)
     ref = resolve(name, allow_pickle=allow_pickle, token=token, quiet=quiet, trust_remote_code=trust_remote_code)
     if ref.kind == "single_file":
+        from diffcli.models.resolve import needs_base
         from diffcli.models.single_file import config_dir_for, fetch_tokenizers
 
-        if config_dir_for(ref.family) is None:
+        if needs_base(ref):
+            sys.stderr.write(f"note: {name} is a {ref.family} transformer: use it with --base, a diffusers {ref.family} "
+                             "model that supplies its text encoders and VAE\n")
+        elif config_dir_for(ref.family) is None:
             sys.stderr.write(f"warning: {name}: family '{ref.family}' has no built-in config; it cannot be loaded\n")
         else:
             fetch_tokenizers(ref.family, token=token, quiet=quiet)  # so that loading needs no network

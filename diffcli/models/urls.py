@@ -133,8 +133,9 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
     name = url_filename(url)
     if is_pickle(name) and not allow_pickle:
         raise refuse_pickle(shown)
-    if not name.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin")):
-        raise UsageError(f"{shown}: not a checkpoint file (expected .safetensors)")
+    if not name.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")):
+        raise UsageError(f"{shown}: not a checkpoint file (expected .safetensors, or .gguf for a FLUX.1/SD 3.x "
+                         "transformer)")
     expected = (sha256 or _expected_from_url(url) or "").lower() or None
     if expected and not SHA256_RE.match(expected):
         raise UsageError("--sha256 must be 64 hex digits")

@@ -27,3 +27,19 @@ def test_flow_aliases_are_listed_with_their_settings():
     assert rows["flux-schnell"]["family"] == "flux" and not rows["flux-schnell"]["gated"]
     assert rows["flux-schnell"]["defaults"]["steps"] == 4 and rows["flux-dev"]["gated"]
     assert {rows[n]["defaults"]["scheduler"] for n in ("sd35-large", "sd35-medium", "flux-dev")} == {"flow-euler"}
+
+
+def test_a_flux_transformer_file_pulls_from_a_url_and_asks_for_a_base(fakehub):
+    from .fakehub import safetensors_bytes
+
+    data = safetensors_bytes({"double_blocks.0.img_attn.qkv.weight": ("F16", [12, 4]),
+                              "single_blocks.0.linear1.weight": ("F16", [8, 4])}, 1)
+    fakehub.plain["/files/flux1-finetune.safetensors"] = (data, {})
+    url = f"{fakehub.url}/files/flux1-finetune.safetensors"
+    r = cli("models", "pull", url)
+    assert r.exit_code == 0, r.stderr
+    assert "flux transformer: use it with --base" in r.stderr
+    ref = resolve(url, offline=True)
+    assert ref.kind == "single_file" and ref.family == "flux"
+    r = cli("txt2img", "castle", "-m", url, "--offline")
+    assert r.exit_code == 2 and "--base" in r.stderr
