@@ -127,6 +127,29 @@ def test_flux_refuses_a_cfg_cutoff_and_notes_a_negative(tiny_flux, tmp_path):
     assert r.exit_code == 2 and "guidance-distilled" in r.stderr
 
 
+def test_shift_1_is_the_sd3_schedule_and_shifts_multiply(tiny_sd3):
+    """The sigmas diffcli passes are diffusers' own at --shift 1; at --shift s the model's shift m then
+    gives the schedule of a scheduler whose shift is s·m."""
+    import copy
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from diffcli.timesteps import flow_sigmas
+
+    pipe = _plain_base(str(tiny_sd3))
+    own = copy.deepcopy(pipe.scheduler)
+    own.set_timesteps(5)
+    ours = copy.deepcopy(pipe.scheduler)
+    ours.set_timesteps(sigmas=flow_sigmas(pipe, 5, 1.0))
+    assert np.allclose(own.sigmas.numpy(), ours.sigmas.numpy(), atol=1e-6)
+    ours.set_timesteps(sigmas=flow_sigmas(pipe, 5, 2.0))
+    unshifted = np.linspace(pipe.scheduler.sigma_max, pipe.scheduler.sigma_min, 5)
+    times_two = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, shift=2 * pipe.scheduler.shift)
+    times_two.set_timesteps(sigmas=list(unshifted))
+    assert np.allclose(ours.sigmas.numpy(), times_two.sigmas.numpy(), atol=1e-5)
+    assert (ours.sigmas[1:-1] > own.sigmas[1:-1]).all()  # toward the noisy end
+
+
 def test_shift_multiplies_the_flux_schedule(tiny_flux, tmp_path):
     """--shift s moves FLUX's sigmas by s before the model's own (resolution-dependent) shift."""
     r = cli("txt2img", "castle", "-m", tiny_flux, "--seed", "5", "--steps", "3", "--shift", "2", "-o", tmp_path, *FAST)
