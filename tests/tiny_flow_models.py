@@ -58,7 +58,7 @@ def build_sd3(path: Path, seed: int = 0) -> Path:
     clip = build_tokenizer(path / "_tok", max_length=77)
     t5 = build_t5_tokenizer(path / "_t5")
     transformer = SD3Transformer2DModel(
-        sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+        sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=1, attention_head_dim=8,
         num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
     )
     pipe = StableDiffusion3Pipeline(

@@ -45,20 +45,19 @@ def test_a_flux_transformer_file_pulls_from_a_url_and_asks_for_a_base(fakehub):
     assert r.exit_code == 2 and "--base" in r.stderr
 
 
-def test_a_flux_repo_pulls_by_alias_and_generates_offline(fakehub, tiny_flux, no_network, tmp_path):
+def test_a_flux_repo_pulls_by_alias_complete_for_offline_use(fakehub, tiny_flux, no_network):
     from pathlib import Path
 
     from diffcli.models.aliases import ALIASES
+    from diffcli.models.hub import snapshot_missing
 
     files = {p.relative_to(tiny_flux).as_posix(): p.read_bytes() for p in Path(tiny_flux).rglob("*") if p.is_file()}
     fakehub.add_repo(ALIASES["flux-schnell"].repo_id, files)
     assert cli("models", "pull", "flux-schnell", "-q").exit_code == 0
     attempts = no_network()
-    r = cli("txt2img", "castle", "-m", "flux-schnell", "--offline", "--steps", "1", "-W", "32", "-H", "32",
-            "--dtype", "float32", "-o", tmp_path, "--json")
-    assert r.exit_code == 0, r.stderr
-    assert attempts == []
-    record = json.loads(r.stdout.splitlines()[0])
-    assert record["model"] == "flux-schnell"
+    ref = resolve("flux-schnell", offline=True)
+    assert attempts == [] and ref.family == "flux" and ref.defaults["steps"] == 4
+    pulled = {p.relative_to(ref.path).as_posix() for p in Path(ref.path).rglob("*") if p.is_file()}
+    assert pulled == set(files) and snapshot_missing(Path(ref.path), allow_pickle=False) == []
     listed = {row["name"]: row for row in json.loads(cli("models", "list", "--json").stdout)}
     assert listed["flux-schnell"]["family"] == "flux"
