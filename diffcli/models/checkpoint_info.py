@@ -50,6 +50,16 @@ def gguf_tensor_names(path: Path | str) -> list[str]:
         raise UsageError(f"{path}: not a valid GGUF file ({exc})") from None
 
 
+def gguf_types(path: Path | str) -> list[str]:
+    """The tensor types in a GGUF file (F32, F16, Q8_0, Q4_K, ...), from its header."""
+    from gguf import GGUFReader
+
+    try:
+        return sorted({t.tensor_type.name for t in GGUFReader(str(path)).tensors})
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise UsageError(f"{path}: not a valid GGUF file ({exc})") from None
+
+
 def transformer_family(keys) -> str | None:
     """flux | sd3 when KEYS are those of a FLUX.1 or SD 3.x transformer (the original BFL/SAI layout, with
     or without the `model.diffusion_model.` prefix, or diffusers' own), else None."""

@@ -258,7 +258,7 @@ def find(name: str) -> Item:
 def details(name: str) -> dict:
     """`models info`: family, components, dtypes, size, files, location, recommended settings."""
     from diffcli.models.aliases import ALIASES, alias_for_repo
-    from diffcli.models.checkpoint_info import dtypes
+    from diffcli.models.checkpoint_info import dtypes, gguf_types
 
     item = find(name)
     out = item.to_json()
@@ -269,12 +269,12 @@ def details(name: str) -> dict:
     for p in paths_:
         rel = p.name if root.is_file() else p.relative_to(root).as_posix()
         entry = {"file": rel, "size": p.stat().st_size}
-        if p.suffix == ".safetensors":
+        if p.suffix in (".safetensors", ".gguf"):
             try:
-                entry["dtypes"] = dtypes(p)
+                entry["dtypes"] = dtypes(p) if p.suffix == ".safetensors" else gguf_types(p)
                 all_dtypes.update(entry["dtypes"])
-            except UsageError:
-                entry["dtypes"] = ["invalid"]
+            except (UsageError, ImportError):  # ImportError: a .gguf without the gguf package
+                entry["dtypes"] = ["invalid" if p.suffix == ".safetensors" else "unknown"]
         files.append(entry)
     out["files"] = files
     out["dtypes"] = sorted(all_dtypes)

@@ -203,6 +203,7 @@ def test_a_transformer_file_with_base_matches_plain_diffusers(tiny_flux, flux_fi
     assert np.array_equal(pixels(written(again)[0]), quantized)
     listed = {row["path"]: row["family"] for row in json.loads(cli("models", "list", "--json").stdout)}
     assert listed[str(flux_files["gguf"])] == "flux"
+    assert json.loads(cli("models", "info", str(flux_files["gguf"]), "--json").stdout)["dtypes"] == ["F32", "Q8_0"]
 
 
 def test_transformer_files_need_a_base_of_their_family(tiny_flux, tiny_sd3, flux_files, tmp_path):
