@@ -38,11 +38,11 @@ def _net():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.enc1 = nn.Sequential(conv(3, 24), conv(24, 24))            # 64
-            self.enc2 = nn.Sequential(conv(24, 48, 2), conv(48, 48))        # 32
-            self.enc3 = nn.Sequential(conv(48, 64, 2), conv(64, 64, d=2), conv(64, 64, d=4))  # 16
-            self.up2 = nn.Sequential(conv(64 + 48, 48), conv(48, 48))
-            self.up1 = nn.Sequential(conv(48 + 24, 24), nn.Conv2d(24, 1, 3, 1, 1))
+            self.enc1 = nn.Sequential(conv(3, 16))                           # 64
+            self.enc2 = nn.Sequential(conv(16, 32, 2), conv(32, 32))        # 32
+            self.enc3 = nn.Sequential(conv(32, 48, 2), conv(48, 48, d=2), conv(48, 48, d=4))  # 16
+            self.up2 = nn.Sequential(conv(48 + 32, 32))
+            self.up1 = nn.Sequential(conv(32 + 16, 16), nn.Conv2d(16, 1, 3, 1, 1))
 
         def forward(self, x):
             import torch.nn.functional as F
@@ -116,7 +116,7 @@ def make_data(n: int, seed: int):
     return [scenes.render(s, SIZE) for s in sc], np.stack([scenes.object_mask(s, SIZE) for s in sc])
 
 
-def train(steps: int = 1500, n: int = 6000, batch: int = 32, out: Path = WEIGHTS_DIR, threads: int = 1,
+def train(steps: int = 800, n: int = 4000, batch: int = 32, out: Path = WEIGHTS_DIR, threads: int = 1,
           seed: int = 0, log=print):
     import torch
     import torch.nn.functional as F
@@ -168,8 +168,8 @@ def heldout_iou(seg: Segmenter, n: int = 1000, seed: int = 987654) -> float:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cmd", choices=["train", "test"])
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--n", type=int, default=6000, help="renders (train) / held-out renders (test)")
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--n", type=int, default=4000, help="renders (train) / held-out renders (test)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(WEIGHTS_DIR))
     a = ap.parse_args(argv)
