@@ -111,6 +111,18 @@ def model_of(name) -> str | None:
     return name
 
 
+def check_lora_tags(*texts: str | None) -> None:
+    """A request's `<lora:NAME:W>` prompt tags may name LoRAs of the server's LoRA folder only, never a path
+    (a request reads no file outside what the server was given)."""
+    from diffcli.prompts import take_lora_tags
+
+    for text in texts:
+        for spec in take_lora_tags(text or "")[1]:
+            name = spec.rpartition(":")[0] if ":" in spec else spec
+            if any(c in name for c in "/\\") or name.startswith((".", "~")) or os.path.isabs(name):
+                raise HttpError(422, f"<lora:{name}>: name a LoRA of the server's LoRA folder, not a path")
+
+
 class Inputs:
     """Input images of one request, written where the engine reads them (a private folder in the
     output directory) and removed after the job."""
@@ -189,6 +201,7 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
             values["mask"] = inputs.add("mask", body["mask"])
             task = "inpaint"
     values["prompt"] = values.get("prompt", "")
+    check_lora_tags(values["prompt"], values.get("negative"))
     return Job(task=task, **{k: v for k, v in values.items() if v is not None})
 
 
@@ -223,6 +236,7 @@ def openai_job(body: dict):
             values[field_name] = typed(name, body[name], kind)
     if not 1 <= values["num_images"]:
         raise HttpError(400, "'n' must be at least 1")
+    check_lora_tags(values["prompt"], values.get("negative"))
     return Job(task="txt2img", **{k: v for k, v in values.items() if v is not None})
 
 

@@ -129,6 +129,8 @@ def test_img2img_and_inpaint_take_images_in_the_body(web):
      422, "not a path or URL"),
     ("/v1/images/generations", {"prompt": "x", "response_format": "url"}, 400, "only response_format 'b64_json'"),
     ("/nope", {}, 404, "no such endpoint"),
+    ("/sdapi/v1/txt2img", {"prompt": "x <lora:/etc/secret.safetensors:1>"}, 422, "not a path"),
+    ("/v1/images/generations", {"prompt": "x", "negative_prompt": "<lora:../up/a:0.5>"}, 400, "not a path"),
 ])
 def test_bad_requests_get_4xx_json_errors(web, path, body, status, detail):
     got, answer = call(web, "POST", path, body)
