@@ -381,13 +381,16 @@ def set_scheduler(pipe, name: str) -> None:
     pipe.scheduler = build(name, getattr(pipe, ORIGINAL_SCHEDULER, pipe.scheduler.config))
 
 
-def decode_latents(pipe, latents):
-    """Latents to PIL images (used for --save-partial)."""
+def decode_latents(pipe, latents, size: tuple[int, int] | None = None):
+    """Latents to PIL images (used for --save-partial); SIZE (width, height) unpacks FLUX's 2x2-packed
+    latents, and a VAE with a shift_factor (SD 3.x, FLUX.1) gets it added back, as their pipelines do."""
     import torch
 
     with torch.no_grad():
         vae = pipe.vae
-        scaled = latents.to(vae.dtype) / vae.config.scaling_factor
+        if latents.ndim == 3 and hasattr(pipe, "_unpack_latents"):  # FLUX: (batch, tokens, channels)
+            latents = pipe._unpack_latents(latents, size[1], size[0], pipe.vae_scale_factor)
+        scaled = latents.to(vae.dtype) / vae.config.scaling_factor + (vae.config.get("shift_factor") or 0.0)
         images = vae.decode(scaled, return_dict=False)[0]
     return pipe.image_processor.postprocess(images, output_type="pil")
 

@@ -462,7 +462,8 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
 def _save_partial(pipe, latents, prepared, seeds, start, choice, model, opts, reporter) -> None:
     from diffcli.pipelines import decode_latents
 
-    for offset, (seed, image) in enumerate(zip(seeds, decode_latents(pipe, latents))):
+    size = (prepared.job.width, prepared.job.height)
+    for offset, (seed, image) in enumerate(zip(seeds, decode_latents(pipe, latents, size))):
         final = prepared.paths[start + offset]
         path = final.with_name(f"{final.stem}-partial{final.suffix}")
         _save(_sink(prepared, opts, reporter), image, path, start + offset, prepared, seed, choice, model,

@@ -270,3 +270,17 @@ def test_distill_says_flow_teachers_are_not_supported(tiny_flux, tmp_path):
     r = cli("distill", "--teacher", tiny_flux, "--out", tmp_path / "student")
     assert r.exit_code == 2 and "flow-matching transformer" in r.stderr and "does not support" in r.stderr
     assert not (tmp_path / "student").exists()
+
+
+@pytest.mark.parametrize("fixture", list(FAMILIES))
+def test_partial_latents_decode_as_the_pipeline_decodes_them(fixture, request):
+    """--save-partial decodes the latents a step left (FLUX: packed; both: a VAE shift factor)."""
+    import torch
+
+    from diffcli.pipelines import decode_latents
+
+    pipe = _plain_base(str(request.getfixturevalue(fixture)))
+    run = lambda kind: pipe("castle", num_inference_steps=1, width=32, height=32, output_type=kind,  # noqa: E731
+                            generator=torch.Generator("cpu").manual_seed(0)).images
+    ours = decode_latents(pipe, run("latent"), (32, 32))[0]
+    assert np.array_equal(np.asarray(ours), np.asarray(run("pil")[0]))
