@@ -17,9 +17,11 @@ BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_i
            "device": "auto", "dtype": "auto",
            "prompt_syntax": "a1111"}  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
 TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4},
-                "outpaint": {"strength": 1.0, "mask_blur": 4, "fill": "blur"}}  # measured: docs/benchmarks.md
+                "outpaint": {"strength": 0.9, "mask_blur": 4, "fill": "blur"}}  # measured: docs/benchmarks.md
 SINGLE_FILE_SIZE = 512  # a single-file checkpoint has no config to read its native size from
 _FIELDS = {f.name for f in fields(Job)}
+# what a default may set: never the job's LoRA files (a LoRA student's diffcli.json "lora" describes its base)
+_DEFAULTABLE = _FIELDS - {"lora"}
 
 
 def model_layers(ref, layout) -> list[tuple[str, dict]]:
@@ -60,7 +62,7 @@ def settle(job: Job, ref, layout, input_size: tuple[int, int] | None = None) -> 
     source: dict[str, str] = {}
     for name, values in layers:
         for key, v in values.items():
-            if key in _FIELDS and v is not None:
+            if key in _DEFAULTABLE and v is not None:
                 value[key], source[key] = v, name
     chosen = {}
     for key in _FIELDS:
