@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 PIPELINES = ["tiny", "tiny-lcm"]  # StableDiffusionPipeline folders
 MODELS = {"tiny-ae": "AutoencoderTiny"}  # single-model folders: the class their config names
+CONTROLNETS = ["tiny-control-seg"]  # ControlNetModel folders for the bundled model
 LOADS = {  # how a user loads it -> the dtype every module must then have
     "default": ({}, torch.float32),
     "float32": ({"torch_dtype": torch.float32}, torch.float32),
@@ -36,7 +37,7 @@ def _shipped() -> set[str]:
 
 
 def test_every_shipped_model_folder_is_checked_here():
-    assert _shipped() == set(PIPELINES) | set(MODELS)
+    assert _shipped() == set(PIPELINES) | set(MODELS) | set(CONTROLNETS)
 
 
 def _modules(pipe) -> dict:
@@ -112,3 +113,30 @@ def test_an_exported_fp16_pipeline_loads_with_default_arguments(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     images = pipe("a house", num_inference_steps=1, output_type="np").images
     assert np.isfinite(images).all()
+
+
+@pytest.mark.parametrize("name", CONTROLNETS)
+def test_controlnet_folder_gives_diffcli_pixels_in_plain_diffusers(name, tmp_path):
+    """StableDiffusionControlNetPipeline with the shipped ControlNet draws what `diffcli txt2img --control`
+    draws (guidance on every step, as plain diffusers guides)."""
+    import random
+
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from PIL import Image
+
+    from diffcli.bundled import scenes
+    from helpers import cli, pixels, written
+
+    scene = scenes.sample_scene(random.Random(5), obj="house", position="left")
+    scenes.control_map(scene).save(tmp_path / "map.png")
+    r = cli("txt2img", "a red house at night", "--control", f"{name}:{tmp_path / 'map.png'}", "--cfg-cutoff", "0",
+            "--steps", "4", "--seed", "3", "--dtype", "float32", "--no-server", "--quiet", "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
+    cn = ControlNetModel.from_pretrained(str(HERE / name))
+    assert {p.dtype for p in cn.parameters()} == {torch.float32}
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(str(MODEL_DIR), controlnet=cn)
+    pipe.set_progress_bar_config(disable=True)
+    plain = pipe("a red house at night", image=Image.open(tmp_path / "map.png").convert("RGB"),
+                 num_inference_steps=4, guidance_scale=5.0, generator=torch.Generator().manual_seed(3)).images[0]
+    assert np.array_equal(pixels(written(r)[0]), np.asarray(plain, dtype=np.int16))
+
