@@ -220,3 +220,20 @@ def test_outpaint_through_the_server_is_the_same_as_without(server, tiny_sd, tmp
     a, b = tmp_path / served.stdout.strip(), tmp_path / local.stdout.strip()
     assert np.array_equal(pixels(a), pixels(b)) and _record(a) == _record(b)
     assert pixels(a).shape == (32, 48, 3) and (pixels(a)[:24, 8:40] == (40, 160, 90)).all()
+
+
+def test_lora_sets_switch_between_jobs_on_the_server(server, tiny_sd, tmp_path):
+    """One resident pipeline: a job with a LoRA, then one without, gets the base's pixels again."""
+    import lora_files
+
+    lora = lora_files.build_peft_lora(tiny_sd, tmp_path / "style.safetensors", seed=4)
+    args = ["txt2img", "castle at dusk", "-m", tiny_sd, "--seed", "5", "--quiet", *FAST]
+    paths, before = [], _done(server)
+    for i, extra in enumerate(([], ["--lora", f"{lora}:0.7"], [])):
+        served = server.cli(*args, *extra, "-o", f"o{i}/", cwd=tmp_path)
+        assert served.returncode == 0, served.stderr + server.log()
+        paths.append(tmp_path / served.stdout.strip())
+    assert _done(server) == before + 3  # all three ran on the server, on its one loaded pipeline
+    base, styled, base_again = (pixels(p) for p in paths)
+    assert np.array_equal(base, base_again) and not np.array_equal(base, styled)
+    assert _record(paths[1])[1]["model"]["loras"][0]["weight"] == 0.7
