@@ -165,7 +165,7 @@ def prepare(original, canvas: Canvas, fill: str):
 
     edge: every new pixel repeats the nearest original edge pixel (a horizon continues straight);
     blur: the same, then blurred, more the farther from the original (colours stay, streaks go);
-    noise: uniform grey noise (the model sees nothing of the original there before denoising)."""
+    noise: uniform random colours (the model sees nothing of the original there before denoising)."""
     import numpy as np
     from PIL import Image
 

@@ -20,7 +20,7 @@ OutpaintImage = Annotated[Optional[str], typer.Argument(help="Input image (optio
 Extend = Annotated[Optional[str], typer.Option("--extend", metavar="L,T,R,B", help="Pixels to add: L,T,R,B, or one amount for every side; pixels or a percentage of the image (25%).", rich_help_panel=GEN, show_default=False)]
 To = Annotated[Optional[str], typer.Option("--to", metavar="WxH", help="Canvas size WIDTHxHEIGHT (instead of --extend); --anchor places the image in it.", rich_help_panel=GEN, show_default=False)]
 Anchor = Annotated[Optional[str], typer.Option("--anchor", metavar="WHERE", help="With --to: where the image sits: center (default), left, right, top, bottom, top-left, top-right, bottom-left, bottom-right.", rich_help_panel=GEN, show_default=False)]
-Fill = Annotated[Optional[str], typer.Option("--fill", metavar="HOW", help="What the new area holds before denoising: blur (default), edge or noise; matters at --strength below 1.", rich_help_panel=GEN, show_default=False)]
+Fill = Annotated[Optional[str], typer.Option("--fill", metavar="HOW", help="What the new area holds before denoising: blur (default), edge or noise; used at --strength below 1 (default 0.9).", rich_help_panel=GEN, show_default=False)]
 
 
 def _positional(name: str, annotation, default=inspect.Parameter.empty) -> inspect.Parameter:
