@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import default_sigint, heavy_imports, pixels, wait_for_first_step
+from helpers import cli, default_sigint, heavy_imports, pixels, wait_for_first_step
 
 FAST = ["--steps", "2", "--dtype", "float32"]
 
@@ -210,14 +210,15 @@ def test_a_client_killed_outright_takes_its_job_with_it(server, tiny_sd, tmp_pat
 
 def test_outpaint_through_the_server_is_the_same_as_without(server, tiny_sd, tmp_path):
     Image.new("RGB", (32, 24), (40, 160, 90)).save(tmp_path / "in.png")
-    args = ["outpaint", "in.png", "meadow", "-m", tiny_sd, "--extend", "8,0,8,8", "--seed", "3", "--quiet", *FAST]
+    args = ["outpaint", tmp_path / "in.png", "meadow", "-m", tiny_sd, "--extend", "8,0,8,8", "--seed", "3", "--quiet",
+            *FAST]
     before = _done(server)
-    served = server.cli(*args, "-o", "a/", cwd=tmp_path)
+    served = server.cli(*args, "-o", tmp_path / "a", cwd=tmp_path)
     assert served.returncode == 0, served.stderr + server.log()
     assert _done(server) == before + 1
-    local = server.cli(*args, "-o", "b/", "--no-server", cwd=tmp_path)
-    assert local.returncode == 0, local.stderr
-    a, b = tmp_path / served.stdout.strip(), tmp_path / local.stdout.strip()
+    local = cli(*args, "-o", tmp_path / "b", "--no-server")  # in this process: the same engine, no server
+    assert local.exit_code == 0, local.stderr
+    a, b = Path(served.stdout.strip()), Path(local.stdout.strip())
     assert np.array_equal(pixels(a), pixels(b)) and _record(a) == _record(b)
     assert pixels(a).shape == (32, 48, 3) and (pixels(a)[:24, 8:40] == (40, 160, 90)).all()
 
