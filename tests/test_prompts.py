@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -50,14 +51,16 @@ def test_weights_break_and_plain_prompts(tiny_sd, tmp_path):
 
 
 def test_long_prompt_is_read_to_the_end(tiny_sd, tmp_path):
-    """tiny_sd reads 16 tokens: the last word of a 40-word prompt changes the image under a1111 (chunks),
+    """tiny_sd reads 16 tokens: the last word of a 200-token prompt changes the image under a1111 (chunks),
     not under plain (cut off, and the warning says so)."""
-    head = " ".join(["castle at dusk a red door"] * 7)
+    head = " ".join(["castle at dusk a red door"] * 34)  # 6 tokens each
     images = {}
     for syntax in ("a1111", "plain"):
         for last in ("tree", "house"):
             r, images[syntax, last] = _run(tiny_sd, f"{head} {last}", tmp_path, "--prompt-syntax", syntax)
             assert ("the rest is ignored" in r.stderr) == (syntax == "plain")
+            if syntax == "plain":
+                assert int(re.search(r"the prompt is (\d+) tokens", r.stderr).group(1)) >= 200
     assert np.array_equal(images["plain", "tree"], images["plain", "house"])
     assert not np.array_equal(images["a1111", "tree"], images["a1111", "house"])
     # denoised together with a one-chunk prompt, the long one still gets its image from alone
