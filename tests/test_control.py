@@ -161,3 +161,12 @@ def test_a_controlnet_in_the_hub_cache_is_listed_and_used_offline(tiny_sd, tiny_
             "-o", tmp_path, *FAST)
     assert r.exit_code == 0, r.stderr
     assert json.loads(Image.open(written(r)[0]).info["diffcli"])["job"]["control"][0].startswith("org/tiny-cn:")
+
+
+def test_sdxl_takes_a_controlnet(tiny_sdxl, control_map, tmp_path):
+    cn = tiny_models.build_controlnet(tmp_path / "cn-xl", tiny_sdxl)
+    base = ["txt2img", "castle", "-m", tiny_sdxl, "--seed", "4", *FAST]
+    with_control = cli(*base, "--control", f"{cn}:{control_map}", "-o", tmp_path / "a")
+    assert with_control.exit_code == 0, with_control.stderr
+    without = written(cli(*base, "-o", tmp_path / "b"))[0]
+    assert not np.array_equal(pixels(written(with_control)[0]), pixels(without))
