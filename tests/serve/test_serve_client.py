@@ -238,3 +238,25 @@ def test_lora_sets_switch_between_jobs_on_the_server(server, tiny_sd, tmp_path):
     base, styled, base_again = (pixels(p) for p in paths)
     assert np.array_equal(base, base_again) and not np.array_equal(base, styled)
     assert _record(paths[1])[1]["model"]["loras"][0]["weight"] == 0.7
+
+
+def test_a_control_job_runs_on_the_server_with_a_relative_map(server, tiny_sd, tmp_path):
+    """The client settles --control (the map's path made absolute) and the server runs the ControlNet
+    pipeline on its loaded model: the same pixels as a run in this process."""
+    import tiny_models
+    from PIL import ImageDraw
+
+    cn = tiny_models.build_controlnet(tmp_path / "cn", tiny_sd)
+    im = Image.new("RGB", (32, 32))
+    ImageDraw.Draw(im).rectangle([6, 8, 20, 27], fill=(255, 255, 255))
+    im.save(tmp_path / "map.png")
+    args = ["txt2img", "castle", "-m", tiny_sd, "--seed", "3", "--quiet", *FAST]
+    before = _done(server)
+    served = server.cli(*args, "--control", f"{cn}:map.png:0.8", "-o", "s/", cwd=tmp_path)
+    assert served.returncode == 0, served.stderr + server.log()
+    assert _done(server) == before + 1
+    path = tmp_path / served.stdout.strip()
+    assert _record(path)[1]["job"]["control"] == [f"{cn}:{tmp_path / 'map.png'}:0.8:0.0:1.0"]
+    local = cli(*args, "--control", f"{cn}:{tmp_path / 'map.png'}:0.8", "--no-server", "-o", tmp_path / "l")
+    assert local.exit_code == 0, local.stderr
+    assert np.array_equal(pixels(path), pixels(local.stdout.strip()))
