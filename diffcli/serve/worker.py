@@ -46,20 +46,21 @@ _UPSCALE_OPTION_TYPES = {"out": str, "fmt": str, "overwrite": bool, "json": bool
                          "allow_pickle": bool, "offload": str, "vae_tiling": bool, "attention_slicing": bool}
 
 
-def _typed_values(data, types: dict, what: str, source: str) -> dict:
+def _typed_values(data, types: dict, key: str, what: str, source: str) -> dict:
+    """DATA (the request's KEY) with every field of a type TYPES names; None values left out."""
     if not isinstance(data, dict):
-        raise UsageError(f"{source}: '{what}' must be a JSON object")
+        raise UsageError(f"{source}: '{key}' must be a JSON object")
     values = {}
     for name, value in data.items():
         kind = types.get(name)
         if kind is None:
-            raise UsageError(f"{source}: unknown {what} field '{name}'")
+            raise UsageError(f"{source}: unknown {what} '{name}'")
         if value is None:
             continue
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise UsageError(f"{source}: {what} field '{name}' must be {'a ' + kind.__name__ if kind is not int else 'an int'}")
+            raise UsageError(f"{source}: {what} '{name}' must be {'a ' + kind.__name__ if kind is not int else 'an int'}")
         values[name] = value
     return values
 
@@ -70,8 +71,8 @@ def parse_upscale(message: dict, source: str = "the request") -> tuple[object, o
     from diffcli.upscale import Options, Request
     from diffcli.upscale.core import validate as validate_upscale
 
-    request = _typed_values(message.get("upscale"), _UPSCALE_TYPES, "upscale", source)
-    options = _typed_values(message.get("opts", {}), _UPSCALE_OPTION_TYPES, "opts", source)
+    request = _typed_values(message.get("upscale"), _UPSCALE_TYPES, "upscale", "upscale field", source)
+    options = _typed_values(message.get("opts", {}), _UPSCALE_OPTION_TYPES, "opts", "option", source)
     for name, value in (("image", request.get("image")), ("--out", options.get("out"))):
         if value is None:
             raise UsageError(f"{source}: {name} is missing")
@@ -98,18 +99,7 @@ def parse_request(message: dict, source: str = "the request") -> tuple[Job, obje
     if unknown:
         raise UsageError(f"{source}: unknown job field(s) {', '.join(unknown)}")
     job = Job.from_dict(data, source=source)
-    if not isinstance(options, dict):
-        raise UsageError(f"{source}: 'opts' must be a JSON object")
-    values = {}
-    for name, value in options.items():
-        kind = _OPTION_TYPES.get(name)
-        if kind is None:
-            raise UsageError(f"{source}: unknown option '{name}'")
-        if value is None:
-            continue
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise UsageError(f"{source}: option '{name}' must be {'a ' + kind.__name__ if kind is not int else 'an int'}")
-        values[name] = value
+    values = _typed_values(options, _OPTION_TYPES, "opts", "option", source)
     if values.get("offload") not in (None, "model", "sequential"):
         raise UsageError(f"invalid --offload '{values['offload']}'; use model or sequential")
     if values.get("max_pixels") is not None and values["max_pixels"] < 1:

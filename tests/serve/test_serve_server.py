@@ -106,6 +106,19 @@ def test_the_server_checks_every_request_itself(server, tmp_path, job, opts, mes
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("upscale, opts, message", [
+    ({"image": "rel.png"}, {}, "image must be an absolute path"),
+    ({"image": "/abs.png", "scale": "2"}, {}, "upscale field 'scale' must be an int"),
+    ({"image": "/abs.png", "sneaky": 1}, {}, "unknown upscale field 'sneaky'"),
+    ({"image": "/abs.png", "scale": 1}, {}, "--scale must be between 2"),
+    ({"image": "/abs.png"}, {"json": "yes"}, "option 'json' must be a bool"),
+])
+def test_the_server_checks_every_upscale_request_itself(server, tmp_path, upscale, opts, message):
+    answer = _send(server, {"op": "run", "upscale": upscale, "opts": {"out": str(tmp_path) + "/", **opts}})
+    assert answer["kind"] == "UsageError" and answer["exit_code"] == 2
+    assert message in answer["message"], answer
+
+
 def test_kill_9_mid_job_leaves_no_files(start_server, tiny_sd, tmp_path):
     server = start_server()
     client = server.popen("txt2img", "castle", "-m", tiny_sd, "--steps", "400", "--scheduler", "euler", "-o", "out",
