@@ -225,10 +225,14 @@ def test_a_transparent_mask_keeps_everything(tiny_sd, tmp_path):
     assert (pixels(r.stdout.strip()) == pixels(src)).all()
 
 
-def test_a_prompt_longer_than_the_text_window_is_warned_about(tiny_sd, tmp_path):
-    r = cli("txt2img", " ".join(["castle"] * 120), "-m", tiny_sd, "--steps", "1", "-o", tmp_path / "o", "--json")
+def test_a_prompt_longer_than_the_text_window_is_warned_about_where_it_is_cut(tiny_sd, tmp_path):
+    long = " ".join(["castle"] * 120)
+    r = cli("txt2img", long, "-m", tiny_sd, "--steps", "1", "-o", tmp_path / "o", "--json", "--prompt-syntax", "plain")
     assert r.exit_code == 0, r.stderr
     assert "tokens; this model's text encoder reads" in r.stderr
+    # A1111 syntax (the default) reads a long prompt in windows, to its end: nothing is cut, no warning
+    r = cli("txt2img", long, "-m", tiny_sd, "--steps", "1", "-o", tmp_path / "o", "--json")
+    assert r.exit_code == 0 and "text encoder reads" not in r.stderr, r.stderr
 
 
 def test_lanczos_upscale_records_no_seed(tmp_path):
