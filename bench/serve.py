@@ -13,6 +13,7 @@ printed. Both make the same pixels (tests/serve checks that), so only time diffe
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -25,15 +26,20 @@ PROMPTS = ["red house on the left", "blue car at night", "snowy castle", "green 
            "yellow sun over the sea", "small boat on a lake", "white tower at dusk", "castle at dusk"]
 
 
-def _loop(n: int, model: str, out: Path, env: dict, served: bool) -> list[float]:
-    """Wall time of each of N calls."""
+def _loop(n: int, model: str, out: Path, env: dict, served: bool, overheads: list[float] | None = None) -> list[float]:
+    """Wall time of each of N calls. With OVERHEADS, also what each call spent outside its job: its wall
+    time less the job's own time (the `total_s` of its `done` event: the engine's, on the server)."""
     flags = [] if served else ["--no-server"]
     times = []
     for i in range(n):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "diffcli", "txt2img", PROMPTS[i % len(PROMPTS)], "--seed", str(i),
-                        "--model", model, "-o", str(out), "-q", *flags], check=True, stdout=subprocess.DEVNULL, env=env)
+        p = subprocess.run([sys.executable, "-m", "diffcli", "txt2img", PROMPTS[i % len(PROMPTS)], "--seed", str(i),
+                            "--model", model, "-o", str(out), *flags], check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, env=env)  # stderr not a terminal: JSON events
         times.append(time.perf_counter() - t0)
+        if overheads is not None and i > 0:  # (the first call waits for the model to load)
+            done = [json.loads(line) for line in p.stderr.splitlines() if line.startswith('{"event": "done"')]
+            overheads.append(times[-1] - done[-1]["total_s"])
     return times
 
 
@@ -58,9 +64,9 @@ def main() -> None:
                 time.sleep(0.1)
             # the first served call loads the model in the server: timed too, as a user's first call is
             print(f"model {args.model}, {args.n} txt2img calls per loop, {args.rounds} round(s)")
-            served, alone = [], []
+            served, alone, overheads = [], [], []
             for r in range(args.rounds):
-                served.append(_loop(args.n, args.model, Path(tmp) / f"served{r}", env, True))
+                served.append(_loop(args.n, args.model, Path(tmp) / f"served{r}", env, True, overheads))
                 alone.append(_loop(args.n, args.model, Path(tmp) / f"alone{r}", env, False))
             with_server = statistics.median(sum(t) for t in served)
             without = statistics.median(sum(t) for t in alone)
@@ -72,6 +78,8 @@ def main() -> None:
                 warm = statistics.median(t for times in served for t in times[1:])
                 cold = statistics.median(t for times in alone for t in times)
                 print(f"a call once the model is loaded: {warm:.2f} s vs {cold:.2f} s, {cold / warm:.1f}x faster")
+                print(f"client overhead of a served call (process start to result, less the job's own time): "
+                      f"median {statistics.median(overheads):.3f} s, max {max(overheads):.3f} s")
         finally:
             request("stop", socket_path)
             try:

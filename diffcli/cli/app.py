@@ -120,47 +120,75 @@ def _usage_message(exc) -> str:
     return f"{exc.format_message()}{where}"
 
 
-app = typer.Typer(
-    cls=DiffcliGroup,
-    name="diffcli",
-    help="Generate and edit images with diffusion models. Results go to stdout, everything else to stderr.",
-    no_args_is_help=True,
-    add_completion=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"diffcli {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Generate and edit images with diffusion models."""
 
 
-def _register() -> None:
-    from diffcli.cli import batch, distill, generate, inspect_cmds, models, serve, upscale
+def _new_app() -> typer.Typer:
+    new = typer.Typer(
+        cls=DiffcliGroup,
+        name="diffcli",
+        help="Generate and edit images with diffusion models. Results go to stdout, everything else to stderr.",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    new.callback()(_root)
+    return new
 
-    generate.register(app)
-    batch.register(app)
-    inspect_cmds.register(app)
-    upscale.register(app)
-    distill.register(app)
-    serve.register(app)
-    app.add_typer(models.app, name="models")
-    from diffcli.cli import control
 
-    app.add_typer(control.app, name="control")
+# Which module of diffcli.cli adds each command (groups: their sub-app). A command line naming one of
+# them builds only that module's commands: Typer turns every registered command's signature into click
+# parameters on each run, which for all of them is a third of a served call's start-up.
+_MODULES = {"txt2img": "generate", "img2img": "generate", "inpaint": "generate", "outpaint": "generate",
+            "batch": "batch", "upscale": "upscale", "distill": "distill", "serve": "serve", "models": "models",
+            "control": "control", "schedulers": "inspect_cmds", "info": "inspect_cmds", "device": "inspect_cmds"}
+_GROUPS = ("models", "control")
+_ALL = ("generate", "batch", "inspect_cmds", "upscale", "distill", "serve", "models", "control")
 
 
-_register()
+def _register(target: typer.Typer, modules=_ALL) -> typer.Typer:
+    import importlib
+
+    for name in modules:
+        module = importlib.import_module(f"diffcli.cli.{name}")
+        if name in _GROUPS:
+            target.add_typer(module.app, name=name)
+        else:
+            module.register(target)
+    return target
+
+
+def app_for(argv: list[str]) -> typer.Typer:
+    """The application for this command line: just the named command's module when the first word
+    names one, else every command (help, completion, an unknown or misspelt command)."""
+    module = _MODULES.get(argv[0]) if argv else None
+    return _register(_new_app(), [module]) if module else _full_app()
+
+
+_FULL: list[typer.Typer] = []
+
+
+def _full_app() -> typer.Typer:
+    if not _FULL:
+        _FULL.append(_register(_new_app()))
+    return _FULL[0]
+
+
+def __getattr__(name: str):
+    if name == "app":  # `from diffcli.cli.app import app`: every command, built on first use
+        return _full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_open(fd: int) -> bool:
@@ -181,4 +209,4 @@ def main() -> None:
         print_error("standard output is closed; diffcli prints its results there (redirect it to a file or /dev/null)")
         sys.exit(EXIT_USAGE)
     signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C (exit 143)
-    app(prog_name="diffcli")
+    app_for(sys.argv[1:])(prog_name="diffcli")

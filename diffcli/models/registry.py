@@ -268,9 +268,18 @@ def remove(key: str) -> None:
             _write(data)
 
 
+TOUCH_EVERY_S = 60.0  # "last used" is kept to the minute: a model used again sooner is not written again
+
+
 def touch(key: str, **fields) -> None:
-    """Record that a model was used now (best effort: a read-only home is not an error)."""
+    """Record that a model was used now (best effort: a read-only home is not an error). Skipped, lock
+    and write, when the entry says the same and was touched less than TOUCH_EVERY_S ago (a served
+    call's client and server both resolve the model; so do scripts of many short calls)."""
     try:
+        entry = load()["models"].get(key)
+        if (entry and all(entry.get(k) == v for k, v in fields.items())
+                and 0 <= time.time() - entry.get("last_used", 0) < TOUCH_EVERY_S):
+            return
         update(key, last_used=time.time(), **fields)
     except (OSError, RuntimeFailure):
         pass

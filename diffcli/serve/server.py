@@ -25,6 +25,7 @@ from diffcli.serve.worker import Stopping, Task, Worker, parse_request, parse_up
 
 REQUEST_WAIT_S = 3600.0  # a client settles its job (maybe downloading a model) before it sends it
 AUTH_WAIT_S = 5.0  # TCP: how long a connection has to present the token
+CLIENT_POLL_S = 0.05  # while its job runs: how often a connection checks for a cancel or a hang-up
 
 
 def log_line(text: str) -> None:
@@ -257,9 +258,10 @@ class Server:
             return
         if ahead:
             channel.try_send({"type": "queued", "position": ahead})
-        while not task.done.is_set():
+        # the outcome goes out the moment the job ends; the client is listened to in between
+        while not task.done.wait(CLIENT_POLL_S):
             try:
-                incoming = channel.receive(timeout=0.25)
+                incoming = channel.receive(timeout=0)
             except TimeoutError:
                 continue
             except (ProtocolError, OSError):
