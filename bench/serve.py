@@ -53,6 +53,8 @@ def main() -> None:
         socket_path = Path(tmp) / "s.sock"
         env = {**os.environ, "DIFFCLI_SERVER_SOCKET": str(socket_path)}
         env.pop("DIFFCLI_SERVER", None)
+        # an installed diffcli has compiled bytecode (pip compiles it): let the calls write and reuse theirs
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         server = subprocess.Popen([sys.executable, "-m", "diffcli", "serve", "--idle", "10m"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
