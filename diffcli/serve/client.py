@@ -24,6 +24,7 @@ from diffcli.serve.protocol import (MODE_ENV, PROTOCOL, Channel, ProtocolError, 
 CONNECT_TIMEOUT_S = 5.0
 CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long the server may take to stop the job (and save partials)
 START_WAIT_S = 60.0
+GONE_WAIT_S = 2.0  # a server whose connection dropped mid-job: how long to wait for it to be gone
 
 
 def _mode() -> str:
@@ -276,8 +277,13 @@ class Client:
         """The server died mid-job (kill -9): remove the output-name reservations it left, so the output
         folder is as a local run killed at the same moment would leave it."""
         pid = self.hello.get("pid")
-        if not isinstance(pid, int) or pid <= 0 or _alive(pid):
+        if not isinstance(pid, int) or pid <= 0:
             return
+        deadline = time.monotonic() + GONE_WAIT_S  # its socket closes while the kernel is still ending it
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
         try:
             for marker in Path(shown.absolute_dir).glob(f".diffcli-{pid}-*.reserved"):
                 marker.unlink(missing_ok=True)
