@@ -27,11 +27,18 @@ SHORT_NAMES: dict[str, dict[str, str]] = {
     "canny": {"sd1": "lllyasviel/control_v11p_sd15_canny", "sd2": "thibaud/controlnet-sd21-canny-diffusers",
               "sdxl": "diffusers/controlnet-canny-sdxl-1.0"},
     "depth": {"sd1": "lllyasviel/control_v11f1p_sd15_depth", "sdxl": "diffusers/controlnet-depth-sdxl-1.0"},
+    "union": {"sdxl": "xinsir/controlnet-union-sdxl-1.0"},
 }
+# A union ControlNet (diffusers' ControlNetUnionModel) takes several kinds of map, each named by its control
+# type: `KIND+TYPE`. The names and numbers are those of xinsir/controlnet-union-sdxl-1.0 (and its ProMax
+# model, which adds tile and repaint); a number names a type directly.
+UNION_MODES = {"openpose": 0, "pose": 0, "depth": 1, "hed": 2, "softedge": 2, "scribble": 2, "canny": 3,
+               "lineart": 3, "mlsd": 3, "normal": 4, "seg": 5, "segment": 5, "tile": 6, "repaint": 7}
 BUNDLED_CONTROLNETS = ("tiny-control-seg",)  # shipped in diffcli/bundled/<name>, for the bundled model
 PREPROCESSORS = ("none", "canny", "seg")
-CONTROLNET_CLASSES = ("ControlNetModel",)
-UNSUPPORTED_CLASSES = ("ControlNetUnionModel", "ControlNetXSAdapter", "SD3ControlNetModel", "FluxControlNetModel")
+CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
+UNION_CLASS = "ControlNetUnionModel"
+UNSUPPORTED_CLASSES = ("ControlNetXSAdapter", "SD3ControlNetModel", "FluxControlNetModel")
 # the base pipeline's class -> its ControlNet pipeline per task
 PIPELINES = {
     "StableDiffusionPipeline": {"txt2img": "StableDiffusionControlNetPipeline",
@@ -45,20 +52,43 @@ PIPELINES["StableDiffusionImg2ImgPipeline"] = PIPELINES["StableDiffusionInpaintP
     PIPELINES["StableDiffusionPipeline"]
 PIPELINES["StableDiffusionXLImg2ImgPipeline"] = PIPELINES["StableDiffusionXLInpaintPipeline"] = \
     PIPELINES["StableDiffusionXLPipeline"]
+# the same for a union ControlNet: diffusers has union pipelines for SDXL only
+UNION_PIPELINES = {name: {"txt2img": "StableDiffusionXLControlNetUnionPipeline",
+                          "img2img": "StableDiffusionXLControlNetUnionImg2ImgPipeline",
+                          "inpaint": "StableDiffusionXLControlNetUnionInpaintPipeline"}
+                   for name in ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
+                                "StableDiffusionXLInpaintPipeline")}
 
 
 @dataclass(frozen=True)
 class Control:
-    """One control of a job: its model (as recorded), image, scale and step range."""
+    """One control of a job: its model (as recorded), image, scale, step range, and for a union ControlNet
+    its control type (`mode`: a name of UNION_MODES or a number)."""
 
     model: str
     image: str
     scale: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    mode: str | None = None
 
     def spec(self) -> str:
-        return f"{self.model}:{self.image}:{self.scale!r}:{self.start!r}:{self.end!r}"
+        kind = f"{self.model}+{self.mode}" if self.mode else self.model
+        return f"{kind}:{self.image}:{self.scale!r}:{self.start!r}:{self.end!r}"
+
+
+def mode_index(mode: str) -> int:
+    """The control type number of MODE (a name of UNION_MODES, or a number)."""
+    return int(mode) if mode.isdigit() else UNION_MODES[mode]
+
+
+def _split_mode(kind: str) -> tuple[str, str | None]:
+    """'KIND+TYPE' -> (KIND, TYPE) when TYPE is a control type name or number; else (KIND, None)."""
+    model, sep, mode = kind.rpartition("+")
+    mode = mode.strip().lower()
+    if sep and model and (mode in UNION_MODES or mode.isdigit()):
+        return model, mode
+    return kind, None
 
 
 def _number(text: str) -> float | None:
@@ -105,7 +135,8 @@ def parse_spec(spec: str) -> Control:
         raise UsageError(f"--control {spec}: the scale must be a finite number, 0 or more (got {values[0]})")
     if not (0 <= start < end <= 1):
         raise UsageError(f"--control {spec}: START and END must satisfy 0 <= START < END <= 1 (got {start}, {end})")
-    return Control(model=head[0], image=":".join(head[1:]), scale=scale, start=start, end=end)
+    model, mode = _split_mode(head[0])
+    return Control(model=model, image=":".join(head[1:]), scale=scale, start=start, end=end, mode=mode)
 
 
 def check_job(job) -> None:
@@ -132,6 +163,8 @@ def controlnet_class(path: Path) -> str | None:
     except (OSError, ValueError):
         return None
     cls = data.get("_class_name") if isinstance(data, dict) else None
+    if isinstance(cls, str) and "ControlNet" in cls and "num_control_type" in data:
+        return UNION_CLASS  # a union model's config, whatever class name its maker wrote
     return cls if isinstance(cls, str) and "ControlNet" in cls else None
 
 
@@ -218,23 +251,41 @@ def _cross_attention_dim(config: dict):
     return tuple(dim) if isinstance(dim, list) else dim
 
 
-def check_fits(model: ControlModel, base_ref, layout) -> None:
-    """A usage error when the ControlNet cannot work with the base model (read from configs, no weights)."""
+def check_fits(model: ControlModel, base_ref, layout, mode: str | None = None) -> None:
+    """A usage error when the ControlNet cannot work with the base model, or MODE (a control type) does not
+    fit it: a union ControlNet needs one, any other takes none (read from configs, no weights)."""
     from diffcli.text import shown
 
     if model.kind != "diffusers":
+        if mode is not None:
+            raise UsageError(f"--control {shown(model.name + '+' + mode)}: a control type is for a union ControlNet, "
+                             f"which diffcli loads from a diffusers folder or hub repo, not a single file")
         return  # a single file's config is only known once diffusers reads it
     cls = controlnet_class(model.path)
     if cls in UNSUPPORTED_CLASSES or cls not in CONTROLNET_CLASSES:
         raise UsageError(f"--control {shown(model.name)}: a {cls} is not supported (diffcli runs ControlNetModel "
-                         f"ControlNets with SD 1.x, 2.x, SDXL and the bundled model)")
+                         f"ControlNets with SD 1.x, 2.x, SDXL and the bundled model, and union ControlNets with SDXL)")
+    own = _read_config(model.path / "config.json")
+    if cls == UNION_CLASS:
+        count = own.get("num_control_type", 6)
+        if mode is None:
+            raise UsageError(f"--control {shown(model.name)}: a union ControlNet needs the control type of its map: "
+                             f"KIND+TYPE:IMAGE, TYPE one of {', '.join(UNION_MODES)} or a number below {count}")
+        if mode_index(mode) >= count:
+            raise UsageError(f"--control {shown(model.name + '+' + mode)}: control type {mode_index(mode)} is not one of "
+                             f"this union ControlNet's {count} (0 to {count - 1})")
+    elif mode is not None:
+        raise UsageError(f"--control {shown(model.name + '+' + mode)}: a control type is for a union ControlNet; this is "
+                         f"a {cls}, give it as KIND:IMAGE")
     if layout is None or getattr(base_ref, "kind", "diffusers") != "diffusers":
         return
     if layout.pipeline_class not in PIPELINES:
         raise UsageError(f"--control: {base_ref.name} is a {layout.family} model ({layout.pipeline_class}); "
                          f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model")
+    if cls == UNION_CLASS and layout.pipeline_class not in UNION_PIPELINES:
+        raise UsageError(f"--control {shown(model.name)}: union ControlNets work with SDXL models only (diffusers "
+                         f"has no union pipeline for {layout.family} models)")
     base_dim = _cross_attention_dim(_read_config(Path(base_ref.path) / "unet" / "config.json"))
-    own = _read_config(model.path / "config.json")
     dim = _cross_attention_dim(own)
     if base_dim is not None and dim is not None and dim != base_dim:
         raise UsageError(f"--control {shown(model.name)}: this ControlNet is made for another model family "
@@ -272,9 +323,30 @@ def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = Fals
         load_rgb(image)  # a usage error when it is not an image
         name = default_model(c.model, family) if c.model in SHORT_NAMES else c.model
         model = resolve_model(name, offline=offline, allow_pickle=allow_pickle, progress=progress)
-        check_fits(model, ref, layout)
-        settled.append(Control(model.name, str(image.resolve()), c.scale, c.start, c.end).spec())
-    return replace(job, control=tuple(settled))
+        check_fits(model, ref, layout, c.mode)
+        settled.append(Control(model.name, str(image.resolve()), c.scale, c.start, c.end, c.mode).spec())
+    job = replace(job, control=tuple(settled))
+    _check_union(job)
+    return job
+
+
+def is_union(job) -> bool:
+    """Whether a settled job's controls are a union ControlNet's (only those carry a control type)."""
+    return any(parse_spec(s).mode is not None for s in job.control or ())
+
+
+def _check_union(job) -> None:
+    """A settled job's union controls: one union model, its control types in one call (diffusers' union
+    pipelines take one ControlNetUnionModel with several maps and types), nothing else beside it."""
+    if not is_union(job):
+        return
+    controls = [parse_spec(s) for s in job.control]
+    if any(c.mode is None for c in controls) or len({c.model for c in controls}) > 1:
+        raise UsageError("--control: a union ControlNet takes all the maps of a job (KIND+TYPE:IMAGE for each); "
+                         "it cannot be combined with other ControlNets")
+    if job.cfg_cutoff:
+        raise UsageError("--cfg-cutoff does not work with a union ControlNet yet (its pipeline keeps the control "
+                         "types for both guidance halves); leave it at 0")
 
 
 def records(job) -> list[dict]:
@@ -283,7 +355,8 @@ def records(job) -> list[dict]:
     for spec in job.control or ():
         c = parse_spec(spec)
         out.append({"model": c.model, "name": Path(c.model).name, "image": c.image, "scale": c.scale,
-                    "start": c.start, "end": c.end, "preprocess": job.control_preprocess or "none"})
+                    "start": c.start, "end": c.end, "preprocess": job.control_preprocess or "none",
+                    **({"mode": c.mode} if c.mode is not None else {})})
     return out
 
 
@@ -366,6 +439,7 @@ def load(name: str, choice):
     key = (name, choice.device, choice.dtype)
     if key in _MODELS:
         return _MODELS[key]
+    import diffusers
     from diffusers import ControlNetModel
 
     from diffcli.device import torch_dtype
@@ -375,9 +449,9 @@ def load(name: str, choice):
     try:
         if model.kind == "single_file":
             net = ControlNetModel.from_single_file(str(model.path), torch_dtype=dtype)
-        else:
-            net = ControlNetModel.from_pretrained(str(model.path), torch_dtype=dtype, use_safetensors=True,
-                                                  local_files_only=True)
+        else:  # ControlNetModel or ControlNetUnionModel, as its config says
+            cls = getattr(diffusers, controlnet_class(model.path) or "ControlNetModel")
+            net = cls.from_pretrained(str(model.path), torch_dtype=dtype, use_safetensors=True, local_files_only=True)
     except (OSError, ValueError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RuntimeFailure(f"cannot load ControlNet {name}: {text}") from None
@@ -395,10 +469,12 @@ def pipeline(base, task: str, names: list[str], choice):
     key = (id(base), task, tuple(names), choice.device, choice.dtype)
     if key in _PIPES and _PIPES[key][0] is base:
         return _PIPES[key][1]
-    classes = PIPELINES.get(type(base).__name__)
+    union = type(load(names[0], choice)).__name__ == UNION_CLASS
+    classes = (UNION_PIPELINES if union else PIPELINES).get(type(base).__name__)
     if classes is None:
-        raise UsageError(f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model, not {type(base).__name__}")
-    nets = [load(n, choice) for n in names]
+        raise UsageError(f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model (union ControlNets with "
+                         f"SDXL), not {type(base).__name__}")
+    nets = [load(n, choice) for n in (names[:1] if union else names)]  # one union model takes every map
     cls = getattr(diffusers, classes[task])
     pipe = cls.from_pipe(base, controlnet=nets[0] if len(nets) == 1 else nets)
     pipe.set_progress_bar_config(disable=True)
@@ -410,6 +486,11 @@ def pipeline(base, task: str, names: list[str], choice):
 def call_kwargs(job, images: list) -> dict:
     """The ControlNet arguments of one pipeline call for a settled JOB and its control maps IMAGES."""
     controls = [parse_spec(s) for s in job.control]
+    if controls[0].mode is not None:  # one union ControlNet: every map and its control type in one call
+        return {"control_image": list(images), "control_mode": [mode_index(c.mode) for c in controls],
+                "controlnet_conditioning_scale": [c.scale for c in controls],
+                "control_guidance_start": [c.start for c in controls],
+                "control_guidance_end": [c.end for c in controls]}
     one = len(controls) == 1
     pick = (lambda v: v[0]) if one else (lambda v: v)
     kwargs = {"controlnet_conditioning_scale": pick([c.scale for c in controls]),

@@ -68,7 +68,8 @@ def a1111_parameters(record: dict) -> str:
     for i, c in enumerate((record.get("model") or {}).get("controlnets") or []):  # as sd-webui-controlnet writes them
         fields[f"ControlNet {i}"] = (f'"Module: {c.get("preprocess") or "none"}, Model: {one_line(str(c.get("name")))}, '
                                      f'Weight: {c.get("scale"):g}, Guidance Start: {c.get("start"):g}, '
-                                     f'Guidance End: {c.get("end"):g}"')
+                                     f'Guidance End: {c.get("end"):g}'
+                                     + (f', Union Control Type: {c["mode"]}' if c.get("mode") else "") + '"')
     if job.get("task") == "outpaint":  # quoted, as A1111 quotes values with commas
         fields["Outpaint extend"] = f'"{job.get("extend")}"'
         fields["Outpaint fill"] = job.get("fill")

@@ -170,3 +170,55 @@ def test_sdxl_takes_a_controlnet(tiny_sdxl, control_map, tmp_path):
     assert with_control.exit_code == 0, with_control.stderr
     without = written(cli(*base, "-o", tmp_path / "b"))[0]
     assert not np.array_equal(pixels(written(with_control)[0]), pixels(without))
+
+
+@pytest.fixture(scope="session")
+def tiny_union(tiny_sdxl, tmp_path_factory) -> Path:
+    return tiny_models.build_controlnet_union(tmp_path_factory.mktemp("models") / "tiny-union", tiny_sdxl)
+
+
+def test_a_union_controlnet_takes_several_maps_in_one_call(tiny_sdxl, tiny_union, control_map, tmp_path):
+    import torch
+    from diffusers import (ControlNetUnionModel, DPMSolverMultistepScheduler,
+                           StableDiffusionXLControlNetUnionPipeline)
+
+    disc = tmp_path / "disc.png"
+    im = Image.new("RGB", (32, 32))
+    ImageDraw.Draw(im).ellipse([4, 4, 28, 20], fill=(255, 255, 255))
+    im.save(disc)
+    base = ["txt2img", "castle", "-m", tiny_sdxl, "--seed", "6", "--cfg", "5", "--scheduler", "dpm++2m-karras", *FAST]
+    r = cli(*base, "--control", f"{tiny_union}+canny:{control_map}", "--control", f"{tiny_union}+1:{disc}:0.5:0:0.5",
+            "-o", tmp_path / "a")
+    assert r.exit_code == 0, r.stderr
+    out = written(r)[0]
+    # plain diffusers: one ControlNetUnionModel, both maps and their control types in one call
+    pipe = StableDiffusionXLControlNetUnionPipeline.from_pretrained(
+        str(tiny_sdxl), controlnet=ControlNetUnionModel.from_pretrained(str(tiny_union)), torch_dtype=torch.float32)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
+    maps = [Image.open(control_map).convert("RGB"), Image.open(disc).convert("RGB")]
+    plain = pipe("castle", control_image=maps, control_mode=[3, 1], controlnet_conditioning_scale=[1.0, 0.5],
+                 control_guidance_start=[0.0, 0.0], control_guidance_end=[1.0, 0.5], num_inference_steps=2,
+                 guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(6), width=32, height=32).images[0]
+    assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
+    without = written(cli(*base, "-o", tmp_path / "b"))[0]
+    assert not np.array_equal(pixels(out), pixels(without))  # the maps changed the image
+    # recorded with its control types, replayed by --from
+    info = Image.open(out).info
+    assert json.loads(info["diffcli"])["job"]["control"][1] == f"{tiny_union}+1:{disc}:0.5:0.0:0.5"
+    assert "Union Control Type: canny" in info["parameters"]
+    again = written(cli("txt2img", "--from", out, "-o", tmp_path / "c", "--quiet", "--no-server"))[0]
+    assert np.array_equal(pixels(again), pixels(out))
+
+
+@pytest.mark.parametrize("control, model, message", [
+    ("UNION:MAP", "XL", "needs the control type"),
+    ("UNION+canny:MAP", "SD", "SDXL models only"),
+    ("UNION+7:MAP", "XL", "not one of this union ControlNet's 6"),
+    ("CN+canny:MAP", "SD", "a control type is for a union ControlNet"),
+])
+def test_bad_union_controls_are_usage_errors(tiny_sd, tiny_sdxl, tiny_union, tiny_cn, control_map, control, model,
+                                             message):
+    spec = control.replace("UNION", str(tiny_union)).replace("CN", str(tiny_cn)).replace("MAP", str(control_map))
+    r = cli("txt2img", "castle", "-m", tiny_sdxl if model == "XL" else tiny_sd, "--control", spec, *FAST)
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.startswith("diffcli: error: ") and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr

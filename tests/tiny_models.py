@@ -177,3 +177,29 @@ def build_controlnet(path: Path, base: Path, seed: int = 1) -> Path:
             block.weight.normal_(0, 0.3)
     net.save_pretrained(path, safe_serialization=True)
     return Path(path)
+
+
+def build_controlnet_union(path: Path, base: Path, seed: int = 2) -> Path:
+    """A union ControlNet (diffusers' `ControlNetUnionModel`) for the tiny SDXL model at BASE: the UNet's
+    encoder copied as `from_unet` does, its control-type transformer sized to the UNet's first block
+    (32 channels), its zero convolutions given random weights so that each map changes the pixels."""
+    import torch
+    from diffusers import ControlNetUnionModel, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(Path(base) / "unet")
+    shape = ControlNetUnionModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32),
+                                           load_weights_from_unet=False).config
+    width = unet.config.block_out_channels[0]
+    args = {k: v for k, v in shape.items() if not k.startswith("_")}
+    net = ControlNetUnionModel(**{**args, "num_trans_channel": width, "num_trans_head": 4, "num_proj_channel": width})
+    net.conv_in.load_state_dict(unet.conv_in.state_dict())
+    net.time_embedding.load_state_dict(unet.time_embedding.state_dict())
+    net.down_blocks.load_state_dict(unet.down_blocks.state_dict(), strict=False)
+    net.mid_block.load_state_dict(unet.mid_block.state_dict(), strict=False)
+    with torch.no_grad():
+        for block in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out,
+                      net.spatial_ch_projs]:
+            block.weight.normal_(0, 0.3)
+    net.save_pretrained(path, safe_serialization=True)
+    return Path(path)
