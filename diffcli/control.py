@@ -260,7 +260,8 @@ def check_fits(model: ControlModel, base_ref, layout, mode: str | None = None) -
         if mode is not None:
             raise UsageError(f"--control {shown(model.name + '+' + mode)}: a control type is for a union ControlNet, "
                              f"which diffcli loads from a diffusers folder or hub repo, not a single file")
-        return  # a single file's config is only known once diffusers reads it
+        _check_file_fits(model, base_ref, layout)
+        return
     cls = controlnet_class(model.path)
     if cls in UNSUPPORTED_CLASSES or cls not in CONTROLNET_CLASSES:
         raise UsageError(f"--control {shown(model.name)}: a {cls} is not supported (diffcli runs ControlNetModel "
@@ -290,6 +291,59 @@ def check_fits(model: ControlModel, base_ref, layout, mode: str | None = None) -
     if base_dim is not None and dim is not None and dim != base_dim:
         raise UsageError(f"--control {shown(model.name)}: this ControlNet is made for another model family "
                          f"(text features of size {dim}; {base_ref.name} ({layout.family}) has {base_dim})")
+
+
+def _file_facts(path) -> dict:
+    """What a single-file ControlNet's header says of its shape: {key without "control_model.": shape}."""
+    from diffcli.models.checkpoint_info import read_header, tensors
+
+    return {k.removeprefix("control_model."): v.get("shape") for k, v in tensors(read_header(path)).items()}
+
+
+def _check_file_fits(model: ControlModel, base_ref, layout) -> None:
+    """A usage error when a single-file ControlNet's text features (its cross-attention keys' width) are
+    not the base UNet's size: a ControlNet for another family (header only, no weights)."""
+    from diffcli.text import shown
+
+    if layout is None or getattr(base_ref, "kind", "diffusers") != "diffusers":
+        return
+    base_dim = _cross_attention_dim(_read_config(Path(base_ref.path) / "unet" / "config.json"))
+    dims = {shape[1] for k, shape in _file_facts(model.path).items() if k.endswith("attn2.to_k.weight") and shape}
+    if isinstance(base_dim, int) and dims and dims != {base_dim}:
+        raise UsageError(f"--control {shown(model.name)}: this ControlNet is made for another model family "
+                         f"(text features of size {max(dims)}; {base_ref.name} ({layout.family}) has {base_dim})")
+
+
+def single_file_config(path, unet) -> dict:
+    """A diffusers config for the single-file ControlNet at PATH (the original lllyasviel/A1111 key layout or
+    diffusers' keys) made for the base model's UNET, so that no config is fetched from the hub: the UNet's
+    shape as diffusers' `ControlNetModel.from_unet` copies it (built on empty weights, nothing allocated),
+    with what the file's header says itself: its latent and hint channels and its hint embedding widths."""
+    import re
+
+    from accelerate import init_empty_weights
+    from diffusers import ControlNetModel
+
+    facts = _file_facts(path)
+    hint = {}  # index -> out channels of the hint embedding's convolutions, in order
+    for key, shape in facts.items():
+        if m := re.fullmatch(r"input_hint_block\.(\d+)\.weight", key):
+            hint[int(m[1])] = shape
+        elif m := re.fullmatch(r"controlnet_cond_embedding\.(conv_in|blocks\.(\d+)|conv_out)\.weight", key):
+            hint[{"conv_in": -1, "conv_out": 10**6}.get(m[1], int(m[2] or 0))] = shape
+    convs = [hint[i] for i in sorted(hint)]
+    if len(convs) < 3 or len(convs) % 2:
+        raise RuntimeFailure(f"cannot load ControlNet {path}: its hint embedding is not a ControlNet's "
+                             f"({len(convs)} convolutions)")
+    widths = tuple([convs[0][0]] + [c[0] for c in convs[1:-1]][1::2])  # conv_in, then each stride-2 block
+    first = facts.get("input_blocks.0.0.weight") or facts.get("conv_in.weight")
+    with init_empty_weights():
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=widths, load_weights_from_unet=False)
+    config = {k: v for k, v in dict(net.config).items() if not k.startswith("_")}
+    config.update(_class_name="ControlNetModel", conditioning_channels=convs[0][1])
+    if first:
+        config["in_channels"] = first[1]  # 4 for an SD ControlNet, also beside a 9-channel inpainting UNet
+    return config
 
 
 def default_model(kind: str, family: str | None) -> str:
@@ -434,26 +488,33 @@ _MODELS: dict[tuple, object] = {}
 _PIPES: dict[tuple, object] = {}
 
 
-def load(name: str, choice):
-    """The ControlNet NAME (as a settled job records it) on CHOICE's device and dtype, once per process."""
-    key = (name, choice.device, choice.dtype)
+def load(name: str, choice, unet=None):
+    """The ControlNet NAME (as a settled job records it) on CHOICE's device and dtype, once per process. A
+    single file gets its config from the base model's UNET (single_file_config): nothing is fetched."""
+    model = resolve_model(name, offline=True)
+    shape = json.dumps(dict(unet.config), sort_keys=True, default=str) if model.kind == "single_file" else None
+    key = (name, choice.device, choice.dtype, shape)
     if key in _MODELS:
         return _MODELS[key]
+    import tempfile
+
     import diffusers
     from diffusers import ControlNetModel
 
     from diffcli.device import torch_dtype
 
-    model = resolve_model(name, offline=True)
     dtype = torch_dtype(choice.dtype)
     try:
         if model.kind == "single_file":
-            net = ControlNetModel.from_single_file(str(model.path), torch_dtype=dtype)
+            with tempfile.TemporaryDirectory(prefix="diffcli-controlnet-") as folder:
+                (Path(folder) / "config.json").write_text(json.dumps(single_file_config(model.path, unet)))
+                net = ControlNetModel.from_single_file(str(model.path), config=folder, torch_dtype=dtype,
+                                                       local_files_only=True)
         else:  # ControlNetModel or ControlNetUnionModel, as its config says
             cls = getattr(diffusers, controlnet_class(model.path) or "ControlNetModel")
             net = cls.from_pretrained(str(model.path), torch_dtype=dtype, use_safetensors=True, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights of another shape than the config's
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeFailure(f"cannot load ControlNet {name}: {text}") from None
     net = net.to(choice.device).eval()
     _MODELS[key] = net
@@ -469,12 +530,12 @@ def pipeline(base, task: str, names: list[str], choice):
     key = (id(base), task, tuple(names), choice.device, choice.dtype)
     if key in _PIPES and _PIPES[key][0] is base:
         return _PIPES[key][1]
-    union = type(load(names[0], choice)).__name__ == UNION_CLASS
+    union = type(load(names[0], choice, base.unet)).__name__ == UNION_CLASS
     classes = (UNION_PIPELINES if union else PIPELINES).get(type(base).__name__)
     if classes is None:
         raise UsageError(f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model (union ControlNets with "
                          f"SDXL), not {type(base).__name__}")
-    nets = [load(n, choice) for n in (names[:1] if union else names)]  # one union model takes every map
+    nets = [load(n, choice, base.unet) for n in (names[:1] if union else names)]  # one union model: every map
     cls = getattr(diffusers, classes[task])
     pipe = cls.from_pipe(base, controlnet=nets[0] if len(nets) == 1 else nets)
     pipe.set_progress_bar_config(disable=True)

@@ -222,3 +222,18 @@ def test_bad_union_controls_are_usage_errors(tiny_sd, tiny_sdxl, tiny_union, tin
     r = cli("txt2img", "castle", "-m", tiny_sdxl if model == "XL" else tiny_sd, "--control", spec, *FAST)
     assert r.exit_code == 2, r.stderr
     assert r.stderr.startswith("diffcli: error: ") and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_a_single_file_controlnet_in_the_original_layout_loads_offline(tiny_sd, tiny_sdxl, tiny_cn, control_map,
+                                                                       tmp_path, monkeypatch):
+    # lllyasviel/A1111 keys (control_model.input_hint_block.N, zero_convs.N.0, ...): diffusers would fetch a
+    # config from the hub for it; diffcli makes one from the base UNet and the file's header instead
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    single = tiny_models.controlnet_to_single_file(tiny_cn, tmp_path / "cn-original.safetensors")
+    base = ["txt2img", "castle", "-m", tiny_sd, "--seed", "8", *FAST]
+    r = cli(*base, "--control", f"{single}:{control_map}:0.8", "-o", tmp_path / "a")
+    assert r.exit_code == 0, r.stderr
+    folder = written(cli(*base, "--control", f"{tiny_cn}:{control_map}:0.8", "-o", tmp_path / "b"))[0]
+    assert np.array_equal(pixels(written(r)[0]), pixels(folder))  # the same weights, the same pixels
+    wrong = cli("txt2img", "castle", "-m", tiny_sdxl, "--control", f"{single}:{control_map}", *FAST)
+    assert wrong.exit_code == 2 and "made for another model family" in wrong.stderr, wrong.stderr

@@ -203,3 +203,34 @@ def build_controlnet_union(path: Path, base: Path, seed: int = 2) -> Path:
             block.weight.normal_(0, 0.3)
     net.save_pretrained(path, safe_serialization=True)
     return Path(path)
+
+
+def controlnet_to_single_file(cn_dir: Path, out: Path, prefix: str = "control_model.") -> Path:
+    """The ControlNet folder CN_DIR as one .safetensors file in the original (lllyasviel / A1111) key layout
+    (`input_hint_block.N`, `zero_convs.N.0`, `middle_block_out.0`, `input_blocks.N`, ...), each key under
+    PREFIX: the inverse of diffusers' `convert_controlnet_checkpoint`, for the tiny ControlNets."""
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    from models.ldm import unet_key
+
+    config = json.loads((Path(cn_dir) / "config.json").read_text())
+    state = load_file(str(Path(cn_dir) / "diffusion_pytorch_model.safetensors"))
+    out_state = {}
+    for key, value in state.items():
+        if m := re.match(r"controlnet_cond_embedding\.conv_in\.(.*)", key):
+            new = f"input_hint_block.0.{m[1]}"
+        elif m := re.match(r"controlnet_cond_embedding\.blocks\.(\d+)\.(.*)", key):
+            new = f"input_hint_block.{2 * (int(m[1]) + 1)}.{m[2]}"
+        elif m := re.match(r"controlnet_cond_embedding\.conv_out\.(.*)", key):
+            new = f"input_hint_block.14.{m[1]}"  # where diffusers' converter reads it (its hint blocks: 2..12)
+        elif m := re.match(r"controlnet_down_blocks\.(\d+)\.(.*)", key):
+            new = f"zero_convs.{m[1]}.0.{m[2]}"
+        elif m := re.match(r"controlnet_mid_block\.(.*)", key):
+            new = f"middle_block_out.0.{m[1]}"
+        else:
+            new = unet_key(key, config)
+        out_state[prefix + new] = value.contiguous()
+    save_file(out_state, str(out))
+    return Path(out)
