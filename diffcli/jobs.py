@@ -57,6 +57,7 @@ class Job:
     extend: str | None = None  # outpaint: pixels added "L,T,R,B" (or "25%"); settled: pixels, see diffcli.outpaint
     anchor: str | None = None  # outpaint to a width x height: where the image sits (center, top-left, ...)
     fill: str | None = None  # outpaint: what the new area holds before denoising (edge, blur, noise)
+    inpaint_model: str | None = None  # outpaint: auto | on | off (the family's inpainting model); settled: on | off
     lora: tuple[str, ...] | None = None  # LoRA files "NAME_OR_PATH[:WEIGHT]"; settled: "ABSOLUTE_PATH:WEIGHT"
     prompt_syntax: str | None = None  # "a1111": (word:1.3), [word], BREAK, <lora:name:w>, long prompts; "plain"
     control: tuple[str, ...] | None = None  # ControlNets "KIND:IMAGE[:SCALE[:START:END]]"; settled: see diffcli.control
@@ -91,7 +92,7 @@ class Job:
         elif self.task == "img2img":
             merged = replace(merged, mask=None, mask_blur=None)
         if self.task != "outpaint":
-            merged = replace(merged, extend=None, anchor=None, fill=None)
+            merged = replace(merged, extend=None, anchor=None, fill=None, inpaint_model=None)
         elif base.task != "outpaint":  # outpaint an image made by another task: not its size, mask or strength
             merged = replace(merged, mask=None, width=self.width, height=self.height, strength=self.strength,
                              mask_blur=self.mask_blur)
@@ -99,6 +100,8 @@ class Job:
             merged = replace(merged, extend=self.extend)  # a new --to canvas replaces the recorded one
         elif self.extend is not None:
             merged = replace(merged, width=None, height=None)
+        if self.model is not None and self.inpaint_model is None:  # another model: its painter is decided anew
+            merged = replace(merged, inpaint_model=None)
         return merged
 
     def seeds(self) -> list[int]:
@@ -215,8 +218,8 @@ def validate(job: Job) -> None:
         from diffcli.outpaint import check_job
 
         check_job(job)
-    elif job.extend is not None or job.anchor is not None or job.fill is not None:
-        raise UsageError(f"extend, anchor and fill are outpaint settings; {job.task} does not take them")
+    elif job.extend is not None or job.anchor is not None or job.fill is not None or job.inpaint_model is not None:
+        raise UsageError(f"extend, anchor, fill and inpaint_model are outpaint settings; {job.task} does not take them")
     if job.scheduler is not None:
         from diffcli.schedulers import spec
 

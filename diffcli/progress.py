@@ -38,6 +38,10 @@ class Reporter:
     def warn(self, message: str) -> None:
         self.emit("warning", message=message)
 
+    def info(self, message: str) -> None:
+        """Something the command decided by itself that the user may want to know (not a problem)."""
+        self.emit("info", message=message)
+
     def done(self, **data) -> None:
         self.emit("done", **data)
 
@@ -163,6 +167,11 @@ class RichReporter(Reporter):
         from rich.text import Text
 
         self.console.print(Text.assemble(("warning:", "yellow"), " ", message))
+
+    def info(self, message: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text.assemble(("info:", "cyan"), " ", message))
 
     def done(self, **data) -> None:
         if self.batch is not None:  # one job of a batch: the batch's summary comes at its end

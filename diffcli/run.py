@@ -82,6 +82,11 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
         reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
     layout = read_layout(ref.path if ref.kind == "diffusers" else ref.base) if ref.kind in (
         "diffusers", "transformer_file") else None  # a transformer file: its base's layout
+    painter = None  # outpaint: what --inpaint-model auto chose, said once every check has passed
+    if job.task == "outpaint":  # the family's inpainting model paints, when it is here (--inpaint-model)
+        from diffcli.outpaint import choose_model
+
+        job, ref, layout, painter = choose_model(job, ref, layout)
     _check_task(replace(job, model=ref.name), ref, layout)
     multiple = size_multiple(layout, job.task)
     check_model_settings(job, model_defaults(ref, layout), settings_source(ref))
@@ -119,6 +124,8 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
         init = init.resize(size, Image.LANCZOS)
         mask = mask.resize(size, Image.LANCZOS) if mask is not None else None
     _warn_unknown_words(job, ref, reporter)
+    if painter:
+        reporter.info(painter)
     return Prepared(job=job, ref=ref, layout=layout, paths=[], fmt="", init_image=init, mask=mask, sources=sources)
 
 
@@ -385,6 +392,8 @@ def _save(sink: Sink, image, path: Path, index: int, prepared: Prepared, seed: i
     recorded = replace(job, seed=seed, num_images=1, batch_size=1)
     record = build_record(recorded.to_dict(), model, choice.device, choice.dtype, extra)
     result = {"seed": seed, "width": job.width, "height": job.height, "task": job.task, "model": prepared.ref.name}
+    if job.task == "outpaint":  # on: a dedicated inpainting model painted; off: the model with the mask
+        result["inpaint_model"] = job.inpaint_model
     sink.write(image, path, record, result, index + 1)
 
 

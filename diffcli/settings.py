@@ -17,7 +17,8 @@ BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_i
            "device": "auto", "dtype": "auto",
            "prompt_syntax": "a1111"}  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
 TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4},
-                "outpaint": {"strength": 0.9, "mask_blur": 4, "fill": "blur"}}  # measured: docs/benchmarks.md
+                "outpaint": {"strength": 0.9, "mask_blur": 4, "fill": "blur",  # measured: docs/benchmarks.md
+                             "inpaint_model": "auto"}}  # the family's inpainting model when present (outpaint.py)
 SINGLE_FILE_SIZE = 512  # a single-file checkpoint has no config to read its native size from
 _FIELDS = {f.name for f in fields(Job)}
 # what a default may set: never the job's LoRA files (a LoRA student's diffcli.json "lora" describes its base)

@@ -123,6 +123,7 @@ def test_outpaint_keeps_every_original_pixel_and_records_the_canvas(scene, outpa
     params, record = _record(outpainted)
     assert record["job"]["task"] == "outpaint" and record["job"]["extend"] == "16,0,16,0"
     assert record["job"]["fill"] == "blur" and (record["job"]["width"], record["job"]["height"]) == (96, 64)
+    assert record["job"]["inpaint_model"] == "off"  # the bundled family has no inpainting model: painted with the mask
     assert 'Outpaint extend: "16,0,16,0"' in params and "Size: 96x64" in params
 
 
@@ -147,3 +148,35 @@ def test_a_batch_line_makes_the_image_the_command_makes(scene, outpainted, tmp_p
     first, second = [json.loads(line)["path"] for line in b.stdout.splitlines()]
     assert np.array_equal(pixels(first), pixels(outpainted))
     assert pixels(second).shape == (80, 80, 3) and np.abs(pixels(second)[8:72, 8:72] - pixels(scene)).max() == 0
+
+
+def test_the_familys_inpainting_model_paints_when_it_is_here(tiny_sd, tiny_inpaint, tmp_path, isolated_home):
+    import shutil
+
+    repo = "stable-diffusion-v1-5/stable-diffusion-inpainting"  # the sd1 family's, here as the tiny 9-channel model
+    cached = isolated_home / "hf" / "hub" / "models--stable-diffusion-v1-5--stable-diffusion-inpainting"
+    shutil.copytree(tiny_inpaint, cached / "snapshots" / ("b" * 40))
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text("b" * 40)
+    src = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(src)
+    r = cli("outpaint", src, "castle", "--extend", "8,0,8,0", "-m", tiny_sd, "--seed", "2", "--json", "-o",
+            tmp_path / "a", *FAST)
+    assert r.exit_code == 0, r.stderr
+    line = json.loads(r.stdout)
+    assert line["model"] == repo and line["inpaint_model"] == "on"
+    infos = [json.loads(e)["message"] for e in r.stderr.splitlines() if '"event": "info"' in e]
+    assert len(infos) == 1 and repo in infos[0] and "--inpaint-model off" in infos[0]
+    out = pixels(line["path"])
+    assert out.shape == (32, 48, 3) and np.abs(out[:, 8:40] - pixels(src)).max() == 0  # the original, exactly
+    assert _record(line["path"])[1]["job"]["model"] == repo
+    again = written(cli("outpaint", "--from", line["path"], "-o", tmp_path / "b", "-q", "--no-server"))[0]
+    assert np.array_equal(pixels(again), out)
+    # an inpainting --model paints itself; `off` cannot make it paint "with the mask"
+    own = cli("outpaint", src, "--extend", "8", "-m", tiny_inpaint, "--inpaint-model", "off", *FAST)
+    assert own.exit_code == 2 and "is itself an inpainting model" in own.stderr, own.stderr
+
+
+def test_inpaint_model_on_needs_one_here(scene, tmp_path):
+    r = cli("outpaint", scene, "--extend", "8", "--inpaint-model", "on", "-o", tmp_path, *FAST)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "no inpainting model" in r.stderr, r.stderr

@@ -20,6 +20,7 @@ OutpaintImage = Annotated[Optional[str], typer.Argument(help="Input image (optio
 Extend = Annotated[Optional[str], typer.Option("--extend", metavar="L,T,R,B", help="Pixels to add: L,T,R,B, or one amount for every side; pixels or a percentage of the image (25%).", rich_help_panel=GEN, show_default=False)]
 To = Annotated[Optional[str], typer.Option("--to", metavar="WxH", help="Canvas size WIDTHxHEIGHT (instead of --extend); --anchor places the image in it.", rich_help_panel=GEN, show_default=False)]
 Anchor = Annotated[Optional[str], typer.Option("--anchor", metavar="WHERE", help="With --to: where the image sits: center (default), left, right, top, bottom, top-left, top-right, bottom-left, bottom-right.", rich_help_panel=GEN, show_default=False)]
+InpaintModel = Annotated[Optional[str], typer.Option("--inpaint-model", metavar="auto|on|off", help="Who paints the new area: auto (default): the model family's inpainting model when it is on this machine, else --model with the mask; on: the inpainting model or an error; off: --model with the mask.", rich_help_panel=GEN, show_default=False)]
 Fill = Annotated[Optional[str], typer.Option("--fill", metavar="HOW", help="What the new area holds before denoising: blur (default), edge or noise; used at --strength below 1 (default 0.9).", rich_help_panel=GEN, show_default=False)]
 
 
@@ -45,7 +46,7 @@ COMMANDS = {
         "Extend the canvas of an image and paint the new area; the original pixels stay exactly as they were.",
         [_positional("image", OutpaintImage, None), _positional("prompt", Prompt, None), keyword("extend", Extend),
          keyword("to", To), keyword("anchor", Anchor), keyword("fill", Fill), keyword("strength", Strength),
-         keyword("mask_blur", MaskBlur)],
+         keyword("mask_blur", MaskBlur), keyword("inpaint_model", InpaintModel)],
     ),
 }
 

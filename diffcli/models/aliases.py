@@ -24,6 +24,14 @@ class Alias:
     gated: bool = False  # the hub asks users to accept a license first (then a token is needed to pull)
 
 
+# Each family's dedicated inpainting models (9-channel UNets), best first: `diffcli outpaint` paints with
+# the first one present on this machine (never fetched for it), see diffcli.outpaint.choose_model.
+FAMILY_INPAINTING: dict[str, tuple[str, ...]] = {
+    "sd1": ("stable-diffusion-v1-5/stable-diffusion-inpainting", "runwayml/stable-diffusion-inpainting"),
+    "sd2": ("stabilityai/stable-diffusion-2-inpainting",),
+    "sdxl": ("diffusers/stable-diffusion-xl-1.0-inpainting-0.1",),
+}
+
 ALIASES: dict[str, Alias] = {
     "sd15": Alias(
         "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd1", "Stable Diffusion 1.5",
