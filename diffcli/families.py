@@ -37,6 +37,9 @@ def check(job, ref, layout) -> None:
     from diffcli.quantize import check as check_quantize
 
     check_quantize(job, ref)
+    from diffcli.cache import check as check_cache
+
+    check_cache(job, family, ref.name)
     if family == "flux" and job.cfg_cutoff:
         raise UsageError(f"--cfg-cutoff does not apply to {ref.name}: FLUX.1 is guidance-distilled, each step is "
                          "one pass whatever --cfg is, so there is no guidance to stop")

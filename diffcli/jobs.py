@@ -62,6 +62,7 @@ class Job:
     prompt_syntax: str | None = None  # "a1111": (word:1.3), [word], BREAK, <lora:name:w>, long prompts; "plain"
     control: tuple[str, ...] | None = None  # ControlNets "KIND:IMAGE[:SCALE[:START:END]]"; settled: see diffcli.control
     control_preprocess: str | None = None  # what makes the control maps from the control images: none, canny, seg
+    cache: str | None = None  # step caching: none | deepcache[:N]; settled: "none" or "deepcache:N", see diffcli.cache
 
     def __post_init__(self):
         if self.lora is not None and not isinstance(self.lora, tuple):  # a list from flags or JSON
@@ -199,6 +200,10 @@ def validate(job: Job) -> None:
         raise UsageError(f"--strength must be in (0, 1] (got {job.strength})")
     if job.mask_blur is not None and job.mask_blur < 0:
         raise UsageError(f"--mask-blur must be 0 or more (got {job.mask_blur})")
+    if job.cache is not None:
+        from diffcli.cache import parse as parse_cache
+
+        parse_cache(job.cache)
     if job.prompt_syntax is not None and job.prompt_syntax not in PROMPT_SYNTAXES:
         raise UsageError(f"--prompt-syntax must be one of {', '.join(PROMPT_SYNTAXES)} (got '{job.prompt_syntax}')")
     if job.control or job.control_preprocess is not None:

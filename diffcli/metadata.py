@@ -61,6 +61,8 @@ def a1111_parameters(record: dict) -> str:
         fields["Base model"] = one_line(Path(str(job["base"])).name)
     if job.get("quantize") not in (None, "none"):
         fields["Quantization"] = job.get("quantize")
+    if job.get("cache") not in (None, "none"):  # step caching (diffcli.cache), e.g. "Cache: deepcache:3"
+        fields["Cache"] = job.get("cache")
     if job.get("task") in ("img2img", "inpaint", "outpaint"):
         fields["Denoising strength"] = job.get("strength")
     if job.get("task") in ("inpaint", "outpaint"):

@@ -309,7 +309,7 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
 
 
 SHARED_BY_A_BATCH = ("task", "model", "base", "quantize", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
-                     "device", "dtype", "lora", "prompt_syntax", "control", "control_preprocess")
+                     "device", "dtype", "lora", "prompt_syntax", "control", "control_preprocess", "cache")
 
 
 def batch_signature(prepared: Prepared) -> tuple:
@@ -457,8 +457,11 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
         kwargs.update(control.call_kwargs(job, control.control_images(job)))
     reporter.begin_batch(start + 1, count, job.steps)
     reporter.phase("encode")
+    from diffcli.cache import active as cache_active
+
     try:
-        images = pipe(**kwargs).images
+        with cache_active(pipe, job.cache):  # for this call only: the UNet is shared by later jobs
+            images = pipe(**kwargs).images
     except KeyboardInterrupt:
         if opts.save_partial and state["latents"] is not None:
             _save_partial(pipe, state["latents"], prepared, seeds, start, choice, model, opts, reporter)

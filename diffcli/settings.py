@@ -15,7 +15,9 @@ from diffcli.jobs import Job
 # Values no model or family decides.
 BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_images": 1, "batch_size": 1,
            "device": "auto", "dtype": "auto",
-           "prompt_syntax": "a1111"}  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
+           "prompt_syntax": "a1111",  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
+           "cache": "none"}  # step caching is asked for (--cache), never on by itself
+DEEPCACHE_INTERVAL = 3  # `--cache deepcache` = deepcache:3, measured: docs/benchmarks.md
 TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4},
                 "outpaint": {"strength": 0.9, "mask_blur": 4, "fill": "blur",  # measured: docs/benchmarks.md
                              "inpaint_model": "auto"}}  # the family's inpainting model when present (outpaint.py)
@@ -71,4 +73,9 @@ def settle(job: Job, ref, layout, input_size: tuple[int, int] | None = None) -> 
             source[key] = "job"
         elif key in value:
             chosen[key] = value[key]
-    return replace(job, **chosen), {k: v for k, v in source.items() if k in _FIELDS}
+    settled = replace(job, **chosen)
+    if settled.cache is not None:  # recorded with its interval, so a later default does not change a replay
+        from diffcli.cache import settled as settled_cache
+
+        settled = replace(settled, cache=settled_cache(settled.cache, DEEPCACHE_INTERVAL))
+    return settled, {k: v for k, v in source.items() if k in _FIELDS}

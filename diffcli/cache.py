@@ -1,0 +1,185 @@
+"""Step caching (`--cache`): reuse the UNet's deep features between denoising steps.
+
+DeepCache (Ma, Fang, Wang 2023, "DeepCache: Accelerating Diffusion Models for Free", arXiv
+2312.00858): the high-level features of a UNet change little from one step to the next, the
+shallow ones do. So every N-th step (the first of each pipeline call included) runs the whole
+UNet and keeps the feature entering its last up block (the output of up_blocks[:-1], the deep
+branch); the N-1 steps in between run only conv_in, the time embedding, down_blocks[0], and
+up_blocks[-1] on that cached feature plus down_blocks[0]'s fresh skip connections, then
+conv_norm_out/conv_out. `deepcache:N` runs the deep branch ceil(steps / N) times.
+
+diffusers (0.42) has no such cache for UNet2DConditionModel (its CacheMixin caches are for
+transformers), and the `DeepCache` package wraps modules for good and finds the step by looking the
+timestep up in the scheduler (wrong for Heun-type samplers, and its cached tensors keep the batch of
+2 after --cfg-cutoff halves it). Here the UNet's own forward runs unchanged; for one pipeline call
+only, the deep blocks' `forward` is replaced by one that, on a cached step, returns the cached
+feature (the last deep up block) or an empty placeholder (every other deep block: their outputs
+only feed each other). What that leaves out:
+
+- ControlNet: its residuals for conv_in and down_blocks[0] apply on every step; those for the deeper
+  blocks and the mid block apply on the full steps (they reach the output through the cached
+  feature). The ControlNet itself still runs every step, so the speed-up is smaller.
+- Classifier-free guidance that stops part-way (--cfg-cutoff): the batch halves to the conditional
+  half; the cached feature keeps its conditional half, as diffcli.guidance does with every tensor.
+- Any other change of batch or size runs a full step, which refreshes the cache.
+
+Nothing stays on the UNet after the call (it is shared by every task pipeline of a loaded model,
+by batch jobs and by `diffcli serve`): the next call without --cache runs the plain UNet.
+Transformer denoisers (SD 3.x, FLUX.1) have no UNet branch to cache; `--cache deepcache` is refused
+for them before the model loads.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from diffcli.errors import UsageError
+
+KINDS = ("none", "deepcache")
+MAX_INTERVAL = 100  # a full step every 100 steps is already one full step in most runs
+
+
+def parse(spec: str) -> tuple[str, int | None]:
+    """(kind, interval) of a `--cache` value: "none", "deepcache" (interval None: the default) or
+    "deepcache:N" with N >= 2; anything else is a usage error."""
+    kind, sep, rest = str(spec).strip().partition(":")
+    kind = kind.lower()
+    if kind not in KINDS:
+        raise UsageError(f"invalid --cache '{spec}'; use none or deepcache[:N] (N = steps between full UNet passes)")
+    if kind == "none":
+        if sep:
+            raise UsageError(f"invalid --cache '{spec}'; 'none' takes no interval")
+        return kind, None
+    if not sep:
+        return kind, None
+    try:
+        interval = int(rest)
+    except ValueError:
+        raise UsageError(f"invalid --cache '{spec}'; N in deepcache:N must be a whole number") from None
+    if not 2 <= interval <= MAX_INTERVAL:
+        raise UsageError(f"--cache deepcache:N needs N between 2 and {MAX_INTERVAL} (got {interval}); "
+                         f"N = 1 would be no cache: use --cache none")
+    return kind, interval
+
+
+def settled(spec: str | None, default_interval: int) -> str | None:
+    """The recorded form of a `--cache` value: "none" or "deepcache:N" (the default N filled in)."""
+    if spec is None:
+        return None
+    kind, interval = parse(spec)
+    return kind if kind == "none" else f"{kind}:{interval or default_interval}"
+
+
+def check(job, family: str | None, name: str) -> None:
+    """A usage error, before loading, for a cache the model cannot take (a transformer denoiser)."""
+    from diffcli.models.layout import FLOW_FAMILIES
+
+    if job.cache in (None, "none"):
+        return
+    if family in FLOW_FAMILIES:
+        raise UsageError(f"--cache {job.cache} needs a UNet model (SD 1.x/2.x, SDXL); {name} has a transformer "
+                         "denoiser; leave --cache out (or --cache none)")
+
+
+@contextmanager
+def active(pipe, spec: str | None):
+    """SPEC's cache on PIPE's UNet for the calls made inside, removed on the way out."""
+    if spec in (None, "none"):
+        yield None
+        return
+    kind, interval = parse(spec)
+    unet = getattr(pipe, "unet", None)
+    if unet is None or len(getattr(unet, "up_blocks", ())) < 2 or not hasattr(unet, "down_blocks"):
+        raise UsageError(f"--cache {spec} needs a UNet with up and down blocks; this model's denoiser is "
+                         f"{type(getattr(pipe, 'unet', None) or getattr(pipe, 'transformer', None)).__name__}")
+    cache = DeepCache(unet, interval or 2)
+    cache.attach()
+    try:
+        yield cache
+    finally:
+        cache.detach()
+
+
+class DeepCache:
+    """DeepCache on one UNet2DConditionModel for one pipeline call (see the module docstring).
+
+    Args:
+        unet: the UNet (diffusers' UNet2DConditionModel layout: down_blocks, mid_block, up_blocks).
+        interval: N, the number of UNet calls between full ones (the first call is a full one).
+
+    `full_calls` counts the UNet calls that ran the deep branch, `calls` all of them.
+    """
+
+    def __init__(self, unet, interval: int) -> None:
+        self.unet, self.interval = unet, interval
+        self.calls = self.full_calls = 0
+        self.skipping = False
+        self.feature = None  # the output of up_blocks[-2] on the last full call
+        self.res_counts: dict[int, int] = {}  # deep down block index -> its number of skip connections
+        self._saved: list[tuple[object, object]] = []  # (module, its own instance `forward` or None)
+        self._handle = None
+
+    def deep_modules(self) -> list[tuple[str, int, object]]:
+        unet = self.unet
+        found = [("down", i, b) for i, b in enumerate(unet.down_blocks) if i > 0]
+        if unet.mid_block is not None:
+            found.append(("mid", 0, unet.mid_block))
+        found += [("up", i, b) for i, b in enumerate(unet.up_blocks[:-1])]
+        return found
+
+    def attach(self) -> None:
+        self._handle = self.unet.register_forward_pre_hook(self._before_call, with_kwargs=True)
+        last_up = len(self.unet.up_blocks) - 2
+        for role, index, module in self.deep_modules():
+            self._saved.append((module, module.__dict__.get("forward")))
+            module.forward = self._wrap(role, index, module.forward, role == "up" and index == last_up)
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        for module, own in reversed(self._saved):
+            if own is None:
+                del module.forward  # the class's forward again
+            else:
+                module.forward = own
+        self._saved.clear()
+        self.feature = None
+
+    def _before_call(self, module, args, kwargs):
+        sample = args[0] if args else kwargs.get("sample")
+        due = self.calls % self.interval == 0
+        self.calls += 1
+        self.skipping = not due and self._fits(sample)
+        if not self.skipping:
+            self.full_calls += 1
+        return None
+
+    def _fits(self, sample) -> bool:
+        """Whether the cached feature can stand in on a call with SAMPLE (halving it to its conditional
+        half when guidance has stopped)."""
+        feature = self.feature
+        if feature is None or sample is None:
+            return False
+        if feature.shape[0] == 2 * sample.shape[0]:
+            self.feature = feature = feature.chunk(2)[-1]  # [unconditional, conditional] -> conditional
+        return feature.shape[0] == sample.shape[0] and len(self.res_counts) == len(self.unet.down_blocks) - 1
+
+    def _wrap(self, role: str, index: int, forward, keeps_feature: bool):
+        def cached_forward(*args, **kwargs):
+            if not self.skipping:
+                out = forward(*args, **kwargs)
+                if role == "down":
+                    self.res_counts[index] = len(out[1])
+                if keeps_feature:
+                    self.feature = out
+                return out
+            if keeps_feature:
+                return self.feature
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            empty = hidden.new_zeros(())  # feeds only other skipped blocks (a ControlNet residual broadcasts)
+            if role == "down":
+                return empty, (empty,) * self.res_counts[index]
+            return empty
+
+        return cached_forward
