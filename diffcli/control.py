@@ -381,6 +381,9 @@ def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = Fals
         settled.append(Control(model.name, str(image.resolve()), c.scale, c.start, c.end, c.mode).spec())
     job = replace(job, control=tuple(settled))
     _check_union(job)
+    if is_union(job) and layout is not None and layout.is_inpaint:
+        raise UsageError(f"--control: diffusers' union ControlNet inpaint pipeline takes a regular (4-channel) UNet, "
+                         f"and {ref.name} is an inpainting model; use its base model")
     return job
 
 

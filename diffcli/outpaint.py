@@ -129,7 +129,10 @@ def choose_model(job, ref, layout):
             raise UsageError(f"--inpaint-model off: {shown(ref.name)} is itself an inpainting model; name a regular "
                              f"model to paint with it and the mask")
         return replace(job, inpaint_model="on"), ref, layout, None
-    found = None if policy == "off" or getattr(ref, "lora", None) is not None else _family_inpainting(family)
+    from diffcli.control import parse_spec
+
+    union = any(parse_spec(s).mode is not None for s in job.control or ())  # its inpaint pipeline: 4 channels only
+    found = None if policy == "off" or union or getattr(ref, "lora", None) is not None else _family_inpainting(family)
     if found is None:
         if policy == "on":
             from diffcli.models.aliases import FAMILY_INPAINTING

@@ -237,3 +237,17 @@ def test_a_single_file_controlnet_in_the_original_layout_loads_offline(tiny_sd, 
     assert np.array_equal(pixels(written(r)[0]), pixels(folder))  # the same weights, the same pixels
     wrong = cli("txt2img", "castle", "-m", tiny_sdxl, "--control", f"{single}:{control_map}", *FAST)
     assert wrong.exit_code == 2 and "made for another model family" in wrong.stderr, wrong.stderr
+
+
+def test_a_union_controlnet_refuses_an_inpainting_unet(tiny_sdxl, tiny_union, control_map, tmp_path):
+    # diffusers' union inpaint pipeline takes 4-channel UNets only: refused before any weights load (this
+    # folder's UNet config says 9 channels, as SDXL inpainting 0.1's does)
+    import shutil
+
+    inpainting = tmp_path / "xl-inpaint"
+    shutil.copytree(tiny_sdxl, inpainting)
+    unet = json.loads((inpainting / "unet" / "config.json").read_text())
+    (inpainting / "unet" / "config.json").write_text(json.dumps({**unet, "in_channels": 9}))
+    r = cli("outpaint", control_map, "--extend", "8", "-m", inpainting, "--control",
+            f"{tiny_union}+canny:{control_map}", *FAST)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "4-channel" in r.stderr, r.stderr
