@@ -43,3 +43,16 @@ def test_pull_refuses_a_repo_that_is_neither_a_pipeline_nor_a_controlnet(fakehub
                                   "diffusion_pytorch_model.safetensors": safetensors_bytes()})
     r = cli("models", "pull", "acme/vae", "-q")
     assert r.exit_code == 2 and "nor a ControlNet" in r.stderr
+
+
+def test_pull_a_single_file_controlnet_by_url(fakehub):
+    # a ControlNet file in the original lllyasviel/A1111 key layout, fetched by URL: listed as family controlnet
+    keys = {"control_model.input_hint_block.0.weight": ("F16", [16, 3, 3, 3]),
+            "control_model.zero_convs.0.0.weight": ("F16", [32, 32, 1, 1]),
+            "control_model.input_blocks.0.0.weight": ("F16", [32, 4, 3, 3])}
+    fakehub.plain["/files/control_v11p_sd15_canny.safetensors"] = (safetensors_bytes(keys, 2), {})
+    url = f"{fakehub.url}/files/control_v11p_sd15_canny.safetensors"
+    r = cli("models", "pull", url, "-q")
+    assert r.exit_code == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(cli("models", "list", "--json").stdout)}
+    assert rows[url]["family"] == "controlnet" and rows[url]["source"] == "url"
