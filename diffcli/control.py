@@ -273,11 +273,11 @@ def check_fits(model: ControlModel, base_ref, layout, mode: str | None = None) -
             raise UsageError(f"--control {shown(model.name)}: a union ControlNet needs the control type of its map: "
                              f"KIND+TYPE:IMAGE, TYPE one of {', '.join(UNION_MODES)} or a number below {count}")
         if mode_index(mode) >= count:
-            raise UsageError(f"--control {shown(model.name + '+' + mode)}: control type {mode_index(mode)} is not one of "
-                             f"this union ControlNet's {count} (0 to {count - 1})")
+            raise UsageError(f"--control {shown(model.name + '+' + mode)}: control type {mode_index(mode)} is not "
+                             f"one of this union ControlNet's {count} (0 to {count - 1})")
     elif mode is not None:
-        raise UsageError(f"--control {shown(model.name + '+' + mode)}: a control type is for a union ControlNet; this is "
-                         f"a {cls}, give it as KIND:IMAGE")
+        raise UsageError(f"--control {shown(model.name + '+' + mode)}: a control type is for a union ControlNet; "
+                         f"this is a {cls}, give it as KIND:IMAGE")
     if layout is None or getattr(base_ref, "kind", "diffusers") != "diffusers":
         return
     if layout.pipeline_class not in PIPELINES:
