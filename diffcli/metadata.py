@@ -63,6 +63,10 @@ def a1111_parameters(record: dict) -> str:
         fields["Quantization"] = job.get("quantize")
     if job.get("cache") not in (None, "none"):  # step caching (diffcli.cache), e.g. "Cache: deepcache:3"
         fields["Cache"] = job.get("cache")
+    if job.get("vae_decoder") not in (None, "full"):  # a tiny decoder, named as A1111 names a VAE: "VAE: taesd"
+        from diffcli.vae_decoder import label
+
+        fields["VAE"] = one_line(label(str(job["vae_decoder"])))
     if job.get("task") in ("img2img", "inpaint", "outpaint"):
         fields["Denoising strength"] = job.get("strength")
     if job.get("task") in ("inpaint", "outpaint"):
@@ -78,6 +82,17 @@ def a1111_parameters(record: dict) -> str:
     fields["Version"] = f"diffcli {record.get('diffcli', __version__)}"
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v not in (None, "")))
     return "\n".join(lines)
+
+
+def parameters_fields(text: str) -> dict[str, str]:
+    """The `Name: value` fields of an A1111 `parameters` text (its last line), quoted values unquoted:
+    "Steps: 15, Cache: deepcache:3, Lora hashes: \"a: 1, b: 2\"" -> {"Steps": "15", "Cache": "deepcache:3",
+    "Lora hashes": "a: 1, b: 2"}. A value may hold ':' (only ', ' ends it, outside quotes)."""
+    import re
+
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    fields = re.finditer(r'([^:,"]+): (?:"([^"]*)"|([^,]*))(?:,|$)', last)
+    return {m.group(1).strip(): (m.group(2) if m.group(2) is not None else m.group(3)).strip() for m in fields}
 
 
 def pil_save_kwargs(fmt: str, record: dict) -> dict:

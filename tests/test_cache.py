@@ -14,6 +14,7 @@ import tiny_models
 from diffcli.cache import check, parse, settled
 from diffcli.errors import UsageError
 from diffcli.jobs import Job
+from diffcli.metadata import parameters_fields
 from helpers import cli, heavy_imports, pixels, written
 
 FAST = ["--dtype", "float32", "--quiet", "--no-server"]
@@ -103,8 +104,8 @@ def test_cached_pixels_are_close_recorded_replayed_and_the_next_plain_job_is_exa
     assert 0 < change < 0.5 * np.abs(pixels(other_seed) - pixels(plain)).mean()
     with Image.open(cached) as im:
         record, parameters = json.loads(im.info["diffcli"]), im.info["parameters"]
-    assert record["job"]["cache"] == "deepcache:3" and "Cache: deepcache:3" in parameters
-    assert "Cache:" not in Image.open(plain).info["parameters"]
+    assert record["job"]["cache"] == "deepcache:3" and parameters_fields(parameters)["Cache"] == "deepcache:3"
+    assert "Cache" not in parameters_fields(Image.open(plain).info["parameters"])
     replayed = _one(cli("txt2img", "--from", cached, "-m", tiny_sd, *FAST, "-o", tmp_path / "r"))
     assert np.array_equal(pixels(replayed), pixels(cached))
     uncached = _one(cli("txt2img", "--from", cached, "--cache", "none", "-m", tiny_sd, *FAST, "-o", tmp_path / "u"))
@@ -122,7 +123,10 @@ def test_cached_pixels_are_close_recorded_replayed_and_the_next_plain_job_is_exa
 
 
 def test_a_served_request_takes_the_cache_as_a_job_field():
+    from diffcli.serve.api import openai_job
     from diffcli.serve.worker import parse_request
+
+    assert openai_job({"prompt": "x", "cache": "deepcache:2"}).cache == "deepcache:2"  # an OpenAI extra_body field
 
     job, _ = parse_request({"job": {"prompt": "x", "cache": "deepcache:2"}, "opts": {"out": "/tmp/o"}})
     assert job.cache == "deepcache:2"

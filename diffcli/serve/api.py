@@ -208,7 +208,7 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
 # diffcli's own fields an OpenAI request may add (extra_body in the openai library): what makes an
 # image repeatable; the engine checks their values as it checks the flags
 _DIFFCLI_EXTRAS = {"seed": ("seed", int), "steps": ("steps", int), "cfg": ("cfg", float),
-                   "negative_prompt": ("negative", str)}
+                   "negative_prompt": ("negative", str), "cache": ("cache", str)}
 
 
 def openai_job(body: dict):
