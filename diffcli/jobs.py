@@ -63,6 +63,7 @@ class Job:
     control: tuple[str, ...] | None = None  # ControlNets "KIND:IMAGE[:SCALE[:START:END]]"; settled: see diffcli.control
     control_preprocess: str | None = None  # what makes the control maps from the control images: none, canny, seg
     cache: str | None = None  # step caching: none | deepcache[:N]; settled: "none" or "deepcache:N", see diffcli.cache
+    vae_decoder: str | None = None  # full | tiny | AutoencoderTiny repo/folder; settled: see diffcli.vae_decoder
 
     def __post_init__(self):
         if self.lora is not None and not isinstance(self.lora, tuple):  # a list from flags or JSON
@@ -103,6 +104,11 @@ class Job:
             merged = replace(merged, width=None, height=None)
         if self.model is not None and self.inpaint_model is None:  # another model: its painter is decided anew
             merged = replace(merged, inpaint_model=None)
+        if self.model is not None and self.vae_decoder is None and base.vae_decoder not in (None, "full"):
+            from diffcli.vae_decoder import FAMILY_DECODERS
+
+            if base.vae_decoder in FAMILY_DECODERS.values():  # a family's TAESD: the new model's family's
+                merged = replace(merged, vae_decoder="tiny")
         return merged
 
     def seeds(self) -> list[int]:
@@ -204,6 +210,10 @@ def validate(job: Job) -> None:
         from diffcli.cache import parse as parse_cache
 
         parse_cache(job.cache)
+    if job.vae_decoder is not None:
+        from diffcli.vae_decoder import check_name as check_decoder
+
+        check_decoder(job.vae_decoder)
     if job.prompt_syntax is not None and job.prompt_syntax not in PROMPT_SYNTAXES:
         raise UsageError(f"--prompt-syntax must be one of {', '.join(PROMPT_SYNTAXES)} (got '{job.prompt_syntax}')")
     if job.control or job.control_preprocess is not None:

@@ -107,6 +107,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     job = _absolute_paths(job, ref)
     job = _settle_loras(job)
     job = _settle_controls(job, ref, layout, opts, reporter)
+    job = _settle_decoder(job, ref, layout, opts, reporter)
     check_size_for_model(job, multiple)
     check_limits(job, opts.max_pixels)
     check_sampler(job.scheduler, job.shift)
@@ -211,6 +212,16 @@ def _settle_controls(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
                           allow_pickle=opts.load.allow_pickle, progress=download_progress(reporter))
 
 
+def _settle_decoder(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
+    """The job's --vae-decoder found (tiny: the family's TAESD) and checked against the model's VAE; a
+    decoder named only inside a --from image is never fetched."""
+    from diffcli import vae_decoder
+    from diffcli.progress import download_progress
+
+    return vae_decoder.settle(job, ref, layout, offline=opts.offline or opts.replay_model is not None,
+                              progress=download_progress(reporter))
+
+
 def _warn_unknown_words(job: Job, ref, reporter) -> None:
     if ref.source != "bundled":
         return
@@ -309,7 +320,8 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
 
 
 SHARED_BY_A_BATCH = ("task", "model", "base", "quantize", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
-                     "device", "dtype", "lora", "prompt_syntax", "control", "control_preprocess", "cache")
+                     "device", "dtype", "lora", "prompt_syntax", "control", "control_preprocess", "cache",
+                     "vae_decoder")
 
 
 def batch_signature(prepared: Prepared) -> tuple:
@@ -458,14 +470,17 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
     reporter.begin_batch(start + 1, count, job.steps)
     reporter.phase("encode")
     from diffcli.cache import active as cache_active
+    from diffcli.vae_decoder import active as decoder_active
 
-    try:
-        with cache_active(pipe, job.cache):  # for this call only: the UNet is shared by later jobs
-            images = pipe(**kwargs).images
-    except KeyboardInterrupt:
-        if opts.save_partial and state["latents"] is not None:
-            _save_partial(pipe, state["latents"], prepared, seeds, start, choice, model, opts, reporter)
-        raise
+    state["t0"] = time.perf_counter()
+    with decoder_active(pipe, job.vae_decoder, choice):  # this call only (--save-partial too): the VAE is shared
+        try:
+            with cache_active(pipe, job.cache):  # for this call only: the UNet is shared by later jobs
+                images = pipe(**kwargs).images
+        except KeyboardInterrupt:
+            if opts.save_partial and state["latents"] is not None:
+                _save_partial(pipe, state["latents"], prepared, seeds, start, choice, model, opts, reporter)
+            raise
     if job.task in ("inpaint", "outpaint"):
         images = [composite(prepared.init_image, im, prepared.mask, job.mask_blur) for im in images]
     return images

@@ -16,7 +16,8 @@ from diffcli.jobs import Job
 BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_images": 1, "batch_size": 1,
            "device": "auto", "dtype": "auto",
            "prompt_syntax": "a1111",  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
-           "cache": "none"}  # step caching is asked for (--cache), never on by itself
+           "cache": "none",  # step caching is asked for (--cache), never on by itself
+           "vae_decoder": "full"}  # the model's own VAE decodes; a tiny one only when asked (--vae-decoder)
 DEEPCACHE_INTERVAL = 3  # `--cache deepcache` = deepcache:3, measured: docs/benchmarks.md
 TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4},
                 "outpaint": {"strength": 0.9, "mask_blur": 4, "fill": "blur",  # measured: docs/benchmarks.md

@@ -32,6 +32,7 @@ Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA file or 
 Control = Annotated[Optional[list[str]], typer.Option("--control", help="ControlNet and its map: KIND:IMAGE[:SCALE[:START:END]]. KIND: a ControlNet (repo id, folder, .safetensors file, tiny-control-seg) or a short name (seg, canny, depth, union) for the model family's default; a union ControlNet as KIND+TYPE (canny, depth, openpose, ...); SCALE weighs it (default 1); START:END is the part of the steps it acts on (default 0:1). Repeat for several.", rich_help_panel=GEN, metavar="KIND:IMAGE[:SCALE[:START:END]]", show_default=False)]
 ControlPreprocess = Annotated[Optional[str], typer.Option("--control-preprocess", help="Make the control maps from the --control images first: canny (edges), seg (the bundled model's scene segmenter) or none (the images are the maps; default).", rich_help_panel=GEN, metavar="canny|seg|none", show_default=False)]
 Cache = Annotated[Optional[str], typer.Option("--cache", help="Step caching: deepcache[:N] reuses the UNet's deep features, running the whole UNet every N-th step only (faster, slightly different images; N default 3); none (default). SD 1.x/2.x/SDXL. See docs/speed.md.", rich_help_panel=GEN, metavar="none|deepcache[:N]", show_default=False)]
+VaeDecoder = Annotated[Optional[str], typer.Option("--vae-decoder", help="What decodes the latents: full (default: the model's VAE), tiny (the family's TAESD tiny autoencoder, many times faster, a little softer; pulled on use like --model) or an AutoencoderTiny folder or hub repo id. See docs/device.md.", rich_help_panel=GEN, metavar="full|tiny|PATH", show_default=False)]
 PromptSyntax = Annotated[Optional[str], typer.Option("--prompt-syntax", help="a1111: (word:1.3), (word), [word], BREAK, <lora:name:0.8> and prompts longer than the text encoder's window; plain: the prompt as it is. Default: a1111.", rich_help_panel=GEN, metavar="a1111|plain", show_default=False)]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL)]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16.", rich_help_panel=MODEL)]
@@ -76,6 +77,7 @@ SHARED_GENERATION = [
     keyword("control_preprocess", ControlPreprocess),
     keyword("prompt_syntax", PromptSyntax),
     keyword("cache", Cache),
+    keyword("vae_decoder", VaeDecoder),
     keyword("from_image", From),
     keyword("device", Device),
     keyword("dtype", Dtype),
