@@ -62,11 +62,11 @@ def counted(tiny_sd):
     counter.close()
 
 
-def test_cache_values_parse_and_bad_ones_are_usage_errors_before_any_model_loads(tiny_sd):
+def test_cache_values_parse_and_bad_ones_are_usage_errors_before_any_model_loads():
     assert parse("deepcache:4") == ("deepcache", 4) and parse("deepcache") == ("deepcache", None)
     assert settled("deepcache", 3) == "deepcache:3" and settled("none", 3) == "none"
     for bad in ("deepcache:1", "deepcache:0", "deepcache:x", "deepcache:101", "none:3", "fastcache"):
-        r = cli("txt2img", "red house", "-m", tiny_sd, "--cache", bad, *FAST)
+        r = cli("txt2img", "red house", "--cache", bad, *FAST)
         assert r.exit_code == 2 and r.stderr.startswith("diffcli: error:") and r.stderr.count("\n") == 1, r.stderr
     probe = heavy_imports("txt2img", "red house", "--cache", "deepcache:1")
     assert "--cache" in probe.stderr and probe.stderr.rstrip().endswith("HEAVY=")
@@ -81,25 +81,25 @@ def test_the_deep_branch_runs_every_nth_step_and_nothing_stays_on_the_unet(count
         path = _one(cli(*args, "-m", tiny_sd, "--seed", "3", "--scheduler", "euler", *FAST, "-o", tmp_path))
         return counted.calls, counted.deep, path
 
-    plain = run("txt2img", "red house", "--steps", "5")
-    assert plain[:2] == (5, 5)
+    made = []
     for n in (2, 5):
-        calls, deep, _ = run("txt2img", "red house", "--steps", "5", "--cache", f"deepcache:{n}")
+        calls, deep, path = run("txt2img", "red house", "--steps", "5", "--cache", f"deepcache:{n}")
         assert (calls, deep) == (5, math.ceil(5 / n)) and counted.untouched()
+        made.append(path)
     # img2img runs fewer steps than --steps (strength 0.6 of 5: 3); its first step is a full one
-    calls, deep, _ = run("img2img", plain[2], "red house", "--steps", "5", "--strength", "0.6", "--cache", "deepcache:2")
+    calls, deep, _ = run("img2img", made[0], "red house", "--steps", "5", "--strength", "0.6", "--cache", "deepcache:2")
     assert (calls, deep) == (3, 2) and counted.untouched()
+    calls, deep, _ = run("img2img", made[0], "red house", "--steps", "5", "--strength", "0.6")  # and uncached
+    assert (calls, deep) == (3, 3)
 
 
 def test_cached_pixels_are_close_recorded_replayed_and_the_next_plain_job_is_exact(counted, tiny_sd, tmp_path):
-    def make(*args, out="o"):
-        return _one(cli("txt2img", "red house", "-m", tiny_sd, "--steps", "6", *args, *FAST, "-o", tmp_path / out))
+    def make(*args):
+        return _one(cli("txt2img", "red house", "-m", tiny_sd, "--steps", "4", *args, *FAST, "-o", tmp_path / "o"))
 
     plain = make("--seed", "7")
     cached = make("--seed", "7", "--cache", "deepcache")  # the default interval, recorded
-    after = make("--seed", "7", out="after")
     other_seed = make("--seed", "8")
-    assert np.array_equal(pixels(plain), pixels(after))  # the cache left nothing behind
     change = np.abs(pixels(cached) - pixels(plain)).mean()
     assert 0 < change < 0.5 * np.abs(pixels(other_seed) - pixels(plain)).mean()
     with Image.open(cached) as im:
@@ -109,12 +109,12 @@ def test_cached_pixels_are_close_recorded_replayed_and_the_next_plain_job_is_exa
     replayed = _one(cli("txt2img", "--from", cached, "-m", tiny_sd, *FAST, "-o", tmp_path / "r"))
     assert np.array_equal(pixels(replayed), pixels(cached))
     uncached = _one(cli("txt2img", "--from", cached, "--cache", "none", "-m", tiny_sd, *FAST, "-o", tmp_path / "u"))
-    assert np.array_equal(pixels(uncached), pixels(plain))
+    assert np.array_equal(pixels(uncached), pixels(plain))  # after cached jobs: exactly the plain pixels
     # a batch file: lines with and without the cache are not denoised together, each as its command
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(json.dumps({"prompt": "red house", "seed": 7, "cache": "deepcache:3"}) + "\n"
                     + json.dumps({"prompt": "red house", "seed": 7, "num_images": 1}) + "\n")
-    b = cli("batch", jobs, "-m", tiny_sd, "--steps", "6", "--batch-size", "2", "--dtype", "float32", "-q",
+    b = cli("batch", jobs, "-m", tiny_sd, "--steps", "4", "--batch-size", "2", "--dtype", "float32", "-q",
             "-o", tmp_path / "b")
     assert b.exit_code == 0, b.stderr
     made = [Path(p) for p in b.stdout.split()]
@@ -152,13 +152,9 @@ def test_sdxl_inpainting_and_controlnet_models_run_with_the_cache(tiny_sdxl, tin
     for model, args in cases:
         counter = Counter(model)
         try:
-            made = {}
-            for cache in ("none", "deepcache:2"):
-                counter.reset()
-                made[cache] = _one(cli(*args, "-m", model, "--steps", "3", "--scheduler", "euler", "--seed", "1",
-                                       "--cache", cache, *FAST, "-o", tmp_path / cache))
-                assert counter.calls == 3 and counter.deep == (3 if cache == "none" else 2), (model, cache)
-            assert counter.untouched()
-            assert not np.array_equal(pixels(made["none"]), pixels(made["deepcache:2"]))
+            made = _one(cli(*args, "-m", model, "--steps", "3", "--scheduler", "euler", "--seed", "1",
+                            "--cache", "deepcache:2", *FAST, "-o", tmp_path / "o"))
+            assert (counter.calls, counter.deep) == (3, 2) and counter.untouched(), model
+            assert pixels(made).std() > 0
         finally:
             counter.close()
