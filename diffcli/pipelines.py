@@ -26,6 +26,7 @@ class LoadOptions:
     vae_tiling: bool = False
     attention_slicing: bool = False
     quantize: str | None = None  # the job's --quantize (diffcli.quantize), for diffusers-layout models
+    compile: bool = False  # torch.compile the denoiser (batch and serve: --compile); not a Job field, see compile_denoiser
 
 
 def prepare_libraries() -> None:
@@ -123,6 +124,8 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
     pipe.set_progress_bar_config(disable=True)
     setattr(pipe, ORIGINAL_SCHEDULER, dict(pipe.scheduler.config))
     _apply_memory_options(pipe, choice, options, warn)
+    if options.compile:
+        compile_denoiser(pipe)
     _BASES[key] = pipe
     return pipe
 
@@ -293,6 +296,40 @@ def _apply_memory_options(pipe, choice, options: LoadOptions, warn) -> None:
         pipe.enable_sequential_cpu_offload(device=choice.device)
         return
     pipe.to(choice.device)
+    from diffcli.device import channels_last
+
+    if channels_last(choice.device):
+        import torch
+
+        for name in ("unet", "vae"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+
+
+COMPILE_PENDING = "_diffcli_compile_pending"  # attribute of a compiled denoiser until its first call has run
+
+
+def compile_denoiser(pipe) -> None:
+    """torch.compile (inductor) the pipeline's UNet or transformer in place: `Module.compile()` keeps the
+    module object, so the task pipelines built on it with from_pipe run the compiled one too. Compiling
+    happens on the first call (and again for a new size or batch); compiled and eager images differ by
+    float rounding only (docs/speed.md)."""
+    module = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if module is None:
+        return
+    module.compile()
+    setattr(module, COMPILE_PENDING, True)
+
+
+def compile_pending(pipe) -> str | None:
+    """The name of PIPE's compiled denoiser whose first call (the compile) is still to come, else None;
+    asking clears it, so the compile is reported once."""
+    for name in ("unet", "transformer"):
+        module = getattr(pipe, name, None)
+        if module is not None and module.__dict__.pop(COMPILE_PENDING, False):
+            return name
+    return None
 
 
 def task_pipeline(base, task: str):

@@ -426,9 +426,15 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
     count = len(seeds)
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     state = {"latents": None}
+    from diffcli.pipelines import compile_pending
+
+    compiling = compile_pending(pipe)  # --compile: this call's first step compiles the denoiser
 
     def on_step_end(p, step_index, timestep, callback_kwargs):
         state["latents"] = callback_kwargs.get("latents")
+        if compiling and step_index == 0:
+            reporter.info(f"compiled the {compiling} in {time.perf_counter() - state['t0']:.1f} s (the first step, "
+                          f"compile included; later images of this size run compiled)")
         total = getattr(p, "num_timesteps", None) or job.steps
         reporter.step(step_index + 1, total)
         if step_index + 1 >= total:

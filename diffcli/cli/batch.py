@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffcli.cli.options import GEN, OUT, SHARED_GENERATION, keyword
+from diffcli.cli.options import GEN, OUT, SHARED_GENERATION, Compile, keyword
 
 BATCH = "Batch"
 
@@ -100,6 +100,7 @@ def register(app: typer.Typer) -> None:
     shared = [p for p in SHARED_GENERATION if p.name not in _EXCLUDED]
     signature = [inspect.Parameter("source", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Source),
                  keyword("task", Task, "txt2img"), keyword("keep_going", KeepGoing, False), keyword("shard", Shard),
-                 keyword("launcher", Launcher), keyword("processes", Processes), keyword("address", Address)]
+                 keyword("launcher", Launcher), keyword("processes", Processes), keyword("address", Address),
+                 keyword("compile", Compile, False)]
     batch.__signature__ = inspect.Signature(signature + shared)
     app.command(name="batch", help=HELP)(batch)

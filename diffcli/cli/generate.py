@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffcli.cli.options import GEN, SHARED_GENERATION, InputImage, NoServer, keyword
+from diffcli.cli.options import GEN, SHARED_GENERATION, Compile, InputImage, NoServer, keyword
 from diffcli.errors import UsageError
 from diffcli.jobs import Job
 
@@ -100,6 +100,7 @@ def run_options(params: dict, job: Job):
             offload=params["offload"],
             vae_tiling=params["vae_tiling"],
             attention_slicing=params["attention_slicing"],
+            compile=params.get("compile", False),
         ),
     )
 
@@ -110,6 +111,9 @@ def execute(task: str, params: dict) -> None:
 
     if params.get("offload") not in (None, "model", "sequential"):
         raise UsageError(f"invalid --offload '{params['offload']}'; use model or sequential")
+    if params.get("compile"):
+        raise UsageError("--compile pays off only over many images of one process: use `diffcli batch --compile` "
+                         "or `diffcli serve --compile` (a single command would pay the compile for one image)")
     job = build_job(task, params)
     opts = run_options(params, job)
     reporter = make_reporter(params["json"], params["quiet"])
@@ -129,7 +133,8 @@ def _make(task: str, help_text: str, positional: list[inspect.Parameter]):
 
     command.__name__ = task
     command.__doc__ = help_text
-    command.__signature__ = inspect.Signature(positional + SHARED_GENERATION + [keyword("no_server", NoServer, False)])
+    command.__signature__ = inspect.Signature(positional + SHARED_GENERATION + [keyword("no_server", NoServer, False),
+                                                                               keyword("compile", Compile, False)])
     return command
 
 

@@ -48,6 +48,7 @@ Json = Annotated[bool, typer.Option("--json", help="stdout: one JSON object per 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but results and errors.", rich_help_panel=OUT)]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.", rich_help_panel=OUT)]
 SavePartial = Annotated[bool, typer.Option("--save-partial", help="On Ctrl-C, save the unfinished images as NAME-partial.", rich_help_panel=OUT)]
+Compile = Annotated[bool, typer.Option("--compile", help="batch: torch.compile the UNet or transformer once loaded; the first image of each size pays the compile (reported), later ones run faster. Pixels differ by float rounding only. Single-image commands refuse it (use batch or serve). See docs/device.md.", rich_help_panel=MODEL)]
 NoServer = Annotated[bool, typer.Option("--no-server", help="Run in this process even when a `diffcli serve` server is running.", rich_help_panel=MODEL)]
 From = Annotated[Optional[Path], typer.Option("--from", help="Reuse the Job recorded in an image made by diffcli; explicit flags win.", rich_help_panel=GEN)]
 

@@ -41,6 +41,7 @@ ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="DIFFCLI_API_
 AllowPull = Annotated[bool, typer.Option("--allow-pull", help="HTTP: let requests name models that are not present yet (they are downloaded).")]
 OutputDir = Annotated[Optional[str], typer.Option("--output-dir", help="HTTP: where images made over HTTP are written (default: ./outputs/http).", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="--status: one JSON object.")]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile each model's UNet or transformer when it loads: the first image of each size pays the compile once (reported), later ones run faster. Pixels differ by float rounding only. See docs/device.md.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
 
@@ -79,6 +80,7 @@ def serve(
     api_key: ApiKey = None,
     allow_pull: AllowPull = False,
     output_dir: OutputDir = None,
+    compile: Compile = False,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
@@ -105,17 +107,19 @@ def serve(
 
         args = ["--keep", str(keep), "--idle", idle, *(["--http", http] if http else []),
                 *(["--max-memory", str(max_bytes)] if max_bytes else []),
-                *(["--allow-pull"] if allow_pull else []), *(["--output-dir", front.output_dir] if front else [])]
+                *(["--allow-pull"] if allow_pull else []), *(["--output-dir", front.output_dir] if front else []),
+                *(["--compile"] if compile else [])]
         info = start_detached(args, path)  # --api-key travels in the environment, not on a command line
         sys.stderr.write(f"diffcli server started (pid {info['pid']}) on {path}\n")
         return
-    _foreground(path, keep, idle_s, front, max_bytes)
+    _foreground(path, keep, idle_s, front, max_bytes, compile)
 
 
-def _foreground(path, keep: int, idle_s: float | None, front, max_bytes: int | None = None) -> None:
+def _foreground(path, keep: int, idle_s: float | None, front, max_bytes: int | None = None,
+                compile: bool = False) -> None:
     from diffcli.serve.server import Server
 
-    server = Server(path, keep=keep, idle_s=idle_s, max_bytes=max_bytes)
+    server = Server(path, keep=keep, idle_s=idle_s, max_bytes=max_bytes, compile=compile)
     if front is not None:  # listening (and its imports) before the worker starts importing torch
         from diffcli.serve.http import HttpFrontDoor
 

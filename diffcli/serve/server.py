@@ -38,11 +38,11 @@ def log_line(text: str) -> None:
 
 class Server:
     def __init__(self, path: Path, keep: int = 2, idle_s: float | None = 600.0, log=log_line,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, compile: bool = False) -> None:
         self.path = path
         self.idle_s = idle_s
         self.log = log
-        self.worker = Worker(keep=keep, log=log, max_bytes=max_bytes)
+        self.worker = Worker(keep=keep, log=log, max_bytes=max_bytes, compile=compile)
         self.started = time.time()
         self.stopping = threading.Event()
         self.connections = 0

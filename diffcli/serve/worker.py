@@ -149,10 +149,12 @@ class Stopping(Exception):
 class Worker:
     """A queue of Tasks and the one thread that runs them."""
 
-    def __init__(self, keep: int = 2, log=lambda line: None, max_bytes: int | None = None) -> None:
+    def __init__(self, keep: int = 2, log=lambda line: None, max_bytes: int | None = None,
+                 compile: bool = False) -> None:
         from diffcli.serve.models import Recent
 
         self.recent = Recent(keep, max_bytes)
+        self.compile = compile  # `diffcli serve --compile`: every model it loads has its denoiser compiled
         self.log = log
         self.queue: deque[Task] = deque()
         self.current: Task | None = None
@@ -172,6 +174,8 @@ class Worker:
             if self.stopping:
                 raise Stopping()
             ahead = len(self.queue) + (self.current is not None)
+            if self.compile and task.job is not None:  # the server's choice, whatever the request says
+                task.opts = replace(task.opts, load=replace(task.opts.load, compile=True))
             self.queue.append(task)
             self.cond.notify_all()
             return ahead
