@@ -75,7 +75,8 @@ def main() -> None:
         cost = compiled[0] - e_per
         saved = e_per - c_per
         print(f"compile cost ~{cost:.1f} s (first compiled image {compiled[0]:.2f} s - eager per image {e_per:.3f} s)")
-        print(f"per image after warm-up: eager {e_per:.3f} s, compiled {c_per:.3f} s, eager/compiled {e_per / c_per:.2f}x")
+        print(f"per image after warm-up: eager {e_per:.3f} s, compiled {c_per:.3f} s, "
+              f"eager/compiled {e_per / c_per:.2f}x")
         print(f"break-even: {cost / saved:.0f} images" if saved > 0 else "break-even: never (compiled is not faster)")
         diffs = [np.abs(np.asarray(Image.open(a), dtype=np.int16) - np.asarray(Image.open(b), dtype=np.int16)).max()
                  for a, b in zip(results["eager"][1], results["compiled"][1])]

@@ -1,8 +1,11 @@
 """Device and dtype selection: every automatic rule lives here (documented in docs/device.md).
 
 Rules for `--device auto`: CUDA ▸ MPS ▸ CPU.
-Rules for `--dtype auto`: float16 on CUDA and MPS; on CPU bfloat16 where the processor computes it
-natively (AMX or AVX512-BF16, measured in bench/cpu_dtype.py), float32 elsewhere.
+Rules for `--dtype auto`: on CUDA bfloat16 for the families trained and shipped in it (SD 3.x, FLUX.1)
+where the GPU computes it (torch.cuda.is_bf16_supported: Ampere and later), float16 otherwise; float16
+on MPS; on CPU bfloat16 where the processor computes it natively (AMX or AVX512-BF16, measured in
+bench/cpu_dtype.py), float32 elsewhere.
+On CUDA the UNet and VAE also run in channels_last memory format (pipelines._apply_memory_options).
 """
 
 from __future__ import annotations
@@ -39,8 +42,33 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def choose(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
-    """Pick the device and dtype; explicit choices are checked against what this machine has."""
+BF16_FAMILIES = ("sd3", "flux")  # released in bfloat16; float16 overflows in parts of them
+
+
+def auto_dtype(device: str, family: str | None = None, gpu_bf16: bool = False,
+               cpu_bf16: bool = False) -> tuple[str, str]:
+    """(dtype, why) for `--dtype auto` on DEVICE, for a model of FAMILY; GPU_BF16 / CPU_BF16: whether the GPU
+    (torch.cuda.is_bf16_supported) / the CPU (cpu_has_native_bf16) computes bfloat16."""
+    if device.startswith("cuda"):
+        if family in BF16_FAMILIES and gpu_bf16:
+            return "bfloat16", f"{family} models are made in bfloat16 and this GPU computes it"
+        return "float16", "half precision on GPU"
+    if device == "mps":
+        return "float16", "half precision on GPU"
+    if cpu_bf16:
+        return "bfloat16", "this CPU computes bfloat16 natively (AMX/AVX512-BF16)"
+    return "float32", "this CPU has no native bfloat16"
+
+
+def channels_last(device: str) -> bool:
+    """Whether the UNet and VAE run in channels_last memory format: on CUDA, where cuDNN's convolutions
+    are faster in it (diffusers' optimisation guide); on CPU the layout stays as plain diffusers has it."""
+    return device.startswith("cuda")
+
+
+def choose(device: str = "auto", dtype: str = "auto", family: str | None = None) -> DeviceChoice:
+    """Pick the device and dtype (FAMILY: the model's, for --dtype auto on CUDA); explicit choices are
+    checked against what this machine has."""
     validate(device, dtype)
     import torch
 
@@ -68,12 +96,9 @@ def choose(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
         reasons.append("device cpu: requested")
 
     if dtype == "auto":
-        if device.startswith("cuda") or device == "mps":
-            dtype, why = "float16", "half precision on GPU"
-        elif cpu_has_native_bf16():
-            dtype, why = "bfloat16", "this CPU computes bfloat16 natively (AMX/AVX512-BF16)"
-        else:
-            dtype, why = "float32", "this CPU has no native bfloat16"
+        gpu_bf16 = device.startswith("cuda") and family in BF16_FAMILIES and torch.cuda.is_bf16_supported()
+        cpu_bf16 = device == "cpu" and cpu_has_native_bf16()
+        dtype, why = auto_dtype(device, family, gpu_bf16, cpu_bf16)
         reasons.append(f"dtype {dtype}: {why}")
     else:
         if dtype == "float16" and device == "cpu":

@@ -26,7 +26,7 @@ class LoadOptions:
     vae_tiling: bool = False
     attention_slicing: bool = False
     quantize: str | None = None  # the job's --quantize (diffcli.quantize), for diffusers-layout models
-    compile: bool = False  # torch.compile the denoiser (batch and serve: --compile); not a Job field, see compile_denoiser
+    compile: bool = False  # torch.compile the denoiser (batch, serve: --compile); not a Job field: compile_denoiser
 
 
 def prepare_libraries() -> None:

@@ -292,8 +292,10 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     from diffcli.device import choose
     from diffcli.pipelines import activate_loras, is_loaded, load_base, options_for, set_scheduler, task_pipeline
 
+    from diffcli.families import family_of
+
     job = prepared.job
-    choice = choose(job.device, job.dtype)
+    choice = choose(job.device, job.dtype, family_of(prepared.ref, prepared.layout))
     load = options_for(job, opts.load)
     reporter.phase("load", cached=is_loaded(prepared.ref, choice, load))
     base = load_base(prepared.ref, choice, load, warn=reporter.warn)

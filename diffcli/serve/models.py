@@ -29,9 +29,11 @@ class Recent:
         if pipelines is None:
             return
         from diffcli.device import choose
+        from diffcli.families import family_of
 
         job = prepared.job
-        key = pipelines.key_of(prepared.ref, choose(job.device or "auto", job.dtype or "auto"),
+        family = family_of(prepared.ref, prepared.layout)  # as run._load chooses it
+        key = pipelines.key_of(prepared.ref, choose(job.device or "auto", job.dtype or "auto", family),
                                pipelines.options_for(job, load_options))
         self.order.pop(key, None)
         self.order[key] = None
