@@ -74,3 +74,13 @@ def test_an_absent_or_unfit_decoder_is_a_usage_error_before_loading(tiny_sd, tin
     assert no_folder.exit_code == 2 and "no such folder" in no_folder.stderr
     bundled = cli("txt2img", "x", "--vae-decoder", str(tiny_taesd), *FAST)  # the bundled VAE: 4 pixels per latent
     assert bundled.exit_code == 2 and "pixels per latent" in bundled.stderr and "Traceback" not in bundled.stderr
+
+
+def test_a_served_request_takes_the_decoder_as_a_job_field(tiny_taesd):
+    from diffcli.errors import UsageError
+    from diffcli.serve.worker import parse_request
+
+    job, _ = parse_request({"job": {"prompt": "x", "vae_decoder": str(tiny_taesd)}, "opts": {"out": "/tmp/o"}})
+    assert job.vae_decoder == str(tiny_taesd)
+    with pytest.raises(UsageError, match="vae_decoder"):
+        parse_request({"job": {"prompt": "x", "vae_decoder": 3}, "opts": {"out": "/tmp/o"}})
