@@ -112,6 +112,8 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     check_limits(job, opts.max_pixels)
     check_sampler(job.scheduler, job.shift)
     families.check(job, ref, layout)
+    if job.cache not in (None, "none") and opts.load.compile:  # compiled code would not see diffcli.cache's hooks
+        raise UsageError(f"--cache {job.cache} does not work with --compile; use one or the other")
     for note in families.notes(job, ref, layout):
         reporter.warn(note)
     size = (job.width, job.height)

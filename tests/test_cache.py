@@ -62,12 +62,16 @@ def counted(tiny_sd):
     counter.close()
 
 
-def test_cache_values_parse_and_bad_ones_are_usage_errors_before_any_model_loads():
+def test_cache_values_parse_and_bad_ones_are_usage_errors_before_any_model_loads(tmp_path):
     assert parse("deepcache:4") == ("deepcache", 4) and parse("deepcache") == ("deepcache", None)
     assert settled("deepcache", 3) == "deepcache:3" and settled("none", 3) == "none"
     for bad in ("deepcache:1", "deepcache:0", "deepcache:x", "deepcache:101", "none:3", "fastcache"):
         r = cli("txt2img", "red house", "--cache", bad, *FAST)
         assert r.exit_code == 2 and r.stderr.startswith("diffcli: error:") and r.stderr.count("\n") == 1, r.stderr
+    jobs = tmp_path / "jobs.jsonl"  # torch.compile'd code would not see the cache's hooks: refused
+    jobs.write_text(json.dumps({"prompt": "red house", "cache": "deepcache:3"}) + "\n")
+    r = cli("batch", jobs, "--compile", "-q", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and "--compile" in r.stderr and not list(tmp_path.glob("o/*.png")), r.stderr
     probe = heavy_imports("txt2img", "red house", "--cache", "deepcache:1")
     assert "--cache" in probe.stderr and probe.stderr.rstrip().endswith("HEAVY=")
     with pytest.raises(UsageError, match="transformer"):  # SD 3.x / FLUX.1: no UNet branch to cache
