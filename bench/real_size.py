@@ -9,7 +9,7 @@ but differences between runs of the same seed still show what an option changes.
 Each run is its own process, one after another (never two at once), so each has its own peak RSS and
 no run warms another's caches:
   plain-fp32   a plain diffusers script: AutoPipelineForText2Image.from_pretrained(float32), pipe(...)
-  plain-bf16   the same in bfloat16
+  plain-bf16   the same in bfloat16 (plain-fp16: float16, for GPUs)
   diffcli      `diffcli txt2img PROMPT -m MODEL --steps S --cfg 7.5 -W N -H N --seed 1` (its defaults)
   cache        the same with `--cache deepcache` (step caching)
   more with --extra NAME="diffcli options", e.g. --extra vae-tiling="--vae-tiling"
@@ -23,7 +23,8 @@ and plain-bf16 of the same invocation. The mean absolute difference of each imag
 and to diffcli's (0-255 levels) is printed too.
 
     python bench/real_size.py [--arch sd15|sdxl] [--size 512] [--steps 25]
-        [--runs plain-fp32,plain-bf16,diffcli,cache] [--short plain-bf16 --short-steps 3] [--threads N]
+        [--runs plain-fp32,plain-bf16,diffcli,cache] [--short plain-bf16 --short-steps 3] [--timeout S]
+        [--device cuda]
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ UNETS = {
              "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
              "projection_class_embeddings_input_dim": 2816, "sample_size": 128},
 }
-RUNS = {"plain-fp32": ("plain", "float32"), "plain-bf16": ("plain", "bfloat16"),
+RUNS = {"plain-fp32": ("plain", "float32"), "plain-bf16": ("plain", "bfloat16"), "plain-fp16": ("plain", "float16"),
         "diffcli": ("diffcli", ""), "cache": ("diffcli", "--cache deepcache")}
 
 
@@ -115,7 +116,7 @@ def instrument(marks: dict) -> None:
     timed(AutoencoderKL, "decode", "decode")
 
 
-def child(run: str, model: Path, size: int, steps: int, out: Path, extra: str) -> None:
+def child(run: str, model: Path, size: int, steps: int, out: Path, extra: str, device: str) -> None:
     marks: dict = {}
     kind, arg = RUNS.get(run, ("diffcli", extra))
     instrument(marks)
@@ -124,7 +125,7 @@ def child(run: str, model: Path, size: int, steps: int, out: Path, extra: str) -
         import torch
         from diffusers import AutoPipelineForText2Image
 
-        pipe = AutoPipelineForText2Image.from_pretrained(str(model), torch_dtype=getattr(torch, arg))
+        pipe = AutoPipelineForText2Image.from_pretrained(str(model), torch_dtype=getattr(torch, arg)).to(device)
         image = pipe(PROMPT, num_inference_steps=steps, guidance_scale=CFG, height=size, width=size,
                      generator=torch.Generator("cpu").manual_seed(1)).images[0]
         image.save(image_path)
@@ -133,7 +134,7 @@ def child(run: str, model: Path, size: int, steps: int, out: Path, extra: str) -
 
         folder = out / f"{run}-out"
         argv = ["txt2img", PROMPT, "-m", str(model), "--steps", str(steps), "--cfg", str(CFG), "-W", str(size), "-H", str(size),
-                "--seed", "1", "-o", str(folder), "-q", "--no-server", *arg.split()]
+                "--seed", "1", "-o", str(folder), "-q", "--no-server", "--device", device, *arg.split()]
         sys.argv = ["diffcli", *argv]
         try:
             main()
@@ -151,10 +152,19 @@ def child(run: str, model: Path, size: int, steps: int, out: Path, extra: str) -
         "decode": sum(b - a for a, b in decode),
         "end_to_end": end - START,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_gpu_gib": _peak_gpu_gib(device),
         "steps": steps,
     }
     figures["step"] = figures["loop"] / steps
     print("FIGURES " + json.dumps(figures), flush=True)
+
+
+def _peak_gpu_gib(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30
 
 
 # ---- the parent ----------------------------------------------------------------------------------
@@ -176,6 +186,7 @@ def main() -> None:
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=OPTIONS")
     parser.add_argument("--short", default="", help="runs to time with --short-steps steps (comma-separated)")
     parser.add_argument("--short-steps", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (both plain and diffcli runs)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds one run may take (a slower one is left out)")
     parser.add_argument("--models", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "diffcli-real-size")
     parser.add_argument("--out", type=Path, default=None, help="where the images go (default: under --models)")
@@ -185,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size or (512 if args.arch == "sd15" else 768)
     if args.child:
-        child(args.child, args.model, size, args.steps, args.out, args.extra_options)
+        child(args.child, args.model, size, args.steps, args.out, args.extra_options, args.device)
         return
 
     model = build(args.arch, args.models / args.arch)
@@ -198,7 +209,8 @@ def main() -> None:
     for name in names:
         steps = args.short_steps if name in short else args.steps
         command = [sys.executable, __file__, "--child", name, "--model", str(model), "--arch", args.arch, "--size",
-                   str(size), "--steps", str(steps), "--out", str(out), "--extra-options", extras.get(name, "")]
+                   str(size), "--steps", str(steps), "--out", str(out), "--extra-options", extras.get(name, ""),
+                   "--device", args.device]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
         except subprocess.TimeoutExpired:
@@ -230,8 +242,8 @@ def _ratio(e2e: float, base: dict | None) -> str:
 def report(args, size: int, results: dict, out: Path) -> None:
     import torch
 
-    print(f"{args.arch} architecture, {size}x{size}, {args.steps} steps, CFG {CFG} (batch 2 per step); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print(f"{args.arch} architecture, {size}x{size}, {args.steps} steps, CFG {CFG} (batch 2 per step); device "
+          f"{args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     print(f"{'run':14s} {'start s':>8s} {'text s':>7s} {'UNet calls':>10s} {'step s':>7s} {'decode s':>9s} {'end to end s':>13s} "
           f"{'peak RSS GiB':>13s} {'vs fp32':>8s} {'vs bf16':>8s} {'diff fp32':>10s} {'diff diffcli':>13s}")
     for name, f in results.items():
@@ -247,6 +259,9 @@ def report(args, size: int, results: dict, out: Path) -> None:
         print(f"{name:14s} {f['start']:8.1f} {f['text']:7.2f} {f['unet_calls']:10d} {f['step']:7.2f} {f['decode']:9.1f} {mark}{e2e:12.1f} "
               f"{f['peak_rss_gib']:13.2f} {ratio['plain-fp32']:>8s} {ratio['plain-bf16']:>8s} "
               f"{diffs['plain-fp32']:>10s} {diffs['diffcli']:>13s}")
+    gpu = {name: f["peak_gpu_gib"] for name, f in results.items() if f.get("peak_gpu_gib") is not None}
+    if gpu:
+        print("peak GPU memory (GiB): " + ", ".join(f"{name} {value:.2f}" for name, value in gpu.items()))
     print("~: composed from measured parts (--short); <: against a run stopped at --timeout; diff: mean absolute difference of the images, 0-255 levels")
 
 
