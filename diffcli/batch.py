@@ -98,12 +98,31 @@ def _parse(content: str, as_json: bool, base: Job, where: str) -> Job:
     return merged
 
 
+# The Job's fields when derived seeds and resume keys were introduced: always hashed (unset ones as
+# null), so lists keep their seeds and resumed runs their keys. A field added since is hashed only when
+# a job sets it (and, once settled, to something other than its built-in "off" default).
+HASHED_ALWAYS = ("task", "prompt", "negative", "model", "base", "quantize", "steps", "cfg", "cfg_cutoff", "shift",
+                 "width", "height", "seed", "num_images", "batch_size", "scheduler", "device", "dtype", "strength",
+                 "image", "mask", "mask_blur", "extend", "anchor", "fill", "lora", "prompt_syntax", "control",
+                 "control_preprocess")
+
+
+def _content(job: Job, settled: bool = False) -> dict:
+    """What hashes JOB (its derived seed; SETTLED: its resume key), the same whichever later diffcli
+    reads the list: HASHED_ALWAYS, plus any newer field the job sets to something (for a settled job,
+    other than settings.BUILTIN's default such as --cache none or --vae-decoder full)."""
+    from diffcli.settings import BUILTIN
+
+    return {k: v for k, v in job.to_dict().items()
+            if k in HASHED_ALWAYS or (v is not None and not (settled and k in BUILTIN and BUILTIN[k] == v))}
+
+
 def _seeded(job: Job, seen: dict) -> Job:
     """A job without a seed gets one from its content (and how often the same content came before),
     so the same list makes the same images in any order, shard or rerun."""
     if job.seed is not None:
         return job
-    content = json.dumps(job.to_dict(), sort_keys=True)
+    content = json.dumps(_content(job), sort_keys=True)
     seen[content] = seen.get(content, -1) + 1
     digest = hashlib.sha256(f"{content}\0{seen[content]}".encode()).digest()
     return replace(job, seed=int.from_bytes(digest[:4], "big") % (MAX_SEED + 1))
@@ -129,7 +148,7 @@ def settled_key(prepared) -> str:
 
     # where it ran, and how many images shared a batch, do not change what was asked
     job = replace(prepared.job, device=None, dtype=None, batch_size=None)
-    payload = json.dumps({"job": job.to_dict(), "model": fingerprint(str(prepared.ref.path))}, sort_keys=True)
+    payload = json.dumps({"job": _content(job, settled=True), "model": fingerprint(str(prepared.ref.path))}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

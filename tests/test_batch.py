@@ -133,3 +133,22 @@ def test_jobs_that_agree_are_denoised_together(tiny_sd, tmp_path):
     assert len(manifest) == 4
     again = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "b", "--json", "--batch-size", "4")
     assert not [e for e in _events(again) if e["event"] == "job"]
+
+
+def test_derived_seeds_stay_those_of_earlier_versions(tmp_path):
+    """A line without a seed gets one from what it asks; Job fields added since seeds were derived
+    (cache, vae_decoder, inpaint_model) must not change it, so a list makes the same images with a
+    newer diffcli. The values are what diffcli c0101a9 (before those fields) gave this list."""
+    from diffcli.batch import read_lines
+    from diffcli.jobs import Job
+
+    text, jsonl = tmp_path / "jobs.txt", tmp_path / "jobs.jsonl"
+    text.write_text("red house\nred house\nblue tree\n")
+    jsonl.write_text('{"prompt": "red house", "cache": null}\n{"prompt": "red house"}\n'
+                     '{"prompt": "blue tree", "vae_decoder": null}\n')
+    expected = [18374733, 1132400627, 1107456660]
+    for source in (text, jsonl):
+        assert [line.job.seed for line in read_lines(str(source), Job(task="txt2img"), False, print)] == expected
+    cached = tmp_path / "cached.jsonl"  # a field that is set does count
+    cached.write_text('{"prompt": "red house", "cache": "deepcache:3"}\n')
+    assert read_lines(str(cached), Job(task="txt2img"), False, print)[0].job.seed != expected[0]
