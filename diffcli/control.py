@@ -232,18 +232,12 @@ def resolve_model(name: str, *, offline: bool = False, allow_pickle: bool = Fals
     if name.startswith((".", "/", "~")) or "/" not in name:
         raise UsageError(f"--control {shown(name)}: no such ControlNet: give a short name "
                          f"({', '.join(SHORT_NAMES)}), a hub repo id (org/name), a folder or a .safetensors file")
-    from diffcli.models import hub, names
-    from diffcli.models.resolve import offline_requested
+    from diffcli.models.resolve import local_repo
 
-    repo_id, _, revision = name.partition("@")
-    names.validate_repo_id(repo_id)
-    found = hub.find_local(repo_id, revision or None, allow_pickle=allow_pickle, name=name)
-    if found is None:
-        if offline_requested(offline):
-            raise UsageError(f"ControlNet '{name}' is not downloaded and offline mode is on; run "
-                             f"`diffcli models pull {name}` while online")
-        found = hub.pull(repo_id, revision or None, name=name, allow_pickle=allow_pickle, progress=progress)
-    return ControlModel(name, Path(found[0]))
+    path = local_repo(name, offline=offline, allow_pickle=allow_pickle, progress=progress,
+                      not_here=f"ControlNet '{name}' is not downloaded and offline mode is on; run "
+                               f"`diffcli models pull {name}` while online")
+    return ControlModel(name, path)
 
 
 def _cross_attention_dim(config: dict):
@@ -388,7 +382,7 @@ def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = Fals
 
 
 def is_union(job) -> bool:
-    """Whether a settled job's controls are a union ControlNet's (only those carry a control type)."""
+    """Whether a job's controls are a union ControlNet's (only those carry a control type; settled or not)."""
     return any(parse_spec(s).mode is not None for s in job.control or ())
 
 

@@ -78,18 +78,11 @@ def find(name: str, *, offline: bool = False, progress="quiet") -> Path:
     if name.startswith((".", "/", "~")) or "/" not in name:
         raise UsageError(f"--vae-decoder {shown(name)}: no such folder; use full, tiny, a hub repo id (org/name) "
                          f"or an AutoencoderTiny folder")
-    from diffcli.models import hub, names
-    from diffcli.models.resolve import offline_requested
+    from diffcli.models.resolve import local_repo
 
-    repo_id, _, revision = name.partition("@")
-    names.validate_repo_id(repo_id)
-    found = hub.find_local(repo_id, revision or None, name=name)
-    if found is None:
-        if offline_requested(offline):
-            raise UsageError(f"--vae-decoder: {name} is not downloaded (and nothing is fetched here); run "
-                             f"`diffcli models pull {name}` while online")
-        found = hub.pull(repo_id, revision or None, name=name, progress=progress)
-    path = Path(found[0])
+    path = local_repo(name, offline=offline, progress=progress,
+                      not_here=f"--vae-decoder: {name} is not downloaded (and nothing is fetched here); run "
+                               f"`diffcli models pull {name}` while online")
     if not is_tiny_dir(path):
         raise UsageError(f"--vae-decoder {shown(name)}: not an AutoencoderTiny (its config.json names another class)")
     return path

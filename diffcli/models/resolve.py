@@ -48,6 +48,22 @@ def offline_requested(offline: bool = False) -> bool:
     return offline or flag in ("1", "ON", "YES", "TRUE")
 
 
+def local_repo(name: str, *, offline: bool, not_here: str, allow_pickle: bool = False, progress="quiet") -> Path:
+    """The local folder of the hub repo NAME (`org/name[@revision]`) for a component of a job (a
+    ControlNet, a tiny decoder): the huggingface_hub cache's copy, else pulled with PROGRESS, unless
+    offline, when NOT_HERE is the usage error."""
+    from diffcli.models import hub, names
+
+    repo_id, _, revision = name.partition("@")
+    names.validate_repo_id(repo_id)
+    found = hub.find_local(repo_id, revision or None, allow_pickle=allow_pickle, name=name)
+    if found is None:
+        if offline_requested(offline):
+            raise UsageError(not_here)
+        found = hub.pull(repo_id, revision or None, name=name, allow_pickle=allow_pickle, progress=progress)
+    return Path(found[0])
+
+
 def _not_present(name: str) -> UsageError:
     return UsageError(f"model '{name}' is not downloaded and offline mode is on; run `diffcli models pull {name}` while online")
 
