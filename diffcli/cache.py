@@ -95,7 +95,9 @@ def active(pipe, spec: str | None):
     if unet is None or len(getattr(unet, "up_blocks", ())) < 2 or not hasattr(unet, "down_blocks"):
         raise UsageError(f"--cache {spec} needs a UNet with up and down blocks; this model's denoiser is "
                          f"{type(getattr(pipe, 'unet', None) or getattr(pipe, 'transformer', None)).__name__}")
-    cache = DeepCache(unet, interval or 2)  # (active() gets a settled spec; 2 only for a bare "deepcache")
+    from diffcli.settings import DEEPCACHE_INTERVAL
+
+    cache = DeepCache(unet, interval or DEEPCACHE_INTERVAL)  # a settled spec names N; a bare one: the default
     cache.attach()
     try:
         yield cache

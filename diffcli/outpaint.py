@@ -129,20 +129,17 @@ def choose_model(job, ref, layout):
             raise UsageError(f"--inpaint-model off: {shown(ref.name)} is itself an inpainting model; name a regular "
                              f"model to paint with it and the mask")
         return replace(job, inpaint_model="on"), ref, layout, None
-    from diffcli.control import parse_spec
+    from diffcli.control import is_union
+    from diffcli.models.aliases import FAMILY_INPAINTING
 
-    union = any(parse_spec(s).mode is not None for s in job.control or ())  # its inpaint pipeline: 4 channels only
+    union = is_union(job)  # a union ControlNet's inpaint pipeline takes 4 channels only
     found = None if policy == "off" or union or getattr(ref, "lora", None) is not None else _family_inpainting(family)
     if found is None:
         if policy == "on":
-            from diffcli.models.aliases import FAMILY_INPAINTING
-
             have = FAMILY_INPAINTING.get(family or "", ())
             raise UsageError(f"--inpaint-model on: no inpainting model of {shown(ref.name)}'s family ({family}) is "
                              f"here" + (f"; pull one (diffcli models pull {have[0]}) or pass it as --model" if have else
                                         "; diffcli knows none for this family"))
-        from diffcli.models.aliases import FAMILY_INPAINTING
-
         note = (f"outpaint: {ref.name} paints the new area with the mask (no {family} inpainting model here, e.g. "
                 f"{FAMILY_INPAINTING[family][0]})") if policy == "auto" and family in FAMILY_INPAINTING else None
         return replace(job, inpaint_model="off"), ref, layout, note
