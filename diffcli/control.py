@@ -83,7 +83,10 @@ def mode_index(mode: str) -> int:
 
 
 def _split_mode(kind: str) -> tuple[str, str | None]:
-    """'KIND+TYPE' -> (KIND, TYPE) when TYPE is a control type name or number; else (KIND, None)."""
+    """'KIND+TYPE' -> (KIND, TYPE) when TYPE is a control type name or number; else (KIND, None). A KIND
+    that names an existing file or folder as a whole (`./cn+2`) is that path, never a union type."""
+    if "+" in kind and Path(kind).expanduser().exists():
+        return kind, None
     model, sep, mode = kind.rpartition("+")
     mode = mode.strip().lower()
     if sep and model and (mode in UNION_MODES or mode.isdigit()):

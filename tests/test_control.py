@@ -31,12 +31,15 @@ def control_map(tmp_path_factory) -> Path:
     return path
 
 
-def test_control_specs_parse_and_bad_ones_are_usage_errors():
+def test_control_specs_parse_and_bad_ones_are_usage_errors(tmp_path):
     assert parse_spec("seg:map.png") == Control("seg", "map.png", 1.0, 0.0, 1.0)
     assert parse_spec("org/cn:a/b.png:0.5") == Control("org/cn", "a/b.png", 0.5, 0.0, 1.0)
     assert parse_spec("canny:e.png:0.8:0.1:0.6") == Control("canny", "e.png", 0.8, 0.1, 0.6)
     assert parse_spec(r"C:\nets\cn:D:\maps\m.png:2") == Control(r"C:\nets\cn", r"D:\maps\m.png", 2.0, 0.0, 1.0)
     assert parse_spec(Control("x", "/abs/m.png", 0.25, 0.0, 0.5).spec()) == Control("x", "/abs/m.png", 0.25, 0.0, 0.5)
+    assert parse_spec("cn+2:m.png") == Control("cn", "m.png", mode="2")  # a union type ...
+    (tmp_path / "cn+2").mkdir()  # ... unless the whole name is a folder that exists
+    assert parse_spec(f"{tmp_path}/cn+2:m.png") == Control(f"{tmp_path}/cn+2", "m.png")
     for bad in ("seg", "seg:", ":map.png", "seg:m.png:-1", "seg:m.png:1:0.6:0.2", "seg:m.png:nan", "seg:m.png:1:0:2"):
         with pytest.raises(UsageError):
             parse_spec(bad)

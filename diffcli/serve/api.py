@@ -208,7 +208,18 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
 # diffcli's own fields an OpenAI request may add (extra_body in the openai library): what makes an
 # image repeatable; the engine checks their values as it checks the flags
 _DIFFCLI_EXTRAS = {"seed": ("seed", int), "steps": ("steps", int), "cfg": ("cfg", float),
-                   "negative_prompt": ("negative", str), "cache": ("cache", str)}
+                   "negative_prompt": ("negative", str), "cache": ("cache", str),
+                   "vae_decoder": ("vae_decoder", str)}
+
+
+def vae_decoder_of(name: str) -> str:
+    """A decoder a request may name: full or tiny (the family's, from the hub cache); never a folder or
+    another repo (a name that could be a folder would let a request probe the server's disk)."""
+    from diffcli.vae_decoder import FULL, TINY
+
+    if name not in (FULL, TINY):
+        raise HttpError(422, f"vae_decoder '{name[:80]}': use full or tiny")
+    return name
 
 
 def openai_job(body: dict):
@@ -234,6 +245,8 @@ def openai_job(body: dict):
     for name, (field_name, kind) in _DIFFCLI_EXTRAS.items():
         if body.get(name) is not None:
             values[field_name] = typed(name, body[name], kind)
+    if "vae_decoder" in values:
+        values["vae_decoder"] = vae_decoder_of(values["vae_decoder"])
     if not 1 <= values["num_images"]:
         raise HttpError(400, "'n' must be at least 1")
     check_lora_tags(values["prompt"], values.get("negative"))

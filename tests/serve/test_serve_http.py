@@ -153,10 +153,13 @@ def test_request_hygiene(web):
 
 
 def test_openai_generations(web):
-    body = {"prompt": "castle", "n": 2, "size": "64x64", "model": "tiny-lcm"}  # the 4-step student: quick
+    body = {"prompt": "castle", "n": 2, "size": "64x64", "model": "tiny-lcm", "vae_decoder": "full"}  # 4 steps: quick
     status, answer = call(web, "POST", "/v1/images/generations", body)
     assert status == 200 and len(answer["data"]) == 2
     assert all(decode(item["b64_json"]).size == (64, 64) for item in answer["data"])
+    for folder in ("./decoders/taesd", "madebyollin/taesd", "/tmp"):  # never a folder: only full or tiny
+        status, refused = call(web, "POST", "/v1/images/generations", {**body, "vae_decoder": folder})
+        assert status == 400 and "use full or tiny" in json.dumps(refused)  # OpenAI routes answer 400
 
 
 def test_progress_and_interrupt(web):
