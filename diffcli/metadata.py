@@ -165,6 +165,12 @@ def job_from_image(path: str | Path):
     if not record or "job" not in record:
         raise UsageError(f"{path}: no diffcli record in this image (was it made by diffcli?)")
     job = Job.from_dict(record["job"], source=f"{shown(path)}: recorded job")
+    if job.task == "outpaint" and job.inpaint_model is None:
+        from dataclasses import replace
+
+        # recorded before outpaint could switch to the family's inpainting model: the recorded model
+        # painted it, so a replay keeps it even where that inpainting model is now in the cache
+        job = replace(job, inpaint_model="off")
     if job.lora:  # each recorded LoRA found again here: at its path, else by name or hash in the LoRA folder
         from dataclasses import replace
 

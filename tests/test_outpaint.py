@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from diffcli.errors import UsageError
 from diffcli.outpaint import plan, prepare
@@ -172,6 +172,20 @@ def test_the_familys_inpainting_model_paints_when_it_is_here(tiny_sd, tiny_inpai
     assert _record(line["path"])[1]["job"]["model"] == repo
     again = written(cli("outpaint", "--from", line["path"], "-o", tmp_path / "b", "-q", "--no-server"))[0]
     assert np.array_equal(pixels(again), out)
+    # an image recorded before outpaint could switch model (no `inpaint_model` in its record) was painted by
+    # its recorded model: replayed here, where the family's inpainting model now is, it keeps that model
+    made = written(cli("outpaint", src, "castle", "--extend", "8,0,8,0", "-m", tiny_sd, "--seed", "2",
+                       "--inpaint-model", "off", "-o", tmp_path / "c", "-q", *FAST))[0]
+    params, record = _record(made)
+    del record["job"]["inpaint_model"]
+    old = tmp_path / "old.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", params)
+    info.add_text("diffcli", json.dumps(record))
+    Image.open(made).save(old, pnginfo=info)
+    replayed = written(cli("outpaint", "--from", old, "-o", tmp_path / "d", "-q", "--no-server"))[0]
+    assert np.array_equal(pixels(replayed), pixels(made))
+    assert _record(replayed)[1]["job"]["model"] == str(tiny_sd) and _record(replayed)[1]["job"]["inpaint_model"] == "off"
     # an inpainting --model paints itself; `off` cannot make it paint "with the mask"
     own = cli("outpaint", src, "--extend", "8", "-m", tiny_inpaint, "--inpaint-model", "off", *FAST)
     assert own.exit_code == 2 and "is itself an inpainting model" in own.stderr, own.stderr
