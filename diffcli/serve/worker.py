@@ -37,13 +37,19 @@ def wire_options(opts) -> dict:
     return out
 
 
-# an upscale request: its Request fields and Options a client may set, with their types
-_UPSCALE_TYPES = {"image": str, "scale": int, "method": str, "model": str, "prompt": str, "negative": str,
-                  "strength": float, "noise_level": int, "tile_size": int, "overlap": int, "steps": int,
-                  "cfg": float, "cfg_cutoff": float, "shift": float, "seed": int, "scheduler": str, "device": str,
-                  "dtype": str, "max_pixels": int, "fidelity": str}
-_UPSCALE_OPTION_TYPES = {"out": str, "fmt": str, "overwrite": bool, "json": bool, "offline": bool,
-                         "allow_pickle": bool, "offload": str, "vae_tiling": bool, "attention_slicing": bool}
+def wire_types(cls) -> dict:
+    """The fields of dataclass CLS a request may carry, with their JSON type: those annotated with one
+    of str, int, float, bool (or it | None); others (callables such as Options.results) are not sent."""
+    import typing
+    from dataclasses import fields
+
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for field in fields(cls):
+        kinds = [t for t in (typing.get_args(hints[field.name]) or (hints[field.name],)) if t is not type(None)]
+        if len(kinds) == 1 and kinds[0] in (str, int, float, bool):
+            out[field.name] = kinds[0]
+    return out
 
 
 def _typed_values(data, types: dict, key: str, what: str, source: str) -> dict:
@@ -71,8 +77,8 @@ def parse_upscale(message: dict, source: str = "the request") -> tuple[object, o
     from diffcli.upscale import Options, Request
     from diffcli.upscale.core import validate as validate_upscale
 
-    request = _typed_values(message.get("upscale"), _UPSCALE_TYPES, "upscale", "upscale field", source)
-    options = _typed_values(message.get("opts", {}), _UPSCALE_OPTION_TYPES, "opts", "option", source)
+    request = _typed_values(message.get("upscale"), wire_types(Request), "upscale", "upscale field", source)
+    options = _typed_values(message.get("opts", {}), wire_types(Options), "opts", "option", source)
     for name, value in (("image", request.get("image")), ("--out", options.get("out"))):
         if value is None:
             raise UsageError(f"{source}: {name} is missing")
