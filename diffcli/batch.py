@@ -146,8 +146,10 @@ def settled_key(prepared) -> str:
     """The hash that says a job is done: its settled Job (seed included) and the model's fingerprint."""
     from diffcli.models.fingerprint import fingerprint
 
-    # where it ran, and how many images shared a batch, do not change what was asked
-    job = replace(prepared.job, device=None, dtype=None, batch_size=None)
+    # where it ran, and how many images shared a batch, do not change what was asked; an outpaint's
+    # settled inpaint_model (on: an inpainting model paints, off: the model itself) follows from the model,
+    # which the key already names and fingerprints, and leaving it out keeps the keys of earlier outpaint runs
+    job = replace(prepared.job, device=None, dtype=None, batch_size=None, inpaint_model=None)
     payload = json.dumps({"job": _content(job, settled=True), "model": fingerprint(str(prepared.ref.path))}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

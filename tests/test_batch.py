@@ -152,3 +152,59 @@ def test_derived_seeds_stay_those_of_earlier_versions(tmp_path):
     cached = tmp_path / "cached.jsonl"  # a field that is set does count
     cached.write_text('{"prompt": "red house", "cache": "deepcache:3"}\n')
     assert read_lines(str(cached), Job(task="txt2img"), False, print)[0].job.seed != expected[0]
+
+
+def test_a_run_of_an_earlier_version_resumes_without_redoing_its_jobs(tmp_path):
+    """A finished job is known by its key in diffcli-manifest.jsonl; Job fields added since (cache, vae_decoder,
+    inpaint_model) must not change it, or a run resumed with a newer diffcli redoes what was finished. The
+    keys and the manifest are what diffcli c0101a9 (before those fields) wrote for these lines with the
+    bundled model, run in a git worktree of it (`diffcli batch jobs.jsonl -o out --json`)."""
+    import hashlib
+
+    from PIL import Image
+
+    from diffcli.batch import HASHED_ALWAYS
+
+    image, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), (40, 90, 160)).save(image)
+    Image.new("L", (64, 64), 255).save(mask)
+    lines = [{"prompt": "red house on the left", "seed": 7}, {"prompt": "blue tree", "seed": 3, "steps": 3, "cfg": 4.5},
+             {"prompt": "red house"},  # its derived seed, 18374733, is in the key
+             {"task": "img2img", "image": str(image), "prompt": "watercolor", "seed": 11, "strength": 0.5},
+             {"task": "inpaint", "image": str(image), "mask": str(mask), "prompt": "a red door", "seed": 12},
+             {"task": "outpaint", "image": str(image), "extend": "16,0,16,0", "prompt": "snowy ground", "seed": 13}]
+
+    # A key is the input image's absolute path, among the rest: for the lines with one, c0101a9's key is
+    # remade here as its batch.settled_key made it, from the settled fields it hashed (its Job's fields,
+    # unset ones null, and the model's fingerprint), with this test's paths in place of the ones it had.
+    settled = {"negative": "", "steps": 15, "cfg": 5.0, "cfg_cutoff": 0.3, "shift": 1.0, "width": 64, "height": 64,
+               "num_images": 1, "scheduler": "dpm++2m", "prompt_syntax": "a1111"}
+
+    def c0101a9_key(**job) -> str:
+        payload = {"job": {**dict.fromkeys(HASHED_ALWAYS), **settled, **job}, "model": "6d7b5ab872"}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    keys = ["3e87b819037a511d", "80edf8f5ed684d73", "cab4b8944fd7fd6f",
+            c0101a9_key(task="img2img", prompt="watercolor", seed=11, strength=0.5, image=str(image)),
+            c0101a9_key(task="inpaint", prompt="a red door", seed=12, strength=1.0, image=str(image), mask=str(mask),
+                        mask_blur=4),
+            c0101a9_key(task="outpaint", prompt="snowy ground", seed=13, width=96, strength=0.9, image=str(image),
+                        mask_blur=4, extend="16,0,16,0", fill="blur")]
+    assert c0101a9_key(task="txt2img", prompt="red house on the left", seed=7) == keys[0]  # remade as c0101a9 made it
+    jobs, out = tmp_path / "jobs.jsonl", tmp_path / "out"
+    jobs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out.mkdir()
+    names = [f"{n:05d}-{key[:8]}-{line.get('seed', 18374733)}-{line['prompt'].replace(' ', '_')}.png"
+             for n, (key, line) in enumerate(zip(keys, lines), 1)]
+    for name in names:
+        Image.new("RGB", (64, 64)).save(out / name)
+    (out / "diffcli-manifest.jsonl").write_text("".join(  # as c0101a9 wrote it
+        json.dumps({"key": key, "line": n, "paths": [name], "t": 1796148117.834}) + "\n"
+        for n, (key, name) in enumerate(zip(keys, names), 1)))
+    r = cli("batch", jobs, "-o", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    events = _events(r)
+    assert [(e["line"], e["key"], e["reason"]) for e in events if e["event"] == "job_skipped"] == [
+        (n, key, "done") for n, key in enumerate(keys, 1)]
+    assert not [e for e in events if e["event"] == "job"]
+    assert sorted(json.loads(x)["path"] for x in r.stdout.splitlines()) == sorted(str(out / n) for n in names)
