@@ -122,7 +122,8 @@ def _seeded(job: Job, seen: dict) -> Job:
     so the same list makes the same images in any order, shard or rerun."""
     if job.seed is not None:
         return job
-    content = json.dumps(_content(job), sort_keys=True)
+    # where it runs and how many images share a batch do not change what is asked (as in settled_key)
+    content = json.dumps(_content(replace(job, device=None, dtype=None, batch_size=None)), sort_keys=True)
     seen[content] = seen.get(content, -1) + 1
     digest = hashlib.sha256(f"{content}\0{seen[content]}".encode()).digest()
     return replace(job, seed=int.from_bytes(digest[:4], "big") % (MAX_SEED + 1))

@@ -149,6 +149,9 @@ def test_derived_seeds_stay_those_of_earlier_versions(tmp_path):
     expected = [18374733, 1132400627, 1107456660]
     for source in (text, jsonl):
         assert [line.job.seed for line in read_lines(str(source), Job(task="txt2img"), False, print)] == expected
+    # where a list runs and how many images share a batch do not change its seeds (nor, so, its resume keys)
+    for flags in ({"batch_size": 4}, {"dtype": "float32"}, {"device": "cpu"}):
+        assert [line.job.seed for line in read_lines(str(text), Job(task="txt2img", **flags), False, print)] == expected
     cached = tmp_path / "cached.jsonl"  # a field that is set does count
     cached.write_text('{"prompt": "red house", "cache": "deepcache:3"}\n')
     assert read_lines(str(cached), Job(task="txt2img"), False, print)[0].job.seed != expected[0]
