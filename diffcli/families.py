@@ -26,13 +26,30 @@ def family_of(ref, layout) -> str | None:
     return (getattr(ref, "family", None) or "").replace("-inpaint", "") or None
 
 
+_NO_SAMPLER_RULE = (None, "bundled", "unknown", "upscaler")  # families whose samplers are not checked here
+
+
+def a1111_sampler(job, ref, layout):
+    """JOB with its sampler read as AUTOMATIC1111 names samplers (an A1111 request): the entry of that
+    name that fits the model's family (schedulers.by_a1111_name: "Euler" on SD 3.x / FLUX.1 is flow-euler)."""
+    from dataclasses import replace
+
+    from diffcli.models.layout import FLOW_FAMILIES
+    from diffcli.schedulers import by_a1111_name
+
+    family = family_of(ref, layout)
+    if job.scheduler is None or family in _NO_SAMPLER_RULE:
+        return job
+    return replace(job, scheduler=by_a1111_name(job.scheduler, family in FLOW_FAMILIES, ref.name))
+
+
 def check(job, ref, layout) -> None:
     """Usage errors for settings the model's family cannot honour (the job has every default decided)."""
     from diffcli.models.layout import FLOW_FAMILIES
     from diffcli.schedulers import check_applies
 
     family = family_of(ref, layout)
-    if job.scheduler is not None and family not in (None, "bundled", "unknown", "upscaler"):
+    if job.scheduler is not None and family not in _NO_SAMPLER_RULE:
         check_applies(job.scheduler, family in FLOW_FAMILIES, ref.name)
     from diffcli.quantize import check as check_quantize
 

@@ -29,6 +29,9 @@ class RunOptions:
     offline: bool = False
     max_pixels: int | None = None  # None: jobs.default_max_pixels()
     replay_model: str | None = None  # the model named by a --from image (not by the user): never fetched
+    # the job's scheduler was named by its AUTOMATIC1111 sampler name (an A1111 request): settle takes the
+    # entry of that name that fits the model ("Euler" on SD 3.x / FLUX.1 is flow-euler); else names are strict
+    a1111_sampler: bool = False
     batch_key: str | None = None  # diffcli batch: the job's key, recorded so a rerun recognises the file
     results: object = None  # callable taking each result line (path or JSON); None: stdout
     load: LoadOptions = LoadOptions()
@@ -103,6 +106,8 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
             reporter.warn(f"input is {init.size[0]}x{init.size[1]}; using {input_size[0]}x{input_size[1]} "
                           f"(a multiple of {multiple})")
     job, sources = settle_settings(job, ref, layout, input_size)
+    if opts.a1111_sampler:  # recorded as the sampler that ran, so --from replays it
+        job = families.a1111_sampler(job, ref, layout)
     job = with_seed(job)
     job = _absolute_paths(job, ref)
     job = _settle_loras(job)

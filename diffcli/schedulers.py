@@ -71,14 +71,32 @@ def spec(name: str) -> SchedulerSpec:
         raise UsageError(f"unknown scheduler '{name}'; choose one of: {', '.join(SCHEDULERS)}") from None
 
 
+def _kind(flow: bool) -> str:
+    return "a flow-matching model (SD 3.x / FLUX.1)" if flow else "not a flow-matching model"
+
+
 def check_applies(name: str, flow: bool, model: str) -> None:
     """A usage error when sampler NAME does not fit MODEL: flow-matching models (SD 3.x, FLUX.1) take
     only flow-matching samplers, the others none of them."""
     if spec(name).flow == flow:
         return
-    kind = "a flow-matching model (SD 3.x / FLUX.1)" if flow else "not a flow-matching model"
     able = ", ".join(n for n, s in SCHEDULERS.items() if s.flow == flow)
-    raise UsageError(f"scheduler '{name}' does not apply to {model}, which is {kind}; use one of: {able}")
+    raise UsageError(f"scheduler '{name}' does not apply to {model}, which is {_kind(flow)}; use one of: {able}")
+
+
+def by_a1111_name(name: str, flow: bool, model: str) -> str:
+    """The sampler that NAME's AUTOMATIC1111 name means on MODEL (FLOW: a flow-matching model): NAME when
+    it fits, else the entry of the same A1111 name that does, as A1111/Forge read their names ("Euler" is
+    euler on SD 1.x/2.x/SDXL and flow-euler on SD 3.x / FLUX.1). A usage error, in A1111's names, when
+    no entry of that name fits."""
+    entry = spec(name)
+    if entry.flow == flow:
+        return entry.name
+    for other in SCHEDULERS.values():
+        if other.a1111 == entry.a1111 and other.flow == flow:
+            return other.name
+    able = ", ".join(dict.fromkeys(s.a1111 for s in SCHEDULERS.values() if s.flow == flow))
+    raise UsageError(f"sampler '{entry.a1111}' does not apply to {model}, which is {_kind(flow)}; use one of: {able}")
 
 
 def build(name: str, model_config):

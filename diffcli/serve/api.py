@@ -74,7 +74,9 @@ def _check_unknown(body: dict, known: set[str]) -> None:
 
 
 def scheduler_of(sampler: str | None, schedule: str | None) -> str | None:
-    """Our scheduler name for an A1111 sampler name (and its separate schedule type, e.g. Karras)."""
+    """Our scheduler name for an A1111 sampler name (and its separate schedule type, e.g. Karras): the
+    first entry of that name. A name several entries share ("Euler": euler, flow-euler) is decided by the
+    model once it is resolved (RunOptions.a1111_sampler, schedulers.by_a1111_name)."""
     from diffcli.schedulers import SCHEDULERS
 
     if sampler in (None, ""):
@@ -348,9 +350,14 @@ def models() -> list[dict]:
 
 
 def samplers() -> list[dict]:
+    """A1111's sampler list: each name once, with our entries of that name as its aliases ("Euler":
+    euler and flow-euler; the model decides which one runs)."""
     from diffcli.schedulers import SCHEDULERS
 
-    return [{"name": spec.a1111, "aliases": [name], "options": {}} for name, spec in SCHEDULERS.items()]
+    aliases: dict[str, list[str]] = {}
+    for name, spec in SCHEDULERS.items():
+        aliases.setdefault(spec.a1111, []).append(name)
+    return [{"name": a1111, "aliases": names, "options": {}} for a1111, names in aliases.items()]
 
 
 def encode(paths: list[Path], remove: bool) -> tuple[list[str], list[str], list[int]]:

@@ -125,9 +125,11 @@ class HttpFrontDoor:
 
     # what a request does, once parsed and allowed
 
-    def generate(self, job, inputs, gone=lambda: False) -> tuple[list[Path], list[str], bool]:
+    def generate(self, job, inputs, gone=lambda: False,
+                 a1111_sampler: bool = False) -> tuple[list[Path], list[str], bool]:
         """Run JOB on the worker; (the written paths, warnings, interrupted). The job is cancelled when
-        GONE() says the client went away."""
+        GONE() says the client went away. A1111_SAMPLER: its scheduler was named by an A1111 sampler name
+        (RunOptions.a1111_sampler)."""
         from diffcli.jobs import validate
         from diffcli.pipelines import LoadOptions
         from diffcli.run import RunOptions
@@ -135,7 +137,7 @@ class HttpFrontDoor:
         from diffcli.serve.worker import Stopping, Task
 
         opts = RunOptions(out=self.settings.output_dir + os.sep, fmt="png", offline=not self.settings.allow_pull,
-                          load=LoadOptions())
+                          a1111_sampler=a1111_sampler, load=LoadOptions())
         task = Task(job=job, opts=opts, reporter=None, results=lambda line: None, door="http")
         validate(job)  # what needs no model fails now, not after the jobs ahead (the engine checks it all again)
         warnings: list[str] = []
@@ -373,7 +375,7 @@ def _handler(front: HttpFrontDoor):
             inputs = api.Inputs(settings.output_dir)
             try:
                 job = api.a1111_job(body, task, inputs)
-                paths, warnings, interrupted = front.generate(job, inputs, self._gone)
+                paths, warnings, interrupted = front.generate(job, inputs, self._gone, a1111_sampler=True)
             finally:
                 inputs.remove()
             images, infotexts, seeds = api.encode(paths, remove=not save)

@@ -114,6 +114,9 @@ def test_img2img_matches_plain_diffusers(fixture, request, tmp_path):
 def test_samplers_must_fit_the_family(tiny_sd3, tiny_sd, tmp_path):
     r = cli("txt2img", "castle", "-m", tiny_sd3, "--scheduler", "dpm++2m-karras", "-o", tmp_path, *FAST)
     assert r.exit_code == 2 and "flow-euler" in r.stderr and "Traceback" not in r.stderr
+    # diffcli's own names are strict: euler is not read as A1111's "Euler" (that is the A1111 API's reading)
+    r = cli("txt2img", "castle", "-m", tiny_sd3, "--scheduler", "euler", "-o", tmp_path, *FAST)
+    assert r.exit_code == 2 and "scheduler 'euler' does not apply" in r.stderr
     r = cli("txt2img", "castle", "-m", tiny_sd, "--scheduler", "flow-euler", "-o", tmp_path, *FAST)
     assert r.exit_code == 2 and "not a flow-matching model" in r.stderr
     rows = {row["name"]: row for row in json.loads(cli("schedulers", "--json").stdout)}

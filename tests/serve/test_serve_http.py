@@ -218,6 +218,47 @@ def test_webuiapi_a1111_client_gets_the_cli_image(web, tmp_path):
     assert [m["model_name"] for m in client.get_sd_models()] and client.get_samplers()
 
 
+def in_hub_cache(server, folder, repo: str) -> str:
+    """FOLDER as hub model REPO in SERVER's hub cache (a request names models, never paths)."""
+    import shutil
+    from pathlib import Path
+
+    commit = "b" * 40
+    cached = Path(server.env["HF_HUB_CACHE"]) / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, cached / "snapshots" / commit)
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text(commit)
+    return repo
+
+
+def test_a1111_euler_is_the_sampler_of_that_name_that_fits_the_model(web, tiny_flux, tiny_sd, tmp_path):
+    flux, sd = in_hub_cache(web, tiny_flux, "org/tiny-flux"), in_hub_cache(web, tiny_sd, "org/tiny-sd")
+    body = {"prompt": "castle at dusk", "steps": 2, "seed": 5, "width": 32, "height": 32, "sampler_name": "Euler",
+            "scheduler": "Automatic"}
+    ran = {}
+    for model in (flux, sd):
+        status, answer = call(web, "POST", "/sdapi/v1/txt2img",
+                              {**body, "override_settings": {"sd_model_checkpoint": model}})
+        assert status == 200, answer
+        served = tmp_path / f"{model.replace('/', '-')}.png"
+        served.write_bytes(base64.b64decode(answer["images"][0]))
+        with Image.open(served) as image:
+            ran[model] = json.loads(image.info["diffcli"])["job"]["scheduler"]
+            assert "Sampler: Euler," in image.info["parameters"]
+    assert ran == {flux: "flow-euler", sd: "euler"}
+    # the record names the sampler that ran: --from replays the served FLUX image pixel for pixel
+    served = tmp_path / "org-tiny-flux.png"
+    again = web.cli("txt2img", "--from", served, "-o", tmp_path / "again", "--quiet")
+    assert again.returncode == 0, again.stderr
+    with Image.open(served) as a, Image.open(again.stdout.split()[0]) as b:
+        assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+    # an A1111 name with no flow-matching sampler of that name: a 4xx naming the ones there are
+    status, answer = call(web, "POST", "/sdapi/v1/txt2img",
+                          {**body, "sampler_name": "Euler a", "override_settings": {"sd_model_checkpoint": flux}})
+    assert status == 422 and "sampler 'Euler a' does not apply to org/tiny-flux" in answer["detail"], answer
+    assert "use one of: Euler" in answer["detail"]
+
+
 def test_openai_library_generates_and_edits(web, tmp_path):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"http://{web.http}/v1", api_key="unused", max_retries=0, timeout=120)
