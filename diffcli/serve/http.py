@@ -184,7 +184,7 @@ class HttpFrontDoor:
             waiting = len(self.tasks)
         state = {"skipped": False, "interrupted": False, "job": "", "job_count": waiting, "job_timestamp": "0",
                  "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
-        if current is None:
+        if current is None or current.done.is_set():  # finished: the worker may still be tidying up after it
             return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": None}
         p = dict(current.progress)
         images, steps = p.get("images") or 1, p.get("steps") or 1
