@@ -147,8 +147,9 @@ class DeepCache:
 
     def attach(self) -> None:
         self._handle = self.unet.register_forward_pre_hook(self._before_call, with_kwargs=True)
-        self._down = sum(1 for role, *_ in self.skipped_modules() if role == "down")
-        for role, index, module, keeps in self.skipped_modules():
+        skipped = self.skipped_modules()
+        self._down = sum(1 for role, *_ in skipped if role == "down")
+        for role, index, module, keeps in skipped:
             self._saved.append((module, module.__dict__.get("forward")))
             module.forward = self._wrap(role, index, module.forward, keeps)
 

@@ -293,16 +293,23 @@ def execute(prepared: Prepared, opts: RunOptions, reporter, t0: float | None = N
     return written
 
 
-def _load(prepared: Prepared, opts: RunOptions, reporter):
-    """(task pipeline with the job's sampler, device choice, model record) for a planned job; the
-    model itself is loaded once per process (pipelines.load_base)."""
+def device_choice(prepared: Prepared):
+    """The device and dtype a settled job runs on (its model's family decides `--dtype auto` on CUDA);
+    also what the key of its loaded pipeline holds (serve.models)."""
     from diffcli.device import choose
-    from diffcli.pipelines import activate_loras, is_loaded, load_base, options_for, set_scheduler, task_pipeline
-
     from diffcli.families import family_of
 
     job = prepared.job
-    choice = choose(job.device, job.dtype, family_of(prepared.ref, prepared.layout))
+    return choose(job.device or "auto", job.dtype or "auto", family_of(prepared.ref, prepared.layout))
+
+
+def _load(prepared: Prepared, opts: RunOptions, reporter):
+    """(task pipeline with the job's sampler, device choice, model record) for a planned job; the
+    model itself is loaded once per process (pipelines.load_base)."""
+    from diffcli.pipelines import activate_loras, is_loaded, load_base, options_for, set_scheduler, task_pipeline
+
+    job = prepared.job
+    choice = device_choice(prepared)
     load = options_for(job, opts.load)
     reporter.phase("load", cached=is_loaded(prepared.ref, choice, load))
     base = load_base(prepared.ref, choice, load, warn=reporter.warn)

@@ -31,7 +31,7 @@ DEFAULT = FULL
 # the family's tiny decoder (madebyollin's TAESD repos, diffusers layout)
 FAMILY_DECODERS = {"sd1": "madebyollin/taesd", "sd2": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl",
                    "sd3": "madebyollin/taesd3", "flux": "madebyollin/taef1"}
-_LOADED: dict[tuple, object] = {}  # (folder, device, dtype) -> AutoencoderTiny, once per process
+_LOADED: dict[tuple, object] = {}  # (settled spec, device, dtype) -> AutoencoderTiny, once per process
 
 
 def check_name(spec: str) -> None:
@@ -129,14 +129,15 @@ def label(spec: str | None) -> str | None:
 
 
 def load(spec: str, choice):
-    """The AutoencoderTiny of a settled decoder SPEC on CHOICE's device and dtype, once per process."""
-    path = Path(spec) if Path(spec).is_dir() else find(spec, offline=True)
-    key = (str(path), choice.device, choice.dtype)
+    """The AutoencoderTiny of a settled decoder SPEC on CHOICE's device and dtype, found and loaded once
+    per process (later jobs of a batch or server look nothing up again)."""
+    key = (spec, choice.device, choice.dtype)
     if key not in _LOADED:
         from diffusers import AutoencoderTiny
 
         from diffcli.device import torch_dtype
 
+        path = Path(spec) if Path(spec).is_dir() else find(spec, offline=True)
         model = AutoencoderTiny.from_pretrained(str(path), torch_dtype=torch_dtype(choice.dtype),
                                                 local_files_only=True, use_safetensors=True)
         _LOADED[key] = model.to(choice.device).eval()

@@ -28,13 +28,9 @@ class Recent:
         pipelines = sys.modules.get("diffcli.pipelines")
         if pipelines is None:
             return
-        from diffcli.device import choose
-        from diffcli.families import family_of
+        from diffcli.run import device_choice
 
-        job = prepared.job
-        family = family_of(prepared.ref, prepared.layout)  # as run._load chooses it
-        key = pipelines.key_of(prepared.ref, choose(job.device or "auto", job.dtype or "auto", family),
-                               pipelines.options_for(job, load_options))
+        key = pipelines.key_of(prepared.ref, device_choice(prepared), pipelines.options_for(prepared.job, load_options))
         self.order.pop(key, None)
         self.order[key] = None
         self.trim()
