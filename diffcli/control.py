@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffcli import loading
 from diffcli.errors import RuntimeFailure, UsageError
 
 # short name -> the family's default ControlNet (the bundled model's: the one shipped beside it)
@@ -508,11 +509,12 @@ def load(name: str, choice, unet=None):
         if model.kind == "single_file":
             with tempfile.TemporaryDirectory(prefix="diffcli-controlnet-") as folder:
                 (Path(folder) / "config.json").write_text(json.dumps(single_file_config(model.path, unet)))
-                net = ControlNetModel.from_single_file(str(model.path), config=folder, torch_dtype=dtype,
-                                                       local_files_only=True)
+                net = loading.from_single_file(ControlNetModel, str(model.path), config=folder, torch_dtype=dtype,
+                                               local_files_only=True)
         else:  # ControlNetModel or ControlNetUnionModel, as its config says
             cls = getattr(diffusers, controlnet_class(model.path) or "ControlNetModel")
-            net = cls.from_pretrained(str(model.path), torch_dtype=dtype, use_safetensors=True, local_files_only=True)
+            net = loading.from_pretrained(cls, str(model.path), torch_dtype=dtype, use_safetensors=True,
+                                          local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights of another shape than the config's
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeFailure(f"cannot load ControlNet {name}: {text}") from None

@@ -35,7 +35,28 @@ def validate(device: str, dtype: str) -> None:
         raise UsageError(f"invalid --dtype '{dtype}'; use one of {', '.join(DTYPES)}")
 
 
+CPU_BF16_ENV = "DIFFCLI_CPU_BF16"  # 1 / 0: answer cpu_has_native_bf16 so, whatever the processor (tests, comparisons)
+
+
+def cpu_bf16_forced() -> bool | None:
+    """What DIFFCLI_CPU_BF16 forces cpu_has_native_bf16 to answer (True/False), or None when it is unset."""
+    import os
+
+    value = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"invalid {CPU_BF16_ENV}='{value}'; use 1, 0 or auto")
+
+
 def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16), unless DIFFCLI_CPU_BF16 says otherwise."""
+    forced = cpu_bf16_forced()
+    if forced is not None:
+        return forced
     import torch
 
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
@@ -55,6 +76,9 @@ def auto_dtype(device: str, family: str | None = None, gpu_bf16: bool = False,
         return "float16", "half precision on GPU"
     if device == "mps":
         return "float16", "half precision on GPU"
+    if cpu_bf16_forced() is not None:
+        return ("bfloat16", f"{CPU_BF16_ENV} set: taken as a CPU that computes bfloat16 natively") if cpu_bf16 \
+            else ("float32", f"{CPU_BF16_ENV} set: taken as a CPU without native bfloat16")
     if cpu_bf16:
         return "bfloat16", "this CPU computes bfloat16 natively (AMX/AVX512-BF16)"
     return "float32", "this CPU has no native bfloat16"

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffcli import loading
 from diffcli.errors import RuntimeFailure, UsageError
 
 _BASES: dict[tuple, object] = {}
@@ -105,7 +106,8 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
             # diffusers logs an error line for each component it then loads from pickle: we say it once
             with warnings.catch_warnings(), _diffusers_log_level(logging.CRITICAL if pickled else None):
                 warnings.simplefilter("ignore", FutureWarning)  # `torch_dtype` is renamed `dtype` in newer diffusers
-                pipe = DiffusionPipeline.from_pretrained(
+                pipe = loading.from_pretrained(
+                    DiffusionPipeline,
                     str(ref.path),
                     torch_dtype=dtype,
                     # safetensors are always preferred; --allow-pickle only lets a component that has none
@@ -270,7 +272,7 @@ def _load_adapter(base, path: str, name: str) -> None:
     from safetensors import SafetensorError
 
     try:
-        base.load_lora_weights(str(path), adapter_name=name)
+        loading.load_lora_weights(base, str(path), adapter_name=name)
     except ImportError as exc:
         raise RuntimeFailure(f"loading a LoRA needs peft ({exc}); pip install peft") from None
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:

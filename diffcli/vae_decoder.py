@@ -24,6 +24,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
+from diffcli import loading
 from diffcli.errors import UsageError
 
 FULL, TINY = "full", "tiny"
@@ -138,8 +139,8 @@ def load(spec: str, choice):
         from diffcli.device import torch_dtype
 
         path = Path(spec) if Path(spec).is_dir() else find(spec, offline=True)
-        model = AutoencoderTiny.from_pretrained(str(path), torch_dtype=torch_dtype(choice.dtype),
-                                                local_files_only=True, use_safetensors=True)
+        model = loading.from_pretrained(AutoencoderTiny, str(path), torch_dtype=torch_dtype(choice.dtype),
+                                        local_files_only=True, use_safetensors=True)
         _LOADED[key] = model.to(choice.device).eval()
     return _LOADED[key]
 

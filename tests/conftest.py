@@ -57,6 +57,40 @@ def tiny_flux(tmp_path_factory) -> Path:
     return tiny_flow_models.build_flux(tmp_path_factory.mktemp("models") / "tiny-flux")
 
 
+def pytest_report_header(config):
+    from diffcli.device import CPU_BF16_ENV, cpu_bf16_forced
+
+    forced = cpu_bf16_forced()
+    said = "the processor's answer" if forced is None else f"forced by {CPU_BF16_ENV}={int(forced)}"
+    return f"diffcli: --dtype auto on CPU takes bfloat16 where the CPU computes it ({said})"
+
+
+@pytest.fixture(autouse=True)
+def torch_state_unchanged():
+    """Fail a test that leaves torch's process-wide default dtype, default device or CPU autocast changed
+    (and put them back, so the tests after it run as they would alone)."""
+    yield
+    if "torch" not in sys.modules:
+        return
+    import torch
+
+    found = (torch.get_default_dtype(), str(torch.get_default_device()), torch.is_autocast_enabled("cpu"))
+    torch.set_default_dtype(torch.float32)
+    torch.set_default_device("cpu")
+    torch.set_autocast_enabled("cpu", False)
+    assert found == (torch.float32, "cpu", False), f"the test left torch's state changed: {found}"
+
+
+@pytest.fixture(params=[False, True], ids=["cpu-fp32", "cpu-bf16"])
+def cpu_bf16(request, monkeypatch) -> bool:
+    """Run a test that depends on `--dtype auto` both ways: as on a CPU without native bfloat16 and as on
+    one with it (AMX / AVX512-BF16), whatever this machine's processor is."""
+    from diffcli.device import CPU_BF16_ENV
+
+    monkeypatch.setenv(CPU_BF16_ENV, "1" if request.param else "0")
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
     """Training commands run in-process here; one process per command is what users get."""

@@ -51,3 +51,20 @@ def test_distill_student_and_trainer_do_not_import_each_other():
     imports = _imports()  # the trainer exports through the student: the student must not need the trainer
     assert "diffcli.distill.student" in {m for m, _ in imports["diffcli.distill.trainer"]}
     assert "diffcli.distill.trainer" not in _targets(imports["diffcli.distill.student"])
+
+
+LOADERS = {"from_pretrained", "from_single_file", "load_lora_weights"}
+
+
+def test_every_model_load_goes_through_diffcli_loading():
+    """diffcli.loading keeps torch's default dtype whether a load succeeds or raises; a direct call of a
+    library's loader elsewhere would not (docs/device.md)."""
+    offenders = []
+    for file in PACKAGE.rglob("*.py"):
+        if file.name == "loading.py" and file.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LOADERS \
+                    and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "loading"):
+                offenders.append(f"{file.relative_to(PACKAGE.parent)}:{node.lineno} {node.func.attr}")
+    assert offenders == []

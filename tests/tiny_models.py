@@ -234,3 +234,18 @@ def controlnet_to_single_file(cn_dir: Path, out: Path, prefix: str = "control_mo
         out_state[prefix + new] = value.contiguous()
     save_file(out_state, str(out))
     return Path(out)
+
+
+def build_unbuildable(path: Path, src: Path) -> Path:
+    """A copy of the model at SRC whose VAE cannot be constructed (its config's channel counts don't divide
+    into its norm groups): loading it raises inside diffusers' model constructor, after text encoder and
+    UNet have loaded."""
+    import json
+    import shutil
+
+    shutil.copytree(src, path)
+    config_path = path / "vae" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["block_out_channels"] = [1, 2]
+    config_path.write_text(json.dumps(config))
+    return path

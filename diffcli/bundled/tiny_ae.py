@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from diffcli import loading
 from diffcli.bundled import TINY_AE_DIR
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +41,7 @@ def make_tiny_ae(decoder_channels: int = DECODER_CHANNELS):
 def load_bundled_vae():
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_pretrained(str(HERE / "tiny" / "vae"), torch_dtype=torch.float32).eval()
+    return loading.from_pretrained(AutoencoderKL, str(HERE / "tiny" / "vae"), torch_dtype=torch.float32).eval()
 
 
 @torch.no_grad()

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diffcli import loading
+
 from . import arch, scenes
 from .export import export_pipeline
 from .vocab import build_tokenizer
@@ -259,8 +261,8 @@ def load_pretrained(init_dir, unet, te, log):
     from transformers import CLIPTextModel
 
     init_dir = Path(init_dir)
-    unet.load_state_dict(UNet2DConditionModel.from_pretrained(init_dir / "unet").float().state_dict())
-    te.load_state_dict(CLIPTextModel.from_pretrained(init_dir / "text_encoder").float().state_dict())
+    unet.load_state_dict(loading.from_pretrained(UNet2DConditionModel, init_dir / "unet").float().state_dict())
+    te.load_state_dict(loading.from_pretrained(CLIPTextModel, init_dir / "text_encoder").float().state_dict())
     log(f"unet: initialised from {init_dir}")
 
 

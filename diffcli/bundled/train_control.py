@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffcli import loading
+
 from . import MODEL_DIR, arch, scenes
 from .train import Budget, ThreadTuner, ema_update, load_ckpt, lr_at, sample_timesteps, save_ckpt, to_float
 
@@ -84,10 +86,11 @@ def load_base(model_dir):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     d = Path(model_dir)
-    vae = AutoencoderKL.from_pretrained(d / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
-    te = CLIPTextModel.from_pretrained(d / "text_encoder", torch_dtype=torch.float32).eval().requires_grad_(False)
-    unet = UNet2DConditionModel.from_pretrained(d / "unet", torch_dtype=torch.float32).eval().requires_grad_(False)
-    tok = CLIPTokenizer.from_pretrained(d / "tokenizer")
+    f32 = {"torch_dtype": torch.float32}
+    vae = loading.from_pretrained(AutoencoderKL, d / "vae", **f32).eval().requires_grad_(False)
+    te = loading.from_pretrained(CLIPTextModel, d / "text_encoder", **f32).eval().requires_grad_(False)
+    unet = loading.from_pretrained(UNet2DConditionModel, d / "unet", **f32).eval().requires_grad_(False)
+    tok = loading.from_pretrained(CLIPTokenizer, d / "tokenizer")
     return vae, te, unet, tok
 
 

@@ -5,6 +5,8 @@ Shared by the student export, the trainer and the report, so none of them import
 
 from __future__ import annotations
 
+from diffcli import loading
+
 
 def from_pretrained(cls, path, dtype=None, **kw):
     """cls.from_pretrained in float32 (or DTYPE) from local files, without the libraries' deprecation chatter."""
@@ -14,4 +16,4 @@ def from_pretrained(cls, path, dtype=None, **kw):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return cls.from_pretrained(str(path), torch_dtype=dtype or torch.float32, local_files_only=True, **kw)
+        return loading.from_pretrained(cls, str(path), torch_dtype=dtype or torch.float32, local_files_only=True, **kw)

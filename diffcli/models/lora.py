@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from diffcli import loading
+
 LORA_FILE = "pytorch_lora_weights.safetensors"
 SETTINGS = ("steps", "cfg", "scheduler", "shift", "width", "height")
 
@@ -46,7 +48,7 @@ def lora_defaults(path) -> dict:
 
 def apply_lora(pipe, path, fuse: bool = True):
     """Load the LoRA at PATH into PIPE (its base pipeline) and, by default, fuse it (needs peft)."""
-    pipe.load_lora_weights(str(path), weight_name=LORA_FILE, adapter_name="lcm")
+    loading.load_lora_weights(pipe, str(path), weight_name=LORA_FILE, adapter_name="lcm")
     if fuse:
         pipe.fuse_lora()
     return pipe

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from diffcli import loading
 from diffcli import paths
 from diffcli.errors import RuntimeFailure, UsageError
 
@@ -164,7 +165,7 @@ def load_pipeline(ref, torch_dtype=None, allow_pickle: bool = False):
         raise UsageError(f"{config}: pipeline {index.get('_class_name')} cannot load single files")
     kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
     try:
-        return pipeline_cls.from_single_file(str(path), config=str(config), local_files_only=True, **kwargs)
+        return loading.from_single_file(pipeline_cls, str(path), config=str(config), local_files_only=True, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise RuntimeFailure(f"{path}: cannot load as a {ref.family or 'diffusers'} checkpoint ({first})") from None
@@ -196,11 +197,11 @@ def load_with_base(ref, torch_dtype=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # `torch_dtype` is renamed `dtype` in newer diffusers
         try:
-            transformer = cls.from_single_file(str(path), config=str(base), subfolder="transformer",
-                                               local_files_only=True, **kwargs)
+            transformer = loading.from_single_file(cls, str(path), config=str(base), subfolder="transformer",
+                                                   local_files_only=True, **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise RuntimeFailure(f"{path}: cannot load as a {ref.family} transformer of {ref.base_name} "
                                  f"({first})") from None
-        return diffusers.DiffusionPipeline.from_pretrained(str(base), transformer=transformer, use_safetensors=True,
-                                                           local_files_only=True, **dtype)
+        return loading.from_pretrained(diffusers.DiffusionPipeline, str(base), transformer=transformer,
+                                       use_safetensors=True, local_files_only=True, **dtype)

@@ -27,6 +27,8 @@ import random
 import time
 from pathlib import Path
 
+from diffcli import loading
+
 NOISE_COND = 128  # the pipeline's noise-level embedding: 64 ones + 64 zeros
 
 
@@ -178,9 +180,10 @@ def main(argv=None) -> None:
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed + 7)
     base = Path(a.base)
-    vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
-    te = CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=torch.float32).eval().requires_grad_(False)
-    tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
+    f32 = {"torch_dtype": torch.float32}
+    vae = loading.from_pretrained(AutoencoderKL, base / "vae", **f32).eval().requires_grad_(False)
+    te = loading.from_pretrained(CLIPTextModel, base / "text_encoder", **f32).eval().requires_grad_(False)
+    tokenizer = loading.from_pretrained(CLIPTokenizer, base / "tokenizer")
     unet = make_unet(te.config.hidden_size, a.size)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, betas=(0.9, 0.99), weight_decay=0.01)

@@ -67,6 +67,24 @@ def test_matches_plain_diffusers_pixel_for_pixel(tiny_sd, tmp_path):
     assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
 
 
+def test_the_auto_dtype_matches_plain_diffusers_in_the_dtype_it_picks(cpu_bf16, tiny_sd, tmp_path):
+    import torch
+    from diffusers import AutoPipelineForText2Image
+
+    r = cli("txt2img", "castle at dusk", "-m", tiny_sd, "--seed", "11", "--steps", "2", "--cfg", "5",
+            "--scheduler", "euler", "--quiet", "-o", tmp_path)
+    out = written(r)[0]
+    dtype = torch.bfloat16 if cpu_bf16 else torch.float32
+    assert json.loads(Image.open(out).info["diffcli"])["dtype"] == str(dtype).removeprefix("torch.")
+    pipe = AutoPipelineForText2Image.from_pretrained(str(tiny_sd), torch_dtype=dtype)
+    from diffusers import EulerDiscreteScheduler
+
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    plain = pipe("castle at dusk", num_inference_steps=2, guidance_scale=5.0,
+                 generator=torch.Generator("cpu").manual_seed(11), width=32, height=32).images[0]
+    assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
+
+
 def test_sdxl_layout(tiny_sdxl, tmp_path):
     r = cli("txt2img", "castle", "-m", tiny_sdxl, "--seed", "1", "-o", tmp_path, *FAST)
     assert r.exit_code == 0, r.stderr

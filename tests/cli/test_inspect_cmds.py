@@ -67,10 +67,11 @@ def test_info_on_an_image_without_metadata(tmp_path):
     assert r.exit_code == 2 and "no generation parameters" in r.stderr
 
 
-def test_device_reports_its_choice():
+def test_device_reports_its_choice(cpu_bf16):
     r = cli("device", "--json")
     facts = json.loads(r.stdout)
-    assert facts["device"] == "cpu" and facts["dtype"] in ("float32", "bfloat16") and facts["reason"]
+    assert facts["device"] == "cpu" and facts["dtype"] == ("bfloat16" if cpu_bf16 else "float32")
+    assert "DIFFCLI_CPU_BF16" in facts["reason"]
     r = cli("device", "--device", "cuda")
     assert r.exit_code == 2 and "no CUDA device" in r.stderr
 

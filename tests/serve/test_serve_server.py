@@ -212,3 +212,31 @@ def test_a_client_in_another_environment_runs_by_itself(start_server, tmp_path, 
     monkeypatch.setenv("DIFFCLI_HOME", server.env["DIFFCLI_HOME"])
     monkeypatch.setenv("DIFFCLI_SERVER", "off")
     assert connect() is None
+
+
+def test_a_model_that_fails_to_load_leaves_the_servers_next_float32_job_exact(sock_dir, tmp_path_factory, tiny_sd,
+                                                                                tmp_path):
+    """A long-lived server loads one model after another: a bfloat16 load that raises (here: --dtype auto
+    on a CPU that computes bfloat16, forced) must not leave the process's default dtype in bfloat16."""
+    import tiny_models
+    from helpers import pixels
+    from serving import RunningServer, server_env
+
+    unbuildable = tiny_models.build_unbuildable(tmp_path / "unbuildable", tiny_sd)
+    job = ["txt2img", "red house", "--steps", "2", "--seed", "3"]
+    local = subprocess.run([sys.executable, "-m", "diffcli", *job, "-m", str(tiny_sd), "--dtype", "float32",
+                            "--no-server", "-o", str(tmp_path / "local")], capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr
+    env = {**server_env(tmp_path_factory.mktemp("serverhome")), "DIFFCLI_CPU_BF16": "1"}
+    server = RunningServer(sock_dir, env, ["--idle", "5m"])
+    try:
+        r = server.cli(*job, "-m", unbuildable, "-o", tmp_path / "broken")
+        assert r.returncode == 1 and "cannot load model" in r.stderr
+        r = server.cli(*job, "-m", tiny_sd, "--dtype", "float32", "-o", tmp_path / "served")
+        assert r.returncode == 0, r.stderr
+        assert server.status()["jobs_done"] == 1 and server.status()["jobs_failed"] == 1  # both ran on the server
+        served = Path(r.stdout.strip())
+        assert (pixels(served if served.is_absolute() else tmp_path / served) ==
+                pixels(local.stdout.strip())).all()
+    finally:
+        server.stop()
