@@ -6,10 +6,11 @@ line leaves out. All lines are read and checked before any model loads.
 
 Resuming: every finished job is appended to `diffcli-manifest.jsonl` in the output directory, keyed
 by a hash of its settled settings (the Job with every default decided, and the model's fingerprint);
-a job already there, with its files present, is skipped. A job whose line gives no seed gets one
-derived from the line's content, so a rerun, a shard and a single run make the same images. Each
-job's files are named after its line (`LLLLL-SEED-PROMPT.png`), so an image saved just before a
-kill -9, before its manifest line, is recognised by the key in its metadata and kept.
+a job already there is skipped when its files are present as plain names in the output directory and
+their images record its key (what the manifest says is checked, not trusted). A job whose line gives
+no seed gets one derived from the line's content, so a rerun, a shard and a single run make the same
+images. Each job's files are named after its line and key (`LLLLL-KEY-SEED-PROMPT.png`), so an image
+saved just before a kill -9, before its manifest line, is recognised by the key in its metadata and kept.
 
 Scale-out: `--shard I/N` takes every N-th job starting at I (0-based), for job arrays; under
 `accelerate launch` (or torchrun) each process takes its share the same way, by its rank.
@@ -40,8 +41,22 @@ class Line:
     job: Job
 
 
-def read_lines(source: str, base: Job, keep_going: bool, warn) -> list[Line]:
-    """The jobs of SOURCE (a path, or - for stdin) laid over BASE; every line checked now."""
+class Lines(list):
+    """The good lines of a job list; REJECTED counts the bad ones that --keep-going skipped."""
+
+    rejected: int = 0
+
+
+def rejected_share(rejected: int, shard: tuple[int, int]) -> int:
+    """How many of REJECTED bad lines SHARD counts as failed: they are shared out as jobs are (the
+    j-th to shard j mod N), so the shards of one list together count each bad line once."""
+    index, count = shard
+    return len(range(index, rejected, count))
+
+
+def read_lines(source: str, base: Job, keep_going: bool, warn) -> Lines:
+    """The jobs of SOURCE (a path, or - for stdin) laid over BASE; every line checked now. With
+    KEEP_GOING bad lines are warned about, left out and counted (`.rejected`), else the first stops it."""
     text = _read_text(source)
     name = "<stdin>" if source == "-" else source
     raw = [(i + 1, line.strip()) for i, line in enumerate(text.splitlines())]
@@ -65,7 +80,9 @@ def read_lines(source: str, base: Job, keep_going: bool, warn) -> list[Line]:
         raise UsageError(errors[0] + more)
     for message in errors:
         warn(f"skipped {message}")
-    return lines
+    result = Lines(lines)
+    result.rejected = len(errors)
+    return result
 
 
 def _read_text(source: str) -> str:
@@ -157,24 +174,36 @@ def settled_key(prepared) -> str:
 
 class Manifest:
     """Append-only record of finished jobs; one JSON line per job, written whole with O_APPEND so
-    several processes can share it."""
+    several processes can share it. What it says is checked, not trusted: a job counts as done only
+    where each of its recorded files is a plain name in the output directory, a regular file there
+    (not a link), whose image records this job's key."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / MANIFEST
         self.done: dict[str, list[str]] = {}
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    entry = json.loads(line)
-                    self.done[str(entry["key"])] = [str(p) for p in entry["paths"]]
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut by a crash: that job simply runs again
+        for line in self._text().splitlines():
+            try:
+                entry = json.loads(line)
+                self.done[str(entry["key"])] = [str(p) for p in entry["paths"]]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by a crash: that job simply runs again
+
+    def _text(self) -> str:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return ""
+        except OSError as exc:  # a link planted at its name (ELOOP), or unreadable
+            raise UsageError(f"{self.path}: cannot read the batch manifest ({exc.strerror or exc})") from None
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read().decode("utf-8", errors="replace")
 
     def finished(self, key: str, directory: Path) -> list[Path] | None:
         paths = self.done.get(key)
-        if paths and all((directory / p).is_file() for p in paths):
-            return [directory / p for p in paths]
-        return None
+        if not paths or not all(_plain_name(p) for p in paths):
+            return None
+        found = [directory / p for p in paths]
+        return found if all(carries_key(p, key) for p in found) else None
 
     def add(self, key: str, number: int, paths: list[Path]) -> None:
         entry = json.dumps({"key": key, "line": number, "paths": [p.name for p in paths], "t": round(time.time(), 3)})
@@ -187,23 +216,37 @@ class Manifest:
         self.done[key] = [p.name for p in paths]
 
 
+def _plain_name(name: str) -> bool:
+    """A file name alone: no directory part, not absolute, not . or .., no NUL."""
+    return bool(name) and name not in (".", "..") and "\0" not in name and os.sep not in name \
+        and (os.altsep is None or os.altsep not in name)
+
+
+def carries_key(path: Path, key: str) -> bool:
+    """Is PATH a regular file (not a link) whose image records batch key KEY (metadata `batch_key`)?"""
+    import stat
+
+    from diffcli.metadata import read
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        return (read(path)[1] or {}).get("batch_key") == key
+    except (OSError, UsageError):
+        return False
+
+
 def _adopt(prepared, key: str) -> bool:
     """Files of this job already written (a kill between save and manifest): keep them if their
     recorded key is this job's."""
-    from diffcli.metadata import read
-
-    if not prepared.paths or not all(p.is_file() for p in prepared.paths):
-        return False
-    try:
-        return all((read(p)[1] or {}).get("batch_key") == key for p in prepared.paths)
-    except UsageError:
-        return False
+    return bool(prepared.paths) and all(carries_key(p, key) for p in prepared.paths)
 
 
 def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporter, keep_going: bool,
               shard: tuple[int, int], batch_size: int = 1, *, release_last: bool = True,
-              total_jobs: int | None = None) -> int:
-    """Run LINES (this shard's share), skipping finished jobs; returns the number of failed jobs.
+              total_jobs: int | None = None, rejected: int = 0) -> int:
+    """Run LINES (this shard's share), skipping finished jobs; returns the number of failed jobs,
+    REJECTED (bad lines --keep-going left out, this process's share of them) included.
 
     Jobs run grouped by model: each model is loaded once and released when its last job is done.
     With BATCH_SIZE > 1, text-to-image jobs whose settled settings agree (run.batch_signature) are
@@ -221,7 +264,7 @@ def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporte
     mine = [line for i, line in enumerate(lines) if i % count == index]
     mine.sort(key=lambda line: str(line.job.model or ""))
     reporter.emit("batch_start", jobs=len(mine), total_jobs=total_jobs or len(lines), shard=f"{index}/{count}")
-    tally = {"done": 0, "skipped": 0, "failed": 0}
+    tally = {"done": 0, "skipped": 0, "failed": rejected}
     t0 = time.perf_counter()
     position = {id(line): k + 1 for k, line in enumerate(mine)}
     groups = [list(group) for _, group in groupby(mine, key=lambda line: str(line.job.model or ""))]

@@ -55,7 +55,7 @@ def launched() -> bool:
 
 def rank_batch(params: dict, base, opts) -> int:
     """Run this rank's share of the job list; returns the exit code for this process."""
-    from diffcli.batch import read_lines, run_batch, shard_of
+    from diffcli.batch import read_lines, rejected_share, run_batch, shard_of
 
     rank = int(os.environ.get("RANK", "0") or 0)
     shard = shard_of(params["shard"]) if params.get("shard") else (0, 1)
@@ -71,8 +71,10 @@ def rank_batch(params: dict, base, opts) -> int:
         try:
             with state.split_between_processes(share) as part:
                 part = list(part)
+            # the bad lines --keep-going left out count as failed jobs, once: on rank 0
             failed = run_batch(part, params["out"], params["format"], opts, reporter, params["keep_going"], (0, 1),
-                               batch_size=params.get("batch_size") or 1, total_jobs=len(lines))
+                               batch_size=params.get("batch_size") or 1, total_jobs=len(lines),
+                               rejected=rejected_share(lines.rejected, shard) if rank == 0 else 0)
         finally:
             state.destroy_process_group()
     except KeyboardInterrupt as exc:
@@ -177,14 +179,21 @@ def _read_checked(params: dict, base, reporter, tmp: Path):
 
 
 def _shared_flags(params: dict) -> list[str]:
-    """The command line that gives a rank the same batch, less the launcher's own flags."""
-    args = [params["source"]]
+    """The command line that gives a rank the same batch, less the launcher's own flags: every option
+    as the user gave it, a repeatable one (--lora, --control) once per value, each as --name=VALUE
+    (so a value that starts with - stays a value); the job list last, after --."""
+    args = []
     for name, value in params.items():
         if name in _LAUNCH_FLAGS or name == "source" or value is None or value is False:
             continue
         flag = "--" + name.replace("_", "-")
-        args += [flag] if value is True else [flag, str(value)]
-    return args
+        if value is True:
+            args.append(flag)
+        elif isinstance(value, (list, tuple)):
+            args += [f"{flag}={item}" for item in value]
+        else:
+            args.append(f"{flag}={value}")
+    return [*args, "--", params["source"]]
 
 
 def _free_port() -> int:
@@ -207,12 +216,13 @@ def _accelerate(params: dict, base, source: str, lines: list, processes: int | N
 
     count = processes or max(torch.cuda.device_count(), 1)
     if count == 1:  # one process: the plain batch, no launcher needed
-        from diffcli.batch import run_batch, shard_of
+        from diffcli.batch import rejected_share, run_batch, shard_of
         from diffcli.cli.generate import run_options
 
+        shard = shard_of(params["shard"]) if params.get("shard") else (0, 1)
         failed = run_batch(lines, params["out"], params["format"], run_options(params, base), reporter,
-                           params["keep_going"], shard_of(params["shard"]) if params.get("shard") else (0, 1),
-                           batch_size=params.get("batch_size") or 1)
+                           params["keep_going"], shard, batch_size=params.get("batch_size") or 1,
+                           rejected=rejected_share(lines.rejected, shard))
         return EXIT_FAILURE if failed else 0
     status = tmp / "status"
     status.mkdir()
@@ -314,7 +324,7 @@ def _ray(params: dict, base, lines: list, processes: int | None, address: str | 
 
     import ray
 
-    from diffcli.batch import shard_of
+    from diffcli.batch import rejected_share, shard_of
     from diffcli.cli.generate import run_options
 
     index, count = shard_of(params["shard"]) if params.get("shard") else (0, 1)
@@ -334,7 +344,8 @@ def _ray(params: dict, base, lines: list, processes: int | None, address: str | 
         workers, need = _worker_resources(ray.cluster_resources(), params.get("device"), processes)
         reporter.emit("batch_start", jobs=len(share), total_jobs=len(lines), shard=f"{index}/{count}",
                       launcher="ray", workers=workers)
-        tally = {"jobs": len(share), "started": 0, "jobs_done": 0, "jobs_skipped": 0, "jobs_failed": 0}
+        tally = {"jobs": len(share), "started": 0, "jobs_done": 0, "jobs_skipped": 0,
+                 "jobs_failed": rejected_share(lines.rejected, (index, count))}  # bad lines count as failed
         chunks = _chunks(share, workers, params.get("batch_size") or 1)
         if chunks:
             items = [{"lines": pickle.dumps(chunk)} for chunk in chunks]

@@ -2,7 +2,9 @@
 
 Names are reserved when they are planned: a hidden marker file in the output directory, written under
 a lock on the directory, claims them, so concurrent runs into one directory get distinct indices
-instead of colliding at the end. Temporary files get unpredictable names, are created exclusively,
+instead of colliding at the end. The run holds a lock (flock) on its marker for as long as the marker
+claims its names; a marker whose lock is free belongs to a run that has ended (crashed, killed) and is
+taken over, whatever became of the PID in its name. Temporary files get unpredictable names, are created exclusively,
 and a link at a final name is never followed.
 """
 
@@ -31,7 +33,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _INDEX = re.compile(r"^(\d{5,})-")
 _MARKER = re.compile(r"^\.diffcli-(\d+)-[0-9a-z_]+\.reserved$")
 
-_RESERVATIONS: list[Path] = []  # this process's markers
+_RESERVATIONS: list[tuple[Path, int]] = []  # this process's markers, and the open fd that locks each
 _CREATED_DIRS: list[Path] = []  # output directories this process created (removed again if left empty)
 
 
@@ -99,6 +101,7 @@ def check_output_dir(out: str | None) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Where there is no flock (Windows): a marker's run is judged by its PID."""
     if pid == os.getpid():
         return True
     try:
@@ -141,8 +144,7 @@ def _claimed(directory: Path) -> tuple[set[str], int]:
         if not m:
             continue
         marker = directory / entry
-        if not _pid_alive(int(m.group(1))):
-            _unlink(marker)
+        if not _held(marker, int(m.group(1))):
             continue
         try:
             claimed = json.loads(marker.read_text(encoding="utf-8"))
@@ -156,18 +158,66 @@ def _claimed(directory: Path) -> tuple[set[str], int]:
     return names, highest
 
 
+def _held(marker: Path, pid: int) -> bool:
+    """Does a live run hold MARKER? It does while its lock on the marker is taken; a marker whose lock
+    is free is a dead run's and is removed here (the caller holds the directory's lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the PID in its name is all there is
+        if _pid_alive(pid):
+            return True
+        _unlink(marker)
+        return False
+    try:
+        fd = os.open(marker, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    except OSError:  # not ours to read (another user's run): judged by its PID
+        return _pid_alive(pid)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True  # its run holds it
+    except OSError:  # a file system without flock: judged by its PID
+        return _pid_alive(pid)
+    else:
+        _unlink(marker)
+        return False
+    finally:
+        os.close(fd)
+
+
 def _reserve(directory: Path, names: list[str]) -> None:
-    """Write a marker claiming NAMES (created exclusively, never through a link)."""
+    """Write a marker claiming NAMES (created exclusively, never through a link), and lock it for as
+    long as the names are claimed: the open fd is kept until release_reservations (or this process's end)."""
     fd, marker = tempfile.mkstemp(dir=directory, prefix=f".diffcli-{os.getpid()}-", suffix=".reserved")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(names, fh)
-    _RESERVATIONS.append(Path(marker))
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+    except (ImportError, OSError):  # no flock here: the PID in the marker's name speaks for it
+        pass
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o644 & ~umask)  # readable, so another user's run can test its lock too
+        os.write(fd, json.dumps(names).encode("utf-8"))
+    except OSError:
+        os.close(fd)
+        _unlink(Path(marker))
+        raise
+    _RESERVATIONS.append((Path(marker), fd))
 
 
 def release_reservations() -> None:
     """Remove this process's name reservations, and output directories it created that stayed empty."""
     while _RESERVATIONS:
-        _unlink(_RESERVATIONS.pop())
+        marker, fd = _RESERVATIONS.pop()
+        _unlink(marker)  # removed while still locked; the lock goes with the fd
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     while _CREATED_DIRS:
         directory = _CREATED_DIRS.pop()
         try:

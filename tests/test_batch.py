@@ -67,8 +67,23 @@ def test_bad_lines_are_reported_with_their_number_before_anything_runs(tiny_sd, 
     assert "2 more bad lines" in r.stderr
     assert not (tmp_path / "o").exists()
     kept = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--keep-going", "--json")
-    assert kept.exit_code == 0, kept.stderr
+    assert kept.exit_code == 1, kept.stderr  # the good line ran; the three bad ones count as failed jobs
     assert len(kept.stdout.splitlines()) == 1 and ":3: unknown field(s) promt" in kept.stderr
+    assert [(e["jobs_done"], e["jobs_failed"]) for e in _events(kept) if e["event"] == "batch_done"] == [(1, 3)]
+
+
+def test_keep_going_with_every_line_rejected_exits_1(tiny_sd, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "x", "steps": 0}\n{"promt": "typo"}\nnot json\n')
+    r = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--keep-going", "--json")
+    assert r.exit_code == 1 and r.stdout == "", r.stderr
+    assert [e["jobs_failed"] for e in _events(r) if e["event"] == "batch_done"] == [3]
+    assert not (tmp_path / "o").exists()  # nothing ran: the folder it made for the run is gone again
+    # shards share the bad lines out as they share the jobs: together they count each one once
+    shards = [cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--keep-going", "--json",
+                  "--shard", f"{i}/2") for i in range(2)]
+    assert sum(e["jobs_failed"] for s in shards for e in _events(s) if e["event"] == "batch_done") == 3
+    assert [s.exit_code for s in shards] == [1, 1]
 
 
 def test_shards_together_make_what_one_run_makes(tiny_sd, tmp_path):
@@ -164,7 +179,7 @@ def test_a_run_of_an_earlier_version_resumes_without_redoing_its_jobs(tmp_path):
     bundled model, run in a git worktree of it (`diffcli batch jobs.jsonl -o out --json`)."""
     import hashlib
 
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
     from diffcli.batch import HASHED_ALWAYS
 
@@ -199,8 +214,10 @@ def test_a_run_of_an_earlier_version_resumes_without_redoing_its_jobs(tmp_path):
     out.mkdir()
     names = [f"{n:05d}-{key[:8]}-{line.get('seed', 18374733)}-{line['prompt'].replace(' ', '_')}.png"
              for n, (key, line) in enumerate(zip(keys, lines), 1)]
-    for name in names:
-        Image.new("RGB", (64, 64)).save(out / name)
+    for name, key in zip(names, keys):  # each image records its job's key, as c0101a9's images do
+        info = PngImagePlugin.PngInfo()
+        info.add_text("diffcli", json.dumps({"diffcli": "0.1.0", "batch_key": key}))
+        Image.new("RGB", (64, 64)).save(out / name, pnginfo=info)
     (out / "diffcli-manifest.jsonl").write_text("".join(  # as c0101a9 wrote it
         json.dumps({"key": key, "line": n, "paths": [name], "t": 1796148117.834}) + "\n"
         for n, (key, name) in enumerate(zip(keys, names), 1)))
@@ -211,3 +228,103 @@ def test_a_run_of_an_earlier_version_resumes_without_redoing_its_jobs(tmp_path):
         (n, key, "done") for n, key in enumerate(keys, 1)]
     assert not [e for e in events if e["event"] == "job"]
     assert sorted(json.loads(x)["path"] for x in r.stdout.splitlines()) == sorted(str(out / n) for n in names)
+
+
+def _one_job(tiny_sd, tmp_path):
+    """A one-line list, run once in its own folder: (list, the file name its job gets, its key)."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("red house\n")
+    r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "first", "-q")
+    assert r.exit_code == 0, r.stderr
+    entry = json.loads((tmp_path / "first" / "diffcli-manifest.jsonl").read_text())
+    return prompts, Path(r.stdout.strip()).name, entry["key"]
+
+
+def test_a_manifest_line_counts_only_for_an_image_in_the_folder_that_carries_its_key(tiny_sd, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    prompts, name, key = _one_job(tiny_sd, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    made = tmp_path / "first" / name
+    shutil.copy(made, tmp_path / "outside.png")  # carries the key, but outside the output folder
+    Image.new("RGB", (32, 32)).save(out / "plain.png")  # in the folder, but no key
+    (out / "link.png").symlink_to(tmp_path / "outside.png")  # in the folder, a link to an image with the key
+    manifest = out / "diffcli-manifest.jsonl"
+    for paths in (["/etc/passwd"], [str(made)], ["../outside.png"], ["../first/" + name], ["plain.png"], ["link.png"],
+                  [name, "/etc/passwd"]):
+        manifest.write_text(json.dumps({"key": key, "line": 1, "paths": paths, "t": 1.0}) + "\n")
+        r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", out, "--json")
+        assert r.exit_code == 0, (paths, r.stderr)
+        assert [json.loads(x)["path"] for x in r.stdout.splitlines()] == [str(out / name)], paths
+        assert len([e for e in _events(r) if e["event"] == "job"]) == 1, paths  # the job ran again
+        assert np.array_equal(pixels(out / name), pixels(made))
+        (out / name).unlink()
+    # a plain name in the folder whose image carries the job's key is the job, done
+    shutil.copy(made, out / "renamed.png")
+    manifest.write_text(json.dumps({"key": key, "line": 1, "paths": ["renamed.png"], "t": 1.0}) + "\n")
+    r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", out, "--json")
+    assert r.exit_code == 0 and [json.loads(x)["path"] for x in r.stdout.splitlines()] == [str(out / "renamed.png")]
+    assert [e["reason"] for e in _events(r) if e["event"] == "job_skipped"] == ["done"]
+    # a manifest that is a link (here to one that would vouch for the job) is not read through
+    (tmp_path / "elsewhere.jsonl").write_text(manifest.read_text())
+    manifest.unlink()
+    manifest.symlink_to(tmp_path / "elsewhere.jsonl")
+    r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", out)
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+    assert "cannot read the batch manifest" in r.stderr
+
+
+def _zombie() -> subprocess.Popen:
+    """A child that has exited and is not reaped yet: its PID still answers kill(pid, 0)."""
+    child = subprocess.Popen(["true"])
+    deadline = time.time() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.time() < deadline
+        time.sleep(0.01)
+    return child
+
+
+def test_a_dead_runs_reservation_does_not_block_the_resume(tiny_sd, tmp_path):
+    """A run killed while writing leaves its marker; a rerun takes it over, even where the dead run's
+    PID is a zombie or has been given to another process (here: this one)."""
+    import os
+
+    prompts, name, _ = _one_job(tiny_sd, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    zombie = _zombie()
+    try:
+        for pid in (zombie.pid, os.getpid()):
+            marker = out / f".diffcli-{pid}-k1ll3d.reserved"
+            marker.write_text(json.dumps([name]))
+            r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", out, "-q")
+            assert r.exit_code == 0, (pid, r.stderr)
+            assert [Path(x).name for x in r.stdout.split()] == [name]
+            assert not marker.exists() and [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+            (out / name).unlink()
+            (out / "diffcli-manifest.jsonl").unlink()
+    finally:
+        zombie.wait()
+
+
+def test_a_live_run_keeps_its_names(tiny_sd, tmp_path):
+    """Two runs of one list into one folder at once: the second is refused the job the first is writing."""
+    from helpers import default_sigint, wait_for_first_step
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("red house\n")
+    slow = ["-m", str(tiny_sd), "--steps", "1000", "--dtype", "float32", "-o", str(tmp_path / "o")]
+    live = subprocess.Popen([sys.executable, "-m", "diffcli", "batch", str(prompts), *slow, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    try:
+        wait_for_first_step(live.stderr, timeout=120)
+        r = cli("batch", prompts, *slow)
+        assert r.exit_code == 2 and r.stdout == "", r.stderr
+        assert r.stderr.strip().splitlines()[-1].endswith("is being written by another diffcli run")
+    finally:
+        live.send_signal(signal.SIGTERM)
+        live.communicate(timeout=60)
+    assert live.returncode == 143

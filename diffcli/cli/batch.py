@@ -14,7 +14,7 @@ BATCH = "Batch"
 
 Source = Annotated[str, typer.Argument(help="Job list: JSON lines (.jsonl, one job object per line) or text (one prompt per line); - reads stdin.", metavar="JOBS", show_default=False)]
 Task = Annotated[str, typer.Option("--task", help="Task of lines that name none: txt2img, img2img, inpaint or outpaint.", rich_help_panel=GEN)]
-KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Skip bad lines and failed jobs (reported on stderr) instead of stopping; exit 1 if any failed.", rich_help_panel=BATCH)]
+KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Skip bad lines and failed jobs (reported on stderr) instead of stopping; exit 1 if any job failed or any line was bad.", rich_help_panel=BATCH)]
 Shard = Annotated[Optional[str], typer.Option("--shard", help="Run only share I of N (0-based I/N): every N-th job from the I-th, for job arrays. Under accelerate launch or torchrun each process takes its rank's share by itself.", rich_help_panel=BATCH, show_default=False)]
 Launcher = Annotated[Optional[str], typer.Option("--launcher", help="Spread the jobs over several processes: accelerate (this machine's GPUs, or CPU processes) or ray (a Ray cluster, or a local Ray); see docs/batch.md.", rich_help_panel=BATCH, show_default=False)]
 Processes = Annotated[Optional[int], typer.Option("--processes", help="With --launcher: how many processes (accelerate) or Ray workers. Default: one per GPU, else 1.", rich_help_panel=BATCH, show_default=False)]
@@ -41,7 +41,7 @@ _EXCLUDED = {"from_image", "save_partial"}
 
 
 def batch(**params) -> None:
-    from diffcli.batch import read_lines, run_batch, shard_of
+    from diffcli.batch import read_lines, rejected_share, run_batch, shard_of
     from diffcli.cli.generate import run_options
     from diffcli.errors import EXIT_FAILURE, UsageError
     from diffcli.jobs import Job
@@ -71,7 +71,8 @@ def batch(**params) -> None:
     try:
         lines = read_lines(params["source"], base, params["keep_going"], reporter.warn)
         failed = run_batch(lines, params["out"], params["format"], run_options(params, base), reporter,
-                           params["keep_going"], shard, batch_size=params.get("batch_size") or 1)
+                           params["keep_going"], shard, batch_size=params.get("batch_size") or 1,
+                           rejected=rejected_share(lines.rejected, shard))
     finally:
         reporter.close()
     if failed:
