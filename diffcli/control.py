@@ -364,8 +364,6 @@ def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = Fals
 
     if not job.control:
         return job
-    family = "bundled" if getattr(ref, "source", None) == "bundled" else (
-        layout.family if layout is not None else getattr(ref, "family", None))
     settled = []
     for spec in job.control:
         c = parse_spec(spec)
@@ -373,7 +371,7 @@ def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = Fals
         if not image.is_file():
             raise UsageError(f"--control {shown(spec)}: no such image file: {shown(c.image)}")
         load_rgb(image)  # a usage error when it is not an image
-        name = default_model(c.model, family) if c.model in SHORT_NAMES else c.model
+        name = model_name(spec, ref, layout)
         model = resolve_model(name, offline=offline, allow_pickle=allow_pickle, progress=progress)
         check_fits(model, ref, layout, c.mode)
         settled.append(Control(model.name, str(image.resolve()), c.scale, c.start, c.end, c.mode).spec())
@@ -383,6 +381,16 @@ def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = Fals
         raise UsageError(f"--control: diffusers' union ControlNet inpaint pipeline takes a regular (4-channel) UNet, "
                          f"and {ref.name} is an inpainting model; use its base model")
     return job
+
+
+def model_name(spec: str, ref, layout) -> str:
+    """The ControlNet a control SPEC names for REF's model (a short name is the family's default model)."""
+    c = parse_spec(spec)
+    if c.model not in SHORT_NAMES:
+        return c.model
+    family = "bundled" if getattr(ref, "source", None) == "bundled" else (
+        layout.family if layout is not None else getattr(ref, "family", None))
+    return default_model(c.model, family)
 
 
 def is_union(job) -> bool:

@@ -156,6 +156,42 @@ def read(path: str | Path) -> tuple[str | None, dict | None]:
     return params, record
 
 
+def without_paths(record: dict, lora_folder: Path | None = None) -> dict:
+    """RECORD naming no file of this machine, for an image made for a request that names no file (the HTTP
+    API, RunOptions.names_only): its input image and mask are left out (null; they were the request's, and
+    are gone), each LoRA is named by its place in the LoRA folder (LORA_FOLDER; `--from` finds it there
+    again, by name or sha256), and a model given as a path (the server's own default) by its folder name."""
+    import os
+
+    from diffcli.models.lora import join_spec, lora_dir, split_spec
+
+    folder = Path(lora_folder or lora_dir())
+
+    def relative(path: str) -> str:
+        for base in (folder, folder.resolve()):
+            try:
+                return Path(path).relative_to(base).as_posix()
+            except ValueError:
+                pass
+        return Path(path).name
+
+    job = dict(record.get("job") or {})
+    job.update({key: None for key in ("image", "mask") if job.get(key) is not None})
+    if job.get("lora"):
+        job["lora"] = [join_spec(relative(p), 1.0 if w is None else w) for p, w in map(split_spec, job["lora"])]
+    if isinstance(job.get("model"), str) and os.path.isabs(job["model"]):
+        job["model"] = Path(job["model"]).name
+    out = {**record, "job": job}
+    if isinstance(record.get("model"), dict):
+        model = dict(record["model"])
+        if model.get("loras"):
+            model["loras"] = [{**r, "path": relative(r["path"])} for r in model["loras"]]
+        if isinstance(model.get("name"), str) and os.path.isabs(model["name"]):
+            model["name"] = Path(model["name"]).name
+        out["model"] = model
+    return out
+
+
 def job_from_image(path: str | Path):
     """The Job recorded in an image made by diffcli (for `--from`), its types checked."""
     from diffcli.jobs import Job

@@ -29,6 +29,13 @@ class RunOptions:
     offline: bool = False
     max_pixels: int | None = None  # None: jobs.default_max_pixels()
     replay_model: str | None = None  # the model named by a --from image (not by the user): never fetched
+    # the components (vae_decoder, control, base; comma-separated) that only a --from image names, not a flag:
+    # looked up on this machine only, never fetched, left out where absent (a client settles before it sends
+    # a job to a server, so this stays with the command)
+    from_record: str | None = None
+    # a request that may name no file (the HTTP API): its model is judged by its text alone (a name, never a
+    # path relative to the working directory) and its LoRAs come from the LoRA folder only
+    names_only: bool = False
     # the job's scheduler was named by its AUTOMATIC1111 sampler name (an A1111 request): settle takes the
     # entry of that name that fits the model ("Euler" on SD 3.x / FLUX.1 is flow-euler); else names are strict
     a1111_sampler: bool = False
@@ -81,7 +88,9 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     mask = load_mask(job.mask, init.size) if job.mask else None
     check_output_dir(opts.out)  # before any download
     ref = _resolve(job, opts, reporter)
-    if ref.source == "bundled" and job.model and Path(job.model).is_dir():
+    if job.base and "base" in _recorded(opts) and ref.kind != "transformer_file":  # the record's, for its model
+        job = replace(job, base=None)
+    if ref.source == "bundled" and job.model and not opts.names_only and Path(job.model).is_dir():
         reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
     layout = read_layout(ref.path if ref.kind == "diffusers" else ref.base) if ref.kind in (
         "diffusers", "transformer_file") else None  # a transformer file: its base's layout
@@ -110,7 +119,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
         job = families.a1111_sampler(job, ref, layout)
     job = with_seed(job)
     job = _absolute_paths(job, ref)
-    job = _settle_loras(job)
+    job = _settle_loras(job, folder_only=opts.names_only)
     job = _settle_controls(job, ref, layout, opts, reporter)
     job = _settle_decoder(job, ref, layout, opts, reporter)
     check_size_for_model(job, multiple)
@@ -150,15 +159,58 @@ def plan_outputs(prepared: Prepared, opts: RunOptions) -> Prepared:
     return replace(prepared, paths=paths, fmt=fmt)
 
 
+def _recorded(opts: RunOptions) -> set[str]:
+    """The components of the job that only its --from image names (RunOptions.from_record)."""
+    return {part.strip() for part in (opts.from_record or "").split(",") if part.strip()}
+
+
+def _here(name: str) -> bool:
+    """Whether component NAME (a folder or file, a URL, a hub repo id[@revision]) is on this machine; looked
+    up in the caches only, never on the network."""
+    from diffcli.models import hub, names, urls
+
+    if name.lower().startswith(("http://", "https://")):
+        return urls.find_local(name) is not None
+    try:
+        if Path(name).expanduser().exists():
+            return True
+    except OSError:
+        return False
+    repo_id, _, revision = name.partition("@")
+    try:
+        names.validate_repo_id(repo_id)
+        return hub.find_local(repo_id, revision or None, allow_pickle=True, name=name) is not None
+    except UsageError:
+        return False
+
+
+def _not_fetched(what: str, flag: str, value: str) -> str:
+    from diffcli.text import escape
+
+    return escape(f"the --from image names {what}, which is not on this machine; not used (nothing named only "
+                  f"inside an image is fetched): pass {flag} {value} to fetch and use it")
+
+
 def _resolve(job: Job, opts: RunOptions, reporter):
     """The job's model as a local ModelRef, with its --base when it is a transformer-only file (a base
-    recorded in a --from image, like its model, is never fetched)."""
-    from diffcli.models.resolve import attach_base
+    named only in a --from image, like its model, is never fetched: it must be here, or named by --base)."""
+    from diffcli.models.resolve import attach_base, needs_base, resolve
     from diffcli.progress import download_progress
 
     ref = _resolve_model(job, opts, reporter)
-    replaying = opts.replay_model is not None and job.model == opts.replay_model
-    return attach_base(ref, job.base, offline=opts.offline or replaying, allow_pickle=opts.load.allow_pickle,
+    recorded = "base" in _recorded(opts)
+    if recorded and job.base and needs_base(ref):
+        try:
+            resolve(job.base, offline=True, pull=False, allow_pickle=opts.load.allow_pickle, progress="quiet")
+        except UsageError:
+            from diffcli.text import escape
+
+            raise UsageError(f"the --from image names --base {escape(job.base)}, which is not on this machine; "
+                             f"nothing named only inside an image is fetched: pass --base {escape(job.base)} to "
+                             f"fetch and use it") from None
+    if recorded and not needs_base(ref):
+        return ref  # the record's base was its model's; this model takes none
+    return attach_base(ref, job.base, offline=opts.offline or recorded, allow_pickle=opts.load.allow_pickle,
                        progress=download_progress(reporter))
 
 
@@ -169,6 +221,9 @@ def _resolve_model(job: Job, opts: RunOptions, reporter):
     from diffcli.progress import download_progress
 
     progress = download_progress(reporter)
+    if opts.names_only:  # (no model named: the server's own default, which may be a path)
+        return resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle, progress=progress,
+                       paths=job.model is None)
     if opts.replay_model is None or job.model != opts.replay_model:
         return resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle, progress=progress)
     try:
@@ -193,9 +248,10 @@ def _absolute_paths(job: Job, ref) -> Job:
     return replace(job, **changes)
 
 
-def _settle_loras(job: Job) -> Job:
+def _settle_loras(job: Job, folder_only: bool = False) -> Job:
     """The job's LoRA files (--lora, and `<lora:NAME:W>` tags taken out of an A1111-syntax prompt) found
-    and recorded as "ABSOLUTE_PATH:WEIGHT"; a usage error for one that is not there."""
+    and recorded as "ABSOLUTE_PATH:WEIGHT"; a usage error for one that is not there. FOLDER_ONLY: names of
+    LoRAs in the LoRA folder only, never a path."""
     from diffcli.models.lora import resolve_specs
 
     specs, prompt = list(job.lora or ()), job.prompt
@@ -204,29 +260,55 @@ def _settle_loras(job: Job) -> Job:
 
         prompt, tags = take_lora_tags(prompt)
         specs += tags
-    return replace(job, prompt=prompt, lora=resolve_specs(specs) or None) if specs else job
+    return replace(job, prompt=prompt, lora=resolve_specs(specs, folder_only=folder_only) or None) if specs else job
 
 
 def _settle_controls(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
     """The job's ControlNets found (a short name becomes the family's model) and their images checked; a
-    ControlNet named only inside a --from image is never fetched."""
+    ControlNet named only inside a --from image is never fetched: one that is not here is left out, and a
+    line says how to get it."""
     if not job.control:
         return job
     from diffcli import control
     from diffcli.progress import download_progress
 
-    return control.settle(job, ref, layout, offline=opts.offline or opts.replay_model is not None,
-                          allow_pickle=opts.load.allow_pickle, progress=download_progress(reporter))
+    recorded = "control" in _recorded(opts)
+    if recorded:
+        kept = []
+        for spec in job.control:
+            name = control.model_name(spec, ref, layout)
+            if name in control.BUNDLED_CONTROLNETS or _here(name):
+                kept.append(spec)
+            else:
+                reporter.warn(_not_fetched(f"ControlNet {name}", "--control", spec))
+        job = replace(job, control=tuple(kept) or None)
+        if not job.control:
+            return replace(job, control_preprocess=None)
+    return control.settle(job, ref, layout, offline=opts.offline or recorded, allow_pickle=opts.load.allow_pickle,
+                          progress=download_progress(reporter))
 
 
 def _settle_decoder(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
     """The job's --vae-decoder found (tiny: the family's TAESD) and checked against the model's VAE; a
-    decoder named only inside a --from image is never fetched."""
+    decoder named only inside a --from image is never fetched: one that is not here is left out (the model's
+    VAE decodes), and a line says how to get it."""
     from diffcli import vae_decoder
     from diffcli.progress import download_progress
 
-    return vae_decoder.settle(job, ref, layout, offline=opts.offline or opts.replay_model is not None,
-                              progress=download_progress(reporter))
+    recorded = "vae_decoder" in _recorded(opts) and job.vae_decoder not in (None, vae_decoder.FULL)
+    if recorded:
+        name = vae_decoder.name_of(job.vae_decoder, ref, layout)
+        if name is None:
+            from diffcli.text import escape
+
+            reporter.warn(escape(f"the --from image names --vae-decoder {job.vae_decoder}; there is none for "
+                                 f"{ref.name}'s family: its own VAE decodes"))
+            job = replace(job, vae_decoder=vae_decoder.FULL)
+        elif not _here(name):
+            what = f"--vae-decoder {job.vae_decoder}" + (f" ({name} for this model)" if name != job.vae_decoder else "")
+            reporter.warn(_not_fetched(what, "--vae-decoder", job.vae_decoder))
+            job = replace(job, vae_decoder=vae_decoder.FULL)
+    return vae_decoder.settle(job, ref, layout, offline=opts.offline or recorded, progress=download_progress(reporter))
 
 
 def _warn_unknown_words(job: Job, ref, reporter) -> None:
@@ -409,7 +491,7 @@ def _warn_zero_snr(pipe, name: str, reporter) -> None:
 def _sink(prepared: Prepared, opts: RunOptions, reporter) -> Sink:
     extra = {"batch_key": opts.batch_key} if opts.batch_key else None
     return Sink(fmt=prepared.fmt, overwrite=opts.overwrite, as_json=opts.json, reporter=reporter, extra=extra,
-                results=opts.results)
+                results=opts.results, public=opts.names_only)
 
 
 def _save(sink: Sink, image, path: Path, index: int, prepared: Prepared, seed: int, choice, model: dict,

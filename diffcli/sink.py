@@ -20,6 +20,7 @@ class Sink:
     reporter: object
     extra: dict | None = None  # added to every image's record (e.g. a batch job's key)
     results: object = None  # callable taking each result line; None: stdout (a server sends it to its client)
+    public: bool = False  # records name no file of this machine (RunOptions.names_only; metadata.without_paths)
 
     def write(self, image, path: Path, record: dict, result: dict, index: int) -> None:
         """Save IMAGE at PATH with RECORD embedded, report it as image INDEX (1-based), print RESULT."""
@@ -28,6 +29,10 @@ class Sink:
 
         if self.extra:
             record = {**record, **self.extra}
+        if self.public:
+            from diffcli.metadata import without_paths
+
+            record = without_paths(record)
         save_atomic(image, path, self.fmt, pil_save_kwargs(self.fmt.lower(), record), self.overwrite)
         self.reporter.saved(str(path), result.get("seed"), index)
         line = json.dumps({"path": str(path), **result}) if self.as_json else str(path)

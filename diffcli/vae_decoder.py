@@ -50,19 +50,24 @@ def settle(job, ref, layout, *, offline: bool = False, progress="quiet"):
     if spec in (None, FULL):
         return replace(job, vae_decoder=FULL) if spec is None else job
     check_name(spec)
-    from diffcli.families import family_of
+    name = name_of(spec, ref, layout)
+    if name is None:
+        from diffcli.families import family_of
 
-    family = family_of(ref, layout)
-    if spec == TINY:
-        name = FAMILY_DECODERS.get(family or "")
-        if name is None:
-            raise UsageError(f"--vae-decoder tiny: no tiny decoder is known for {ref.name} (family "
-                             f"{family or 'unknown'}); give an AutoencoderTiny's folder or hub repo id")
-    else:
-        name = spec
+        raise UsageError(f"--vae-decoder tiny: no tiny decoder is known for {ref.name} (family "
+                         f"{family_of(ref, layout) or 'unknown'}); give an AutoencoderTiny's folder or hub repo id")
     path = find(name, offline=offline, progress=progress)
     check_fits(path, name, ref, layout)
     return replace(job, vae_decoder=str(path) if Path(name).expanduser().is_dir() else name)
+
+
+def name_of(spec: str, ref, layout) -> str | None:
+    """The decoder SPEC names for REF's model: `tiny` is its family's TAESD (None where there is none)."""
+    if spec != TINY:
+        return spec
+    from diffcli.families import family_of
+
+    return FAMILY_DECODERS.get(family_of(ref, layout) or "")
 
 
 def find(name: str, *, offline: bool = False, progress="quiet") -> Path:

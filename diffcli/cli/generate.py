@@ -95,6 +95,7 @@ def run_options(params: dict, job: Job):
         offline=params["offline"],
         max_pixels=params.get("max_pixels"),
         replay_model=job.model if params.get("from_image") and not params.get("model") else None,
+        from_record=_from_record(params, job),
         load=LoadOptions(
             allow_pickle=params["allow_pickle"],
             offload=params["offload"],
@@ -103,6 +104,18 @@ def run_options(params: dict, job: Job):
             compile=params.get("compile", False),
         ),
     )
+
+
+# the components a job loads besides its model: named only inside a --from image, they are never fetched
+_COMPONENTS = ("vae_decoder", "control", "base")
+
+
+def _from_record(params: dict, job: Job) -> str | None:
+    """The components of JOB that only its --from image names (no flag does), for RunOptions.from_record."""
+    if not params.get("from_image"):
+        return None
+    recorded = [name for name in _COMPONENTS if not params.get(name) and getattr(job, name) not in (None, "full")]
+    return ",".join(recorded) or None
 
 
 def execute(task: str, params: dict) -> None:

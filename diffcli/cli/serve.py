@@ -37,7 +37,8 @@ Keep = Annotated[int, typer.Option("--keep", help="Keep at most this many models
 MaxMemory = Annotated[Optional[str], typer.Option("--max-memory", help="Keep the weights of loaded models within this size (e.g. 6G, 1.5GiB, 800M): least recently used go first; the model just used always stays.", show_default=False)]
 Idle = Annotated[str, typer.Option("--idle", help="Stop after this long without work: e.g. 90s, 10m, 1h; 0 = never.")]
 Http = Annotated[Optional[str], typer.Option("--http", help="Also serve the HTTP API on HOST:PORT (e.g. 127.0.0.1:7860).", show_default=False)]
-ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="DIFFCLI_API_KEY", help="HTTP: require 'Authorization: Bearer KEY' (required for an address other than loopback). Also from DIFFCLI_API_KEY.", show_default=False)]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="DIFFCLI_API_KEY", help="HTTP: require 'Authorization: Bearer KEY' (or KEY as the HTTP Basic password); without --api-key or --api-auth the API on loopback is open to every local user. Better from DIFFCLI_API_KEY: a command line is visible to other users.", show_default=False)]
+ApiAuth = Annotated[Optional[str], typer.Option("--api-auth", envvar="DIFFCLI_API_AUTH", metavar="USER:PASSWORD", help="HTTP: require HTTP Basic USER:PASSWORD, as AUTOMATIC1111's --api-auth (webuiapi's set_auth). Better from DIFFCLI_API_AUTH.", show_default=False)]
 AllowPull = Annotated[bool, typer.Option("--allow-pull", help="HTTP: let requests name models that are not present yet (they are downloaded).")]
 OutputDir = Annotated[Optional[str], typer.Option("--output-dir", help="HTTP: where images made over HTTP are written (default: ./outputs/http).", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="--status: one JSON object.")]
@@ -70,6 +71,7 @@ def parse_memory(text: str) -> int:
 
 
 def serve(
+    ctx: typer.Context,
     detach: Detach = False,
     status: Status = False,
     stop: Stop = False,
@@ -78,6 +80,7 @@ def serve(
     idle: Idle = "10m",
     http: Http = None,
     api_key: ApiKey = None,
+    api_auth: ApiAuth = None,
     allow_pull: AllowPull = False,
     output_dir: OutputDir = None,
     compile: Compile = False,
@@ -101,18 +104,37 @@ def serve(
     if http is not None:
         from diffcli.serve.http import check_settings
 
-        front = check_settings(http, api_key, output_dir, allow_pull)  # bad flags fail before anything starts
+        # bad flags fail before anything starts
+        front = check_settings(http, api_key, output_dir, allow_pull, api_auth)
+    else:
+        _http_flags_need_http(ctx)
     if detach:
-        from diffcli.serve.client import start_detached
+        from diffcli.serve.client import request, start_detached
 
+        if request("status", path) is not None:  # it would serve without these flags
+            raise UsageError(f"a diffcli server is already running on {path} "
+                             f"(`diffcli serve --status`, `diffcli serve --stop`)")
         args = ["--keep", str(keep), "--idle", idle, *(["--http", http] if http else []),
                 *(["--max-memory", str(max_bytes)] if max_bytes else []),
                 *(["--allow-pull"] if allow_pull else []), *(["--output-dir", front.output_dir] if front else []),
-                *(["--compile"] if compile else [])]
-        info = start_detached(args, path)  # --api-key travels in the environment, not on a command line
+                *(["--compile"] if compile else []), *(["--debug"] if debug else [])]
+        # the credentials travel in its environment (only this user can read it), never on a command line
+        secrets = {"DIFFCLI_API_KEY": front.api_key if front else None,
+                   "DIFFCLI_API_AUTH": ":".join(front.api_auth) if front and front.api_auth else None}
+        info = start_detached(args, path, secrets=secrets, adopt=False)
         sys.stderr.write(f"diffcli server started (pid {info['pid']}) on {path}\n")
         return
     _foreground(path, keep, idle_s, front, max_bytes, compile)
+
+
+def _http_flags_need_http(ctx: typer.Context) -> None:
+    """Flags of the HTTP API typed without --http would reach nothing: refused (their variables,
+    DIFFCLI_API_KEY and DIFFCLI_API_AUTH, may be set for other uses and are not)."""
+    for name, flag in (("api_key", "--api-key"), ("api_auth", "--api-auth"), ("allow_pull", "--allow-pull"),
+                       ("output_dir", "--output-dir")):
+        source = ctx.get_parameter_source(name)  # (typer's own click: its ParameterSource, compared by name)
+        if getattr(source, "name", None) == "COMMANDLINE":
+            raise UsageError(f"{flag} is for the HTTP API; add --http HOST:PORT (e.g. 127.0.0.1:7860)")
 
 
 def _foreground(path, keep: int, idle_s: float | None, front, max_bytes: int | None = None,
@@ -163,8 +185,9 @@ def _status(path, as_json: bool) -> None:
                                          for m in models) or "none loaded"))
     idle_s = answer.get("idle_stop_s")
     budget = f" within {_mib(answer['max_memory'])}" if answer.get("max_memory") else ""
-    lines.append(f"keeps {answer.get('keep')} models{budget}; stops after {_ago(idle_s) if idle_s else 'no'} idle time"
-                 + (f"; HTTP on {answer['http']}" if answer.get("http") else ""))
+    lines.append(f"keeps {answer.get('keep')} models{budget}; stops after {_ago(idle_s) if idle_s else 'no'} idle time")
+    if answer.get("http"):
+        lines.append(f"HTTP on {answer['http']}: {answer.get('http_access') or 'protection unknown (older server)'}")
     if not answer.get("compatible", True):
         lines.append("note: this shell's environment or diffcli differs from the server's; commands here run "
                      "by themselves")

@@ -99,18 +99,24 @@ def join_spec(path, weight: float) -> str:
     return f"{path}:{float(weight)!r}"
 
 
-def find_lora(name: str) -> Path | None:
+def find_lora(name: str, folder_only: bool = False) -> Path | None:
     """NAME as a LoRA file: an existing path (file, or a folder holding pytorch_lora_weights.safetensors),
-    else NAME[.safetensors] in the LoRA folder or one of its sub-folders; None when there is none."""
-    given = Path(name).expanduser()
-    if given.is_file():
-        return given.resolve()
-    if given.is_dir() and (given / LORA_FILE).is_file():
-        return (given / LORA_FILE).resolve()
+    else NAME[.safetensors] in the LoRA folder or one of its sub-folders; None when there is none.
+    FOLDER_ONLY: a .safetensors file of the LoRA folder only (NAME is never a path, so what the working
+    directory holds makes no difference)."""
+    given = Path(name) if folder_only else Path(name).expanduser()
+    if not folder_only:
+        if given.is_file():
+            return given.resolve()
+        if given.is_dir() and (given / LORA_FILE).is_file():
+            return (given / LORA_FILE).resolve()
     folder = lora_dir()
-    if not folder.is_dir() or given.is_absolute() or ".." in given.parts:
+    if not folder.is_dir() or given.is_absolute() or ".." in given.parts or (folder_only and "\\" in name):
         return None
-    for candidate in (folder / name, folder / f"{name}{LORA_SUFFIX}"):
+    candidates = (folder / name, folder / f"{name}{LORA_SUFFIX}")
+    if folder_only:
+        candidates = tuple(c for c in candidates if c.name.endswith(LORA_SUFFIX))
+    for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
     stem = given.name.removesuffix(LORA_SUFFIX)
@@ -145,21 +151,24 @@ def find_by_hash(sha256: str) -> Path | None:
     return None
 
 
-def resolve_specs(specs, replay: dict | None = None) -> tuple[str, ...]:
+def resolve_specs(specs, replay: dict | None = None, folder_only: bool = False) -> tuple[str, ...]:
     """Each 'NAME_OR_PATH[:WEIGHT]' as 'ABSOLUTE_PATH:WEIGHT' (weight 1 when not given); a usage error for
     one that is not found. REPLAY maps a recorded path to its recorded sha256 (a --from image): a file no
-    longer there is looked for by name, then by hash, in the LoRA folder."""
+    longer there is looked for by name, then by hash, in the LoRA folder. FOLDER_ONLY: each is the name of
+    a LoRA in the LoRA folder, never a path (find_lora), and no message shows where the folder is."""
     from diffcli.errors import UsageError
     from diffcli.text import shown
 
     out = []
     for spec in specs:
         name, weight = split_spec(spec)
-        path = find_lora(name)
+        path = find_lora(name, folder_only=folder_only)
         recorded = (replay or {}).get(name)
         if recorded and (path is None or lora_sha256(path) != recorded):
             by_name = find_lora(Path(name).name)
             path = by_name if by_name and lora_sha256(by_name) == recorded else find_by_hash(recorded)
+        if path is None and folder_only:
+            raise UsageError(f"LoRA {shown(name)} not found in the LoRA folder")
         if path is None:
             where = f"; recorded with sha256 {recorded[:12]}, not found by name or hash" if recorded else ""
             raise UsageError(f"LoRA {shown(name)} not found: not a file, nor a LoRA in {lora_dir()} "
@@ -167,7 +176,8 @@ def resolve_specs(specs, replay: dict | None = None) -> tuple[str, ...]:
         if path.suffix != LORA_SUFFIX:
             raise UsageError(f"LoRA {shown(path)}: only .safetensors LoRA files are read")
         if any(o.rpartition(":")[0] == str(path) for o in out):
-            raise UsageError(f"LoRA {shown(path)} is named twice; give it once, with the weight you want")
+            raise UsageError(f"LoRA {shown(name if folder_only else path)} is named twice; give it once, with the "
+                             f"weight you want")
         out.append(join_spec(path, 1.0 if weight is None else weight))
     return tuple(out)
 

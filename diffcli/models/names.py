@@ -84,8 +84,12 @@ def url_filename(url: str) -> str:
     return safe_basename(path.rsplit("/", 1)[-1])
 
 
-def parse(name: str) -> Source:
-    """Classify NAME. Order: bundled, URL, existing local path, alias, hub id."""
+def parse(name: str, paths: bool = True) -> Source:
+    """Classify NAME. Order: bundled, URL, existing local path, alias, hub id.
+
+    PATHS False judges NAME by its text alone (a request that may name no file, e.g. over HTTP): no local
+    path is looked at, so the answer is the same whatever the working directory holds; a name written as
+    a path or URL is a usage error."""
     from diffcli.models.aliases import ALIASES
 
     if not name or not name.strip():
@@ -97,15 +101,18 @@ def parse(name: str) -> Source:
     if name in MODEL_NAMES:
         return Source("bundled", name)
     lowered = name.lower()
+    if not paths and (lowered.endswith(CHECKPOINT_EXT) or name.startswith((".", "/", "~", "\\")) or "\\" in name
+                      or os.path.isabs(name) or "://" in name or ".." in name.split("/")):
+        raise UsageError(f"model '{name}': name a model (shipped, alias or hub id), not a path or URL")
     if lowered.startswith(("http://", "https://")):
         url_filename(name)  # validates
         return Source("url", name, url=name)
     if "://" in name:
         raise UsageError(f"unsupported URL scheme in '{redact_url(name)}' (use http or https)")
     path = Path(name).expanduser()
-    if path.is_dir():
+    if paths and path.is_dir():
         return Source("dir", name, path=path.resolve())
-    if path.is_file():
+    if paths and path.is_file():
         return Source("file", name, path=path.resolve())
     if lowered.endswith(CHECKPOINT_EXT) or name.startswith((".", "/", "~")) or os.path.isabs(name):
         raise UsageError(f"{name}: no such file or directory")

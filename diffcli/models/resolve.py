@@ -81,6 +81,7 @@ def resolve(
     pull: bool = True,
     sha256: str | None = None,
     progress="auto",
+    paths: bool = True,
 ) -> ModelRef:
     """Find NAME locally; pull it first when it is missing (unless offline or pull=False).
 
@@ -88,6 +89,7 @@ def resolve(
     PROGRESS says where a download's progress (and warnings such as a damaged registry) go:
     "auto" (a rich bar on stderr), "quiet" (nothing; also `quiet=True`), "json" (JSON lines on
     stderr, nothing on stdout), or a callable `emit(event, **data)` such as a JSON reporter's `emit`.
+    PATHS False: NAME is judged by its text alone, never as a local path (names.parse).
     """
     from diffcli.models import registry
     from diffcli.models.progress import Feedback
@@ -101,16 +103,17 @@ def resolve(
     with registry.warnings_to(feedback.warning):
         return _resolve(name, offline=offline, allow_pickle=allow_pickle, token=token, feedback=feedback,
                         revision=revision, variant=variant, trust_remote_code=trust_remote_code, pull=pull,
-                        sha256=sha256)
+                        sha256=sha256, paths=paths)
 
 
 def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None, feedback, revision: str | None,
-             variant: str | None, trust_remote_code: bool, pull: bool, sha256: str | None) -> ModelRef:
+             variant: str | None, trust_remote_code: bool, pull: bool, sha256: str | None,
+             paths: bool = True) -> ModelRef:
     from diffcli.models import lora, names, registry
     from diffcli.models.aliases import ALIASES, alias_for_repo
     from diffcli.models.safety import is_pickle, refuse_pickle
 
-    src = names.parse(name)
+    src = names.parse(name, paths=paths)
     offline = offline_requested(offline)
     token = token or None
 

@@ -105,7 +105,7 @@ def model_of(name) -> str | None:
     if looks_like_path:
         raise HttpError(422, f"model '{name}': name a model (see /sdapi/v1/sd-models), not a path or URL")
     try:
-        source = parse(name)
+        source = parse(name, paths=False)  # never looked for in the server's working directory
     except UsageError as exc:
         raise HttpError(422, str(exc)) from None
     if source.kind not in ("bundled", "alias", "hub"):
@@ -132,6 +132,7 @@ class Inputs:
     def __init__(self, output_dir: str) -> None:
         self.directory = Path(output_dir) / ".inputs"
         self.paths: list[Path] = []
+        self.names: dict[str, str] = {}  # path -> the request field that carried it (public_message)
 
     def add(self, name: str, data) -> str:
         """Write NAME's base64 DATA (an A1111 field) as an input file; its path."""
@@ -142,16 +143,19 @@ class Inputs:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise HttpError(422, f"'{name}' is not base64 image data") from None
-        return self.add_bytes(raw)
+        return self.add_bytes(raw, name)
 
-    def add_bytes(self, raw: bytes) -> str:
-        """Write RAW as an input file; its path."""
+    def add_bytes(self, raw: bytes, name: str) -> str:
+        """Write RAW (the image a request sent as NAME) as an input file, once its header passed
+        check_image; its path."""
+        check_image(raw, name)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{secrets.token_hex(8)}.img"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
         self.paths.append(path)
+        self.names[str(path)] = name
         return str(path)
 
     def remove(self) -> None:
@@ -161,6 +165,41 @@ class Inputs:
             self.directory.rmdir()
         except OSError:
             pass
+
+
+def max_input_pixels() -> int:
+    """The most pixels an image a request carries may have: Pillow's decompression-bomb limit
+    (Image.MAX_IMAGE_PIXELS, 89,478,485), the one commands apply to their input files too."""
+    from PIL import Image
+
+    from diffcli.jobs import MAX_SIDE
+
+    return Image.MAX_IMAGE_PIXELS or MAX_SIDE * MAX_SIDE
+
+
+def check_image(raw: bytes, name: str) -> None:
+    """Refuse RAW, an image a request carries as NAME, that is no image of a supported format or whose
+    header declares more than max_input_pixels(): read from its header alone, before anything decodes it
+    (a few hundred bytes of PNG can declare 13000x13000 pixels, 676 MB once decoded)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from diffcli.images import SUPPORTED_INPUT
+
+    limit = max_input_pixels()
+    try:
+        with Image.open(io.BytesIO(raw)) as img:  # lazy: the header only
+            width, height, fmt = *img.size, img.format
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # over twice Pillow's limit
+        raise HttpError(422, f"'{name}' is over the limit of {limit} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise HttpError(422, f"'{name}' is not an image in a supported format "
+                             f"({', '.join(SUPPORTED_INPUT)})") from None
+    if fmt not in SUPPORTED_INPUT:
+        raise HttpError(422, f"'{name}' is not an image in a supported format ({', '.join(SUPPORTED_INPUT)})")
+    if width * height > limit:
+        raise HttpError(422, f"'{name}' is {width}x{height} pixels, over the limit of {limit}")
 
 
 def a1111_job(body: dict, task: str, inputs: Inputs):
@@ -281,11 +320,11 @@ def openai_edit_job(fields: dict[str, list], inputs: Inputs):
     body = {k: _number(k, v) for k, v in text.items()}
     strength = body.pop("strength", None)
     job = openai_job(body)
-    image_path = inputs.add_bytes(images[0])
+    image_path = inputs.add_bytes(images[0], "image")
     repaint = _repaint_area(mask if mask is not None else images[0], from_image=mask is None)
     extra = {"image": image_path, "strength": strength}
     if repaint is not None:
-        extra.update(task="inpaint", mask=inputs.add_bytes(repaint))
+        extra.update(task="inpaint", mask=inputs.add_bytes(repaint, "mask"))
     else:
         if isinstance(mask, str):
             raise HttpError(400, "'mask' must be an image file")
@@ -317,6 +356,7 @@ def _repaint_area(data, from_image: bool) -> bytes | None:
 
     if isinstance(data, str):
         return None
+    check_image(data, "image" if from_image else "mask")  # before it is decoded here
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
@@ -345,7 +385,7 @@ def models() -> list[dict]:
     for item in inventory.items():
         if item.source in ("bundled", "hub") and item.status in ("complete", "adopted"):
             out.append({"title": item.name, "model_name": item.name, "hash": None, "sha256": None,
-                        "filename": str(item.path), "config": None})
+                        "filename": item.name, "config": None})  # (a name: no reply shows a server path)
     return out
 
 
@@ -360,21 +400,45 @@ def samplers() -> list[dict]:
     return [{"name": a1111, "aliases": names, "options": {}} for a1111, names in aliases.items()]
 
 
-def encode(paths: list[Path], remove: bool) -> tuple[list[str], list[str], list[int]]:
-    """Each written file base64 (the PNG as saved, `parameters` chunk and all), its parameters text and
-    seed; with REMOVE the files go afterwards."""
+def image_info(paths: list[Path]) -> tuple[list[str], list[int | None]]:
+    """Each written file's `parameters` text and seed, read from its metadata (not its pixels)."""
     from PIL import Image
 
-    images, infotexts, seeds = [], [], []
+    infotexts, seeds = [], []
     for path in paths:
-        data = path.read_bytes()
-        images.append(base64.b64encode(data).decode())
         with Image.open(path) as img:
             infotexts.append(img.info.get("parameters", ""))
             try:
                 seeds.append(json.loads(img.info.get("diffcli", "{}"))["job"]["seed"])
             except (ValueError, KeyError, TypeError):
                 seeds.append(None)
-        if remove:
-            path.unlink(missing_ok=True)
-    return images, infotexts, seeds
+    return infotexts, seeds
+
+
+def remove_files(paths) -> None:
+    """Remove the images at PATHS (written for a request that did not ask to keep them)."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
+
+
+# -- what a reply may say ------------------------------------------------------------------------------
+
+_COMPONENT = r"[/\\][^\s'\"()<>,;:/\\]+"
+# an absolute path: ~/X, or two or more components from the root (C:\X\Y on Windows); not part of a word,
+# a URL or a relative path ("org/name", "http://host/x", "../x")
+_SERVER_PATH = re.compile(rf"(?<![\w.:/\\~-])(?:~(?:{_COMPONENT})+|(?:[A-Za-z]:)?(?:{_COMPONENT}){{2,}})[/\\]?")
+_ENDPOINTS = ("/sdapi/", "/v1/")
+
+
+def public_message(text, inputs: Inputs | None = None) -> str:
+    """TEXT (an error or warning for a reply) naming no path of the server: an uploaded image by the request
+    field that carried it (INPUTS), the LoRA folder as such, any other absolute path as <server path>."""
+    from diffcli.models.lora import lora_dir
+
+    text = str(text)
+    for path, name in sorted((inputs.names if inputs is not None else {}).items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(path, name)
+    folder = str(lora_dir())
+    text = re.sub(re.escape(folder) + rf"(?:{_COMPONENT})*", lambda m: "the LoRA folder" if m.group() == folder
+                  else "<server path>", text)
+    return _SERVER_PATH.sub(lambda m: m.group() if m.group().startswith(_ENDPOINTS) else "<server path>", text)

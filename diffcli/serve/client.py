@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from diffcli.errors import DiffcliError, RuntimeFailure
-from diffcli.serve.protocol import (MODE_ENV, PROTOCOL, Channel, ProtocolError, compat_key, endpoint, error_from,
-                                    peer_uid, read_token, sibling, socket_path, try_lock, unsafe_socket, uses_tcp)
+from diffcli.errors import DiffcliError, RuntimeFailure, UsageError
+from diffcli.serve.protocol import (MODE_ENV, PROTOCOL, Channel, ProtocolError, auth_field, compat_key, endpoint,
+                                    error_from, new_nonce, peer_uid, proof, proof_matches, read_token, sibling,
+                                    socket_path, try_lock, unsafe_socket, uses_tcp)
 
 CONNECT_TIMEOUT_S = 5.0
 CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long the server may take to stop the job (and save partials)
@@ -79,8 +80,19 @@ def _open_tcp(path: Path, reporter) -> tuple[Channel, dict] | None:
     except OSError:  # a token file left by a killed server
         return None
     channel = Channel(sock)
-    try:
-        channel.send({"op": "auth", "token": info["token"]})
+    token, client_nonce = info["token"], new_nonce()
+    try:  # the server proves it knows the token first; the token itself never travels (protocol.py)
+        channel.send({"op": "auth", "nonce": client_nonce})
+        challenge = channel.receive(timeout=CONNECT_TIMEOUT_S)
+        server_nonce = auth_field(challenge, "nonce", challenge=True)
+        if server_nonce is None or server_nonce == client_nonce or not proof_matches(
+                auth_field(challenge, "proof", challenge=True), token, "server", client_nonce, server_nonce):
+            if challenge is not None and challenge.get("type") == "challenge":  # speaks our protocol, without the token
+                _warn(reporter, f"not using the diffcli server: the process on 127.0.0.1:{info['port']} did not "
+                                f"prove it knows the token")
+            channel.close()
+            return None
+        channel.send({"op": "auth", "proof": proof(token, "client", client_nonce, server_nonce)})
         hello = channel.receive(timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ProtocolError):
         channel.close()
@@ -337,9 +349,13 @@ def request(op: str, path: Path | None = None) -> dict | None:
     return answer
 
 
-def start_detached(args: list[str], path: Path | None = None) -> dict:
+def start_detached(args: list[str], path: Path | None = None, secrets: dict[str, str | None] | None = None,
+                   adopt: bool = True) -> dict:
     """Start `diffcli serve ARGS` in the background (its own session, output to server.log beside the
-    socket) and wait until it answers; returns its status."""
+    socket) and wait until it answers; returns its status. SECRETS (environment variable → value, None:
+    unset) reach it through its environment, which only this user can read, never its command line.
+    ADOPT: a server that another process started meanwhile will do (DIFFCLI_SERVER=auto); otherwise it
+    is an error, since it runs without ARGS."""
     path = path or socket_path()
     from diffcli.serve.protocol import make_private_directory
 
@@ -348,6 +364,10 @@ def start_detached(args: list[str], path: Path | None = None) -> dict:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     env = {**os.environ, "DIFFCLI_SERVER_SOCKET": str(path)}
     env.pop(MODE_ENV, None)
+    for name, value in (secrets or {}).items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
     try:
         proc = subprocess.Popen([sys.executable, "-m", "diffcli", "serve", *args], stdin=subprocess.DEVNULL,
                                 stdout=fd, stderr=fd, env=env, cwd="/", start_new_session=True)
@@ -357,10 +377,12 @@ def start_detached(args: list[str], path: Path | None = None) -> dict:
     while time.monotonic() < deadline:
         code = proc.poll()
         status = request("status", path)
-        if status is not None and (status.get("pid") == proc.pid or code is not None):  # (or one started meanwhile)
-            return status
+        if status is not None and (status.get("pid") == proc.pid or (code is not None and adopt)):
+            return status  # (or one started meanwhile)
         if code is not None:
             tail = _tail(log_path)
+            if code == 2 and tail:  # its usage error (e.g. another server took the socket meanwhile)
+                raise UsageError(tail)
             raise RuntimeFailure(f"the server exited at once (exit {code}){': ' + tail if tail else ''}")
         time.sleep(0.1)
     raise RuntimeFailure(f"the server did not answer within {START_WAIT_S:.0f} s (see {log_path})")

@@ -1,13 +1,15 @@
 """The HTTP front door (`diffcli serve --http HOST:PORT`): AUTOMATIC1111- and OpenAI-style endpoints.
 
 Python's own http.server (threaded), no extra dependency: requests are small, jobs run one at a time
-on the server's worker anyway, and every request is bounded (body size, header read timeout, requests
-in flight). Safety:
+on the server's worker anyway, and every request is bounded (connections, a deadline for the whole
+request, body size, JSON nesting, image requests in flight, pixels of uploaded images). Safety:
 
-- binds 127.0.0.1 by default; any other address needs --api-key ("Authorization: Bearer KEY");
-- without a key, the Host header must name a loopback address (no DNS rebinding) and a POST must be
-  `application/json` (a browser page cannot send that to another origin without a CORS preflight,
-  which is never granted);
+- binds 127.0.0.1 by default, open to every local user; --api-key KEY ("Authorization: Bearer KEY", or
+  KEY as the HTTP Basic password) and/or --api-auth USER:PASSWORD (HTTP Basic, as A1111's) restrict it,
+  and any other address needs one of them; credentials are compared in constant time;
+- without credentials, the Host header must name a loopback address (no DNS rebinding) and a POST must
+  be `application/json` (a browser page cannot send that to another origin without a CORS preflight,
+  which is never granted); with or without, a request from a page of another site (Origin) is refused;
 - a request names only a model already present (bundled, alias or hub id; never a path or URL),
   unless --allow-pull lets hub models download; it never names a file: inputs come in the body,
   outputs go to the server's --output-dir and come back base64 in the response;
@@ -24,16 +26,21 @@ queued or running, as Ctrl-C of a CLI client does.
 
 from __future__ import annotations
 
+import base64
 import hmac
+import io
 import ipaddress
 import json
+import math
 import os
 import re
+import secrets
 import select
 import socket
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -41,9 +48,12 @@ from diffcli.errors import DiffcliError, UsageError
 from diffcli.serve import api
 
 MAX_BODY = 64 * 2**20  # bytes of one request (init images come base64 inside it)
-MAX_IN_FLIGHT = 16  # requests handled at once; more get 503
-MAX_WAITING_JOBS = 32  # HTTP jobs queued or running; more get 503
-READ_TIMEOUT_S = 30.0  # for a request's headers and body
+MAX_CONNECTIONS = 64  # open at once, counted from accept (before headers or credentials); more get 503 at once
+MAX_IN_FLIGHT = 16  # image requests (txt2img, img2img, generations, edits), from body to answer; more get 503
+DEADLINE_S = 30.0  # a request (line, headers, body) must arrive whole within this of its connection opening
+DEADLINE_ENV = "DIFFCLI_HTTP_DEADLINE"  # seconds, instead of DEADLINE_S (a slow link sending large images)
+MAX_DEPTH = 32  # nesting of lists and objects in a JSON body
+ANSWER_CHUNK = 3 * 2**18  # bytes of an image base64-encoded at once while an answer is written
 GONE_POLL_S = 0.25  # how often a waiting request checks that its client is still connected
 
 
@@ -54,10 +64,27 @@ class HttpSettings:
     api_key: str | None
     output_dir: str  # absolute
     allow_pull: bool
+    api_auth: tuple[str, str] | None = None  # (user, password): HTTP Basic, as A1111's --api-auth
+    deadline_s: float = field(default_factory=lambda: request_deadline())  # $DIFFCLI_HTTP_DEADLINE, checked here
 
 
-def check_settings(address: str, api_key: str | None, output_dir: str | None, allow_pull: bool) -> HttpSettings:
-    """The --http flags checked: HOST:PORT, a key for any non-loopback address, an absolute output dir."""
+def request_deadline() -> float:
+    """Seconds a request has to arrive whole: DEADLINE_S, or $DIFFCLI_HTTP_DEADLINE (e.g. 90 or 90s)."""
+    text = os.environ.get(DEADLINE_ENV, "").strip()
+    if not text:
+        return DEADLINE_S
+    try:
+        value = float(text[:-1] if text.lower().endswith("s") else text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise UsageError(f"invalid {DEADLINE_ENV} '{text}'; use seconds, e.g. 30 or 90s (at most 3600)")
+    return value
+
+
+def check_settings(address: str, api_key: str | None, output_dir: str | None, allow_pull: bool,
+                   api_auth: str | None = None) -> HttpSettings:
+    """The --http flags checked: HOST:PORT, credentials for any non-loopback address, an absolute output dir."""
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", address.strip())
     if match is None:
         raise UsageError(f"invalid --http '{address}'; use HOST:PORT, e.g. 127.0.0.1:7860")
@@ -67,10 +94,59 @@ def check_settings(address: str, api_key: str | None, output_dir: str | None, al
         raise UsageError(f"invalid --http port {port}")
     if api_key is not None and len(api_key) < 16:
         raise UsageError("--api-key must be at least 16 characters")
-    if not is_loopback(host) and not api_key:
-        raise UsageError(f"--http {address} listens beyond this machine; that needs --api-key (or DIFFCLI_API_KEY)")
+    user_password = None
+    if api_auth is not None:
+        user, _, password = api_auth.partition(":")
+        if not user or not password:
+            raise UsageError("--api-auth must be USER:PASSWORD")
+        if len(password) < 16:
+            raise UsageError("the --api-auth password must be at least 16 characters")
+        user_password = (user, password)
+    if not is_loopback(host) and not api_key and not user_password:
+        raise UsageError(f"--http {address} listens beyond this machine; that needs --api-key or --api-auth "
+                         f"(or DIFFCLI_API_KEY, DIFFCLI_API_AUTH)")
     out = os.path.abspath(os.path.expanduser(output_dir or os.path.join("outputs", "http")))
-    return HttpSettings(host, port, api_key or None, out, allow_pull)
+    return HttpSettings(host, port, api_key or None, out, allow_pull, user_password)
+
+
+def auth_names(settings: HttpSettings) -> list[str]:
+    """The credentials the API takes: "api-key", "basic"; none: open to every local user."""
+    return [name for name, on in (("api-key", settings.api_key), ("basic", settings.api_auth)) if on]
+
+
+def access(settings: HttpSettings) -> str:
+    """Who can use the API, in words (`serve --status`, the start-up log line)."""
+    needs = [what for what, on in (("an API key (Bearer, or as the Basic password)", settings.api_key),
+                                   ("user:password (Basic)", settings.api_auth)) if on]
+    return "needs " + " or ".join(needs) if needs else "open to every local user (no key)"
+
+
+def credentials_match(header: str, settings: HttpSettings) -> bool:
+    """Whether an Authorization HEADER carries the API key (Bearer, or as the Basic password) or the
+    --api-auth user and password (Basic); every comparison in constant time."""
+    import base64
+    import binascii
+
+    scheme, _, value = header.strip().partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    key = settings.api_key.encode() if settings.api_key is not None else None
+    if scheme == "bearer":
+        return key is not None and hmac.compare_digest(value.encode(), key)
+    if scheme != "basic":
+        return False
+    try:
+        user, colon, password = base64.b64decode(value.encode(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return False
+    if not colon:
+        return False
+    ok = False
+    if settings.api_auth is not None:
+        want_user, want_password = (part.encode() for part in settings.api_auth)
+        ok = hmac.compare_digest(user, want_user) & hmac.compare_digest(password, want_password)
+    if key is not None:
+        ok = hmac.compare_digest(password, key) | ok
+    return bool(ok)
 
 
 def is_loopback(host: str) -> bool:
@@ -92,27 +168,28 @@ class HttpFrontDoor:
         self.log = log
         self.worker = None
         self.last_active = time.monotonic()
-        self.in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self.in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)  # image requests
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.active = 0
         self.lock = threading.Lock()
         self.tasks: list = []  # HTTP tasks queued or running
         _preload()
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        server_class = type("DiffcliHTTPServer", (ThreadingHTTPServer,), {"address_family": family,
-                                                                          "daemon_threads": True})
+        server_class = type("DiffcliHTTPServer", (_Server,), {"address_family": family, "front": self})
         try:
             self.httpd = server_class((settings.host, settings.port), _handler(self))
         except OSError as exc:
             raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
         host, port = self.httpd.server_address[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.auth, self.access = auth_names(settings), access(settings)  # for `serve --status`
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5},
                                        name="diffcli-http", daemon=True)
 
     def start(self, worker) -> None:
         self.worker = worker
         self.thread.start()
-        self.log(f"HTTP API on http://{self.address} (outputs: {self.settings.output_dir})")
+        self.log(f"HTTP API on http://{self.address}: {self.access} (outputs: {self.settings.output_dir})")
 
     def stop(self) -> None:
         if self.thread.is_alive():
@@ -125,11 +202,12 @@ class HttpFrontDoor:
 
     # what a request does, once parsed and allowed
 
-    def generate(self, job, inputs, gone=lambda: False,
-                 a1111_sampler: bool = False) -> tuple[list[Path], list[str], bool]:
+    def generate(self, job, inputs, gone=lambda: False, a1111_sampler: bool = False,
+                 keep: bool = False) -> tuple[list[Path], list[str], bool]:
         """Run JOB on the worker; (the written paths, warnings, interrupted). The job is cancelled when
         GONE() says the client went away. A1111_SAMPLER: its scheduler was named by an A1111 sampler name
-        (RunOptions.a1111_sampler)."""
+        (RunOptions.a1111_sampler). The images of a job that does not finish (interrupted, failed, its
+        client gone) are removed unless KEEP (A1111's save_images); a finished job's are the caller's."""
         from diffcli.jobs import validate
         from diffcli.pipelines import LoadOptions
         from diffcli.run import RunOptions
@@ -137,14 +215,13 @@ class HttpFrontDoor:
         from diffcli.serve.worker import Stopping, Task
 
         opts = RunOptions(out=self.settings.output_dir + os.sep, fmt="png", offline=not self.settings.allow_pull,
-                          a1111_sampler=a1111_sampler, load=LoadOptions())
-        task = Task(job=job, opts=opts, reporter=None, results=lambda line: None, door="http")
+                          a1111_sampler=a1111_sampler, names_only=True, load=LoadOptions())
+        written: list[str] = []  # each image as the job writes it (its result line: the path)
+        task = Task(job=job, opts=opts, reporter=None, results=written.append, door="http")
         validate(job)  # what needs no model fails now, not after the jobs ahead (the engine checks it all again)
         warnings: list[str] = []
         task.reporter = Forwarder(lambda message: _collect(message, warnings), task.cancelled, task.progress)
-        with self.lock:
-            if len(self.tasks) >= MAX_WAITING_JOBS:
-                raise api.HttpError(503, "too many jobs waiting; try again later", "Busy")
+        with self.lock:  # (at most MAX_IN_FLIGHT: each is a request's)
             self.tasks.append(task)
         try:
             try:
@@ -156,16 +233,19 @@ class HttpFrontDoor:
                     self.log(f"HTTP job {task.id}: the client went away; cancelling it")
                     self.worker.cancel(task)
         finally:
+            if not keep and (task.outcome or {}).get("type") != "end":
+                api.remove_files(written)  # no answer will carry them
             with self.lock:
                 self.tasks.remove(task)
             inputs.remove()
         outcome = task.outcome or {}
+        warnings = [api.public_message(w, inputs) for w in warnings]  # (a reply carries no server path)
         if outcome.get("type") == "end":
             return [Path(p) for p in outcome.get("paths", [])], warnings, False
         if outcome.get("kind") == "interrupted":
             return [], warnings, True
         status = 422 if outcome.get("exit_code") == 2 else 503 if outcome.get("kind") == "stopped" else 500
-        raise api.HttpError(status, str(outcome.get("message")), str(outcome.get("kind")))
+        raise api.HttpError(status, api.public_message(outcome.get("message"), inputs), str(outcome.get("kind")))
 
     def interrupt(self) -> None:
         with self.lock:
@@ -196,6 +276,89 @@ class HttpFrontDoor:
                      interrupted=current.cancelled.is_set())
         return {"progress": round(fraction, 4), "eta_relative": round(eta, 2), "state": state, "current_image": None,
                 "textinfo": None}
+
+
+class _Server(ThreadingHTTPServer):
+    """Python's threaded HTTP server with at most MAX_CONNECTIONS connections (threads) at once, counted
+    from accept: one more is answered 503 at once, without waiting for its request."""
+
+    daemon_threads = True
+    request_queue_size = 2 * MAX_CONNECTIONS  # the listen backlog (socketserver's 5 holds connections unseen)
+    front: HttpFrontDoor
+
+    def process_request(self, request, client_address) -> None:
+        if not self.front.connections.acquire(blocking=False):
+            _refuse(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.front.connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.front.connections.release()
+
+    def handle_error(self, request, client_address) -> None:  # one line in the log, not a traceback
+        exc = sys.exc_info()[1]
+        self.front.log(f"HTTP connection from {client_address[0]}: {type(exc).__name__}: {exc}")
+
+
+def _refuse(sock: socket.socket) -> None:
+    """Answer 503 on a connection over MAX_CONNECTIONS, never waiting for it (what it sent already is read
+    first: closing it with bytes unread would reset the connection, answer and all)."""
+    body = json.dumps({"error": "Busy", "detail": f"too many connections at once (at most {MAX_CONNECTIONS}); "
+                                                  "try again later"}).encode()
+    try:
+        sock.setblocking(False)
+        try:
+            sock.recv(65536)
+        except OSError:
+            pass
+        sock.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    except OSError:
+        pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's bytes, each read waiting only until DEADLINE (time.monotonic()): the request as a
+    whole must have arrived by then, however it trickles in."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self.sock, self.deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.sock.settimeout(remaining)
+        return self.sock.recv_into(buffer)
+
+
+def _too_deep(value, limit: int = MAX_DEPTH) -> bool:
+    """Whether VALUE (parsed JSON) nests lists and objects more than LIMIT deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _challenge(settings: HttpSettings) -> str:
+    """The WWW-Authenticate value of a 401: the schemes this API takes."""
+    return ", ".join(([] if settings.api_key is None else ["Bearer"]) + ['Basic realm="diffcli"'])
 
 
 def _collect(message: dict, warnings: list[str]) -> bool:
@@ -230,7 +393,12 @@ def _handler(front: HttpFrontDoor):
     class Handler(BaseHTTPRequestHandler):
         server_version = "diffcli"
         sys_version = ""
-        timeout = READ_TIMEOUT_S
+        timeout = None  # set before each read (the request's deadline) and each answer (settings.deadline_s)
+
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()  # the socket's plain reader, replaced by one that keeps the request's deadline
+            self.rfile = io.BufferedReader(_DeadlineReader(self.connection, time.monotonic() + settings.deadline_s))
 
         def log_message(self, fmt, *args) -> None:  # the server log gets one line per request, not stderr
             pass
@@ -248,9 +416,6 @@ def _handler(front: HttpFrontDoor):
             self._serve("DELETE")
 
         def _serve(self, method: str) -> None:
-            if not front.in_flight.acquire(blocking=False):
-                self._error(503, "too many requests at once; try again later", "Busy")
-                return
             with front.lock:
                 front.active += 1
             try:
@@ -266,7 +431,6 @@ def _handler(front: HttpFrontDoor):
                 with front.lock:
                     front.active -= 1
                 front.last_active = time.monotonic()
-                front.in_flight.release()
 
         def _route(self, method: str) -> None:
             self._check_access()
@@ -276,10 +440,10 @@ def _handler(front: HttpFrontDoor):
                 ("GET", "/sdapi/v1/samplers"): lambda: self._json(200, api.samplers()),
                 ("GET", "/sdapi/v1/progress"): lambda: self._json(200, front.progress()),
                 ("POST", "/sdapi/v1/interrupt"): self._interrupt,
-                ("POST", "/sdapi/v1/txt2img"): lambda: self._a1111("txt2img"),
-                ("POST", "/sdapi/v1/img2img"): lambda: self._a1111("img2img"),
-                ("POST", "/v1/images/generations"): self._openai,
-                ("POST", "/v1/images/edits"): self._openai_edit,
+                ("POST", "/sdapi/v1/txt2img"): lambda: self._images(lambda: self._a1111("txt2img")),
+                ("POST", "/sdapi/v1/img2img"): lambda: self._images(lambda: self._a1111("img2img")),
+                ("POST", "/v1/images/generations"): lambda: self._images(self._openai),
+                ("POST", "/v1/images/edits"): lambda: self._images(self._openai_edit),
             }
             action = routes.get((method, path))
             if action is None:
@@ -289,17 +453,15 @@ def _handler(front: HttpFrontDoor):
             action()
 
         def _check_access(self) -> None:
-            if settings.api_key is not None:
-                given = self.headers.get("Authorization", "")
-                scheme, _, token = given.partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                         settings.api_key.encode()):
-                    raise api.HttpError(401, "missing or wrong API key (Authorization: Bearer KEY)", "Unauthorized")
-                return
             host = (self.headers.get("Host") or "").strip()
-            name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
-            if not is_loopback(name):  # a page on another site resolving its name to 127.0.0.1
-                raise api.HttpError(403, f"Host '{host}' is not this machine; use 127.0.0.1", "Forbidden")
+            if front.auth:
+                if not credentials_match(self.headers.get("Authorization", ""), settings):
+                    raise api.HttpError(401, f"missing or wrong credentials: this API {front.access}", "Unauthorized")
+            else:
+                name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
+                if not is_loopback(name):  # a page on another site resolving its name to 127.0.0.1
+                    raise api.HttpError(403, f"Host '{host}' is not this machine; use 127.0.0.1", "Forbidden")
+            # with credentials too: a browser adds Basic credentials it holds to any request, a page's included
             origin = self.headers.get("Origin")
             if origin is not None and origin.rstrip("/") != f"http://{host}":
                 # a page of another site (browsers name it in Origin): it could POST a form, which
@@ -311,10 +473,16 @@ def _handler(front: HttpFrontDoor):
             if kind != "application/json":
                 raise api.HttpError(415, "send the request body as application/json", "UnsupportedMediaType")
             raw = self._raw()
+            too_deep = api.HttpError(400, f"request body is nested too deeply (at most {MAX_DEPTH} levels)",
+                                     "BadRequest")
             try:
                 body = json.loads(raw)
+            except RecursionError:
+                raise too_deep from None
             except ValueError as exc:
                 raise api.HttpError(400, f"request body is not JSON: {exc}", "BadRequest") from None
+            if _too_deep(body):
+                raise too_deep
             if not isinstance(body, dict):
                 raise api.HttpError(400, "request body must be a JSON object", "BadRequest")
             return body
@@ -328,8 +496,11 @@ def _handler(front: HttpFrontDoor):
             if content_type.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in content_type:
                 raise api.HttpError(415, "send the request body as multipart/form-data", "UnsupportedMediaType")
             raw = self._raw()
-            message = BytesParser(policy=HTTP).parsebytes(
-                b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+            try:
+                message = BytesParser(policy=HTTP).parsebytes(
+                    b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+            except RecursionError:  # multipart in multipart in ...
+                raise api.HttpError(400, "request body is nested too deeply", "BadRequest") from None
             if not message.is_multipart():
                 raise api.HttpError(400, "request body is not multipart/form-data", "BadRequest")
             fields: dict[str, list] = {}
@@ -353,7 +524,11 @@ def _handler(front: HttpFrontDoor):
                 raise api.HttpError(411, "Content-Length is required", "LengthRequired") from None
             if length < 0 or length > MAX_BODY:
                 raise api.HttpError(413, f"request body over {MAX_BODY} bytes", "TooLarge")
-            raw = self.rfile.read(length)
+            try:
+                raw = self.rfile.read(length)
+            except TimeoutError:
+                raise api.HttpError(408, f"the request did not arrive within {settings.deadline_s:g} s",
+                                    "Timeout") from None
             if len(raw) != length:
                 raise api.HttpError(400, "request body cut short", "BadRequest")
             return raw
@@ -368,6 +543,16 @@ def _handler(front: HttpFrontDoor):
             except OSError:
                 return True
 
+        def _images(self, action) -> None:
+            """ACTION, an endpoint that makes images, in one of MAX_IN_FLIGHT slots (from its body to its answer)."""
+            if not front.in_flight.acquire(blocking=False):
+                raise api.HttpError(503, f"too many image requests at once (at most {MAX_IN_FLIGHT}); try again "
+                                         "later", "Busy")
+            try:
+                action()
+            finally:
+                front.in_flight.release()
+
         def _a1111(self, task: str) -> None:
             body = self._body()
             save = api.typed("save_images", body.get("save_images", False), bool)
@@ -375,16 +560,20 @@ def _handler(front: HttpFrontDoor):
             inputs = api.Inputs(settings.output_dir)
             try:
                 job = api.a1111_job(body, task, inputs)
-                paths, warnings, interrupted = front.generate(job, inputs, self._gone, a1111_sampler=True)
+                paths, warnings, interrupted = front.generate(job, inputs, self._gone, a1111_sampler=True, keep=save)
             finally:
                 inputs.remove()
-            images, infotexts, seeds = api.encode(paths, remove=not save)
-            info = {"prompt": job.prompt, "negative_prompt": job.negative or "", "all_seeds": seeds,
-                    "seed": seeds[0] if seeds else None, "infotexts": infotexts, "warnings": warnings,
-                    "interrupted": interrupted}
-            self._json(200, {"images": images, "parameters": body if task == "txt2img" else
-                             {k: v for k, v in body.items() if k not in ("init_images", "mask")},
-                             "info": json.dumps(info)})
+            try:
+                infotexts, seeds = api.image_info(paths)
+                info = {"prompt": job.prompt, "negative_prompt": job.negative or "", "all_seeds": seeds,
+                        "seed": seeds[0] if seeds else None, "infotexts": infotexts, "warnings": warnings,
+                        "interrupted": interrupted}
+                self._send_images({"images": None, "parameters": body if task == "txt2img" else
+                                   {k: v for k, v in body.items() if k not in ("init_images", "mask")},
+                                   "info": json.dumps(info)}, "images", paths, remove=not save)
+            finally:
+                if not save:
+                    api.remove_files(paths)
 
         def _openai(self, edit: bool = False) -> None:
             inputs = api.Inputs(settings.output_dir)
@@ -397,7 +586,8 @@ def _handler(front: HttpFrontDoor):
             except (api.HttpError, DiffcliError) as exc:  # OpenAI's shape: 400 for any bad request
                 status = getattr(exc, "status", 400 if getattr(exc, "exit_code", 1) == 2 else 500)
                 kind = "invalid_request_error" if status < 500 else "server_error"
-                self._json(400 if status == 422 else status, {"error": {"message": str(exc), "type": kind,
+                message = api.public_message(exc)  # (a reply carries no server path)
+                self._json(400 if status == 422 else status, {"error": {"message": message, "type": kind,
                                                                         "param": None, "code": None}})
                 return
             finally:
@@ -406,9 +596,11 @@ def _handler(front: HttpFrontDoor):
                 self._json(409, {"error": {"message": "interrupted", "type": "server_error", "param": None,
                                            "code": None}})
                 return
-            images, _, _ = api.encode(paths, remove=True)
-            self._json(200, {"created": int(time.time()), "data": [{"b64_json": b, "revised_prompt": None}
-                                                                   for b in images]})
+            try:
+                self._send_images({"created": int(time.time()), "data": None}, "data", paths,
+                                  {"b64_json": None, "revised_prompt": None})
+            finally:
+                api.remove_files(paths)
 
         def _openai_edit(self) -> None:
             self._openai(edit=True)
@@ -419,21 +611,57 @@ def _handler(front: HttpFrontDoor):
 
         def _error(self, status: int, message: str, kind: str) -> None:
             try:
-                self._json(status, {"error": kind, "detail": message},
-                           {"WWW-Authenticate": "Bearer"} if status == 401 else None)
+                self._json(status, {"error": kind, "detail": api.public_message(message)},
+                           {"WWW-Authenticate": _challenge(settings)} if status == 401 else None)
             except OSError:
                 pass
 
-        def _json(self, status: int, payload, headers: dict | None = None) -> None:
-            data = json.dumps(payload).encode()
+        def _send_images(self, payload: dict, key: str, paths: list[Path], item: dict | None = None,
+                         remove: bool = True) -> None:
+            """Answer 200 with PAYLOAD, its KEY the list of the images at PATHS base64 (each as ITEM with its
+            first key the image, or bare), written one image and one chunk at a time: the answer is never
+            whole in memory (its length comes from the files' sizes). With REMOVE each file goes once it is
+            read, before the answer's last bytes. A client gone meanwhile is logged."""
+            mark = secrets.token_hex(16)  # stands for the images in the JSON around them
+            head, tail = (part.encode() for part in json.dumps({**payload, key: mark}).split(f'"{mark}"'))
+            before, after = b'"', b'"'
+            if item is not None:
+                first, second = json.dumps({**item, next(iter(item)): mark}).split(f'"{mark}"')
+                before, after = first.encode() + b'"', b'"' + second.encode()
+            sizes = [path.stat().st_size for path in paths]
+            length = len(head) + 2 + len(tail) + 2 * max(0, len(paths) - 1) + sum(
+                len(before) + 4 * math.ceil(size / 3) + len(after) for size in sizes)
+            try:
+                self._head(200, length)
+                self.wfile.write(head + b"[")
+                for i, path in enumerate(paths):
+                    self.wfile.write((b", " if i else b"") + before)
+                    with open(path, "rb") as fh:
+                        while chunk := fh.read(ANSWER_CHUNK):  # a multiple of 3 bytes: base64 pieces join
+                            self.wfile.write(base64.b64encode(chunk))
+                    if remove:
+                        path.unlink(missing_ok=True)
+                    self.wfile.write(after)
+                self.wfile.write(b"]" + tail)
+            except OSError as exc:
+                self.close_connection = True
+                front.log(f"HTTP {self.command} {self.path}: the client went away before its answer was sent "
+                          f"({type(exc).__name__})")
+
+        def _head(self, status: int, length: int, headers: dict | None = None) -> None:
+            self.connection.settimeout(settings.deadline_s)  # for each write of the answer
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(length))
             self.send_header("Cache-Control", "no-store")
             self.send_header("X-Content-Type-Options", "nosniff")
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             self.end_headers()
+
+        def _json(self, status: int, payload, headers: dict | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self._head(status, len(data), headers)
             self.wfile.write(data)
 
     return Handler

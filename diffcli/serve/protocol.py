@@ -18,8 +18,16 @@ peer's uid (SO_PEERCRED) and the client checks the server's.
 Where there are no Unix sockets (Windows), or with DIFFCLI_SERVER_TRANSPORT=tcp, the server listens on
 127.0.0.1 at a port of the system's choosing and writes the port and a random token to a file beside
 where the socket would be (server.token: created 0600, in the same private directory; on Windows the
-user's own runtime directory). A client's first message is then {"op": "auth", "token": …}; a
-connection that does not start with the token is closed without an answer.
+user's own runtime directory). Each side then proves that it knows the token without sending it, the
+server first (whoever holds the port after a crash learns nothing):
+
+    client → server   {"op": "auth", "nonce": C}                  (C, S: 64 random hex digits)
+    server → client   {"type": "challenge", "nonce": S, "proof": HMAC(token, "diffcli-server" LF C LF S)}
+    client → server   {"op": "auth", "proof": HMAC(token, "diffcli-client" LF C LF S)}   (if S's proof was right)
+    server → client   the hello
+
+HMAC is HMAC-SHA256 keyed with the token's UTF-8 bytes, in hex; LF is a newline. A connection that does
+not start that way, or whose proof is wrong, is closed without another word.
 """
 
 from __future__ import annotations
@@ -46,7 +54,11 @@ MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to about 104-108 bytes
 # only when both agree on it, so the result is what the client would have made itself.
 _COMPAT_PREFIXES = ("DIFFCLI_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "CUDA_", "PYTORCH_", "TORCH_",
                     "OMP_", "MKL_", "XDG_CACHE_HOME", "XDG_DATA_HOME")
-_COMPAT_IGNORED = {SOCKET_ENV, MODE_ENV, TRANSPORT_ENV, "DIFFCLI_DEBUG"}
+# Secrets are not compatibility: the HTTP API's credentials (the server's business only) and hub tokens
+# (a client settles its job, downloads included, before it sends it).
+_COMPAT_SECRETS = {"DIFFCLI_API_KEY", "DIFFCLI_API_AUTH", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}
+_COMPAT_IGNORED = {SOCKET_ENV, MODE_ENV, TRANSPORT_ENV, "DIFFCLI_DEBUG", *_COMPAT_SECRETS,
+                   "DIFFCLI_HTTP_DEADLINE"}  # (the HTTP API's request deadline: the server's business too)
 
 
 def socket_path() -> Path:
@@ -123,10 +135,40 @@ def read_token(path: Path) -> tuple[dict | None, str | None]:
     return info, None
 
 
-def token_matches(message: dict | None, token: str) -> bool:
-    """Whether MESSAGE is the auth message carrying TOKEN (compared in constant time)."""
-    given = message.get("token") if isinstance(message, dict) and message.get("op") == "auth" else None
-    return isinstance(given, str) and hmac.compare_digest(given.encode(), token.encode())
+def new_nonce() -> str:
+    """A fresh random challenge for the TCP handshake (256 bits, hex)."""
+    import secrets
+
+    return secrets.token_hex(32)
+
+
+def auth_field(message: dict | None, field: str, challenge: bool = False) -> str | None:
+    """FIELD (a nonce, a proof) of a client's auth message, or of the server's challenge with CHALLENGE,
+    when it is 32 to 128 hex digits; else None."""
+    kind = ("type", "challenge") if challenge else ("op", "auth")
+    if not isinstance(message, dict) or message.get(kind[0]) != kind[1]:
+        return None
+    value = message.get(field)
+    if not isinstance(value, str) or not 32 <= len(value) <= 128:
+        return None
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return None
+    return value
+
+
+def proof(token: str, side: str, client_nonce: str, server_nonce: str) -> str:
+    """What SIDE ("server" or "client") sends to show it knows TOKEN, bound to both nonces of this
+    connection (a proof is good for that connection only, and one side's never passes for the other's)."""
+    message = f"diffcli-{side}\n{client_nonce}\n{server_nonce}".encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def proof_matches(given: str | None, token: str, side: str, client_nonce: str, server_nonce: str) -> bool:
+    """Whether GIVEN is SIDE's proof for this connection (compared in constant time)."""
+    expected = proof(token, side, client_nonce, server_nonce)
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def try_lock(fd: int) -> bool:

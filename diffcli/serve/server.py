@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from diffcli.errors import UsageError
-from diffcli.serve.protocol import (PROTOCOL, Channel, ProtocolError, compat_key, endpoint, error_message,
-                                    make_private_directory, peer_uid, sibling, token_matches, try_lock, unsafe_socket,
-                                    uses_tcp, write_token)
+from diffcli.serve.protocol import (PROTOCOL, Channel, ProtocolError, auth_field, compat_key, endpoint, error_message,
+                                    make_private_directory, new_nonce, peer_uid, proof, proof_matches, sibling,
+                                    try_lock, unsafe_socket, uses_tcp, write_token)
 from diffcli.serve.worker import Stopping, Task, Worker, parse_request, parse_upscale
 
 REQUEST_WAIT_S = 3600.0  # a client settles its job (maybe downloading a model) before it sends it
@@ -196,11 +196,7 @@ class Server:
         channel = Channel(conn)
         try:
             if self.token is not None:
-                try:
-                    first = channel.receive(timeout=AUTH_WAIT_S)
-                except (ProtocolError, TimeoutError):
-                    first = None
-                if not token_matches(first, self.token):  # no answer at all: nothing for a stranger
+                if not self._authenticate(channel):  # nothing more for a stranger
                     self.log("refused a connection without the token")
                     return
             else:
@@ -232,6 +228,20 @@ class Server:
             with self.lock:
                 self.connections -= 1
                 self.last_active = time.monotonic()
+
+    def _authenticate(self, channel: Channel) -> bool:
+        """TCP: prove to the client that we know the token (first), then check its proof (protocol.py)."""
+        try:
+            client_nonce = auth_field(channel.receive(timeout=AUTH_WAIT_S), "nonce")
+            if client_nonce is None:  # not our client: no answer at all
+                return False
+            server_nonce = new_nonce()
+            channel.send({"type": "challenge", "nonce": server_nonce,
+                          "proof": proof(self.token, "server", client_nonce, server_nonce)})
+            given = auth_field(channel.receive(timeout=AUTH_WAIT_S), "proof")
+        except (ProtocolError, TimeoutError, OSError):
+            return False
+        return proof_matches(given, self.token, "client", client_nonce, server_nonce)
 
     def _run(self, channel: Channel, message: dict) -> None:
         upscale = None
@@ -289,7 +299,9 @@ class Server:
                 "started": round(self.started, 3), "uptime_s": round(time.time() - self.started, 1),
                 "idle_stop_s": self.idle_s, "keep": self.worker.recent.keep,
                 "max_memory": self.worker.recent.max_bytes, "models": self.worker.recent.loaded(),
-                "http": self.http.address if self.http is not None else None, "compat": compat_key(),
+                "http": self.http.address if self.http is not None else None,
+                "http_auth": self.http.auth if self.http is not None else None,
+                "http_access": self.http.access if self.http is not None else None, "compat": compat_key(),
                 **self.worker.counts()}
 
 

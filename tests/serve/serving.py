@@ -14,7 +14,7 @@ from diffcli.serve.protocol import _COMPAT_PREFIXES
 
 
 class RunningServer:
-    def __init__(self, directory: Path, env: dict, args: list[str]) -> None:
+    def __init__(self, directory: Path, env: dict, args: list[str], cwd: Path | None = None) -> None:
         self.directory = directory
         self.path = directory / "s.sock"
         self.env = {**env, "DIFFCLI_SERVER_SOCKET": str(self.path)}
@@ -22,7 +22,7 @@ class RunningServer:
         self.log_path = directory / "server.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "diffcli", "serve", *args], env=self.env,
-                                         stdout=log, stderr=log, start_new_session=True)
+                                         stdout=log, stderr=log, start_new_session=True, cwd=cwd)
         deadline = time.time() + 60
         while request("status", self.path) is None:
             assert self.proc.poll() is None, self.log()
