@@ -49,6 +49,19 @@ def _cpu_kind() -> str:
     return f"{model} | {simd}"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread, as the pins were made: how a sum is split between threads changes its last float bits,
+    and with them a pixel here and there (seen in a full-suite run, whose earlier tests leave torch's pool
+    in another state than a run of this file alone)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def inputs(tiny_sd, tiny_inpaint, tmp_path_factory):
     """The fixtures and input files every case may use, by name."""
