@@ -60,7 +60,7 @@ def load_pipe(model_dir, scheduler: str):
 
 @torch.no_grad()
 def vae_psnr(vae, n: int = 256, seed: int = 12345) -> float:
-    from diffcli.bundled.train import vae_psnr as _p
+    from diffcli.training.bundled import vae_psnr as _p
 
     return _p(vae, "cpu", n=n, seed=seed)
 

@@ -32,7 +32,7 @@ from diffcli import guidance  # noqa: E402
 from diffcli.bundled import MODEL_DIR, defaults, scenes  # noqa: E402
 from diffcli.bundled.evaluator import load_evaluator  # noqa: E402
 from diffcli.bundled.segmenter import iou, load_segmenter  # noqa: E402
-from diffcli.control import bundled_dir  # noqa: E402
+from diffcli.models.controlnets import bundled_dir  # noqa: E402
 
 BARS = {"iou": 0.8, "adherence_ratio": 0.95, "position": 0.98}
 

@@ -22,8 +22,8 @@ def build_teacher(path: Path) -> Path:
     import torch
 
     from diffcli.bundled import arch
-    from diffcli.bundled.export import export_pipeline
     from diffcli.bundled.vocab import build_tokenizer
+    from diffcli.training.export import export_pipeline
 
     torch.manual_seed(0)
     tok = build_tokenizer(path.parent / "_tok")
@@ -49,7 +49,7 @@ def main(argv=None):
     from diffcli.distill.config import DistillConfig
     from diffcli.distill.events import make_events
     from diffcli.distill.preflight import METHOD_DEFAULTS, plan
-    from diffcli.distill.trainer import make_accelerator, train
+    from diffcli.training.distill.trainer import make_accelerator, train
 
     tmp = Path(tempfile.mkdtemp(prefix="distill-speed-"))
     teacher = Path(a.teacher) if a.teacher else build_teacher(tmp / "teacher")

@@ -27,7 +27,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from diffcli.errors import DiffcliError, UsageError
-from diffcli.jobs import MAX_SEED, Job, validate
+from diffcli.jobs import Job, validate
+from diffcli.limits import MAX_SEED
 
 MANIFEST = "diffcli-manifest.jsonl"
 _FIELDS = {f.name for f in fields(Job)}

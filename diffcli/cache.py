@@ -95,7 +95,7 @@ def active(pipe, spec: str | None):
     if unet is None or len(getattr(unet, "up_blocks", ())) < 2 or not hasattr(unet, "down_blocks"):
         raise UsageError(f"--cache {spec} needs a UNet with up and down blocks; this model's denoiser is "
                          f"{type(getattr(pipe, 'unet', None) or getattr(pipe, 'transformer', None)).__name__}")
-    from diffcli.settings import DEEPCACHE_INTERVAL
+    from diffcli.limits import DEEPCACHE_INTERVAL
 
     cache = DeepCache(unet, interval or DEEPCACHE_INTERVAL)  # a settled spec names N; a bare one: the default
     cache.attach()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from diffcli import loading
 from diffcli.errors import RuntimeFailure, UsageError
+from diffcli.models.controlnets import BUNDLED_CONTROLNETS, UNION_CLASS, bundled_dir, controlnet_class, is_controlnet_dir
 
 # short name -> the family's default ControlNet (the bundled model's: the one shipped beside it)
 SHORT_NAMES: dict[str, dict[str, str]] = {
@@ -35,10 +36,8 @@ SHORT_NAMES: dict[str, dict[str, str]] = {
 # model, which adds tile and repaint); a number names a type directly.
 UNION_MODES = {"openpose": 0, "pose": 0, "depth": 1, "hed": 2, "softedge": 2, "scribble": 2, "canny": 3,
                "lineart": 3, "mlsd": 3, "normal": 4, "seg": 5, "segment": 5, "tile": 6, "repaint": 7}
-BUNDLED_CONTROLNETS = ("tiny-control-seg",)  # shipped in diffcli/bundled/<name>, for the bundled model
 PREPROCESSORS = ("none", "canny", "seg")
 CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
-UNION_CLASS = "ControlNetUnionModel"
 UNSUPPORTED_CLASSES = ("ControlNetXSAdapter", "SD3ControlNetModel", "FluxControlNetModel")
 # the base pipeline's class -> its ControlNet pipeline per task
 PIPELINES = {
@@ -155,38 +154,7 @@ def check_job(job) -> None:
             raise UsageError("--control-preprocess needs a --control")
 
 
-# ---------------------------------------------------------------- finding ControlNet models
-def bundled_dir(name: str) -> Path:
-    return Path(__file__).resolve().parent / "bundled" / name
-
-
-def controlnet_class(path: Path) -> str | None:
-    """The diffusers class recorded in a folder's config.json, when it is a ControlNet; else None."""
-    try:
-        data = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    cls = data.get("_class_name") if isinstance(data, dict) else None
-    if isinstance(cls, str) and "ControlNet" in cls and "num_control_type" in data:
-        return UNION_CLASS  # a union model's config, whatever class name its maker wrote
-    return cls if isinstance(cls, str) and "ControlNet" in cls else None
-
-
-def is_controlnet_dir(path) -> bool:
-    return Path(path).is_dir() and controlnet_class(Path(path)) is not None
-
-
-def is_controlnet_file(path) -> bool:
-    """Whether a .safetensors file holds a ControlNet (diffusers' or the original layout), from its header."""
-    from diffcli.models.checkpoint_info import read_header, tensors
-
-    if not str(path).lower().endswith(".safetensors"):
-        return False
-    keys = tensors(read_header(path))
-    return any(k.startswith(("controlnet_cond_embedding.", "input_hint_block.", "control_model.input_hint_block."))
-               for k in keys)
-
-
+# ---------------------------------------------------------------- finding ControlNet models (recognising: models.controlnets)
 def _read_config(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -535,7 +503,7 @@ def pipeline(base, task: str, names: list[str], choice):
     """BASE's ControlNet pipeline for TASK with the ControlNets NAMES, sharing BASE's components."""
     import diffusers
 
-    from diffcli.pipelines import ORIGINAL_SCHEDULER
+    from diffcli.schedulers import ORIGINAL_SCHEDULER
 
     key = (id(base), task, tuple(names), choice.device, choice.dtype)
     if key in _PIPES and _PIPES[key][0] is base:

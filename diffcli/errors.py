@@ -1,6 +1,8 @@
-"""Error types and the exit codes they map to (documented in docs/exit-codes.md)."""
+"""Error types and the exit codes they map to (documented in docs/exit-codes.md), and how an error is printed."""
 
 from __future__ import annotations
+
+import sys
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -29,3 +31,14 @@ class RuntimeFailure(DiffcliError):
     """Valid input, but the work failed: a load, a download, a write (exit 1)."""
 
     exit_code = EXIT_FAILURE
+
+
+def print_error(message: str) -> None:
+    """`diffcli: error: MESSAGE` on stderr, control characters escaped."""
+    from diffcli.text import escape
+
+    try:
+        sys.stderr.write(f"diffcli: error: {escape(message)}\n")
+        sys.stderr.flush()
+    except (OSError, AttributeError):  # stderr closed too: the exit code says it
+        pass

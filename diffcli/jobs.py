@@ -13,16 +13,11 @@ from pathlib import Path
 
 from diffcli.errors import UsageError
 from diffcli.guidance import check_cutoff
+from diffcli.limits import BYTES_PER_PIXEL, MAX_IMAGES, MAX_PIXELS_CAP, MAX_SEED, MAX_SIDE, MAX_STEPS
 from diffcli.timesteps import check_shift
 
 TASKS = ("txt2img", "img2img", "inpaint", "outpaint")
 PROMPT_SYNTAXES = ("a1111", "plain")
-MAX_SEED = 2**32 - 1
-MAX_STEPS = 1000  # no sampler takes more steps than a model's training schedule (1000 for SD-family models)
-MAX_IMAGES = 10_000  # per command; `diffcli batch` spreads more over jobs
-MAX_SIDE = 16_384  # pixels, either side
-MAX_PIXELS_CAP = 4096 * 4096  # the default limit on pixels in one denoising batch, on a large machine
-BYTES_PER_PIXEL = 1024  # rough peak memory of an SD-class generation per output pixel (fp32, SDPA)
 
 _INT_FIELDS = ("steps", "width", "height", "seed", "num_images", "batch_size", "mask_blur")
 _FLOAT_FIELDS = ("cfg", "cfg_cutoff", "shift", "strength")

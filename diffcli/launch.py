@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from diffcli.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, DiffcliError, RuntimeFailure, Terminated,
-                            UsageError)
+                            UsageError, print_error)
 
 LAUNCHERS = ("accelerate", "ray")
 STATUS_ENV = "DIFFCLI_LAUNCH_STATUS"  # set by `--launcher accelerate` for its ranks: where each reports its outcome
@@ -217,7 +217,7 @@ def _accelerate(params: dict, base, source: str, lines: list, processes: int | N
     count = processes or max(torch.cuda.device_count(), 1)
     if count == 1:  # one process: the plain batch, no launcher needed
         from diffcli.batch import rejected_share, run_batch, shard_of
-        from diffcli.cli.generate import run_options
+        from diffcli.flags import run_options
 
         shard = shard_of(params["shard"]) if params.get("shard") else (0, 1)
         failed = run_batch(lines, params["out"], params["format"], run_options(params, base), reporter,
@@ -307,8 +307,6 @@ def _outcome(status: Path, count: int, returncode: int) -> int:
     if stopped:
         return stopped[0]
     if returncode != 0 or len(reports) < count:
-        from diffcli.cli.app import print_error
-
         print_error(f"accelerate launch failed (exit code {returncode}); "
                     f"{count - len(reports)} of {count} processes did not report")
         return EXIT_FAILURE
@@ -325,7 +323,7 @@ def _ray(params: dict, base, lines: list, processes: int | None, address: str | 
     import ray
 
     from diffcli.batch import rejected_share, shard_of
-    from diffcli.cli.generate import run_options
+    from diffcli.flags import run_options
 
     index, count = shard_of(params["shard"]) if params.get("shard") else (0, 1)
     share = [line for i, line in enumerate(lines) if i % count == index]

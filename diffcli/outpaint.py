@@ -17,8 +17,9 @@ import re
 from dataclasses import dataclass
 
 from diffcli.errors import UsageError
+from diffcli.limits import MAX_SIDE
 
-INPAINT_MODEL = ("auto", "on", "off")  # --inpaint-model: see choose_model
+INPAINT_MODEL = ("auto", "on", "off")  # --inpaint-model: see diffcli.inpaint_model.choose_model
 ANCHORS = ("center", "left", "right", "top", "bottom", "top-left", "top-right", "bottom-left", "bottom-right")
 FILLS = ("edge", "blur", "noise")
 _AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)(%?)$")
@@ -107,64 +108,6 @@ def check_job(job) -> None:
         raise UsageError("outpaint makes its own mask (the new area); --mask is for `diffcli inpaint`")
 
 
-def choose_model(job, ref, layout):
-    """(job, ref, layout, note) of the model that paints the new area, the job's `inpaint_model` settled to
-    on (a dedicated inpainting model paints) or off (the model itself, with the mask); NOTE says what auto
-    chose, for the user (None when nothing was chosen for them).
-
-    auto (the default): a model that is itself an inpainting model paints; else the first inpainting model
-    of its family (models.aliases.FAMILY_INPAINTING) present on this machine does, named in the job as its
-    model (so the record and `--from` name what painted); else the model itself. on: as auto, but no
-    inpainting model is a usage error; off: never another model. Nothing is fetched for it."""
-    from dataclasses import replace
-
-    from diffcli.families import family_of
-    from diffcli.settings import TASK_BUILTIN
-    from diffcli.text import shown
-
-    policy = job.inpaint_model or TASK_BUILTIN["outpaint"]["inpaint_model"]
-    family = family_of(ref, layout)
-    if layout.is_inpaint if layout is not None else (getattr(ref, "family", None) or "").endswith("-inpaint"):
-        if policy == "off":
-            raise UsageError(f"--inpaint-model off: {shown(ref.name)} is itself an inpainting model; name a regular "
-                             f"model to paint with it and the mask")
-        return replace(job, inpaint_model="on"), ref, layout, None
-    from diffcli.control import is_union
-    from diffcli.models.aliases import FAMILY_INPAINTING
-
-    union = is_union(job)  # a union ControlNet's inpaint pipeline takes 4 channels only
-    found = None if policy == "off" or union or getattr(ref, "lora", None) is not None else _family_inpainting(family)
-    if found is None:
-        if policy == "on":
-            have = FAMILY_INPAINTING.get(family or "", ())
-            raise UsageError(f"--inpaint-model on: no inpainting model of {shown(ref.name)}'s family ({family}) is "
-                             f"here" + (f"; pull one (diffcli models pull {have[0]}) or pass it as --model" if have else
-                                        "; diffcli knows none for this family"))
-        note = (f"outpaint: {ref.name} paints the new area with the mask (no {family} inpainting model here, e.g. "
-                f"{FAMILY_INPAINTING[family][0]})") if policy == "auto" and family in FAMILY_INPAINTING else None
-        return replace(job, inpaint_model="off"), ref, layout, note
-    from diffcli.models.layout import read_layout
-
-    note = (f"outpaint: {found.name}, the {family} inpainting model found here, paints the new area instead of "
-            f"{ref.name} (--inpaint-model off keeps {ref.name})") if policy == "auto" else None
-    return replace(job, model=found.name, inpaint_model="on"), found, read_layout(found.path), note
-
-
-def _family_inpainting(family: str | None):
-    """The ModelRef of the first inpainting model of FAMILY in the hub cache, or None (never fetched)."""
-    from diffcli.errors import DiffcliError
-    from diffcli.models import hub, resolve
-    from diffcli.models.aliases import FAMILY_INPAINTING
-
-    for repo in FAMILY_INPAINTING.get(family or "", ()):
-        try:
-            if hub.find_local(repo, None) is not None:
-                return resolve(repo, offline=True)
-        except DiffcliError:  # e.g. only pickle weights there: not this one
-            continue
-    return None
-
-
 def plan(size: tuple[int, int], extend: str | None, width: int | None, height: int | None, anchor: str | None,
          multiple: int) -> Canvas:
     """The canvas for an original of SIZE: from EXTEND, else from WIDTH x HEIGHT and ANCHOR (a side not
@@ -172,8 +115,6 @@ def plan(size: tuple[int, int], extend: str | None, width: int | None, height: i
     amounts that miss it are refused; percentages are rounded up to it (the extra split over the
     sides given as percentages)."""
     canvas = _plan(size, extend, width, height, anchor, multiple)
-    from diffcli.jobs import MAX_SIDE
-
     if max(canvas.width, canvas.height) > MAX_SIDE:
         raise UsageError(f"the canvas would be {canvas.width}x{canvas.height}; each side must be at most {MAX_SIDE} "
                          f"pixels")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from diffcli import loading
 from diffcli.errors import RuntimeFailure, UsageError
+from diffcli.schedulers import ORIGINAL_SCHEDULER
 
 _BASES: dict[tuple, object] = {}
 _TASKS: dict[tuple, object] = {}
-ORIGINAL_SCHEDULER = "_diffcli_scheduler_config"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 

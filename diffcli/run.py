@@ -96,7 +96,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
         "diffusers", "transformer_file") else None  # a transformer file: its base's layout
     painter = None  # outpaint: what --inpaint-model auto chose, said once every check has passed
     if job.task == "outpaint":  # the family's inpainting model paints, when it is here (--inpaint-model)
-        from diffcli.outpaint import choose_model
+        from diffcli.inpaint_model import choose_model
 
         job, ref, layout, painter = choose_model(job, ref, layout)
     _check_task(replace(job, model=ref.name), ref, layout)
@@ -270,6 +270,7 @@ def _settle_controls(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
     if not job.control:
         return job
     from diffcli import control
+    from diffcli.models.controlnets import BUNDLED_CONTROLNETS
     from diffcli.progress import download_progress
 
     recorded = "control" in _recorded(opts)
@@ -277,7 +278,7 @@ def _settle_controls(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
         kept = []
         for spec in job.control:
             name = control.model_name(spec, ref, layout)
-            if name in control.BUNDLED_CONTROLNETS or _here(name):
+            if name in BUNDLED_CONTROLNETS or _here(name):
                 kept.append(spec)
             else:
                 reporter.warn(_not_fetched(f"ControlNet {name}", "--control", spec))
@@ -480,8 +481,7 @@ def _warn_long_prompt(pipe, job: Job, reporter) -> None:
 
 
 def _warn_zero_snr(pipe, name: str, reporter) -> None:
-    from diffcli.pipelines import ORIGINAL_SCHEDULER
-    from diffcli.schedulers import ignores_zero_snr, zero_snr_names
+    from diffcli.schedulers import ORIGINAL_SCHEDULER, ignores_zero_snr, zero_snr_names
 
     if ignores_zero_snr(name, getattr(pipe, ORIGINAL_SCHEDULER, {})):
         reporter.warn(f"scheduler '{name}' cannot follow this model's zero-terminal-SNR schedule; images may be "

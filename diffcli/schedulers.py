@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 
 from diffcli.errors import UsageError
 
+# the attribute of a built pipeline that keeps its model's own scheduler config: `build` starts from it, so a
+# sampler chosen for one job does not become the next job's starting point
+ORIGINAL_SCHEDULER = "_diffcli_scheduler_config"
+
 
 @dataclass(frozen=True)
 class SchedulerSpec:

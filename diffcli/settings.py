@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from diffcli.jobs import Job
+from diffcli.limits import DEEPCACHE_INTERVAL
 
 # Values no model or family decides.
 BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_images": 1, "batch_size": 1,
@@ -18,10 +19,9 @@ BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_i
            "prompt_syntax": "a1111",  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
            "cache": "none",  # step caching is asked for (--cache), never on by itself
            "vae_decoder": "full"}  # the model's own VAE decodes; a tiny one only when asked (--vae-decoder)
-DEEPCACHE_INTERVAL = 3  # `--cache deepcache` = deepcache:3, measured: docs/benchmarks.md
 TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4},
                 "outpaint": {"strength": 0.9, "mask_blur": 4, "fill": "blur",  # measured: docs/benchmarks.md
-                             "inpaint_model": "auto"}}  # the family's inpainting model when present (outpaint.py)
+                             "inpaint_model": "auto"}}  # the family's inpainting model when present (inpaint_model.py)
 SINGLE_FILE_SIZE = 512  # a single-file checkpoint has no config to read its native size from
 _FIELDS = {f.name for f in fields(Job)}
 # what a default may set: never the job's LoRA files (a LoRA student's diffcli.json "lora" describes its base)

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from diffcli.errors import UsageError
-from diffcli.jobs import MAX_SEED, Job, validate, with_seed
+from diffcli.jobs import Job, validate, with_seed
+from diffcli.limits import MAX_SEED
 
 
 def test_explicit_flags_win_over_a_recorded_job():

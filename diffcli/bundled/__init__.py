@@ -11,7 +11,7 @@ from pathlib import Path
 MODEL_NAME = "tiny"
 MODEL_DIR = Path(__file__).resolve().parent / MODEL_NAME
 EVALUATOR_DIR = Path(__file__).resolve().parent / "evaluator"
-TINY_AE_DIR = Path(__file__).resolve().parent / "tiny-ae"  # the tiny autoencoder (trained by tiny_ae.py)
+TINY_AE_DIR = Path(__file__).resolve().parent / "tiny-ae"  # the tiny autoencoder (trained by diffcli.training.tiny_ae)
 # Every model that ships in the package: the bundled model and its 4-step LCM student
 # (`diffcli distill --teacher tiny`, see docs/distill.md).
 MODEL_NAMES = (MODEL_NAME, "tiny-lcm")

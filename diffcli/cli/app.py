@@ -14,22 +14,13 @@ import typer
 from typer.core import TyperGroup
 
 from diffcli import __version__
-from diffcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, DiffcliError, Terminated
+from diffcli.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, DiffcliError, Terminated,
+                            print_error)
 
 
 def debug_enabled() -> bool:
     """`--debug` anywhere on the command line, or DIFFCLI_DEBUG=1, shows tracebacks."""
     return "--debug" in sys.argv[1:] or os.environ.get("DIFFCLI_DEBUG", "") not in ("", "0")
-
-
-def print_error(message: str) -> None:
-    from diffcli.text import escape
-
-    try:
-        sys.stderr.write(f"diffcli: error: {escape(message)}\n")
-        sys.stderr.flush()
-    except (OSError, AttributeError):  # stderr closed too: the exit code says it
-        pass
 
 
 def _stdout_gone() -> None:

@@ -42,8 +42,8 @@ _EXCLUDED = {"from_image", "save_partial"}
 
 def batch(**params) -> None:
     from diffcli.batch import read_lines, rejected_share, run_batch, shard_of
-    from diffcli.cli.generate import run_options
     from diffcli.errors import EXIT_FAILURE, UsageError
+    from diffcli.flags import run_options
     from diffcli.jobs import Job
     from diffcli.launch import launched
     from diffcli.progress import make_reporter

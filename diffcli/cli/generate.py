@@ -10,6 +10,7 @@ import typer
 
 from diffcli.cli.options import GEN, SHARED_GENERATION, Compile, InputImage, NoServer, keyword
 from diffcli.errors import UsageError
+from diffcli.flags import run_options
 from diffcli.jobs import Job
 
 Prompt = Annotated[Optional[str], typer.Argument(help="What to draw.", metavar="PROMPT", show_default=False)]
@@ -77,45 +78,6 @@ def build_job(task: str, params: dict) -> Job:
 
         job = dataclasses.replace(job, prompt=recorded_prompt(job.image))
     return job
-
-
-def run_options(params: dict, job: Job):
-    """The RunOptions the shared generation flags describe (txt2img, img2img, inpaint, batch)."""
-    from diffcli.pipelines import LoadOptions
-    from diffcli.run import RunOptions
-
-    if params.get("offload") not in (None, "model", "sequential"):
-        raise UsageError(f"invalid --offload '{params['offload']}'; use model or sequential")
-    return RunOptions(
-        out=params["out"],
-        fmt=params["format"],
-        overwrite=params["overwrite"],
-        json=params["json"],
-        save_partial=params.get("save_partial", False),
-        offline=params["offline"],
-        max_pixels=params.get("max_pixels"),
-        replay_model=job.model if params.get("from_image") and not params.get("model") else None,
-        from_record=_from_record(params, job),
-        load=LoadOptions(
-            allow_pickle=params["allow_pickle"],
-            offload=params["offload"],
-            vae_tiling=params["vae_tiling"],
-            attention_slicing=params["attention_slicing"],
-            compile=params.get("compile", False),
-        ),
-    )
-
-
-# the components a job loads besides its model: named only inside a --from image, they are never fetched
-_COMPONENTS = ("vae_decoder", "control", "base")
-
-
-def _from_record(params: dict, job: Job) -> str | None:
-    """The components of JOB that only its --from image names (no flag does), for RunOptions.from_record."""
-    if not params.get("from_image"):
-        return None
-    recorded = [name for name in _COMPONENTS if not params.get(name) and getattr(job, name) not in (None, "full")]
-    return ",".join(recorded) or None
 
 
 def execute(task: str, params: dict) -> None:

@@ -128,10 +128,12 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 @app.command()
 def aliases(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """The short names `diffcli models pull` and --model accept, their hub repos and recommended settings."""
-    from diffcli.models.aliases import ALIASES, downloaded
+    from diffcli.models.aliases import ALIASES
+    from diffcli.models.inventory import alias_downloaded
 
     rows = [{"name": n, "repo_id": a.repo_id, "family": a.family, "description": a.description,
-             "defaults": dict(a.defaults), "gated": a.gated, "downloaded": downloaded(n)} for n, a in ALIASES.items()]
+             "defaults": dict(a.defaults), "gated": a.gated, "downloaded": alias_downloaded(n)}
+            for n, a in ALIASES.items()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -29,7 +29,7 @@ def distill(config: DistillConfig, json_mode: bool = False, quiet: bool = False)
 
     plan = make_plan(config)  # every input check, before torch is imported
     from diffcli.distill.events import make_events
-    from diffcli.distill.trainer import make_accelerator, train
+    from diffcli.training.distill.trainer import make_accelerator, train  # the one door into training
 
     acc = make_accelerator(plan.config)
     if plan.config.threads:

@@ -25,7 +25,7 @@ class Alias:
 
 
 # Each family's dedicated inpainting models (9-channel UNets), best first: `diffcli outpaint` paints with
-# the first one present on this machine (never fetched for it), see diffcli.outpaint.choose_model.
+# the first one present on this machine (never fetched for it), see diffcli.inpaint_model.choose_model.
 FAMILY_INPAINTING: dict[str, tuple[str, ...]] = {
     "sd1": ("stable-diffusion-v1-5/stable-diffusion-inpainting", "runwayml/stable-diffusion-inpainting"),
     "sd2": ("stabilityai/stable-diffusion-2-inpainting",),
@@ -110,14 +110,3 @@ def alias_for_repo(repo_id: str) -> str | None:
         if alias.repo_id == repo_id:
             return name
     return None
-
-
-def downloaded(name: str) -> bool:
-    """Whether alias NAME's repo is complete in the hub cache (no network, no torch)."""
-    from diffcli.errors import DiffcliError
-    from diffcli.models import hub
-
-    try:
-        return hub.find_local(ALIASES[name].repo_id, None, allow_pickle=True, trust_remote_code=True) is not None
-    except (DiffcliError, OSError):
-        return False

@@ -183,7 +183,7 @@ def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: b
     `diffcli models pull NAME --trust-remote-code` hint (hub models only)."""
     index_path = snapshot / "model_index.json"
     if not index_path.is_file():
-        from diffcli.control import controlnet_class
+        from diffcli.models.controlnets import controlnet_class
 
         if controlnet_class(snapshot) is not None:  # a ControlNet: its config and weights at the top level
             weights = [f for f in os.listdir(snapshot) if f.endswith(".safetensors") or (allow_pickle and f.endswith(".bin"))]
@@ -359,7 +359,7 @@ def pull(
             return path
 
         if one_model:
-            from diffcli.control import controlnet_class
+            from diffcli.models.controlnets import controlnet_class
             from diffcli.models.selection import select_root_model_files
 
             if controlnet_class(fetch("config.json").parent) is None:

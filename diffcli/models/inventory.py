@@ -47,13 +47,25 @@ def human_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
+def alias_downloaded(name: str) -> bool:
+    """Whether alias NAME's repo is complete in the hub cache (no network, no torch)."""
+    from diffcli.errors import DiffcliError
+    from diffcli.models import hub
+    from diffcli.models.aliases import ALIASES
+
+    try:
+        return hub.find_local(ALIASES[name].repo_id, None, allow_pickle=True, trust_remote_code=True) is not None
+    except (DiffcliError, OSError):
+        return False
+
+
 def _family_of_dir(path: Path) -> str:
     from diffcli.models.layout import read_layout
     from diffcli.models.lora import is_lora_dir
 
     if is_lora_dir(path) and not (path / "model_index.json").is_file():
         return "lora"
-    from diffcli.control import is_controlnet_dir
+    from diffcli.models.controlnets import is_controlnet_dir
 
     if is_controlnet_dir(path) and not (path / "model_index.json").is_file():
         return "controlnet"
@@ -71,7 +83,7 @@ def _family_of_dir(path: Path) -> str:
 
 
 def _family_of_file(path: Path) -> str:
-    from diffcli.control import is_controlnet_file
+    from diffcli.models.controlnets import is_controlnet_file
     from diffcli.models.checkpoint_info import detect_family
 
     try:
@@ -195,7 +207,7 @@ def items() -> list[Item]:
     from diffcli.bundled import MODEL_NAMES
 
     out += [item for item in (_bundled_item(entries, n) for n in MODEL_NAMES) if item]
-    from diffcli.control import BUNDLED_CONTROLNETS, bundled_dir
+    from diffcli.models.controlnets import BUNDLED_CONTROLNETS, bundled_dir
 
     out += [Item(n, "bundled", bundled_dir(n), "controlnet", du(bundled_dir(n)), None, status="complete",
                  key=f"bundled:{n}") for n in BUNDLED_CONTROLNETS if _family_of_dir(bundled_dir(n)) == "controlnet"]
@@ -220,7 +232,7 @@ def items() -> list[Item]:
 
 def find(name: str) -> Item:
     """The inventory item for NAME (alias, repo id[@rev], URL, path or 'tiny')."""
-    from diffcli.models import hub, names, urls
+    from diffcli.models import hub, names, url_store, urls
 
     src = names.parse(name)
     if src.kind == "bundled":
@@ -240,7 +252,7 @@ def find(name: str) -> Item:
             raise UsageError(f"'{names.redact_url(src.url)}' is not downloaded; run `diffcli models pull` first")
         path, e = found
         return Item(e.get("url"), "url", path, _family_of_file(path), path.stat().st_size, e.get("last_used"),
-                    status=_status("complete", path), key=urls.registry_key(src.url), extra=e)
+                    status=_status("complete", path), key=url_store.registry_key(src.url), extra=e)
     repo_id = src.repo_id
     hub.check_cache()
     found = hub.find_local(repo_id, src.revision, allow_pickle=True, trust_remote_code=True, name=name)
@@ -324,7 +336,7 @@ def _no_such_revision(name: str, revision: str, there: list[str]) -> UsageError:
 
 
 def plan_removal(name: str) -> RemovalPlan:
-    from diffcli.models import hub, names, urls
+    from diffcli.models import hub, names, url_store, urls
 
     src = names.parse(name)
     if src.kind == "bundled":
@@ -332,7 +344,7 @@ def plan_removal(name: str) -> RemovalPlan:
     if src.kind in ("dir", "file"):
         raise UsageError(f"{src.path}: diffcli only removes models it downloaded; delete your own files yourself")
     if src.kind == "url":
-        key = urls.registry_key(src.url)
+        key = url_store.registry_key(src.url)
         e = registry.get(key)
         if not e:
             raise UsageError(f"'{names.redact_url(src.url)}' is not downloaded")

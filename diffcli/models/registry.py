@@ -170,9 +170,9 @@ def rebuild() -> dict:
 
     Hub models need no record to be found: `models list` and `resolve` find them in the hub cache
     (listed as `adopted`, verified against the cache's blob names)."""
-    from diffcli.models import urls
+    from diffcli.models.url_store import records_on_disk
 
-    return {"version": VERSION, "models": urls.records_on_disk()}
+    return {"version": VERSION, "models": records_on_disk()}
 
 
 def _recover(raw: str) -> dict:

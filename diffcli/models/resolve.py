@@ -148,7 +148,7 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
                             fetch=not offline and pull, token=token, feedback=feedback)
 
     if src.kind == "url":
-        from diffcli.models import urls
+        from diffcli.models import url_store, urls
 
         found = urls.find_local(src.url)
         if found is None:
@@ -156,7 +156,7 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
                 raise _not_present(names.redact_url(src.url))
             found = urls.pull(src.url, sha256=sha256, allow_pickle=allow_pickle, token=token, progress=feedback)
         path, _entry = found
-        return _single_file(names.redact_url(src.url), path, "url", allow_pickle, key=urls.registry_key(src.url),
+        return _single_file(names.redact_url(src.url), path, "url", allow_pickle, key=url_store.registry_key(src.url),
                             fetch=not offline and pull, token=token, feedback=feedback)
 
     # hub repo or alias

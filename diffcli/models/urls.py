@@ -9,36 +9,21 @@ sha256, size) lets the registry be rebuilt from disk if `models.json` is ever da
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from diffcli import paths
 from diffcli.errors import RuntimeFailure, UsageError
 from diffcli.models import registry
 from diffcli.models.hashing import SHA256_RE, sha256_file
-from diffcli.models.names import redact_url, safe_basename, url_filename
+from diffcli.models.names import redact_url, url_filename
 from diffcli.models.safety import is_pickle, refuse_pickle, scrub
+from diffcli.models.url_store import SOURCE_FILE, checkpoints_dir, registry_key, target_path, url_id, write_source
 
 CHUNK = 1 << 20
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-SOURCE_FILE = "source.json"  # beside each checkpoint: what the registry records, for rebuilding it
 TIMEOUT = float(os.environ.get("DIFFCLI_DOWNLOAD_TIMEOUT", "30"))
-
-
-def url_id(url: str) -> str:
-    return hashlib.sha256(redact_url(url).encode()).hexdigest()[:16]
-
-
-def registry_key(url: str) -> str:
-    return f"url:{redact_url(url)}"
-
-
-def target_path(url: str) -> Path:
-    return paths.home() / "checkpoints" / url_id(url) / url_filename(url)
 
 
 def find_local(url: str) -> tuple[Path, dict] | None:
@@ -47,51 +32,9 @@ def find_local(url: str) -> tuple[Path, dict] | None:
         path = Path(entry["path"])
         if path.is_file():
             if not (path.parent / SOURCE_FILE).exists() and path.parent.parent == checkpoints_dir():
-                _write_source(path, entry)  # a download from before source.json: record it now
+                write_source(path, entry)  # a download from before source.json: record it now
             return path, entry
     return None
-
-
-def checkpoints_dir() -> Path:
-    return paths.home() / "checkpoints"
-
-
-def _write_source(dest: Path, entry: dict) -> None:
-    """Record where DEST came from beside it (best effort: the registry holds the same)."""
-    keep = ("url", "sha256", "size", "verified_against", "pulled_at")
-    record = {"file": dest.name, **{k: entry[k] for k in keep if k in entry}}
-    tmp = dest.parent / f".{SOURCE_FILE}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, dest.parent / SOURCE_FILE)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-
-
-def records_on_disk() -> dict[str, dict]:
-    """Registry records of the checkpoints under <home>/checkpoints that have a `source.json`."""
-    out: dict[str, dict] = {}
-    try:
-        folders = sorted(p for p in checkpoints_dir().iterdir() if p.is_dir())
-    except OSError:
-        return out
-    for folder in folders:
-        try:
-            record = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
-            url = record["url"]
-            path = folder / safe_basename(record["file"])
-        except (OSError, ValueError, KeyError, TypeError, UsageError):
-            continue
-        if not isinstance(url, str) or folder.name != url_id(url) or not path.is_file():
-            continue
-        if record.get("size") is not None and path.stat().st_size != record["size"]:
-            continue
-        out[registry_key(url)] = {
-            "source": "url", "url": redact_url(url), "path": str(path), "status": "complete",
-            **{k: record[k] for k in ("sha256", "size", "verified_against", "pulled_at") if k in record},
-            "rebuilt": True,
-        }
-    return out
 
 
 def _expected_from_url(url: str) -> str | None:
@@ -203,5 +146,5 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
         os.replace(part, dest)
         entry = registry.update(key, status="complete", sha256=digest, size=written, verified_against=(
             "source" if expected else "download"), pulled_at=time.time())
-        _write_source(dest, entry)
+        write_source(dest, entry)
     return dest, entry

@@ -143,7 +143,7 @@ def verify_bundled(name: str, path: Path | None = None) -> Report:
 
 def verify(name: str | None = None, *, repair: bool = False, token: str | None = None, quiet: bool = False) -> list[Report]:
     from diffcli.errors import UsageError
-    from diffcli.models import hub, inventory, names, urls
+    from diffcli.models import hub, inventory, names, url_store
 
     reports: list[Report] = []
     if name is None:
@@ -165,7 +165,7 @@ def verify(name: str | None = None, *, repair: bool = False, token: str | None =
         raise UsageError(f"{name}: nothing recorded to verify against (only downloaded and bundled models can be "
                          "verified)")
     if src.kind == "url":
-        e = registry.get(urls.registry_key(src.url))
+        e = registry.get(url_store.registry_key(src.url))
         if not e or not e.get("sha256"):
             raise UsageError(f"'{names.redact_url(src.url)}' is not downloaded")
         return [verify_url(names.redact_url(src.url), e, repair=repair, token=token, quiet=quiet)]

@@ -172,7 +172,7 @@ def max_input_pixels() -> int:
     (Image.MAX_IMAGE_PIXELS, 89,478,485), the one commands apply to their input files too."""
     from PIL import Image
 
-    from diffcli.jobs import MAX_SIDE
+    from diffcli.limits import MAX_SIDE
 
     return Image.MAX_IMAGE_PIXELS or MAX_SIDE * MAX_SIDE
 

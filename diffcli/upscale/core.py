@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffcli.errors import UsageError
-from diffcli.jobs import MAX_SEED, Job
+from diffcli.jobs import Job
 from diffcli.jobs import validate as validate_job
+from diffcli.limits import MAX_SEED
 from diffcli.upscale.tiles import BandBlender, Grid, Tile, plan_grid, tile_weights
 
 METHODS = ("auto", "model", "tiled", "lanczos")

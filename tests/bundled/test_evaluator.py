@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from diffcli.bundled import scenes
-from diffcli.bundled.evaluator import frechet_distance, heldout_accuracy, load_evaluator
+from diffcli.bundled.evaluator import frechet_distance, load_evaluator
+from diffcli.training.evaluator import heldout_accuracy
 
 
 @pytest.fixture(scope="module")

@@ -100,8 +100,8 @@ def test_an_exported_fp16_pipeline_loads_with_default_arguments(tmp_path):
     from safetensors import safe_open
 
     from diffcli.bundled import arch
-    from diffcli.bundled.export import export_pipeline
     from diffcli.bundled.vocab import build_tokenizer
+    from diffcli.training.export import export_pipeline
 
     torch.manual_seed(0)
     out = export_pipeline(tmp_path / "m", arch.make_vae("tiny"), arch.make_text_encoder("tiny"), arch.make_unet("tiny"),

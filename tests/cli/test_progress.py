@@ -152,8 +152,8 @@ def _folder_plan(tmp_path, n):
 def test_distill_reports_progress_while_the_vae_encodes(tmp_path):
     from types import SimpleNamespace
 
-    from diffcli.distill.data import build_bank
     from diffcli.distill.events import TrainEvents
+    from diffcli.training.distill.data import build_bank
 
     buf = io.StringIO()
     bank = build_bank(_folder_plan(tmp_path, 5), SimpleNamespace(vae=_fake_vae()), "cpu",
@@ -166,8 +166,8 @@ def test_distill_reports_progress_while_the_vae_encodes(tmp_path):
 def test_distill_encode_bar_on_a_terminal(tmp_path):
     from types import SimpleNamespace
 
-    from diffcli.distill.data import build_bank
     from diffcli.distill.events import TrainEvents
+    from diffcli.training.distill.data import build_bank
 
     console, buf = _terminal()
     events = TrainEvents(RichReporter(console=console, stdout_is_terminal=True), rich=True)

@@ -41,8 +41,8 @@ def bundled_like(path: Path) -> Path:
     import torch
 
     from diffcli.bundled import arch
-    from diffcli.bundled.export import export_pipeline
     from diffcli.bundled.vocab import build_tokenizer
+    from diffcli.training.export import export_pipeline
 
     torch.manual_seed(0)
     tok = build_tokenizer(path.parent / "_bundled_tok")

@@ -43,5 +43,5 @@ def as_bundled(bundled_like, monkeypatch):
     from diffcli.bundled import evaluator
 
     monkeypatch.setattr(bundled, "MODEL_DIR", bundled_like)
-    monkeypatch.setattr(evaluator, "load_evaluator", lambda *a, **k: evaluator.Evaluator(evaluator._net()))
+    monkeypatch.setattr(evaluator, "load_evaluator", lambda *a, **k: evaluator.Evaluator(evaluator.make_net()))
     return bundled_like

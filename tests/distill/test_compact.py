@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from diffcli.distill import lcm
 from diffcli.distill.compact import compact_config, keeps_cross_attention
 from diffcli.distill.config import DistillConfig
+from diffcli.training.distill import lcm
 
 
 def _pipe(path):

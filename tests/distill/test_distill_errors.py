@@ -19,7 +19,7 @@ def _fails(*args, match: str):
 @pytest.fixture
 def no_torch_training(monkeypatch):
     """Any attempt to train fails the test: errors must come first."""
-    from diffcli.distill import trainer
+    from diffcli.training.distill import trainer
 
     def boom(*a, **k):
         raise AssertionError("training started")
@@ -98,9 +98,9 @@ def test_flag_errors(fast_sd, photos, tmp_path, no_torch_training):
 
 
 def test_existing_run_needs_resume_and_same_settings(fast_sd, photos, tmp_path, no_torch_training):
-    from diffcli.distill.checkpoint import write_run
     from diffcli.distill.preflight import plan, run_fingerprint
     from diffcli.distill.runner import config_from_flags
+    from diffcli.training.distill.checkpoint import write_run
 
     out = tmp_path / "s"
     p = plan(config_from_flags({"teacher": str(fast_sd), "data": str(photos), "out": str(out)}))

@@ -9,7 +9,7 @@ from helpers import cli, pixels, written
 from PIL import Image
 from safetensors.torch import load_file
 
-from diffcli.distill import trainer
+from diffcli.training.distill import trainer
 
 COMMON = ["--batch-size", "2", "--checkpoint-every", "1", "--seed", "3"]
 
@@ -217,7 +217,7 @@ def test_bundled_teacher_scenes_and_report(as_bundled, tmp_path):
     assert json.loads((out / "report.json").read_text())["prompts"] == 3
 
     # shipping it in the package (as tiny-lcm): no machine paths, readable by all, no report image
-    from diffcli.bundled.ship_student import ship
+    from diffcli.training.ship_student import ship
 
     shipped = ship(out, tmp_path / "shipped")
     rec = json.loads((shipped / "diffcli.json").read_text())["distilled_from"]

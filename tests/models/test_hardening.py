@@ -18,7 +18,7 @@ import pytest
 from helpers import heavy_imports
 
 from diffcli.errors import RuntimeFailure, UsageError
-from diffcli.models import hub, registry, resolve, urls
+from diffcli.models import hub, registry, resolve, url_store, urls
 from diffcli.models import verify as verify_mod
 
 from helpers import ROOT, cli
@@ -105,18 +105,18 @@ def test_rm_of_an_interrupted_revision_pull_removes_only_its_record(fakehub):
 def test_url_checkpoints_pulled_before_source_json_get_one_when_used(url_ckpt):
     url, _ = url_ckpt
     path, _ = urls.pull(url, quiet=True)
-    source = path.parent / urls.SOURCE_FILE
+    source = path.parent / url_store.SOURCE_FILE
     assert json.loads(source.read_text())["url"] == url
     source.unlink()
     resolve(url, offline=True)
-    assert json.loads(source.read_text())["sha256"] == registry.get(urls.registry_key(url))["sha256"]
+    assert json.loads(source.read_text())["sha256"] == registry.get(url_store.registry_key(url))["sha256"]
 
 
 def test_damaged_registry_is_kept_aside_reported_once_and_rebuilt(fakehub, sd_repo, url_ckpt, isolated_home):
     url, data = url_ckpt
     assert cli("models", "pull", url, "-q").exit_code == 0
     assert cli("models", "pull", sd_repo, "-q").exit_code == 0
-    sha = registry.get(urls.registry_key(url))["sha256"]
+    sha = registry.get(url_store.registry_key(url))["sha256"]
     path = registry.registry_path()
     damaged = path.read_text()[:-40] + "\x00garbage"
     path.write_text(damaged)
@@ -129,9 +129,9 @@ def test_damaged_registry_is_kept_aside_reported_once_and_rebuilt(fakehub, sd_re
     assert len(aside) == 1 and aside[0].read_text() == damaged  # kept, byte for byte
     rows = {row["name"]: row for row in json.loads(r.stdout)}
     # the URL checkpoint is rebuilt from what is on disk (with its sha256), the hub model found in the cache
-    assert rows[urls.registry_key(url)[4:]]["status"] == "complete"
+    assert rows[url_store.registry_key(url)[4:]]["status"] == "complete"
     assert rows[sd_repo]["status"] in ("complete", "adopted")
-    assert registry.get(urls.registry_key(url))["sha256"] == sha
+    assert registry.get(url_store.registry_key(url))["sha256"] == sha
     json.loads(path.read_text())  # a valid registry again
 
     r = cli("models", "list", "--json")  # reported once: the next command is quiet

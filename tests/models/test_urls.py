@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from diffcli.errors import RuntimeFailure, UsageError
-from diffcli.models import resolve, urls, verify
+from diffcli.models import resolve, url_store, urls, verify
 
 from .fakehub import Fault, safetensors_bytes
 
@@ -42,7 +42,7 @@ def test_url_hash_mismatch_keeps_nothing(ckpt):
     url, data = ckpt
     with pytest.raises(RuntimeFailure, match="sha256 mismatch"):
         urls.pull(url + "#sha256=" + "0" * 64, quiet=True)
-    folder = urls.target_path(url).parent
+    folder = url_store.target_path(url).parent
     assert not [p for p in folder.iterdir()] if folder.exists() else True
     with pytest.raises(UsageError, match="models pull"):
         resolve(url, offline=True)
@@ -53,7 +53,7 @@ def test_url_server_sha256_header_is_checked(fakehub):
     fakehub.plain["/files/lying.safetensors"] = (data, {"X-Linked-Etag": '"' + "ab" * 32 + '"'})
     with pytest.raises(RuntimeFailure, match="sha256 mismatch"):
         urls.pull(f"{fakehub.url}/files/lying.safetensors", quiet=True)
-    assert not urls.target_path(f"{fakehub.url}/files/lying.safetensors").exists()
+    assert not url_store.target_path(f"{fakehub.url}/files/lying.safetensors").exists()
 
 
 def test_url_cut_off_then_resumed_with_range(ckpt, fakehub):
@@ -61,8 +61,8 @@ def test_url_cut_off_then_resumed_with_range(ckpt, fakehub):
     fakehub.faults["/files/model.safetensors"] = Fault(cut_after=150_000, times=1)
     with pytest.raises(RuntimeFailure, match="resume"):
         urls.pull(url, quiet=True)
-    part = urls.target_path(url).with_name("model.safetensors.incomplete")
-    assert part.exists() and not urls.target_path(url).exists()
+    part = url_store.target_path(url).with_name("model.safetensors.incomplete")
+    assert part.exists() and not url_store.target_path(url).exists()
     with pytest.raises(UsageError):
         resolve(url, offline=True)
     path, _ = urls.pull(url, quiet=True)
@@ -75,7 +75,7 @@ def test_url_size_mismatch_is_an_error(ckpt, fakehub):
     fakehub.plain["/files/model.safetensors"] = (data, {"X-Linked-Size": str(len(data) + 10)})
     with pytest.raises(RuntimeFailure, match="expected"):
         urls.pull(url, quiet=True)
-    assert not urls.target_path(url).exists()
+    assert not url_store.target_path(url).exists()
 
 
 def test_concurrent_url_pulls_share_one_download(ckpt, fakehub):

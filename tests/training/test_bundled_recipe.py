@@ -1,20 +1,23 @@
+"""The bundled model's recipe (diffcli.training.bundled): stages, resume, fine-tune, timestep sampling."""
+
 import re
 
 import torch
 
-from diffcli.bundled import train
+from diffcli.training import bundled as recipe
+from diffcli.training.common import sample_timesteps
 
 
 def test_recipe_smoke_and_resume(tmp_path):
     out, ck = tmp_path / "model", tmp_path / "ckpt"
     common = ["--out", str(out), "--ckpt-dir", str(ck), "--size", "tiny", "--buffer", "64", "--batch", "8",
               "--psnr-n", "16", "--vae-steps", "3", "--ema-start", "2", "--threads", "1"]
-    train.main(common + ["--unet-steps", "4", "--decoder-steps", "2", "--decoder-sizes", "64,128"])
+    recipe.main(common + ["--unet-steps", "4", "--decoder-steps", "2", "--decoder-sizes", "64,128"])
     assert torch.load(ck / "decoder.pt", weights_only=False)["step"] == 2
     assert torch.load(ck / "vae.pt", weights_only=False)["step"] == 3
     assert torch.load(ck / "unet.pt", weights_only=False)["step"] == 4
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    train.main(common + ["--unet-steps", "7", "--resume"])
+    recipe.main(common + ["--unet-steps", "7", "--resume"])
     st = torch.load(ck / "unet.pt", weights_only=False)
     assert st["step"] == 7 and torch.load(ck / "vae.pt", weights_only=False)["step"] == 3
     log = (ck / "train.log").read_text()
@@ -36,10 +39,10 @@ def test_fine_tune_from_exported_weights(tmp_path):
     base, out, ck = tmp_path / "base", tmp_path / "ft", tmp_path / "ckpt"
     common = ["--ckpt-dir", str(ck), "--size", "tiny", "--buffer", "64", "--batch", "8", "--psnr-n", "16",
               "--vae-steps", "2", "--threads", "1"]
-    train.main(common + ["--out", str(base), "--unet-steps", "3"])
+    recipe.main(common + ["--out", str(base), "--unet-steps", "3"])
     json_of = lambda d, f: json.loads((d / f).read_text())  # noqa: E731
     (ck / "unet.pt").unlink()
-    train.main(common + ["--out", str(out), "--resume", "--init-from", str(base), "--unet-steps", "2",
+    recipe.main(common + ["--out", str(out), "--resume", "--init-from", str(base), "--unet-steps", "2",
                          "--high-t-frac", "0.5"])
     log = (ck / "train.log").read_text()
     assert f"unet: initialised from {base}" in log
@@ -49,7 +52,7 @@ def test_fine_tune_from_exported_weights(tmp_path):
 
 
 def test_high_timestep_sampling():
-    t = train.sample_timesteps(4000, 1000, 0.5, "cpu", high_start=0.9)
+    t = sample_timesteps(4000, 1000, 0.5, "cpu", high_start=0.9)
     assert 0 <= int(t.min()) and int(t.max()) < 1000
     share = float((t >= 900).float().mean())
     assert 0.5 < share < 0.6  # half drawn from [900, 1000) plus a tenth of the uniform half

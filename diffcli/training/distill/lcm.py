@@ -5,8 +5,9 @@
   lcm-lora  a LoRA (peft) on the teacher's UNet; the teacher is the same UNet with the adapter
             disabled, the target is the student itself without gradients (as in LCM-LoRA)
 
-A compact lcm student (--student-unet compact, see compact.py) first regresses the teacher's guided
-prediction for --kd-steps steps (knowledge distillation), then consistency distillation starts.
+A compact lcm student (--student-unet compact, see diffcli/distill/compact.py) first regresses the
+teacher's guided prediction for --kd-steps steps (knowledge distillation), then consistency
+distillation starts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 
 import torch
 
-from diffcli.distill import solver as S
+from diffcli.training.distill import solver as S
 from diffcli.distill.compact import compact_config, removed_prefixes
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",

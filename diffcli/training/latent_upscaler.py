@@ -1,11 +1,11 @@
 """Training recipe: a small x2 latent upscaler for the bundled model family (NOT yet trained).
 
-    python -m diffcli.upscale.train_latent --base diffcli/bundled/tiny --out .ckpt/tiny-x2 \
+    python -m diffcli.training.latent_upscaler --base diffcli/bundled/tiny --out .ckpt/tiny-x2 \
         --minutes 60 [--threads 2] [--low 64]
 
 The result is a standard `StableDiffusionLatentUpscalePipeline` folder that `diffcli upscale
 --method model -m DIR` runs (x2, tiled). It reuses the bundled model's frozen VAE, text encoder and
-tokenizer and the bundled recipe's helpers (scene renderer, budget, LR schedule, EMA). Data: a held
+tokenizer and the recipes' shared helpers (training.common: renderer, budget, LR, EMA). Data: a held
 scene is rendered at LOW and 2*LOW pixels; the UNet learns the 2*LOW latent given the LOW latent
 (nearest-upsampled, concatenated) and the caption, with the K-diffusion (EDM, sigma_data = 1)
 preconditioning the diffusers pipeline applies at inference:
@@ -64,7 +64,7 @@ class PairBuffer:
         import torch
 
         from diffcli.bundled import scenes
-        from diffcli.bundled.train import render_batch, to_float
+        from diffcli.training.common import render_batch, to_float
 
         sc, lo = render_batch(self.rng, n, self.low)
         hi = torch.from_numpy(np.stack([np.array(scenes.render(s, 2 * self.low)) for s in sc])).permute(0, 3, 1, 2)
@@ -174,7 +174,7 @@ def main(argv=None) -> None:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from diffcli.bundled import scenes
-    from diffcli.bundled.train import Budget, ema_update, lr_at
+    from diffcli.training.common import Budget, ema_update, lr_at
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)

@@ -2,7 +2,7 @@
 
 import torch
 
-from diffcli.distill import solver as S
+from diffcli.training.distill import solver as S
 
 
 def test_guidance_embedding_matches_pipeline():

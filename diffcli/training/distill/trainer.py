@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from diffcli.distill import checkpoint as C
+from diffcli.training.distill import checkpoint as C
 from diffcli.distill.components import from_pretrained
 from diffcli.distill.preflight import Plan, run_fingerprint
 from diffcli.errors import RuntimeFailure, UsageError
@@ -97,8 +97,8 @@ class StopFlag:
 
 def train(plan: Plan, events, accelerator=None) -> dict:
     """Run (or resume) the distillation described by PLAN; returns a summary. Main process exports."""
-    from diffcli.distill import lcm
-    from diffcli.distill.data import build_bank
+    from diffcli.training.distill import lcm
+    from diffcli.training.distill.data import build_bank
 
     config = plan.config
     acc = accelerator or make_accelerator(config)
@@ -117,7 +117,7 @@ def train(plan: Plan, events, accelerator=None) -> dict:
     pipe = load_teacher(plan, acc.device)
     # the bank is built once by the main process; the others wait and read it
     if acc.num_processes > 1:
-        from diffcli.distill.data import predraw
+        from diffcli.training.distill.data import predraw
 
         predraw(plan, pipe, acc.process_index, acc.num_processes, events)
         acc.wait_for_everyone()
@@ -233,10 +233,10 @@ def train(plan: Plan, events, accelerator=None) -> dict:
 
 
 def _thread_tuner(acc):
-    """On a shared CPU, pick 1 or N torch threads by timing both now and then (the bundled recipe's tuner)."""
+    """On a shared CPU, pick 1 or N torch threads by timing both now and then (training.common's tuner)."""
     if acc.device.type != "cpu" or acc.num_processes > 1 or torch.get_num_threads() < 2:
         return None
-    from diffcli.bundled.train import ThreadTuner
+    from diffcli.training.common import ThreadTuner
 
     return ThreadTuner(torch.get_num_threads())
 

@@ -1,6 +1,6 @@
 """Training recipe for the bundled tiny model: stage 1 VAE, stage 2 text encoder + UNet.
 
-    python -m diffcli.bundled.train --out diffcli/bundled/tiny --ckpt-dir .ckpt/bundled \
+    python -m diffcli.training.bundled --out diffcli/bundled/tiny --ckpt-dir .ckpt/bundled \
         --vae-minutes 25 --unet-minutes 80 [--resume]
 
 Data is rendered on the fly into an in-memory buffer that is partly refreshed now and then.
@@ -22,99 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from diffcli import loading
-
-from . import arch, scenes
-from .export import export_pipeline
-from .vocab import build_tokenizer
-
-
-def render_batch(rng: random.Random, n: int, size: int = 64):
-    """n random scenes and their renders as a uint8 tensor (n, 3, size, size)."""
-    sc = [scenes.sample_scene(rng) for _ in range(n)]
-    arr = np.stack([np.asarray(scenes.render(s, size)) for s in sc])
-    return sc, torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div(127.5).sub(1.0)
-
-
-class Budget:
-    """Progress in [0, 1] from a step budget or a time budget (elapsed time survives resumes)."""
-
-    def __init__(self, steps: int | None, minutes: float | None, elapsed: float = 0.0):
-        self.steps, self.seconds = steps, (minutes or 0) * 60
-        self.t0 = time.time() - elapsed
-
-    @property
-    def elapsed(self) -> float:
-        return time.time() - self.t0
-
-    def progress(self, step: int) -> float:
-        if self.steps:
-            return min(1.0, step / self.steps)
-        return min(1.0, self.elapsed / max(self.seconds, 1e-9))
-
-    def done(self, step: int) -> bool:
-        return self.progress(step) >= 1.0
-
-
-def lr_at(progress: float, step: int, base: float, warmup: int, floor: float = 0.05) -> float:
-    w = min(1.0, (step + 1) / warmup)
-    return base * w * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-class ThreadTuner:
-    """Pick 1 or ``max_threads`` torch threads by timing both now and then.
-
-    On a shared CPU, a niced multi-threaded process stalls on its slowest thread when another
-    process takes a core; one thread is then several times faster. Call ``step()`` once per step.
-    """
-
-    def __init__(self, max_threads: int, probe: int = 10, every: int = 200):
-        self.options = sorted({1, max_threads})
-        self.probe, self.every = probe, every
-        self.i, self.times, self.choice = 0, {}, max_threads
-        self.t = time.perf_counter()
-        torch.set_num_threads(self.choice)
-
-    def step(self):
-        now = time.perf_counter()
-        dt, self.t = now - self.t, now
-        if len(self.options) == 1:
-            return
-        k = self.i % self.every
-        self.i += 1
-        n = len(self.options) * self.probe
-        if k < n:
-            opt = self.options[k // self.probe]
-            if k % self.probe:  # first step after a switch is not timed
-                self.times.setdefault(opt, []).append(dt)
-            nxt = self.options[(k + 1) // self.probe] if k + 1 < n else None
-            if nxt is None:
-                self.choice = min(self.times, key=lambda o: sum(self.times[o]) / len(self.times[o]))
-                self.times = {}
-                torch.set_num_threads(self.choice)
-            elif nxt != opt or k == 0:
-                torch.set_num_threads(nxt)
-
-
-def save_ckpt(path: Path, **state):
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def load_ckpt(path: Path, rng: random.Random, opt, **modules) -> dict:
-    """Restore a stage's checkpoint: each module from its key, the optimizer and the RNGs; returns it."""
-    st = torch.load(path, weights_only=False)
-    for key, module in modules.items():
-        module.load_state_dict(st[key])
-    opt.load_state_dict(st["opt"])
-    rng.setstate(st["rng"])
-    if "torch_rng" in st:
-        torch.set_rng_state(st["torch_rng"])
-    return st
+from diffcli.bundled import arch, scenes
+from diffcli.bundled.vocab import build_tokenizer
+from diffcli.training.common import (Budget, ThreadTuner, ema_update, load_ckpt, lr_at, render_batch,
+                                     sample_timesteps, save_ckpt, to_float)
+from diffcli.training.export import export_pipeline
 
 
 def _bar(total: int | None, desc: str):
@@ -242,19 +154,6 @@ class LatentBuffer:
         return [self.scenes[i] for i in idx], z
 
 
-def sample_timesteps(n: int, total: int, high_frac: float, device, high_start: float = 0.9) -> torch.Tensor:
-    """Uniform timesteps, with a fraction ``high_frac`` drawn from [high_start * total, total).
-
-    The noisiest steps are where the layout is decided from the prompt alone (zero terminal SNR: no
-    trace of the image is left). A UNet without positional encodings learns "on the left" only once
-    enough of its loss comes from there; uniform sampling gives it too little (measured: see
-    docs/bundled-model.md)."""
-    t = torch.randint(0, total, (n,))
-    high = torch.rand(n) < high_frac
-    t[high] = torch.randint(int(total * high_start), total, (int(high.sum()),))
-    return t.to(device)
-
-
 def load_pretrained(init_dir, unet, te, log):
     """Start stage 2 from an exported pipeline folder (e.g. the committed fp16 weights)."""
     from diffusers import UNet2DConditionModel
@@ -264,13 +163,6 @@ def load_pretrained(init_dir, unet, te, log):
     unet.load_state_dict(loading.from_pretrained(UNet2DConditionModel, init_dir / "unet").float().state_dict())
     te.load_state_dict(loading.from_pretrained(CLIPTextModel, init_dir / "text_encoder").float().state_dict())
     log(f"unet: initialised from {init_dir}")
-
-
-@torch.no_grad()
-def ema_update(ema, model, decay: float):
-    ep = list(ema.parameters())
-    mp = [p.detach().float() for p in model.parameters()]
-    torch._foreach_lerp_(ep, mp, 1 - decay)
 
 
 def train_unet(args, acc, vae, log):

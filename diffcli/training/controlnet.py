@@ -1,6 +1,6 @@
 """Training recipe for the bundled ControlNet `tiny-control-seg`: object silhouette -> scene.
 
-    python -m diffcli.bundled.train_control --out diffcli/bundled/tiny-control-seg \
+    python -m diffcli.training.controlnet --out diffcli/bundled/tiny-control-seg \
         --ckpt-dir .ckpt/control --minutes 60 [--resume]
 
 A standard diffusers ``ControlNetModel`` made with ``ControlNetModel.from_unet`` from the bundled
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from diffcli import loading
-
-from . import MODEL_DIR, arch, scenes
-from .train import Budget, ThreadTuner, ema_update, load_ckpt, lr_at, sample_timesteps, save_ckpt, to_float
+from diffcli.bundled import MODEL_DIR, arch, scenes
+from diffcli.training.common import (Budget, ThreadTuner, ema_update, load_ckpt, lr_at, sample_timesteps, save_ckpt,
+                                     to_float)
 
 # the latents are 1/4 of the image size: two stride-2 convs in the conditioning embedding
 CONDITIONING_CHANNELS = (16, 32, 64)
@@ -134,7 +134,7 @@ def train(args, log):
     last_ck = last_export = time.time()
     loss_avg = None
     meta = {"base_model": "tiny", "control": "seg", "conditioning": "object silhouette, white on black",
-            "recipe": "python -m diffcli.bundled.train_control"}
+            "recipe": "python -m diffcli.training.controlnet"}
 
     def checkpoint():
         save_ckpt(ck, controlnet=controlnet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step,

@@ -1,10 +1,10 @@
-"""diffcli/distill/trainer.py: the learning-rate schedule."""
+"""diffcli/training/distill/trainer.py: the learning-rate schedule."""
 
 from __future__ import annotations
 
 import pytest
 
-from diffcli.distill.trainer import lr_at
+from diffcli.training.distill.trainer import lr_at
 
 
 def test_constant_schedule_is_warm_up_then_flat():

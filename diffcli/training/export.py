@@ -60,7 +60,7 @@ def load_in_float32_by_default(folder) -> None:
 
 def _write_vocab_files(tok_dir: Path):
     """Also ship the classic vocab.json + merges.txt next to tokenizer.json."""
-    from .vocab import build_vocab
+    from diffcli.bundled.vocab import build_vocab
 
     vocab, merges = build_vocab()
     (tok_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))

@@ -1,7 +1,7 @@
 """Ship a distilled student of the bundled model inside the package, as `tiny-lcm`.
 
     diffcli distill --out ./tiny-lcm                # the default run, with its report
-    python -m diffcli.bundled.ship_student ./tiny-lcm
+    python -m diffcli.training.ship_student ./tiny-lcm
 
 Copies the student directory (fp16 weights, its scheduler, `diffcli.json`, `report.md`/`.json`)
 to `diffcli/bundled/tiny-lcm`, swapped in whole. The record of the run keeps everything but the
@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from diffcli.bundled import MODEL_NAME, model_dir
-from diffcli.bundled.export import load_in_float32_by_default
+from diffcli.training.export import load_in_float32_by_default
 from diffcli.output import swap_in_dir
 
 NAME = "tiny-lcm"

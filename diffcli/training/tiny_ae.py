@@ -7,7 +7,7 @@ windows of 128-px renders (L1 + L2 + L1 of the image differences, which keeps ed
 a 64-px image costs ~6.5 ms instead of ~15 ms (1 thread), which keeps a 4-step student under a fifth
 of the teacher's time; `diffcli distill` gives it to students of the bundled model (`--student-vae`).
 
-    python -m diffcli.bundled.tiny_ae --minutes 45 [--steps N] [--resume]    # the shipped run: --minutes 45
+    python -m diffcli.training.tiny_ae --minutes 45 [--steps N] [--resume]    # the shipped run: --minutes 45
 
 Its scaling_factor is 1.0: the latents it reads and writes are already scaled, as pipelines expect.
 """
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from diffcli import loading
-from diffcli.bundled import TINY_AE_DIR
+from diffcli.bundled import MODEL_DIR, TINY_AE_DIR
+from diffcli.training.common import Budget, load_ckpt, render_batch, save_ckpt, to_float
 
-HERE = Path(__file__).resolve().parent
 OUT = TINY_AE_DIR
 DECODER_CHANNELS = 48
 
@@ -41,7 +41,7 @@ def make_tiny_ae(decoder_channels: int = DECODER_CHANNELS):
 def load_bundled_vae():
     from diffusers import AutoencoderKL
 
-    return loading.from_pretrained(AutoencoderKL, str(HERE / "tiny" / "vae"), torch_dtype=torch.float32).eval()
+    return loading.from_pretrained(AutoencoderKL, str(MODEL_DIR / "vae"), torch_dtype=torch.float32).eval()
 
 
 @torch.no_grad()
@@ -63,8 +63,6 @@ def edge_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def psnr_vs_teacher(ae, vae, n: int = 128, seed: int = 4321, size: int = 64) -> dict:
     """PSNR (dB) of the tiny decoder against the bundled decoder, and of each round trip against the renders."""
-    from diffcli.bundled.train import render_batch, to_float
-
     _, imgs = render_batch(random.Random(seed), n, size)
     x = to_float(imgs)
     s = float(vae.config.scaling_factor)
@@ -81,8 +79,6 @@ def psnr_vs_teacher(ae, vae, n: int = 128, seed: int = 4321, size: int = 64) -> 
 
 
 def main(argv=None):
-    from diffcli.bundled.train import Budget, load_ckpt, render_batch, save_ckpt, to_float
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--ckpt", default=".ckpt/tiny-ae.pt")
