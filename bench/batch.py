@@ -21,18 +21,51 @@ import tempfile
 import time
 from pathlib import Path
 
-PROMPTS = ["red house on the left", "blue car at night", "snowy castle", "green tree in a field",
-           "yellow sun over the sea", "small boat on a lake", "white tower at dusk", "red car on a road",
-           "castle at dusk", "purple flower", "dog on the grass", "house on the right, snowy ground",
-           "tree at night", "sea at sunrise", "tower in the fog", "boat at sunset", "blue house", "green car",
-           "yellow flower on the left", "castle on the right"]
+PROMPTS = [
+    "red house on the left",
+    "blue car at night",
+    "snowy castle",
+    "green tree in a field",
+    "yellow sun over the sea",
+    "small boat on a lake",
+    "white tower at dusk",
+    "red car on a road",
+    "castle at dusk",
+    "purple flower",
+    "dog on the grass",
+    "house on the right, snowy ground",
+    "tree at night",
+    "sea at sunrise",
+    "tower in the fog",
+    "boat at sunset",
+    "blue house",
+    "green car",
+    "yellow flower on the left",
+    "castle on the right",
+]
 
 
 def _loop(jobs: list[dict], model: str, out: Path) -> float:
     t0 = time.perf_counter()
     for job in jobs:
-        subprocess.run([sys.executable, "-m", "diffcli", "txt2img", job["prompt"], "--seed", str(job["seed"]),
-                        "--model", model, "-o", str(out), "-q"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "diffcli",
+                "txt2img",
+                job["prompt"],
+                "--seed",
+                str(job["seed"]),
+                "--model",
+                model,
+                "-o",
+                str(out),
+                "-q",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return time.perf_counter() - t0
 
 
@@ -41,8 +74,11 @@ def _batch(jobs: list[dict], model: str, out: Path, batch_size: int | None) -> f
     listing.write_text("".join(json.dumps(j) + "\n" for j in jobs))
     extra = ["--batch-size", str(batch_size)] if batch_size else []
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "diffcli", "batch", str(listing), "--model", model, "-o", str(out), "-q",
-                    *extra], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "diffcli", "batch", str(listing), "--model", model, "-o", str(out), "-q", *extra],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
@@ -74,7 +110,10 @@ def main() -> None:
             for size in sizes:
                 t = _batch(jobs, args.model, Path(tmp) / f"bs{size}-{r}", size)
                 base = base or t
-                print(f"--batch-size {size}: {t:6.1f} s  ({n / t:.2f} images/s, {base / t:.2f}x of --batch-size {sizes[0]})")
+                print(
+                    f"--batch-size {size}: {t:6.1f} s  ({n / t:.2f} images/s, {base / t:.2f}x of --batch-size "
+                    f"{sizes[0]})"
+                )
 
 
 if __name__ == "__main__":

@@ -50,9 +50,13 @@ def _run(pipe, rec, prompts, seeds, batch=25, **kwargs):
     for i in range(0, len(prompts), batch):
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[i : i + batch]]
         extra = {k: v[i : i + batch] if isinstance(v, list) else v for k, v in kwargs.items()}
-        out += pipe(prompts[i : i + batch], num_inference_steps=rec["steps"], generator=gens, **extra,
-                    **guidance.pipeline_kwargs(pipe, rec["cfg"], rec.get("cfg_cutoff"), rec["steps"],
-                                               kwargs.get("strength"))).images
+        out += pipe(
+            prompts[i : i + batch],
+            num_inference_steps=rec["steps"],
+            generator=gens,
+            **extra,
+            **guidance.pipeline_kwargs(pipe, rec["cfg"], rec.get("cfg_cutoff"), rec["steps"], kwargs.get("strength")),
+        ).images
     return out
 
 
@@ -87,7 +91,9 @@ def main() -> None:
     preds = ev.predict(low)
     results["img2img_0.3_recolour_keeps_time_ground_object"] = _kept(preds, sources)
     results["img2img_0.3_recolour_per_attribute_kept"] = _kept_each(preds, sources)
-    results["img2img_0.3_recolour_new_colour"] = float(np.mean([p["color"] == r.color for p, r in zip(preds, recolour)]))
+    results["img2img_0.3_recolour_new_colour"] = float(
+        np.mean([p["color"] == r.color for p, r in zip(preds, recolour)])
+    )
     # (b) adversarial: a prompt for an unrelated scene (every attribute may contradict the input)
     low = _run(pipes["img2img"], rec, prompts, seeds, image=inputs, strength=0.3)
     preds = ev.predict(low)

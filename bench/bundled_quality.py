@@ -8,6 +8,7 @@ Fréchet distance (evaluator features) vs true renders, and seconds per image (b
 Bars: PSNR >= 30 dB; time/ground >= 0.9, object >= 0.85, colour/position >= 0.8; adherence >= 0.7;
 <= 1 s/image.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,28 @@ from diffcli.bundled import MODEL_DIR, scenes  # noqa: E402
 from diffcli.bundled.evaluator import frechet_distance, load_evaluator  # noqa: E402
 
 SCHEDULERS = {  # diffcli names -> (diffusers class, extra config)
-    "ddim": ("DDIMScheduler", {}), "ddpm": ("DDPMScheduler", {}), "pndm": ("PNDMScheduler", {}),
-    "lms": ("LMSDiscreteScheduler", {}), "euler": ("EulerDiscreteScheduler", {}),
-    "euler-a": ("EulerAncestralDiscreteScheduler", {}), "heun": ("HeunDiscreteScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
     "dpm++2m": ("DPMSolverMultistepScheduler", {}),
     "dpm++2m-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "unipc": ("UniPCMultistepScheduler", {}), "deis": ("DEISMultistepScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
 }
-BARS = {"psnr": 30.0, "time": 0.9, "ground": 0.9, "obj": 0.85, "color": 0.8, "position": 0.8, "adherence": 0.7,
-        "sec_per_image": 1.0}
+BARS = {
+    "psnr": 30.0,
+    "time": 0.9,
+    "ground": 0.9,
+    "obj": 0.85,
+    "color": 0.8,
+    "position": 0.8,
+    "adherence": 0.7,
+    "sec_per_image": 1.0,
+}
 
 
 def heldout_prompts(n: int, seed: int = 2024, drop_prob: float = 0.25) -> list[str]:
@@ -69,10 +83,11 @@ def generate(pipe, prompts, seeds, steps, cfg, cutoff=0.0, batch=16):
     images, used = [], []
     for s in seeds:
         for i in range(0, len(prompts), batch):
-            ps = prompts[i:i + batch]
+            ps = prompts[i : i + batch]
             gens = [torch.Generator().manual_seed(s * 100003 + i + j) for j in range(len(ps))]
-            images += pipe(ps, num_inference_steps=steps, generator=gens,
-                           **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps)).images
+            images += pipe(
+                ps, num_inference_steps=steps, generator=gens, **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps)
+            ).images
             used += ps
     return images, used
 
@@ -81,8 +96,12 @@ def time_per_image(pipe, steps, cfg, cutoff=0.0, n=8) -> float:
     pipe("warm up", num_inference_steps=steps, **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps))
     t = time.perf_counter()
     for i in range(n):
-        pipe("a castle at dusk", num_inference_steps=steps, generator=torch.Generator().manual_seed(i),
-             **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps))
+        pipe(
+            "a castle at dusk",
+            num_inference_steps=steps,
+            generator=torch.Generator().manual_seed(i),
+            **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps),
+        )
     return (time.perf_counter() - t) / n
 
 
@@ -94,8 +113,16 @@ def sweep(pipe, ev, a, steps_list, cfg_list, cutoff_list):
             for cut in cutoff_list:
                 images, used = generate(pipe, prompts, range(a.seeds), st, c, cut)
                 sc = ev.score(used, images, seed=1)
-                rows.append({"steps": st, "cfg": c, "cfg_cutoff": cut, "adherence": round(sc["adherence"], 3),
-                             "fd": round(sc["fd"], 1), **{k: round(v, 3) for k, v in sc["accuracy"].items()}})
+                rows.append(
+                    {
+                        "steps": st,
+                        "cfg": c,
+                        "cfg_cutoff": cut,
+                        "adherence": round(sc["adherence"], 3),
+                        "fd": round(sc["fd"], 1),
+                        **{k: round(v, 3) for k, v in sc["accuracy"].items()},
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -123,11 +150,23 @@ def main(argv=None):
     pipe = load_pipe(a.model, sched)
     ev = load_evaluator()
     if a.sweep_steps:
-        return sweep(pipe, ev, a, [int(x) for x in a.sweep_steps.split(",")],
-                     [float(x) for x in (a.sweep_cfg or str(cfg)).split(",")],
-                     [float(x) for x in (a.sweep_cutoff or str(cutoff)).split(",")])
-    res = {"model": a.model, "steps": steps, "cfg": cfg, "cfg_cutoff": cutoff, "scheduler": sched, "n_prompts": a.n,
-           "seeds": a.seeds}
+        return sweep(
+            pipe,
+            ev,
+            a,
+            [int(x) for x in a.sweep_steps.split(",")],
+            [float(x) for x in (a.sweep_cfg or str(cfg)).split(",")],
+            [float(x) for x in (a.sweep_cutoff or str(cutoff)).split(",")],
+        )
+    res = {
+        "model": a.model,
+        "steps": steps,
+        "cfg": cfg,
+        "cfg_cutoff": cutoff,
+        "scheduler": sched,
+        "n_prompts": a.n,
+        "seeds": a.seeds,
+    }
     res["psnr"] = vae_psnr(pipe.vae)
     prompts = heldout_prompts(a.n)
     t = time.perf_counter()
@@ -139,8 +178,13 @@ def main(argv=None):
     specs = [scenes.parse_prompt(p)[0] for p in used]
     ref_a = [scenes.render(scenes.sample_scene(rng1, **s)) for s in specs]
     ref_b = [scenes.render(scenes.sample_scene(rng2, **s)) for s in specs]
-    res.update(adherence=sc["adherence"], accuracy=sc["accuracy"], counts=sc["counts"], fd=sc["fd"],
-               fd_render_vs_render=frechet_distance(ev.features(ref_a), ev.features(ref_b)))
+    res.update(
+        adherence=sc["adherence"],
+        accuracy=sc["accuracy"],
+        counts=sc["counts"],
+        fd=sc["fd"],
+        fd_render_vs_render=frechet_distance(ev.features(ref_a), ev.features(ref_b)),
+    )
     if not a.no_timing:
         res["sec_per_image"] = time_per_image(pipe, steps, cfg, cutoff)
     checks = {"psnr": res["psnr"], "adherence": res["adherence"], **res["accuracy"]}

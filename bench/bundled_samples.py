@@ -4,6 +4,7 @@
 
 Each row: a prompt; first cell a true render, then generated images with different seeds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from bundled_quality import load_pipe  # noqa: E402
 from diffcli.bundled import MODEL_DIR, scenes  # noqa: E402
 
+from bundled_quality import load_pipe  # noqa: E402
+
 PROMPTS = [
-    "castle at dusk", "red house on the left, snowy ground, at night", "night. lighthouse. sea.",
-    "a green tree on the right at noon on grass", "a purple mountain in the desert at dawn",
-    "a yellow castle on the sand", "white lighthouse, left, day, snow", "an orange cottage by the sea at sunset",
-    "a black tree at night", "blue fortress in the middle, morning, meadow",
+    "castle at dusk",
+    "red house on the left, snowy ground, at night",
+    "night. lighthouse. sea.",
+    "a green tree on the right at noon on grass",
+    "a purple mountain in the desert at dawn",
+    "a yellow castle on the sand",
+    "white lighthouse, left, day, snow",
+    "an orange cottage by the sea at sunset",
+    "a black tree at night",
+    "blue fortress in the middle, morning, meadow",
 ]
 
 

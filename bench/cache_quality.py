@@ -11,6 +11,7 @@ of the denoising loop relative to uncached (batch 1, latents out so the VAE deco
 runs of all settings interleaved, the median of --timing calls each).
 Bars (issue 20): adherence ratio >= 0.97, FD ratio <= 1.15.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bundled_quality import generate, heldout_prompts  # noqa: E402
 from diffcli import guidance  # noqa: E402
 from diffcli.bundled import MODEL_DIR, defaults  # noqa: E402
 from diffcli.bundled.evaluator import load_evaluator  # noqa: E402
 from diffcli.cache import active  # noqa: E402
+
+from bundled_quality import generate, heldout_prompts  # noqa: E402
 
 BARS = {"adherence_ratio": 0.97, "fd_ratio": 1.15}
 
@@ -66,8 +68,13 @@ def loop_seconds(pipes: dict, steps: int, cfg: float, cutoff: float, calls: int)
     for i in range(calls + 1):
         for spec, pipe in pipes.items():
             t = time.perf_counter()
-            pipe("red house on the left, snowy ground, at night", num_inference_steps=steps, output_type="latent",
-                 generator=torch.Generator().manual_seed(i), **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps))
+            pipe(
+                "red house on the left, snowy ground, at night",
+                num_inference_steps=steps,
+                output_type="latent",
+                generator=torch.Generator().manual_seed(i),
+                **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps),
+            )
             if i:  # the first round warms up
                 times[spec].append(time.perf_counter() - t)
     return {spec: statistics.median(ts) for spec, ts in times.items()}
@@ -90,8 +97,16 @@ def main(argv=None):
     pipes = {spec: Cached(base, spec) for spec in specs}
     ev = load_evaluator()
     prompts = heldout_prompts(a.n)
-    out = {"model": "tiny", "steps": steps, "cfg": cfg, "cfg_cutoff": cutoff, "scheduler": d["scheduler"],
-           "n_scenes": a.n, "seeds": a.seeds, "settings": {}}
+    out = {
+        "model": "tiny",
+        "steps": steps,
+        "cfg": cfg,
+        "cfg_cutoff": cutoff,
+        "scheduler": d["scheduler"],
+        "n_scenes": a.n,
+        "seeds": a.seeds,
+        "settings": {},
+    }
     arrays = {}
     with torch.no_grad():
         for spec in specs:
@@ -100,15 +115,22 @@ def main(argv=None):
             seconds = time.perf_counter() - t
             sc = ev.score(used, images, seed=1)
             arrays[spec] = np.stack([np.asarray(im, dtype=np.float32) for im in images])
-            row = {"adherence": round(sc["adherence"], 4), "fd": round(sc["fd"], 2),
-                   "accuracy": {k: round(v, 3) for k, v in sc["accuracy"].items()},
-                   "batched_seconds": round(seconds, 1)}
+            row = {
+                "adherence": round(sc["adherence"], 4),
+                "fd": round(sc["fd"], 2),
+                "accuracy": {k: round(v, 3) for k, v in sc["accuracy"].items()},
+                "batched_seconds": round(seconds, 1),
+            }
             if spec != "none":
                 ref = out["settings"]["none"]
-                row.update(adherence_ratio=round(sc["adherence"] / max(ref["adherence"], 1e-9), 4),
-                           fd_ratio=round(sc["fd"] / max(ref["fd"], 1e-9), 4),
-                           mean_abs_diff=round(float(np.abs(arrays[spec] - arrays["none"]).mean()), 2))
-                row["bars_met"] = row["adherence_ratio"] >= BARS["adherence_ratio"] and row["fd_ratio"] <= BARS["fd_ratio"]
+                row.update(
+                    adherence_ratio=round(sc["adherence"] / max(ref["adherence"], 1e-9), 4),
+                    fd_ratio=round(sc["fd"] / max(ref["fd"], 1e-9), 4),
+                    mean_abs_diff=round(float(np.abs(arrays[spec] - arrays["none"]).mean()), 2),
+                )
+                row["bars_met"] = (
+                    row["adherence_ratio"] >= BARS["adherence_ratio"] and row["fd_ratio"] <= BARS["fd_ratio"]
+                )
             out["settings"][spec] = row
             print(json.dumps({spec: row}), flush=True)
         if a.timing:

@@ -7,6 +7,7 @@ images), fp32 on the CPU, the CFG batch of 2 at SIZE² (SIZE/8 latents), 77 text
 INTERVAL calls with the cache attached and prints each call's seconds, the mean cached/full ratio,
 and the UNet-time ratio that gives at STEPS steps with deepcache:INTERVAL (ceil(STEPS/N) full calls).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,14 +43,20 @@ def main(argv=None):
                 t = time.perf_counter()
                 unet(x, 500 - i, encoder_hidden_states=text)
                 (full if i % a.interval == 0 else cached).append(time.perf_counter() - t)
-                print(i, "full" if i % a.interval == 0 else "cached", round((full if i % a.interval == 0 else cached)[-1], 2),
-                      flush=True)
+                print(
+                    i,
+                    "full" if i % a.interval == 0 else "cached",
+                    round((full if i % a.interval == 0 else cached)[-1], 2),
+                    flush=True,
+                )
     finally:
         cache.detach()
     f, c = sum(full) / len(full), sum(cached) / len(cached)
     n_full = math.ceil(a.steps / a.interval)
-    print(f"branch {a.branch}: full {f:.2f} s, cached {c:.2f} s, ratio {c / f:.3f}; {a.steps} steps deepcache:"
-          f"{a.interval}: UNet time ratio {(n_full * f + (a.steps - n_full) * c) / (a.steps * f):.3f}")
+    print(
+        f"branch {a.branch}: full {f:.2f} s, cached {c:.2f} s, ratio {c / f:.3f}; {a.steps} steps deepcache:"
+        f"{a.interval}: UNet time ratio {(n_full * f + (a.steps - n_full) * c) / (a.steps * f):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def _worktree(ref: str, where: Path) -> Path:
 
 def _busy(seconds: float = 1.0) -> float:
     """Fraction of all CPUs busy over SECONDS (from /proc/stat)."""
+
     def sample():
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
         return sum(fields), fields[3] + fields[4]  # total, idle + iowait
@@ -78,8 +79,11 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=7, help="runs per side")
     ap.add_argument("--baseline", default=DEFAULT_BASELINE, help=f"git ref (default {DEFAULT_BASELINE})")
     ap.add_argument("--candidate", default=None, help="git ref (default: this working tree)")
-    ap.add_argument("--wait-idle", action="store_true",
-                    help="start each run only when the CPUs are at most 15%% busy (waits up to 10 min)")
+    ap.add_argument(
+        "--wait-idle",
+        action="store_true",
+        help="start each run only when the CPUs are at most 15%% busy (waits up to 10 min)",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="cold-start-"))
@@ -102,25 +106,33 @@ def main() -> None:
                 pixels = _pixels(image)
                 reference = reference or pixels
                 same = same and pixels == reference
-                print(f"run {i + 1}/{args.n} {side:9s} wall {wall:6.2f} s  cpu {cpu:6.2f} s", file=sys.stderr, flush=True)
+                print(
+                    f"run {i + 1}/{args.n} {side:9s} wall {wall:6.2f} s  cpu {cpu:6.2f} s", file=sys.stderr, flush=True
+                )
     finally:
         for side in ("baseline", "candidate"):
             if side in trees and trees[side] != ROOT:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees[side])], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"command: python {' '.join(repr(a) if ' ' in a else a for a in COMMAND)} -o DIR   ({args.n} runs each, "
-          f"baseline {args.baseline}, candidate {args.candidate or 'working tree'}"
-          f"{', --wait-idle' if args.wait_idle else ''}, load average "
-          f"{os.getloadavg()[0]:.2f} at the end)")
+    print(
+        f"command: python {' '.join(repr(a) if ' ' in a else a for a in COMMAND)} -o DIR   ({args.n} runs each, "
+        f"baseline {args.baseline}, candidate {args.candidate or 'working tree'}"
+        f"{', --wait-idle' if args.wait_idle else ''}, load average "
+        f"{os.getloadavg()[0]:.2f} at the end)"
+    )
     med = {side: {k: statistics.median(v) for k, v in t.items()} for side, t in times.items()}
     low = {side: min(t["wall"]) for side, t in times.items()}
     for side in ("baseline", "candidate"):
-        print(f"{side:9s}  wall median {med[side]['wall']:6.2f} s  min {low[side]:6.2f} s  max "
-              f"{max(times[side]['wall']):6.2f} s   cpu median {med[side]['cpu']:6.2f} s")
-    print(f"ratio candidate/baseline: wall median {med['candidate']['wall'] / med['baseline']['wall']:.3f}  "
-          f"wall min {low['candidate'] / low['baseline']:.3f}  cpu median "
-          f"{med['candidate']['cpu'] / med['baseline']['cpu']:.3f}")
+        print(
+            f"{side:9s}  wall median {med[side]['wall']:6.2f} s  min {low[side]:6.2f} s  max "
+            f"{max(times[side]['wall']):6.2f} s   cpu median {med[side]['cpu']:6.2f} s"
+        )
+    print(
+        f"ratio candidate/baseline: wall median {med['candidate']['wall'] / med['baseline']['wall']:.3f}  "
+        f"wall min {low['candidate'] / low['baseline']:.3f}  cpu median "
+        f"{med['candidate']['cpu'] / med['baseline']['cpu']:.3f}"
+    )
     print(f"pixels: {'identical in every run' if same else 'DIFFER'}")
     if not same:
         raise SystemExit(1)

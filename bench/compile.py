@@ -66,8 +66,11 @@ def main() -> None:
         for mode in ("eager", "compiled"):
             results[mode] = run(mode, jobs, os.path.join(tmp, mode), args.model, args.threads)
             times, _, wall, note = results[mode]
-            print(f"{mode:9s} process {wall:6.1f} s; image 1 {times[0]:6.2f} s, image 2 {times[1]:.2f} s, "
-                  f"median of images 3..{len(times)} {statistics.median(times[2:]):.3f} s", flush=True)
+            print(
+                f"{mode:9s} process {wall:6.1f} s; image 1 {times[0]:6.2f} s, image 2 {times[1]:.2f} s, "
+                f"median of images 3..{len(times)} {statistics.median(times[2:]):.3f} s",
+                flush=True,
+            )
             if note:
                 print(f"          reported: {note}")
         eager, compiled = results["eager"][0], results["compiled"][0]
@@ -75,11 +78,14 @@ def main() -> None:
         cost = compiled[0] - e_per
         saved = e_per - c_per
         print(f"compile cost ~{cost:.1f} s (first compiled image {compiled[0]:.2f} s - eager per image {e_per:.3f} s)")
-        print(f"per image after warm-up: eager {e_per:.3f} s, compiled {c_per:.3f} s, "
-              f"eager/compiled {e_per / c_per:.2f}x")
+        print(
+            f"per image after warm-up: eager {e_per:.3f} s, compiled {c_per:.3f} s, eager/compiled {e_per / c_per:.2f}x"
+        )
         print(f"break-even: {cost / saved:.0f} images" if saved > 0 else "break-even: never (compiled is not faster)")
-        diffs = [np.abs(np.asarray(Image.open(a), dtype=np.int16) - np.asarray(Image.open(b), dtype=np.int16)).max()
-                 for a, b in zip(results["eager"][1], results["compiled"][1])]
+        diffs = [
+            np.abs(np.asarray(Image.open(a), dtype=np.int16) - np.asarray(Image.open(b), dtype=np.int16)).max()
+            for a, b in zip(results["eager"][1], results["compiled"][1])
+        ]
         print(f"largest pixel difference compiled vs eager: {max(diffs)} levels (over {len(diffs)} images)")
 
 

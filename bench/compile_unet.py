@@ -26,7 +26,9 @@ import torch
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "diffcli-real-size" / "sd15")
+    parser.add_argument(
+        "--model", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "diffcli-real-size" / "sd15"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--latent", type=int, default=64, help="latent side (64: a 512x512 image)")
     args = parser.parse_args()
@@ -38,8 +40,11 @@ def main() -> None:
     compiled = copy.deepcopy(eager)
     compiled.compile()
     torch.manual_seed(0)
-    inputs = (torch.randn(2, 4, args.latent, args.latent), torch.tensor([500, 500]),
-              torch.randn(2, 77, eager.config.cross_attention_dim))
+    inputs = (
+        torch.randn(2, 4, args.latent, args.latent),
+        torch.tensor([500, 500]),
+        torch.randn(2, 77, eager.config.cross_attention_dim),
+    )
     modes = {"eager": eager, "fused-qkv": fused, "compiled": compiled}
 
     def call(model):
@@ -51,9 +56,12 @@ def main() -> None:
         t0 = time.perf_counter()
         outputs[name] = call(model)
         first[name] = time.perf_counter() - t0
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads); latent {args.latent}x{args.latent}, "
-          f"CFG batch 2; first call (compile included for `compiled`): "
-          + ", ".join(f"{n} {s:.1f} s" for n, s in first.items()), flush=True)
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads); latent {args.latent}x{args.latent}, "
+        f"CFG batch 2; first call (compile included for `compiled`): "
+        + ", ".join(f"{n} {s:.1f} s" for n, s in first.items()),
+        flush=True,
+    )
     times = {name: [] for name in modes}
     for _ in range(args.repeats):
         for name, model in modes.items():
@@ -64,13 +72,19 @@ def main() -> None:
     for name, values in times.items():
         best, median = min(values), statistics.median(values)
         rel = ((outputs[name] - outputs["eager"]).norm() / outputs["eager"].norm()).item()
-        print(f"{name:10s} per guided step: best {best:.2f} s (eager/this {base_best / best:.2f}x), median "
-              f"{median:.2f} s ({base_median / median:.2f}x); all {[round(v, 2) for v in values]}; "
-              f"relative L2 vs eager {rel:.1e}", flush=True)
+        print(
+            f"{name:10s} per guided step: best {best:.2f} s (eager/this {base_best / best:.2f}x), median "
+            f"{median:.2f} s ({base_median / median:.2f}x); all {[round(v, 2) for v in values]}; "
+            f"relative L2 vs eager {rel:.1e}",
+            flush=True,
+        )
     saved = base_median - statistics.median(times["compiled"])
     cost = first["compiled"] - base_median
-    print(f"compile cost ~{cost:.0f} s; break-even after {cost / saved:.0f} steps" if saved > 0
-          else f"compile cost ~{cost:.0f} s; compiled is not faster per step")
+    print(
+        f"compile cost ~{cost:.0f} s; break-even after {cost / saved:.0f} steps"
+        if saved > 0
+        else f"compile cost ~{cost:.0f} s; compiled is not faster per step"
+    )
 
 
 if __name__ == "__main__":

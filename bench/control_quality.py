@@ -14,6 +14,7 @@ and the attribute evaluator:
 
 Bars: mean IoU >= 0.8; adherence ratio >= 0.95; position accuracy >= 0.98.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,11 +70,18 @@ def generate(pipe, items, seeds, scale=None, batch=25):
     images = []
     for s in seeds:
         for i in range(0, len(items), batch):
-            chunk = items[i:i + batch]
+            chunk = items[i : i + batch]
             gens = [torch.Generator().manual_seed(s * 100003 + i + j) for j in range(len(chunk))]
             extra = {} if scale is None else {"image": [m for _, _, m in chunk], "controlnet_conditioning_scale": scale}
-            images += pipe([p for _, p, _ in chunk], num_inference_steps=steps, generator=gens, width=64, height=64,
-                           **extra, **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps)).images
+            images += pipe(
+                [p for _, p, _ in chunk],
+                num_inference_steps=steps,
+                generator=gens,
+                width=64,
+                height=64,
+                **extra,
+                **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps),
+            ).images
     return images
 
 
@@ -105,17 +113,29 @@ def main(argv=None):
     pos_ctl = float(np.mean([p["position"] == t for p, t in zip(ev.predict(with_ctl), pos_truth)]))
     pos_free = float(np.mean([p["position"] == t for p, t in zip(ev.predict(without), pos_truth)]))
     out = {
-        "n_scenes": a.n, "seeds": a.seeds, "images": len(with_ctl), "scale": a.scale,
-        "iou_mean": float(iou_ctl.mean()), "iou_median": float(np.median(iou_ctl)),
-        "iou_at_least_0.8": float((iou_ctl >= 0.8).mean()), "iou_without_control": float(iou_free.mean()),
-        "adherence_with": s_ctl["adherence"], "adherence_without": s_free["adherence"],
+        "n_scenes": a.n,
+        "seeds": a.seeds,
+        "images": len(with_ctl),
+        "scale": a.scale,
+        "iou_mean": float(iou_ctl.mean()),
+        "iou_median": float(np.median(iou_ctl)),
+        "iou_at_least_0.8": float((iou_ctl >= 0.8).mean()),
+        "iou_without_control": float(iou_free.mean()),
+        "adherence_with": s_ctl["adherence"],
+        "adherence_without": s_free["adherence"],
         "adherence_ratio": s_ctl["adherence"] / max(s_free["adherence"], 1e-9),
-        "accuracy_with": s_ctl["accuracy"], "accuracy_without": s_free["accuracy"],
-        "position_with_control": pos_ctl, "position_without_control_all_scenes": pos_free,
-        "seconds": round(time.time() - t0, 1), "seconds_generating": round(t_gen, 1),
+        "accuracy_with": s_ctl["accuracy"],
+        "accuracy_without": s_free["accuracy"],
+        "position_with_control": pos_ctl,
+        "position_without_control_all_scenes": pos_free,
+        "seconds": round(time.time() - t0, 1),
+        "seconds_generating": round(t_gen, 1),
     }
-    out["bars"] = {"iou": out["iou_mean"] >= BARS["iou"], "adherence_ratio": out["adherence_ratio"] >= BARS["adherence_ratio"],
-                   "position": pos_ctl >= BARS["position"]}
+    out["bars"] = {
+        "iou": out["iou_mean"] >= BARS["iou"],
+        "adherence_ratio": out["adherence_ratio"] >= BARS["adherence_ratio"],
+        "position": pos_ctl >= BARS["position"],
+    }
     print(json.dumps(out, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -38,15 +38,17 @@ def unet_step_times(latent: int, steps: int) -> None:
             results[dtype] = (min(times), out.float())
     f32, bf16 = results[torch.float32], results[torch.bfloat16]
     rel = ((f32[1] - bf16[1]).norm() / f32[1].norm()).item()
-    print(f"SD1.5 UNet, latent {latent}x{latent}, batch 2: float32 {f32[0]:.2f} s/step, bfloat16 {bf16[0]:.2f} s/step, "
-          f"speed-up x{f32[0] / bf16[0]:.2f}; relative L2 difference of the noise prediction {rel:.4f}")
+    print(
+        f"SD1.5 UNet, latent {latent}x{latent}, batch 2: float32 {f32[0]:.2f} s/step, bfloat16 {bf16[0]:.2f} s/step, "
+        f"speed-up x{f32[0] / bf16[0]:.2f}; relative L2 difference of the noise prediction {rel:.4f}"
+    )
 
 
 def image_difference(model: str, n: int) -> None:
     from diffcli.device import DeviceChoice
     from diffcli.models import resolve
-    from diffcli.pipelines import load_base, set_scheduler, task_pipeline
     from diffcli.models.layout import read_layout
+    from diffcli.pipelines import load_base, set_scheduler, task_pipeline
 
     ref = resolve(model, offline=True)
     rec = read_layout(ref.path).recommended()
@@ -57,14 +59,20 @@ def image_difference(model: str, n: int) -> None:
         out = []
         t0 = time.perf_counter()
         for seed in range(n):
-            img = pipe("castle at dusk", num_inference_steps=rec["steps"], guidance_scale=rec["cfg"],
-                       generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+            img = pipe(
+                "castle at dusk",
+                num_inference_steps=rec["steps"],
+                guidance_scale=rec["cfg"],
+                generator=torch.Generator("cpu").manual_seed(seed),
+            ).images[0]
             out.append(np.asarray(img, dtype=np.float64))
         times[dtype] = (time.perf_counter() - t0) / n
         images[dtype] = out
     diff = np.mean([np.abs(a - b).mean() for a, b in zip(images["float32"], images["bfloat16"])])
-    print(f"{model}: float32 {times['float32']:.3f} s/image, bfloat16 {times['bfloat16']:.3f} s/image "
-          f"(x{times['float32'] / times['bfloat16']:.2f}); mean |pixel difference| {diff:.2f} / 255 over {n} images")
+    print(
+        f"{model}: float32 {times['float32']:.3f} s/image, bfloat16 {times['bfloat16']:.3f} s/image "
+        f"(x{times['float32'] / times['bfloat16']:.2f}); mean |pixel difference| {diff:.2f} / 255 over {n} images"
+    )
 
 
 if __name__ == "__main__":
@@ -74,7 +82,10 @@ if __name__ == "__main__":
     parser.add_argument("--model", default=None, help="also compare whole images made with this model")
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, capability "
+        f"{torch.backends.cpu.get_cpu_capability()}"
+    )
     unet_step_times(args.latent, args.steps)
     if args.model:
         image_difference(args.model, args.images)

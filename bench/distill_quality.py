@@ -7,6 +7,7 @@ training, export and the report all included in the wall time), then prints one 
 total minutes, training steps/s, and the report's 4-step-student checks (adherence >= 0.95x teacher,
 FD <= 1.25x teacher, time per image <= 0.2x teacher). `--report-only` re-reads an existing OUT.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,19 @@ def main(argv=None):
     t0 = time.time()
     done = {}
     if not a.report_only:
-        cmd = [sys.executable, "-m", "diffcli", "distill", "--teacher", "tiny", "--out", str(out), "--json",
-               *(["--resume"] if a.resume else []), *a.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "diffcli",
+            "distill",
+            "--teacher",
+            "tiny",
+            "--out",
+            str(out),
+            "--json",
+            *(["--resume"] if a.resume else []),
+            *a.extra,
+        ]
         proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
         for line in proc.stderr:
             if line.startswith('{"event"'):
@@ -49,13 +61,18 @@ def main(argv=None):
     rows = {(r["model"], r["steps"]): r for r in rep["rows"]}
     teacher = rep["rows"][0]
     s4 = rows[("student", 4)]
-    print(json.dumps({
-        "total_min": round((time.time() - t0) / 60, 1) if not a.report_only else None,
-        "train_steps": rep["train_steps"], "steps_per_s": done.get("steps_per_s"),
-        "teacher": {k: teacher.get(k) for k in ("steps", "sec_per_image", "adherence", "fd")},
-        "student4": {k: s4.get(k) for k in ("sec_per_image", "adherence", "fd", "psnr_vs_teacher_db")},
-        "bars": rep.get("bars"),
-    }))
+    print(
+        json.dumps(
+            {
+                "total_min": round((time.time() - t0) / 60, 1) if not a.report_only else None,
+                "train_steps": rep["train_steps"],
+                "steps_per_s": done.get("steps_per_s"),
+                "teacher": {k: teacher.get(k) for k in ("steps", "sec_per_image", "adherence", "fd")},
+                "student4": {k: s4.get(k) for k in ("sec_per_image", "adherence", "fd", "psnr_vs_teacher_db")},
+                "bars": rep.get("bars"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

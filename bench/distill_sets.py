@@ -12,6 +12,7 @@ rows are the report's own figures. --teacher-vae also scores each student decode
 VAE instead of its own autoencoder (what the smaller decoder costs); --vae DIR (repeatable) scores
 each student decoded by the autoencoder in DIR (e.g. a candidate tiny autoencoder, before shipping it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,9 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=512, help="prompts per set")
     ap.add_argument("--shift", type=float, default=None, help="default: each student's own")
     ap.add_argument("--teacher-vae", action="store_true")
-    ap.add_argument("--vae", action="append", default=[], help="another autoencoder directory to decode each student with")
+    ap.add_argument(
+        "--vae", action="append", default=[], help="another autoencoder directory to decode each student with"
+    )
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
 
@@ -64,18 +67,32 @@ def main(argv=None) -> None:
     ratios = {s: [] for s in students}
     for seed in [int(x) for x in a.sets.split(",")]:
         prompts = heldout_prompts(a.n, seed=seed)
-        t = evaluator.score(prompts, _generate(teacher, prompts, int(defaults["steps"]), float(defaults["cfg"]), 64,
-                                               float(defaults.get("cfg_cutoff") or 0.0)))
+        t = evaluator.score(
+            prompts,
+            _generate(
+                teacher,
+                prompts,
+                int(defaults["steps"]),
+                float(defaults["cfg"]),
+                64,
+                float(defaults.get("cfg_cutoff") or 0.0),
+            ),
+        )
         print(f"set {seed}, {a.n} prompts: teacher adherence {t['adherence']:.4f} FD {t['fd']:.2f}", flush=True)
         for s, (pipe, cfg, shift) in students.items():
             r = evaluator.score(prompts, _generate(pipe, prompts, 4, cfg, 64, 0.0, shift=shift))
             ratio = (r["adherence"] / t["adherence"], r["fd"] / t["fd"])
             ratios[s].append(ratio)
-            print(f"  {s} (shift {shift}): adherence {r['adherence']:.4f} FD {r['fd']:.2f}  "
-                  f"ratios {ratio[0]:.3f} / {ratio[1]:.3f}", flush=True)
+            print(
+                f"  {s} (shift {shift}): adherence {r['adherence']:.4f} FD {r['fd']:.2f}  "
+                f"ratios {ratio[0]:.3f} / {ratio[1]:.3f}",
+                flush=True,
+            )
     for s, rs in ratios.items():
-        print(f"mean over {len(rs)} sets: {s}: adherence ratio {statistics.mean(r[0] for r in rs):.3f}, "
-              f"FD ratio {statistics.mean(r[1] for r in rs):.3f}")
+        print(
+            f"mean over {len(rs)} sets: {s}: adherence ratio {statistics.mean(r[0] for r in rs):.3f}, "
+            f"FD ratio {statistics.mean(r[1] for r in rs):.3f}"
+        )
 
 
 if __name__ == "__main__":

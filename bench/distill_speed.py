@@ -6,6 +6,7 @@ Builds a full-size bundled-architecture teacher in a temp dir, runs a short dist
 CLI code path (scenes data, --no-report) and prints seconds per training step, and the projected time of
 the default run (bundled teacher: see diffcli/distill/preflight.py METHOD_DEFAULTS).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ def build_teacher(path: Path) -> Path:
 
     torch.manual_seed(0)
     tok = build_tokenizer(path.parent / "_tok")
-    export_pipeline(path, arch.make_vae("full"), arch.make_text_encoder("full"), arch.make_unet("full"), tok,
-                    arch.make_scheduler("dpm++2m"))
+    export_pipeline(
+        path,
+        arch.make_vae("full"),
+        arch.make_text_encoder("full"),
+        arch.make_unet("full"),
+        tok,
+        arch.make_scheduler("dpm++2m"),
+    )
     return path
 
 
@@ -55,9 +62,16 @@ def main(argv=None):
     teacher = Path(a.teacher) if a.teacher else build_teacher(tmp / "teacher")
     bundled.MODEL_DIR = teacher  # resolve("tiny") -> this directory, source "bundled" (scenes data)
     default_steps, default_batch, _ = METHOD_DEFAULTS[(a.method, True)]
-    cfg = DistillConfig(teacher="tiny", out=str(tmp / "student"), method=a.method, max_train_steps=a.steps,
-                        batch_size=a.batch or default_batch, num_samples=a.samples, report=False,
-                        checkpoint_every=10**6)
+    cfg = DistillConfig(
+        teacher="tiny",
+        out=str(tmp / "student"),
+        method=a.method,
+        max_train_steps=a.steps,
+        batch_size=a.batch or default_batch,
+        num_samples=a.samples,
+        report=False,
+        checkpoint_every=10**6,
+    )
     p = plan(cfg)
     acc = make_accelerator(p.config)
 
@@ -75,10 +89,17 @@ def main(argv=None):
     total = time.perf_counter() - t0
     steady = [b - a_ for a_, b in zip(times[1:], times[2:])]  # skip the first (warm-up) step
     per_step = sum(steady) / len(steady)
-    result = {"method": a.method, "batch": p.config.batch_size, "threads": a.threads, "steps": a.steps,
-              "sec_per_step": round(per_step, 3), "setup_and_total_s": round(total, 1),
-              "default_steps": default_steps,
-              "projected_default_run_min": round(default_steps * per_step / 60, 1), "loss": summary["loss"]}
+    result = {
+        "method": a.method,
+        "batch": p.config.batch_size,
+        "threads": a.threads,
+        "steps": a.steps,
+        "sec_per_step": round(per_step, 3),
+        "setup_and_total_s": round(total, 1),
+        "default_steps": default_steps,
+        "projected_default_run_min": round(default_steps * per_step / 60, 1),
+        "loss": summary["loss"],
+    }
     print(json.dumps(result))
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 PLAIN = """
 import sys, torch
 from diffusers import AutoPipelineForText2Image, {cls}
-path, out, steps, cfg, seed, dtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+path, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cfg, seed, dtype = float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 pipe = AutoPipelineForText2Image.from_pretrained(path, torch_dtype=getattr(torch, dtype))
 pipe.scheduler = {cls}.from_config(pipe.scheduler.config, **{options!r})
 image = pipe("castle at dusk", num_inference_steps=steps, guidance_scale=cfg,
@@ -52,10 +53,33 @@ def main() -> None:
         for i in range(args.n):
             out_a, out_b = Path(tmp, f"a{i}.png"), Path(tmp, f"b{i}.png")
             cmds = {
-                "diffcli": [sys.executable, "-m", "diffcli", "txt2img", "castle at dusk", "-m", args.model,
-                            "--seed", "1", "--dtype", args.dtype, "-o", str(out_a), "--quiet"],
-                "plain": [sys.executable, "-c", plain, str(ref.path), str(out_b), str(rec["steps"]), str(rec["cfg"]),
-                          "1", args.dtype],
+                "diffcli": [
+                    sys.executable,
+                    "-m",
+                    "diffcli",
+                    "txt2img",
+                    "castle at dusk",
+                    "-m",
+                    args.model,
+                    "--seed",
+                    "1",
+                    "--dtype",
+                    args.dtype,
+                    "-o",
+                    str(out_a),
+                    "--quiet",
+                ],
+                "plain": [
+                    sys.executable,
+                    "-c",
+                    plain,
+                    str(ref.path),
+                    str(out_b),
+                    str(rec["steps"]),
+                    str(rec["cfg"]),
+                    "1",
+                    args.dtype,
+                ],
             }
             for name, cmd in cmds.items():
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)

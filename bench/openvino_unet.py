@@ -35,7 +35,9 @@ class _Plain(torch.nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "diffcli-real-size" / "sd15")
+    parser.add_argument(
+        "--model", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "diffcli-real-size" / "sd15"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also compare bfloat16 (torch) with OpenVINO's bf16 hint")
     args = parser.parse_args()
@@ -52,8 +54,10 @@ def main() -> None:
         converted = ov.convert_model(model, example_input=inputs)
     convert_s = time.perf_counter() - t0
     core = ov.Core()
-    print(f"openvino {ov.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-          f"convert {convert_s:.1f} s")
+    print(
+        f"openvino {ov.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"convert {convert_s:.1f} s"
+    )
     cases = [("float32", torch.float32, "f32")] + ([("bfloat16", torch.bfloat16, "bf16")] if args.bf16 else [])
     for label, dtype, hint in cases:
         t0 = time.perf_counter()
@@ -79,10 +83,15 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
         best = {name: min(values) for name, values in times.items()}
         rel = ((reference - ours).norm() / reference.norm()).item()
-        print(f"{label}: compile {compile_s:.1f} s; per guided step (batch 2, 64x64 latent, best of {args.repeats}): "
-              f"torch {best['torch']:.2f} s, openvino {best['openvino']:.2f} s, speed-up x{best['torch'] / best['openvino']:.2f}; "
-              f"all times torch {[round(x, 2) for x in times['torch']]} openvino {[round(x, 2) for x in times['openvino']]}; "
-              f"relative L2 difference {rel:.2e}", flush=True)
+        print(
+            f"{label}: compile {compile_s:.1f} s; per guided step (batch 2, 64x64 latent, best of {args.repeats}): "
+            f"torch {best['torch']:.2f} s, openvino {best['openvino']:.2f} s, speed-up "
+            f"x{best['torch'] / best['openvino']:.2f}; "
+            f"all times torch {[round(x, 2) for x in times['torch']]} openvino "
+            f"{[round(x, 2) for x in times['openvino']]}; "
+            f"relative L2 difference {rel:.2e}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,14 @@ from diffcli.pipelines import load_base, set_scheduler, task_pipeline
 from diffcli.run import composite
 from diffcli.settings import TASK_BUILTIN
 
-DEFAULT_SETTINGS = ("blur:0.9:caption", "blur:0.9:none", "edge:0.9:none", "noise:0.9:none", "blur:1.0:caption",
-                    "blur:1.0:none")
+DEFAULT_SETTINGS = (
+    "blur:0.9:caption",
+    "blur:0.9:none",
+    "edge:0.9:none",
+    "noise:0.9:none",
+    "blur:1.0:caption",
+    "blur:1.0:none",
+)
 
 
 def _prompt(kind: str, scene, rng) -> str:
@@ -91,9 +97,15 @@ def main() -> None:
     prompts = {k: [_prompt(k, s, rng) for s in sources] for k in ("caption", "time+ground", "none")}
     wide = [scenes.render(s, (canvas.width, canvas.height)) for s in sources]
     truth = ev.predict([_new_area(w, canvas) for w in wide])
-    results = {"n": args.n, "extend": canvas.extend, "canvas": f"{canvas.width}x{canvas.height}",
-               "settings": {k: rec[k] for k in ("steps", "cfg", "cfg_cutoff", "scheduler")}, "mask_blur": blur,
-               "reference": _scores(truth, sources), "runs": {}}
+    results = {
+        "n": args.n,
+        "extend": canvas.extend,
+        "canvas": f"{canvas.width}x{canvas.height}",
+        "settings": {k: rec[k] for k in ("steps", "cfg", "cfg_cutoff", "scheduler")},
+        "mask_blur": blur,
+        "reference": _scores(truth, sources),
+        "runs": {},
+    }
     print(json.dumps({"reference": results["reference"]}), flush=True)
     for setting in args.settings.split(","):
         fill, strength, kind = setting.split(":")
@@ -104,11 +116,17 @@ def main() -> None:
         for i in range(0, args.n, args.batch):
             part = prepared[i : i + args.batch]
             gens = [torch.Generator("cpu").manual_seed(k) for k in range(i, i + len(part))]
-            out = pipe(prompts[kind][i : i + len(part)], image=[c for c, _ in part], mask_image=[m for _, m in part],
-                       width=canvas.width, height=canvas.height, strength=strength, generator=gens,
-                       num_inference_steps=rec["steps"],
-                       **guidance.pipeline_kwargs(pipe, rec["cfg"], rec.get("cfg_cutoff"), rec["steps"], strength)
-                       ).images
+            out = pipe(
+                prompts[kind][i : i + len(part)],
+                image=[c for c, _ in part],
+                mask_image=[m for _, m in part],
+                width=canvas.width,
+                height=canvas.height,
+                strength=strength,
+                generator=gens,
+                num_inference_steps=rec["steps"],
+                **guidance.pipeline_kwargs(pipe, rec["cfg"], rec.get("cfg_cutoff"), rec["steps"], strength),
+            ).images
             finals += [composite(c, o, m, blur) for (c, m), o in zip(part, out)]
         worst = 0
         for src, final in zip(inputs, finals):
@@ -126,8 +144,11 @@ def main() -> None:
 def _scores(preds, sources) -> dict:
     time_ok = [p["time"] == s.time for p, s in zip(preds, sources)]
     ground_ok = [p["ground"] == s.ground for p, s in zip(preds, sources)]
-    return {"continues": float(np.mean([a and b for a, b in zip(time_ok, ground_ok)])),
-            "time": float(np.mean(time_ok)), "ground": float(np.mean(ground_ok))}
+    return {
+        "continues": float(np.mean([a and b for a, b in zip(time_ok, ground_ok)])),
+        "time": float(np.mean(time_ok)),
+        "ground": float(np.mean(ground_ok)),
+    }
 
 
 if __name__ == "__main__":

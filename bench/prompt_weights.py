@@ -28,10 +28,14 @@ from PIL import Image
 
 from diffcli.bundled.evaluator import HEADS, load_evaluator, to_tensor
 
-PROMPTS = {"unweighted": "red house, night", "weighted": "(red:1.4) house, (night:0.6)",
-           "reverse": "(red:0.6) house, (night:1.4)",
-           # contested: two colours and two times named, so the weights decide between them
-           "contested": "red blue house, night day", "contested-weighted": "(red:1.4) blue house, (night:0.6) day"}
+PROMPTS = {
+    "unweighted": "red house, night",
+    "weighted": "(red:1.4) house, (night:0.6)",
+    "reverse": "(red:0.6) house, (night:1.4)",
+    # contested: two colours and two times named, so the weights decide between them
+    "contested": "red blue house, night day",
+    "contested-weighted": "(red:1.4) blue house, (night:0.6) day",
+}
 
 
 def generate(prompt: str, n: int, out: Path) -> list[Path]:
@@ -39,8 +43,23 @@ def generate(prompt: str, n: int, out: Path) -> list[Path]:
     done = sorted(out.glob("*.png"))
     if len(done) == n:
         return done
-    cmd = [sys.executable, "-m", "diffcli", "txt2img", prompt, "-n", str(n), "--seed", "0", "--batch-size", "25",
-           "-o", str(out), "--quiet", "--no-server"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffcli",
+        "txt2img",
+        prompt,
+        "-n",
+        str(n),
+        "--seed",
+        "0",
+        "--batch-size",
+        "25",
+        "-o",
+        str(out),
+        "--quiet",
+        "--no-server",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return [Path(line) for line in done.stdout.split()]
 
@@ -53,14 +72,19 @@ def probabilities(evaluator, paths: list[Path]) -> dict[str, np.ndarray]:
     night = torch.softmax(logits["time"], 1)[:, HEADS["time"].index("night")].numpy()
     top_red = (logits["color"].argmax(1) == HEADS["color"].index("red")).numpy()
     top_night = (logits["time"].argmax(1) == HEADS["time"].index("night")).numpy()
-    return {"p_red": red, "p_night": night, "top_red": top_red, "top_night": top_night,
-            "odds_red": _log_odds(logits["color"], HEADS["color"].index("red")),
-            "odds_night": _log_odds(logits["time"], HEADS["time"].index("night"))}
+    return {
+        "p_red": red,
+        "p_night": night,
+        "top_red": top_red,
+        "top_night": top_night,
+        "odds_red": _log_odds(logits["color"], HEADS["color"].index("red")),
+        "odds_night": _log_odds(logits["time"], HEADS["time"].index("night")),
+    }
 
 
 def _log_odds(logits, k: int) -> np.ndarray:
     """log P(k) - log P(not k): unlike P itself, it still moves where the evaluator is sure."""
-    others = torch.cat([logits[:, :k], logits[:, k + 1:]], 1)
+    others = torch.cat([logits[:, :k], logits[:, k + 1 :]], 1)
     return (logits[:, k] - torch.logsumexp(others, 1)).numpy()
 
 
@@ -82,20 +106,29 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, prompt in PROMPTS.items():
         r = rows[name]
-        print(f"| `{prompt}` | {r['p_red'].mean():.3f} | {r['top_red'].mean():.2f} | {r['odds_red'].mean():.2f} "
-              f"| {r['p_night'].mean():.3f} | {r['top_night'].mean():.2f} | {r['odds_night'].mean():.2f} |")
+        print(
+            f"| `{prompt}` | {r['p_red'].mean():.3f} | {r['top_red'].mean():.2f} | {r['odds_red'].mean():.2f} "
+            f"| {r['p_night'].mean():.3f} | {r['top_night'].mean():.2f} | {r['odds_night'].mean():.2f} |"
+        )
     verdicts = {}
-    for weighted, base, sign in (("weighted", "unweighted", (+1, -1)), ("reverse", "unweighted", (-1, +1)),
-                                 ("contested-weighted", "contested", (+1, -1))):
+    for weighted, base, sign in (
+        ("weighted", "unweighted", (+1, -1)),
+        ("reverse", "unweighted", (-1, +1)),
+        ("contested-weighted", "contested", (+1, -1)),
+    ):
         for key, want in zip(("odds_red", "odds_night"), sign):
             diff = rows[weighted][key] - rows[base][key]  # paired by seed
             moved = np.mean(np.sign(diff) == want)
             verdicts[weighted, key] = bool(np.sign(diff.mean()) == want)
-            print(f"{weighted} vs {base}, {key}: mean change {diff.mean():+.2f} (paired by seed; {moved:.0%} of "
-                  f"seeds move the weighted way)")
+            print(
+                f"{weighted} vs {base}, {key}: mean change {diff.mean():+.2f} (paired by seed; {moved:.0%} of "
+                f"seeds move the weighted way)"
+            )
     bar = verdicts["weighted", "odds_red"] and verdicts["weighted", "odds_night"]
-    print(f"\nbar ({PROMPTS['weighted']!r} moves red up and night down vs {PROMPTS['unweighted']!r}, mean "
-          f"log-odds over the seeds): {'met' if bar else 'NOT met'}")
+    print(
+        f"\nbar ({PROMPTS['weighted']!r} moves red up and night down vs {PROMPTS['unweighted']!r}, mean "
+        f"log-odds over the seeds): {'met' if bar else 'NOT met'}"
+    )
     missed = [f"{w} {k}" for (w, k), ok in verdicts.items() if not ok]
     print(f"every comparison its way: {'yes' if not missed else 'no: ' + ', '.join(missed)}")
 

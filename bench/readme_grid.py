@@ -1,5 +1,7 @@
 """The grid of example outputs in README.md: the bundled model at its default settings.
 
+Usage:
+
     python bench/readme_grid.py [--out docs/images/examples.png]
 """
 
@@ -39,9 +41,12 @@ def main() -> None:
     rec = read_layout(ref.path).recommended()
     pipe = task_pipeline(load_base(ref, choose("auto", "auto")), "txt2img")
     set_scheduler(pipe, rec["scheduler"])
-    images = pipe(PROMPTS, num_inference_steps=rec["steps"],
-                  generator=[torch.Generator("cpu").manual_seed(args.seed) for _ in PROMPTS],
-                  **guidance.pipeline_kwargs(pipe, rec["cfg"], rec.get("cfg_cutoff"), rec["steps"])).images
+    images = pipe(
+        PROMPTS,
+        num_inference_steps=rec["steps"],
+        generator=[torch.Generator("cpu").manual_seed(args.seed) for _ in PROMPTS],
+        **guidance.pipeline_kwargs(pipe, rec["cfg"], rec.get("cfg_cutoff"), rec["steps"]),
+    ).images
     cols = 4
     rows = (len(PROMPTS) + cols - 1) // cols
     grid = Image.new("RGB", (cols * CELL, rows * (CELL + TEXT_H)), "white")

@@ -44,25 +44,65 @@ PROMPT = "castle at dusk, detailed oil painting"
 CFG = 7.5
 BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 
-CLIP_L = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
-          "max_position_embeddings": 77, "vocab_size": 49408, "hidden_act": "quick_gelu", "projection_dim": 768}
-CLIP_BIGG = {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32,
-             "max_position_embeddings": 77, "vocab_size": 49408, "hidden_act": "gelu", "projection_dim": 1280}
-VAE = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
-       "up_block_types": ["UpDecoderBlock2D"] * 4, "latent_channels": 4, "layers_per_block": 2}
-UNETS = {
-    "sd15": {"block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768, "attention_head_dim": 8,
-             "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-             "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "layers_per_block": 2, "sample_size": 64},
-    "sdxl": {"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048, "attention_head_dim": [5, 10, 20],
-             "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-             "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-             "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": True, "layers_per_block": 2,
-             "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
-             "projection_class_embeddings_input_dim": 2816, "sample_size": 128},
+CLIP_L = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "max_position_embeddings": 77,
+    "vocab_size": 49408,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 768,
 }
-RUNS = {"plain-fp32": ("plain", "float32"), "plain-bf16": ("plain", "bfloat16"), "plain-fp16": ("plain", "float16"),
-        "diffcli": ("diffcli", ""), "cache": ("diffcli", "--cache deepcache")}
+CLIP_BIGG = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_attention_heads": 20,
+    "num_hidden_layers": 32,
+    "max_position_embeddings": 77,
+    "vocab_size": 49408,
+    "hidden_act": "gelu",
+    "projection_dim": 1280,
+}
+VAE = {
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+}
+UNETS = {
+    "sd15": {
+        "block_out_channels": [320, 640, 1280, 1280],
+        "cross_attention_dim": 768,
+        "attention_head_dim": 8,
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        "layers_per_block": 2,
+        "sample_size": 64,
+    },
+    "sdxl": {
+        "block_out_channels": [320, 640, 1280],
+        "cross_attention_dim": 2048,
+        "attention_head_dim": [5, 10, 20],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "transformer_layers_per_block": [1, 2, 10],
+        "use_linear_projection": True,
+        "layers_per_block": 2,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 256,
+        "projection_class_embeddings_input_dim": 2816,
+        "sample_size": 128,
+    },
+}
+RUNS = {
+    "plain-fp32": ("plain", "float32"),
+    "plain-bf16": ("plain", "bfloat16"),
+    "plain-fp16": ("plain", "float16"),
+    "diffcli": ("diffcli", ""),
+    "cache": ("diffcli", "--cache deepcache"),
+}
 
 
 def build(arch: str, where: Path) -> Path:
@@ -70,8 +110,14 @@ def build(arch: str, where: Path) -> Path:
     if (where / "model_index.json").exists():
         return where
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler, UNet2DConditionModel
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(0)
@@ -81,18 +127,34 @@ def build(arch: str, where: Path) -> Path:
     if arch == "sd15":
         vae = AutoencoderKL(**VAE, sample_size=512)
         scheduler = PNDMScheduler(**BETAS, skip_prk_steps=True, set_alpha_to_one=False)
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     else:
         vae = AutoencoderKL(**VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
         scheduler = EulerDiscreteScheduler(**BETAS, timestep_spacing="leading")
-        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=CLIPTextModelWithProjection(
-            CLIPTextConfig(**CLIP_BIGG)), tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+        pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text,
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIGG)),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+        )
     pipe.to(torch.float16).save_pretrained(where, safe_serialization=True)
     return where
 
 
 # ---- inside one run's process -------------------------------------------------------------------
+
 
 def instrument(marks: dict) -> None:
     """Time the text encoders, the UNet and the VAE decoder by wrapping their classes' entry points."""
@@ -126,15 +188,42 @@ def child(run: str, model: Path, size: int, steps: int, out: Path, extra: str, d
         from diffusers import AutoPipelineForText2Image
 
         pipe = AutoPipelineForText2Image.from_pretrained(str(model), torch_dtype=getattr(torch, arg)).to(device)
-        image = pipe(PROMPT, num_inference_steps=steps, guidance_scale=CFG, height=size, width=size,
-                     generator=torch.Generator("cpu").manual_seed(1)).images[0]
+        image = pipe(
+            PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=CFG,
+            height=size,
+            width=size,
+            generator=torch.Generator("cpu").manual_seed(1),
+        ).images[0]
         image.save(image_path)
     else:
         from diffcli.cli.app import main
 
         folder = out / f"{run}-out"
-        argv = ["txt2img", PROMPT, "-m", str(model), "--steps", str(steps), "--cfg", str(CFG), "-W", str(size), "-H", str(size),
-                "--seed", "1", "-o", str(folder), "-q", "--no-server", "--device", device, *arg.split()]
+        argv = [
+            "txt2img",
+            PROMPT,
+            "-m",
+            str(model),
+            "--steps",
+            str(steps),
+            "--cfg",
+            str(CFG),
+            "-W",
+            str(size),
+            "-H",
+            str(size),
+            "--seed",
+            "1",
+            "-o",
+            str(folder),
+            "-q",
+            "--no-server",
+            "--device",
+            device,
+            *arg.split(),
+        ]
         sys.argv = ["diffcli", *argv]
         try:
             main()
@@ -169,6 +258,7 @@ def _peak_gpu_gib(device: str) -> float | None:
 
 # ---- the parent ----------------------------------------------------------------------------------
 
+
 def mean_difference(a: Path, b: Path) -> float:
     import numpy as np
     from PIL import Image
@@ -187,7 +277,9 @@ def main() -> None:
     parser.add_argument("--short", default="", help="runs to time with --short-steps steps (comma-separated)")
     parser.add_argument("--short-steps", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (both plain and diffcli runs)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds one run may take (a slower one is left out)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds one run may take (a slower one is left out)"
+    )
     parser.add_argument("--models", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "diffcli-real-size")
     parser.add_argument("--out", type=Path, default=None, help="where the images go (default: under --models)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -208,9 +300,26 @@ def main() -> None:
     results = {}
     for name in names:
         steps = args.short_steps if name in short else args.steps
-        command = [sys.executable, __file__, "--child", name, "--model", str(model), "--arch", args.arch, "--size",
-                   str(size), "--steps", str(steps), "--out", str(out), "--extra-options", extras.get(name, ""),
-                   "--device", args.device]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--model",
+            str(model),
+            "--arch",
+            args.arch,
+            "--size",
+            str(size),
+            "--steps",
+            str(steps),
+            "--out",
+            str(out),
+            "--extra-options",
+            extras.get(name, ""),
+            "--device",
+            args.device,
+        ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
         except subprocess.TimeoutExpired:
@@ -221,10 +330,12 @@ def main() -> None:
         if done.returncode or line is None:
             print(f"{name}: failed (exit {done.returncode})\n{done.stderr[-3000:]}", file=sys.stderr)
             continue
-        figures = json.loads(line[len("FIGURES "):])
+        figures = json.loads(line[len("FIGURES ") :])
         if name in short:  # compose the full-length figure from the measured parts
             rest = figures["end_to_end"] - figures["start"] - figures["text"] - figures["loop"] - figures["decode"]
-            figures["end_to_end"] = figures["start"] + figures["text"] + args.steps * figures["step"] + figures["decode"] + rest
+            figures["end_to_end"] = (
+                figures["start"] + figures["text"] + args.steps * figures["step"] + figures["decode"] + rest
+            )
             figures["composed"] = True
         results[name] = figures
         print(f"{name:12s} done: end to end {figures['end_to_end']:.1f} s", file=sys.stderr, flush=True)
@@ -242,27 +353,46 @@ def _ratio(e2e: float, base: dict | None) -> str:
 def report(args, size: int, results: dict, out: Path) -> None:
     import torch
 
-    print(f"{args.arch} architecture, {size}x{size}, {args.steps} steps, CFG {CFG} (batch 2 per step); device "
-          f"{args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    print(f"{'run':14s} {'start s':>8s} {'text s':>7s} {'UNet calls':>10s} {'step s':>7s} {'decode s':>9s} {'end to end s':>13s} "
-          f"{'peak RSS GiB':>13s} {'vs fp32':>8s} {'vs bf16':>8s} {'diff fp32':>10s} {'diff diffcli':>13s}")
+    print(
+        f"{args.arch} architecture, {size}x{size}, {args.steps} steps, CFG {CFG} (batch 2 per step); device "
+        f"{args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'run':14s} {'start s':>8s} {'text s':>7s} {'UNet calls':>10s} {'step s':>7s} {'decode s':>9s} "
+        f"{'end to end s':>13s} "
+        f"{'peak RSS GiB':>13s} {'vs fp32':>8s} {'vs bf16':>8s} {'diff fp32':>10s} {'diff diffcli':>13s}"
+    )
     for name, f in results.items():
         if "timed_out" in f:
-            print(f"{name:14s} did not finish {f['steps']} steps in {f['timed_out']:.0f} s: end to end > {f['timed_out']:.0f} s")
+            print(
+                f"{name:14s} did not finish {f['steps']} steps in {f['timed_out']:.0f} s: end to end > "
+                f"{f['timed_out']:.0f} s"
+            )
             continue
         e2e = f["end_to_end"]
         ratio = {base: _ratio(e2e, results.get(base)) for base in ("plain-fp32", "plain-bf16")}
-        diffs = {base: (f"{mean_difference(out / f'{name}.png', out / f'{base}.png'):.2f}"
-                        if "end_to_end" in results.get(base, {}) and base != name else "-")
-                 for base in ("plain-fp32", "diffcli")}
+        diffs = {
+            base: (
+                f"{mean_difference(out / f'{name}.png', out / f'{base}.png'):.2f}"
+                if "end_to_end" in results.get(base, {}) and base != name
+                else "-"
+            )
+            for base in ("plain-fp32", "diffcli")
+        }
         mark = "~" if f.get("composed") else " "
-        print(f"{name:14s} {f['start']:8.1f} {f['text']:7.2f} {f['unet_calls']:10d} {f['step']:7.2f} {f['decode']:9.1f} {mark}{e2e:12.1f} "
-              f"{f['peak_rss_gib']:13.2f} {ratio['plain-fp32']:>8s} {ratio['plain-bf16']:>8s} "
-              f"{diffs['plain-fp32']:>10s} {diffs['diffcli']:>13s}")
+        print(
+            f"{name:14s} {f['start']:8.1f} {f['text']:7.2f} {f['unet_calls']:10d} {f['step']:7.2f} "
+            f"{f['decode']:9.1f} {mark}{e2e:12.1f} "
+            f"{f['peak_rss_gib']:13.2f} {ratio['plain-fp32']:>8s} {ratio['plain-bf16']:>8s} "
+            f"{diffs['plain-fp32']:>10s} {diffs['diffcli']:>13s}"
+        )
     gpu = {name: f["peak_gpu_gib"] for name, f in results.items() if f.get("peak_gpu_gib") is not None}
     if gpu:
         print("peak GPU memory (GiB): " + ", ".join(f"{name} {value:.2f}" for name, value in gpu.items()))
-    print("~: composed from measured parts (--short); <: against a run stopped at --timeout; diff: mean absolute difference of the images, 0-255 levels")
+    print(
+        "~: composed from measured parts (--short); <: against a run stopped at --timeout; diff: mean absolute "
+        "difference of the images, 0-255 levels"
+    )
 
 
 if __name__ == "__main__":

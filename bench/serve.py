@@ -22,8 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-PROMPTS = ["red house on the left", "blue car at night", "snowy castle", "green tree in a field",
-           "yellow sun over the sea", "small boat on a lake", "white tower at dusk", "castle at dusk"]
+PROMPTS = [
+    "red house on the left",
+    "blue car at night",
+    "snowy castle",
+    "green tree in a field",
+    "yellow sun over the sea",
+    "small boat on a lake",
+    "white tower at dusk",
+    "castle at dusk",
+]
 
 
 def _loop(n: int, model: str, out: Path, env: dict, served: bool, overheads: list[float] | None = None) -> list[float]:
@@ -33,9 +41,27 @@ def _loop(n: int, model: str, out: Path, env: dict, served: bool, overheads: lis
     times = []
     for i in range(n):
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "diffcli", "txt2img", PROMPTS[i % len(PROMPTS)], "--seed", str(i),
-                            "--model", model, "-o", str(out), *flags], check=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True, env=env)  # stderr not a terminal: JSON events
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "diffcli",
+                "txt2img",
+                PROMPTS[i % len(PROMPTS)],
+                "--seed",
+                str(i),
+                "--model",
+                model,
+                "-o",
+                str(out),
+                *flags,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # stderr not a terminal: JSON events
         times.append(time.perf_counter() - t0)
         if overheads is not None and i > 0:  # (the first call waits for the model to load)
             done = [json.loads(line) for line in p.stderr.splitlines() if line.startswith('{"event": "done"')]
@@ -55,8 +81,12 @@ def main() -> None:
         env.pop("DIFFCLI_SERVER", None)
         # an installed diffcli has compiled bytecode (pip compiles it): let the calls write and reuse theirs
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        server = subprocess.Popen([sys.executable, "-m", "diffcli", "serve", "--idle", "10m"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "diffcli", "serve", "--idle", "10m"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             from diffcli.serve.client import request
 
@@ -73,15 +103,19 @@ def main() -> None:
             with_server = statistics.median(sum(t) for t in served)
             without = statistics.median(sum(t) for t in alone)
             print(f"without a server: {without:7.1f} s  ({without / args.n:.2f} s per call)")
-            print(f"with a server:    {with_server:7.1f} s  ({with_server / args.n:.2f} s per call; the first call "
-                  f"{served[0][0]:.1f} s, as the server loads the model)")
+            print(
+                f"with a server:    {with_server:7.1f} s  ({with_server / args.n:.2f} s per call; the first call "
+                f"{served[0][0]:.1f} s, as the server loads the model)"
+            )
             print(f"with a server the loop is {without / with_server:.1f}x faster")
             if args.n > 1:
                 warm = statistics.median(t for times in served for t in times[1:])
                 cold = statistics.median(t for times in alone for t in times)
                 print(f"a call once the model is loaded: {warm:.2f} s vs {cold:.2f} s, {cold / warm:.1f}x faster")
-                print(f"client overhead of a served call (process start to result, less the job's own time): "
-                      f"median {statistics.median(overheads):.3f} s, max {max(overheads):.3f} s")
+                print(
+                    f"client overhead of a served call (process start to result, less the job's own time): "
+                    f"median {statistics.median(overheads):.3f} s, max {max(overheads):.3f} s"
+                )
         finally:
             request("stop", socket_path)
             try:

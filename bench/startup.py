@@ -34,8 +34,10 @@ def main() -> None:
     help_t = statistics.median(times["diffcli --help"])
     for name, values in times.items():
         med = statistics.median(values)
-        print(f"{name:32s} median {med * 1000:7.1f} ms  (x{med / base:.2f} of python -c pass, "
-              f"x{med / help_t:.2f} of diffcli --help)")
+        print(
+            f"{name:32s} median {med * 1000:7.1f} ms  (x{med / base:.2f} of python -c pass, "
+            f"x{med / help_t:.2f} of diffcli --help)"
+        )
 
 
 if __name__ == "__main__":

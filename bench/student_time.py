@@ -8,6 +8,7 @@ Both are loaded as the distill report loads them. Prints, as ratios in the same 
   * the parts: UNet call at batch 1 and 2 (the teacher's guided pair), student UNet call, decode of
     one 64-px image by the teacher's VAE and by the student's autoencoder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,14 @@ def main() -> None:
     size, prompt = int(td.get("width") or 64), ["a red castle on the left at dusk on grass"]
 
     def draw(pipe, steps, cfg, cutoff):
-        return pipe(prompt, num_inference_steps=steps, width=size, height=size,
-                    generator=[torch.Generator().manual_seed(0)],
-                    **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps)).images
+        return pipe(
+            prompt,
+            num_inference_steps=steps,
+            width=size,
+            height=size,
+            generator=[torch.Generator().manual_seed(0)],
+            **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps),
+        ).images
 
     def pair():
         t_ms, s_ms = [], []
@@ -87,14 +93,19 @@ def main() -> None:
         w = torch.zeros(1, student.unet.config.time_cond_proj_dim or 1)
         parts = {
             "teacher UNet, batch 1": _median_ms(lambda: teacher.unet(lat, 500, text), args.rounds),
-            "teacher UNet, batch 2": _median_ms(lambda: teacher.unet(lat.repeat(2, 1, 1, 1), 500, text.repeat(2, 1, 1)),
-                                                args.rounds),
+            "teacher UNet, batch 2": _median_ms(
+                lambda: teacher.unet(lat.repeat(2, 1, 1, 1), 500, text.repeat(2, 1, 1)), args.rounds
+            ),
             "student UNet, batch 1": _median_ms(lambda: student.unet(lat, 500, text, timestep_cond=w), args.rounds),
-            f"teacher VAE decode ({type(teacher.vae).__name__})": _median_ms(lambda: teacher.vae.decode(lat), args.rounds),
+            f"teacher VAE decode ({type(teacher.vae).__name__})": _median_ms(
+                lambda: teacher.vae.decode(lat), args.rounds
+            ),
             f"student decode ({type(student.vae).__name__})": _median_ms(lambda: student.vae.decode(lat), args.rounds),
         }
-    print(f"{args.student}: teacher {td['steps']} steps cfg {td['cfg']} cutoff {td.get('cfg_cutoff')}, "
-          f"student 4 steps cfg {s_cfg}; {args.threads} thread(s), {args.rounds} rounds, batch 1")
+    print(
+        f"{args.student}: teacher {td['steps']} steps cfg {td['cfg']} cutoff {td.get('cfg_cutoff')}, "
+        f"student 4 steps cfg {s_cfg}; {args.threads} thread(s), {args.rounds} rounds, batch 1"
+    )
     print("| | teacher ms/image | student ms/image | ratio |\n|---|---|---|---|")
     for name, t, s in rows:
         print(f"| {name} | {t:.1f} | {s:.1f} | {s / t:.3f} |")

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,23 +39,46 @@ def build_micro_sd(path: Path) -> Path:
 
     torch.manual_seed(0)
     tok = build_tokenizer(path / "_tok")
-    unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=16, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "UpBlock2D"), mid_block_type=None,
-                                cross_attention_dim=32, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=[8, 16], in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                        norm_num_groups=8, sample_size=32, layers_per_block=1, mid_block_add_attention=False)
-    pipe = StableDiffusionPipeline(vae=vae, unet=unet, text_encoder=CLIPTextModel(_text_config(tok)), tokenizer=tok,
-                                   scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        mid_block_type=None,
+        cross_attention_dim=32,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[8, 16],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        norm_num_groups=8,
+        sample_size=32,
+        layers_per_block=1,
+        mid_block_add_attention=False,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        unet=unet,
+        text_encoder=CLIPTextModel(_text_config(tok)),
+        tokenizer=tok,
+        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(path, safe_serialization=True)
     _rmtree(path / "_tok")
     return path
 
 
 def make_input(path: Path, size: int) -> Path:
-    from PIL import Image
 
     from diffcli.bundled.scenes import render, sample_scene
 
@@ -82,20 +104,33 @@ def main() -> None:
     ap.add_argument("--methods", default="lanczos,tiled")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="upscale-mem-"))
-    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "DIFFCLI_HOME": str(tmp / "home"),
-           "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "DIFFCLI_HOME": str(tmp / "home"), "HF_HUB_OFFLINE": "1"}
     model = build_micro_sd(tmp / "micro-sd")
     base = measure_cmd([sys.executable, "-c", "import torch, diffusers, diffcli.upscale.core"], env)
     print(f"baseline: python + import torch, diffusers: peak RSS {base['maxrss_kb'] / 1024:.0f} MiB")
-    print(f"| method | input | output | tiles | peak RSS (MiB) | wall (s) |")
-    print(f"|---|---|---|---|---|---|")
+    print("| method | input | output | tiles | peak RSS (MiB) | wall (s) |")
+    print("|---|---|---|---|---|---|")
     for size in [int(s) for s in a.sizes.split(",")]:
         src = make_input(tmp / f"in{size}.png", size)
         for method in a.methods.split(","):
             args = [str(src), "--scale", "4", "--method", method, "-o", str(tmp / "out"), "--json", "--quiet"]
             if method == "tiled":
-                args += ["-m", str(model), "--tile-size", str(a.tile_size), "--overlap", str(a.overlap),
-                         "--steps", "2", "--strength", "0.5", "--dtype", "float32", "--seed", "1"]
+                args += [
+                    "-m",
+                    str(model),
+                    "--tile-size",
+                    str(a.tile_size),
+                    "--overlap",
+                    str(a.overlap),
+                    "--steps",
+                    "2",
+                    "--strength",
+                    "0.5",
+                    "--dtype",
+                    "float32",
+                    "--seed",
+                    "1",
+                ]
             r = measure(args, env)
             if r["rc"] != 0:
                 print(f"| {method} | {size} | FAILED: {r['err']} |")
@@ -107,9 +142,12 @@ def main() -> None:
 
                 with Image.open(line["path"]) as img:
                     tiles = json.loads(img.info["diffcli"])["upscale"]["tiles"]
-            print(f"| {method} (tile {a.tile_size}, overlap {a.overlap}) |" if method == "tiled" else f"| {method} |",
-                  f"{size}x{size} | {line['width']}x{line['height']} | {tiles} | {r['maxrss_kb'] / 1024:.0f} |"
-                  f" {r['wall_s']:.1f} |", flush=True)
+            print(
+                f"| {method} (tile {a.tile_size}, overlap {a.overlap}) |" if method == "tiled" else f"| {method} |",
+                f"{size}x{size} | {line['width']}x{line['height']} | {tiles} | {r['maxrss_kb'] / 1024:.0f} |"
+                f" {r['wall_s']:.1f} |",
+                flush=True,
+            )
             Path(line["path"]).unlink()
 
 

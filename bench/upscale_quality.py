@@ -8,13 +8,14 @@ output megapixel (model load excluded; this CPU, --threads torch threads). The -
 one (scene, strength) reuse the same model tiles (same seeds and inputs, so the same pixels as separate
 runs); each variant's time counts the model time once plus its own post-processing.
 
-    python bench/upscale_quality.py                       # bundled model, 50 scenes, 32->64 and 64->128 x2, 16->64 and 32->128 x4
+    python bench/upscale_quality.py                 # bundled model, 50 scenes; x2: 32->64, 64->128; x4: 16->64, 32->128
     python bench/upscale_quality.py --n 50 --pairs 32x2,32x4 --strengths 0.2,0.3 --model tiny
-    python bench/upscale_quality.py --upscaler PATH       # also a dedicated x2/x4 upscaler model (method model)
+    python bench/upscale_quality.py --upscaler PATH # also a dedicated x2/x4 upscaler model (method model)
 
 Methods: lanczos (the baseline), bicubic (reference), lanczos-backproject (no model: the tile engine with
-lanczos tiles and --fidelity backproject, to separate what back-projection alone gives), tiled (the bundled or --model text-to-image model,
-prompt = the scene's full caption, as recorded in images diffcli made), model (with --upscaler).
+lanczos tiles and --fidelity backproject, to separate what back-projection alone gives), tiled (the bundled or
+--model text-to-image model, prompt = the scene's full caption, as recorded in images diffcli made), model
+(with --upscaler).
 """
 
 from __future__ import annotations
@@ -48,15 +49,40 @@ class Runner:
         self.pipes: dict = {}
         self.cache: dict = {}  # (cache key, tile index) -> (model output, seconds): fidelity variants share it
 
-    def run(self, src: Path, scale: int, method: str, model: str | None, prompt: str, strength: float | None,
-            steps: int | None, seed: int, tile: int | None, fidelity: str | None = None, cfg: float | None = None,
-            identity: bool = False, cache_key=None):
+    def run(
+        self,
+        src: Path,
+        scale: int,
+        method: str,
+        model: str | None,
+        prompt: str,
+        strength: float | None,
+        steps: int | None,
+        seed: int,
+        tile: int | None,
+        fidelity: str | None = None,
+        cfg: float | None = None,
+        identity: bool = False,
+        cache_key=None,
+    ):
         from diffcli.progress import Reporter
         from diffcli.upscale.core import Options, Request, lanczos, prepare, run_tiles
 
-        req = Request(image=str(src), scale=scale, method=method, model=model, prompt=prompt, strength=strength,
-                      steps=steps, seed=seed, device=self.device, dtype=self.dtype, tile_size=tile,
-                      fidelity=fidelity, cfg=cfg)
+        req = Request(
+            image=str(src),
+            scale=scale,
+            method=method,
+            model=model,
+            prompt=prompt,
+            strength=strength,
+            steps=steps,
+            seed=seed,
+            device=self.device,
+            dtype=self.dtype,
+            tile_size=tile,
+            fidelity=fidelity,
+            cfg=cfg,
+        )
         plan = prepare(req, Options(out=str(self.tmp / "never-written.png"), overwrite=True), Reporter())
         if plan.method == "lanczos":
             t0 = time.perf_counter()
@@ -99,9 +125,11 @@ class Runner:
 
         src = self.tmp / "truth.png"
         truth.save(src)
-        plan = prepare(Request(image=str(src), scale=2, method="tiled", model=model, device=self.device,
-                               dtype=self.dtype), Options(out=str(self.tmp / "never-written.png"), overwrite=True),
-                       Reporter())
+        plan = prepare(
+            Request(image=str(src), scale=2, method="tiled", model=model, device=self.device, dtype=self.dtype),
+            Options(out=str(self.tmp / "never-written.png"), overwrite=True),
+            Reporter(),
+        )
         vae = self._pipe(plan).vae
         x = torch.from_numpy(np.asarray(truth, np.float32) / 127.5 - 1).permute(2, 0, 1)[None].to(vae.dtype)
         t0 = time.perf_counter()
@@ -137,9 +165,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="steps before strength (default: the model's)")
     ap.add_argument("--tile-size", type=int, default=None)
     ap.add_argument("--cfg", type=float, default=None, help="guidance (default: the model's)")
-    ap.add_argument("--methods", default="lanczos,bicubic,lanczos-backproject,oracle-vae,tiled",
-                    help="lanczos, bicubic, lanczos-backproject (no model: lanczos + back-projection), tiled,"
-                         " oracle-vae (the TRUTH through the model's VAE: a ceiling, not an upscaler)")
+    ap.add_argument(
+        "--methods",
+        default="lanczos,bicubic,lanczos-backproject,oracle-vae,tiled",
+        help="lanczos, bicubic, lanczos-backproject (no model: lanczos + back-projection), tiled,"
+        " oracle-vae (the TRUTH through the model's VAE: a ceiling, not an upscaler)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--prompt", choices=["caption", "none"], default="caption")
@@ -166,9 +197,11 @@ def main() -> None:
             variants.append((m, None, "backproject"))
         else:
             variants.append((m, None, None))
-    print(f"# upscale quality: {a.n} held-out scenes (seed {HELD_OUT_SEED}+i), model {a.model or 'tiny (bundled)'},"
-          f" torch threads {a.threads}, dtype {a.dtype}, prompt {a.prompt}, steps {a.steps or 'default'},"
-          f" cfg {a.cfg if a.cfg is not None else 'default'}")
+    print(
+        f"# upscale quality: {a.n} held-out scenes (seed {HELD_OUT_SEED}+i), model {a.model or 'tiny (bundled)'},"
+        f" torch threads {a.threads}, dtype {a.dtype}, prompt {a.prompt}, steps {a.steps or 'default'},"
+        f" cfg {a.cfg if a.cfg is not None else 'default'}"
+    )
     for size, scale in parse_pairs(a.pairs):
         rows: dict = {v: {"psnr": [], "ssim": [], "edge": [], "sec": [], "mpx": 0.0} for v in variants}
         for i in range(a.n):
@@ -186,12 +219,36 @@ def main() -> None:
                 elif method == "oracle-vae":
                     out, sec = runner.vae_roundtrip(truth, a.model)
                 elif method == "lanczos-backproject":
-                    out, sec = runner.run(src, scale, "tiled", a.model, prompt, None, a.steps, 1000 + i, a.tile_size,
-                                          fix, a.cfg, identity=True)
+                    out, sec = runner.run(
+                        src,
+                        scale,
+                        "tiled",
+                        a.model,
+                        prompt,
+                        None,
+                        a.steps,
+                        1000 + i,
+                        a.tile_size,
+                        fix,
+                        a.cfg,
+                        identity=True,
+                    )
                 else:
                     model = a.upscaler if method == "model" else a.model
-                    out, sec = runner.run(src, scale, method, model, prompt, strength, a.steps, 1000 + i, a.tile_size,
-                                          fix, a.cfg, cache_key=(size, scale, i, method, strength))
+                    out, sec = runner.run(
+                        src,
+                        scale,
+                        method,
+                        model,
+                        prompt,
+                        strength,
+                        a.steps,
+                        1000 + i,
+                        a.tile_size,
+                        fix,
+                        a.cfg,
+                        cache_key=(size, scale, i, method, strength),
+                    )
                 assert out.size == truth.size, (out.size, truth.size)
                 r = rows[(method, strength, fix)]
                 r["psnr"].append(psnr(out, truth))
@@ -204,16 +261,23 @@ def main() -> None:
         print("| method | PSNR dB | SSIM | edge sharpness | beats lanczos (PSNR) | s / output Mpx |")
         print("|---|---|---|---|---|---|")
         for (method, strength, fix), r in rows.items():
-            extra = ([f"strength {strength}"] if strength is not None else []) + \
-                ([f"fidelity {fix}"] if fix and method != "lanczos-backproject" else [])
+            extra = ([f"strength {strength}"] if strength is not None else []) + (
+                [f"fidelity {fix}"] if fix and method != "lanczos-backproject" else []
+            )
             name = f"{method} ({', '.join(extra)})" if extra else method
             if method == "oracle-vae":
                 name = "(oracle, not an upscaler) the truth through the VAE"
-            wins = "-" if base is None or method in ("lanczos", "oracle-vae") else \
-                f"{sum(p > b for p, b in zip(r['psnr'], base))}/{len(base)}"
+            wins = (
+                "-"
+                if base is None or method in ("lanczos", "oracle-vae")
+                else f"{sum(p > b for p, b in zip(r['psnr'], base))}/{len(base)}"
+            )
             spm = sum(r["sec"]) / r["mpx"] if r["mpx"] else float("nan")
-            print(f"| {name} | {statistics.mean(r['psnr']):.2f} | {statistics.mean(r['ssim']):.4f} |"
-                  f" {statistics.mean(r['edge']):.3f} | {wins} | {spm:.2f} |", flush=True)
+            print(
+                f"| {name} | {statistics.mean(r['psnr']):.2f} | {statistics.mean(r['ssim']):.4f} |"
+                f" {statistics.mean(r['edge']):.3f} | {wins} | {spm:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

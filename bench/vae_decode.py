@@ -25,10 +25,19 @@ import sys
 import tempfile
 import time
 
-VAE = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
-       "up_block_types": ["UpDecoderBlock2D"] * 4, "latent_channels": 4, "layers_per_block": 2}  # as bench/real_size.py
-RUNS = {"full-512": ("full", 64, False), "tiny-512": ("tiny", 64, False), "full-1024": ("full", 128, False),
-        "tiled-1024": ("full", 128, True)}
+VAE = {
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+}  # as bench/real_size.py
+RUNS = {
+    "full-512": ("full", 64, False),
+    "tiny-512": ("tiny", 64, False),
+    "full-1024": ("full", 128, False),
+    "tiled-1024": ("full", 128, True),
+}
 
 
 def child(name: str, reps: int, save: str | None) -> None:
@@ -104,16 +113,23 @@ def main() -> None:
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             results[name] = json.loads(out)
             r = results[name]
-            print(f"{name:11s} {r['s']:7.2f} s  (runs {', '.join(f'{t:.2f}' for t in r['times'])})  "
-                  f"peak RSS {r['rss_mib']:.0f} MiB  output {r['shape']}", flush=True)
+            print(
+                f"{name:11s} {r['s']:7.2f} s  (runs {', '.join(f'{t:.2f}' for t in r['times'])})  "
+                f"peak RSS {r['rss_mib']:.0f} MiB  output {r['shape']}",
+                flush=True,
+            )
         full, tiny = results["full-512"]["s"], results["tiny-512"]["s"]
         print(f"512x512 decode: full {full:.2f} s, tiny {tiny:.3f} s, full/tiny {full / tiny:.1f}x")
         u, t = results["full-1024"], results["tiled-1024"]
-        print(f"1024x1024 decode: untiled {u['s']:.2f} s / {u['rss_mib']:.0f} MiB peak RSS, tiled {t['s']:.2f} s / "
-              f"{t['rss_mib']:.0f} MiB peak RSS")
+        print(
+            f"1024x1024 decode: untiled {u['s']:.2f} s / {u['rss_mib']:.0f} MiB peak RSS, tiled {t['s']:.2f} s / "
+            f"{t['rss_mib']:.0f} MiB peak RSS"
+        )
         near_mean, near_max, else_mean, else_max = seams(np.load(saved["full-1024"]), np.load(saved["tiled-1024"]))
-        print(f"tiled vs untiled |difference| (0-255): tile borders mean {near_mean:.2f} max {near_max:.1f}; "
-              f"elsewhere mean {else_mean:.2f} max {else_max:.1f}")
+        print(
+            f"tiled vs untiled |difference| (0-255): tile borders mean {near_mean:.2f} max {near_max:.1f}; "
+            f"elsewhere mean {else_mean:.2f} max {else_max:.1f}"
+        )
 
 
 if __name__ == "__main__":

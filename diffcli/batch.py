@@ -119,10 +119,37 @@ def _parse(content: str, as_json: bool, base: Job, where: str) -> Job:
 # The Job's fields when derived seeds and resume keys were introduced: always hashed (unset ones as
 # null), so lists keep their seeds and resumed runs their keys. A field added since is hashed only when
 # a job sets it (and, once settled, to something other than its built-in "off" default).
-HASHED_ALWAYS = ("task", "prompt", "negative", "model", "base", "quantize", "steps", "cfg", "cfg_cutoff", "shift",
-                 "width", "height", "seed", "num_images", "batch_size", "scheduler", "device", "dtype", "strength",
-                 "image", "mask", "mask_blur", "extend", "anchor", "fill", "lora", "prompt_syntax", "control",
-                 "control_preprocess")
+HASHED_ALWAYS = (
+    "task",
+    "prompt",
+    "negative",
+    "model",
+    "base",
+    "quantize",
+    "steps",
+    "cfg",
+    "cfg_cutoff",
+    "shift",
+    "width",
+    "height",
+    "seed",
+    "num_images",
+    "batch_size",
+    "scheduler",
+    "device",
+    "dtype",
+    "strength",
+    "image",
+    "mask",
+    "mask_blur",
+    "extend",
+    "anchor",
+    "fill",
+    "lora",
+    "prompt_syntax",
+    "control",
+    "control_preprocess",
+)
 
 
 def _content(job: Job, settled: bool = False) -> dict:
@@ -131,8 +158,11 @@ def _content(job: Job, settled: bool = False) -> dict:
     other than settings.BUILTIN's default such as --cache none or --vae-decoder full)."""
     from diffcli.settings import BUILTIN
 
-    return {k: v for k, v in job.to_dict().items()
-            if k in HASHED_ALWAYS or (v is not None and not (settled and k in BUILTIN and BUILTIN[k] == v))}
+    return {
+        k: v
+        for k, v in job.to_dict().items()
+        if k in HASHED_ALWAYS or (v is not None and not (settled and k in BUILTIN and BUILTIN[k] == v))
+    }
 
 
 def _seeded(job: Job, seen: dict) -> Job:
@@ -169,7 +199,9 @@ def settled_key(prepared) -> str:
     # settled inpaint_model (on: an inpainting model paints, off: the model itself) follows from the model,
     # which the key already names and fingerprints, and leaving it out keeps the keys of earlier outpaint runs
     job = replace(prepared.job, device=None, dtype=None, batch_size=None, inpaint_model=None)
-    payload = json.dumps({"job": _content(job, settled=True), "model": fingerprint(str(prepared.ref.path))}, sort_keys=True)
+    payload = json.dumps(
+        {"job": _content(job, settled=True), "model": fingerprint(str(prepared.ref.path))}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -219,8 +251,13 @@ class Manifest:
 
 def _plain_name(name: str) -> bool:
     """A file name alone: no directory part, not absolute, not . or .., no NUL."""
-    return bool(name) and name not in (".", "..") and "\0" not in name and os.sep not in name \
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and "\0" not in name
+        and os.sep not in name
         and (os.altsep is None or os.altsep not in name)
+    )
 
 
 def carries_key(path: Path, key: str) -> bool:
@@ -243,9 +280,20 @@ def _adopt(prepared, key: str) -> bool:
     return bool(prepared.paths) and all(carries_key(p, key) for p in prepared.paths)
 
 
-def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporter, keep_going: bool,
-              shard: tuple[int, int], batch_size: int = 1, *, release_last: bool = True,
-              total_jobs: int | None = None, rejected: int = 0) -> int:
+def run_batch(
+    lines: list[Line],
+    out: str | None,
+    fmt: str | None,
+    opts,
+    reporter,
+    keep_going: bool,
+    shard: tuple[int, int],
+    batch_size: int = 1,
+    *,
+    release_last: bool = True,
+    total_jobs: int | None = None,
+    rejected: int = 0,
+) -> int:
     """Run LINES (this shard's share), skipping finished jobs; returns the number of failed jobs,
     REJECTED (bad lines --keep-going left out, this process's share of them) included.
 
@@ -286,8 +334,13 @@ def run_batch(lines: list[Line], out: str | None, fmt: str | None, opts, reporte
                 _release_models()
     finally:
         release_reservations()
-    reporter.emit("batch_done", jobs_done=tally["done"], jobs_skipped=tally["skipped"], jobs_failed=tally["failed"],
-                  total_s=round(time.perf_counter() - t0, 3))
+    reporter.emit(
+        "batch_done",
+        jobs_done=tally["done"],
+        jobs_skipped=tally["skipped"],
+        jobs_failed=tally["failed"],
+        total_s=round(time.perf_counter() - t0, 3),
+    )
     return tally["failed"]
 
 
@@ -324,8 +377,12 @@ def _plan(line: Line, directory: Path, fmt: str | None, opts, manifest: Manifest
     # names carry the line and the key: a file already there with this name is this very job's
     # (same settings, same pixels), so replacing it loses nothing
     ext = (fmt or "png").lower()
-    job_opts = replace(job_opts, out=str(directory / f"{line.number:05d}-{key[:8]}-{{seed}}-{{prompt}}.{ext}"),
-                       overwrite=True, batch_key=key)
+    job_opts = replace(
+        job_opts,
+        out=str(directory / f"{line.number:05d}-{key[:8]}-{{seed}}-{{prompt}}.{ext}"),
+        overwrite=True,
+        batch_key=key,
+    )
     planned = engine.plan_outputs(prepared, job_opts)
     if _adopt(planned, key):
         manifest.add(key, line.number, planned.paths)

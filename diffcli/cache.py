@@ -60,8 +60,10 @@ def parse(spec: str) -> tuple[str, int | None]:
     except ValueError:
         raise UsageError(f"invalid --cache '{spec}'; N in deepcache:N must be a whole number") from None
     if not 2 <= interval <= MAX_INTERVAL:
-        raise UsageError(f"--cache deepcache:N needs N between 2 and {MAX_INTERVAL} (got {interval}); "
-                         f"N = 1 would be no cache: use --cache none")
+        raise UsageError(
+            f"--cache deepcache:N needs N between 2 and {MAX_INTERVAL} (got {interval}); "
+            f"N = 1 would be no cache: use --cache none"
+        )
     return kind, interval
 
 
@@ -80,8 +82,10 @@ def check(job, family: str | None, name: str) -> None:
     if job.cache in (None, "none"):
         return
     if family in FLOW_FAMILIES:
-        raise UsageError(f"--cache {job.cache} needs a UNet model (SD 1.x/2.x, SDXL); {name} has a transformer "
-                         "denoiser; leave --cache out (or --cache none)")
+        raise UsageError(
+            f"--cache {job.cache} needs a UNet model (SD 1.x/2.x, SDXL); {name} has a transformer "
+            "denoiser; leave --cache out (or --cache none)"
+        )
 
 
 @contextmanager
@@ -93,8 +97,10 @@ def active(pipe, spec: str | None):
     kind, interval = parse(spec)
     unet = getattr(pipe, "unet", None)
     if unet is None or len(getattr(unet, "up_blocks", ())) < 2 or not hasattr(unet, "down_blocks"):
-        raise UsageError(f"--cache {spec} needs a UNet with up and down blocks; this model's denoiser is "
-                         f"{type(getattr(pipe, 'unet', None) or getattr(pipe, 'transformer', None)).__name__}")
+        raise UsageError(
+            f"--cache {spec} needs a UNet with up and down blocks; this model's denoiser is "
+            f"{type(getattr(pipe, 'unet', None) or getattr(pipe, 'transformer', None)).__name__}"
+        )
     from diffcli.limits import DEEPCACHE_INTERVAL
 
     cache = DeepCache(unet, interval or DEEPCACHE_INTERVAL)  # a settled spec names N; a bare one: the default
@@ -178,8 +184,11 @@ class DeepCache:
             return None
         # a ControlNet's: conv_in's output is the one skip connection a cached call uses; the rest would
         # be added to placeholders and concatenated with them, so they become zeros of no size
-        kwargs = {**kwargs, "down_block_additional_residuals": (residuals[0], *(r.new_zeros(()) for r in residuals[1:])),
-                  "mid_block_additional_residual": kwargs["mid_block_additional_residual"].new_zeros(())}
+        kwargs = {
+            **kwargs,
+            "down_block_additional_residuals": (residuals[0], *(r.new_zeros(()) for r in residuals[1:])),
+            "mid_block_additional_residual": kwargs["mid_block_additional_residual"].new_zeros(()),
+        }
         return args, kwargs
 
     def _fits(self, sample) -> bool:

@@ -21,43 +21,75 @@ from pathlib import Path
 
 from diffcli import loading
 from diffcli.errors import RuntimeFailure, UsageError
-from diffcli.models.controlnets import BUNDLED_CONTROLNETS, UNION_CLASS, bundled_dir, controlnet_class, is_controlnet_dir
+from diffcli.models.controlnets import (
+    BUNDLED_CONTROLNETS,
+    UNION_CLASS,
+    bundled_dir,
+    controlnet_class,
+    is_controlnet_dir,
+)
 
 # short name -> the family's default ControlNet (the bundled model's: the one shipped beside it)
 SHORT_NAMES: dict[str, dict[str, str]] = {
     "seg": {"bundled": "tiny-control-seg", "sd1": "lllyasviel/control_v11p_sd15_seg"},
-    "canny": {"sd1": "lllyasviel/control_v11p_sd15_canny", "sd2": "thibaud/controlnet-sd21-canny-diffusers",
-              "sdxl": "diffusers/controlnet-canny-sdxl-1.0"},
+    "canny": {
+        "sd1": "lllyasviel/control_v11p_sd15_canny",
+        "sd2": "thibaud/controlnet-sd21-canny-diffusers",
+        "sdxl": "diffusers/controlnet-canny-sdxl-1.0",
+    },
     "depth": {"sd1": "lllyasviel/control_v11f1p_sd15_depth", "sdxl": "diffusers/controlnet-depth-sdxl-1.0"},
     "union": {"sdxl": "xinsir/controlnet-union-sdxl-1.0"},
 }
 # A union ControlNet (diffusers' ControlNetUnionModel) takes several kinds of map, each named by its control
 # type: `KIND+TYPE`. The names and numbers are those of xinsir/controlnet-union-sdxl-1.0 (and its ProMax
 # model, which adds tile and repaint); a number names a type directly.
-UNION_MODES = {"openpose": 0, "pose": 0, "depth": 1, "hed": 2, "softedge": 2, "scribble": 2, "canny": 3,
-               "lineart": 3, "mlsd": 3, "normal": 4, "seg": 5, "segment": 5, "tile": 6, "repaint": 7}
+UNION_MODES = {
+    "openpose": 0,
+    "pose": 0,
+    "depth": 1,
+    "hed": 2,
+    "softedge": 2,
+    "scribble": 2,
+    "canny": 3,
+    "lineart": 3,
+    "mlsd": 3,
+    "normal": 4,
+    "seg": 5,
+    "segment": 5,
+    "tile": 6,
+    "repaint": 7,
+}
 PREPROCESSORS = ("none", "canny", "seg")
 CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
 UNSUPPORTED_CLASSES = ("ControlNetXSAdapter", "SD3ControlNetModel", "FluxControlNetModel")
 # the base pipeline's class -> its ControlNet pipeline per task
 PIPELINES = {
-    "StableDiffusionPipeline": {"txt2img": "StableDiffusionControlNetPipeline",
-                                "img2img": "StableDiffusionControlNetImg2ImgPipeline",
-                                "inpaint": "StableDiffusionControlNetInpaintPipeline"},
-    "StableDiffusionXLPipeline": {"txt2img": "StableDiffusionXLControlNetPipeline",
-                                  "img2img": "StableDiffusionXLControlNetImg2ImgPipeline",
-                                  "inpaint": "StableDiffusionXLControlNetInpaintPipeline"},
+    "StableDiffusionPipeline": {
+        "txt2img": "StableDiffusionControlNetPipeline",
+        "img2img": "StableDiffusionControlNetImg2ImgPipeline",
+        "inpaint": "StableDiffusionControlNetInpaintPipeline",
+    },
+    "StableDiffusionXLPipeline": {
+        "txt2img": "StableDiffusionXLControlNetPipeline",
+        "img2img": "StableDiffusionXLControlNetImg2ImgPipeline",
+        "inpaint": "StableDiffusionXLControlNetInpaintPipeline",
+    },
 }
-PIPELINES["StableDiffusionImg2ImgPipeline"] = PIPELINES["StableDiffusionInpaintPipeline"] = \
-    PIPELINES["StableDiffusionPipeline"]
-PIPELINES["StableDiffusionXLImg2ImgPipeline"] = PIPELINES["StableDiffusionXLInpaintPipeline"] = \
-    PIPELINES["StableDiffusionXLPipeline"]
+PIPELINES["StableDiffusionImg2ImgPipeline"] = PIPELINES["StableDiffusionInpaintPipeline"] = PIPELINES[
+    "StableDiffusionPipeline"
+]
+PIPELINES["StableDiffusionXLImg2ImgPipeline"] = PIPELINES["StableDiffusionXLInpaintPipeline"] = PIPELINES[
+    "StableDiffusionXLPipeline"
+]
 # the same for a union ControlNet: diffusers has union pipelines for SDXL only
-UNION_PIPELINES = {name: {"txt2img": "StableDiffusionXLControlNetUnionPipeline",
-                          "img2img": "StableDiffusionXLControlNetUnionImg2ImgPipeline",
-                          "inpaint": "StableDiffusionXLControlNetUnionInpaintPipeline"}
-                   for name in ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
-                                "StableDiffusionXLInpaintPipeline")}
+UNION_PIPELINES = {
+    name: {
+        "txt2img": "StableDiffusionXLControlNetUnionPipeline",
+        "img2img": "StableDiffusionXLControlNetUnionImg2ImgPipeline",
+        "inpaint": "StableDiffusionXLControlNetUnionInpaintPipeline",
+    }
+    for name in ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")
+}
 
 
 @dataclass(frozen=True)
@@ -128,10 +160,11 @@ def parse_spec(spec: str) -> Control:
         if numbers == 0:
             raise UsageError(f"--control {spec}: give SCALE alone or SCALE:START:END after the image")
     head = _drive(parts[: len(parts) - numbers])
-    values = [float(p) for p in parts[len(parts) - numbers:]]
+    values = [float(p) for p in parts[len(parts) - numbers :]]
     if len(head) < 2 or not head[0] or not ":".join(head[1:]):
-        raise UsageError(f"--control '{spec}': use KIND:IMAGE[:SCALE[:START:END]], e.g. seg:map.png or "
-                         f"canny:edges.png:0.8")
+        raise UsageError(
+            f"--control '{spec}': use KIND:IMAGE[:SCALE[:START:END]], e.g. seg:map.png or canny:edges.png:0.8"
+        )
     scale = values[0] if values else 1.0
     start, end = (values[1], values[2]) if len(values) == 3 else (0.0, 1.0)
     if not math.isfinite(scale) or scale < 0:
@@ -148,13 +181,14 @@ def check_job(job) -> None:
         parse_spec(spec)
     if job.control_preprocess is not None:
         if job.control_preprocess not in PREPROCESSORS:
-            raise UsageError(f"--control-preprocess must be one of {', '.join(PREPROCESSORS)} "
-                             f"(got '{job.control_preprocess}')")
+            raise UsageError(
+                f"--control-preprocess must be one of {', '.join(PREPROCESSORS)} (got '{job.control_preprocess}')"
+            )
         if not job.control:
             raise UsageError("--control-preprocess needs a --control")
 
 
-# ---------------------------------------------------------------- finding ControlNet models (recognising: models.controlnets)
+# ---------------------------------------------------------- finding ControlNet models (recognising: models.controlnets)
 def _read_config(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -187,28 +221,38 @@ def resolve_model(name: str, *, offline: bool = False, allow_pickle: bool = Fals
         found = urls.find_local(name)
         if found is None:
             if offline_requested(offline):
-                raise UsageError(f"ControlNet '{names.redact_url(name)}' is not downloaded and offline mode is on; "
-                                 f"run `diffcli models pull URL` while online")
+                raise UsageError(
+                    f"ControlNet '{names.redact_url(name)}' is not downloaded and offline mode is on; "
+                    f"run `diffcli models pull URL` while online"
+                )
             found = urls.pull(name, allow_pickle=allow_pickle, progress=progress)
         return ControlModel(names.redact_url(name), Path(found[0]), kind="single_file")
     given = Path(name).expanduser()
     if given.is_dir():
         if not is_controlnet_dir(given):
-            raise UsageError(f"--control {shown(name)}: not a ControlNet folder (its config.json names no "
-                             f"ControlNet class)")
+            raise UsageError(
+                f"--control {shown(name)}: not a ControlNet folder (its config.json names no ControlNet class)"
+            )
         return ControlModel(str(given.resolve()), given.resolve())
     if given.is_file():
         if given.suffix.lower() != ".safetensors":
             raise UsageError(f"--control {shown(name)}: a single-file ControlNet must be a .safetensors file")
         return ControlModel(str(given.resolve()), given.resolve(), kind="single_file")
     if name.startswith((".", "/", "~")) or "/" not in name:
-        raise UsageError(f"--control {shown(name)}: no such ControlNet: give a short name "
-                         f"({', '.join(SHORT_NAMES)}), a hub repo id (org/name), a folder or a .safetensors file")
+        raise UsageError(
+            f"--control {shown(name)}: no such ControlNet: give a short name "
+            f"({', '.join(SHORT_NAMES)}), a hub repo id (org/name), a folder or a .safetensors file"
+        )
     from diffcli.models.resolve import local_repo
 
-    path = local_repo(name, offline=offline, allow_pickle=allow_pickle, progress=progress,
-                      not_here=f"ControlNet '{name}' is not downloaded and offline mode is on; run "
-                               f"`diffcli models pull {name}` while online")
+    path = local_repo(
+        name,
+        offline=offline,
+        allow_pickle=allow_pickle,
+        progress=progress,
+        not_here=f"ControlNet '{name}' is not downloaded and offline mode is on; run "
+        f"`diffcli models pull {name}` while online",
+    )
     return ControlModel(name, path)
 
 
@@ -224,39 +268,55 @@ def check_fits(model: ControlModel, base_ref, layout, mode: str | None = None) -
 
     if model.kind != "diffusers":
         if mode is not None:
-            raise UsageError(f"--control {shown(model.name + '+' + mode)}: a control type is for a union ControlNet, "
-                             f"which diffcli loads from a diffusers folder or hub repo, not a single file")
+            raise UsageError(
+                f"--control {shown(model.name + '+' + mode)}: a control type is for a union ControlNet, "
+                f"which diffcli loads from a diffusers folder or hub repo, not a single file"
+            )
         _check_file_fits(model, base_ref, layout)
         return
     cls = controlnet_class(model.path)
     if cls in UNSUPPORTED_CLASSES or cls not in CONTROLNET_CLASSES:
-        raise UsageError(f"--control {shown(model.name)}: a {cls} is not supported (diffcli runs ControlNetModel "
-                         f"ControlNets with SD 1.x, 2.x, SDXL and the bundled model, and union ControlNets with SDXL)")
+        raise UsageError(
+            f"--control {shown(model.name)}: a {cls} is not supported (diffcli runs ControlNetModel "
+            f"ControlNets with SD 1.x, 2.x, SDXL and the bundled model, and union ControlNets with SDXL)"
+        )
     own = _read_config(model.path / "config.json")
     if cls == UNION_CLASS:
         count = own.get("num_control_type", 6)
         if mode is None:
-            raise UsageError(f"--control {shown(model.name)}: a union ControlNet needs the control type of its map: "
-                             f"KIND+TYPE:IMAGE, TYPE one of {', '.join(UNION_MODES)} or a number below {count}")
+            raise UsageError(
+                f"--control {shown(model.name)}: a union ControlNet needs the control type of its map: "
+                f"KIND+TYPE:IMAGE, TYPE one of {', '.join(UNION_MODES)} or a number below {count}"
+            )
         if mode_index(mode) >= count:
-            raise UsageError(f"--control {shown(model.name + '+' + mode)}: control type {mode_index(mode)} is not "
-                             f"one of this union ControlNet's {count} (0 to {count - 1})")
+            raise UsageError(
+                f"--control {shown(model.name + '+' + mode)}: control type {mode_index(mode)} is not "
+                f"one of this union ControlNet's {count} (0 to {count - 1})"
+            )
     elif mode is not None:
-        raise UsageError(f"--control {shown(model.name + '+' + mode)}: a control type is for a union ControlNet; "
-                         f"this is a {cls}, give it as KIND:IMAGE")
+        raise UsageError(
+            f"--control {shown(model.name + '+' + mode)}: a control type is for a union ControlNet; "
+            f"this is a {cls}, give it as KIND:IMAGE"
+        )
     if layout is None or getattr(base_ref, "kind", "diffusers") != "diffusers":
         return
     if layout.pipeline_class not in PIPELINES:
-        raise UsageError(f"--control: {base_ref.name} is a {layout.family} model ({layout.pipeline_class}); "
-                         f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model")
+        raise UsageError(
+            f"--control: {base_ref.name} is a {layout.family} model ({layout.pipeline_class}); "
+            f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model"
+        )
     if cls == UNION_CLASS and layout.pipeline_class not in UNION_PIPELINES:
-        raise UsageError(f"--control {shown(model.name)}: union ControlNets work with SDXL models only (diffusers "
-                         f"has no union pipeline for {layout.family} models)")
+        raise UsageError(
+            f"--control {shown(model.name)}: union ControlNets work with SDXL models only (diffusers "
+            f"has no union pipeline for {layout.family} models)"
+        )
     base_dim = _cross_attention_dim(_read_config(Path(base_ref.path) / "unet" / "config.json"))
     dim = _cross_attention_dim(own)
     if base_dim is not None and dim is not None and dim != base_dim:
-        raise UsageError(f"--control {shown(model.name)}: this ControlNet is made for another model family "
-                         f"(text features of size {dim}; {base_ref.name} ({layout.family}) has {base_dim})")
+        raise UsageError(
+            f"--control {shown(model.name)}: this ControlNet is made for another model family "
+            f"(text features of size {dim}; {base_ref.name} ({layout.family}) has {base_dim})"
+        )
 
 
 def _file_facts(path) -> dict:
@@ -276,8 +336,10 @@ def _check_file_fits(model: ControlModel, base_ref, layout) -> None:
     base_dim = _cross_attention_dim(_read_config(Path(base_ref.path) / "unet" / "config.json"))
     dims = {shape[1] for k, shape in _file_facts(model.path).items() if k.endswith("attn2.to_k.weight") and shape}
     if isinstance(base_dim, int) and dims and dims != {base_dim}:
-        raise UsageError(f"--control {shown(model.name)}: this ControlNet is made for another model family "
-                         f"(text features of size {max(dims)}; {base_ref.name} ({layout.family}) has {base_dim})")
+        raise UsageError(
+            f"--control {shown(model.name)}: this ControlNet is made for another model family "
+            f"(text features of size {max(dims)}; {base_ref.name} ({layout.family}) has {base_dim})"
+        )
 
 
 def single_file_config(path, unet) -> dict:
@@ -299,8 +361,9 @@ def single_file_config(path, unet) -> dict:
             hint[{"conv_in": -1, "conv_out": 10**6}.get(m[1], int(m[2] or 0))] = shape
     convs = [hint[i] for i in sorted(hint)]
     if len(convs) < 3 or len(convs) % 2:
-        raise RuntimeFailure(f"cannot load ControlNet {path}: its hint embedding is not a ControlNet's "
-                             f"({len(convs)} convolutions)")
+        raise RuntimeFailure(
+            f"cannot load ControlNet {path}: its hint embedding is not a ControlNet's ({len(convs)} convolutions)"
+        )
     widths = tuple([convs[0][0]] + [c[0] for c in convs[1:-1]][1::2])  # conv_in, then each stride-2 block
     first = facts.get("input_blocks.0.0.weight") or facts.get("conv_in.weight")
     with init_empty_weights():
@@ -317,8 +380,10 @@ def default_model(kind: str, family: str | None) -> str:
     table = SHORT_NAMES[kind]
     if family not in table:
         have = ", ".join(sorted(table))
-        raise UsageError(f"--control {kind}: there is no default {kind} ControlNet for {family or 'this'} models "
-                         f"(there is one for: {have}); name a ControlNet (repo id, folder or file) instead")
+        raise UsageError(
+            f"--control {kind}: there is no default {kind} ControlNet for {family or 'this'} models "
+            f"(there is one for: {have}); name a ControlNet (repo id, folder or file) instead"
+        )
     return table[family]
 
 
@@ -346,8 +411,10 @@ def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = Fals
     job = replace(job, control=tuple(settled))
     _check_union(job)
     if is_union(job) and layout is not None and layout.is_inpaint:
-        raise UsageError(f"--control: diffusers' union ControlNet inpaint pipeline takes a regular (4-channel) UNet, "
-                         f"and {ref.name} is an inpainting model; use its base model")
+        raise UsageError(
+            f"--control: diffusers' union ControlNet inpaint pipeline takes a regular (4-channel) UNet, "
+            f"and {ref.name} is an inpainting model; use its base model"
+        )
     return job
 
 
@@ -356,8 +423,11 @@ def model_name(spec: str, ref, layout) -> str:
     c = parse_spec(spec)
     if c.model not in SHORT_NAMES:
         return c.model
-    family = "bundled" if getattr(ref, "source", None) == "bundled" else (
-        layout.family if layout is not None else getattr(ref, "family", None))
+    family = (
+        "bundled"
+        if getattr(ref, "source", None) == "bundled"
+        else (layout.family if layout is not None else getattr(ref, "family", None))
+    )
     return default_model(c.model, family)
 
 
@@ -373,11 +443,15 @@ def _check_union(job) -> None:
         return
     controls = [parse_spec(s) for s in job.control]
     if any(c.mode is None for c in controls) or len({c.model for c in controls}) > 1:
-        raise UsageError("--control: a union ControlNet takes all the maps of a job (KIND+TYPE:IMAGE for each); "
-                         "it cannot be combined with other ControlNets")
+        raise UsageError(
+            "--control: a union ControlNet takes all the maps of a job (KIND+TYPE:IMAGE for each); "
+            "it cannot be combined with other ControlNets"
+        )
     if job.cfg_cutoff:
-        raise UsageError("--cfg-cutoff does not work with a union ControlNet yet (its pipeline keeps the control "
-                         "types for both guidance halves); leave it at 0")
+        raise UsageError(
+            "--cfg-cutoff does not work with a union ControlNet yet (its pipeline keeps the control "
+            "types for both guidance halves); leave it at 0"
+        )
 
 
 def records(job) -> list[dict]:
@@ -385,9 +459,18 @@ def records(job) -> list[dict]:
     out = []
     for spec in job.control or ():
         c = parse_spec(spec)
-        out.append({"model": c.model, "name": Path(c.model).name, "image": c.image, "scale": c.scale,
-                    "start": c.start, "end": c.end, "preprocess": job.control_preprocess or "none",
-                    **({"mode": c.mode} if c.mode is not None else {})})
+        out.append(
+            {
+                "model": c.model,
+                "name": Path(c.model).name,
+                "image": c.image,
+                "scale": c.scale,
+                "start": c.start,
+                "end": c.end,
+                "preprocess": job.control_preprocess or "none",
+                **({"mode": c.mode} if c.mode is not None else {}),
+            }
+        )
     return out
 
 
@@ -406,14 +489,14 @@ def canny(image, low: float = 0.1, high: float = 0.2, sigma: float = 1.0):
     gx, gy = ndimage.sobel(smooth, axis=1), ndimage.sobel(smooth, axis=0)
     mag = np.hypot(gx, gy)
     angle = (np.rad2deg(np.arctan2(gy, gx)) + 180.0) % 180.0
-    sector = (np.round(angle / 45.0).astype(int) % 4)  # 0: horizontal gradient, 1: 45°, 2: vertical, 3: 135°
+    sector = np.round(angle / 45.0).astype(int) % 4  # 0: horizontal gradient, 1: 45°, 2: vertical, 3: 135°
     padded = np.pad(mag, 1)
     h, w = mag.shape
     offsets = {0: (0, 1), 1: (1, 1), 2: (1, 0), 3: (1, -1)}
     keep = np.zeros_like(mag, bool)
     for s, (dy, dx) in offsets.items():
-        a = padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-        b = padded[1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+        a = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        b = padded[1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
         keep |= (sector == s) & (mag >= a) & (mag >= b)
     thin = np.where(keep, mag, 0.0)
     peak = float(thin.max()) or 1.0
@@ -485,12 +568,14 @@ def load(name: str, choice, unet=None):
         if model.kind == "single_file":
             with tempfile.TemporaryDirectory(prefix="diffcli-controlnet-") as folder:
                 (Path(folder) / "config.json").write_text(json.dumps(single_file_config(model.path, unet)))
-                net = loading.from_single_file(ControlNetModel, str(model.path), config=folder, torch_dtype=dtype,
-                                               local_files_only=True)
+                net = loading.from_single_file(
+                    ControlNetModel, str(model.path), config=folder, torch_dtype=dtype, local_files_only=True
+                )
         else:  # ControlNetModel or ControlNetUnionModel, as its config says
             cls = getattr(diffusers, controlnet_class(model.path) or "ControlNetModel")
-            net = loading.from_pretrained(cls, str(model.path), torch_dtype=dtype, use_safetensors=True,
-                                          local_files_only=True)
+            net = loading.from_pretrained(
+                cls, str(model.path), torch_dtype=dtype, use_safetensors=True, local_files_only=True
+            )
     except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights of another shape than the config's
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeFailure(f"cannot load ControlNet {name}: {text}") from None
@@ -511,8 +596,10 @@ def pipeline(base, task: str, names: list[str], choice):
     union = type(load(names[0], choice, base.unet)).__name__ == UNION_CLASS
     classes = (UNION_PIPELINES if union else PIPELINES).get(type(base).__name__)
     if classes is None:
-        raise UsageError(f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model (union ControlNets with "
-                         f"SDXL), not {type(base).__name__}")
+        raise UsageError(
+            f"ControlNets work with SD 1.x, 2.x, SDXL and the bundled model (union ControlNets with "
+            f"SDXL), not {type(base).__name__}"
+        )
     nets = [load(n, choice, base.unet) for n in (names[:1] if union else names)]  # one union model: every map
     cls = getattr(diffusers, classes[task])
     pipe = cls.from_pipe(base, controlnet=nets[0] if len(nets) == 1 else nets)
@@ -526,15 +613,20 @@ def call_kwargs(job, images: list) -> dict:
     """The ControlNet arguments of one pipeline call for a settled JOB and its control maps IMAGES."""
     controls = [parse_spec(s) for s in job.control]
     if controls[0].mode is not None:  # one union ControlNet: every map and its control type in one call
-        return {"control_image": list(images), "control_mode": [mode_index(c.mode) for c in controls],
-                "controlnet_conditioning_scale": [c.scale for c in controls],
-                "control_guidance_start": [c.start for c in controls],
-                "control_guidance_end": [c.end for c in controls]}
+        return {
+            "control_image": list(images),
+            "control_mode": [mode_index(c.mode) for c in controls],
+            "controlnet_conditioning_scale": [c.scale for c in controls],
+            "control_guidance_start": [c.start for c in controls],
+            "control_guidance_end": [c.end for c in controls],
+        }
     one = len(controls) == 1
     pick = (lambda v: v[0]) if one else (lambda v: v)
-    kwargs = {"controlnet_conditioning_scale": pick([c.scale for c in controls]),
-              "control_guidance_start": pick([c.start for c in controls]),
-              "control_guidance_end": pick([c.end for c in controls])}
+    kwargs = {
+        "controlnet_conditioning_scale": pick([c.scale for c in controls]),
+        "control_guidance_start": pick([c.start for c in controls]),
+        "control_guidance_end": pick([c.end for c in controls]),
+    }
     maps = pick(images)
     if job.task == "txt2img":
         kwargs["image"] = maps

@@ -66,8 +66,9 @@ def cpu_has_native_bf16() -> bool:
 BF16_FAMILIES = ("sd3", "flux")  # released in bfloat16; float16 overflows in parts of them
 
 
-def auto_dtype(device: str, family: str | None = None, gpu_bf16: bool = False,
-               cpu_bf16: bool = False) -> tuple[str, str]:
+def auto_dtype(
+    device: str, family: str | None = None, gpu_bf16: bool = False, cpu_bf16: bool = False
+) -> tuple[str, str]:
     """(dtype, why) for `--dtype auto` on DEVICE, for a model of FAMILY; GPU_BF16 / CPU_BF16: whether the GPU
     (torch.cuda.is_bf16_supported) / the CPU (cpu_has_native_bf16) computes bfloat16."""
     if device.startswith("cuda"):
@@ -77,8 +78,11 @@ def auto_dtype(device: str, family: str | None = None, gpu_bf16: bool = False,
     if device == "mps":
         return "float16", "half precision on GPU"
     if cpu_bf16_forced() is not None:
-        return ("bfloat16", f"{CPU_BF16_ENV} set: taken as a CPU that computes bfloat16 natively") if cpu_bf16 \
+        return (
+            ("bfloat16", f"{CPU_BF16_ENV} set: taken as a CPU that computes bfloat16 natively")
+            if cpu_bf16
             else ("float32", f"{CPU_BF16_ENV} set: taken as a CPU without native bfloat16")
+        )
     if cpu_bf16:
         return "bfloat16", "this CPU computes bfloat16 natively (AMX/AVX512-BF16)"
     return "float32", "this CPU has no native bfloat16"

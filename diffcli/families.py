@@ -58,8 +58,10 @@ def check(job, ref, layout) -> None:
 
     check_cache(job, family, ref.name)
     if family == "flux" and job.cfg_cutoff:
-        raise UsageError(f"--cfg-cutoff does not apply to {ref.name}: FLUX.1 is guidance-distilled, each step is "
-                         "one pass whatever --cfg is, so there is no guidance to stop")
+        raise UsageError(
+            f"--cfg-cutoff does not apply to {ref.name}: FLUX.1 is guidance-distilled, each step is "
+            "one pass whatever --cfg is, so there is no guidance to stop"
+        )
 
 
 def notes(job, ref, layout) -> list[str]:

@@ -43,6 +43,13 @@ def verdicts(memory_gib: float, dtype: str, can_offload: bool) -> list[dict]:
                 verdict = "fits with --offload model"
             else:
                 verdict = "does not fit"
-            rows.append({"model": model, "family": family, "weights": quantize or dtype,
-                         "weights_gib": round(total, 1), "verdict": verdict})
+            rows.append(
+                {
+                    "model": model,
+                    "family": family,
+                    "weights": quantize or dtype,
+                    "weights_gib": round(total, 1),
+                    "verdict": verdict,
+                }
+            )
     return rows

@@ -62,15 +62,27 @@ def stop_guidance_if_due(pipe, timestep, callback_kwargs: dict, cutoff: float) -
     for name, value in list(callback_kwargs.items()):
         if name != "latents" and hasattr(value, "shape") and value.shape[:1] == (2 * latents.shape[0],):
             callback_kwargs[name] = value.chunk(2)[-1]  # [unconditional, conditional] -> conditional
-        elif isinstance(value, list) and value and all(  # several ControlNets: one control image each
-                hasattr(v, "shape") and v.shape[:1] == (2 * latents.shape[0],) for v in value):
+        elif (
+            isinstance(value, list)
+            and value
+            and all(  # several ControlNets: one control image each
+                hasattr(v, "shape") and v.shape[:1] == (2 * latents.shape[0],) for v in value
+            )
+        ):
             callback_kwargs[name] = [v.chunk(2)[-1] for v in value]
     pipe._guidance_scale = 1.0
     return callback_kwargs
 
 
-def pipeline_kwargs(pipe, cfg: float, cutoff: float | None, steps: int, strength: float | None = None,
-                    on_step=None, shift: float | None = None) -> dict:
+def pipeline_kwargs(
+    pipe,
+    cfg: float,
+    cutoff: float | None,
+    steps: int,
+    strength: float | None = None,
+    on_step=None,
+    shift: float | None = None,
+) -> dict:
     """`guidance_scale` and the step callback for one pipeline call (its steps shifted by SHIFT, see
     diffcli.timesteps); ON_STEP(pipe, i, t, kwargs) runs first."""
     cutoff = cutoff or 0.0

@@ -24,8 +24,10 @@ def choose_model(job, ref, layout):
     family = family_of(ref, layout)
     if layout.is_inpaint if layout is not None else (getattr(ref, "family", None) or "").endswith("-inpaint"):
         if policy == "off":
-            raise UsageError(f"--inpaint-model off: {shown(ref.name)} is itself an inpainting model; name a regular "
-                             f"model to paint with it and the mask")
+            raise UsageError(
+                f"--inpaint-model off: {shown(ref.name)} is itself an inpainting model; name a regular "
+                f"model to paint with it and the mask"
+            )
         return replace(job, inpaint_model="on"), ref, layout, None
     from diffcli.control import is_union
     from diffcli.models.aliases import FAMILY_INPAINTING
@@ -35,16 +37,34 @@ def choose_model(job, ref, layout):
     if found is None:
         if policy == "on":
             have = FAMILY_INPAINTING.get(family or "", ())
-            raise UsageError(f"--inpaint-model on: no inpainting model of {shown(ref.name)}'s family ({family}) is "
-                             f"here" + (f"; pull one (diffcli models pull {have[0]}) or pass it as --model" if have else
-                                        "; diffcli knows none for this family"))
-        note = (f"outpaint: {ref.name} paints the new area with the mask (no {family} inpainting model here, e.g. "
-                f"{FAMILY_INPAINTING[family][0]})") if policy == "auto" and family in FAMILY_INPAINTING else None
+            raise UsageError(
+                f"--inpaint-model on: no inpainting model of {shown(ref.name)}'s family ({family}) is "
+                f"here"
+                + (
+                    f"; pull one (diffcli models pull {have[0]}) or pass it as --model"
+                    if have
+                    else "; diffcli knows none for this family"
+                )
+            )
+        note = (
+            (
+                f"outpaint: {ref.name} paints the new area with the mask (no {family} inpainting model here, e.g. "
+                f"{FAMILY_INPAINTING[family][0]})"
+            )
+            if policy == "auto" and family in FAMILY_INPAINTING
+            else None
+        )
         return replace(job, inpaint_model="off"), ref, layout, note
     from diffcli.models.layout import read_layout
 
-    note = (f"outpaint: {found.name}, the {family} inpainting model found here, paints the new area instead of "
-            f"{ref.name} (--inpaint-model off keeps {ref.name})") if policy == "auto" else None
+    note = (
+        (
+            f"outpaint: {found.name}, the {family} inpainting model found here, paints the new area instead of "
+            f"{ref.name} (--inpaint-model off keeps {ref.name})"
+        )
+        if policy == "auto"
+        else None
+    )
     return replace(job, model=found.name, inpaint_model="on"), found, read_layout(found.path), note
 
 

@@ -32,7 +32,9 @@ class Job:
     negative: str | None = None
     model: str | None = None
     base: str | None = None  # a transformer-only model file's other components (SD 3.x, FLUX.1): a diffusers model
-    quantize: str | None = None  # denoiser weights: none | int8 (torchao) | nf4 (bitsandbytes, CUDA), see diffcli.quantize
+    quantize: str | None = (
+        None  # denoiser weights: none | int8 (torchao) | nf4 (bitsandbytes, CUDA), see diffcli.quantize
+    )
     steps: int | None = None
     cfg: float | None = None
     cfg_cutoff: float | None = None  # guidance only while timestep >= cfg_cutoff * T (0 = every step)
@@ -91,8 +93,14 @@ class Job:
         if self.task != "outpaint":
             merged = replace(merged, extend=None, anchor=None, fill=None, inpaint_model=None)
         elif base.task != "outpaint":  # outpaint an image made by another task: not its size, mask or strength
-            merged = replace(merged, mask=None, width=self.width, height=self.height, strength=self.strength,
-                             mask_blur=self.mask_blur)
+            merged = replace(
+                merged,
+                mask=None,
+                width=self.width,
+                height=self.height,
+                strength=self.strength,
+                mask_blur=self.mask_blur,
+            )
         elif self.width is not None or self.height is not None or self.anchor is not None:
             merged = replace(merged, extend=self.extend)  # a new --to canvas replaces the recorded one
         elif self.extend is not None:
@@ -116,8 +124,14 @@ _FIELD_NAMES = {f.name for f in fields(Job)}
 
 
 def _kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def _typed(name: str, value, source: str):
@@ -165,8 +179,10 @@ def check_limits(job: Job, max_pixels: int | None) -> None:
     pixels = job.width * job.height * batch
     if pixels > limit:
         per = f" x batch {batch}" if batch > 1 else ""
-        raise UsageError(f"{job.width}x{job.height}{per} = {pixels} pixels is over the limit of {limit} for one "
-                         f"batch on this machine; use a smaller size or --batch-size, or pass --max-pixels {pixels}")
+        raise UsageError(
+            f"{job.width}x{job.height}{per} = {pixels} pixels is over the limit of {limit} for one "
+            f"batch on this machine; use a smaller size or --batch-size, or pass --max-pixels {pixels}"
+        )
 
 
 def with_seed(job: Job) -> Job:

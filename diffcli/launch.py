@@ -32,8 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from diffcli.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, DiffcliError, RuntimeFailure, Terminated,
-                            UsageError, print_error)
+from diffcli.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    DiffcliError,
+    RuntimeFailure,
+    Terminated,
+    UsageError,
+    print_error,
+)
 
 LAUNCHERS = ("accelerate", "ray")
 STATUS_ENV = "DIFFCLI_LAUNCH_STATUS"  # set by `--launcher accelerate` for its ranks: where each reports its outcome
@@ -72,9 +80,18 @@ def rank_batch(params: dict, base, opts) -> int:
             with state.split_between_processes(share) as part:
                 part = list(part)
             # the bad lines --keep-going left out count as failed jobs, once: on rank 0
-            failed = run_batch(part, params["out"], params["format"], opts, reporter, params["keep_going"], (0, 1),
-                               batch_size=params.get("batch_size") or 1, total_jobs=len(lines),
-                               rejected=rejected_share(lines.rejected, shard) if rank == 0 else 0)
+            failed = run_batch(
+                part,
+                params["out"],
+                params["format"],
+                opts,
+                reporter,
+                params["keep_going"],
+                (0, 1),
+                batch_size=params.get("batch_size") or 1,
+                total_jobs=len(lines),
+                rejected=rejected_share(lines.rejected, shard) if rank == 0 else 0,
+            )
         finally:
             state.destroy_process_group()
     except KeyboardInterrupt as exc:
@@ -220,17 +237,38 @@ def _accelerate(params: dict, base, source: str, lines: list, processes: int | N
         from diffcli.flags import run_options
 
         shard = shard_of(params["shard"]) if params.get("shard") else (0, 1)
-        failed = run_batch(lines, params["out"], params["format"], run_options(params, base), reporter,
-                           params["keep_going"], shard, batch_size=params.get("batch_size") or 1,
-                           rejected=rejected_share(lines.rejected, shard))
+        failed = run_batch(
+            lines,
+            params["out"],
+            params["format"],
+            run_options(params, base),
+            reporter,
+            params["keep_going"],
+            shard,
+            batch_size=params.get("batch_size") or 1,
+            rejected=rejected_share(lines.rejected, shard),
+        )
         return EXIT_FAILURE if failed else 0
     status = tmp / "status"
     status.mkdir()
-    cmd = [sys.executable, "-m", "diffcli.launch",  # accelerate launch, less its traceback when a rank fails
-           # --multi_gpu means "start N processes through torch.distributed.run"; on a machine
-           # without CUDA each rank finds no GPU and joins a gloo group on the CPU
-           "--multi_gpu", "--num_processes", str(count), "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffcli.launch",  # accelerate launch, less its traceback when a rank fails
+        # --multi_gpu means "start N processes through torch.distributed.run"; on a machine
+        # without CUDA each rank finds no GPU and joins a gloo group on the CPU
+        "--multi_gpu",
+        "--num_processes",
+        str(count),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+    ]
     if not os.environ.get("OMP_NUM_THREADS"):  # else accelerate passes it on as it is
         cmd += ["--num_cpu_threads_per_process", str(max(1, _cpus() // count))]
     cmd += ["-m", "diffcli", "batch", *_shared_flags({**params, "source": source})]
@@ -307,8 +345,10 @@ def _outcome(status: Path, count: int, returncode: int) -> int:
     if stopped:
         return stopped[0]
     if returncode != 0 or len(reports) < count:
-        print_error(f"accelerate launch failed (exit code {returncode}); "
-                    f"{count - len(reports)} of {count} processes did not report")
+        print_error(
+            f"accelerate launch failed (exit code {returncode}); "
+            f"{count - len(reports)} of {count} processes did not report"
+        )
         return EXIT_FAILURE
     return EXIT_FAILURE if any(r["failed"] for r in reports) else 0
 
@@ -330,8 +370,13 @@ def _ray(params: dict, base, lines: list, processes: int | None, address: str | 
     opts = run_options(params, base)
     t0 = time.perf_counter()
     # the actors' progress comes back with their results: their own output stays in Ray's logs
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-             configure_logging=True)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+    )
     try:
         import ray.data
 
@@ -340,26 +385,50 @@ def _ray(params: dict, base, lines: list, processes: int | None, address: str | 
         context.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         workers, need = _worker_resources(ray.cluster_resources(), params.get("device"), processes)
-        reporter.emit("batch_start", jobs=len(share), total_jobs=len(lines), shard=f"{index}/{count}",
-                      launcher="ray", workers=workers)
-        tally = {"jobs": len(share), "started": 0, "jobs_done": 0, "jobs_skipped": 0,
-                 "jobs_failed": rejected_share(lines.rejected, (index, count))}  # bad lines count as failed
+        reporter.emit(
+            "batch_start",
+            jobs=len(share),
+            total_jobs=len(lines),
+            shard=f"{index}/{count}",
+            launcher="ray",
+            workers=workers,
+        )
+        tally = {
+            "jobs": len(share),
+            "started": 0,
+            "jobs_done": 0,
+            "jobs_skipped": 0,
+            "jobs_failed": rejected_share(lines.rejected, (index, count)),
+        }  # bad lines count as failed
         chunks = _chunks(share, workers, params.get("batch_size") or 1)
         if chunks:
             items = [{"lines": pickle.dumps(chunk)} for chunk in chunks]
             dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                _RayWorker, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
-                **need, fn_constructor_kwargs={"out": params["out"] or "outputs", "fmt": params["format"], "opts": opts,
-                                               "keep_going": params["keep_going"], "cwd": os.getcwd(),
-                                               "batch_size": params.get("batch_size") or 1})
+                _RayWorker,
+                batch_size=1,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=workers),
+                **need,
+                fn_constructor_kwargs={
+                    "out": params["out"] or "outputs",
+                    "fmt": params["format"],
+                    "opts": opts,
+                    "keep_going": params["keep_going"],
+                    "cwd": os.getcwd(),
+                    "batch_size": params.get("batch_size") or 1,
+                },
+            )
             for row in _rows(dataset):
                 sys.stdout.write(row["stdout"])
                 sys.stdout.flush()
                 _retell(json.loads(row["events"]), reporter, tally)
                 if row["error"]:
                     raise _WorkerError(row["error"], int(row["code"]))
-        reporter.emit("batch_done", **{k: tally[k] for k in ("jobs_done", "jobs_skipped", "jobs_failed")},
-                      total_s=round(time.perf_counter() - t0, 3))
+        reporter.emit(
+            "batch_done",
+            **{k: tally[k] for k in ("jobs_done", "jobs_skipped", "jobs_failed")},
+            total_s=round(time.perf_counter() - t0, 3),
+        )
     finally:
         ray.shutdown()
     return EXIT_FAILURE if tally["jobs_failed"] else 0
@@ -410,8 +479,10 @@ def _rows(dataset):
         except StopIteration:
             return
         except ray.exceptions.RayError as exc:
-            raise RuntimeFailure(f"a Ray worker failed ({type(exc).__name__}); Ray's logs on its node tell why "
-                                 f"(/tmp/ray/session_latest/logs)") from None
+            raise RuntimeFailure(
+                f"a Ray worker failed ({type(exc).__name__}); Ray's logs on its node tell why "
+                f"(/tmp/ray/session_latest/logs)"
+            ) from None
         yield row
 
 
@@ -469,8 +540,17 @@ class _RayWorker:
             error, code = "", 0
             opts = replace(self.opts, results=results.append)
             try:
-                run_batch(lines, self.out, self.fmt, opts, JsonReporter(events), self.keep_going, (0, 1),
-                          batch_size=self.batch_size, release_last=False)
+                run_batch(
+                    lines,
+                    self.out,
+                    self.fmt,
+                    opts,
+                    JsonReporter(events),
+                    self.keep_going,
+                    (0, 1),
+                    batch_size=self.batch_size,
+                    release_last=False,
+                )
             except DiffcliError as exc:
                 error, code = str(exc), exc.exit_code
             except Exception as exc:  # noqa: BLE001 - told by the driver, as the app tells it in one process

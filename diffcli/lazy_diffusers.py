@@ -64,10 +64,14 @@ def public_names(init_source: str) -> dict[str, str] | None:
                 if not (read(node.body) and read(node.orelse)):
                     return False
             elif isinstance(node, ast.Try):
-                if not all(read(part) for part in (node.body, node.orelse, node.finalbody,
-                                                    *(handler.body for handler in node.handlers))):
+                if not all(
+                    read(part)
+                    for part in (node.body, node.orelse, node.finalbody, *(handler.body for handler in node.handlers))
+                ):
                     return False
-            elif not (isinstance(node, (ast.Expr, ast.Pass)) and not isinstance(getattr(node, "value", None), ast.Call)):
+            elif not (
+                isinstance(node, (ast.Expr, ast.Pass)) and not isinstance(getattr(node, "value", None), ast.Call)
+            ):
                 return False  # anything but imports, docstrings and pass
         return True
 

@@ -31,7 +31,6 @@ def build_record(job_dict: dict, model: dict, device: str, dtype: str, extra: di
 def a1111_parameters(record: dict) -> str:
     """The `parameters` text AUTOMATIC1111 writes, for tools that read it."""
     from diffcli.schedulers import SCHEDULERS
-
     from diffcli.text import one_line
 
     job = record["job"]
@@ -51,7 +50,7 @@ def a1111_parameters(record: dict) -> str:
         "Model": (record.get("model") or {}).get("name"),
     }
     lora = (record.get("model") or {}).get("lora")
-    hashes = [f'{Path(lora["path"]).name}: {lora["hash"]}'] if lora else []
+    hashes = [f"{Path(lora['path']).name}: {lora['hash']}"] if lora else []
     hashes += [f"{one_line(r['name'])}: {r['sha256'][:12]}" for r in loras]  # A1111's short hash: 12 digits of sha256
     if hashes:  # A1111 quotes the list: Lora hashes: "name: hash, name2: hash2"
         fields["Lora hashes"] = '"' + ", ".join(hashes) + '"'
@@ -72,10 +71,11 @@ def a1111_parameters(record: dict) -> str:
     if job.get("task") in ("inpaint", "outpaint"):
         fields["Mask blur"] = job.get("mask_blur")
     for i, c in enumerate((record.get("model") or {}).get("controlnets") or []):  # as sd-webui-controlnet writes them
-        fields[f"ControlNet {i}"] = (f'"Module: {c.get("preprocess") or "none"}, Model: {one_line(str(c.get("name")))}, '
-                                     f'Weight: {c.get("scale"):g}, Guidance Start: {c.get("start"):g}, '
-                                     f'Guidance End: {c.get("end"):g}'
-                                     + (f', Union Control Type: {c["mode"]}' if c.get("mode") else "") + '"')
+        fields[f"ControlNet {i}"] = (
+            f'"Module: {c.get("preprocess") or "none"}, Model: {one_line(str(c.get("name")))}, '
+            f"Weight: {c.get('scale'):g}, Guidance Start: {c.get('start'):g}, "
+            f"Guidance End: {c.get('end'):g}" + (f", Union Control Type: {c['mode']}" if c.get("mode") else "") + '"'
+        )
     if job.get("task") == "outpaint":  # quoted, as A1111 quotes values with commas
         fields["Outpaint extend"] = f'"{job.get("extend")}"'
         fields["Outpaint fill"] = job.get("fill")
@@ -116,10 +116,10 @@ def _decode_user_comment(raw) -> str:
     if isinstance(raw, str):
         return raw
     if raw.startswith(_UNICODE_PREFIX):
-        body = raw[len(_UNICODE_PREFIX):]
+        body = raw[len(_UNICODE_PREFIX) :]
         return body.decode("utf-16-be", errors="replace")
     if raw.startswith(_ASCII_PREFIX):
-        return raw[len(_ASCII_PREFIX):].decode("ascii", errors="replace")
+        return raw[len(_ASCII_PREFIX) :].decode("ascii", errors="replace")
     return raw.decode("utf-8", errors="replace")
 
 

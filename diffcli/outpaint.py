@@ -55,14 +55,17 @@ def parse_extend(text: str) -> tuple[tuple[float, bool], ...]:
     the image's width (left, right) or height (top, bottom) (`25%`)."""
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) not in (1, 4):
-        raise UsageError(f"invalid --extend '{text}': give one amount for every side or four as L,T,R,B "
-                         f"(pixels, or a percentage such as 25%)")
+        raise UsageError(
+            f"invalid --extend '{text}': give one amount for every side or four as L,T,R,B "
+            f"(pixels, or a percentage such as 25%)"
+        )
     amounts = []
     for part in parts:
         match = _AMOUNT.match(part)
         if not match:
-            raise UsageError(f"invalid --extend '{text}': '{part}' is not a number of pixels or a percentage "
-                             f"(e.g. 32 or 25%)")
+            raise UsageError(
+                f"invalid --extend '{text}': '{part}' is not a number of pixels or a percentage (e.g. 32 or 25%)"
+            )
         value, percent = float(match.group(1)), bool(match.group(2))
         if not percent and value != int(value):
             raise UsageError(f"invalid --extend '{text}': pixels must be whole numbers (got {part})")
@@ -108,16 +111,18 @@ def check_job(job) -> None:
         raise UsageError("outpaint makes its own mask (the new area); --mask is for `diffcli inpaint`")
 
 
-def plan(size: tuple[int, int], extend: str | None, width: int | None, height: int | None, anchor: str | None,
-         multiple: int) -> Canvas:
+def plan(
+    size: tuple[int, int], extend: str | None, width: int | None, height: int | None, anchor: str | None, multiple: int
+) -> Canvas:
     """The canvas for an original of SIZE: from EXTEND, else from WIDTH x HEIGHT and ANCHOR (a side not
     given keeps the original's). Its sides must be multiples of MULTIPLE (the model's size rule): pixel
     amounts that miss it are refused; percentages are rounded up to it (the extra split over the
     sides given as percentages)."""
     canvas = _plan(size, extend, width, height, anchor, multiple)
     if max(canvas.width, canvas.height) > MAX_SIDE:
-        raise UsageError(f"the canvas would be {canvas.width}x{canvas.height}; each side must be at most {MAX_SIDE} "
-                         f"pixels")
+        raise UsageError(
+            f"the canvas would be {canvas.width}x{canvas.height}; each side must be at most {MAX_SIDE} pixels"
+        )
     return canvas
 
 
@@ -137,21 +142,29 @@ def _plan(size, extend, width, height, anchor, multiple) -> Canvas:
             sides.append(added)
         canvas = Canvas(size, sides[0][0], sides[1][0], sides[0][1], sides[1][1])
         if width is not None and width != canvas.width or height is not None and height != canvas.height:
-            raise UsageError(f"--extend {extend} makes a {canvas.width}x{canvas.height} canvas around the "
-                             f"{w}x{h} image, but the job also asks for {width or canvas.width}x"
-                             f"{height or canvas.height}; give --extend or --to (--width/--height), not both")
-        for name, value, given in (("width", canvas.width, canvas.left + canvas.right),
-                                   ("height", canvas.height, canvas.top + canvas.bottom)):
+            raise UsageError(
+                f"--extend {extend} makes a {canvas.width}x{canvas.height} canvas around the "
+                f"{w}x{h} image, but the job also asks for {width or canvas.width}x"
+                f"{height or canvas.height}; give --extend or --to (--width/--height), not both"
+            )
+        for name, value, given in (
+            ("width", canvas.width, canvas.left + canvas.right),
+            ("height", canvas.height, canvas.top + canvas.bottom),
+        ):
             if value % multiple:
                 short = multiple - value % multiple
-                raise UsageError(f"--extend {extend} makes the canvas {name} {value} (the image's {w if name == 'width' else h} "
-                                 f"+ {given}), not a multiple of {multiple} as this model needs; add {short} more "
-                                 f"pixels on that axis, or give a percentage (rounded to fit)")
+                raise UsageError(
+                    f"--extend {extend} makes the canvas {name} {value} (the image's {w if name == 'width' else h} "
+                    f"+ {given}), not a multiple of {multiple} as this model needs; add {short} more "
+                    f"pixels on that axis, or give a percentage (rounded to fit)"
+                )
         return canvas
     width, height = width or w, height or h
     if width < w or height < h:
-        raise UsageError(f"--to {width}x{height} is smaller than the {w}x{h} image; outpaint only adds to it "
-                         f"(use `diffcli img2img` with --width/--height to resize)")
+        raise UsageError(
+            f"--to {width}x{height} is smaller than the {w}x{h} image; outpaint only adds to it "
+            f"(use `diffcli img2img` with --width/--height to resize)"
+        )
     if (width, height) == (w, h):
         raise UsageError(f"--to {width}x{height} is the image's own size; nothing to add")
     anchor = anchor or "center"

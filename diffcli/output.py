@@ -71,11 +71,15 @@ def _check_template(template: str) -> None:
     names = [f for _, f, _, _ in parsed if f is not None]
     unknown = sorted({n for n in names if n not in TEMPLATE_FIELDS})
     if unknown:
-        raise UsageError(f"unknown field(s) in --out template: {', '.join(unknown)}; known: {', '.join(TEMPLATE_FIELDS)}")
+        raise UsageError(
+            f"unknown field(s) in --out template: {', '.join(unknown)}; known: {', '.join(TEMPLATE_FIELDS)}"
+        )
     for _, name, spec, _ in parsed:  # a width such as {seed:>99999999999} would build a huge string
         if spec and any(int(w) > MAX_NAME for w in re.findall(r"\d+", spec)):
-            raise UsageError(f"invalid --out template '{template}': format '{{{name}:{spec}}}' is wider than "
-                             f"a file name can be ({MAX_NAME} characters)")
+            raise UsageError(
+                f"invalid --out template '{template}': format '{{{name}:{spec}}}' is wider than "
+                f"a file name can be ({MAX_NAME} characters)"
+            )
 
 
 def _ensure_writable_dir(directory: Path) -> None:
@@ -257,9 +261,13 @@ def plan_paths(out: str | None, fmt: str | None, images: list[dict], overwrite: 
     now = datetime.now()
     with _locked(directory):
         claimed, highest = _claimed(directory)
-        paths = [directory / f"{_name(template, values, highest + 1 + i, i, now)}.{ext}" for i, values in enumerate(images)]
+        paths = [
+            directory / f"{_name(template, values, highest + 1 + i, i, now)}.{ext}" for i, values in enumerate(images)
+        ]
         if len(set(paths)) != len(paths):
-            raise UsageError(f"--out template '{template}' gives the same file name to several images; add {{n}} or {{seed}}")
+            raise UsageError(
+                f"--out template '{template}' gives the same file name to several images; add {{n}} or {{seed}}"
+            )
         for path in paths:
             if path.name in claimed:
                 raise UsageError(f"{path} is being written by another diffcli run")

@@ -68,8 +68,15 @@ def options_for(job, options: LoadOptions) -> LoadOptions:
 
 def key_of(ref, choice, options: LoadOptions = LoadOptions()) -> tuple:
     """The cache key of a loaded pipeline: (model path, kind, LoRA, device, dtype, load options)."""
-    return (str(ref.path), ref.kind, str(getattr(ref, "lora", None)), choice.device, choice.dtype, options,
-            str(getattr(ref, "base", None)))
+    return (
+        str(ref.path),
+        ref.kind,
+        str(getattr(ref, "lora", None)),
+        choice.device,
+        choice.dtype,
+        options,
+        str(getattr(ref, "base", None)),
+    )
 
 
 def is_loaded(ref, choice, options: LoadOptions = LoadOptions()) -> bool:
@@ -348,8 +355,11 @@ def task_pipeline(base, task: str):
         else:  # any other family: diffusers' AutoPipeline (importing it imports every pipeline it maps)
             from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
 
-            auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
-                    "inpaint": AutoPipelineForInpainting}
+            auto = {
+                "txt2img": AutoPipelineForText2Image,
+                "img2img": AutoPipelineForImage2Image,
+                "inpaint": AutoPipelineForInpainting,
+            }
             pipe = auto[task].from_pipe(base)
     except ValueError as exc:
         raise UsageError(f"this model cannot do {task}: {exc}") from None
@@ -362,15 +372,24 @@ def task_pipeline(base, task: str):
 # The task pipelines of the families diffcli runs most, as diffusers' AutoPipeline mappings name them
 # ("stable-diffusion", "stable-diffusion-xl"); tests check these against the mappings themselves.
 TASK_CLASSES = {
-    "stable-diffusion": {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
-                         "inpaint": "StableDiffusionInpaintPipeline"},
-    "stable-diffusion-xl": {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
-                            "inpaint": "StableDiffusionXLInpaintPipeline"},
+    "stable-diffusion": {
+        "txt2img": "StableDiffusionPipeline",
+        "img2img": "StableDiffusionImg2ImgPipeline",
+        "inpaint": "StableDiffusionInpaintPipeline",
+    },
+    "stable-diffusion-xl": {
+        "txt2img": "StableDiffusionXLPipeline",
+        "img2img": "StableDiffusionXLImg2ImgPipeline",
+        "inpaint": "StableDiffusionXLInpaintPipeline",
+    },
 }
 # The same for the flow-matching families (SD 3.x, FLUX.1), whose text encoders include T5.
 FLOW_TASK_CLASSES = {
-    "stable-diffusion-3": {"txt2img": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
-                           "inpaint": "StableDiffusion3InpaintPipeline"},
+    "stable-diffusion-3": {
+        "txt2img": "StableDiffusion3Pipeline",
+        "img2img": "StableDiffusion3Img2ImgPipeline",
+        "inpaint": "StableDiffusion3InpaintPipeline",
+    },
     "flux": {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"},
 }
 # Pipelines of models made for one task only (FLUX.1 Fill: inpainting), used as they are for it.

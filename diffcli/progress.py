@@ -155,8 +155,9 @@ class RichReporter(Reporter):
         self.last = now
         if not self.current.startswith("denoise"):  # the first step ends the text encoding
             self.current = "denoise"
-        self.progress.update(self.task_id, completed=step, total=steps, rate=rate,
-                             description=self._describe(self.current))
+        self.progress.update(
+            self.task_id, completed=step, total=steps, rate=rate, description=self._describe(self.current)
+        )
 
     def saved(self, path: str, seed: int, image: int) -> None:
         self.paths.append(path)
@@ -186,9 +187,10 @@ class RichReporter(Reporter):
             self.task_id = None
 
 
-def summary_line(paths: list[str], images: int | None = None, total_s: float | None = None,
-                 load_s: float | None = None, **_ignored) -> str:
-    """"3 images in 4.2 s (model load 1.1 s) → outputs/" for the PATHS written."""
+def summary_line(
+    paths: list[str], images: int | None = None, total_s: float | None = None, load_s: float | None = None, **_ignored
+) -> str:
+    """ "3 images in 4.2 s (model load 1.1 s) → outputs/" for the PATHS written."""
     n = len(paths) if images is None else images
     text = f"{n} image{'' if n == 1 else 's'}"
     if total_s is not None:
@@ -200,9 +202,15 @@ def summary_line(paths: list[str], images: int | None = None, total_s: float | N
     return text
 
 
-def batch_summary(paths: list[str], jobs_done: int = 0, jobs_skipped: int = 0, jobs_failed: int = 0,
-                  total_s: float | None = None, **_ignored) -> str:
-    """"12 jobs done, 3 skipped (finished before), 0 failed: 24 images in 30.1 s (0.80 images/s) → out/"."""
+def batch_summary(
+    paths: list[str],
+    jobs_done: int = 0,
+    jobs_skipped: int = 0,
+    jobs_failed: int = 0,
+    total_s: float | None = None,
+    **_ignored,
+) -> str:
+    """ "12 jobs done, 3 skipped (finished before), 0 failed: 24 images in 30.1 s (0.80 images/s) → out/"."""
     text = f"{jobs_done} job{'' if jobs_done == 1 else 's'} done, {jobs_skipped} skipped (finished before)"
     text += f", {jobs_failed} failed: {len(paths)} image{'' if len(paths) == 1 else 's'}"
     if total_s is not None:

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import re
 
-_ATTENTION = re.compile(r"""
+_ATTENTION = re.compile(
+    r"""
 \\\(|\\\)|\\\[|\\]|\\\\|\\|
 \(|\[|
 :\s*([+-]?[.\d]+)\s*\)|
 \)|]|
 [^\\()\[\]:]+|
 :
-""", re.X)
+""",
+    re.X,
+)
 _BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
 _LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
 ROUND, SQUARE = 1.1, 1 / 1.1
@@ -112,6 +115,7 @@ def take_lora_tags(prompt: str) -> tuple[str, list[str]]:
 
 # ------------------------------------------------------------------------------- encoding (torch)
 
+
 def _chunks(tokenizer, text: str) -> list[tuple[list[int], list[float]]]:
     """A1111's chunking of TEXT: (token ids with start/end/padding, weight per token) per window."""
     window = tokenizer.model_max_length
@@ -179,8 +183,12 @@ def supports(pipe) -> bool:
 
     names = {cls for classes in TASK_CLASSES.values() for cls in classes.values()}
     window = getattr(getattr(pipe, "tokenizer", None), "model_max_length", None)
-    return (type(pipe).__name__ in names and getattr(pipe, "text_encoder", None) is not None
-            and isinstance(window, int) and 3 <= window <= 100_000)
+    return (
+        type(pipe).__name__ in names
+        and getattr(pipe, "text_encoder", None) is not None
+        and isinstance(window, int)
+        and 3 <= window <= 100_000
+    )
 
 
 def encode(pipe, text: str, chunk_count: int | None = None):

@@ -35,8 +35,10 @@ def check(job, ref) -> None:
     if ref.kind not in ("diffusers",):
         raise UsageError(f"--quantize applies to diffusers models (folders, repo ids, aliases), not to {ref.name}")
     if job.quantize == "nf4" and job.device in ("cpu", "mps"):
-        raise UsageError(f"--quantize nf4 needs a CUDA GPU (bitsandbytes); on {job.device} use --quantize int8 "
-                         "(torchao) or a GGUF transformer file")
+        raise UsageError(
+            f"--quantize nf4 needs a CUDA GPU (bitsandbytes); on {job.device} use --quantize int8 "
+            "(torchao) or a GGUF transformer file"
+        )
     package = METHODS[job.quantize][0]
     if importlib.util.find_spec(package) is None:
         where = " and a CUDA GPU (elsewhere use --quantize int8 or a GGUF file)" if job.quantize == "nf4" else ""
@@ -52,8 +54,10 @@ def pipeline_config(method: str | None, denoiser: str, torch_dtype, device: str)
 
     if method == "nf4":
         if not device.startswith("cuda"):
-            raise UsageError(f"--quantize nf4 needs a CUDA GPU (bitsandbytes); on {device} use --quantize int8 "
-                             "(torchao) or a GGUF transformer file")
+            raise UsageError(
+                f"--quantize nf4 needs a CUDA GPU (bitsandbytes); on {device} use --quantize int8 "
+                "(torchao) or a GGUF transformer file"
+            )
         from diffusers import BitsAndBytesConfig
 
         config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype)

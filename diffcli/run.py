@@ -11,12 +11,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from diffcli.errors import UsageError
-from diffcli.jobs import (Job, check_limits, check_model_settings, check_size_for_model, settings_source, size_multiple,
-                          validate, with_seed)
+from diffcli.jobs import (
+    Job,
+    check_limits,
+    check_model_settings,
+    check_size_for_model,
+    settings_source,
+    size_multiple,
+    validate,
+    with_seed,
+)
 from diffcli.pipelines import LoadOptions
 from diffcli.settings import model_defaults
-from diffcli.sink import Sink, model_record
 from diffcli.settings import settle as settle_settings
+from diffcli.sink import Sink, model_record
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,11 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
         job = replace(job, base=None)
     if ref.source == "bundled" and job.model and not opts.names_only and Path(job.model).is_dir():
         reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
-    layout = read_layout(ref.path if ref.kind == "diffusers" else ref.base) if ref.kind in (
-        "diffusers", "transformer_file") else None  # a transformer file: its base's layout
+    layout = (
+        read_layout(ref.path if ref.kind == "diffusers" else ref.base)
+        if ref.kind in ("diffusers", "transformer_file")
+        else None
+    )  # a transformer file: its base's layout
     painter = None  # outpaint: what --inpaint-model auto chose, said once every check has passed
     if job.task == "outpaint":  # the family's inpainting model paints, when it is here (--inpaint-model)
         from diffcli.inpaint_model import choose_model
@@ -112,8 +123,10 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     if init is not None and job.width is None and job.height is None:
         input_size = round_size(*init.size, multiple)
         if input_size != init.size:
-            reporter.warn(f"input is {init.size[0]}x{init.size[1]}; using {input_size[0]}x{input_size[1]} "
-                          f"(a multiple of {multiple})")
+            reporter.warn(
+                f"input is {init.size[0]}x{init.size[1]}; using {input_size[0]}x{input_size[1]} "
+                f"(a multiple of {multiple})"
+            )
     job, sources = settle_settings(job, ref, layout, input_size)
     if opts.a1111_sampler:  # recorded as the sampler that ran, so --from replays it
         job = families.a1111_sampler(job, ref, layout)
@@ -152,7 +165,14 @@ def plan_outputs(prepared: Prepared, opts: RunOptions) -> Prepared:
 
     job, ref = prepared.job, prepared.ref
     values = [
-        {"seed": s, "prompt": job.prompt, "model": Path(str(ref.name)).name, "steps": job.steps, "cfg": job.cfg, "task": job.task}
+        {
+            "seed": s,
+            "prompt": job.prompt,
+            "model": Path(str(ref.name)).name,
+            "steps": job.steps,
+            "cfg": job.cfg,
+            "task": job.task,
+        }
         for s in job.seeds()
     ]
     paths, fmt = plan_paths(opts.out, opts.fmt, values, opts.overwrite)
@@ -187,8 +207,10 @@ def _here(name: str) -> bool:
 def _not_fetched(what: str, flag: str, value: str) -> str:
     from diffcli.text import escape
 
-    return escape(f"the --from image names {what}, which is not on this machine; not used (nothing named only "
-                  f"inside an image is fetched): pass {flag} {value} to fetch and use it")
+    return escape(
+        f"the --from image names {what}, which is not on this machine; not used (nothing named only "
+        f"inside an image is fetched): pass {flag} {value} to fetch and use it"
+    )
 
 
 def _resolve(job: Job, opts: RunOptions, reporter):
@@ -205,13 +227,20 @@ def _resolve(job: Job, opts: RunOptions, reporter):
         except UsageError:
             from diffcli.text import escape
 
-            raise UsageError(f"the --from image names --base {escape(job.base)}, which is not on this machine; "
-                             f"nothing named only inside an image is fetched: pass --base {escape(job.base)} to "
-                             f"fetch and use it") from None
+            raise UsageError(
+                f"the --from image names --base {escape(job.base)}, which is not on this machine; "
+                f"nothing named only inside an image is fetched: pass --base {escape(job.base)} to "
+                f"fetch and use it"
+            ) from None
     if recorded and not needs_base(ref):
         return ref  # the record's base was its model's; this model takes none
-    return attach_base(ref, job.base, offline=opts.offline or recorded, allow_pickle=opts.load.allow_pickle,
-                       progress=download_progress(reporter))
+    return attach_base(
+        ref,
+        job.base,
+        offline=opts.offline or recorded,
+        allow_pickle=opts.load.allow_pickle,
+        progress=download_progress(reporter),
+    )
 
 
 def _resolve_model(job: Job, opts: RunOptions, reporter):
@@ -222,8 +251,13 @@ def _resolve_model(job: Job, opts: RunOptions, reporter):
 
     progress = download_progress(reporter)
     if opts.names_only:  # (no model named: the server's own default, which may be a path)
-        return resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle, progress=progress,
-                       paths=job.model is None)
+        return resolve(
+            job.model,
+            offline=opts.offline,
+            allow_pickle=opts.load.allow_pickle,
+            progress=progress,
+            paths=job.model is None,
+        )
     if opts.replay_model is None or job.model != opts.replay_model:
         return resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle, progress=progress)
     try:
@@ -231,9 +265,11 @@ def _resolve_model(job: Job, opts: RunOptions, reporter):
     except UsageError:
         from diffcli.text import shown
 
-        raise UsageError(f"the --from image names model {shown(job.model)}, which is not present here; replay does "
-                         f"not fetch models named inside images: pass --model {shown(job.model)} to fetch and use "
-                         f"it, or --model with another model") from None
+        raise UsageError(
+            f"the --from image names model {shown(job.model)}, which is not present here; replay does "
+            f"not fetch models named inside images: pass --model {shown(job.model)} to fetch and use "
+            f"it, or --model with another model"
+        ) from None
 
 
 def _absolute_paths(job: Job, ref) -> Job:
@@ -285,8 +321,14 @@ def _settle_controls(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
         job = replace(job, control=tuple(kept) or None)
         if not job.control:
             return replace(job, control_preprocess=None)
-    return control.settle(job, ref, layout, offline=opts.offline or recorded, allow_pickle=opts.load.allow_pickle,
-                          progress=download_progress(reporter))
+    return control.settle(
+        job,
+        ref,
+        layout,
+        offline=opts.offline or recorded,
+        allow_pickle=opts.load.allow_pickle,
+        progress=download_progress(reporter),
+    )
 
 
 def _settle_decoder(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
@@ -302,8 +344,12 @@ def _settle_decoder(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
         if name is None:
             from diffcli.text import escape
 
-            reporter.warn(escape(f"the --from image names --vae-decoder {job.vae_decoder}; there is none for "
-                                 f"{ref.name}'s family: its own VAE decodes"))
+            reporter.warn(
+                escape(
+                    f"the --from image names --vae-decoder {job.vae_decoder}; there is none for "
+                    f"{ref.name}'s family: its own VAE decodes"
+                )
+            )
             job = replace(job, vae_decoder=vae_decoder.FULL)
         elif not _here(name):
             what = f"--vae-decoder {job.vae_decoder}" + (f" ({name} for this model)" if name != job.vae_decoder else "")
@@ -401,8 +447,12 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     if job.control:  # the task's ControlNet pipeline, on the same loaded components
         from diffcli import control
 
-        pipe = control.pipeline(base, "inpaint" if job.task == "outpaint" else job.task,
-                                [control.parse_spec(s).model for s in job.control], choice)
+        pipe = control.pipeline(
+            base,
+            "inpaint" if job.task == "outpaint" else job.task,
+            [control.parse_spec(s).model for s in job.control],
+            choice,
+        )
     set_scheduler(pipe, job.scheduler)
     _warn_zero_snr(pipe, job.scheduler, reporter)
     _warn_long_prompt(pipe, job, reporter)
@@ -418,9 +468,27 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     return pipe, choice, model
 
 
-SHARED_BY_A_BATCH = ("task", "model", "base", "quantize", "steps", "cfg", "cfg_cutoff", "shift", "width", "height", "scheduler",
-                     "device", "dtype", "lora", "prompt_syntax", "control", "control_preprocess", "cache",
-                     "vae_decoder")
+SHARED_BY_A_BATCH = (
+    "task",
+    "model",
+    "base",
+    "quantize",
+    "steps",
+    "cfg",
+    "cfg_cutoff",
+    "shift",
+    "width",
+    "height",
+    "scheduler",
+    "device",
+    "dtype",
+    "lora",
+    "prompt_syntax",
+    "control",
+    "control_preprocess",
+    "cache",
+    "vae_decoder",
+)
 
 
 def batch_signature(prepared: Prepared) -> tuple:
@@ -453,8 +521,16 @@ def execute_group(units: list[tuple[Prepared, RunOptions]], reporter, batch_size
         reporter.phase("save")
         for offset, ((k, i, seed), image) in enumerate(zip(chunk, made)):
             prepared, unit_opts = units[k]
-            _save(_sink(prepared, unit_opts, reporter), image, prepared.paths[i], start + offset,
-                  prepared, seed, choice, model)
+            _save(
+                _sink(prepared, unit_opts, reporter),
+                image,
+                prepared.paths[i],
+                start + offset,
+                prepared,
+                seed,
+                choice,
+                model,
+            )
             written[k].append(prepared.paths[i])
     reporter.done(images=total, load_s=round(t_loaded - t0, 3), total_s=round(time.perf_counter() - t0, 3))
     return written
@@ -476,26 +552,45 @@ def _warn_long_prompt(pipe, job: Job, reporter) -> None:
         if text:
             count = len(tokenizer(text, truncation=False).input_ids)
             if count > window:
-                reporter.warn(f"the {name} is {count} tokens; this model's text encoder reads {window}, "
-                              f"the rest is ignored")
+                reporter.warn(
+                    f"the {name} is {count} tokens; this model's text encoder reads {window}, the rest is ignored"
+                )
 
 
 def _warn_zero_snr(pipe, name: str, reporter) -> None:
     from diffcli.schedulers import ORIGINAL_SCHEDULER, ignores_zero_snr, zero_snr_names
 
     if ignores_zero_snr(name, getattr(pipe, ORIGINAL_SCHEDULER, {})):
-        reporter.warn(f"scheduler '{name}' cannot follow this model's zero-terminal-SNR schedule; images may be "
-                      f"off (these can: {', '.join(zero_snr_names())})")
+        reporter.warn(
+            f"scheduler '{name}' cannot follow this model's zero-terminal-SNR schedule; images may be "
+            f"off (these can: {', '.join(zero_snr_names())})"
+        )
 
 
 def _sink(prepared: Prepared, opts: RunOptions, reporter) -> Sink:
     extra = {"batch_key": opts.batch_key} if opts.batch_key else None
-    return Sink(fmt=prepared.fmt, overwrite=opts.overwrite, as_json=opts.json, reporter=reporter, extra=extra,
-                results=opts.results, public=opts.names_only)
+    return Sink(
+        fmt=prepared.fmt,
+        overwrite=opts.overwrite,
+        as_json=opts.json,
+        reporter=reporter,
+        extra=extra,
+        results=opts.results,
+        public=opts.names_only,
+    )
 
 
-def _save(sink: Sink, image, path: Path, index: int, prepared: Prepared, seed: int, choice, model: dict,
-          extra: dict | None = None) -> None:
+def _save(
+    sink: Sink,
+    image,
+    path: Path,
+    index: int,
+    prepared: Prepared,
+    seed: int,
+    choice,
+    model: dict,
+    extra: dict | None = None,
+) -> None:
     from diffcli.metadata import build_record
 
     job = prepared.job
@@ -507,8 +602,17 @@ def _save(sink: Sink, image, path: Path, index: int, prepared: Prepared, seed: i
     sink.write(image, path, record, result, index + 1)
 
 
-def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOptions, reporter, choice, model,
-             prompts: list[tuple[str, str]] | None = None):
+def _denoise(
+    pipe,
+    prepared: Prepared,
+    seeds: list[int],
+    start: int,
+    opts: RunOptions,
+    reporter,
+    choice,
+    model,
+    prompts: list[tuple[str, str]] | None = None,
+):
     """Denoise one batch: the images of SEEDS, all with PREPARED's job settings, each with its own
     (prompt, negative) from PROMPTS when given (a batch of several jobs), else the job's."""
     import inspect
@@ -531,8 +635,10 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
     def on_step_end(p, step_index, timestep, callback_kwargs):
         state["latents"] = callback_kwargs.get("latents")
         if compiling and step_index == 0:
-            reporter.info(f"compiled the {compiling} in {time.perf_counter() - state['t0']:.1f} s (the first step, "
-                          f"compile included; later images of this size run compiled)")
+            reporter.info(
+                f"compiled the {compiling} in {time.perf_counter() - state['t0']:.1f} s (the first step, "
+                f"compile included; later images of this size run compiled)"
+            )
         total = getattr(p, "num_timesteps", None) or job.steps
         reporter.step(step_index + 1, total)
         if step_index + 1 >= total:
@@ -544,18 +650,32 @@ def _denoise(pipe, prepared: Prepared, seeds: list[int], start: int, opts: RunOp
     if len(groups) > 1:  # prompts read in different numbers of chunks: each group denoised as it would be alone
         images = [None] * count
         for group in groups:
-            made = _denoise(pipe, prepared, [seeds[i] for i in group], start, opts, reporter, choice, model,
-                            [prompts[i] for i in group])
+            made = _denoise(
+                pipe,
+                prepared,
+                [seeds[i] for i in group],
+                start,
+                opts,
+                reporter,
+                choice,
+                model,
+                [prompts[i] for i in group],
+            )
             for i, image in zip(group, made):
                 images[i] = image
         return images
     kwargs = dict(
-        **text_kwargs(pipe, [p for p, _ in prompts],
-                      [n or "" for _, n in prompts] if any(n for _, n in prompts) else None, job.prompt_syntax),
+        **text_kwargs(
+            pipe,
+            [p for p, _ in prompts],
+            [n or "" for _, n in prompts] if any(n for _, n in prompts) else None,
+            job.prompt_syntax,
+        ),
         generator=generators,
         **schedule_kwargs(pipe, job.steps, job.shift),
-        **guidance.pipeline_kwargs(pipe, job.cfg, job.cfg_cutoff, job.steps, strength, on_step=on_step_end,
-                                   shift=job.shift),
+        **guidance.pipeline_kwargs(
+            pipe, job.cfg, job.cfg_cutoff, job.steps, strength, on_step=on_step_end, shift=job.shift
+        ),
     )
     if job.task == "txt2img":
         kwargs.update(width=job.width, height=job.height)
@@ -597,5 +717,14 @@ def _save_partial(pipe, latents, prepared, seeds, start, choice, model, opts, re
     for offset, (seed, image) in enumerate(zip(seeds, decode_latents(pipe, latents, size))):
         final = prepared.paths[start + offset]
         path = final.with_name(f"{final.stem}-partial{final.suffix}")
-        _save(_sink(prepared, opts, reporter), image, path, start + offset, prepared, seed, choice, model,
-              extra={"partial": True})
+        _save(
+            _sink(prepared, opts, reporter),
+            image,
+            path,
+            start + offset,
+            prepared,
+            seed,
+            choice,
+            model,
+            extra={"partial": True},
+        )

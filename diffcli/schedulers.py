@@ -37,32 +37,81 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     s.name: s
     for s in [
         SchedulerSpec("ddim", "DDIMScheduler", "DDIM", "DDIM (Song et al. 2020), deterministic"),
-        SchedulerSpec("ddpm", "DDPMScheduler", "DDPM", "DDPM ancestral sampling (Ho et al. 2020); needs many steps",
-                      custom_timesteps=True),
-        SchedulerSpec("pndm", "PNDMScheduler", "PLMS", "PNDM / PLMS (Liu et al. 2022)", {"skip_prk_steps": True}),
-        SchedulerSpec("lms", "LMSDiscreteScheduler", "LMS", "linear multistep (k-diffusion)", {"use_karras_sigmas": False}),
-        SchedulerSpec("lms-karras", "LMSDiscreteScheduler", "LMS Karras", "linear multistep, Karras sigmas", {"use_karras_sigmas": True}),
-        SchedulerSpec("euler", "EulerDiscreteScheduler", "Euler", "Euler (Karras et al. 2022)", {"use_karras_sigmas": False}, True),
-        SchedulerSpec("euler-karras", "EulerDiscreteScheduler", "Euler Karras", "Euler, Karras sigmas", {"use_karras_sigmas": True}),
-        SchedulerSpec("euler-a", "EulerAncestralDiscreteScheduler", "Euler a", "Euler ancestral; stochastic"),
-        SchedulerSpec("heun", "HeunDiscreteScheduler", "Heun", "Heun 2nd order; two model calls per step", {"use_karras_sigmas": False},
-                      True),
-        SchedulerSpec("dpm++2m", "DPMSolverMultistepScheduler", "DPM++ 2M", "DPM-Solver++(2M) (Lu et al. 2022)", _DPM, True),
         SchedulerSpec(
-            "dpm++2m-karras", "DPMSolverMultistepScheduler", "DPM++ 2M Karras", "DPM-Solver++(2M), Karras sigmas",
+            "ddpm",
+            "DDPMScheduler",
+            "DDPM",
+            "DDPM ancestral sampling (Ho et al. 2020); needs many steps",
+            custom_timesteps=True,
+        ),
+        SchedulerSpec("pndm", "PNDMScheduler", "PLMS", "PNDM / PLMS (Liu et al. 2022)", {"skip_prk_steps": True}),
+        SchedulerSpec(
+            "lms", "LMSDiscreteScheduler", "LMS", "linear multistep (k-diffusion)", {"use_karras_sigmas": False}
+        ),
+        SchedulerSpec(
+            "lms-karras",
+            "LMSDiscreteScheduler",
+            "LMS Karras",
+            "linear multistep, Karras sigmas",
+            {"use_karras_sigmas": True},
+        ),
+        SchedulerSpec(
+            "euler", "EulerDiscreteScheduler", "Euler", "Euler (Karras et al. 2022)", {"use_karras_sigmas": False}, True
+        ),
+        SchedulerSpec(
+            "euler-karras",
+            "EulerDiscreteScheduler",
+            "Euler Karras",
+            "Euler, Karras sigmas",
+            {"use_karras_sigmas": True},
+        ),
+        SchedulerSpec("euler-a", "EulerAncestralDiscreteScheduler", "Euler a", "Euler ancestral; stochastic"),
+        SchedulerSpec(
+            "heun",
+            "HeunDiscreteScheduler",
+            "Heun",
+            "Heun 2nd order; two model calls per step",
+            {"use_karras_sigmas": False},
+            True,
+        ),
+        SchedulerSpec(
+            "dpm++2m", "DPMSolverMultistepScheduler", "DPM++ 2M", "DPM-Solver++(2M) (Lu et al. 2022)", _DPM, True
+        ),
+        SchedulerSpec(
+            "dpm++2m-karras",
+            "DPMSolverMultistepScheduler",
+            "DPM++ 2M Karras",
+            "DPM-Solver++(2M), Karras sigmas",
             {**_DPM, "use_karras_sigmas": True},
         ),
         SchedulerSpec(
-            "dpm++2m-sde-karras", "DPMSolverMultistepScheduler", "DPM++ 2M SDE Karras",
+            "dpm++2m-sde-karras",
+            "DPMSolverMultistepScheduler",
+            "DPM++ 2M SDE Karras",
             "SDE variant of DPM-Solver++(2M), Karras sigmas; stochastic",
             {**_DPM, "use_karras_sigmas": True, "algorithm_type": "sde-dpmsolver++"},
         ),
-        SchedulerSpec("unipc", "UniPCMultistepScheduler", "UniPC", "UniPC (Zhao et al. 2023)", {"use_karras_sigmas": False}),
-        SchedulerSpec("deis", "DEISMultistepScheduler", "DEIS", "DEIS (Zhang & Chen 2022)", {"use_karras_sigmas": False}),
-        SchedulerSpec("lcm", "LCMScheduler", "LCM", "latent consistency models; 1-8 steps with distilled models",
-                      custom_timesteps=True),
-        SchedulerSpec("flow-euler", "FlowMatchEulerDiscreteScheduler", "Euler",
-                      "flow-matching Euler (Esser et al. 2024); SD 3.x and FLUX.1", custom_timesteps=True, flow=True),
+        SchedulerSpec(
+            "unipc", "UniPCMultistepScheduler", "UniPC", "UniPC (Zhao et al. 2023)", {"use_karras_sigmas": False}
+        ),
+        SchedulerSpec(
+            "deis", "DEISMultistepScheduler", "DEIS", "DEIS (Zhang & Chen 2022)", {"use_karras_sigmas": False}
+        ),
+        SchedulerSpec(
+            "lcm",
+            "LCMScheduler",
+            "LCM",
+            "latent consistency models; 1-8 steps with distilled models",
+            custom_timesteps=True,
+        ),
+        SchedulerSpec(
+            "flow-euler",
+            "FlowMatchEulerDiscreteScheduler",
+            "Euler",
+            "flow-matching Euler (Esser et al. 2024); SD 3.x and FLUX.1",
+            custom_timesteps=True,
+            flow=True,
+        ),
     ]
 }
 

@@ -14,14 +14,29 @@ from diffcli.jobs import Job
 from diffcli.limits import DEEPCACHE_INTERVAL
 
 # Values no model or family decides.
-BUILTIN = {"prompt": "", "negative": "", "cfg_cutoff": 0.0, "shift": 1.0, "num_images": 1, "batch_size": 1,
-           "device": "auto", "dtype": "auto",
-           "prompt_syntax": "a1111",  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
-           "cache": "none",  # step caching is asked for (--cache), never on by itself
-           "vae_decoder": "full"}  # the model's own VAE decodes; a tiny one only when asked (--vae-decoder)
-TASK_BUILTIN = {"img2img": {"strength": 0.6}, "inpaint": {"strength": 1.0, "mask_blur": 4},
-                "outpaint": {"strength": 0.9, "mask_blur": 4, "fill": "blur",  # measured: docs/benchmarks.md
-                             "inpaint_model": "auto"}}  # the family's inpainting model when present (inpaint_model.py)
+BUILTIN = {
+    "prompt": "",
+    "negative": "",
+    "cfg_cutoff": 0.0,
+    "shift": 1.0,
+    "num_images": 1,
+    "batch_size": 1,
+    "device": "auto",
+    "dtype": "auto",
+    "prompt_syntax": "a1111",  # weights work as AUTOMATIC1111 users expect; a prompt without syntax is unchanged
+    "cache": "none",  # step caching is asked for (--cache), never on by itself
+    "vae_decoder": "full",
+}  # the model's own VAE decodes; a tiny one only when asked (--vae-decoder)
+TASK_BUILTIN = {
+    "img2img": {"strength": 0.6},
+    "inpaint": {"strength": 1.0, "mask_blur": 4},
+    "outpaint": {
+        "strength": 0.9,
+        "mask_blur": 4,
+        "fill": "blur",  # measured: docs/benchmarks.md
+        "inpaint_model": "auto",
+    },
+}  # the family's inpainting model when present (inpaint_model.py)
 SINGLE_FILE_SIZE = 512  # a single-file checkpoint has no config to read its native size from
 _FIELDS = {f.name for f in fields(Job)}
 # what a default may set: never the job's LoRA files (a LoRA student's diffcli.json "lora" describes its base)
@@ -34,12 +49,16 @@ def model_layers(ref, layout) -> list[tuple[str, dict]]:
 
     if layout is None:
         family = getattr(ref, "family", None) or "sd1"
-        return [(f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
-                ("native size", {"width": SINGLE_FILE_SIZE, "height": SINGLE_FILE_SIZE}),
-                (f"settings of {ref.name}", dict(ref.defaults))]
+        return [
+            (f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
+            ("native size", {"width": SINGLE_FILE_SIZE, "height": SINGLE_FILE_SIZE}),
+            (f"settings of {ref.name}", dict(ref.defaults)),
+        ]
     family = layout.settings_family  # lcm, flux-schnell, ...: a family variant with its own settings
-    layers = [(f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
-              ("native size", {"width": layout.native_size, "height": layout.native_size})]
+    layers = [
+        (f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
+        ("native size", {"width": layout.native_size, "height": layout.native_size}),
+    ]
     own = ("diffcli.json", {k: v for k, v in layout.defaults.items() if v is not None})
     if getattr(ref, "lora", None) is not None:  # the LoRA's own settings (ref.defaults) beat its base's
         return [*layers, own, ("LoRA's diffcli.json", dict(ref.defaults))]

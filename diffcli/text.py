@@ -12,6 +12,7 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 def escape(text: str, keep_newlines: bool = False) -> str:
     """TEXT with every control character written as a visible escape (\\x1b, \\u202e, ...);
     tabs stay, newlines stay only when KEEP_NEWLINES."""
+
     def sub(m: re.Match) -> str:
         code = ord(m.group())
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from diffcli.errors import UsageError
 
-
 MAX_SHIFT = 10.0
 
 
@@ -33,8 +32,10 @@ def check_sampler(name: str | None, shift: float | None) -> None:
 
     if not spec(name).custom_timesteps:
         able = ", ".join(n for n, s in SCHEDULERS.items() if s.custom_timesteps)
-        raise UsageError(f"--shift {shift:g} does not work with the '{name}' sampler, which cannot take custom "
-                         f"timesteps; use one of: {able}")
+        raise UsageError(
+            f"--shift {shift:g} does not work with the '{name}' sampler, which cannot take custom "
+            f"timesteps; use one of: {able}"
+        )
 
 
 def shift_fraction(u: float, shift: float) -> float:
@@ -58,8 +59,9 @@ def shifted(scheduler, steps: int, shift: float) -> list[int]:
     import inspect
 
     if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
-        raise UsageError(f"--shift does not work with this model's sampler ({type(scheduler).__name__}); "
-                         "choose one with --scheduler")
+        raise UsageError(
+            f"--shift does not work with this model's sampler ({type(scheduler).__name__}); choose one with --scheduler"
+        )
     scheduler.set_timesteps(steps, device="cpu")
     total = int(scheduler.config.num_train_timesteps)
     grid = _grid(scheduler)

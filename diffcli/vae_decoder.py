@@ -30,8 +30,13 @@ from diffcli.errors import UsageError
 FULL, TINY = "full", "tiny"
 DEFAULT = FULL
 # the family's tiny decoder (madebyollin's TAESD repos, diffusers layout)
-FAMILY_DECODERS = {"sd1": "madebyollin/taesd", "sd2": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl",
-                   "sd3": "madebyollin/taesd3", "flux": "madebyollin/taef1"}
+FAMILY_DECODERS = {
+    "sd1": "madebyollin/taesd",
+    "sd2": "madebyollin/taesd",
+    "sdxl": "madebyollin/taesdxl",
+    "sd3": "madebyollin/taesd3",
+    "flux": "madebyollin/taef1",
+}
 _LOADED: dict[tuple, object] = {}  # (settled spec, device, dtype) -> AutoencoderTiny, once per process
 
 
@@ -54,8 +59,10 @@ def settle(job, ref, layout, *, offline: bool = False, progress="quiet"):
     if name is None:
         from diffcli.families import family_of
 
-        raise UsageError(f"--vae-decoder tiny: no tiny decoder is known for {ref.name} (family "
-                         f"{family_of(ref, layout) or 'unknown'}); give an AutoencoderTiny's folder or hub repo id")
+        raise UsageError(
+            f"--vae-decoder tiny: no tiny decoder is known for {ref.name} (family "
+            f"{family_of(ref, layout) or 'unknown'}); give an AutoencoderTiny's folder or hub repo id"
+        )
     path = find(name, offline=offline, progress=progress)
     check_fits(path, name, ref, layout)
     return replace(job, vae_decoder=str(path) if Path(name).expanduser().is_dir() else name)
@@ -78,17 +85,25 @@ def find(name: str, *, offline: bool = False, progress="quiet") -> Path:
     given = Path(name).expanduser()
     if given.is_dir():
         if not is_tiny_dir(given):
-            raise UsageError(f"--vae-decoder {shown(name)}: not an AutoencoderTiny folder (its config.json names "
-                             f"another class, or there is none)")
+            raise UsageError(
+                f"--vae-decoder {shown(name)}: not an AutoencoderTiny folder (its config.json names "
+                f"another class, or there is none)"
+            )
         return given.resolve()
     if name.startswith((".", "/", "~")) or "/" not in name:
-        raise UsageError(f"--vae-decoder {shown(name)}: no such folder; use full, tiny, a hub repo id (org/name) "
-                         f"or an AutoencoderTiny folder")
+        raise UsageError(
+            f"--vae-decoder {shown(name)}: no such folder; use full, tiny, a hub repo id (org/name) "
+            f"or an AutoencoderTiny folder"
+        )
     from diffcli.models.resolve import local_repo
 
-    path = local_repo(name, offline=offline, progress=progress,
-                      not_here=f"--vae-decoder: {name} is not downloaded (and nothing is fetched here); run "
-                               f"`diffcli models pull {name}` while online")
+    path = local_repo(
+        name,
+        offline=offline,
+        progress=progress,
+        not_here=f"--vae-decoder: {name} is not downloaded (and nothing is fetched here); run "
+        f"`diffcli models pull {name}` while online",
+    )
     if not is_tiny_dir(path):
         raise UsageError(f"--vae-decoder {shown(name)}: not an AutoencoderTiny (its config.json names another class)")
     return path
@@ -120,11 +135,15 @@ def check_fits(path: Path, name: str, ref, layout) -> None:
     vae = _config(Path(ref.path) / "vae") if getattr(ref, "kind", "diffusers") == "diffusers" else {}
     channels = (vae.get("latent_channels"), own.get("latent_channels", 4))
     if vae and channels[0] != channels[1]:
-        raise UsageError(f"--vae-decoder {shown(name)}: it decodes {channels[1]}-channel latents; {ref.name} makes "
-                         f"{channels[0]}-channel ones")
+        raise UsageError(
+            f"--vae-decoder {shown(name)}: it decodes {channels[1]}-channel latents; {ref.name} makes "
+            f"{channels[0]}-channel ones"
+        )
     if layout is not None and scale_factor(own) != layout.vae_scale_factor:
-        raise UsageError(f"--vae-decoder {shown(name)}: it decodes at {scale_factor(own)} pixels per latent; "
-                         f"{ref.name}'s VAE at {layout.vae_scale_factor}")
+        raise UsageError(
+            f"--vae-decoder {shown(name)}: it decodes at {scale_factor(own)} pixels per latent; "
+            f"{ref.name}'s VAE at {layout.vae_scale_factor}"
+        )
 
 
 def label(spec: str | None) -> str | None:
@@ -144,8 +163,13 @@ def load(spec: str, choice):
         from diffcli.device import torch_dtype
 
         path = Path(spec) if Path(spec).is_dir() else find(spec, offline=True)
-        model = loading.from_pretrained(AutoencoderTiny, str(path), torch_dtype=torch_dtype(choice.dtype),
-                                        local_files_only=True, use_safetensors=True)
+        model = loading.from_pretrained(
+            AutoencoderTiny,
+            str(path),
+            torch_dtype=torch_dtype(choice.dtype),
+            local_files_only=True,
+            use_safetensors=True,
+        )
         _LOADED[key] = model.to(choice.device).eval()
     return _LOADED[key]
 

@@ -26,7 +26,12 @@ def subprocess_cli(*args: str, env: dict | None = None, timeout: float = 300, **
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "diffcli", *map(str, args)],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=kwargs.pop("cwd", None), **kwargs,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=kwargs.pop("cwd", None),
+        **kwargs,
     )
 
 

@@ -14,8 +14,16 @@ UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
-def build_peft_lora(model_dir: Path, out: Path, *, seed: int, rank: int = 4, text_encoder: bool = False,
-                    scale: float = 0.3, keys: str = "diffusers") -> Path:
+def build_peft_lora(
+    model_dir: Path,
+    out: Path,
+    *,
+    seed: int,
+    rank: int = 4,
+    text_encoder: bool = False,
+    scale: float = 0.3,
+    keys: str = "diffusers",
+) -> Path:
     """A .safetensors LoRA for MODEL_DIR with KEYS "diffusers" (what diffusers' training scripts save:
     `lora.down`/`lora.up`) or "peft" (peft's own `lora_A`/`lora_B`)."""
     import torch
@@ -32,7 +40,8 @@ def build_peft_lora(model_dir: Path, out: Path, *, seed: int, rank: int = 4, tex
         te = CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder")
         layers["text_encoder_lora_layers"] = {
             f"text_model.{name}.lora_{ab}.weight": torch.randn(shape) * scale  # real files' module names
-            for name, m in te.named_modules() if name.endswith(tuple(TEXT_TARGETS))
+            for name, m in te.named_modules()
+            if name.endswith(tuple(TEXT_TARGETS))
             for ab, shape in (("A", (rank, m.in_features)), ("B", (m.out_features, rank)))
         }
     out = Path(out)
@@ -61,8 +70,12 @@ def to_kohya(peft_file: Path, out: Path, rank: int = 4) -> Path:
     kohya = {}
     for key, value in load_file(str(peft_file)).items():
         prefix, _, rest = key.partition(".")
-        for part, kind in ((".lora_A.weight", "down"), (".lora.down.weight", "down"), (".lora_B.weight", "up"),
-                           (".lora.up.weight", "up")):
+        for part, kind in (
+            (".lora_A.weight", "down"),
+            (".lora.down.weight", "down"),
+            (".lora_B.weight", "up"),
+            (".lora.up.weight", "up"),
+        ):
             if rest.endswith(part):
                 module = rest.removesuffix(part)  # "down_blocks.1....to_q"
                 break

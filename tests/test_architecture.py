@@ -25,7 +25,7 @@ def _imports() -> dict[str, set[tuple[str, str | None]]]:
         package = module.split(".") if parts[-1] == "__init__" else module.split(".")[:-1]
         for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level:  # `from . import x`, `from .x import y`
-                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+                base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
                 deps.update((base, alias.name) for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("diffcli"):
                 deps.update((node.module, alias.name) for alias in node.names)
@@ -67,17 +67,30 @@ def test_the_runtime_never_imports_training():
     assert all(doors <= {dep for dep, _ in imports[m]} for m, doors in DOORS_INTO_TRAINING.items())  # still used
     assert _runtime_imports_of_training(imports) == {}
     # and it is the rule that says so: a runtime import of training, or the door going further, is caught
-    assert _runtime_imports_of_training(imports | {
-        "diffcli.run": {("diffcli.training.common", "Budget")},
-        "diffcli.control": {("diffcli", "training")},
-        "diffcli.distill.runner": {("diffcli.training.distill.trainer", "train"), ("diffcli.training.distill", "lcm")},
-    }) == {"diffcli.control": ["diffcli.training"], "diffcli.distill.runner": ["diffcli.training.distill.lcm"],
-           "diffcli.run": ["diffcli.training.common"]}
+    assert _runtime_imports_of_training(
+        imports
+        | {
+            "diffcli.run": {("diffcli.training.common", "Budget")},
+            "diffcli.control": {("diffcli", "training")},
+            "diffcli.distill.runner": {
+                ("diffcli.training.distill.trainer", "train"),
+                ("diffcli.training.distill", "lcm"),
+            },
+        }
+    ) == {
+        "diffcli.control": ["diffcli.training"],
+        "diffcli.distill.runner": ["diffcli.training.distill.lcm"],
+        "diffcli.run": ["diffcli.training.common"],
+    }
 
 
 def test_no_module_imports_another_modules_private_names():
-    offenders = sorted((m, f"{dep}.{name}") for m, deps in _imports().items() for dep, name in deps
-                       if name and name.startswith("_") and not name.startswith("__") and dep != m)
+    offenders = sorted(
+        (m, f"{dep}.{name}")
+        for m, deps in _imports().items()
+        for dep, name in deps
+        if name and name.startswith("_") and not name.startswith("__") and dep != m
+    )
     assert offenders == []
 
 
@@ -98,8 +111,12 @@ def test_every_model_load_goes_through_diffcli_loading():
         if file.name == "loading.py" and file.parent == PACKAGE:
             continue
         for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LOADERS \
-                    and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "loading"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in LOADERS
+                and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "loading")
+            ):
                 offenders.append(f"{file.relative_to(PACKAGE.parent)}:{node.lineno} {node.func.attr}")
     assert offenders == []
 
@@ -116,8 +133,14 @@ FRONT_DOORS = {
     "diffcli.serve": set(),
 }
 # models/ (names -> local files) sits below the engine: besides itself it may import only these leaves
-MODELS_MAY_IMPORT = {"diffcli.errors", "diffcli.paths", "diffcli.text", "diffcli.loading", "diffcli.limits",
-                     "diffcli.bundled"}
+MODELS_MAY_IMPORT = {
+    "diffcli.errors",
+    "diffcli.paths",
+    "diffcli.text",
+    "diffcli.loading",
+    "diffcli.limits",
+    "diffcli.bundled",
+}
 
 
 def _graph() -> dict[str, dict[str, set[str]]]:
@@ -193,24 +216,32 @@ def test_the_import_graph_has_no_circles():
     graph = _graph()
     report = []
     for members in _circles(graph):
-        ties = [f"  {a} -> {b}: {', '.join(sorted(graph[a][b]))}" for a in members for b in sorted(graph[a])
-                if b in members]
+        ties = [
+            f"  {a} -> {b}: {', '.join(sorted(graph[a][b]))}" for a in members for b in sorted(graph[a]) if b in members
+        ]
         report.append(f"circle of {len(members)}: {', '.join(members)}\n" + "\n".join(ties))
     assert not report, "import circles:\n" + "\n".join(report)
 
 
 def test_nothing_imports_a_front_door_from_below():
-    upward = [f"{a} -> {b}: {', '.join(sorted(names))}" for a, edges in sorted(_graph().items())
-              for b, names in sorted(edges.items())
-              if _door(b) and _door(a) != _door(b) and _door(b) not in FRONT_DOORS.get(_door(a), set())]
+    upward = [
+        f"{a} -> {b}: {', '.join(sorted(names))}"
+        for a, edges in sorted(_graph().items())
+        for b, names in sorted(edges.items())
+        if _door(b) and _door(a) != _door(b) and _door(b) not in FRONT_DOORS.get(_door(a), set())
+    ]
     assert not upward, "front doors imported from below:\n" + "\n".join(upward)
 
 
 def test_models_import_only_models_and_leaves():
     """models/ turns names into local files; the engine and its features (control, pipelines, ...) use it."""
-    upward = [f"{a} -> {b}: {', '.join(sorted(names))}" for a, edges in sorted(_graph().items())
-              if a == "diffcli.models" or a.startswith("diffcli.models.") for b, names in sorted(edges.items())
-              if not b.startswith("diffcli.models") and b not in MODELS_MAY_IMPORT]
+    upward = [
+        f"{a} -> {b}: {', '.join(sorted(names))}"
+        for a, edges in sorted(_graph().items())
+        if a == "diffcli.models" or a.startswith("diffcli.models.")
+        for b, names in sorted(edges.items())
+        if not b.startswith("diffcli.models") and b not in MODELS_MAY_IMPORT
+    ]
     assert not upward, "models/ importing upward:\n" + "\n".join(upward)
 
 

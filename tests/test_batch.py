@@ -22,8 +22,12 @@ def _events(result) -> list[dict]:
 
 def test_a_batch_job_makes_the_same_pixels_as_the_command(tiny_sd, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text(json.dumps({"prompt": "red house", "seed": 5, "cfg": 3.0}) + "\n"
-                    + json.dumps({"prompt": "blue car", "seed": 9, "num_images": 2}) + "\n")
+    jobs.write_text(
+        json.dumps({"prompt": "red house", "seed": 5, "cfg": 3.0})
+        + "\n"
+        + json.dumps({"prompt": "blue car", "seed": 9, "num_images": 2})
+        + "\n"
+    )
     from diffcli.pipelines import release_models
 
     release_models()  # earlier tests in this process may hold the model
@@ -80,8 +84,10 @@ def test_keep_going_with_every_line_rejected_exits_1(tiny_sd, tmp_path):
     assert [e["jobs_failed"] for e in _events(r) if e["event"] == "batch_done"] == [3]
     assert not (tmp_path / "o").exists()  # nothing ran: the folder it made for the run is gone again
     # shards share the bad lines out as they share the jobs: together they count each one once
-    shards = [cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--keep-going", "--json",
-                  "--shard", f"{i}/2") for i in range(2)]
+    shards = [
+        cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--keep-going", "--json", "--shard", f"{i}/2")
+        for i in range(2)
+    ]
     assert sum(e["jobs_failed"] for s in shards for e in _events(s) if e["event"] == "batch_done") == 3
     assert [s.exit_code for s in shards] == [1, 1]
 
@@ -90,8 +96,10 @@ def test_shards_together_make_what_one_run_makes(tiny_sd, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt number {i}\n" for i in range(5)))
     whole = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "whole", "-q")
-    parts = [cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "parts", "-q", "--shard", f"{i}/2")
-             for i in range(2)]
+    parts = [
+        cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "parts", "-q", "--shard", f"{i}/2")
+        for i in range(2)
+    ]
     assert whole.exit_code == 0 and all(p.exit_code == 0 for p in parts)
     assert [len(p.stdout.split()) for p in parts] == [3, 2]  # disjoint shares
     names = sorted(p.name for p in (tmp_path / "whole").glob("*.png"))
@@ -106,8 +114,22 @@ def test_kill_9_then_rerun_finishes_without_redoing_anything(tiny_sd, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"scene {i}\n" for i in range(12)))
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "diffcli", "batch", str(prompts), "-m", str(tiny_sd), "--steps", "20",
-           "--dtype", "float32", "-o", str(out), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffcli",
+        "batch",
+        str(prompts),
+        "-m",
+        str(tiny_sd),
+        "--steps",
+        "20",
+        "--dtype",
+        "float32",
+        "-o",
+        str(out),
+        "--json",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     saved = 0
@@ -132,8 +154,12 @@ def test_kill_9_then_rerun_finishes_without_redoing_anything(tiny_sd, tmp_path):
 
 def test_jobs_that_agree_are_denoised_together(tiny_sd, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
-    lines = [{"prompt": "red house", "seed": 1}, {"prompt": "blue car", "seed": 2, "num_images": 2},
-             {"prompt": "other size", "seed": 3, "width": 48, "height": 48}, {"prompt": "snow", "seed": 4}]
+    lines = [
+        {"prompt": "red house", "seed": 1},
+        {"prompt": "blue car", "seed": 2, "num_images": 2},
+        {"prompt": "other size", "seed": 3, "width": 48, "height": 48},
+        {"prompt": "snow", "seed": 4},
+    ]
     jobs.write_text("".join(json.dumps(x) + "\n" for x in lines))
     alone = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "a", "--json")
     together = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "b", "--json", "--batch-size", "4")
@@ -159,8 +185,10 @@ def test_derived_seeds_stay_those_of_earlier_versions(tmp_path):
 
     text, jsonl = tmp_path / "jobs.txt", tmp_path / "jobs.jsonl"
     text.write_text("red house\nred house\nblue tree\n")
-    jsonl.write_text('{"prompt": "red house", "cache": null}\n{"prompt": "red house"}\n'
-                     '{"prompt": "blue tree", "vae_decoder": null}\n')
+    jsonl.write_text(
+        '{"prompt": "red house", "cache": null}\n{"prompt": "red house"}\n'
+        '{"prompt": "blue tree", "vae_decoder": null}\n'
+    )
     expected = [18374733, 1132400627, 1107456660]
     for source in (text, jsonl):
         assert [line.job.seed for line in read_lines(str(source), Job(task="txt2img"), False, print)] == expected
@@ -186,46 +214,79 @@ def test_a_run_of_an_earlier_version_resumes_without_redoing_its_jobs(tmp_path):
     image, mask = tmp_path / "in.png", tmp_path / "mask.png"
     Image.new("RGB", (64, 64), (40, 90, 160)).save(image)
     Image.new("L", (64, 64), 255).save(mask)
-    lines = [{"prompt": "red house on the left", "seed": 7}, {"prompt": "blue tree", "seed": 3, "steps": 3, "cfg": 4.5},
-             {"prompt": "red house"},  # its derived seed, 18374733, is in the key
-             {"task": "img2img", "image": str(image), "prompt": "watercolor", "seed": 11, "strength": 0.5},
-             {"task": "inpaint", "image": str(image), "mask": str(mask), "prompt": "a red door", "seed": 12},
-             {"task": "outpaint", "image": str(image), "extend": "16,0,16,0", "prompt": "snowy ground", "seed": 13}]
+    lines = [
+        {"prompt": "red house on the left", "seed": 7},
+        {"prompt": "blue tree", "seed": 3, "steps": 3, "cfg": 4.5},
+        {"prompt": "red house"},  # its derived seed, 18374733, is in the key
+        {"task": "img2img", "image": str(image), "prompt": "watercolor", "seed": 11, "strength": 0.5},
+        {"task": "inpaint", "image": str(image), "mask": str(mask), "prompt": "a red door", "seed": 12},
+        {"task": "outpaint", "image": str(image), "extend": "16,0,16,0", "prompt": "snowy ground", "seed": 13},
+    ]
 
     # A key is the input image's absolute path, among the rest: for the lines with one, c0101a9's key is
     # remade here as its batch.settled_key made it, from the settled fields it hashed (its Job's fields,
     # unset ones null, and the model's fingerprint), with this test's paths in place of the ones it had.
-    settled = {"negative": "", "steps": 15, "cfg": 5.0, "cfg_cutoff": 0.3, "shift": 1.0, "width": 64, "height": 64,
-               "num_images": 1, "scheduler": "dpm++2m", "prompt_syntax": "a1111"}
+    settled = {
+        "negative": "",
+        "steps": 15,
+        "cfg": 5.0,
+        "cfg_cutoff": 0.3,
+        "shift": 1.0,
+        "width": 64,
+        "height": 64,
+        "num_images": 1,
+        "scheduler": "dpm++2m",
+        "prompt_syntax": "a1111",
+    }
 
     def c0101a9_key(**job) -> str:
         payload = {"job": {**dict.fromkeys(HASHED_ALWAYS), **settled, **job}, "model": "6d7b5ab872"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
-    keys = ["3e87b819037a511d", "80edf8f5ed684d73", "cab4b8944fd7fd6f",
-            c0101a9_key(task="img2img", prompt="watercolor", seed=11, strength=0.5, image=str(image)),
-            c0101a9_key(task="inpaint", prompt="a red door", seed=12, strength=1.0, image=str(image), mask=str(mask),
-                        mask_blur=4),
-            c0101a9_key(task="outpaint", prompt="snowy ground", seed=13, width=96, strength=0.9, image=str(image),
-                        mask_blur=4, extend="16,0,16,0", fill="blur")]
+    keys = [
+        "3e87b819037a511d",
+        "80edf8f5ed684d73",
+        "cab4b8944fd7fd6f",
+        c0101a9_key(task="img2img", prompt="watercolor", seed=11, strength=0.5, image=str(image)),
+        c0101a9_key(
+            task="inpaint", prompt="a red door", seed=12, strength=1.0, image=str(image), mask=str(mask), mask_blur=4
+        ),
+        c0101a9_key(
+            task="outpaint",
+            prompt="snowy ground",
+            seed=13,
+            width=96,
+            strength=0.9,
+            image=str(image),
+            mask_blur=4,
+            extend="16,0,16,0",
+            fill="blur",
+        ),
+    ]
     assert c0101a9_key(task="txt2img", prompt="red house on the left", seed=7) == keys[0]  # remade as c0101a9 made it
     jobs, out = tmp_path / "jobs.jsonl", tmp_path / "out"
     jobs.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out.mkdir()
-    names = [f"{n:05d}-{key[:8]}-{line.get('seed', 18374733)}-{line['prompt'].replace(' ', '_')}.png"
-             for n, (key, line) in enumerate(zip(keys, lines), 1)]
+    names = [
+        f"{n:05d}-{key[:8]}-{line.get('seed', 18374733)}-{line['prompt'].replace(' ', '_')}.png"
+        for n, (key, line) in enumerate(zip(keys, lines), 1)
+    ]
     for name, key in zip(names, keys):  # each image records its job's key, as c0101a9's images do
         info = PngImagePlugin.PngInfo()
         info.add_text("diffcli", json.dumps({"diffcli": "0.1.0", "batch_key": key}))
         Image.new("RGB", (64, 64)).save(out / name, pnginfo=info)
-    (out / "diffcli-manifest.jsonl").write_text("".join(  # as c0101a9 wrote it
-        json.dumps({"key": key, "line": n, "paths": [name], "t": 1796148117.834}) + "\n"
-        for n, (key, name) in enumerate(zip(keys, names), 1)))
+    (out / "diffcli-manifest.jsonl").write_text(
+        "".join(  # as c0101a9 wrote it
+            json.dumps({"key": key, "line": n, "paths": [name], "t": 1796148117.834}) + "\n"
+            for n, (key, name) in enumerate(zip(keys, names), 1)
+        )
+    )
     r = cli("batch", jobs, "-o", out, "--json")
     assert r.exit_code == 0, r.stderr
     events = _events(r)
     assert [(e["line"], e["key"], e["reason"]) for e in events if e["event"] == "job_skipped"] == [
-        (n, key, "done") for n, key in enumerate(keys, 1)]
+        (n, key, "done") for n, key in enumerate(keys, 1)
+    ]
     assert not [e for e in events if e["event"] == "job"]
     assert sorted(json.loads(x)["path"] for x in r.stdout.splitlines()) == sorted(str(out / n) for n in names)
 
@@ -253,8 +314,15 @@ def test_a_manifest_line_counts_only_for_an_image_in_the_folder_that_carries_its
     Image.new("RGB", (32, 32)).save(out / "plain.png")  # in the folder, but no key
     (out / "link.png").symlink_to(tmp_path / "outside.png")  # in the folder, a link to an image with the key
     manifest = out / "diffcli-manifest.jsonl"
-    for paths in (["/etc/passwd"], [str(made)], ["../outside.png"], ["../first/" + name], ["plain.png"], ["link.png"],
-                  [name, "/etc/passwd"]):
+    for paths in (
+        ["/etc/passwd"],
+        [str(made)],
+        ["../outside.png"],
+        ["../first/" + name],
+        ["plain.png"],
+        ["link.png"],
+        [name, "/etc/passwd"],
+    ):
         manifest.write_text(json.dumps({"key": key, "line": 1, "paths": paths, "t": 1.0}) + "\n")
         r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", out, "--json")
         assert r.exit_code == 0, (paths, r.stderr)
@@ -317,8 +385,13 @@ def test_a_live_run_keeps_its_names(tiny_sd, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("red house\n")
     slow = ["-m", str(tiny_sd), "--steps", "1000", "--dtype", "float32", "-o", str(tmp_path / "o")]
-    live = subprocess.Popen([sys.executable, "-m", "diffcli", "batch", str(prompts), *slow, "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    live = subprocess.Popen(
+        [sys.executable, "-m", "diffcli", "batch", str(prompts), *slow, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     try:
         wait_for_first_step(live.stderr, timeout=120)
         r = cli("batch", prompts, *slow)

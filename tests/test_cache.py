@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tiny_models
 from diffcli.cache import check, parse, settled
 from diffcli.errors import UsageError
 from diffcli.jobs import Job
 from diffcli.metadata import parameters_fields
+
+import tiny_models
 from helpers import cli, heavy_imports, pixels, written
 
 FAST = ["--dtype", "float32", "--quiet", "--no-server"]
@@ -31,8 +32,10 @@ class Counter:
 
         self.unet = load_base(resolve(str(model)), choose("auto", "float32")).unet  # the engine's cached model
         self.calls = self.deep = 0
-        self.handles = [self.unet.register_forward_hook(lambda *a: self._count("calls")),
-                        self.unet.down_blocks[1].resnets[0].register_forward_hook(lambda *a: self._count("deep"))]
+        self.handles = [
+            self.unet.register_forward_hook(lambda *a: self._count("calls")),
+            self.unet.down_blocks[1].resnets[0].register_forward_hook(lambda *a: self._count("deep")),
+        ]
 
     def _count(self, name: str) -> None:
         setattr(self, name, getattr(self, name) + 1)
@@ -116,10 +119,27 @@ def test_cached_pixels_are_close_recorded_replayed_and_the_next_plain_job_is_exa
     assert np.array_equal(pixels(uncached), pixels(plain))  # after cached jobs: exactly the plain pixels
     # a batch file: lines with and without the cache are not denoised together, each as its command
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text(json.dumps({"prompt": "red house", "seed": 7, "cache": "deepcache:3"}) + "\n"
-                    + json.dumps({"prompt": "red house", "seed": 7, "num_images": 1}) + "\n")
-    b = cli("batch", jobs, "-m", tiny_sd, "--steps", "4", "--batch-size", "2", "--dtype", "float32", "-q",
-            "-o", tmp_path / "b")
+    jobs.write_text(
+        json.dumps({"prompt": "red house", "seed": 7, "cache": "deepcache:3"})
+        + "\n"
+        + json.dumps({"prompt": "red house", "seed": 7, "num_images": 1})
+        + "\n"
+    )
+    b = cli(
+        "batch",
+        jobs,
+        "-m",
+        tiny_sd,
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--dtype",
+        "float32",
+        "-q",
+        "-o",
+        tmp_path / "b",
+    )
     assert b.exit_code == 0, b.stderr
     made = [Path(p) for p in b.stdout.split()]
     assert [json.loads(Image.open(p).info["diffcli"])["job"]["cache"] for p in made] == ["deepcache:3", "none"]
@@ -150,14 +170,32 @@ def test_sdxl_inpainting_and_controlnet_models_run_with_the_cache(tiny_sdxl, tin
     m = np.zeros((32, 32), np.uint8)
     m[8:24, 8:24] = 255
     Image.fromarray(m).save(mask)
-    cases = [(tiny_sdxl, ["txt2img", "red house"]),
-             (tiny_inpaint, ["inpaint", image, "a red door", "--mask", mask]),
-             (tiny_sd, ["txt2img", "red house", "--control", f"{tiny_cn}:{image}"])]
+    cases = [
+        (tiny_sdxl, ["txt2img", "red house"]),
+        (tiny_inpaint, ["inpaint", image, "a red door", "--mask", mask]),
+        (tiny_sd, ["txt2img", "red house", "--control", f"{tiny_cn}:{image}"]),
+    ]
     for model, args in cases:
         counter = Counter(model)
         try:
-            made = _one(cli(*args, "-m", model, "--steps", "3", "--scheduler", "euler", "--seed", "1",
-                            "--cache", "deepcache:2", *FAST, "-o", tmp_path / "o"))
+            made = _one(
+                cli(
+                    *args,
+                    "-m",
+                    model,
+                    "--steps",
+                    "3",
+                    "--scheduler",
+                    "euler",
+                    "--seed",
+                    "1",
+                    "--cache",
+                    "deepcache:2",
+                    *FAST,
+                    "-o",
+                    tmp_path / "o",
+                )
+            )
             assert (counter.calls, counter.deep) == (3, 2) and counter.untouched(), model
             assert pixels(made).std() > 0
         finally:

@@ -3,6 +3,7 @@
 import json
 
 from diffcli.fit import verdicts, weights_gib
+
 from helpers import cli
 
 

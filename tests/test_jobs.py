@@ -21,22 +21,34 @@ def test_seed_sequence_is_documented_and_wraps():
     assert with_seed(Job()).seed is not None
 
 
-@pytest.mark.parametrize("job", [Job(task="img2img"), Job(task="inpaint", image="x"), Job(seed=-1), Job(steps=0),
-                                 Job(task="nope"), Job(mask_blur=-2)])
+@pytest.mark.parametrize(
+    "job",
+    [
+        Job(task="img2img"),
+        Job(task="inpaint", image="x"),
+        Job(seed=-1),
+        Job(steps=0),
+        Job(task="nope"),
+        Job(mask_blur=-2),
+    ],
+)
 def test_invalid_jobs(job):
     with pytest.raises(UsageError):
         validate(job)
 
 
-@pytest.mark.parametrize("changes, needle", [
-    ({"steps": 10**23}, "--steps"),
-    ({"steps": 5000}, "--steps"),
-    ({"num_images": 10**9}, "--num-images"),
-    ({"width": 100_000}, "--width"),
-    ({"cfg": float("inf")}, "--cfg"),
-    ({"cfg": float("nan")}, "--cfg"),
-    ({"shift": float("nan")}, "--shift"),
-])
+@pytest.mark.parametrize(
+    "changes, needle",
+    [
+        ({"steps": 10**23}, "--steps"),
+        ({"steps": 5000}, "--steps"),
+        ({"num_images": 10**9}, "--num-images"),
+        ({"width": 100_000}, "--width"),
+        ({"cfg": float("inf")}, "--cfg"),
+        ({"cfg": float("nan")}, "--cfg"),
+        ({"shift": float("nan")}, "--shift"),
+    ],
+)
 def test_absurd_values_are_refused(changes, needle):
     from diffcli.jobs import Job, validate
 
@@ -57,13 +69,16 @@ def test_pixel_limit_counts_the_batch():
     assert 512 * 512 <= default_max_pixels() <= 4096 * 4096
 
 
-@pytest.mark.parametrize("data, needle", [
-    ({"steps": "4"}, "'steps' must be an integer, not a string"),
-    ({"seed": 1.5}, "'seed' must be an integer, not a number"),
-    ({"cfg": True}, "'cfg' must be a number, not a boolean"),
-    ({"prompt": ["a"]}, "'prompt' must be a string, not a list"),
-    (["not", "an", "object"], "must be a JSON object, not a list"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"steps": "4"}, "'steps' must be an integer, not a string"),
+        ({"seed": 1.5}, "'seed' must be an integer, not a number"),
+        ({"cfg": True}, "'cfg' must be a number, not a boolean"),
+        ({"prompt": ["a"]}, "'prompt' must be a string, not a list"),
+        (["not", "an", "object"], "must be a JSON object, not a list"),
+    ],
+)
 def test_recorded_jobs_are_type_checked(data, needle):
     from diffcli.jobs import Job
 

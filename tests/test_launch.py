@@ -43,8 +43,16 @@ def _adapters(tiny_sd, root) -> list[str]:
     edges = Image.new("RGB", (32, 32))
     ImageDraw.Draw(edges).rectangle([6, 8, 20, 27], fill=(255, 255, 255))
     edges.save(root / "map.png")
-    return ["--lora", str(a), "--lora", f"{b}:0.5",
-            "--control", f"{cn}:{root / 'map.png'}:0.5", "--control", f"{cn}:{root / 'map.png'}:1:0:0.5"]
+    return [
+        "--lora",
+        str(a),
+        "--lora",
+        f"{b}:0.5",
+        "--control",
+        f"{cn}:{root / 'map.png'}:0.5",
+        "--control",
+        f"{cn}:{root / 'map.png'}:1:0:0.5",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +89,9 @@ def _events(stderr: str) -> list[dict]:
 def test_accelerate_two_processes_make_the_files_of_one(single, tmp_path):
     jobs, single_out, flags = single
     out = tmp_path / "out"
-    r = subprocess_cli("batch", jobs, *flags, "-o", out, "--json",
-                       "--launcher", "accelerate", "--processes", "2", env=ONE_THREAD)
+    r = subprocess_cli(
+        "batch", jobs, *flags, "-o", out, "--json", "--launcher", "accelerate", "--processes", "2", env=ONE_THREAD
+    )
     assert r.returncode == 1, r.stderr  # a job failed on one rank: the whole run says so
     made = [json.loads(line)["path"] for line in r.stdout.splitlines()]
     assert len(made) == 4 == len(set(made))  # every file once on stdout, none twice
@@ -92,8 +101,9 @@ def test_accelerate_two_processes_make_the_files_of_one(single, tmp_path):
     assert any(e["event"] == "warning" and "line 5" in e["message"] for e in events)
     assert sum(e["jobs_failed"] for e in events if e["event"] == "batch_done") == 2  # the lost job, the bad line
     _same_files(out, single_out)
-    again = subprocess_cli("batch", jobs, *flags, "-o", out, "-q", "--launcher", "accelerate", "--processes", "2",
-                           env=ONE_THREAD)
+    again = subprocess_cli(
+        "batch", jobs, *flags, "-o", out, "-q", "--launcher", "accelerate", "--processes", "2", env=ONE_THREAD
+    )
     assert again.returncode == 1 and sorted(again.stdout.split()) == sorted(made)  # finished jobs are listed
 
 
@@ -102,8 +112,20 @@ def test_ray_two_workers_make_the_files_of_one(single, tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local Ray, started and stopped by the command
     jobs, single_out, flags = single
     out = tmp_path / "out"
-    r = subprocess_cli("batch", jobs, *flags, "-o", out, "--json", "--launcher", "ray",
-                       "--processes", "2", env=ONE_THREAD, cwd=tmp_path)
+    r = subprocess_cli(
+        "batch",
+        jobs,
+        *flags,
+        "-o",
+        out,
+        "--json",
+        "--launcher",
+        "ray",
+        "--processes",
+        "2",
+        env=ONE_THREAD,
+        cwd=tmp_path,
+    )
     assert r.returncode == 1, r.stderr
     made = [json.loads(line)["path"] for line in r.stdout.splitlines()]
     assert len(made) == 4 == len(set(made))
@@ -116,17 +138,20 @@ def test_ray_two_workers_make_the_files_of_one(single, tmp_path, monkeypatch):
 def test_launcher_flags_are_checked_before_anything_starts(tmp_path, monkeypatch):
     jobs = tmp_path / "p.txt"
     jobs.write_text("a castle\n")
-    for args, message in ((["--processes", "2"], "--processes needs --launcher"),
-                          (["--launcher", "slurm"], "invalid --launcher 'slurm'"),
-                          (["--launcher", "accelerate", "--address", "auto"], "--address needs --launcher ray"),
-                          (["--launcher", "ray", "--processes", "0"], "--processes must be at least 1")):
+    for args, message in (
+        (["--processes", "2"], "--processes needs --launcher"),
+        (["--launcher", "slurm"], "invalid --launcher 'slurm'"),
+        (["--launcher", "accelerate", "--address", "auto"], "--address needs --launcher ray"),
+        (["--launcher", "ray", "--processes", "0"], "--processes must be at least 1"),
+    ):
         r = cli("batch", jobs, "-o", tmp_path / "o", *args)
         assert r.exit_code == 2 and message in r.stderr and r.stdout == "", (args, r.stderr)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     r = cli("batch", jobs, "-o", tmp_path / "o", "--launcher", "ray")
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
-        "diffcli: error: --launcher ray needs Ray, which is not installed here: pip install 'diffcli[ray]'"]
+        "diffcli: error: --launcher ray needs Ray, which is not installed here: pip install 'diffcli[ray]'"
+    ]
     assert not (tmp_path / "o").exists()
 
 
@@ -139,10 +164,32 @@ def test_a_rank_is_given_every_option_as_the_user_gave_it():
     from diffcli.launch import _shared_flags
 
     command = typer.main.get_command(app).commands["batch"]
-    given = ["--lora", "a b.safetensors", "--lora", "b.safetensors:0.5", "--control", "seg:m.png:0.5",
-             "--control", "canny:m.png:1:0:0.5", "--negative", "-blurry, --json", "--cfg", "3.5", "--seed", "0",
-             "--keep-going", "-o", "out dir/", "--launcher", "accelerate", "--processes", "2", "--json",
-             "--", "-jobs.jsonl"]
+    given = [
+        "--lora",
+        "a b.safetensors",
+        "--lora",
+        "b.safetensors:0.5",
+        "--control",
+        "seg:m.png:0.5",
+        "--control",
+        "canny:m.png:1:0:0.5",
+        "--negative",
+        "-blurry, --json",
+        "--cfg",
+        "3.5",
+        "--seed",
+        "0",
+        "--keep-going",
+        "-o",
+        "out dir/",
+        "--launcher",
+        "accelerate",
+        "--processes",
+        "2",
+        "--json",
+        "--",
+        "-jobs.jsonl",
+    ]
     params = command.make_context("batch", given).params
     assert params["lora"] == ("a b.safetensors", "b.safetensors:0.5") and params["source"] == "-jobs.jsonl"
     rank = command.make_context("batch", _shared_flags(params)).params
@@ -150,9 +197,10 @@ def test_a_rank_is_given_every_option_as_the_user_gave_it():
 
 
 def test_batch_help_loads_neither_torch_nor_ray():
-    code = ("import sys\nfrom diffcli.cli.app import main\nsys.argv = ['diffcli', 'batch', '--help']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'ray', 'accelerate', 'diffusers') if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={**os.environ})
+    code = (
+        "import sys\nfrom diffcli.cli.app import main\nsys.argv = ['diffcli', 'batch', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'ray', 'accelerate', 'diffusers') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ})
     assert "--launcher" in r.stdout and r.stdout.strip().splitlines()[-1] == "[]", r.stderr

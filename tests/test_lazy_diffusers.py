@@ -40,8 +40,10 @@ def test_a_stable_diffusion_import_leaves_the_other_models_unimported_yet_reacha
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     # the SD UNet's blocks need only these two of the 76 transformer modules
-    assert seen["after_sd"] == ["diffusers.models.transformers.dual_transformer_2d",
-                                "diffusers.models.transformers.transformer_2d"]
+    assert seen["after_sd"] == [
+        "diffusers.models.transformers.dual_transformer_2d",
+        "diffusers.models.transformers.transformer_2d",
+    ]
     assert seen["dc_autoencoder"] is False
     assert seen["same_class"] is True and seen["lazy"] == "LazyPackage"
     assert seen["names"] == ["ControlNetModel", "SD3Transformer2DModel", "apply_first_block_cache"]
@@ -58,8 +60,10 @@ def test_every_lazy_package_of_this_diffusers_is_a_plain_list_of_imports():
 
 
 def test_public_names_reads_imports_and_refuses_anything_else():
-    source = ('"""doc"""\nfrom ...utils import is_torch_available\nif is_torch_available():\n'
-              '    from .a import A, B as C\n    from .b import (\n        D,\n        E,\n    )\n')
+    source = (
+        '"""doc"""\nfrom ...utils import is_torch_available\nif is_torch_available():\n'
+        "    from .a import A, B as C\n    from .b import (\n        D,\n        E,\n    )\n"
+    )
     assert public_names(source) == {"A": "a", "C": "a", "D": "b", "E": "b"}
     assert public_names(source + "X = 1\n") is None
     assert public_names(source + "def f():\n    pass\n") is None

@@ -57,8 +57,10 @@ def test_a_batch_goes_on_exactly_after_a_model_that_fails_to_load(tiny_sd, unbui
     pipelines.release_models()
     monkeypatch.setenv("DIFFCLI_CPU_BF16", "1")
     jobs = tmp_path / "jobs.jsonl"
-    lines = [{"prompt": "red house", "model": str(unbuildable), "steps": 2, "seed": 3},
-             {"prompt": "red house", "model": str(tiny_sd), "steps": 2, "seed": 3, "dtype": "float32"}]
+    lines = [
+        {"prompt": "red house", "model": str(unbuildable), "steps": 2, "seed": 3},
+        {"prompt": "red house", "model": str(tiny_sd), "steps": 2, "seed": 3, "dtype": "float32"},
+    ]
     jobs.write_text("".join(json.dumps(line) + "\n" for line in lines))
     r = cli("batch", jobs, "-o", tmp_path / "out", "--keep-going")
     assert r.exit_code == 1 and "cannot load model" in r.stderr  # the first job failed, the second ran

@@ -43,8 +43,14 @@ def _plain(tiny_sd, sets: list[list[tuple[Path, float]]]):
     images = []
     for files in sets:
         pipe.set_adapters([names[p] for p, _ in files], adapter_weights=[w for _, w in files])
-        image = pipe("castle at dusk", num_inference_steps=1, guidance_scale=1.0,
-                     generator=torch.Generator("cpu").manual_seed(3), width=32, height=32).images[0]
+        image = pipe(
+            "castle at dusk",
+            num_inference_steps=1,
+            guidance_scale=1.0,
+            generator=torch.Generator("cpu").manual_seed(3),
+            width=32,
+            height=32,
+        ).images[0]
         images.append(np.asarray(image, dtype=np.int16))
     return images
 
@@ -53,11 +59,13 @@ def test_two_loras_match_plain_diffusers_and_switch_per_job(tiny_sd, loras, tmp_
     """A peft-format and a kohya-format file at once give diffusers' pixels; in one process (one cached
     pipeline) the jobs before and after get the base's exact pixels, and each set its own."""
     a, b = loras
-    jobs = [{"prompt": "castle at dusk"},
-            {"prompt": "castle at dusk", "lora": [f"{a}:0.8", f"{b}:0.6"]},
-            {"prompt": "castle at dusk", "lora": [f"{a}:0.8"]},
-            {"prompt": "castle at dusk"},
-            {"prompt": "castle at dusk", "lora": [f"{b}:0.6", f"{a}:0.8"]}]
+    jobs = [
+        {"prompt": "castle at dusk"},
+        {"prompt": "castle at dusk", "lora": [f"{a}:0.8", f"{b}:0.6"]},
+        {"prompt": "castle at dusk", "lora": [f"{a}:0.8"]},
+        {"prompt": "castle at dusk"},
+        {"prompt": "castle at dusk", "lora": [f"{b}:0.6", f"{a}:0.8"]},
+    ]
     lines = tmp_path / "jobs.jsonl"
     lines.write_text("".join(json.dumps(j) + "\n" for j in jobs))
     r = cli("batch", lines, "-m", tiny_sd, "-o", tmp_path / "out", *FAST)
@@ -108,11 +116,14 @@ def test_prompt_tag_from_the_lora_folder_and_replay(tiny_sd, loras, tmp_path, mo
     assert "not found" in gone.stderr and "never fetches" in gone.stderr
 
 
-@pytest.mark.parametrize("lora, expected", [
-    ("nowhere", "LoRA 'nowhere' not found"),
-    ("x.safetensors:inf", "finite"),
-    (":0.5", "name a LoRA file"),
-])
+@pytest.mark.parametrize(
+    "lora, expected",
+    [
+        ("nowhere", "LoRA 'nowhere' not found"),
+        ("x.safetensors:inf", "finite"),
+        (":0.5", "name a LoRA file"),
+    ],
+)
 def test_bad_lora_is_a_usage_error(tiny_sd, tmp_path, lora, expected):
     r = cli("txt2img", "castle", "--lora", lora, "-m", tiny_sd, "-o", tmp_path, "--quiet")
     assert r.exit_code == 2

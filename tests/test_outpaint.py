@@ -12,6 +12,7 @@ from PIL import Image, PngImagePlugin
 
 from diffcli.errors import UsageError
 from diffcli.outpaint import plan, prepare
+
 from helpers import cli, heavy_imports, pixels, written
 
 FAST = ["--steps", "2", "--dtype", "float32", "--no-server"]
@@ -27,13 +28,16 @@ def scene(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("extend, size, sides", [
-    ("16", (64, 64), (16, 16, 16, 16)),
-    ("16,0,8,0", (64, 48), (16, 0, 8, 0)),
-    ("25%", (64, 64), (16, 16, 16, 16)),
-    ("25%", (100, 60), (26, 18, 26, 18)),  # 25 and 15 px a side make 150x90: rounded up to 152x96
-    ("10%,0,0,0", (60, 64), (12, 0, 0, 0)),  # 6 px would make 66: rounded up to 72
-])
+@pytest.mark.parametrize(
+    "extend, size, sides",
+    [
+        ("16", (64, 64), (16, 16, 16, 16)),
+        ("16,0,8,0", (64, 48), (16, 0, 8, 0)),
+        ("25%", (64, 64), (16, 16, 16, 16)),
+        ("25%", (100, 60), (26, 18, 26, 18)),  # 25 and 15 px a side make 150x90: rounded up to 152x96
+        ("10%,0,0,0", (60, 64), (12, 0, 0, 0)),  # 6 px would make 66: rounded up to 72
+    ],
+)
 def test_extend_adds_those_pixels_and_fits_the_size_rule(extend, size, sides):
     canvas = plan(size, extend, None, None, None, 8)
     assert (canvas.left, canvas.top, canvas.right, canvas.bottom) == sides
@@ -41,22 +45,32 @@ def test_extend_adds_those_pixels_and_fits_the_size_rule(extend, size, sides):
     assert canvas.extend == ",".join(map(str, sides))
 
 
-@pytest.mark.parametrize("anchor, where", [
-    (None, (16, 8)), ("center", (16, 8)), ("top-left", (0, 0)), ("bottom-right", (32, 16)), ("left", (0, 8)),
-    ("top", (16, 0)),
-])
+@pytest.mark.parametrize(
+    "anchor, where",
+    [
+        (None, (16, 8)),
+        ("center", (16, 8)),
+        ("top-left", (0, 0)),
+        ("bottom-right", (32, 16)),
+        ("left", (0, 8)),
+        ("top", (16, 0)),
+    ],
+)
 def test_to_places_the_image_by_its_anchor(anchor, where):
     canvas = plan((64, 48), None, 96, 64, anchor, 8)
     assert (canvas.width, canvas.height) == (96, 64)
     assert (canvas.left, canvas.top) == where
 
 
-@pytest.mark.parametrize("extend, width, height, anchor, needle", [
-    ("10,0,10,0", None, None, None, "not a multiple of 8"),
-    ("16", 128, None, None, "not both"),
-    (None, 32, 64, None, "smaller than"),
-    (None, 64, 64, None, "nothing to add"),
-])
+@pytest.mark.parametrize(
+    "extend, width, height, anchor, needle",
+    [
+        ("10,0,10,0", None, None, None, "not a multiple of 8"),
+        ("16", 128, None, None, "not both"),
+        (None, 32, 64, None, "smaller than"),
+        (None, 64, 64, None, "nothing to add"),
+    ],
+)
 def test_plan_refuses_canvases_it_cannot_make(extend, width, height, anchor, needle):
     with pytest.raises(UsageError, match=needle):
         plan((64, 64), extend, width, height, anchor, 8)
@@ -78,17 +92,20 @@ def test_the_canvas_keeps_the_original_and_masks_exactly_the_new_area(scene):
     assert not np.array_equal(fills["edge"], fills["blur"]) and not np.array_equal(fills["blur"], fills["noise"])
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--extend", "3x"], "invalid --extend '3x'"),
-    (["--extend", "1,2"], "L,T,R,B"),
-    (["--extend", "12,0,10,0"], "not a multiple of 8"),
-    (["--to", "128"], "invalid --to '128'"),
-    (["--to", "96x64", "--anchor", "middle"], "invalid --anchor 'middle'"),
-    (["--to", "96x64", "--extend", "16"], "not both"),
-    (["--extend", "16", "--anchor", "left"], "--anchor places"),
-    (["--extend", "16", "--fill", "sky"], "invalid --fill 'sky'"),
-    ([], "needs --extend"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--extend", "3x"], "invalid --extend '3x'"),
+        (["--extend", "1,2"], "L,T,R,B"),
+        (["--extend", "12,0,10,0"], "not a multiple of 8"),
+        (["--to", "128"], "invalid --to '128'"),
+        (["--to", "96x64", "--anchor", "middle"], "invalid --anchor 'middle'"),
+        (["--to", "96x64", "--extend", "16"], "not both"),
+        (["--extend", "16", "--anchor", "left"], "--anchor places"),
+        (["--extend", "16", "--fill", "sky"], "invalid --fill 'sky'"),
+        ([], "needs --extend"),
+    ],
+)
 def test_bad_flags_are_one_line_usage_errors(scene, tmp_path, args, needle):
     r = cli("outpaint", scene, *args, "-o", tmp_path / "o", *FAST)
     assert r.exit_code == 2, r.stderr
@@ -109,8 +126,19 @@ def _record(path) -> tuple[str, dict]:
 @pytest.fixture(scope="module")
 def outpainted(scene, tmp_path_factory):
     """`diffcli outpaint scene.png "day, sand" --extend 16,0,16,0 --seed 4` on the bundled model."""
-    r = cli("outpaint", scene, "day, sand", "--extend", "16,0,16,0", "--seed", "4", "-o",
-            tmp_path_factory.mktemp("outpaint"), "-q", *FAST)
+    r = cli(
+        "outpaint",
+        scene,
+        "day, sand",
+        "--extend",
+        "16,0,16,0",
+        "--seed",
+        "4",
+        "-o",
+        tmp_path_factory.mktemp("outpaint"),
+        "-q",
+        *FAST,
+    )
     assert r.exit_code == 0, r.stderr
     return written(r)[0]
 
@@ -131,8 +159,21 @@ def test_from_replays_it_and_a_new_canvas_replaces_the_recorded_one(scene, outpa
     again = written(cli("outpaint", "--from", outpainted, "-o", tmp_path / "b", "-q", "--no-server"))[0]
     assert np.array_equal(pixels(again), pixels(outpainted))
     # a new --to canvas replaces the recorded --extend; the rest of the job stays
-    moved = written(cli("outpaint", "--from", outpainted, "--to", "80x72", "--anchor", "bottom-right",
-                        "-o", tmp_path / "c", "-q", "--no-server"))[0]
+    moved = written(
+        cli(
+            "outpaint",
+            "--from",
+            outpainted,
+            "--to",
+            "80x72",
+            "--anchor",
+            "bottom-right",
+            "-o",
+            tmp_path / "c",
+            "-q",
+            "--no-server",
+        )
+    )[0]
     shifted = pixels(moved)
     assert shifted.shape == (72, 80, 3) and np.abs(shifted[8:, 16:] - pixels(scene)).max() == 0
     assert _record(moved)[1]["job"]["extend"] == "16,8,0,0" and _record(moved)[1]["job"]["seed"] == 4
@@ -140,9 +181,21 @@ def test_from_replays_it_and_a_new_canvas_replaces_the_recorded_one(scene, outpa
 
 def test_a_batch_line_makes_the_image_the_command_makes(scene, outpainted, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text(json.dumps({"task": "outpaint", "image": str(scene), "prompt": "day, sand", "extend": "16,0,16,0",
-                                "seed": 4, "steps": 2}) + "\n"
-                    + json.dumps({"task": "outpaint", "image": str(scene), "extend": 8, "seed": 1, "steps": 2}) + "\n")
+    jobs.write_text(
+        json.dumps(
+            {
+                "task": "outpaint",
+                "image": str(scene),
+                "prompt": "day, sand",
+                "extend": "16,0,16,0",
+                "seed": 4,
+                "steps": 2,
+            }
+        )
+        + "\n"
+        + json.dumps({"task": "outpaint", "image": str(scene), "extend": 8, "seed": 1, "steps": 2})
+        + "\n"
+    )
     b = cli("batch", jobs, "--dtype", "float32", "-o", tmp_path / "b", "--json")
     assert b.exit_code == 0, b.stderr
     first, second = [json.loads(line)["path"] for line in b.stdout.splitlines()]
@@ -160,8 +213,21 @@ def test_the_familys_inpainting_model_paints_when_it_is_here(tiny_sd, tiny_inpai
     (cached / "refs" / "main").write_text("b" * 40)
     src = tmp_path / "in.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(src)
-    r = cli("outpaint", src, "castle", "--extend", "8,0,8,0", "-m", tiny_sd, "--seed", "2", "--json", "-o",
-            tmp_path / "a", *FAST)
+    r = cli(
+        "outpaint",
+        src,
+        "castle",
+        "--extend",
+        "8,0,8,0",
+        "-m",
+        tiny_sd,
+        "--seed",
+        "2",
+        "--json",
+        "-o",
+        tmp_path / "a",
+        *FAST,
+    )
     assert r.exit_code == 0, r.stderr
     line = json.loads(r.stdout)
     assert line["model"] == repo and line["inpaint_model"] == "on"
@@ -174,8 +240,25 @@ def test_the_familys_inpainting_model_paints_when_it_is_here(tiny_sd, tiny_inpai
     assert np.array_equal(pixels(again), out)
     # an image recorded before outpaint could switch model (no `inpaint_model` in its record) was painted by
     # its recorded model: replayed here, where the family's inpainting model now is, it keeps that model
-    made = written(cli("outpaint", src, "castle", "--extend", "8,0,8,0", "-m", tiny_sd, "--seed", "2",
-                       "--inpaint-model", "off", "-o", tmp_path / "c", "-q", *FAST))[0]
+    made = written(
+        cli(
+            "outpaint",
+            src,
+            "castle",
+            "--extend",
+            "8,0,8,0",
+            "-m",
+            tiny_sd,
+            "--seed",
+            "2",
+            "--inpaint-model",
+            "off",
+            "-o",
+            tmp_path / "c",
+            "-q",
+            *FAST,
+        )
+    )[0]
     params, record = _record(made)
     del record["job"]["inpaint_model"]
     old = tmp_path / "old.png"
@@ -185,7 +268,9 @@ def test_the_familys_inpainting_model_paints_when_it_is_here(tiny_sd, tiny_inpai
     Image.open(made).save(old, pnginfo=info)
     replayed = written(cli("outpaint", "--from", old, "-o", tmp_path / "d", "-q", "--no-server"))[0]
     assert np.array_equal(pixels(replayed), pixels(made))
-    assert _record(replayed)[1]["job"]["model"] == str(tiny_sd) and _record(replayed)[1]["job"]["inpaint_model"] == "off"
+    assert (
+        _record(replayed)[1]["job"]["model"] == str(tiny_sd) and _record(replayed)[1]["job"]["inpaint_model"] == "off"
+    )
     # an inpainting --model paints itself; `off` cannot make it paint "with the mask"
     own = cli("outpaint", src, "--extend", "8", "-m", tiny_inpaint, "--inpaint-model", "off", *FAST)
     assert own.exit_code == 2 and "is itself an inpainting model" in own.stderr, own.stderr

@@ -29,7 +29,9 @@ def test_default_names_count_up_in_a_directory(tmp_path):
 
 
 def test_file_name_templates_and_formats(tmp_path):
-    paths, fmt = plan_paths(str(tmp_path / "shots" / "{seed}-{prompt}.jpg"), None, [{"seed": 3, "prompt": "x y"}], False)
+    paths, fmt = plan_paths(
+        str(tmp_path / "shots" / "{seed}-{prompt}.jpg"), None, [{"seed": 3, "prompt": "x y"}], False
+    )
     assert paths[0] == tmp_path / "shots" / "3-x_y.jpg" and fmt == "JPEG"
     paths, _ = plan_paths(str(tmp_path / "one.webp"), None, [{"seed": 1}, {"seed": 2}], False)
     assert [p.name for p in paths] == ["one-1.webp", "one-2.webp"]

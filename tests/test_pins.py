@@ -85,7 +85,11 @@ def inputs(tiny_sd, tiny_inpaint, tmp_path_factory):
     im.save(control_map)
     models = d / "models"
     return {
-        "tiny_sd": tiny_sd, "scene": scene, "small": small, "mask": mask, "control_map": control_map,
+        "tiny_sd": tiny_sd,
+        "scene": scene,
+        "small": small,
+        "mask": mask,
+        "control_map": control_map,
         "tiny_inpaint": tiny_inpaint,
         "tiny_cn": tiny_models.build_controlnet(models / "tiny-cn", tiny_sd),
         "lora": lora_files.build_peft_lora(tiny_sd, d / "style.safetensors", seed=1),
@@ -97,13 +101,41 @@ def inputs(tiny_sd, tiny_inpaint, tmp_path_factory):
 CASES = {
     "txt2img-bundled": ["txt2img", "red house on the left, snowy ground", "--steps", "4"],
     "txt2img-sd": ["txt2img", "castle at dusk", "-m", "{tiny_sd}", "--steps", "3", "--cfg", "5"],
-    "txt2img-sd-cfg-cutoff": ["txt2img", "castle at dusk", "-m", "{tiny_sd}", "--steps", "4", "--cfg-cutoff", "0.5",
-                              "--scheduler", "euler-a", "-n", "2"],
+    "txt2img-sd-cfg-cutoff": [
+        "txt2img",
+        "castle at dusk",
+        "-m",
+        "{tiny_sd}",
+        "--steps",
+        "4",
+        "--cfg-cutoff",
+        "0.5",
+        "--scheduler",
+        "euler-a",
+        "-n",
+        "2",
+    ],
     "img2img-sd": ["img2img", "{small}", "oil painting", "-m", "{tiny_sd}", "--steps", "4", "--strength", "0.6"],
     "inpaint": ["inpaint", "{scene}", "--mask", "{mask}", "a red door", "-m", "{tiny_inpaint}", "--steps", "3"],
     "outpaint-bundled": ["outpaint", "{scene}", "--extend", "16,0,8,0", "--steps", "3"],
-    "upscale-tiled": ["upscale", "{small}", "--scale", "2", "--method", "tiled", "-m", "{tiny_sd}", "--steps", "4",
-                      "--strength", "0.5", "--tile-size", "32", "--overlap", "8"],
+    "upscale-tiled": [
+        "upscale",
+        "{small}",
+        "--scale",
+        "2",
+        "--method",
+        "tiled",
+        "-m",
+        "{tiny_sd}",
+        "--steps",
+        "4",
+        "--strength",
+        "0.5",
+        "--tile-size",
+        "32",
+        "--overlap",
+        "8",
+    ],
     "upscale-model": ["upscale", "{small}", "--scale", "4", "-m", "{tiny_x4}", "--steps", "3"],
     "control": ["txt2img", "castle", "-m", "{tiny_sd}", "--control", "{tiny_cn}:{control_map}:0.7", "--steps", "3"],
     "lora": ["txt2img", "castle", "-m", "{tiny_sd}", "--lora", "{lora}:0.8", "--steps", "3"],
@@ -135,8 +167,11 @@ def _general(value, places: dict[str, str]):
 
 def _shape(event: dict) -> list:
     """An event as pinned: its name, the fields it carries, and the values that do not vary."""
-    return [event.get("event"), sorted(event), {k: v for k, v in sorted(event.items())
-                                                if k not in VOLATILE and not isinstance(v, float)}]
+    return [
+        event.get("event"),
+        sorted(event),
+        {k: v for k, v in sorted(event.items()) if k not in VOLATILE and not isinstance(v, float)},
+    ]
 
 
 def _run(case: str, places: dict[str, str], out: Path) -> tuple[list[Path], list[dict], list[dict]]:
@@ -157,10 +192,12 @@ def _pins() -> dict:
 def test_each_task_draws_records_and_reports_what_it_did(case, inputs, request, tmp_path):
     places = _places(inputs, request)
     images, results, events = _run(case, places, tmp_path / "out")
-    got = {"results": _general(results, places),
-           "records": [_general(json.loads(Image.open(p).info["diffcli"]), places) for p in images],
-           "parameters": [_general(Image.open(p).info["parameters"], places) for p in images],
-           "events": [_general(_shape(e), places) for e in events]}
+    got = {
+        "results": _general(results, places),
+        "records": [_general(json.loads(Image.open(p).info["diffcli"]), places) for p in images],
+        "parameters": [_general(Image.open(p).info["parameters"], places) for p in images],
+        "events": [_general(_shape(e), places) for e in events],
+    }
     if WRITE:
         PINS.mkdir(exist_ok=True)
         pins = _pins()

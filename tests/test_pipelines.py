@@ -31,7 +31,7 @@ def test_cached_processor_signatures_change_nothing_but_the_lookup(tiny_sd):
         sig, code = cls.__call__.__signature__, cls.__call__.__code__
         assert inspect.signature(cls.__call__) is sig  # the lookup now returns the cached one
         # ... which is the function's own: its positional parameters, in order
-        assert list(sig.parameters)[:code.co_argcount] == list(code.co_varnames[:code.co_argcount])
+        assert list(sig.parameters)[: code.co_argcount] == list(code.co_varnames[: code.co_argcount])
         assert {"attn", "hidden_states", "encoder_hidden_states"} <= set(sig.parameters)
     with torch.no_grad():
         assert torch.equal(unet(x, 10, text).sample, before)
@@ -99,8 +99,20 @@ def test_allow_pickle_loads_pickle_only_where_no_safetensors_exist(tiny_sd, tmp_
     r = cli("txt2img", "castle at dusk", "-m", model, "-o", tmp_path / "refused", *FAST)
     assert r.exit_code == 2 and "--allow-pickle" in r.stderr
     # said once, as our own warning event: no stray library log line among the JSON events on stderr
-    r = cli("txt2img", "castle at dusk", "-m", model, "-o", tmp_path / "json", "--steps", "1", "--dtype", "float32",
-            "--json", "--allow-pickle")
+    r = cli(
+        "txt2img",
+        "castle at dusk",
+        "-m",
+        model,
+        "-o",
+        tmp_path / "json",
+        "--steps",
+        "1",
+        "--dtype",
+        "float32",
+        "--json",
+        "--allow-pickle",
+    )
     assert r.exit_code == 0, r.stderr
     events = [json.loads(line) for line in r.stderr.splitlines()]
     warnings = [e["message"] for e in events if e["event"] == "warning"]
@@ -144,12 +156,15 @@ def test_a_damaged_safetensors_file_is_named_not_blamed_on_pickle(tiny_sd, tmp_p
     assert "Traceback" not in r.stderr and r.stdout == ""
 
 
-@pytest.mark.parametrize("source, advice", [
-    ("hub", "run `diffcli models verify {name} --repair` to fetch it again"),
-    ("url", "run `diffcli models verify {name} --repair` to fetch it again"),
-    ("bundled", "`diffcli models verify {name}` checks every shipped file; reinstall diffcli"),
-    ("local", "replace it with an intact copy"),
-])
+@pytest.mark.parametrize(
+    "source, advice",
+    [
+        ("hub", "run `diffcli models verify {name} --repair` to fetch it again"),
+        ("url", "run `diffcli models verify {name} --repair` to fetch it again"),
+        ("bundled", "`diffcli models verify {name}` checks every shipped file; reinstall diffcli"),
+        ("local", "replace it with an intact copy"),
+    ],
+)
 def test_the_advice_for_a_damaged_file_fits_where_the_model_came_from(tiny_sd, tmp_path, source, advice):
     from diffcli.errors import RuntimeFailure
 
@@ -170,8 +185,11 @@ def test_task_classes_are_those_of_diffusers_auto_pipelines():
 
     from diffcli.pipelines import FLOW_TASK_CLASSES, TASK_CLASSES
 
-    mappings = {"txt2img": ap.AUTO_TEXT2IMAGE_PIPELINES_MAPPING, "img2img": ap.AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
-                "inpaint": ap.AUTO_INPAINT_PIPELINES_MAPPING}
+    mappings = {
+        "txt2img": ap.AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
+        "img2img": ap.AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
+        "inpaint": ap.AUTO_INPAINT_PIPELINES_MAPPING,
+    }
     for family, classes in {**TASK_CLASSES, **FLOW_TASK_CLASSES}.items():
         for task, name in classes.items():
             assert mappings[task][family].__name__ == name, (family, task)
@@ -180,16 +198,25 @@ def test_task_classes_are_those_of_diffusers_auto_pipelines():
 
 @pytest.mark.parametrize("model", ["tiny_sd", "tiny_sdxl", "tiny_inpaint", "tiny-lcm"])
 def test_task_pipelines_are_built_as_auto_pipeline_builds_them(model, request):
-    from diffusers import (AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image,
-                           DiffusionPipeline)
+    from diffusers import (
+        AutoPipelineForImage2Image,
+        AutoPipelineForInpainting,
+        AutoPipelineForText2Image,
+        DiffusionPipeline,
+    )
 
     from diffcli.bundled import model_dir
     from diffcli.pipelines import TASK_CLASSES, _task_class, switch_pipeline
 
-    path = model_dir(model) if model == "tiny-lcm" else request.getfixturevalue(model)  # tiny-lcm: an AutoencoderTiny VAE
+    path = (
+        model_dir(model) if model == "tiny-lcm" else request.getfixturevalue(model)
+    )  # tiny-lcm: an AutoencoderTiny VAE
     base = DiffusionPipeline.from_pretrained(str(path), torch_dtype=torch.float32)
-    auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
-            "inpaint": AutoPipelineForInpainting}
+    auto = {
+        "txt2img": AutoPipelineForText2Image,
+        "img2img": AutoPipelineForImage2Image,
+        "inpaint": AutoPipelineForInpainting,
+    }
     assert any(type(base).__name__ in classes.values() for classes in TASK_CLASSES.values())
     for task, auto_cls in auto.items():
         ours, theirs = switch_pipeline(_task_class(type(base).__name__, task), base), auto_cls.from_pipe(base)
@@ -214,8 +241,10 @@ def test_a_bundled_txt2img_imports_only_its_own_pipeline(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    mods = {line for line in r.stdout.split() if line.startswith('diffusers.')}  # (after the written path)
+    mods = {line for line in r.stdout.split() if line.startswith("diffusers.")}  # (after the written path)
     assert "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion" in mods
     assert "diffusers.pipelines.auto_pipeline" not in mods
     families = {m.split(".")[2] for m in mods}
-    assert families <= {"pipeline_utils", "pipeline_loading_utils", "stable_diffusion", "transformers_loading_utils"}, families
+    assert families <= {"pipeline_utils", "pipeline_loading_utils", "stable_diffusion", "transformers_loading_utils"}, (
+        families
+    )

@@ -10,18 +10,22 @@ import pytest
 from PIL import Image
 
 from diffcli.prompts import parse, take_lora_tags
+
 from helpers import cli, pixels
 
 FAST = ("--steps", "1", "--cfg", "1", "--scheduler", "euler", "--dtype", "float32", "--seed", "5")
 
 
-@pytest.mark.parametrize("text, runs", [
-    ("(red:1.4) house, (night:0.6)", [("red", 1.4), (" house, ", 1.0), ("night", 0.6)]),
-    ("((castle)) at [dusk]", [("castle", 1.1 * 1.1), (" at ", 1.0), ("dusk", 1 / 1.1)]),
-    (r"a \(castle\) (at:1.5", [("a (castle) ", 1.0), ("at:1.5", 1.1)]),  # unclosed: to the end, x1.1
-    ("castle BREAK dusk", [("castle", 1.0), ("BREAK", -1.0), ("dusk", 1.0)]),
-    ("castle: at dusk", [("castle: at dusk", 1.0)]),
-])
+@pytest.mark.parametrize(
+    "text, runs",
+    [
+        ("(red:1.4) house, (night:0.6)", [("red", 1.4), (" house, ", 1.0), ("night", 0.6)]),
+        ("((castle)) at [dusk]", [("castle", 1.1 * 1.1), (" at ", 1.0), ("dusk", 1 / 1.1)]),
+        (r"a \(castle\) (at:1.5", [("a (castle) ", 1.0), ("at:1.5", 1.1)]),  # unclosed: to the end, x1.1
+        ("castle BREAK dusk", [("castle", 1.0), ("BREAK", -1.0), ("dusk", 1.0)]),
+        ("castle: at dusk", [("castle: at dusk", 1.0)]),
+    ],
+)
 def test_a1111_grammar(text, runs):
     got = parse(text)
     assert [t for t, _ in got] == [t for t, _ in runs]
@@ -74,9 +78,9 @@ def test_sdxl_unweighted_embeddings_are_diffusers_own(tiny_sdxl, tmp_path):
     a weighted SDXL prompt runs and changes the image."""
     import torch
 
-    from diffcli.pipelines import load_base
     from diffcli.device import choose
     from diffcli.models import resolve
+    from diffcli.pipelines import load_base
     from diffcli.prompts import encode
 
     pipe = load_base(resolve(str(tiny_sdxl)), choose("cpu", "float32"))

@@ -11,6 +11,7 @@ import pytest
 from diffcli.device import auto_dtype, channels_last
 from diffcli.jobs import Job
 from diffcli.pipelines import LoadOptions, key_of
+
 from helpers import cli, pixels
 
 

@@ -13,8 +13,12 @@ from diffcli.timesteps import check_sampler, schedule_kwargs, shifted
 def _lcm(original_steps=50):
     from diffusers import LCMScheduler
 
-    return LCMScheduler(beta_schedule="scaled_linear", timestep_spacing="trailing", rescale_betas_zero_snr=True,
-                        original_inference_steps=original_steps)
+    return LCMScheduler(
+        beta_schedule="scaled_linear",
+        timestep_spacing="trailing",
+        rescale_betas_zero_snr=True,
+        original_inference_steps=original_steps,
+    )
 
 
 def test_lcm_steps_move_toward_the_clean_end_and_stay_on_the_distillation_grid():

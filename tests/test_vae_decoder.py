@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from diffcli.metadata import parameters_fields
+
 from helpers import cli, pixels, written
 
 FAST = ["--steps", "2", "--dtype", "float32", "--quiet", "--no-server"]
@@ -23,8 +24,12 @@ def tiny_taesd(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "tiny-taesd"
-    AutoencoderTiny(encoder_block_out_channels=(16, 16), decoder_block_out_channels=(16, 16),
-                    num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)).save_pretrained(path)
+    AutoencoderTiny(
+        encoder_block_out_channels=(16, 16),
+        decoder_block_out_channels=(16, 16),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+    ).save_pretrained(path)
     return path
 
 
@@ -53,10 +58,27 @@ def test_the_tiny_decoder_decodes_is_recorded_replayed_and_leaves_the_vae_alone(
     # a batch file: the same jobs, one with the tiny decoder and one without (the VAE's own again), give
     # the same pixels as their commands
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text(json.dumps({"prompt": "red house", "seed": 3, "vae_decoder": str(tiny_taesd)}) + "\n"
-                    + json.dumps({"prompt": "red house", "seed": 3}) + "\n")
-    b = cli("batch", jobs, "-m", tiny_sd, "--steps", "2", "--batch-size", "2", "--dtype", "float32", "-q",
-            "-o", tmp_path / "b")
+    jobs.write_text(
+        json.dumps({"prompt": "red house", "seed": 3, "vae_decoder": str(tiny_taesd)})
+        + "\n"
+        + json.dumps({"prompt": "red house", "seed": 3})
+        + "\n"
+    )
+    b = cli(
+        "batch",
+        jobs,
+        "-m",
+        tiny_sd,
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--dtype",
+        "float32",
+        "-q",
+        "-o",
+        tmp_path / "b",
+    )
     assert b.exit_code == 0, b.stderr
     made = [Path(p) for p in b.stdout.split()]
     assert np.array_equal(pixels(made[0]), pixels(tiny)) and np.array_equal(pixels(made[1]), pixels(full))
@@ -67,9 +89,12 @@ def test_an_absent_or_unfit_decoder_is_a_usage_error_before_loading(tiny_sd, tin
     assert absent.exit_code == 2
     assert absent.stderr.strip().splitlines() == [
         "diffcli: error: --vae-decoder: madebyollin/taesd is not downloaded (and nothing is fetched here); run "
-        "`diffcli models pull madebyollin/taesd` while online"]
-    assert "madebyollin/taesdxl" in cli("txt2img", "x", "-m", tiny_sdxl, "--vae-decoder", "tiny", "--offline",
-                                        *FAST).stderr
+        "`diffcli models pull madebyollin/taesd` while online"
+    ]
+    assert (
+        "madebyollin/taesdxl"
+        in cli("txt2img", "x", "-m", tiny_sdxl, "--vae-decoder", "tiny", "--offline", *FAST).stderr
+    )
     no_folder = cli("txt2img", "x", "-m", tiny_sd, "--vae-decoder", str(tmp_path / "nothing"), *FAST)
     assert no_folder.exit_code == 2 and "no such folder" in no_folder.stderr
     bundled = cli("txt2img", "x", "--vae-decoder", str(tiny_taesd), *FAST)  # the bundled VAE: 4 pixels per latent

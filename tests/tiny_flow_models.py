@@ -30,19 +30,39 @@ def build_t5_tokenizer(path: Path):
 def _t5(tokenizer):
     from transformers import T5Config, T5EncoderModel
 
-    return T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                                   relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
-                                   decoder_start_token_id=0))
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
 
 
 def _vae(latent_channels: int, scaling: float, shift: float):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        block_out_channels=[8, 16], in_channels=3, out_channels=3, layers_per_block=1,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=latent_channels, norm_num_groups=4, sample_size=32, use_quant_conv=False,
-        use_post_quant_conv=False, scaling_factor=scaling, shift_factor=shift,
+        block_out_channels=[8, 16],
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=scaling,
+        shift_factor=shift,
     )
 
 
@@ -58,8 +78,16 @@ def build_sd3(path: Path, seed: int = 0) -> Path:
     clip = build_tokenizer(path / "_tok", max_length=77)
     t5 = build_t5_tokenizer(path / "_t5")
     transformer = SD3Transformer2DModel(
-        sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=1, attention_head_dim=8,
-        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
+        sample_size=32,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
     )
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
@@ -68,7 +96,9 @@ def build_sd3(path: Path, seed: int = 0) -> Path:
         text_encoder=CLIPTextModelWithProjection(_text_config(clip, projection_dim=32)),
         text_encoder_2=CLIPTextModelWithProjection(_text_config(clip, projection_dim=32)),
         text_encoder_3=_t5(t5),
-        tokenizer=clip, tokenizer_2=clip, tokenizer_3=t5,
+        tokenizer=clip,
+        tokenizer_2=clip,
+        tokenizer_3=t5,
     )
     pipe.save_pretrained(path, safe_serialization=True)
     shutil.rmtree(path / "_tok", ignore_errors=True)
@@ -88,17 +118,33 @@ def build_flux(path: Path, *, guidance: bool = True, seed: int = 0) -> Path:
     clip = build_tokenizer(path / "_tok", max_length=77)
     t5 = build_t5_tokenizer(path / "_t5")
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
         guidance_embeds=guidance,
     )
     scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
         max_image_seq_len=4096,
     )
     pipe = FluxPipeline(
-        transformer=transformer, scheduler=scheduler, vae=_vae(4, 0.3611, 0.1159),
-        text_encoder=CLIPTextModel(_text_config(clip)), text_encoder_2=_t5(t5), tokenizer=clip, tokenizer_2=t5,
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=_vae(4, 0.3611, 0.1159),
+        text_encoder=CLIPTextModel(_text_config(clip)),
+        text_encoder_2=_t5(t5),
+        tokenizer=clip,
+        tokenizer_2=t5,
     )
     pipe.save_pretrained(path, safe_serialization=True)
     shutil.rmtree(path / "_tok", ignore_errors=True)
@@ -137,8 +183,11 @@ def write_transformer_files(base: Path, out: Path, seed: int = 1) -> dict[str, P
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return {"folder": out / "transformer", "safetensors": out / "transformer.safetensors",
-            "gguf": out / "transformer.gguf"}
+    return {
+        "folder": out / "transformer",
+        "safetensors": out / "transformer.safetensors",
+        "gguf": out / "transformer.gguf",
+    }
 
 
 def build_flux_fill(flux: Path, path: Path, seed: int = 2) -> Path:

@@ -188,8 +188,9 @@ def build_controlnet_union(path: Path, base: Path, seed: int = 2) -> Path:
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_pretrained(Path(base) / "unet")
-    shape = ControlNetUnionModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32),
-                                           load_weights_from_unet=False).config
+    shape = ControlNetUnionModel.from_unet(
+        unet, conditioning_embedding_out_channels=(16, 32), load_weights_from_unet=False
+    ).config
     width = unet.config.block_out_channels[0]
     args = {k: v for k, v in shape.items() if not k.startswith("_")}
     net = ControlNetUnionModel(**{**args, "num_trans_channel": width, "num_trans_head": 4, "num_proj_channel": width})
@@ -198,8 +199,12 @@ def build_controlnet_union(path: Path, base: Path, seed: int = 2) -> Path:
     net.down_blocks.load_state_dict(unet.down_blocks.state_dict(), strict=False)
     net.mid_block.load_state_dict(unet.mid_block.state_dict(), strict=False)
     with torch.no_grad():
-        for block in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out,
-                      net.spatial_ch_projs]:
+        for block in [
+            *net.controlnet_down_blocks,
+            net.controlnet_mid_block,
+            net.controlnet_cond_embedding.conv_out,
+            net.spatial_ch_projs,
+        ]:
             block.weight.normal_(0, 0.3)
     net.save_pretrained(path, safe_serialization=True)
     return Path(path)

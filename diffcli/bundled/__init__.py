@@ -3,6 +3,7 @@
 Import-light: no torch/diffusers import here. ``MODEL_DIR`` is a standard Stable Diffusion
 diffusers folder; ``diffcli.json`` inside it holds the recommended CLI defaults.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,16 @@ TINY_AE_DIR = Path(__file__).resolve().parent / "tiny-ae"  # the tiny autoencode
 # (`diffcli distill --teacher tiny`, see docs/distill.md).
 MODEL_NAMES = (MODEL_NAME, "tiny-lcm")
 
-__all__ = ["MODEL_NAME", "MODEL_DIR", "MODEL_NAMES", "EVALUATOR_DIR", "model_dir", "unknown_words",
-           "unknown_words_warning", "defaults"]
+__all__ = [
+    "MODEL_NAME",
+    "MODEL_DIR",
+    "MODEL_NAMES",
+    "EVALUATOR_DIR",
+    "model_dir",
+    "unknown_words",
+    "unknown_words_warning",
+    "defaults",
+]
 
 
 def model_dir(name: str = MODEL_NAME) -> Path:

@@ -4,6 +4,7 @@ diffcli.training.evaluator).
 API: ``load_evaluator()`` -> ``Evaluator`` with ``.predict(images)``, ``.features(images)`` and
 ``.score(prompts_or_specs, images)``; ``frechet_distance(a, b)``; ``make_net()``, the untrained network.
 """
+
 from __future__ import annotations
 
 import random
@@ -27,9 +28,17 @@ def make_net():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.body = nn.Sequential(*block(3, 32, 2), *block(32, 64, 1), *block(64, 128, 2),
-                                      *block(128, 128, 1), *block(128, 128, 2), nn.AdaptiveAvgPool2d(4),
-                                      nn.Flatten(), nn.Linear(128 * 16, 256), nn.ReLU(inplace=True))
+            self.body = nn.Sequential(
+                *block(3, 32, 2),
+                *block(32, 64, 1),
+                *block(64, 128, 2),
+                *block(128, 128, 1),
+                *block(128, 128, 2),
+                nn.AdaptiveAvgPool2d(4),
+                nn.Flatten(),
+                nn.Linear(128 * 16, 256),
+                nn.ReLU(inplace=True),
+            )
             self.heads = nn.ModuleDict({a: nn.Linear(256, len(v)) for a, v in HEADS.items()})
 
         def forward(self, x):
@@ -85,7 +94,7 @@ class Evaluator:
         feats, logits = [], {a: [] for a in HEADS}
         with torch.no_grad():
             for i in range(0, len(images), batch):
-                f, out = self.net(to_tensor(images[i:i + batch]))
+                f, out = self.net(to_tensor(images[i : i + batch]))
                 feats.append(f.numpy())
                 for a in HEADS:
                     logits[a].append(out[a].numpy())
@@ -134,7 +143,6 @@ class Evaluator:
 
 
 def load_evaluator(path: str | Path = WEIGHTS_DIR) -> Evaluator:
-    import torch
     from safetensors.torch import load_file
 
     net = make_net()

@@ -4,48 +4,132 @@ A scene is one object (castle, house, ...) of some colour, at some horizontal po
 standing on some ground under a sky for some time of day. Everything is drawn with
 coordinates relative to the image size, supersampled and downsampled for anti-aliasing.
 """
+
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from diffcli.bundled.words import (  # noqa: F401 - the scene vocabulary, re-exported
-    ATTRIBUTES, COLORS, GROUNDS, OBJECTS, POSITIONS, PUNCTUATION, STOP_WORDS, SYNONYMS, TIMES, VALUES, WORD_TO_ATTR,
+    ATTRIBUTES,
+    COLORS,
+    GROUNDS,
+    OBJECTS,
+    POSITIONS,
+    PUNCTUATION,
+    STOP_WORDS,
+    SYNONYMS,
+    TIMES,
+    VALUES,
+    WORD_TO_ATTR,
     parse_prompt,
 )
 
 _T = {  # time phrases
     "dawn": ["at dawn", "at sunrise", "at daybreak", "in the morning", "dawn", "sunrise", "morning"],
-    "day": ["during the day", "in the daytime", "at noon", "at midday", "in the afternoon",
-            "by day", "day", "daytime", "noon", "on a sunny day", "in daylight"],
-    "dusk": ["at dusk", "at sunset", "in the evening", "at twilight", "at sundown", "dusk",
-             "sunset", "evening", "twilight"],
-    "night": ["at night", "at midnight", "by night", "under a starry sky", "in the nighttime",
-              "night", "midnight", "on a moonlit night", "nighttime"],
+    "day": [
+        "during the day",
+        "in the daytime",
+        "at noon",
+        "at midday",
+        "in the afternoon",
+        "by day",
+        "day",
+        "daytime",
+        "noon",
+        "on a sunny day",
+        "in daylight",
+    ],
+    "dusk": [
+        "at dusk",
+        "at sunset",
+        "in the evening",
+        "at twilight",
+        "at sundown",
+        "dusk",
+        "sunset",
+        "evening",
+        "twilight",
+    ],
+    "night": [
+        "at night",
+        "at midnight",
+        "by night",
+        "under a starry sky",
+        "in the nighttime",
+        "night",
+        "midnight",
+        "on a moonlit night",
+        "nighttime",
+    ],
 }
 _G = {  # ground phrases
-    "grass": ["on grass", "on the grass", "grassy ground", "on a meadow", "in a field",
-              "on a lawn", "grass", "meadow", "grassy"],
-    "sand": ["on sand", "on the sand", "sandy ground", "in the desert", "on a beach", "on the dunes",
-             "sand", "desert", "beach", "sandy"],
-    "snow": ["on snow", "in the snow", "snowy ground", "snow covered ground", "in winter",
-             "on ice", "snow", "snowy", "winter"],
-    "sea": ["by the sea", "on the water", "in the ocean", "on a lake", "over the waves", "sea",
-            "water", "ocean", "on the sea"],
+    "grass": [
+        "on grass",
+        "on the grass",
+        "grassy ground",
+        "on a meadow",
+        "in a field",
+        "on a lawn",
+        "grass",
+        "meadow",
+        "grassy",
+    ],
+    "sand": [
+        "on sand",
+        "on the sand",
+        "sandy ground",
+        "in the desert",
+        "on a beach",
+        "on the dunes",
+        "sand",
+        "desert",
+        "beach",
+        "sandy",
+    ],
+    "snow": [
+        "on snow",
+        "in the snow",
+        "snowy ground",
+        "snow covered ground",
+        "in winter",
+        "on ice",
+        "snow",
+        "snowy",
+        "winter",
+    ],
+    "sea": [
+        "by the sea",
+        "on the water",
+        "in the ocean",
+        "on a lake",
+        "over the waves",
+        "sea",
+        "water",
+        "ocean",
+        "on the sea",
+    ],
 }
 _P = {
     "left": ["on the left", "to the left", "on the left side", "at the left", "left", "left side"],
     "center": ["in the center", "in the middle", "centered", "in the centre", "center", "middle"],
-    "right": ["on the right", "to the right", "on the right side", "at the right", "right",
-              "right side"],
+    "right": ["on the right", "to the right", "on the right side", "at the right", "right", "right side"],
 }
-_O = {"castle": ["castle", "fortress"], "house": ["house", "cottage", "cabin", "hut"],
-      "tree": ["tree", "oak"], "lighthouse": ["lighthouse"], "mountain": ["mountain", "peak", "hill"]}
-_C = {c: [c] for c in COLORS} | {"red": ["red", "crimson"], "purple": ["purple", "violet"],
-                                "yellow": ["yellow", "golden"]}
+_O = {
+    "castle": ["castle", "fortress"],
+    "house": ["house", "cottage", "cabin", "hut"],
+    "tree": ["tree", "oak"],
+    "lighthouse": ["lighthouse"],
+    "mountain": ["mountain", "peak", "hill"],
+}
+_C = {c: [c] for c in COLORS} | {
+    "red": ["red", "crimson"],
+    "purple": ["purple", "violet"],
+    "yellow": ["yellow", "golden"],
+}
 _GROUND_ADJ = {"grass": ["grassy"], "sand": ["sandy"], "snow": ["snowy"], "sea": []}
 _TIME_ADJ = {"day": ["sunny"], "night": ["starry", "moonlit"], "dawn": [], "dusk": []}
 
@@ -59,11 +143,11 @@ class Scene:
     obj: str = "castle"
     color: str = "red"
     position: str = "center"
-    scale: float = 1.0      # object size factor
-    dx: float = 0.0         # horizontal jitter (fraction of width)
-    dy: float = 0.0         # vertical jitter of the object base (fraction of height)
-    horizon: float = 0.64   # horizon height (fraction of height from the top)
-    seed: int = 0           # seeds star/sun/wave details
+    scale: float = 1.0  # object size factor
+    dx: float = 0.0  # horizontal jitter (fraction of width)
+    dy: float = 0.0  # vertical jitter of the object base (fraction of height)
+    horizon: float = 0.64  # horizon height (fraction of height from the top)
+    seed: int = 0  # seeds star/sun/wave details
 
     def attrs(self) -> dict[str, str]:
         return {a: getattr(self, a) for a in ATTRIBUTES}
@@ -87,9 +171,13 @@ def sample_scene(rng=None, **fixed) -> Scene:
         if k in VALUES and v not in VALUES[k]:
             raise ValueError(f"unknown {k}: {v!r}")
     vals = {a: rng.choice(VALUES[a]) for a in ATTRIBUTES}
-    var = dict(scale=rng.uniform(0.85, 1.15), dx=rng.uniform(-0.035, 0.035),
-               dy=rng.uniform(-0.03, 0.03), horizon=rng.uniform(0.6, 0.68),
-               seed=rng.randrange(2**31))
+    var = dict(
+        scale=rng.uniform(0.85, 1.15),
+        dx=rng.uniform(-0.035, 0.035),
+        dy=rng.uniform(-0.03, 0.03),
+        horizon=rng.uniform(0.6, 0.68),
+        seed=rng.randrange(2**31),
+    )
     kw = vals | var | {k: v for k, v in fixed.items() if v is not None}
     return Scene(**kw)
 
@@ -102,13 +190,19 @@ _SKY = {  # (top, horizon) colours
     "night": ((6, 9, 32), (28, 38, 84)),
 }
 _SUN = {"dawn": (255, 232, 160), "day": (255, 250, 205), "dusk": (255, 118, 62)}
-_GROUND_RGB = {"grass": (72, 152, 62), "sand": (222, 196, 132), "snow": (236, 241, 250),
-               "sea": (32, 92, 172)}
+_GROUND_RGB = {"grass": (72, 152, 62), "sand": (222, 196, 132), "snow": (236, 241, 250), "sea": (32, 92, 172)}
 _GROUND_LIGHT = {"dawn": 0.85, "day": 1.0, "dusk": 0.72, "night": 0.42}
 _OBJ_LIGHT = {"dawn": 0.96, "day": 1.0, "dusk": 0.92, "night": 0.8}
-COLOR_RGB = {"red": (212, 38, 38), "blue": (38, 72, 214), "green": (36, 164, 58),
-             "yellow": (242, 212, 36), "white": (244, 244, 244), "black": (28, 28, 28),
-             "purple": (132, 48, 172), "orange": (246, 140, 28)}
+COLOR_RGB = {
+    "red": (212, 38, 38),
+    "blue": (38, 72, 214),
+    "green": (36, 164, 58),
+    "yellow": (242, 212, 36),
+    "white": (244, 244, 244),
+    "black": (28, 28, 28),
+    "purple": (132, 48, 172),
+    "orange": (246, 140, 28),
+}
 _POS_X = {"left": 0.26, "center": 0.5, "right": 0.74}
 
 
@@ -150,8 +244,10 @@ def render(scene: Scene, size: int | tuple[int, int] = 64, supersample: int | No
         mx, my, mr = W * rng.uniform(0.12, 0.88), H * rng.uniform(0.1, 0.24), S * 0.065
         d.ellipse([mx - mr, my - mr, mx + mr, my + mr], fill=(236, 236, 212))
         ox = mr * 0.55
-        d.ellipse([mx - mr + ox, my - mr - ox * 0.4, mx + mr + ox, my + mr - ox * 0.4],
-                  fill=tuple(int(v) for v in sky[int(my)]))
+        d.ellipse(
+            [mx - mr + ox, my - mr - ox * 0.4, mx + mr + ox, my + mr - ox * 0.4],
+            fill=tuple(int(v) for v in sky[int(my)]),
+        )
     else:
         if scene.time == "day":
             sx, sy, sr = W * rng.uniform(0.12, 0.88), H * rng.uniform(0.1, 0.22), S * 0.07
@@ -199,8 +295,11 @@ def _castle(d, cx, base, u, col, time, hy, S):
     for sgn in (-1, 1):  # towers
         tx = cx + sgn * bw
         d.rectangle([tx - 4.5 * u, base - 30 * u, tx + 4.5 * u, base], fill=col, outline=ol, width=lw)
-        d.polygon([(tx - 5.5 * u, base - 30 * u), (tx + 5.5 * u, base - 30 * u), (tx, base - 38 * u)],
-                  fill=_mul(col, 0.7), outline=ol)
+        d.polygon(
+            [(tx - 5.5 * u, base - 30 * u), (tx + 5.5 * u, base - 30 * u), (tx, base - 38 * u)],
+            fill=_mul(col, 0.7),
+            outline=ol,
+        )
     for i in range(5):  # crenellations
         x = cx - bw + 4.5 * u + i * (2 * bw - 9 * u) / 4
         d.rectangle([x - 1.5 * u, base - bh - 3 * u, x + 1.5 * u, base - bh], fill=col, outline=ol, width=lw)
@@ -212,8 +311,11 @@ def _house(d, cx, base, u, col, time, hy, S):
     ol, lw = _outline(col), max(1, int(u * 0.35))
     bw, bh = 13 * u, 17 * u
     d.rectangle([cx - bw, base - bh, cx + bw, base], fill=col, outline=ol, width=lw)
-    d.polygon([(cx - bw - 3 * u, base - bh), (cx + bw + 3 * u, base - bh), (cx, base - bh - 14 * u)],
-              fill=_mul(col, 0.62) if sum(col) > 120 else (96, 40, 30), outline=ol)
+    d.polygon(
+        [(cx - bw - 3 * u, base - bh), (cx + bw + 3 * u, base - bh), (cx, base - bh - 14 * u)],
+        fill=_mul(col, 0.62) if sum(col) > 120 else (96, 40, 30),
+        outline=ol,
+    )
     d.rectangle([cx - 3 * u, base - 10 * u, cx + 3 * u, base], fill=(70, 42, 24))
     win = (255, 226, 120) if time in ("night", "dusk") else (170, 210, 240)
     for sx in (-1, 1):
@@ -234,8 +336,7 @@ def _tree(d, cx, base, u, col, time, hy, S):
 def _lighthouse(d, cx, base, u, col, time, hy, S):
     ol, lw = _outline(col), max(1, int(u * 0.35))
     H, bw, tw = 34 * u, 6.5 * u, 4 * u
-    d.polygon([(cx - bw, base), (cx + bw, base), (cx + tw, base - H), (cx - tw, base - H)],
-              fill=col, outline=ol)
+    d.polygon([(cx - bw, base), (cx + bw, base), (cx + tw, base - H), (cx - tw, base - H)], fill=col, outline=ol)
     band = (236, 236, 236) if sum(col) < 600 else (200, 40, 40)
     for k in (0.25, 0.62):
         y0, y1 = base - H * k, base - H * (k + 0.13)
@@ -243,11 +344,15 @@ def _lighthouse(d, cx, base, u, col, time, hy, S):
         d.polygon([(cx - w0, y0), (cx + w0, y0), (cx + w1, y1), (cx - w1, y1)], fill=band)
     lamp = (255, 236, 120) if time in ("night", "dusk") else (250, 246, 210)
     d.rectangle([cx - 3.5 * u, base - H - 6 * u, cx + 3.5 * u, base - H], fill=lamp, outline=ol, width=lw)
-    d.polygon([(cx - 5 * u, base - H - 6 * u), (cx + 5 * u, base - H - 6 * u), (cx, base - H - 11 * u)],
-              fill=_mul(col, 0.6) if sum(col) > 120 else (80, 80, 80))
+    d.polygon(
+        [(cx - 5 * u, base - H - 6 * u), (cx + 5 * u, base - H - 6 * u), (cx, base - H - 11 * u)],
+        fill=_mul(col, 0.6) if sum(col) > 120 else (80, 80, 80),
+    )
     if time == "night":
-        d.polygon([(cx, base - H - 3 * u), (cx + 16 * u, base - H - 7 * u), (cx + 16 * u, base - H + 1 * u)],
-                  fill=(250, 236, 150))
+        d.polygon(
+            [(cx, base - H - 3 * u), (cx + 16 * u, base - H - 7 * u), (cx + 16 * u, base - H + 1 * u)],
+            fill=(250, 236, 150),
+        )
 
 
 def _mountain(d, cx, base, u, col, time, hy, S):
@@ -258,12 +363,19 @@ def _mountain(d, cx, base, u, col, time, hy, S):
     d.polygon([(cx, base - H), (cx + w, base), (cx + w * 0.35, base)], fill=_mul(col, 0.78))
     cap = (250, 250, 255) if sum(col) < 600 else (170, 180, 200)
     k = 0.3
-    d.polygon([(cx, base - H), (cx + w * k, base - H * (1 - k)), (cx + w * k * 0.3, base - H * (1 - k) + 2 * u),
-               (cx - w * k * 0.2, base - H * (1 - k) - 1 * u), (cx - w * k, base - H * (1 - k))], fill=cap)
+    d.polygon(
+        [
+            (cx, base - H),
+            (cx + w * k, base - H * (1 - k)),
+            (cx + w * k * 0.3, base - H * (1 - k) + 2 * u),
+            (cx - w * k * 0.2, base - H * (1 - k) - 1 * u),
+            (cx - w * k, base - H * (1 - k)),
+        ],
+        fill=cap,
+    )
 
 
-_OBJ_DRAW = {"castle": _castle, "house": _house, "tree": _tree, "lighthouse": _lighthouse,
-             "mountain": _mountain}
+_OBJ_DRAW = {"castle": _castle, "house": _house, "tree": _tree, "lighthouse": _lighthouse, "mountain": _mountain}
 
 
 def object_mask(scene: Scene, size: int | tuple[int, int] = 64, supersample: int | None = None) -> np.ndarray:

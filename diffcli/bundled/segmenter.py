@@ -10,6 +10,7 @@ brightness, small shifts), so generated images are judged like renders.
 API: ``load_segmenter()`` -> ``Segmenter`` with ``.masks(images)`` (float coverage, n x 64 x 64);
 ``iou(a, b)``; ``make_net()``, the untrained network.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,8 @@ def make_net():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.enc1 = nn.Sequential(conv(3, 16))                           # 64
-            self.enc2 = nn.Sequential(conv(16, 32, 2), conv(32, 32))        # 32
+            self.enc1 = nn.Sequential(conv(3, 16))  # 64
+            self.enc2 = nn.Sequential(conv(16, 32, 2), conv(32, 32))  # 32
             self.enc3 = nn.Sequential(conv(32, 48, 2), conv(48, 48, d=2), conv(48, 48, d=4))  # 16
             self.up2 = nn.Sequential(conv(48 + 32, 32))
             self.up1 = nn.Sequential(conv(32 + 16, 16), nn.Conv2d(16, 1, 3, 1, 1))
@@ -70,7 +71,7 @@ class Segmenter:
         out = []
         with torch.no_grad():
             for i in range(0, len(images), batch):
-                out.append(torch.sigmoid(self.net(to_tensor(images[i:i + batch])))[:, 0].numpy())
+                out.append(torch.sigmoid(self.net(to_tensor(images[i : i + batch])))[:, 0].numpy())
         return np.concatenate(out) if out else np.zeros((0, SIZE, SIZE), np.float32)
 
 

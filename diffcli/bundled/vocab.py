@@ -2,6 +2,7 @@
 
 Import-light: building/loading the tokenizer imports transformers lazily.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,11 +70,15 @@ def unknown_words_warning(prompt: str, from_image: bool = False) -> str | None:
         return None  # an empty prompt is a deliberate random scene
     unknown = unknown_words(prompt)
     understood = any(p in WORD_TO_ATTR for w in words for p in _parts(w))
-    shown = ", ".join(unknown[:_LIST_AT_MOST]) + (f" and {len(unknown) - _LIST_AT_MOST} more"
-                                                  if len(unknown) > _LIST_AT_MOST else "")
+    shown = ", ".join(unknown[:_LIST_AT_MOST]) + (
+        f" and {len(unknown) - _LIST_AT_MOST} more" if len(unknown) > _LIST_AT_MOST else ""
+    )
     if not understood:
-        head = (f"the bundled model understood no word of this prompt (unknown: {shown})" if unknown else
-                "this prompt names nothing the bundled model draws")
+        head = (
+            f"the bundled model understood no word of this prompt (unknown: {shown})"
+            if unknown
+            else "this prompt names nothing the bundled model draws"
+        )
         result = "the prompt will not steer the result" if from_image else "it will draw a random scene"
         return f"{head}, so {result}. {known_words_summary()}"
     if unknown:
@@ -159,7 +164,8 @@ def build_tokenizer(out_dir: str | Path):
     vocab, merges = build_vocab()
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
-    tok = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=MODEL_MAX_LENGTH,
-                        pad_token=EOS)
+    tok = CLIPTokenizer(
+        str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=MODEL_MAX_LENGTH, pad_token=EOS
+    )
     tok.save_pretrained(out)
     return tok

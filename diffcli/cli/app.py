@@ -14,8 +14,15 @@ import typer
 from typer.core import TyperGroup
 
 from diffcli import __version__
-from diffcli.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, DiffcliError, Terminated,
-                            print_error)
+from diffcli.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    DiffcliError,
+    Terminated,
+    print_error,
+)
 
 
 def debug_enabled() -> bool:
@@ -49,7 +56,9 @@ class DiffcliGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Click's own usage errors (unknown option or command, bad value) get our one-line format too."""
         try:
-            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+            code = super().main(
+                args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
         except _CLICK_EXCEPTION as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `diffcli`: the help, as a request for it
                 sys.stdout.write(exc.ctx.get_help() + "\n")
@@ -118,7 +127,9 @@ def _version(value: bool) -> None:
 
 
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Generate and edit images with diffusion models."""
 
@@ -141,9 +152,21 @@ def _new_app() -> typer.Typer:
 # Which module of diffcli.cli adds each command (groups: their sub-app). A command line naming one of
 # them builds only that module's commands: Typer turns every registered command's signature into click
 # parameters on each run, which for all of them is a third of a served call's start-up.
-_MODULES = {"txt2img": "generate", "img2img": "generate", "inpaint": "generate", "outpaint": "generate",
-            "batch": "batch", "upscale": "upscale", "distill": "distill", "serve": "serve", "models": "models",
-            "control": "control", "schedulers": "inspect_cmds", "info": "inspect_cmds", "device": "inspect_cmds"}
+_MODULES = {
+    "txt2img": "generate",
+    "img2img": "generate",
+    "inpaint": "generate",
+    "outpaint": "generate",
+    "batch": "batch",
+    "upscale": "upscale",
+    "distill": "distill",
+    "serve": "serve",
+    "models": "models",
+    "control": "control",
+    "schedulers": "inspect_cmds",
+    "info": "inspect_cmds",
+    "device": "inspect_cmds",
+}
 _GROUPS = ("models", "control")
 _ALL = ("generate", "batch", "inspect_cmds", "upscale", "distill", "serve", "models", "control")
 

@@ -8,17 +8,80 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffcli.cli.options import GEN, OUT, SHARED_GENERATION, Compile, keyword
+from diffcli.cli.options import GEN, SHARED_GENERATION, Compile, keyword
 
 BATCH = "Batch"
 
-Source = Annotated[str, typer.Argument(help="Job list: JSON lines (.jsonl, one job object per line) or text (one prompt per line); - reads stdin.", metavar="JOBS", show_default=False)]
-Task = Annotated[str, typer.Option("--task", help="Task of lines that name none: txt2img, img2img, inpaint or outpaint.", rich_help_panel=GEN)]
-KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Skip bad lines and failed jobs (reported on stderr) instead of stopping; exit 1 if any job failed or any line was bad.", rich_help_panel=BATCH)]
-Shard = Annotated[Optional[str], typer.Option("--shard", help="Run only share I of N (0-based I/N): every N-th job from the I-th, for job arrays. Under accelerate launch or torchrun each process takes its rank's share by itself.", rich_help_panel=BATCH, show_default=False)]
-Launcher = Annotated[Optional[str], typer.Option("--launcher", help="Spread the jobs over several processes: accelerate (this machine's GPUs, or CPU processes) or ray (a Ray cluster, or a local Ray); see docs/batch.md.", rich_help_panel=BATCH, show_default=False)]
-Processes = Annotated[Optional[int], typer.Option("--processes", help="With --launcher: how many processes (accelerate) or Ray workers. Default: one per GPU, else 1.", rich_help_panel=BATCH, show_default=False)]
-Address = Annotated[Optional[str], typer.Option("--address", help="With --launcher ray: the Ray cluster to join (e.g. auto, or ray://head:10001). Default: RAY_ADDRESS, else a local Ray for this batch.", rich_help_panel=BATCH, show_default=False)]
+Source = Annotated[
+    str,
+    typer.Argument(
+        help="Job list: JSON lines (.jsonl, one job object per line) or text (one prompt per line); - reads stdin.",
+        metavar="JOBS",
+        show_default=False,
+    ),
+]
+Task = Annotated[
+    str,
+    typer.Option(
+        "--task", help="Task of lines that name none: txt2img, img2img, inpaint or outpaint.", rich_help_panel=GEN
+    ),
+]
+KeepGoing = Annotated[
+    bool,
+    typer.Option(
+        "--keep-going",
+        help=(
+            "Skip bad lines and failed jobs (reported on stderr) instead of stopping; exit 1 if any job failed or "
+            "any line was bad."
+        ),
+        rich_help_panel=BATCH,
+    ),
+]
+Shard = Annotated[
+    Optional[str],
+    typer.Option(
+        "--shard",
+        help=(
+            "Run only share I of N (0-based I/N): every N-th job from the I-th, for job arrays. Under accelerate "
+            "launch or torchrun each process takes its rank's share by itself."
+        ),
+        rich_help_panel=BATCH,
+        show_default=False,
+    ),
+]
+Launcher = Annotated[
+    Optional[str],
+    typer.Option(
+        "--launcher",
+        help=(
+            "Spread the jobs over several processes: accelerate (this machine's GPUs, or CPU processes) or ray (a "
+            "Ray cluster, or a local Ray); see docs/batch.md."
+        ),
+        rich_help_panel=BATCH,
+        show_default=False,
+    ),
+]
+Processes = Annotated[
+    Optional[int],
+    typer.Option(
+        "--processes",
+        help="With --launcher: how many processes (accelerate) or Ray workers. Default: one per GPU, else 1.",
+        rich_help_panel=BATCH,
+        show_default=False,
+    ),
+]
+Address = Annotated[
+    Optional[str],
+    typer.Option(
+        "--address",
+        help=(
+            "With --launcher ray: the Ray cluster to join (e.g. auto, or ray://head:10001). Default: RAY_ADDRESS, "
+            "else a local Ray for this batch."
+        ),
+        rich_help_panel=BATCH,
+        show_default=False,
+    ),
+]
 
 HELP = """Run many jobs in one process: each model loads once, finished jobs are skipped on a rerun.
 
@@ -70,9 +133,17 @@ def batch(**params) -> None:
     reporter = make_reporter(params["json"], params["quiet"])
     try:
         lines = read_lines(params["source"], base, params["keep_going"], reporter.warn)
-        failed = run_batch(lines, params["out"], params["format"], run_options(params, base), reporter,
-                           params["keep_going"], shard, batch_size=params.get("batch_size") or 1,
-                           rejected=rejected_share(lines.rejected, shard))
+        failed = run_batch(
+            lines,
+            params["out"],
+            params["format"],
+            run_options(params, base),
+            reporter,
+            params["keep_going"],
+            shard,
+            batch_size=params.get("batch_size") or 1,
+            rejected=rejected_share(lines.rejected, shard),
+        )
     finally:
         reporter.close()
     if failed:
@@ -99,9 +170,15 @@ def _launcher(params: dict) -> str | None:
 
 def register(app: typer.Typer) -> None:
     shared = [p for p in SHARED_GENERATION if p.name not in _EXCLUDED]
-    signature = [inspect.Parameter("source", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Source),
-                 keyword("task", Task, "txt2img"), keyword("keep_going", KeepGoing, False), keyword("shard", Shard),
-                 keyword("launcher", Launcher), keyword("processes", Processes), keyword("address", Address),
-                 keyword("compile", Compile, False)]
+    signature = [
+        inspect.Parameter("source", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Source),
+        keyword("task", Task, "txt2img"),
+        keyword("keep_going", KeepGoing, False),
+        keyword("shard", Shard),
+        keyword("launcher", Launcher),
+        keyword("processes", Processes),
+        keyword("address", Address),
+        keyword("compile", Compile, False),
+    ]
     batch.__signature__ = inspect.Signature(signature + shared)
     app.command(name="batch", help=HELP)(batch)

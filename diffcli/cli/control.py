@@ -9,18 +9,44 @@ import typer
 
 from diffcli.cli import options as o
 
-app = typer.Typer(help="ControlNet helpers (generation takes --control on txt2img, img2img and inpaint).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="ControlNet helpers (generation takes --control on txt2img, img2img and inpaint).", no_args_is_help=True
+)
 
-Kind = Annotated[str, typer.Option("--kind", help="canny (edges; no model), seg (the bundled model's scene segmenter: the object's silhouette) or none (a copy).", metavar="canny|seg|none")]
-OutFile = Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (png, jpg or webp; default: IMAGE's name with -KIND.png, in the current folder).", show_default=False)]
+Kind = Annotated[
+    str,
+    typer.Option(
+        "--kind",
+        help=(
+            "canny (edges; no model), seg (the bundled model's scene segmenter: the object's silhouette) or none "
+            "(a copy)."
+        ),
+        metavar="canny|seg|none",
+    ),
+]
+OutFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--out",
+        "-o",
+        help="File to write (png, jpg or webp; default: IMAGE's name with -KIND.png, in the current folder).",
+        show_default=False,
+    ),
+]
 
 
 @app.command("preprocess")
-def preprocess(image: o.InputImage, kind: Kind = "canny", out: OutFile = None, overwrite: o.Overwrite = False,
-               quiet: o.Quiet = False, debug: o.Debug = False) -> None:
+def preprocess(
+    image: o.InputImage,
+    kind: Kind = "canny",
+    out: OutFile = None,
+    overwrite: o.Overwrite = False,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
     """Make the control map of IMAGE (the one `--control-preprocess KIND` would use) and write it."""
-    from diffcli.control import PREPROCESSORS, preprocess as make_map
+    from diffcli.control import PREPROCESSORS
+    from diffcli.control import preprocess as make_map
     from diffcli.errors import UsageError
     from diffcli.images import load_rgb
     from diffcli.output import save_atomic

@@ -14,15 +14,81 @@ from diffcli.flags import run_options
 from diffcli.jobs import Job
 
 Prompt = Annotated[Optional[str], typer.Argument(help="What to draw.", metavar="PROMPT", show_default=False)]
-Strength = Annotated[Optional[float], typer.Option("--strength", help="How much to change the input, in (0, 1].", rich_help_panel=GEN)]
-Mask = Annotated[Optional[str], typer.Option("--mask", help="Mask image: white = repaint, black = keep.", rich_help_panel=GEN)]
-MaskBlur = Annotated[Optional[int], typer.Option("--mask-blur", help="Feather the mask edge by this many pixels (inside the mask).", rich_help_panel=GEN)]
-OutpaintImage = Annotated[Optional[str], typer.Argument(help="Input image (optional with --from: the recorded one).", metavar="IMAGE", show_default=False)]
-Extend = Annotated[Optional[str], typer.Option("--extend", metavar="L,T,R,B", help="Pixels to add: L,T,R,B, or one amount for every side; pixels or a percentage of the image (25%).", rich_help_panel=GEN, show_default=False)]
-To = Annotated[Optional[str], typer.Option("--to", metavar="WxH", help="Canvas size WIDTHxHEIGHT (instead of --extend); --anchor places the image in it.", rich_help_panel=GEN, show_default=False)]
-Anchor = Annotated[Optional[str], typer.Option("--anchor", metavar="WHERE", help="With --to: where the image sits: center (default), left, right, top, bottom, top-left, top-right, bottom-left, bottom-right.", rich_help_panel=GEN, show_default=False)]
-InpaintModel = Annotated[Optional[str], typer.Option("--inpaint-model", metavar="auto|on|off", help="Who paints the new area: auto (default): the model family's inpainting model when it is on this machine, else --model with the mask; on: the inpainting model or an error; off: --model with the mask.", rich_help_panel=GEN, show_default=False)]
-Fill = Annotated[Optional[str], typer.Option("--fill", metavar="HOW", help="What the new area holds before denoising: blur (default), edge or noise; used at --strength below 1 (default 0.9).", rich_help_panel=GEN, show_default=False)]
+Strength = Annotated[
+    Optional[float], typer.Option("--strength", help="How much to change the input, in (0, 1].", rich_help_panel=GEN)
+]
+Mask = Annotated[
+    Optional[str], typer.Option("--mask", help="Mask image: white = repaint, black = keep.", rich_help_panel=GEN)
+]
+MaskBlur = Annotated[
+    Optional[int],
+    typer.Option(
+        "--mask-blur", help="Feather the mask edge by this many pixels (inside the mask).", rich_help_panel=GEN
+    ),
+]
+OutpaintImage = Annotated[
+    Optional[str],
+    typer.Argument(help="Input image (optional with --from: the recorded one).", metavar="IMAGE", show_default=False),
+]
+Extend = Annotated[
+    Optional[str],
+    typer.Option(
+        "--extend",
+        metavar="L,T,R,B",
+        help="Pixels to add: L,T,R,B, or one amount for every side; pixels or a percentage of the image (25%).",
+        rich_help_panel=GEN,
+        show_default=False,
+    ),
+]
+To = Annotated[
+    Optional[str],
+    typer.Option(
+        "--to",
+        metavar="WxH",
+        help="Canvas size WIDTHxHEIGHT (instead of --extend); --anchor places the image in it.",
+        rich_help_panel=GEN,
+        show_default=False,
+    ),
+]
+Anchor = Annotated[
+    Optional[str],
+    typer.Option(
+        "--anchor",
+        metavar="WHERE",
+        help=(
+            "With --to: where the image sits: center (default), left, right, top, bottom, top-left, top-right, "
+            "bottom-left, bottom-right."
+        ),
+        rich_help_panel=GEN,
+        show_default=False,
+    ),
+]
+InpaintModel = Annotated[
+    Optional[str],
+    typer.Option(
+        "--inpaint-model",
+        metavar="auto|on|off",
+        help=(
+            "Who paints the new area: auto (default): the model family's inpainting model when it is on this "
+            "machine, else --model with the mask; on: the inpainting model or an error; off: --model with the mask."
+        ),
+        rich_help_panel=GEN,
+        show_default=False,
+    ),
+]
+Fill = Annotated[
+    Optional[str],
+    typer.Option(
+        "--fill",
+        metavar="HOW",
+        help=(
+            "What the new area holds before denoising: blur (default), edge or noise; used at --strength below 1 "
+            "(default 0.9)."
+        ),
+        rich_help_panel=GEN,
+        show_default=False,
+    ),
+]
 
 
 def _positional(name: str, annotation, default=inspect.Parameter.empty) -> inspect.Parameter:
@@ -40,14 +106,27 @@ COMMANDS = {
     ),
     "inpaint": (
         "Repaint the masked (white) region of an image; everything outside stays exactly as it was.",
-        [_positional("image", InputImage), _positional("prompt", Prompt, None), keyword("mask", Mask),
-         keyword("strength", Strength), keyword("mask_blur", MaskBlur)],
+        [
+            _positional("image", InputImage),
+            _positional("prompt", Prompt, None),
+            keyword("mask", Mask),
+            keyword("strength", Strength),
+            keyword("mask_blur", MaskBlur),
+        ],
     ),
     "outpaint": (
         "Extend the canvas of an image and paint the new area; the original pixels stay exactly as they were.",
-        [_positional("image", OutpaintImage, None), _positional("prompt", Prompt, None), keyword("extend", Extend),
-         keyword("to", To), keyword("anchor", Anchor), keyword("fill", Fill), keyword("strength", Strength),
-         keyword("mask_blur", MaskBlur), keyword("inpaint_model", InpaintModel)],
+        [
+            _positional("image", OutpaintImage, None),
+            _positional("prompt", Prompt, None),
+            keyword("extend", Extend),
+            keyword("to", To),
+            keyword("anchor", Anchor),
+            keyword("fill", Fill),
+            keyword("strength", Strength),
+            keyword("mask_blur", MaskBlur),
+            keyword("inpaint_model", InpaintModel),
+        ],
     ),
 }
 
@@ -87,8 +166,10 @@ def execute(task: str, params: dict) -> None:
     if params.get("offload") not in (None, "model", "sequential"):
         raise UsageError(f"invalid --offload '{params['offload']}'; use model or sequential")
     if params.get("compile"):
-        raise UsageError("--compile pays off only over many images of one process: use `diffcli batch --compile` "
-                         "or `diffcli serve --compile` (a single command would pay the compile for one image)")
+        raise UsageError(
+            "--compile pays off only over many images of one process: use `diffcli batch --compile` "
+            "or `diffcli serve --compile` (a single command would pay the compile for one image)"
+        )
     job = build_job(task, params)
     opts = run_options(params, job)
     reporter = make_reporter(params["json"], params["quiet"])
@@ -108,8 +189,9 @@ def _make(task: str, help_text: str, positional: list[inspect.Parameter]):
 
     command.__name__ = task
     command.__doc__ = help_text
-    command.__signature__ = inspect.Signature(positional + SHARED_GENERATION + [keyword("no_server", NoServer, False),
-                                                                               keyword("compile", Compile, False)])
+    command.__signature__ = inspect.Signature(
+        positional + SHARED_GENERATION + [keyword("no_server", NoServer, False), keyword("compile", Compile, False)]
+    )
     return command
 
 

@@ -17,9 +17,19 @@ def schedulers(json_out: JsonFlag = False) -> None:
     from diffcli.schedulers import SCHEDULERS
 
     if json_out:
-        rows = [{"name": s.name, "class": s.cls, "a1111": s.a1111, "summary": s.summary, "options": s.options,
-                 "flow_matching": s.flow, "shift": s.custom_timesteps, "families": s.applies_to.split(", ")}
-                for s in SCHEDULERS.values()]
+        rows = [
+            {
+                "name": s.name,
+                "class": s.cls,
+                "a1111": s.a1111,
+                "summary": s.summary,
+                "options": s.options,
+                "flow_matching": s.flow,
+                "shift": s.custom_timesteps,
+                "families": s.applies_to.split(", "),
+            }
+            for s in SCHEDULERS.values()
+        ]
         typer.echo(json.dumps(rows, indent=2))
         return
     if not _stdout_is_terminal():
@@ -33,8 +43,15 @@ def schedulers(json_out: JsonFlag = False) -> None:
     from rich.table import Column, Table
 
     # on a narrow terminal cells wrap (long class names fold) but nothing is cut off with "…"
-    table = Table(Column("name", no_wrap=True), Column("diffusers class", overflow="fold"), "A1111 name", "notes",
-                  "families", box=None, header_style="bold")
+    table = Table(
+        Column("name", no_wrap=True),
+        Column("diffusers class", overflow="fold"),
+        "A1111 name",
+        "notes",
+        "families",
+        box=None,
+        header_style="bold",
+    )
     for s in SCHEDULERS.values():
         table.add_row(s.name, s.cls, s.a1111, s.summary, s.applies_to)
     Console(soft_wrap=True).print(table)
@@ -48,13 +65,14 @@ def _stdout_is_terminal() -> bool:
 
 
 def info(
-    image: Annotated[Path, typer.Argument(help="An image made by diffcli (or AUTOMATIC1111).", metavar="IMAGE", show_default=False)],
+    image: Annotated[
+        Path, typer.Argument(help="An image made by diffcli (or AUTOMATIC1111).", metavar="IMAGE", show_default=False)
+    ],
     json_out: JsonFlag = False,
 ) -> None:
     """Show the generation parameters recorded in an image."""
     from diffcli.errors import UsageError
     from diffcli.metadata import read
-
     from diffcli.text import escape
 
     params, record = read(image)
@@ -68,8 +86,12 @@ def info(
     if record:
         job = record.get("job") if isinstance(record.get("job"), dict) else {}
         model = record.get("model") if isinstance(record.get("model"), dict) else {}
-        typer.echo(escape(f"Task: {job.get('task')}, Model source: {model.get('source')}, "
-                          f"Device: {record.get('device')}, Dtype: {record.get('dtype')}"))
+        typer.echo(
+            escape(
+                f"Task: {job.get('task')}, Model source: {model.get('source')}, "
+                f"Device: {record.get('device')}, Dtype: {record.get('dtype')}"
+            )
+        )
 
 
 def device(
@@ -100,10 +122,14 @@ def device(
     for key, value in facts.items():
         if key != "fits":
             sys.stdout.write(f"{key}: {value}\n")
-    sys.stdout.write(f"what fits in {facts['memory_gib']} GiB of {facts['memory_of']} at {choice.dtype} "
-                     f"(estimated from published parameter counts):\n")
+    sys.stdout.write(
+        f"what fits in {facts['memory_gib']} GiB of {facts['memory_of']} at {choice.dtype} "
+        f"(estimated from published parameter counts):\n"
+    )
     for row in facts["fits"]:
-        sys.stdout.write(f"  {row['model']:<24} {row['weights']:<10} {row['weights_gib']:>6.1f} GiB  {row['verdict']}\n")
+        sys.stdout.write(
+            f"  {row['model']:<24} {row['weights']:<10} {row['weights_gib']:>6.1f} GiB  {row['verdict']}\n"
+        )
 
 
 def _memory_facts(choice, torch) -> dict:
@@ -122,8 +148,11 @@ def _memory_facts(choice, torch) -> dict:
             memory = 0
         of = "system memory (shared with the GPU)" if choice.device == "mps" else "system memory"
     gib = round(memory / 2**30, 1)
-    return {"memory_gib": gib, "memory_of": of,
-            "fits": verdicts(gib, choice.dtype, can_offload=choice.device.startswith("cuda"))}
+    return {
+        "memory_gib": gib,
+        "memory_of": of,
+        "fits": verdicts(gib, choice.dtype, can_offload=choice.device.startswith("cuda")),
+    }
 
 
 def register(app: typer.Typer) -> None:

@@ -60,11 +60,22 @@ def _stdout_console():
 def pull(
     name: str = typer.Argument(..., help="Alias, org/name[@revision], .safetensors URL or path."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (hub models)."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="Weights variant, e.g. fp16 (falls back to the plain weights)."),
+    variant: Optional[str] = typer.Option(
+        None, "--variant", help="Weights variant, e.g. fp16 (falls back to the plain weights)."
+    ),
     token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP, show_default=False),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 of a URL checkpoint."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept .bin/.ckpt pickle weights (loaded with weights_only=True)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Download a repo that ships its own code anyway (its configs and weights only: diffcli never fetches or runs the code)."),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="Accept .bin/.ckpt pickle weights (loaded with weights_only=True)."
+    ),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help=(
+            "Download a repo that ships its own code anyway (its configs and weights only: diffcli never fetches "
+            "or runs the code)."
+        ),
+    ),
     force: bool = typer.Option(False, "--force", help="Download again even if present."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -80,9 +91,18 @@ def pull(
         if rev:
             names.validate_revision(rev)
         alias = src.name if src.kind == "alias" else None
-        snap, _commit, _e = hub.pull(src.repo_id, rev, name=name, variant=variant, allow_pickle=allow_pickle,
-                                     trust_remote_code=trust_remote_code, token=token, quiet=quiet, force=force,
-                                     alias=alias)
+        snap, _commit, _e = hub.pull(
+            src.repo_id,
+            rev,
+            name=name,
+            variant=variant,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            token=token,
+            quiet=quiet,
+            force=force,
+            alias=alias,
+        )
         typer.echo(str(snap))
         return
     if src.kind == "url":
@@ -93,8 +113,10 @@ def pull(
         from diffcli.models.single_file import config_dir_for, fetch_tokenizers
 
         if needs_base(ref):
-            sys.stderr.write(f"note: {name} is a {ref.family} transformer: use it with --base, a diffusers {ref.family} "
-                             "model that supplies its text encoders and VAE\n")
+            sys.stderr.write(
+                f"note: {name} is a {ref.family} transformer: use it with --base, a diffusers {ref.family} "
+                "model that supplies its text encoders and VAE\n"
+            )
         elif config_dir_for(ref.family) is None:
             sys.stderr.write(f"warning: {name}: family '{ref.family}' has no built-in config; it cannot be loaded\n")
         else:
@@ -117,8 +139,9 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     for col in ("NAME", "SOURCE", "FAMILY", "SIZE", "LAST USED", "STATUS"):
         table.add_column(col, justify="right" if col == "SIZE" else "left")
     for i in items:
-        table.add_row(i.name, i.source, i.family, inventory.human_size(i.size), inventory.human_time(i.last_used),
-                      i.status)
+        table.add_row(
+            i.name, i.source, i.family, inventory.human_size(i.size), inventory.human_time(i.last_used), i.status
+        )
     _stdout_console().print(table)
     from diffcli.models.aliases import alias_names
 
@@ -131,9 +154,18 @@ def aliases(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     from diffcli.models.aliases import ALIASES
     from diffcli.models.inventory import alias_downloaded
 
-    rows = [{"name": n, "repo_id": a.repo_id, "family": a.family, "description": a.description,
-             "defaults": dict(a.defaults), "gated": a.gated, "downloaded": alias_downloaded(n)}
-            for n, a in ALIASES.items()]
+    rows = [
+        {
+            "name": n,
+            "repo_id": a.repo_id,
+            "family": a.family,
+            "description": a.description,
+            "defaults": dict(a.defaults),
+            "gated": a.gated,
+            "downloaded": alias_downloaded(n),
+        }
+        for n, a in ALIASES.items()
+    ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -145,8 +177,17 @@ def aliases(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     for r in rows:
         d = r["defaults"]
         size = f"{d['width']}" if d.get("width") == d.get("height") and d.get("width") else "-"
-        table.add_row(r["name"], r["repo_id"], r["family"], str(d.get("steps", "-")), str(d.get("cfg", "-")),
-                      d.get("scheduler", "-"), size, "yes" if r["gated"] else "-", "yes" if r["downloaded"] else "-")
+        table.add_row(
+            r["name"],
+            r["repo_id"],
+            r["family"],
+            str(d.get("steps", "-")),
+            str(d.get("cfg", "-")),
+            d.get("scheduler", "-"),
+            size,
+            "yes" if r["gated"] else "-",
+            "yes" if r["downloaded"] else "-",
+        )
     _stdout_console().print(table)
 
 
@@ -242,8 +283,10 @@ def rm(
     from diffcli.models import inventory
 
     plan = inventory.plan_removal(name)
-    sys.stderr.write(f"{'would remove' if dry_run else 'removing'} {name}: {len(plan.paths)} paths, "
-                     f"{inventory.human_size(plan.size)}\n")
+    sys.stderr.write(
+        f"{'would remove' if dry_run else 'removing'} {name}: {len(plan.paths)} paths, "
+        f"{inventory.human_size(plan.size)}\n"
+    )
     for p in plan.paths:
         typer.echo(str(p))
     if dry_run:
@@ -274,7 +317,9 @@ def verify(
     else:
         for r in reports:
             bad = r.damaged
-            typer.echo(f"{r.name}: {'DAMAGED' if bad else 'ok'} ({len(r.checks)} files){' - ' + r.note if r.note else ''}")
+            typer.echo(
+                f"{r.name}: {'DAMAGED' if bad else 'ok'} ({len(r.checks)} files){' - ' + r.note if r.note else ''}"
+            )
             for c in r.checks:
                 if c.problem:
                     typer.echo(f"  {'repaired' if c.repaired else 'damaged '}  {c.file}: {c.problem}")
@@ -283,6 +328,10 @@ def verify(
     damaged = sum(len(r.damaged) for r in reports)
     if damaged:
         if all(r.source == "bundled" for r in reports if r.damaged):
-            raise RuntimeFailure(f"{damaged} damaged file(s) in the bundled model; reinstall diffcli "
-                                 "(pip install --force-reinstall diffcli)")
-        raise RuntimeFailure(f"{damaged} damaged file(s); run `diffcli models verify {name or ''} --repair`".replace("  ", " "))
+            raise RuntimeFailure(
+                f"{damaged} damaged file(s) in the bundled model; reinstall diffcli "
+                "(pip install --force-reinstall diffcli)"
+            )
+        raise RuntimeFailure(
+            f"{damaged} damaged file(s); run `diffcli models verify {name or ''} --repair`".replace("  ", " ")
+        )

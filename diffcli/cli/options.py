@@ -13,44 +13,252 @@ MODEL = "Model and device"
 OUT = "Output"
 
 InputImage = Annotated[str, typer.Argument(help="Input image.", metavar="IMAGE", show_default=False)]
-Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: alias, org/name, local directory, .safetensors file or URL. Default: the bundled 'tiny' model.", rich_help_panel=MODEL)]
-Base = Annotated[Optional[str], typer.Option("--base", help="With a FLUX.1 or SD 3.x transformer file (.safetensors or .gguf) as --model: the diffusers model (alias, org/name or folder) that supplies its text encoders and VAE.", rich_help_panel=MODEL)]
-Quantize = Annotated[Optional[str], typer.Option("--quantize", help="Load the denoiser quantized to fit in less memory: int8 (torchao, any device) or nf4 (bitsandbytes, CUDA); none by default. See docs/device.md.", rich_help_panel=MODEL)]
+Model = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: alias, org/name, local directory, .safetensors file or URL. Default: the bundled 'tiny' model.",
+        rich_help_panel=MODEL,
+    ),
+]
+Base = Annotated[
+    Optional[str],
+    typer.Option(
+        "--base",
+        help=(
+            "With a FLUX.1 or SD 3.x transformer file (.safetensors or .gguf) as --model: the diffusers model "
+            "(alias, org/name or folder) that supplies its text encoders and VAE."
+        ),
+        rich_help_panel=MODEL,
+    ),
+]
+Quantize = Annotated[
+    Optional[str],
+    typer.Option(
+        "--quantize",
+        help=(
+            "Load the denoiser quantized to fit in less memory: int8 (torchao, any device) or nf4 (bitsandbytes, "
+            "CUDA); none by default. See docs/device.md."
+        ),
+        rich_help_panel=MODEL,
+    ),
+]
 Negative = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt.", rich_help_panel=GEN)]
-Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)]
-Cfg = Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's).", rich_help_panel=GEN)]
-CfgCutoff = Annotated[Optional[float], typer.Option("--cfg-cutoff", help="Guide only the noisier steps: stop guidance once the timestep is below this fraction of the schedule, in [0, 1) (default: the model's, else 0 = every step).", rich_help_panel=GEN)]
-Shift = Annotated[Optional[float], typer.Option("--shift", help="Timestep shift: below 1 moves the sampler's later steps toward the clean end, above 1 toward the noisy end (default: the model's, else 1 = unchanged).", rich_help_panel=GEN)]
+Steps = Annotated[
+    Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)
+]
+Cfg = Annotated[
+    Optional[float],
+    typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's).", rich_help_panel=GEN),
+]
+CfgCutoff = Annotated[
+    Optional[float],
+    typer.Option(
+        "--cfg-cutoff",
+        help=(
+            "Guide only the noisier steps: stop guidance once the timestep is below this fraction of the "
+            "schedule, in [0, 1) (default: the model's, else 0 = every step)."
+        ),
+        rich_help_panel=GEN,
+    ),
+]
+Shift = Annotated[
+    Optional[float],
+    typer.Option(
+        "--shift",
+        help=(
+            "Timestep shift: below 1 moves the sampler's later steps toward the clean end, above 1 toward the "
+            "noisy end (default: the model's, else 1 = unchanged)."
+        ),
+        rich_help_panel=GEN,
+    ),
+]
 Width = Annotated[Optional[int], typer.Option("--width", "-W", help="Image width in pixels.", rich_help_panel=GEN)]
 Height = Annotated[Optional[int], typer.Option("--height", "-H", help="Image height in pixels.", rich_help_panel=GEN)]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the first image; image k uses seed+k-1. Random if omitted.", rich_help_panel=GEN)]
+Seed = Annotated[
+    Optional[int],
+    typer.Option(
+        "--seed", help="Seed of the first image; image k uses seed+k-1. Random if omitted.", rich_help_panel=GEN
+    ),
+]
 NumImages = Annotated[Optional[int], typer.Option("--num-images", "-n", help="How many images.", rich_help_panel=GEN)]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Images denoised together.", rich_help_panel=GEN)]
-MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse a batch with more pixels (width x height x batch size) than this. Default: what fits this machine's memory, at most 4096x4096.", rich_help_panel=MODEL, show_default=False)]
-Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="Sampler name; see `diffcli schedulers`.", rich_help_panel=GEN)]
-Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA file or name in the LoRA folder (DIFFCLI_LORA_DIR), with an optional :WEIGHT (default 1); repeat for several.", rich_help_panel=GEN, metavar="FILE|NAME[:WEIGHT]", show_default=False)]
-Control = Annotated[Optional[list[str]], typer.Option("--control", help="ControlNet and its map: KIND:IMAGE[:SCALE[:START:END]]. KIND: a ControlNet (repo id, folder, .safetensors file, tiny-control-seg) or a short name (seg, canny, depth, union) for the model family's default; a union ControlNet as KIND+TYPE (canny, depth, openpose, ...); SCALE weighs it (default 1); START:END is the part of the steps it acts on (default 0:1). Repeat for several.", rich_help_panel=GEN, metavar="KIND:IMAGE[:SCALE[:START:END]]", show_default=False)]
-ControlPreprocess = Annotated[Optional[str], typer.Option("--control-preprocess", help="Make the control maps from the --control images first: canny (edges), seg (the bundled model's scene segmenter) or none (the images are the maps; default).", rich_help_panel=GEN, metavar="canny|seg|none", show_default=False)]
-Cache = Annotated[Optional[str], typer.Option("--cache", help="Step caching: deepcache[:N] reuses the UNet's deep features, running the whole UNet every N-th step only (faster, slightly different images; N default 3); none (default). SD 1.x/2.x/SDXL. See docs/speed.md.", rich_help_panel=GEN, metavar="none|deepcache[:N]", show_default=False)]
-VaeDecoder = Annotated[Optional[str], typer.Option("--vae-decoder", help="What decodes the latents: full (default: the model's VAE), tiny (the family's TAESD tiny autoencoder, many times faster, a little softer; pulled on use like --model) or an AutoencoderTiny folder or hub repo id. See docs/device.md.", rich_help_panel=GEN, metavar="full|tiny|PATH", show_default=False)]
-PromptSyntax = Annotated[Optional[str], typer.Option("--prompt-syntax", help="a1111: (word:1.3), (word), [word], BREAK, <lora:name:0.8> and prompts longer than the text encoder's window; plain: the prompt as it is. Default: a1111.", rich_help_panel=GEN, metavar="a1111|plain", show_default=False)]
-Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL)]
-Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16.", rich_help_panel=MODEL)]
-Offload = Annotated[Optional[str], typer.Option("--offload", help="Keep weights on the CPU until needed: model or sequential.", rich_help_panel=MODEL)]
+BatchSize = Annotated[
+    Optional[int], typer.Option("--batch-size", help="Images denoised together.", rich_help_panel=GEN)
+]
+MaxPixels = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-pixels",
+        help=(
+            "Refuse a batch with more pixels (width x height x batch size) than this. Default: what fits this "
+            "machine's memory, at most 4096x4096."
+        ),
+        rich_help_panel=MODEL,
+        show_default=False,
+    ),
+]
+Scheduler = Annotated[
+    Optional[str], typer.Option("--scheduler", help="Sampler name; see `diffcli schedulers`.", rich_help_panel=GEN)
+]
+Lora = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--lora",
+        help=(
+            "LoRA file or name in the LoRA folder (DIFFCLI_LORA_DIR), with an optional :WEIGHT (default 1); "
+            "repeat for several."
+        ),
+        rich_help_panel=GEN,
+        metavar="FILE|NAME[:WEIGHT]",
+        show_default=False,
+    ),
+]
+Control = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--control",
+        help=(
+            "ControlNet and its map: KIND:IMAGE[:SCALE[:START:END]]. KIND: a ControlNet (repo id, folder, "
+            ".safetensors file, tiny-control-seg) or a short name (seg, canny, depth, union) for the model "
+            "family's default; a union ControlNet as KIND+TYPE (canny, depth, openpose, ...); SCALE weighs it "
+            "(default 1); START:END is the part of the steps it acts on (default 0:1). Repeat for several."
+        ),
+        rich_help_panel=GEN,
+        metavar="KIND:IMAGE[:SCALE[:START:END]]",
+        show_default=False,
+    ),
+]
+ControlPreprocess = Annotated[
+    Optional[str],
+    typer.Option(
+        "--control-preprocess",
+        help=(
+            "Make the control maps from the --control images first: canny (edges), seg (the bundled model's scene "
+            "segmenter) or none (the images are the maps; default)."
+        ),
+        rich_help_panel=GEN,
+        metavar="canny|seg|none",
+        show_default=False,
+    ),
+]
+Cache = Annotated[
+    Optional[str],
+    typer.Option(
+        "--cache",
+        help=(
+            "Step caching: deepcache[:N] reuses the UNet's deep features, running the whole UNet every N-th step "
+            "only (faster, slightly different images; N default 3); none (default). SD 1.x/2.x/SDXL. See "
+            "docs/speed.md."
+        ),
+        rich_help_panel=GEN,
+        metavar="none|deepcache[:N]",
+        show_default=False,
+    ),
+]
+VaeDecoder = Annotated[
+    Optional[str],
+    typer.Option(
+        "--vae-decoder",
+        help=(
+            "What decodes the latents: full (default: the model's VAE), tiny (the family's TAESD tiny "
+            "autoencoder, many times faster, a little softer; pulled on use like --model) or an AutoencoderTiny "
+            "folder or hub repo id. See docs/device.md."
+        ),
+        rich_help_panel=GEN,
+        metavar="full|tiny|PATH",
+        show_default=False,
+    ),
+]
+PromptSyntax = Annotated[
+    Optional[str],
+    typer.Option(
+        "--prompt-syntax",
+        help=(
+            "a1111: (word:1.3), (word), [word], BREAK, <lora:name:0.8> and prompts longer than the text encoder's "
+            "window; plain: the prompt as it is. Default: a1111."
+        ),
+        rich_help_panel=GEN,
+        metavar="a1111|plain",
+        show_default=False,
+    ),
+]
+Device = Annotated[
+    Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL)
+]
+Dtype = Annotated[
+    Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16.", rich_help_panel=MODEL)
+]
+Offload = Annotated[
+    Optional[str],
+    typer.Option("--offload", help="Keep weights on the CPU until needed: model or sequential.", rich_help_panel=MODEL),
+]
 VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="Decode in tiles to save memory.", rich_help_panel=MODEL)]
-AttentionSlicing = Annotated[bool, typer.Option("--attention-slicing", help="Compute attention in slices to save memory.", rich_help_panel=MODEL)]
-Offline = Annotated[bool, typer.Option("--offline", help="Never use the network; fail if the model is not present.", rich_help_panel=MODEL)]
-AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weights (.ckpt/.bin), loaded with weights_only=True.", rich_help_panel=MODEL)]
-Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Output directory, or a file name template such as 'shots/{seed}-{prompt}.png'.", rich_help_panel=OUT)]
-Format = Annotated[Optional[str], typer.Option("--format", help="png, jpg or webp (default: from --out, else png).", rich_help_panel=OUT)]
+AttentionSlicing = Annotated[
+    bool, typer.Option("--attention-slicing", help="Compute attention in slices to save memory.", rich_help_panel=MODEL)
+]
+Offline = Annotated[
+    bool,
+    typer.Option("--offline", help="Never use the network; fail if the model is not present.", rich_help_panel=MODEL),
+]
+AllowPickle = Annotated[
+    bool,
+    typer.Option(
+        "--allow-pickle",
+        help="Allow pickle weights (.ckpt/.bin), loaded with weights_only=True.",
+        rich_help_panel=MODEL,
+    ),
+]
+Out = Annotated[
+    Optional[str],
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output directory, or a file name template such as 'shots/{seed}-{prompt}.png'.",
+        rich_help_panel=OUT,
+    ),
+]
+Format = Annotated[
+    Optional[str],
+    typer.Option("--format", help="png, jpg or webp (default: from --out, else png).", rich_help_panel=OUT),
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.", rich_help_panel=OUT)]
-Json = Annotated[bool, typer.Option("--json", help="stdout: one JSON object per image; stderr: JSON-lines events.", rich_help_panel=OUT)]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but results and errors.", rich_help_panel=OUT)]
+Json = Annotated[
+    bool,
+    typer.Option("--json", help="stdout: one JSON object per image; stderr: JSON-lines events.", rich_help_panel=OUT),
+]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing but results and errors.", rich_help_panel=OUT)
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.", rich_help_panel=OUT)]
-SavePartial = Annotated[bool, typer.Option("--save-partial", help="On Ctrl-C, save the unfinished images as NAME-partial.", rich_help_panel=OUT)]
-Compile = Annotated[bool, typer.Option("--compile", help="batch: torch.compile the UNet or transformer once loaded; the first image of each size pays the compile (reported), later ones run faster. Pixels differ by float rounding only. Single-image commands refuse it (use batch or serve). See docs/device.md.", rich_help_panel=MODEL)]
-NoServer = Annotated[bool, typer.Option("--no-server", help="Run in this process even when a `diffcli serve` server is running.", rich_help_panel=MODEL)]
-From = Annotated[Optional[Path], typer.Option("--from", help="Reuse the Job recorded in an image made by diffcli; explicit flags win.", rich_help_panel=GEN)]
+SavePartial = Annotated[
+    bool,
+    typer.Option("--save-partial", help="On Ctrl-C, save the unfinished images as NAME-partial.", rich_help_panel=OUT),
+]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help=(
+            "batch: torch.compile the UNet or transformer once loaded; the first image of each size pays the "
+            "compile (reported), later ones run faster. Pixels differ by float rounding only. Single-image "
+            "commands refuse it (use batch or serve). See docs/device.md."
+        ),
+        rich_help_panel=MODEL,
+    ),
+]
+NoServer = Annotated[
+    bool,
+    typer.Option(
+        "--no-server", help="Run in this process even when a `diffcli serve` server is running.", rich_help_panel=MODEL
+    ),
+]
+From = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--from", help="Reuse the Job recorded in an image made by diffcli; explicit flags win.", rich_help_panel=GEN
+    ),
+]
 
 
 def keyword(name: str, annotation, default=None) -> inspect.Parameter:

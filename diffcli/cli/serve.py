@@ -30,19 +30,80 @@ Examples:
   diffcli serve --http 127.0.0.1:7860   (also an AUTOMATIC1111- and OpenAI-style HTTP API)
 """
 
-Detach = Annotated[bool, typer.Option("--detach", help="Run in the background; the log goes beside the socket (server.log).")]
+Detach = Annotated[
+    bool, typer.Option("--detach", help="Run in the background; the log goes beside the socket (server.log).")
+]
 Status = Annotated[bool, typer.Option("--status", help="Say whether a server runs, and what it holds (exit 1: none).")]
 Stop = Annotated[bool, typer.Option("--stop", help="Stop the running server once its queued jobs are done.")]
-Keep = Annotated[int, typer.Option("--keep", help="Keep at most this many models loaded (least recently used go first).", min=1)]
-MaxMemory = Annotated[Optional[str], typer.Option("--max-memory", help="Keep the weights of loaded models within this size (e.g. 6G, 1.5GiB, 800M): least recently used go first; the model just used always stays.", show_default=False)]
+Keep = Annotated[
+    int, typer.Option("--keep", help="Keep at most this many models loaded (least recently used go first).", min=1)
+]
+MaxMemory = Annotated[
+    Optional[str],
+    typer.Option(
+        "--max-memory",
+        help=(
+            "Keep the weights of loaded models within this size (e.g. 6G, 1.5GiB, 800M): least recently used go "
+            "first; the model just used always stays."
+        ),
+        show_default=False,
+    ),
+]
 Idle = Annotated[str, typer.Option("--idle", help="Stop after this long without work: e.g. 90s, 10m, 1h; 0 = never.")]
-Http = Annotated[Optional[str], typer.Option("--http", help="Also serve the HTTP API on HOST:PORT (e.g. 127.0.0.1:7860).", show_default=False)]
-ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="DIFFCLI_API_KEY", help="HTTP: require 'Authorization: Bearer KEY' (or KEY as the HTTP Basic password); without --api-key or --api-auth the API on loopback is open to every local user. Better from DIFFCLI_API_KEY: a command line is visible to other users.", show_default=False)]
-ApiAuth = Annotated[Optional[str], typer.Option("--api-auth", envvar="DIFFCLI_API_AUTH", metavar="USER:PASSWORD", help="HTTP: require HTTP Basic USER:PASSWORD, as AUTOMATIC1111's --api-auth (webuiapi's set_auth). Better from DIFFCLI_API_AUTH.", show_default=False)]
-AllowPull = Annotated[bool, typer.Option("--allow-pull", help="HTTP: let requests name models that are not present yet (they are downloaded).")]
-OutputDir = Annotated[Optional[str], typer.Option("--output-dir", help="HTTP: where images made over HTTP are written (default: ./outputs/http).", show_default=False)]
+Http = Annotated[
+    Optional[str],
+    typer.Option("--http", help="Also serve the HTTP API on HOST:PORT (e.g. 127.0.0.1:7860).", show_default=False),
+]
+ApiKey = Annotated[
+    Optional[str],
+    typer.Option(
+        "--api-key",
+        envvar="DIFFCLI_API_KEY",
+        help=(
+            "HTTP: require 'Authorization: Bearer KEY' (or KEY as the HTTP Basic password); without --api-key or "
+            "--api-auth the API on loopback is open to every local user. Better from DIFFCLI_API_KEY: a command "
+            "line is visible to other users."
+        ),
+        show_default=False,
+    ),
+]
+ApiAuth = Annotated[
+    Optional[str],
+    typer.Option(
+        "--api-auth",
+        envvar="DIFFCLI_API_AUTH",
+        metavar="USER:PASSWORD",
+        help=(
+            "HTTP: require HTTP Basic USER:PASSWORD, as AUTOMATIC1111's --api-auth (webuiapi's set_auth). Better "
+            "from DIFFCLI_API_AUTH."
+        ),
+        show_default=False,
+    ),
+]
+AllowPull = Annotated[
+    bool,
+    typer.Option("--allow-pull", help="HTTP: let requests name models that are not present yet (they are downloaded)."),
+]
+OutputDir = Annotated[
+    Optional[str],
+    typer.Option(
+        "--output-dir",
+        help="HTTP: where images made over HTTP are written (default: ./outputs/http).",
+        show_default=False,
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="--status: one JSON object.")]
-Compile = Annotated[bool, typer.Option("--compile", help="torch.compile each model's UNet or transformer when it loads: the first image of each size pays the compile once (reported), later ones run faster. Pixels differ by float rounding only. See docs/device.md.")]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help=(
+            "torch.compile each model's UNet or transformer when it loads: the first image of each size pays the "
+            "compile once (reported), later ones run faster. Pixels differ by float rounding only. See "
+            "docs/device.md."
+        ),
+    ),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
 
@@ -112,15 +173,26 @@ def serve(
         from diffcli.serve.client import request, start_detached
 
         if request("status", path) is not None:  # it would serve without these flags
-            raise UsageError(f"a diffcli server is already running on {path} "
-                             f"(`diffcli serve --status`, `diffcli serve --stop`)")
-        args = ["--keep", str(keep), "--idle", idle, *(["--http", http] if http else []),
-                *(["--max-memory", str(max_bytes)] if max_bytes else []),
-                *(["--allow-pull"] if allow_pull else []), *(["--output-dir", front.output_dir] if front else []),
-                *(["--compile"] if compile else []), *(["--debug"] if debug else [])]
+            raise UsageError(
+                f"a diffcli server is already running on {path} (`diffcli serve --status`, `diffcli serve --stop`)"
+            )
+        args = [
+            "--keep",
+            str(keep),
+            "--idle",
+            idle,
+            *(["--http", http] if http else []),
+            *(["--max-memory", str(max_bytes)] if max_bytes else []),
+            *(["--allow-pull"] if allow_pull else []),
+            *(["--output-dir", front.output_dir] if front else []),
+            *(["--compile"] if compile else []),
+            *(["--debug"] if debug else []),
+        ]
         # the credentials travel in its environment (only this user can read it), never on a command line
-        secrets = {"DIFFCLI_API_KEY": front.api_key if front else None,
-                   "DIFFCLI_API_AUTH": ":".join(front.api_auth) if front and front.api_auth else None}
+        secrets = {
+            "DIFFCLI_API_KEY": front.api_key if front else None,
+            "DIFFCLI_API_AUTH": ":".join(front.api_auth) if front and front.api_auth else None,
+        }
         info = start_detached(args, path, secrets=secrets, adopt=False)
         sys.stderr.write(f"diffcli server started (pid {info['pid']}) on {path}\n")
         return
@@ -130,15 +202,20 @@ def serve(
 def _http_flags_need_http(ctx: typer.Context) -> None:
     """Flags of the HTTP API typed without --http would reach nothing: refused (their variables,
     DIFFCLI_API_KEY and DIFFCLI_API_AUTH, may be set for other uses and are not)."""
-    for name, flag in (("api_key", "--api-key"), ("api_auth", "--api-auth"), ("allow_pull", "--allow-pull"),
-                       ("output_dir", "--output-dir")):
+    for name, flag in (
+        ("api_key", "--api-key"),
+        ("api_auth", "--api-auth"),
+        ("allow_pull", "--allow-pull"),
+        ("output_dir", "--output-dir"),
+    ):
         source = ctx.get_parameter_source(name)  # (typer's own click: its ParameterSource, compared by name)
         if getattr(source, "name", None) == "COMMANDLINE":
             raise UsageError(f"{flag} is for the HTTP API; add --http HOST:PORT (e.g. 127.0.0.1:7860)")
 
 
-def _foreground(path, keep: int, idle_s: float | None, front, max_bytes: int | None = None,
-                compile: bool = False) -> None:
+def _foreground(
+    path, keep: int, idle_s: float | None, front, max_bytes: int | None = None, compile: bool = False
+) -> None:
     from diffcli.serve.server import Server
 
     server = Server(path, keep=keep, idle_s=idle_s, max_bytes=max_bytes, compile=compile)
@@ -181,16 +258,22 @@ def _status(path, as_json: bool) -> None:
         f"{answer.get('queued')} queued",
     ]
     models = answer.get("models") or []
-    lines.append("models: " + (", ".join(f"{m['model']} ({m['device']}, {m['dtype']}, {_mib(m.get('bytes'))})"
-                                         for m in models) or "none loaded"))
+    lines.append(
+        "models: "
+        + (
+            ", ".join(f"{m['model']} ({m['device']}, {m['dtype']}, {_mib(m.get('bytes'))})" for m in models)
+            or "none loaded"
+        )
+    )
     idle_s = answer.get("idle_stop_s")
     budget = f" within {_mib(answer['max_memory'])}" if answer.get("max_memory") else ""
     lines.append(f"keeps {answer.get('keep')} models{budget}; stops after {_ago(idle_s) if idle_s else 'no'} idle time")
     if answer.get("http"):
         lines.append(f"HTTP on {answer['http']}: {answer.get('http_access') or 'protection unknown (older server)'}")
     if not answer.get("compatible", True):
-        lines.append("note: this shell's environment or diffcli differs from the server's; commands here run "
-                     "by themselves")
+        lines.append(
+            "note: this shell's environment or diffcli differs from the server's; commands here run by themselves"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -10,15 +10,90 @@ from diffcli.cli import options as o
 
 UPSCALE = "Upscale"
 
-Scale = Annotated[Optional[int], typer.Option("--scale", "-s", help="Integer factor: the output is exactly input x scale (default: the upscaler model's own factor, else 2).", rich_help_panel=UPSCALE)]
-Method = Annotated[str, typer.Option("--method", help="auto, model (a dedicated upscaler model), tiled (img2img over tiles with any text-to-image model) or lanczos (no model). auto: model if --model is an upscaler, else tiled.", rich_help_panel=UPSCALE)]
-Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="What the image shows (default: the prompt recorded in the input image, if any).", rich_help_panel=UPSCALE)]
-Strength = Annotated[Optional[float], typer.Option("--strength", help="tiled: how much each tile may change, in (0, 1] (default 0.3; 0.1 for the bundled model).", rich_help_panel=UPSCALE)]
-NoiseLevel = Annotated[Optional[int], typer.Option("--noise-level", help="x4 upscaler: noise added to the low-resolution input (default 20).", rich_help_panel=UPSCALE)]
-TileSize = Annotated[Optional[int], typer.Option("--tile-size", help="Size of the tiles the model processes, in pixels it sees: output pixels for tiled (default: the model's native size), input pixels for model.", rich_help_panel=UPSCALE)]
-Overlap = Annotated[Optional[int], typer.Option("--overlap", help="Pixels shared by neighbouring tiles, blended (default: tile size / 4, at most 64).", rich_help_panel=UPSCALE)]
-Fidelity = Annotated[Optional[str], typer.Option("--fidelity", help="How tiles are tied to the input: backproject (default: correct each tile until, downsampled, it matches the input); none; lowpass (keep the model's detail, take colours and shading from the lanczos-resampled input).", rich_help_panel=UPSCALE)]
-MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse outputs with more pixels than this (default 67108864 = 8192x8192).", rich_help_panel=UPSCALE)]
+Scale = Annotated[
+    Optional[int],
+    typer.Option(
+        "--scale",
+        "-s",
+        help="Integer factor: the output is exactly input x scale (default: the upscaler model's own factor, else 2).",
+        rich_help_panel=UPSCALE,
+    ),
+]
+Method = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help=(
+            "auto, model (a dedicated upscaler model), tiled (img2img over tiles with any text-to-image model) or "
+            "lanczos (no model). auto: model if --model is an upscaler, else tiled."
+        ),
+        rich_help_panel=UPSCALE,
+    ),
+]
+Prompt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--prompt",
+        "-p",
+        help="What the image shows (default: the prompt recorded in the input image, if any).",
+        rich_help_panel=UPSCALE,
+    ),
+]
+Strength = Annotated[
+    Optional[float],
+    typer.Option(
+        "--strength",
+        help="tiled: how much each tile may change, in (0, 1] (default 0.3; 0.1 for the bundled model).",
+        rich_help_panel=UPSCALE,
+    ),
+]
+NoiseLevel = Annotated[
+    Optional[int],
+    typer.Option(
+        "--noise-level",
+        help="x4 upscaler: noise added to the low-resolution input (default 20).",
+        rich_help_panel=UPSCALE,
+    ),
+]
+TileSize = Annotated[
+    Optional[int],
+    typer.Option(
+        "--tile-size",
+        help=(
+            "Size of the tiles the model processes, in pixels it sees: output pixels for tiled (default: the "
+            "model's native size), input pixels for model."
+        ),
+        rich_help_panel=UPSCALE,
+    ),
+]
+Overlap = Annotated[
+    Optional[int],
+    typer.Option(
+        "--overlap",
+        help="Pixels shared by neighbouring tiles, blended (default: tile size / 4, at most 64).",
+        rich_help_panel=UPSCALE,
+    ),
+]
+Fidelity = Annotated[
+    Optional[str],
+    typer.Option(
+        "--fidelity",
+        help=(
+            "How tiles are tied to the input: backproject (default: correct each tile until, downsampled, it "
+            "matches the input); none; lowpass (keep the model's detail, take colours and shading from the "
+            "lanczos-resampled input)."
+        ),
+        rich_help_panel=UPSCALE,
+    ),
+]
+MaxPixels = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-pixels",
+        help="Refuse outputs with more pixels than this (default 67108864 = 8192x8192).",
+        rich_help_panel=UPSCALE,
+    ),
+]
 
 
 def upscale(
@@ -62,12 +137,38 @@ def upscale(
 
     if offload not in (None, "model", "sequential"):
         raise UsageError(f"invalid --offload '{offload}'; use model or sequential")
-    request = Request(image=image, scale=scale, method=method.lower(), model=model, prompt=prompt, negative=negative,
-                      strength=strength, noise_level=noise_level, tile_size=tile_size, overlap=overlap,
-                      steps=steps, cfg=cfg, seed=seed, scheduler=scheduler, shift=shift, device=device, dtype=dtype,
-                      max_pixels=max_pixels, fidelity=fidelity.lower() if fidelity else None)
-    opts = Options(out=out, fmt=format, overwrite=overwrite, json=json, offline=offline, allow_pickle=allow_pickle,
-                   offload=offload, vae_tiling=vae_tiling, attention_slicing=attention_slicing)
+    request = Request(
+        image=image,
+        scale=scale,
+        method=method.lower(),
+        model=model,
+        prompt=prompt,
+        negative=negative,
+        strength=strength,
+        noise_level=noise_level,
+        tile_size=tile_size,
+        overlap=overlap,
+        steps=steps,
+        cfg=cfg,
+        seed=seed,
+        scheduler=scheduler,
+        shift=shift,
+        device=device,
+        dtype=dtype,
+        max_pixels=max_pixels,
+        fidelity=fidelity.lower() if fidelity else None,
+    )
+    opts = Options(
+        out=out,
+        fmt=format,
+        overwrite=overwrite,
+        json=json,
+        offline=offline,
+        allow_pickle=allow_pickle,
+        offload=offload,
+        vae_tiling=vae_tiling,
+        attention_slicing=attention_slicing,
+    )
     reporter = make_reporter(json, quiet)
     try:
         from diffcli.serve.client import connect  # a running `diffcli serve` runs it, with models loaded

@@ -23,9 +23,20 @@ BUNDLED_REPORT_N = 2048
 def default_report_n(bundled_teacher: bool) -> int:
     return BUNDLED_REPORT_N if bundled_teacher else REPORT_N
 
+
 # Settings that may change between a run and its --resume (everything else must match).
-RESUMABLE_CHANGES = ("max_train_steps", "checkpoint_every", "report", "report_n", "report_prompts",
-                     "keep_checkpoints", "device", "fuse", "threads", "shift")
+RESUMABLE_CHANGES = (
+    "max_train_steps",
+    "checkpoint_every",
+    "report",
+    "report_n",
+    "report_prompts",
+    "keep_checkpoints",
+    "device",
+    "fuse",
+    "threads",
+    "shift",
+)
 # ...and with the run-control flags: what does not identify a run (its fingerprint, its differences).
 NOT_IDENTIFYING = (*RESUMABLE_CHANGES, "resume", "overwrite", "offline", "out", "checkpoint_dir")
 # Settings added after runs existed, and how those earlier runs behaved: a run.json without the key

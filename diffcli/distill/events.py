@@ -53,9 +53,14 @@ class TrainEvents:
         if self.counter is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.counter = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeRemainingColumn(), console=getattr(self.reporter, "console", None),
-                                    transient=True)
+            self.counter = Progress(
+                TextColumn(f"[bold]{label}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=getattr(self.reporter, "console", None),
+                transient=True,
+            )
             self.counter.start()
             self.counter.add_task(label, total=total)
         self.counter.update(self.counter.task_ids[0], completed=done, total=total)
@@ -80,10 +85,16 @@ class TrainEvents:
         if self.rich:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
-                                     TimeRemainingColumn(), console=getattr(self.reporter, "console", None),
-                                     transient=False)
+            self.progress = Progress(
+                TextColumn("[bold]distill"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=getattr(self.reporter, "console", None),
+                transient=False,
+            )
             self.progress.start()
             self.task = self.progress.add_task("distill", total=total, completed=self.step0, loss="-", rate="")
         else:
@@ -99,8 +110,15 @@ class TrainEvents:
         if self.rich:
             self.progress.update(self.task, completed=step, loss=f"{loss:.4f}", rate=f"{rate:.2f} steps/s")
         elif emit:
-            self.reporter.emit("train", step=step, steps=steps, loss=round(loss, 6), lr=lr,
-                               steps_per_s=round(rate, 3), eta_s=round(eta, 1) if eta is not None else None)
+            self.reporter.emit(
+                "train",
+                step=step,
+                steps=steps,
+                loss=round(loss, 6),
+                lr=lr,
+                steps_per_s=round(rate, 3),
+                eta_s=round(eta, 1) if eta is not None else None,
+            )
 
     def checkpoint(self, step: int, path: str) -> None:
         if self.rich:
@@ -123,7 +141,8 @@ class TrainEvents:
     def done(self, **data) -> None:
         self.close()
         self.reporter.emit("done", **data) if not self.rich else self._print(
-            "done " + " ".join(f"{k}={v}" for k, v in data.items()))
+            "done " + " ".join(f"{k}={v}" for k, v in data.items())
+        )
 
 
 def make_events(json_mode: bool, quiet: bool, main_process: bool = True) -> TrainEvents:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from diffcli.distill.config import LEGACY_VALUES, NOT_IDENTIFYING, DistillConfig, default_report_n
-from diffcli.models.lora import LORA_FILE
 from diffcli.errors import UsageError
+from diffcli.models.lora import LORA_FILE
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 RUN_FILE = "run.json"
@@ -61,8 +61,10 @@ def _teacher(config: DistillConfig):
 
     ref = resolve(config.teacher, offline=config.offline)
     if ref.kind != "diffusers":
-        raise UsageError(f"{config.teacher}: distill needs a diffusers model directory as teacher, not a single file; "
-                         "convert it first")
+        raise UsageError(
+            f"{config.teacher}: distill needs a diffusers model directory as teacher, not a single file; "
+            "convert it first"
+        )
     layout = read_layout(ref.path)
     what = None
     if layout.is_upscaler:
@@ -70,9 +72,13 @@ def _teacher(config: DistillConfig):
     elif layout.is_inpaint:
         what = f"an inpainting model ({layout.unet_in_channels}-channel UNet)"
     elif layout.is_flow:  # SD 3.x, FLUX.1: a transformer, a flow-matching schedule (docs/distill.md)
-        what = (f"a {layout.family} model (flow-matching transformer), which distill does not support yet; "
-                "it distills SD-1, SD-2 and SDXL-style models")
-    elif layout.unet_in_channels != 4 or "Img2Img" in layout.pipeline_class or "InstructPix2Pix" in layout.pipeline_class:
+        what = (
+            f"a {layout.family} model (flow-matching transformer), which distill does not support yet; "
+            "it distills SD-1, SD-2 and SDXL-style models"
+        )
+    elif (
+        layout.unet_in_channels != 4 or "Img2Img" in layout.pipeline_class or "InstructPix2Pix" in layout.pipeline_class
+    ):
         what = f"not a text-to-image model ({layout.pipeline_class or 'unknown pipeline'})"
     elif layout.family not in ("sd1", "sd2", "sdxl", "bundled"):
         what = f"a {layout.family} model; distill supports SD-1, SD-2 and SDXL-style text-to-image models"
@@ -156,12 +162,16 @@ def _check_out(config: DistillConfig, fingerprint: str) -> None:
     if not config.overwrite:
         if previous is not None:
             if not config.resume:
-                raise UsageError(f"a distillation run for {out} already exists ({ckpt}); pass --resume to continue "
-                                 "it or --overwrite to start over")
+                raise UsageError(
+                    f"a distillation run for {out} already exists ({ckpt}); pass --resume to continue "
+                    "it or --overwrite to start over"
+                )
             diff = previous.differences(config)
             if diff:
-                raise UsageError(f"--resume: settings differ from the run in {ckpt} ({', '.join(diff)}); "
-                                 "leave them out to reuse the run's, or --overwrite to start over")
+                raise UsageError(
+                    f"--resume: settings differ from the run in {ckpt} ({', '.join(diff)}); "
+                    "leave them out to reuse the run's, or --overwrite to start over"
+                )
         if held and (student_record(out) or {}).get("run") != fingerprint:
             what = "a different model" if held == "a model" else "other files"
             raise UsageError(f"--out {out} already holds {what}; choose another directory or pass --overwrite")
@@ -182,8 +192,11 @@ def _fill_defaults(config: DistillConfig, bundled: bool, teacher_defaults: dict,
     bundled_lcm = bundled and config.method == "lcm"  # the measured recipe (docs/distill.md)
     student_unet = config.student_unet or ("compact" if bundled_lcm else "full")
     max_steps = config.max_train_steps or steps
-    kd_steps = config.kd_steps if config.kd_steps is not None else \
-        (int(max_steps * KD_FRACTION) if student_unet == "compact" else 0)
+    kd_steps = (
+        config.kd_steps
+        if config.kd_steps is not None
+        else (int(max_steps * KD_FRACTION) if student_unet == "compact" else 0)
+    )
     return replace(
         config,
         student_unet=student_unet,
@@ -194,7 +207,9 @@ def _fill_defaults(config: DistillConfig, bundled: bool, teacher_defaults: dict,
         learning_rate=config.learning_rate or lr,
         lr_schedule=config.lr_schedule or ("linear" if bundled_lcm else "constant"),
         guidance=guidance,
-        cfg_cutoff=config.cfg_cutoff if config.cfg_cutoff is not None else float(teacher_defaults.get("cfg_cutoff") or 0.0),
+        cfg_cutoff=config.cfg_cutoff
+        if config.cfg_cutoff is not None
+        else float(teacher_defaults.get("cfg_cutoff") or 0.0),
         shift=config.shift or (BUNDLED_LCM_SHIFT if bundled_lcm else 1.0),
         resolution=config.resolution or layout.native_size,
         num_samples=config.num_samples or (4096 if bundled else None),
@@ -246,26 +261,39 @@ def plan(config: DistillConfig) -> Plan:
     bundled = ref.source == "bundled" and ref.name == MODEL_NAME  # the teacher with a scene generator and evaluator
     if source is None:
         if not bundled:
-            raise UsageError(f"{config.teacher}: give training data with --data DIR (images with .txt captions) "
-                             "or --prompts FILE (the teacher draws the images)")
+            raise UsageError(
+                f"{config.teacher}: give training data with --data DIR (images with .txt captions) "
+                "or --prompts FILE (the teacher draws the images)"
+            )
         source = "scenes"
     defaults = layout.recommended()
     defaults = {**defaults, **{k: v for k, v in getattr(ref, "defaults", {}).items() if v is not None}}
     config = _fill_defaults(config, bundled, defaults, layout)
     if config.kd_steps >= config.max_train_steps:
-        raise UsageError(f"--kd-steps {config.kd_steps} leaves no consistency steps in --max-train-steps "
-                         f"{config.max_train_steps}")
+        raise UsageError(
+            f"--kd-steps {config.kd_steps} leaves no consistency steps in --max-train-steps {config.max_train_steps}"
+        )
     if config.student_unet == "compact":
         from diffcli.distill.compact import keeps_cross_attention
 
         unet = json.loads((Path(ref.path) / "unet" / "config.json").read_text())
         if not keeps_cross_attention(unet):
-            raise UsageError(f"--student-unet compact: {config.teacher}'s UNet has cross-attention only where the "
-                             "compact student removes it; use --student-unet full")
+            raise UsageError(
+                f"--student-unet compact: {config.teacher}'s UNet has cross-attention only where the "
+                "compact student removes it; use --student-unet full"
+            )
     vae = _student_vae(config.student_vae, bundled, ref.path)
     _check_out(config, run_fingerprint(config))
-    return Plan(config=config, ref=ref, layout=layout, source=source, teacher_defaults=defaults, items=items,
-                bundled=bundled, student_vae=vae)
+    return Plan(
+        config=config,
+        ref=ref,
+        layout=layout,
+        source=source,
+        teacher_defaults=defaults,
+        items=items,
+        bundled=bundled,
+        student_vae=vae,
+    )
 
 
 def _student_vae(choice: str, bundled: bool, teacher: Path) -> Path | None:
@@ -274,8 +302,10 @@ def _student_vae(choice: str, bundled: bool, teacher: Path) -> Path | None:
         return None
     if choice == "tiny":
         if not bundled:
-            raise UsageError("--student-vae tiny is the bundled model's tiny autoencoder; for another teacher give "
-                             "a directory (e.g. a download of madebyollin/taesd for SD 1.x/2.x)")
+            raise UsageError(
+                "--student-vae tiny is the bundled model's tiny autoencoder; for another teacher give "
+                "a directory (e.g. a download of madebyollin/taesd for SD 1.x/2.x)"
+            )
         from diffcli.bundled import TINY_AE_DIR
 
         return TINY_AE_DIR
@@ -291,6 +321,7 @@ def _student_vae(choice: str, bundled: bool, teacher: Path) -> Path | None:
     except (OSError, ValueError):
         theirs = None
     if theirs is not None and cfg.get("latent_channels") != theirs:
-        raise UsageError(f"--student-vae {choice}: {cfg.get('latent_channels')} latent channels; the teacher's "
-                         f"latents have {theirs}")
+        raise UsageError(
+            f"--student-vae {choice}: {cfg.get('latent_channels')} latent channels; the teacher's latents have {theirs}"
+        )
     return path

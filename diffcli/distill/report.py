@@ -46,8 +46,14 @@ def _prompts(record: dict, n: int, prompts_file: str | None) -> tuple[list[str],
         return [ps[i % len(ps)] for i in range(n)], f"--report-prompts {prompts_file}"
     if record.get("bundled_teacher"):
         return heldout_prompts(n), f"held-out caption-grammar prompts (seed {HELDOUT_SEED})"
-    defaults = ["a photo of a castle at dusk", "a red door", "a watercolor painting of a house",
-                "an oil painting of a tree", "a house at dusk", "a castle"]
+    defaults = [
+        "a photo of a castle at dusk",
+        "a red door",
+        "a watercolor painting of a house",
+        "an oil painting of a tree",
+        "a house at dusk",
+        "a castle",
+    ]
     return [defaults[i % len(defaults)] for i in range(n)], "built-in generic prompts"
 
 
@@ -57,10 +63,16 @@ def _generate(pipe, prompts, steps, cfg, size, cutoff=0.0, batch=16, seed0=0, sh
 
     images = []
     for i in range(0, len(prompts), batch):
-        chunk = prompts[i:i + batch]
+        chunk = prompts[i : i + batch]
         gens = [torch.Generator().manual_seed(seed0 + i + j) for j in range(len(chunk))]
-        images += pipe(chunk, width=size, height=size, generator=gens, **schedule_kwargs(pipe, steps, shift),
-                       **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps, shift=shift)).images
+        images += pipe(
+            chunk,
+            width=size,
+            height=size,
+            generator=gens,
+            **schedule_kwargs(pipe, steps, shift),
+            **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps, shift=shift),
+        ).images
     return images
 
 
@@ -108,14 +120,20 @@ def load_sampling_teacher(path, scheduler: str, device: str = "cpu"):
     return teacher.to(device)
 
 
-def run_report(student_dir, n: int | None = None, events=None, prompts_file: str | None = None, device: str = "cpu",
-               timing_n: int = 8) -> dict:
+def run_report(
+    student_dir,
+    n: int | None = None,
+    events=None,
+    prompts_file: str | None = None,
+    device: str = "cpu",
+    timing_n: int = 8,
+) -> dict:
     """Write report.json / report.md / report.png into STUDENT_DIR; returns the report. N prompts
     (None: the default for the student's teacher, diffcli.distill.config.default_report_n)."""
     from diffcli.distill.events import make_events
-    from diffcli.models.lora import read_own
     from diffcli.distill.student import load_student
     from diffcli.models import resolve
+    from diffcli.models.lora import read_own
     from diffcli.pipelines import prepare_libraries
 
     events = events or make_events(False, True)
@@ -123,8 +141,9 @@ def run_report(student_dir, n: int | None = None, events=None, prompts_file: str
     own = read_own(student_dir)
     record = own.get(STUDENT_KEY)
     if not record:
-        raise UsageError(f"--report {student_dir}: not a student written by `diffcli distill` (no '{STUDENT_KEY}' "
-                         "in diffcli.json)")
+        raise UsageError(
+            f"--report {student_dir}: not a student written by `diffcli distill` (no '{STUDENT_KEY}' in diffcli.json)"
+        )
     if n is None:
         from diffcli.distill.config import default_report_n
 
@@ -139,8 +158,17 @@ def run_report(student_dir, n: int | None = None, events=None, prompts_file: str
 
     teacher = load_sampling_teacher(ref.path, td.get("scheduler") or "ddim", device)
     student = load_student(student_dir, device)
-    rows = [("teacher", teacher, int(td.get("steps") or 25), float(td.get("cfg") or 7.0), td.get("scheduler"),
-             float(td.get("cfg_cutoff") or 0.0), float(td.get("shift") or 1.0))]
+    rows = [
+        (
+            "teacher",
+            teacher,
+            int(td.get("steps") or 25),
+            float(td.get("cfg") or 7.0),
+            td.get("scheduler"),
+            float(td.get("cfg_cutoff") or 0.0),
+            float(td.get("shift") or 1.0),
+        )
+    ]
     s_cfg, s_shift = float(own.get("cfg") or 1.0), float(own.get("shift") or 1.0)
     rows += [("student", student, k, s_cfg, "lcm", 0.0, s_shift) for k in STUDENT_STEPS]
 
@@ -152,8 +180,11 @@ def run_report(student_dir, n: int | None = None, events=None, prompts_file: str
         row = {"model": who, "steps": steps, "cfg": cfg, "cfg_cutoff": cutoff, "shift": shift, "scheduler": sched}
         if evaluator is not None:
             sc = evaluator.score(prompts, images)
-            row.update(adherence=round(sc["adherence"], 4), fd=round(sc["fd"], 3),
-                       accuracy={k: round(v, 4) for k, v in sc["accuracy"].items()})
+            row.update(
+                adherence=round(sc["adherence"], 4),
+                fd=round(sc["fd"], 3),
+                accuracy={k: round(v, 4) for k, v in sc["accuracy"].items()},
+            )
         if who == "teacher":
             teacher_images = images
         else:
@@ -165,11 +196,21 @@ def run_report(student_dir, n: int | None = None, events=None, prompts_file: str
     for row, sec in zip(results, _time_rows(rows, prompts, size, rounds)):
         row["sec_per_image"] = round(sec, 4)
         events.emit("report_row", **{k: v for k, v in row.items() if k != "accuracy"})
-    report = {"student": str(student_dir), "teacher": record["teacher"], "method": record["method"],
-              "student_unet": record.get("student_unet") or "full", "student_vae": record.get("student_vae") or "teacher",
-              "train_steps": record.get("steps"), "prompts": len(prompts), "prompt_source": prompt_source,
-              "size": size, "device": device, "threads": torch.get_num_threads(), "rows": results,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report = {
+        "student": str(student_dir),
+        "teacher": record["teacher"],
+        "method": record["method"],
+        "student_unet": record.get("student_unet") or "full",
+        "student_vae": record.get("student_vae") or "teacher",
+        "train_steps": record.get("steps"),
+        "prompts": len(prompts),
+        "prompt_source": prompt_source,
+        "size": size,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "rows": results,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     report["bars"] = _bars(results) if evaluator is not None else None
     (student_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (student_dir / "report.md").write_text(markdown(report))
@@ -183,19 +224,33 @@ def _bars(rows: list[dict]) -> dict:
     adh = s4["adherence"] / t["adherence"] if t["adherence"] else float("nan")
     fd = s4["fd"] / t["fd"] if t["fd"] else float("nan")
     tr = s4["sec_per_image"] / t["sec_per_image"] if t["sec_per_image"] else float("nan")
-    return {"adherence_ratio": round(adh, 4), "adherence_ok": adh >= BARS["adherence_ratio_min"],
-            "fd_ratio": round(fd, 4), "fd_ok": fd <= BARS["fd_ratio_max"],
-            "time_ratio": round(tr, 4), "time_ok": tr <= BARS["time_ratio_max"], "limits": BARS}
+    return {
+        "adherence_ratio": round(adh, 4),
+        "adherence_ok": adh >= BARS["adherence_ratio_min"],
+        "fd_ratio": round(fd, 4),
+        "fd_ok": fd <= BARS["fd_ratio_max"],
+        "time_ratio": round(tr, 4),
+        "time_ok": tr <= BARS["time_ratio_max"],
+        "limits": BARS,
+    }
 
 
 def markdown(report: dict) -> str:
     quality = report["bars"] is not None
-    lines = [f"# Distillation report: {report['student']}", "",
-             f"Teacher `{report['teacher']}`, method `{report['method']}`, {report['train_steps']} training steps; "
-             f"student UNet {report.get('student_unet', 'full')}, autoencoder {report.get('student_vae', 'teacher')}. "
-             f"{report['prompts']} prompts ({report['prompt_source']}), {report['size']}x{report['size']}, "
-             f"{report['device']} ({report['threads']} threads), seeds 0..{report['prompts'] - 1}.", ""]
-    head = "| model | steps | cfg | shift | s/image |" + (" adherence | FD |" if quality else "") + " PSNR vs teacher (dB) |"
+    lines = [
+        f"# Distillation report: {report['student']}",
+        "",
+        f"Teacher `{report['teacher']}`, method `{report['method']}`, {report['train_steps']} training steps; "
+        f"student UNet {report.get('student_unet', 'full')}, autoencoder {report.get('student_vae', 'teacher')}. "
+        f"{report['prompts']} prompts ({report['prompt_source']}), {report['size']}x{report['size']}, "
+        f"{report['device']} ({report['threads']} threads), seeds 0..{report['prompts'] - 1}.",
+        "",
+    ]
+    head = (
+        "| model | steps | cfg | shift | s/image |"
+        + (" adherence | FD |" if quality else "")
+        + " PSNR vs teacher (dB) |"
+    )
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in report["rows"]:
         cells = [r["model"], str(r["steps"]), f"{r['cfg']:g}", f"{r.get('shift', 1.0):g}", f"{r['sec_per_image']:.3f}"]
@@ -205,18 +260,28 @@ def markdown(report: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if quality:
         attrs = list(report["rows"][0].get("accuracy", {}))
-        lines += ["", "Per-attribute accuracy (prompted attributes the evaluator recognises):", "",
-                  "| model | steps | " + " | ".join(attrs) + " |", "|" + "---|" * (len(attrs) + 2)]
+        lines += [
+            "",
+            "Per-attribute accuracy (prompted attributes the evaluator recognises):",
+            "",
+            "| model | steps | " + " | ".join(attrs) + " |",
+            "|" + "---|" * (len(attrs) + 2),
+        ]
         for r in report["rows"]:
-            lines.append(f"| {r['model']} | {r['steps']} | " + " | ".join(f"{r['accuracy'][a]:.3f}" for a in attrs) + " |")
+            lines.append(
+                f"| {r['model']} | {r['steps']} | " + " | ".join(f"{r['accuracy'][a]:.3f}" for a in attrs) + " |"
+            )
         b = report["bars"]
         mark = {True: "pass", False: "FAIL"}
-        lines += ["", "4-step student vs teacher:", "",
-                  f"- prompt adherence ratio {b['adherence_ratio']:.3f} (>= {b['limits']['adherence_ratio_min']}): "
-                  f"{mark[b['adherence_ok']]}",
-                  f"- Fréchet distance ratio {b['fd_ratio']:.3f} (<= {b['limits']['fd_ratio_max']}): {mark[b['fd_ok']]}",
-                  f"- time per image ratio {b['time_ratio']:.3f} (<= {b['limits']['time_ratio_max']}): "
-                  f"{mark[b['time_ok']]}"]
+        lines += [
+            "",
+            "4-step student vs teacher:",
+            "",
+            f"- prompt adherence ratio {b['adherence_ratio']:.3f} (>= {b['limits']['adherence_ratio_min']}): "
+            f"{mark[b['adherence_ok']]}",
+            f"- Fréchet distance ratio {b['fd_ratio']:.3f} (<= {b['limits']['fd_ratio_max']}): {mark[b['fd_ok']]}",
+            f"- time per image ratio {b['time_ratio']:.3f} (<= {b['limits']['time_ratio_max']}): {mark[b['time_ok']]}",
+        ]
     lines += ["", "report.png: first prompts, one row per model (teacher, then student at 1, 2, 4, 8 steps).", ""]
     return "\n".join(lines)
 

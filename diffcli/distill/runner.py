@@ -42,8 +42,13 @@ def distill(config: DistillConfig, json_mode: bool = False, quiet: bool = False)
         if acc.is_main_process and plan.config.report:
             from diffcli.distill.report import run_report
 
-            rep = run_report(plan.out, n=plan.config.report_n, events=events, device=str(acc.device),
-                             prompts_file=plan.config.report_prompts)
+            rep = run_report(
+                plan.out,
+                n=plan.config.report_n,
+                events=events,
+                device=str(acc.device),
+                prompts_file=plan.config.report_prompts,
+            )
             events.saved(str(plan.out / "report.md"), "report")
             summary["report"] = rep.get("bars")
         if acc.is_main_process:
@@ -55,8 +60,15 @@ def distill(config: DistillConfig, json_mode: bool = False, quiet: bool = False)
     return plan.out
 
 
-def report_only(student_dir: str, n: int | None, prompts_file: str | None, device: str | None, json_mode: bool,
-                quiet: bool, threads: int | None = None) -> dict:
+def report_only(
+    student_dir: str,
+    n: int | None,
+    prompts_file: str | None,
+    device: str | None,
+    json_mode: bool,
+    quiet: bool,
+    threads: int | None = None,
+) -> dict:
     from diffcli.distill.events import make_events
     from diffcli.distill.report import run_report
     from diffcli.errors import UsageError
@@ -72,8 +84,13 @@ def report_only(student_dir: str, n: int | None, prompts_file: str | None, devic
         torch.set_num_threads(threads)
     events = make_events(json_mode, quiet)
     try:
-        rep = run_report(path, n=n, events=events, prompts_file=prompts_file,
-                         device="cuda" if device and device.startswith("cuda") else "cpu")
+        rep = run_report(
+            path,
+            n=n,
+            events=events,
+            prompts_file=prompts_file,
+            device="cuda" if device and device.startswith("cuda") else "cpu",
+        )
     finally:
         events.close()
     sys.stdout.write(str(path / "report.md") + "\n")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from diffcli.models.lora import LORA_FILE, apply_lora, is_lora_dir, lora_base, read_own  # noqa: F401
 from diffcli.distill.preflight import STUDENT_KEY
+from diffcli.models.lora import LORA_FILE, apply_lora, is_lora_dir, lora_base, read_own  # noqa: F401
 from diffcli.output import swap_in_dir
 
 SKIP_COMPONENTS = ("unet", "scheduler")
@@ -34,23 +34,43 @@ def _record(plan, fingerprint: str, summary: dict) -> dict:
     except Exception:  # noqa: BLE001 - a hash is a nicety
         teacher_hash = None
     return {
-        "teacher": plan.ref.name, "teacher_path": str(plan.ref.path), "teacher_source": plan.ref.source,
-        "teacher_hash": teacher_hash, "teacher_defaults": plan.teacher_defaults, "method": cfg.method,
-        "steps": summary.get("steps"), "guidance": list(cfg.guidance), "cfg_cutoff": cfg.cfg_cutoff, "num_ddim_timesteps": cfg.num_ddim_timesteps,
-        "student_unet": cfg.student_unet, "student_vae": cfg.student_vae, "kd_steps": cfg.kd_steps,
-        "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
-        "data": plan.source, "run": fingerprint, "bundled_teacher": plan.bundled,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "train": summary,
+        "teacher": plan.ref.name,
+        "teacher_path": str(plan.ref.path),
+        "teacher_source": plan.ref.source,
+        "teacher_hash": teacher_hash,
+        "teacher_defaults": plan.teacher_defaults,
+        "method": cfg.method,
+        "steps": summary.get("steps"),
+        "guidance": list(cfg.guidance),
+        "cfg_cutoff": cfg.cfg_cutoff,
+        "num_ddim_timesteps": cfg.num_ddim_timesteps,
+        "student_unet": cfg.student_unet,
+        "student_vae": cfg.student_vae,
+        "kd_steps": cfg.kd_steps,
+        "learning_rate": cfg.learning_rate,
+        "lr_schedule": cfg.lr_schedule,
+        "data": plan.source,
+        "run": fingerprint,
+        "bundled_teacher": plan.bundled,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "train": summary,
     }
 
 
 def _defaults(plan) -> dict:
-    cfg, td = plan.config, plan.teacher_defaults
+    cfg = plan.config
     # lcm: the UNet is w-conditioned and never doubles the batch, so cfg only selects the guidance it
     # was taught (the teacher's own scale by default); lcm-lora bakes guidance in: cfg 1.
     cfg_default = round(sum(cfg.guidance) / 2, 3) if cfg.method == "lcm" else 1.0
-    return {"steps": 4, "cfg": cfg_default, "scheduler": "lcm", "shift": cfg.shift, "width": cfg.resolution,
-            "height": cfg.resolution, "family": plan.layout.family}
+    return {
+        "steps": 4,
+        "cfg": cfg_default,
+        "scheduler": "lcm",
+        "shift": cfg.shift,
+        "width": cfg.resolution,
+        "height": cfg.resolution,
+        "family": plan.layout.family,
+    }
 
 
 def export(plan, pipe, student, target, fingerprint: str, summary: dict) -> Path:
@@ -64,9 +84,14 @@ def export(plan, pipe, student, target, fingerprint: str, summary: dict) -> Path
     own = {**_defaults(plan), STUDENT_KEY: _record(plan, fingerprint, summary)}
     if plan.config.method == "lcm-lora":
         _write_lora(tmp, student, type(pipe))
-        own["lora"] = {"base": plan.ref.name, "base_source": plan.ref.source, "base_path": str(plan.ref.path),
-                       "base_hash": own[STUDENT_KEY]["teacher_hash"], "file": LORA_FILE,
-                       "rank": plan.config.lora_rank}
+        own["lora"] = {
+            "base": plan.ref.name,
+            "base_source": plan.ref.source,
+            "base_path": str(plan.ref.path),
+            "base_hash": own[STUDENT_KEY]["teacher_hash"],
+            "file": LORA_FILE,
+            "rank": plan.config.lora_rank,
+        }
         if plan.config.fuse:  # a full model too, so `--model OUT` loads it with no LoRA support needed
             fused = _fused_pipeline(plan.ref.path, tmp)
             _write_model(tmp, plan, fused, fused.unet)

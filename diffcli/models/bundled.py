@@ -21,8 +21,11 @@ _SKIP_DIRS = ("__pycache__",)
 
 def model_files(root: Path) -> list[str]:
     """The files of a shipped model folder, relative and sorted (caches left out)."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and not any(part in _SKIP_DIRS or part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not any(part in _SKIP_DIRS or part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def recorded(name: str) -> dict[str, dict] | None:
@@ -43,7 +46,9 @@ def write() -> Path:
     """Record the current files of every shipped model in bundled_hashes.json."""
     from diffcli.bundled import MODEL_NAMES, model_dir
 
-    models = {name: compute(model_dir(name)) for name in MODEL_NAMES if (model_dir(name) / "model_index.json").is_file()}
+    models = {
+        name: compute(model_dir(name)) for name in MODEL_NAMES if (model_dir(name) / "model_index.json").is_file()
+    }
     HASHES.write_text(json.dumps({"version": 1, "models": models}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return HASHES
 

@@ -67,7 +67,8 @@ def transformer_family(keys) -> str | None:
     if any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in names):
         return "flux"
     if any(k.startswith("joint_blocks.") for k in names) or (
-            "context_embedder.weight" in names and any(k.startswith("transformer_blocks.") for k in names)):
+        "context_embedder.weight" in names and any(k.startswith("transformer_blocks.") for k in names)
+    ):
         return "sd3"
     return None
 

@@ -37,5 +37,7 @@ def is_controlnet_file(path) -> bool:
     if not str(path).lower().endswith(".safetensors"):
         return False
     keys = tensors(read_header(path))
-    return any(k.startswith(("controlnet_cond_embedding.", "input_hint_block.", "control_model.input_hint_block."))
-               for k in keys)
+    return any(
+        k.startswith(("controlnet_cond_embedding.", "input_hint_block.", "control_model.input_hint_block."))
+        for k in keys
+    )

@@ -29,8 +29,12 @@ def fingerprint(path: str) -> str:
     """
     root = Path(path)
     h = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".txt", ".ckpt")
+    files = (
+        [root]
+        if root.is_file()
+        else sorted(
+            p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".txt", ".ckpt")
+        )
     )
     for file in files:
         h.update(str(file.relative_to(root) if root.is_dir() else file.name).encode() + b"\0")

@@ -70,15 +70,19 @@ def cache_error(exc: OSError, path: Path | None = None) -> RuntimeFailure:
     if isinstance(exc, NotADirectoryError) and (path is None or Path(path) == cache):
         why = "not a directory"
     where = f" ({path})" if path is not None and Path(path) != cache else ""
-    return RuntimeFailure(f"cannot use the Hugging Face cache {cache}: {why}{where}; point HF_HUB_CACHE (or HF_HOME) "
-                          "at a readable directory, or fix its permissions")
+    return RuntimeFailure(
+        f"cannot use the Hugging Face cache {cache}: {why}{where}; point HF_HUB_CACHE (or HF_HOME) "
+        "at a readable directory, or fix its permissions"
+    )
 
 
 def unreachable_hint(name: str | None) -> str:
     ep = endpoint() or "https://huggingface.co"
     again = f", or run `diffcli models pull {name}` again once the hub is reachable" if name else ""
-    return (f"check the network connection and HF_ENDPOINT (now {ep}); models already downloaded work with "
-            f"--offline (or HF_HUB_OFFLINE=1){again}")
+    return (
+        f"check the network connection and HF_ENDPOINT (now {ep}); models already downloaded work with "
+        f"--offline (or HF_HUB_OFFLINE=1){again}"
+    )
 
 
 def token_hint(name: str | None) -> str:
@@ -116,7 +120,9 @@ def hub_errors(what: str, token: str | None, name: str | None = None):
     except OfflineModeIsEnabled:
         error = UsageError(f"{what} is not downloaded and offline mode is on; {pull_hint(name or what)}")
     except LocalEntryNotFoundError:
-        error = RuntimeFailure(f"{what}: cannot reach the hub and the files are not downloaded; {unreachable_hint(name)}")
+        error = RuntimeFailure(
+            f"{what}: cannot reach the hub and the files are not downloaded; {unreachable_hint(name)}"
+        )
     except HfHubHTTPError as exc:
         error = RuntimeFailure(f"{what}: hub request failed ({_first_line(exc)})")
     except OSError as exc:  # consistency (size) checks, disk full, connection errors
@@ -127,8 +133,9 @@ def hub_errors(what: str, token: str | None, name: str | None = None):
     except Exception as exc:  # httpx errors are not OSErrors
         if type(exc).__module__.split(".")[0] not in ("httpx2", "httpx", "httpcore"):
             raise
-        error = RuntimeFailure(f"{what}: cannot reach the hub ({type(exc).__name__}: {_first_line(exc)}); "
-                               f"{unreachable_hint(name)}")
+        error = RuntimeFailure(
+            f"{what}: cannot reach the hub ({type(exc).__name__}: {_first_line(exc)}); {unreachable_hint(name)}"
+        )
     if error is not None:
         error = type(error)(scrub(str(error), token))
         raise error from None
@@ -175,8 +182,14 @@ def snapshot_files(snapshot: Path) -> list[str]:
     return sorted(out)
 
 
-def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: bool = False,
-                     name: str | None = None, pull_name: str | None = None) -> list[str]:
+def snapshot_missing(
+    snapshot: Path,
+    *,
+    allow_pickle: bool,
+    trust_remote_code: bool = False,
+    name: str | None = None,
+    pull_name: str | None = None,
+) -> list[str]:
     """What a locally present snapshot lacks to load (empty list: complete).
 
     NAME: how errors name the model (default: the snapshot path); PULL_NAME: the name for a
@@ -186,7 +199,9 @@ def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: b
         from diffcli.models.controlnets import controlnet_class
 
         if controlnet_class(snapshot) is not None:  # a ControlNet: its config and weights at the top level
-            weights = [f for f in os.listdir(snapshot) if f.endswith(".safetensors") or (allow_pickle and f.endswith(".bin"))]
+            weights = [
+                f for f in os.listdir(snapshot) if f.endswith(".safetensors") or (allow_pickle and f.endswith(".bin"))
+            ]
             return [] if weights else ["(weights)"]
         return ["model_index.json"]
     try:
@@ -194,15 +209,20 @@ def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: b
     except (OSError, ValueError):
         return ["model_index.json (unreadable)"]
     files = snapshot_files(snapshot)
-    components = check_model_index(index, name or str(snapshot), repo_files=files,
-                                   trust_remote_code=trust_remote_code, pull_name=pull_name)
+    components = check_model_index(
+        index, name or str(snapshot), repo_files=files, trust_remote_code=trust_remote_code, pull_name=pull_name
+    )
     missing = []
     for comp in components:
         in_folder = [f for f in files if f.startswith(comp + "/")]
         if not in_folder:
             missing.append(comp + "/")
             continue
-        if comp.startswith("tokenizer") or comp.endswith("scheduler") or comp in ("feature_extractor", "image_processor"):
+        if (
+            comp.startswith("tokenizer")
+            or comp.endswith("scheduler")
+            or comp in ("feature_extractor", "image_processor")
+        ):
             continue
         weights = [f for f in in_folder if f.endswith(".safetensors") or (allow_pickle and f.endswith(".bin"))]
         if not weights:
@@ -217,8 +237,14 @@ def snapshot_missing(snapshot: Path, *, allow_pickle: bool, trust_remote_code: b
     return missing
 
 
-def find_local(repo_id: str, revision: str | None, *, allow_pickle: bool = False, trust_remote_code: bool = False,
-               name: str | None = None):
+def find_local(
+    repo_id: str,
+    revision: str | None,
+    *,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    name: str | None = None,
+):
     """(snapshot dir, commit, registry entry or None) when the model is complete in the cache, else None.
 
     NAME: the model as the user wrote it (for messages)."""
@@ -241,8 +267,9 @@ def find_local(repo_id: str, revision: str | None, *, allow_pickle: bool = False
             return None  # a diffcli pull of this commit was cut off
     snap = repo_folder(repo_id) / "snapshots" / commit
     name = name or (f"{repo_id}@{revision}" if revision else repo_id)
-    if not snap.is_dir() or snapshot_missing(snap, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                                             name=name, pull_name=name):
+    if not snap.is_dir() or snapshot_missing(
+        snap, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, name=name, pull_name=name
+    ):
         return None
     return snap, commit, None
 
@@ -317,8 +344,9 @@ def pull(
     key = registry_key(repo_id, revision)
     cache = hub_cache_dir()
     ep = endpoint()
-    lock = registry.file_lock("hub-" + repo_id.replace("/", "--"),
-                              waiting=feedback.waiting(f"waiting for another process pulling {repo_id}…"))
+    lock = registry.file_lock(
+        "hub-" + repo_id.replace("/", "--"), waiting=feedback.waiting(f"waiting for another process pulling {repo_id}…")
+    )
     with lock, hub_errors(name, token, name=name):
         api = HfApi(endpoint=ep, token=token or None)
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
@@ -338,8 +366,17 @@ def pull(
             if all((snap / f).exists() for f in old.get("files", {})) and old.get("variant") == variant:
                 return snap, commit, old
         _clean_stale_partials(repo_folder(repo_id) / "blobs")
-        registry.update(key, repo_id=repo_id, revision=revision or "main", commit=commit, status="partial",
-                        variant=variant, source="hub", alias=alias, started_at=time.time())
+        registry.update(
+            key,
+            repo_id=repo_id,
+            revision=revision or "main",
+            commit=commit,
+            status="partial",
+            variant=variant,
+            source="hub",
+            alias=alias,
+            started_at=time.time(),
+        )
 
         def fetch(filename: str, bar=None) -> Path:
             validate_repo_file(filename)
@@ -349,8 +386,17 @@ def pull(
             if existed and (force or (size is not None and pointer.stat().st_size != size)):
                 _purge(pointer)
                 existed = False
-            path = Path(hf_hub_download(repo_id, filename, revision=commit, cache_dir=str(cache), endpoint=ep,
-                                        token=token or None, tqdm_class=feedback.tqdm_class(bar)))
+            path = Path(
+                hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=commit,
+                    cache_dir=str(cache),
+                    endpoint=ep,
+                    token=token or None,
+                    tqdm_class=feedback.tqdm_class(bar),
+                )
+            )
             if not existed:
                 problem = check_file(path, size, digest)
                 if problem:
@@ -363,8 +409,10 @@ def pull(
             from diffcli.models.selection import select_root_model_files
 
             if controlnet_class(fetch("config.json").parent) is None:
-                raise UsageError(f"{name} is neither a diffusers pipeline repo (no model_index.json) nor a ControlNet "
-                                 f"(its config.json names another class)")
+                raise UsageError(
+                    f"{name} is neither a diffusers pipeline repo (no model_index.json) nor a ControlNet "
+                    f"(its config.json names another class)"
+                )
             files = select_root_model_files(list(siblings), variant=variant, allow_pickle=allow_pickle, where=name)
         else:
             index_path = fetch("model_index.json")
@@ -372,8 +420,9 @@ def pull(
                 index = json.loads(index_path.read_text(encoding="utf-8"))
             except ValueError:
                 raise UsageError(f"{name}: model_index.json is not valid JSON") from None
-            components = check_model_index(index, name, repo_files=list(siblings), trust_remote_code=trust_remote_code,
-                                           pull_name=name)
+            components = check_model_index(
+                index, name, repo_files=list(siblings), trust_remote_code=trust_remote_code, pull_name=name
+            )
             files = select_files(list(siblings), components, variant=variant, allow_pickle=allow_pickle, where=name)
         todo = files if force else [f for f in files if not (snap / f).exists()]
         total = sum((expected_digest(siblings.get(f))[0] or 0) for f in todo)
@@ -386,6 +435,7 @@ def pull(
             size, digest = expected_digest(siblings.get(f))
             manifest[f] = {"size": size, "digest": digest}
         write_ref(repo_id, revision or "main", commit)
-        entry = registry.update(key, status="complete", files=manifest, pulled_at=time.time(),
-                                allow_pickle=allow_pickle)
+        entry = registry.update(
+            key, status="complete", files=manifest, pulled_at=time.time(), allow_pickle=allow_pickle
+        )
     return snap, commit, entry

@@ -83,8 +83,8 @@ def _family_of_dir(path: Path) -> str:
 
 
 def _family_of_file(path: Path) -> str:
-    from diffcli.models.controlnets import is_controlnet_file
     from diffcli.models.checkpoint_info import detect_family
+    from diffcli.models.controlnets import is_controlnet_file
 
     try:
         if is_controlnet_file(path):
@@ -137,8 +137,14 @@ class Item:
 
     def to_json(self) -> dict:
         return {
-            "name": self.name, "source": self.source, "path": str(self.path), "family": self.family,
-            "size": self.size, "last_used": self.last_used, "revision": self.revision, "status": self.status,
+            "name": self.name,
+            "source": self.source,
+            "path": str(self.path),
+            "family": self.family,
+            "size": self.size,
+            "last_used": self.last_used,
+            "revision": self.revision,
+            "status": self.status,
         }
 
 
@@ -150,9 +156,16 @@ def _bundled_item(entries: dict, name: str) -> Item | None:
     ok = (path / "model_index.json").is_file()
     if not ok and name != MODEL_NAME:
         return None
-    return Item(name, "bundled", path, "bundled" if ok else "unknown", du(path) if path.exists() else 0,
-                (entries.get(f"bundled:{name}") or {}).get("last_used"), status="complete" if ok else "missing",
-                key=f"bundled:{name}")
+    return Item(
+        name,
+        "bundled",
+        path,
+        "bundled" if ok else "unknown",
+        du(path) if path.exists() else 0,
+        (entries.get(f"bundled:{name}") or {}).get("last_used"),
+        status="complete" if ok else "missing",
+        key=f"bundled:{name}",
+    )
 
 
 def hub_items(entries: dict) -> list[Item]:
@@ -183,7 +196,7 @@ def hub_items(entries: dict) -> list[Item]:
         except OSError as exc:
             raise hub.cache_error(exc) from None
         for repo_dir in repo_dirs:
-            repo_id = repo_dir.name[len("models--"):].replace("--", "/", 1)
+            repo_id = repo_dir.name[len("models--") :].replace("--", "/", 1)
             refs = {}
             for ref in (repo_dir / "refs").glob("*") if (repo_dir / "refs").is_dir() else []:
                 try:
@@ -191,13 +204,25 @@ def hub_items(entries: dict) -> list[Item]:
                 except OSError:
                     pass
             for snap in sorted((repo_dir / "snapshots").glob("*")) if (repo_dir / "snapshots").is_dir() else []:
-                if (repo_id, snap.name) in seen or not ((snap / "model_index.json").exists() or
-                                                         _family_of_dir(snap) == "controlnet"):
+                if (repo_id, snap.name) in seen or not (
+                    (snap / "model_index.json").exists() or _family_of_dir(snap) == "controlnet"
+                ):
                     continue
                 ref = refs.get(snap.name)
                 name = repo_id if ref == "main" else f"{repo_id}@{ref or snap.name}"
-                items.append(Item(name, "hub", snap, _family_of_dir(snap), du(snap), None, snap.name,
-                                  _status("adopted", snap), hub.registry_key(repo_id, ref)))
+                items.append(
+                    Item(
+                        name,
+                        "hub",
+                        snap,
+                        _family_of_dir(snap),
+                        du(snap),
+                        None,
+                        snap.name,
+                        _status("adopted", snap),
+                        hub.registry_key(repo_id, ref),
+                    )
+                )
     return items
 
 
@@ -209,24 +234,54 @@ def items() -> list[Item]:
     out += [item for item in (_bundled_item(entries, n) for n in MODEL_NAMES) if item]
     from diffcli.models.controlnets import BUNDLED_CONTROLNETS, bundled_dir
 
-    out += [Item(n, "bundled", bundled_dir(n), "controlnet", du(bundled_dir(n)), None, status="complete",
-                 key=f"bundled:{n}") for n in BUNDLED_CONTROLNETS if _family_of_dir(bundled_dir(n)) == "controlnet"]
+    out += [
+        Item(
+            n, "bundled", bundled_dir(n), "controlnet", du(bundled_dir(n)), None, status="complete", key=f"bundled:{n}"
+        )
+        for n in BUNDLED_CONTROLNETS
+        if _family_of_dir(bundled_dir(n)) == "controlnet"
+    ]
     out += hub_items(entries)
     for key, e in sorted(entries.items()):
         src = e.get("source")
         if key.startswith("url:"):
             path = Path(e.get("path", ""))
-            status = e.get("status", "complete") if path.exists() else ("partial" if e.get("status") == "partial" else "missing")
+            status = (
+                e.get("status", "complete")
+                if path.exists()
+                else ("partial" if e.get("status") == "partial" else "missing")
+            )
             status = _status(status, path)
-            out.append(Item(e.get("url", key[4:]), "url", path, _family_of_file(path) if path.exists() else "-",
-                            path.stat().st_size if path.exists() else None, e.get("last_used"), None, status, key))
+            out.append(
+                Item(
+                    e.get("url", key[4:]),
+                    "url",
+                    path,
+                    _family_of_file(path) if path.exists() else "-",
+                    path.stat().st_size if path.exists() else None,
+                    e.get("last_used"),
+                    None,
+                    status,
+                    key,
+                )
+            )
         elif key.startswith("file:") or key.startswith("local:"):
             path = Path(e.get("path", key.split(":", 1)[1]))
             if not path.exists():
                 continue
             fam = _family_of_file(path) if path.is_file() else _family_of_dir(path)
-            out.append(Item(str(path), "file" if src == "file" else "local", path, fam, du(path), e.get("last_used"),
-                            status=_status("complete", path), key=key))
+            out.append(
+                Item(
+                    str(path),
+                    "file" if src == "file" else "local",
+                    path,
+                    fam,
+                    du(path),
+                    e.get("last_used"),
+                    status=_status("complete", path),
+                    key=key,
+                )
+            )
     return out
 
 
@@ -244,25 +299,49 @@ def find(name: str) -> Item:
         path = src.path
         fam = _family_of_file(path) if path.is_file() else _family_of_dir(path)
         e = registry.get(f"{src.kind if src.kind == 'file' else 'local'}:{path}") or {}
-        return Item(str(path), "file" if src.kind == "file" else "local", path, fam, du(path), e.get("last_used"),
-                    status=_status("complete", path))
+        return Item(
+            str(path),
+            "file" if src.kind == "file" else "local",
+            path,
+            fam,
+            du(path),
+            e.get("last_used"),
+            status=_status("complete", path),
+        )
     if src.kind == "url":
         found = urls.find_local(src.url)
         if found is None:
             raise UsageError(f"'{names.redact_url(src.url)}' is not downloaded; run `diffcli models pull` first")
         path, e = found
-        return Item(e.get("url"), "url", path, _family_of_file(path), path.stat().st_size, e.get("last_used"),
-                    status=_status("complete", path), key=url_store.registry_key(src.url), extra=e)
+        return Item(
+            e.get("url"),
+            "url",
+            path,
+            _family_of_file(path),
+            path.stat().st_size,
+            e.get("last_used"),
+            status=_status("complete", path),
+            key=url_store.registry_key(src.url),
+            extra=e,
+        )
     repo_id = src.repo_id
     hub.check_cache()
     found = hub.find_local(repo_id, src.revision, allow_pickle=True, trust_remote_code=True, name=name)
     if found is None:
         raise UsageError(f"'{name}' is not downloaded; run `diffcli models pull {name}`")
     snap, commit, e = found
-    item = Item(name, "hub", snap, _family_of_dir(snap), du(snap),
-                (e or registry.get(hub.registry_key(repo_id, src.revision)) or {}).get("last_used"),
-                commit, _status("complete" if e else "adopted", snap, list((e or {}).get("files") or {})),
-                hub.registry_key(repo_id, src.revision), extra=e or {})
+    item = Item(
+        name,
+        "hub",
+        snap,
+        _family_of_dir(snap),
+        du(snap),
+        (e or registry.get(hub.registry_key(repo_id, src.revision)) or {}).get("last_used"),
+        commit,
+        _status("complete" if e else "adopted", snap, list((e or {}).get("files") or {})),
+        hub.registry_key(repo_id, src.revision),
+        extra=e or {},
+    )
     item.extra["repo_id"] = repo_id
     return item
 
@@ -336,7 +415,7 @@ def _no_such_revision(name: str, revision: str, there: list[str]) -> UsageError:
 
 
 def plan_removal(name: str) -> RemovalPlan:
-    from diffcli.models import hub, names, url_store, urls
+    from diffcli.models import hub, names, url_store
 
     src = names.parse(name)
     if src.kind == "bundled":
@@ -382,8 +461,10 @@ def plan_removal(name: str) -> RemovalPlan:
         own_key = hub.registry_key(repo_id, src.revision)
         if not commits:
             if own_key not in records:
-                there = sorted({ref for rev in (repo.revisions if repo else []) for ref in rev.refs}
-                               | {(e.get("revision") or "main") for e in records.values()})
+                there = sorted(
+                    {ref for rev in (repo.revisions if repo else []) for ref in rev.refs}
+                    | {(e.get("revision") or "main") for e in records.values()}
+                )
                 raise _no_such_revision(name, src.revision, there)
             keys = [own_key]  # only the record (e.g. of an interrupted pull of that revision)
         else:

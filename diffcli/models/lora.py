@@ -171,13 +171,15 @@ def resolve_specs(specs, replay: dict | None = None, folder_only: bool = False) 
             raise UsageError(f"LoRA {shown(name)} not found in the LoRA folder")
         if path is None:
             where = f"; recorded with sha256 {recorded[:12]}, not found by name or hash" if recorded else ""
-            raise UsageError(f"LoRA {shown(name)} not found: not a file, nor a LoRA in {lora_dir()} "
-                             f"(DIFFCLI_LORA_DIR){where}")
+            raise UsageError(
+                f"LoRA {shown(name)} not found: not a file, nor a LoRA in {lora_dir()} (DIFFCLI_LORA_DIR){where}"
+            )
         if path.suffix != LORA_SUFFIX:
             raise UsageError(f"LoRA {shown(path)}: only .safetensors LoRA files are read")
         if any(o.rpartition(":")[0] == str(path) for o in out):
-            raise UsageError(f"LoRA {shown(name if folder_only else path)} is named twice; give it once, with the "
-                             f"weight you want")
+            raise UsageError(
+                f"LoRA {shown(name if folder_only else path)} is named twice; give it once, with the weight you want"
+            )
         out.append(join_spec(path, 1.0 if weight is None else weight))
     return tuple(out)
 
@@ -187,8 +189,14 @@ def lora_records(specs) -> list[dict]:
     records = []
     for spec in specs or ():
         path, weight = split_spec(spec)
-        records.append({"name": Path(path).stem if Path(path).name != LORA_FILE else Path(path).parent.name,
-                        "path": path, "weight": weight, "sha256": lora_sha256(path)})
+        records.append(
+            {
+                "name": Path(path).stem if Path(path).name != LORA_FILE else Path(path).parent.name,
+                "path": path,
+                "weight": weight,
+                "sha256": lora_sha256(path),
+            }
+        )
     return records
 
 

@@ -101,8 +101,14 @@ def parse(name: str, paths: bool = True) -> Source:
     if name in MODEL_NAMES:
         return Source("bundled", name)
     lowered = name.lower()
-    if not paths and (lowered.endswith(CHECKPOINT_EXT) or name.startswith((".", "/", "~", "\\")) or "\\" in name
-                      or os.path.isabs(name) or "://" in name or ".." in name.split("/")):
+    if not paths and (
+        lowered.endswith(CHECKPOINT_EXT)
+        or name.startswith((".", "/", "~", "\\"))
+        or "\\" in name
+        or os.path.isabs(name)
+        or "://" in name
+        or ".." in name.split("/")
+    ):
         raise UsageError(f"model '{name}': name a model (shipped, alias or hub id), not a path or URL")
     if lowered.startswith(("http://", "https://")):
         url_filename(name)  # validates
@@ -118,7 +124,9 @@ def parse(name: str, paths: bool = True) -> Source:
         raise UsageError(f"{name}: no such file or directory")
     base, _, revision = name.partition("@")
     if base in ALIASES:
-        return Source("alias", base, repo_id=ALIASES[base].repo_id, revision=validate_revision(revision) if revision else None)
+        return Source(
+            "alias", base, repo_id=ALIASES[base].repo_id, revision=validate_revision(revision) if revision else None
+        )
     if "/" in base:
         validate_repo_id(base)
         return Source("hub", name, repo_id=base, revision=validate_revision(revision) if revision else None)

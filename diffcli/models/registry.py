@@ -37,8 +37,9 @@ def home_unusable(exc: OSError, path: Path | None = None) -> HomeUnusable:
     why = exc.strerror or type(exc).__name__
     where = f" ({path})" if path is not None and Path(path) != home else ""
     source = "DIFFCLI_HOME" if os.environ.get("DIFFCLI_HOME") else "set DIFFCLI_HOME to choose another"
-    return HomeUnusable(f"diffcli's data directory {home} is not usable: {why.lower()}{where}; "
-                        f"make it a writable directory ({source})")
+    return HomeUnusable(
+        f"diffcli's data directory {home} is not usable: {why.lower()}{where}; make it a writable directory ({source})"
+    )
 
 
 def ensure_dir(path: Path) -> Path:
@@ -161,8 +162,9 @@ def _read() -> str | None:
     except UnicodeDecodeError:
         return "\ufffd"  # damaged
     except OSError as exc:
-        raise RuntimeFailure(f"cannot read diffcli's model registry {path}: {(exc.strerror or str(exc)).lower()}; "
-                             "check its permissions") from None
+        raise RuntimeFailure(
+            f"cannot read diffcli's model registry {path}: {(exc.strerror or str(exc)).lower()}; check its permissions"
+        ) from None
 
 
 def rebuild() -> dict:
@@ -188,12 +190,17 @@ def _recover(raw: str) -> dict:
     try:
         os.replace(path, aside)
     except OSError as exc:
-        warn(f"the model registry {path} is damaged and cannot be moved aside ({exc.strerror or exc}); "
-             f"using {len(data['models'])} record(s) rebuilt from disk for now", once=str(path))
+        warn(
+            f"the model registry {path} is damaged and cannot be moved aside ({exc.strerror or exc}); "
+            f"using {len(data['models'])} record(s) rebuilt from disk for now",
+            once=str(path),
+        )
         return data
     rebuilt = f"rebuilt {len(data['models'])} record(s) from disk" if data["models"] else "started a new one"
-    warn(f"the model registry was damaged: kept it as {aside} and {rebuilt}; downloaded hub models are "
-         "found again in the hub cache (listed as adopted)")
+    warn(
+        f"the model registry was damaged: kept it as {aside} and {rebuilt}; downloaded hub models are "
+        "found again in the hub cache (listed as adopted)"
+    )
     try:
         _write(data)
     except (OSError, RuntimeFailure):
@@ -277,8 +284,11 @@ def touch(key: str, **fields) -> None:
     call's client and server both resolve the model; so do scripts of many short calls)."""
     try:
         entry = load()["models"].get(key)
-        if (entry and all(entry.get(k) == v for k, v in fields.items())
-                and 0 <= time.time() - entry.get("last_used", 0) < TOUCH_EVERY_S):
+        if (
+            entry
+            and all(entry.get(k) == v for k, v in fields.items())
+            and 0 <= time.time() - entry.get("last_used", 0) < TOUCH_EVERY_S
+        ):
             return
         update(key, last_used=time.time(), **fields)
     except (OSError, RuntimeFailure):

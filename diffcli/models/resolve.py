@@ -65,7 +65,9 @@ def local_repo(name: str, *, offline: bool, not_here: str, allow_pickle: bool = 
 
 
 def _not_present(name: str) -> UsageError:
-    return UsageError(f"model '{name}' is not downloaded and offline mode is on; run `diffcli models pull {name}` while online")
+    return UsageError(
+        f"model '{name}' is not downloaded and offline mode is on; run `diffcli models pull {name}` while online"
+    )
 
 
 def resolve(
@@ -98,17 +100,39 @@ def resolve(
     if name is None:
         name = default_model_name()
     elif not isinstance(name, str) or not name.strip():
-        raise UsageError(f"empty model name: give --model a name, or leave it out for the default "
-                         f"('{default_model_name()}')")
+        raise UsageError(
+            f"empty model name: give --model a name, or leave it out for the default ('{default_model_name()}')"
+        )
     with registry.warnings_to(feedback.warning):
-        return _resolve(name, offline=offline, allow_pickle=allow_pickle, token=token, feedback=feedback,
-                        revision=revision, variant=variant, trust_remote_code=trust_remote_code, pull=pull,
-                        sha256=sha256, paths=paths)
+        return _resolve(
+            name,
+            offline=offline,
+            allow_pickle=allow_pickle,
+            token=token,
+            feedback=feedback,
+            revision=revision,
+            variant=variant,
+            trust_remote_code=trust_remote_code,
+            pull=pull,
+            sha256=sha256,
+            paths=paths,
+        )
 
 
-def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None, feedback, revision: str | None,
-             variant: str | None, trust_remote_code: bool, pull: bool, sha256: str | None,
-             paths: bool = True) -> ModelRef:
+def _resolve(
+    name: str,
+    *,
+    offline: bool,
+    allow_pickle: bool,
+    token: str | None,
+    feedback,
+    revision: str | None,
+    variant: str | None,
+    trust_remote_code: bool,
+    pull: bool,
+    sha256: str | None,
+    paths: bool = True,
+) -> ModelRef:
     from diffcli.models import lora, names, registry
     from diffcli.models.aliases import ALIASES, alias_for_repo
     from diffcli.models.safety import is_pickle, refuse_pickle
@@ -129,8 +153,9 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
     if src.kind == "dir":
         path = src.path
         if lora.is_lora_dir(path) and not (path / "model_index.json").is_file():  # fused: a model as is
-            return _lora(name, path, offline=offline, allow_pickle=allow_pickle, token=token, progress=feedback,
-                         pull=pull)
+            return _lora(
+                name, path, offline=offline, allow_pickle=allow_pickle, token=token, progress=feedback, pull=pull
+            )
         if not (path / "model_index.json").is_file():
             raise UsageError(f"{name}: directory is not a diffusers model (no model_index.json)")
         from diffcli.models.hub import snapshot_missing
@@ -144,8 +169,16 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
         return ModelRef(name=name, path=path, source="local", family=_family(path), allow_pickle=allow_pickle)
 
     if src.kind == "file":
-        return _single_file(name, src.path, "file", allow_pickle, key=f"file:{src.path}",
-                            fetch=not offline and pull, token=token, feedback=feedback)
+        return _single_file(
+            name,
+            src.path,
+            "file",
+            allow_pickle,
+            key=f"file:{src.path}",
+            fetch=not offline and pull,
+            token=token,
+            feedback=feedback,
+        )
 
     if src.kind == "url":
         from diffcli.models import url_store, urls
@@ -156,8 +189,16 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
                 raise _not_present(names.redact_url(src.url))
             found = urls.pull(src.url, sha256=sha256, allow_pickle=allow_pickle, token=token, progress=feedback)
         path, _entry = found
-        return _single_file(names.redact_url(src.url), path, "url", allow_pickle, key=url_store.registry_key(src.url),
-                            fetch=not offline and pull, token=token, feedback=feedback)
+        return _single_file(
+            names.redact_url(src.url),
+            path,
+            "url",
+            allow_pickle,
+            key=url_store.registry_key(src.url),
+            fetch=not offline and pull,
+            token=token,
+            feedback=feedback,
+        )
 
     # hub repo or alias
     from diffcli.models import hub
@@ -173,8 +214,17 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
         if offline or not pull:
             raise _not_present(name)
         try:
-            found = hub.pull(repo_id, rev, name=name, variant=variant, allow_pickle=allow_pickle,
-                             trust_remote_code=trust_remote_code, token=token, progress=feedback, alias=alias)
+            found = hub.pull(
+                repo_id,
+                rev,
+                name=name,
+                variant=variant,
+                allow_pickle=allow_pickle,
+                trust_remote_code=trust_remote_code,
+                token=token,
+                progress=feedback,
+                alias=alias,
+            )
         except UsageError as exc:
             if alias and ALIASES[alias].gated and ("gated" in str(exc) or "not found" in str(exc)):
                 raise _gated(name, repo_id) from None
@@ -183,12 +233,24 @@ def _resolve(name: str, *, offline: bool, allow_pickle: bool, token: str | None,
     files = (entry or {}).get("files") or {}
     if not allow_pickle and any(is_pickle(f) for f in files):
         raise refuse_pickle(name)
-    registry.touch(hub.registry_key(repo_id, rev), source="hub", repo_id=repo_id, commit=commit,
-                   revision=rev or "main", **({} if entry else {"status": "adopted"}))
+    registry.touch(
+        hub.registry_key(repo_id, rev),
+        source="hub",
+        repo_id=repo_id,
+        commit=commit,
+        revision=rev or "main",
+        **({} if entry else {"status": "adopted"}),
+    )
     return ModelRef(
-        name=name, path=snap, source="hub", revision=commit, defaults=defaults,
-        family=_family(snap) or (ALIASES[alias].family if alias else None), repo_id=repo_id,
-        variant=(entry or {}).get("variant"), allow_pickle=allow_pickle,
+        name=name,
+        path=snap,
+        source="hub",
+        revision=commit,
+        defaults=defaults,
+        family=_family(snap) or (ALIASES[alias].family if alias else None),
+        repo_id=repo_id,
+        variant=(entry or {}).get("variant"),
+        allow_pickle=allow_pickle,
     )
 
 
@@ -205,27 +267,36 @@ def attach_base(ref: ModelRef, base_name: str | None, **kw) -> ModelRef:
 
     if not needs_base(ref):
         if base_name:
-            raise UsageError(f"--base applies only to a FLUX.1 or SD 3.x transformer file (.safetensors or .gguf); "
-                             f"{ref.name} is not one")
+            raise UsageError(
+                f"--base applies only to a FLUX.1 or SD 3.x transformer file (.safetensors or .gguf); "
+                f"{ref.name} is not one"
+            )
         return ref
     if not base_name:
-        raise UsageError(f"{ref.name}: is a {ref.family} transformer only; name the diffusers model that supplies "
-                         f"its text encoders and VAE with --base (e.g. --base {BASE_EXAMPLES[ref.family]})")
+        raise UsageError(
+            f"{ref.name}: is a {ref.family} transformer only; name the diffusers model that supplies "
+            f"its text encoders and VAE with --base (e.g. --base {BASE_EXAMPLES[ref.family]})"
+        )
     base = resolve(base_name, **kw)
     if base.kind != "diffusers" or base.lora is not None:
-        raise UsageError(f"--base {base_name}: must be a diffusers model (a folder, repo id or alias), not a "
-                         f"{'LoRA' if base.lora is not None else 'single file'}")
+        raise UsageError(
+            f"--base {base_name}: must be a diffusers model (a folder, repo id or alias), not a "
+            f"{'LoRA' if base.lora is not None else 'single file'}"
+        )
     family = read_layout(base.path).family
     if family != ref.family:
         raise UsageError(f"--base {base_name}: is a {family} model; {ref.name} is a {ref.family} transformer")
-    return replace(ref, kind="transformer_file", base=base.path, base_name=base.name, defaults=dict(base.defaults),
-                   revision=None)
+    return replace(
+        ref, kind="transformer_file", base=base.path, base_name=base.name, defaults=dict(base.defaults), revision=None
+    )
 
 
 def _gated(name: str, repo_id: str) -> UsageError:
-    return UsageError(f"{name} ({repo_id}) is a gated model: accept its license at https://huggingface.co/{repo_id} "
-                      f"while logged in, then set HF_TOKEN to a token of that account, or run "
-                      f"`diffcli models pull {name} --token TOKEN` once")
+    return UsageError(
+        f"{name} ({repo_id}) is a gated model: accept its license at https://huggingface.co/{repo_id} "
+        f"while logged in, then set HF_TOKEN to a token of that account, or run "
+        f"`diffcli models pull {name} --token TOKEN` once"
+    )
 
 
 def _lora(name: str, path: Path, **kw) -> ModelRef:
@@ -254,8 +325,17 @@ def _family(path: Path) -> str | None:
         return None
 
 
-def _single_file(name: str, path: Path, source: str, allow_pickle: bool, *, key: str, fetch: bool = False,
-                 token: str | None = None, feedback=None) -> ModelRef:
+def _single_file(
+    name: str,
+    path: Path,
+    source: str,
+    allow_pickle: bool,
+    *,
+    key: str,
+    fetch: bool = False,
+    token: str | None = None,
+    feedback=None,
+) -> ModelRef:
     from diffcli.models import registry
     from diffcli.models.checkpoint_info import detect_family
     from diffcli.models.names import CHECKPOINT_EXT
@@ -280,6 +360,13 @@ def _single_file(name: str, path: Path, source: str, allow_pickle: bool, *, key:
     defaults = dict(FAMILY_DEFAULTS.get(base, {})) if base in FAMILY_DEFAULTS else {}
     if base in NATIVE_SIZE:
         defaults.update(width=NATIVE_SIZE[base], height=NATIVE_SIZE[base])
-    return ModelRef(name=name, path=Path(path), source=source, kind="single_file",
-                    config=str(config) if config else None, defaults=defaults, family=family,
-                    allow_pickle=allow_pickle)
+    return ModelRef(
+        name=name,
+        path=Path(path),
+        source=source,
+        kind="single_file",
+        config=str(config) if config else None,
+        defaults=defaults,
+        family=family,
+        allow_pickle=allow_pickle,
+    )

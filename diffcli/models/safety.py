@@ -30,13 +30,22 @@ def refuse_pickle(what: str) -> UsageError:
 def remote_code_error(where: str, detail: str, pull_name: str | None = None) -> UsageError:
     """diffcli never fetches nor runs a repo's code. Only `models pull` has --trust-remote-code: it downloads the
     rest of such a repo (configs and weights) for a pipeline that loads without that code."""
-    hint = (f"; `diffcli models pull {pull_name} --trust-remote-code` downloads the rest of it anyway (never the code)"
-            if pull_name else "")
+    hint = (
+        f"; `diffcli models pull {pull_name} --trust-remote-code` downloads the rest of it anyway (never the code)"
+        if pull_name
+        else ""
+    )
     return UsageError(f"{where}: {detail}; diffcli never fetches or runs code from a model repo{hint}")
 
 
-def check_model_index(index: dict, where: str, *, repo_files: list[str] | None = None, trust_remote_code: bool = False,
-                      pull_name: str | None = None) -> list[str]:
+def check_model_index(
+    index: dict,
+    where: str,
+    *,
+    repo_files: list[str] | None = None,
+    trust_remote_code: bool = False,
+    pull_name: str | None = None,
+) -> list[str]:
     """Reject pipelines that would run code not shipped by diffusers/transformers; return component names.
 
     PULL_NAME: the hub name for the `diffcli models pull NAME --trust-remote-code` hint (None: no hint)."""

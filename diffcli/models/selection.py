@@ -69,8 +69,9 @@ def select_files(
     return sorted(set(selected))
 
 
-def select_root_model_files(repo_files: list[str], *, variant: str | None = None, allow_pickle: bool = False,
-                            where: str = "model") -> list[str]:
+def select_root_model_files(
+    repo_files: list[str], *, variant: str | None = None, allow_pickle: bool = False, where: str = "model"
+) -> list[str]:
     """The files of a one-model repo (a ControlNet: config.json and its weights at the top level), sorted."""
     root = [f for f in repo_files if "/" not in f]
     selected = [f for f in root if f.endswith(CONFIG_EXT) and not _is_weight(f)]

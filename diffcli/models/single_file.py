@@ -12,8 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from diffcli import loading
-from diffcli import paths
+from diffcli import loading, paths
 from diffcli.errors import RuntimeFailure, UsageError
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -69,8 +68,12 @@ def fetch_tokenizers(family: str | None, *, token: str | None = None, quiet: boo
     if base is None or config is None:
         return
     repo = TOKENIZER_REPOS[base]
-    wanted = [(f, n) for f in _tokenizer_folders(config) for n in TOKENIZER_FILES
-              if _cached_tokenizer_file(repo, f, n) is None]
+    wanted = [
+        (f, n)
+        for f in _tokenizer_folders(config)
+        for n in TOKENIZER_FILES
+        if _cached_tokenizer_file(repo, f, n) is None
+    ]
     if not wanted:
         return
     from huggingface_hub import hf_hub_download
@@ -79,11 +82,19 @@ def fetch_tokenizers(family: str | None, *, token: str | None = None, quiet: boo
     from diffcli.models.progress import Feedback
 
     feedback = Feedback.of(progress, quiet)
-    with hub.hub_errors(f"tokenizer files from {repo}", token), \
-            feedback.bar(f"pulling {base} tokenizer files", None, model=repo) as bar:
+    with (
+        hub.hub_errors(f"tokenizer files from {repo}", token),
+        feedback.bar(f"pulling {base} tokenizer files", None, model=repo) as bar,
+    ):
         for folder, name in wanted:
-            hf_hub_download(repo, f"{folder}/{name}", cache_dir=str(hub.hub_cache_dir()), endpoint=hub.endpoint(),
-                            token=token or None, tqdm_class=feedback.tqdm_class(bar))
+            hf_hub_download(
+                repo,
+                f"{folder}/{name}",
+                cache_dir=str(hub.hub_cache_dir()),
+                endpoint=hub.endpoint(),
+                token=token or None,
+                tqdm_class=feedback.tqdm_class(bar),
+            )
 
 
 def materialize_config(family: str) -> Path:
@@ -125,10 +136,9 @@ def materialize_config(family: str) -> Path:
 def check_pickle(path: Path) -> None:
     """Load a pickle checkpoint with weights_only=True: anything but tensors is refused, never run."""
     import pickle
+    import warnings
 
     import torch
-
-    import warnings
 
     try:
         with warnings.catch_warnings():
@@ -197,11 +207,19 @@ def load_with_base(ref, torch_dtype=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # `torch_dtype` is renamed `dtype` in newer diffusers
         try:
-            transformer = loading.from_single_file(cls, str(path), config=str(base), subfolder="transformer",
-                                                   local_files_only=True, **kwargs)
+            transformer = loading.from_single_file(
+                cls, str(path), config=str(base), subfolder="transformer", local_files_only=True, **kwargs
+            )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise RuntimeFailure(f"{path}: cannot load as a {ref.family} transformer of {ref.base_name} "
-                                 f"({first})") from None
-        return loading.from_pretrained(diffusers.DiffusionPipeline, str(base), transformer=transformer,
-                                       use_safetensors=True, local_files_only=True, **dtype)
+            raise RuntimeFailure(
+                f"{path}: cannot load as a {ref.family} transformer of {ref.base_name} ({first})"
+            ) from None
+        return loading.from_pretrained(
+            diffusers.DiffusionPipeline,
+            str(base),
+            transformer=transformer,
+            use_safetensors=True,
+            local_files_only=True,
+            **dtype,
+        )

@@ -63,7 +63,10 @@ def records_on_disk() -> dict[str, dict]:
         if record.get("size") is not None and path.stat().st_size != record["size"]:
             continue
         out[registry_key(url)] = {
-            "source": "url", "url": redact_url(url), "path": str(path), "status": "complete",
+            "source": "url",
+            "url": redact_url(url),
+            "path": str(path),
+            "status": "complete",
             **{k: record[k] for k in ("sha256", "size", "verified_against", "pulled_at") if k in record},
             "rebuilt": True,
         }

@@ -62,8 +62,16 @@ def _open(url: str, headers: dict):
     return urllib.request.urlopen(req, timeout=TIMEOUT)
 
 
-def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, token: str | None = None,
-         quiet: bool = False, force: bool = False, progress=None) -> tuple[Path, dict]:
+def pull(
+    url: str,
+    *,
+    sha256: str | None = None,
+    allow_pickle: bool = False,
+    token: str | None = None,
+    quiet: bool = False,
+    force: bool = False,
+    progress=None,
+) -> tuple[Path, dict]:
     """Download URL once; return (local file, registry entry). PROGRESS: see diffcli.models.progress."""
     import http.client
     import urllib.error
@@ -77,8 +85,9 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
     if is_pickle(name) and not allow_pickle:
         raise refuse_pickle(shown)
     if not name.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")):
-        raise UsageError(f"{shown}: not a checkpoint file (expected .safetensors, or .gguf for a FLUX.1/SD 3.x "
-                         "transformer)")
+        raise UsageError(
+            f"{shown}: not a checkpoint file (expected .safetensors, or .gguf for a FLUX.1/SD 3.x transformer)"
+        )
     expected = (sha256 or _expected_from_url(url) or "").lower() or None
     if expected and not SHA256_RE.match(expected):
         raise UsageError("--sha256 must be 64 hex digits")
@@ -117,7 +126,10 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
                 expected = etag if SHA256_RE.match(etag) else None
             written = offset
             try:
-                with open(part, "r+b" if offset else "wb") as out, feedback.bar(f"pulling {name}", total, model=shown) as bar:
+                with (
+                    open(part, "r+b" if offset else "wb") as out,
+                    feedback.bar(f"pulling {name}", total, model=shown) as bar,
+                ):
                     out.seek(offset)
                     out.truncate()
                     bar.advance(offset)
@@ -129,10 +141,13 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
                     os.fsync(out.fileno())
             except (OSError, http.client.HTTPException) as exc:
                 if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
-                    raise RuntimeFailure(f"{shown}: cannot write {part} ({exc.strerror.lower()}); free some space or "
-                                         "set DIFFCLI_HOME to another directory, then pull again to resume") from None
+                    raise RuntimeFailure(
+                        f"{shown}: cannot write {part} ({exc.strerror.lower()}); free some space or "
+                        "set DIFFCLI_HOME to another directory, then pull again to resume"
+                    ) from None
                 raise RuntimeFailure(
-                    f"{shown}: download cut off after {written} bytes ({type(exc).__name__}); run the pull again to resume"
+                    f"{shown}: download cut off after {written} bytes ({type(exc).__name__}); run the pull again to "
+                    "resume"
                 ) from None
         if total is not None and written != total:
             if written > total:
@@ -141,10 +156,17 @@ def pull(url: str, *, sha256: str | None = None, allow_pickle: bool = False, tok
         digest = sha256_file(part)
         if expected and digest != expected:
             part.unlink(missing_ok=True)
-            raise RuntimeFailure(f"{shown}: sha256 mismatch (got {digest[:12]}…, expected {expected[:12]}…); "
-                                 "the download was discarded")
+            raise RuntimeFailure(
+                f"{shown}: sha256 mismatch (got {digest[:12]}…, expected {expected[:12]}…); the download was discarded"
+            )
         os.replace(part, dest)
-        entry = registry.update(key, status="complete", sha256=digest, size=written, verified_against=(
-            "source" if expected else "download"), pulled_at=time.time())
+        entry = registry.update(
+            key,
+            status="complete",
+            sha256=digest,
+            size=written,
+            verified_against=("source" if expected else "download"),
+            pulled_at=time.time(),
+        )
         write_source(dest, entry)
     return dest, entry

@@ -37,10 +37,15 @@ class Report:
 
     def to_json(self) -> dict:
         return {
-            "name": self.name, "source": self.source, "path": self.path, "note": self.note,
+            "name": self.name,
+            "source": self.source,
+            "path": self.path,
+            "note": self.note,
             "ok": not self.damaged,
-            "files": [{"file": c.file, "ok": c.problem is None, "problem": c.problem, "repaired": c.repaired}
-                      for c in self.checks],
+            "files": [
+                {"file": c.file, "ok": c.problem is None, "problem": c.problem, "repaired": c.repaired}
+                for c in self.checks
+            ],
         }
 
 
@@ -57,8 +62,17 @@ def _hub_manifest(snap: Path, entry: dict | None) -> dict[str, dict]:
     return manifest
 
 
-def verify_hub(name: str, repo_id: str, snap: Path, commit: str, entry: dict | None, *, repair: bool = False,
-               token: str | None = None, quiet: bool = False) -> Report:
+def verify_hub(
+    name: str,
+    repo_id: str,
+    snap: Path,
+    commit: str,
+    entry: dict | None,
+    *,
+    repair: bool = False,
+    token: str | None = None,
+    quiet: bool = False,
+) -> Report:
     from diffcli.models import hub
 
     report = Report(name, "hub", str(snap))
@@ -86,9 +100,18 @@ def _repair_hub_file(repo_id: str, commit: str, rel: str, path: Path, exp: dict,
 
     feedback = Feedback.of(None, quiet)
     with hub.hub_errors(f"{repo_id}/{rel}", token), feedback.bar(f"repairing {rel}", exp.get("size")) as bar:
-        new = Path(hf_hub_download(repo_id, rel, revision=commit, cache_dir=str(hub.hub_cache_dir()),
-                                   endpoint=hub.endpoint(), token=token or None, force_download=True,
-                                   tqdm_class=feedback.tqdm_class(bar)))
+        new = Path(
+            hf_hub_download(
+                repo_id,
+                rel,
+                revision=commit,
+                cache_dir=str(hub.hub_cache_dir()),
+                endpoint=hub.endpoint(),
+                token=token or None,
+                force_download=True,
+                tqdm_class=feedback.tqdm_class(bar),
+            )
+        )
     problem = hub.check_file(new, exp.get("size"), exp.get("digest"))
     if problem:
         hub._purge(new)
@@ -96,7 +119,9 @@ def _repair_hub_file(repo_id: str, commit: str, rel: str, path: Path, exp: dict,
     return True
 
 
-def verify_url(name: str, entry: dict, *, repair: bool = False, token: str | None = None, quiet: bool = False) -> Report:
+def verify_url(
+    name: str, entry: dict, *, repair: bool = False, token: str | None = None, quiet: bool = False
+) -> Report:
     from diffcli.models import hub, urls
 
     path = Path(entry["path"])
@@ -129,8 +154,9 @@ def verify_bundled(name: str, path: Path | None = None) -> Report:
             raise UsageError(f"the bundled model {name} is not installed ({path} is missing)")
     expected = bundled.recorded(name)
     if expected is None:
-        raise RuntimeFailure(f"no hashes are recorded for the bundled model {name} ({bundled.HASHES}); "
-                             "reinstall diffcli")
+        raise RuntimeFailure(
+            f"no hashes are recorded for the bundled model {name} ({bundled.HASHES}); reinstall diffcli"
+        )
     report = Report(name, "bundled", str(path))
     for rel, exp in sorted(expected.items()):
         report.checks.append(FileCheck(rel, hub.check_file(path / rel, exp.get("size"), exp.get("sha256"))))
@@ -141,7 +167,9 @@ def verify_bundled(name: str, path: Path | None = None) -> Report:
     return report
 
 
-def verify(name: str | None = None, *, repair: bool = False, token: str | None = None, quiet: bool = False) -> list[Report]:
+def verify(
+    name: str | None = None, *, repair: bool = False, token: str | None = None, quiet: bool = False
+) -> list[Report]:
     from diffcli.errors import UsageError
     from diffcli.models import hub, inventory, names, url_store
 
@@ -150,9 +178,12 @@ def verify(name: str | None = None, *, repair: bool = False, token: str | None =
         for item in inventory.items():
             if item.source == "hub" and item.status in ("complete", "adopted"):
                 e = registry.get(item.key) if item.key else None
-                repo_id = (e or {}).get("repo_id") or item.path.parent.parent.name[len("models--"):].replace("--", "/", 1)
-                reports.append(verify_hub(item.name, repo_id, item.path, item.revision, e, repair=repair, token=token,
-                                          quiet=quiet))
+                repo_id = (e or {}).get("repo_id") or item.path.parent.parent.name[len("models--") :].replace(
+                    "--", "/", 1
+                )
+                reports.append(
+                    verify_hub(item.name, repo_id, item.path, item.revision, e, repair=repair, token=token, quiet=quiet)
+                )
             elif item.source == "url" and item.key:
                 e = registry.get(item.key)
                 if e and e.get("sha256"):
@@ -162,8 +193,9 @@ def verify(name: str | None = None, *, repair: bool = False, token: str | None =
     if src.kind == "bundled":
         return [verify_bundled(src.name)]
     if src.kind in ("dir", "file"):
-        raise UsageError(f"{name}: nothing recorded to verify against (only downloaded and bundled models can be "
-                         "verified)")
+        raise UsageError(
+            f"{name}: nothing recorded to verify against (only downloaded and bundled models can be verified)"
+        )
     if src.kind == "url":
         e = registry.get(url_store.registry_key(src.url))
         if not e or not e.get("sha256"):

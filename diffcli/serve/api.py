@@ -28,22 +28,55 @@ class HttpError(Exception):
 # -- requests to Jobs ---------------------------------------------------------------------------------
 
 _A1111_FIELDS = {  # A1111 name -> (Job field, type)
-    "prompt": ("prompt", str), "negative_prompt": ("negative", str), "steps": ("steps", int),
-    "cfg_scale": ("cfg", float), "width": ("width", int), "height": ("height", int), "seed": ("seed", int),
-    "denoising_strength": ("strength", float), "mask_blur": ("mask_blur", int),
+    "prompt": ("prompt", str),
+    "negative_prompt": ("negative", str),
+    "steps": ("steps", int),
+    "cfg_scale": ("cfg", float),
+    "width": ("width", int),
+    "height": ("height", int),
+    "seed": ("seed", int),
+    "denoising_strength": ("strength", float),
+    "mask_blur": ("mask_blur", int),
 }
-_A1111_OWN = {"batch_size", "n_iter", "sampler_name", "sampler_index", "scheduler", "init_images", "mask",
-              "override_settings", "save_images", "send_images"}
+_A1111_OWN = {
+    "batch_size",
+    "n_iter",
+    "sampler_name",
+    "sampler_index",
+    "scheduler",
+    "init_images",
+    "mask",
+    "override_settings",
+    "save_images",
+    "send_images",
+}
 # fields A1111 clients send with every request: accepted when they ask for nothing (their default,
 # or empty/zero/false); any other value is refused rather than silently ignored
-_A1111_DEFAULTS = {"s_noise": 1, "override_settings_restore_afterwards": True, "inpaint_full_res": True,
-                   "initial_noise_multiplier": 1, "resize_mode": 0, "inpainting_fill": 1, "seed_resize_from_h": -1,
-                   "seed_resize_from_w": -1, "subseed": -1, "eta": 1, "image_cfg_scale": 1.5}
+_A1111_DEFAULTS = {
+    "s_noise": 1,
+    "override_settings_restore_afterwards": True,
+    "inpaint_full_res": True,
+    "initial_noise_multiplier": 1,
+    "resize_mode": 0,
+    "inpainting_fill": 1,
+    "seed_resize_from_h": -1,
+    "seed_resize_from_w": -1,
+    "subseed": -1,
+    "eta": 1,
+    "image_cfg_scale": 1.5,
+}
 
 
 def _kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def typed(name: str, value, kind):
@@ -51,8 +84,14 @@ def typed(name: str, value, kind):
         return float(value)
     if isinstance(value, kind) and not isinstance(value, bool) or (kind is bool and isinstance(value, bool)):
         return value
-    want = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
-            dict: "an object"}[kind]
+    want = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "an object",
+    }[kind]
     raise HttpError(422, f"'{name}' must be {want}, not {_kind(value)}")
 
 
@@ -99,8 +138,12 @@ def model_of(name) -> str | None:
 
     # decided on the text alone, so the answer never tells a client what exists on the server's disk
     looks_like_path = (
-        name.startswith((".", "/", "~", "\\")) or os.path.isabs(name) or "://" in name or "\\" in name
-        or ".." in name.split("/") or name.lower().endswith(CHECKPOINT_EXT)
+        name.startswith((".", "/", "~", "\\"))
+        or os.path.isabs(name)
+        or "://" in name
+        or "\\" in name
+        or ".." in name.split("/")
+        or name.lower().endswith(CHECKPOINT_EXT)
     )
     if looks_like_path:
         raise HttpError(422, f"model '{name}': name a model (see /sdapi/v1/sd-models), not a path or URL")
@@ -194,8 +237,7 @@ def check_image(raw: bytes, name: str) -> None:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # over twice Pillow's limit
         raise HttpError(422, f"'{name}' is over the limit of {limit} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        raise HttpError(422, f"'{name}' is not an image in a supported format "
-                             f"({', '.join(SUPPORTED_INPUT)})") from None
+        raise HttpError(422, f"'{name}' is not an image in a supported format ({', '.join(SUPPORTED_INPUT)})") from None
     if fmt not in SUPPORTED_INPUT:
         raise HttpError(422, f"'{name}' is not an image in a supported format ({', '.join(SUPPORTED_INPUT)})")
     if width * height > limit:
@@ -210,8 +252,9 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
     if task == "txt2img":
         known -= {"init_images", "mask", "denoising_strength", "mask_blur"}
         if body.get("enable_hr") in (None, False):  # the hires pass's settings, sent by clients with every request
-            body = {k: v for k, v in body.items() if not k.startswith(("hr_", "firstphase_"))
-                    and k != "denoising_strength"}
+            body = {
+                k: v for k, v in body.items() if not k.startswith(("hr_", "firstphase_")) and k != "denoising_strength"
+            }
     _check_unknown(body, known)
     values = {}
     for name, (field_name, kind) in _A1111_FIELDS.items():
@@ -226,8 +269,10 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
     values.update(num_images=batch * n_iter, batch_size=batch)
     sampler = body.get("sampler_name") or body.get("sampler_index")
     schedule = body.get("scheduler")
-    values["scheduler"] = scheduler_of(typed("sampler_name", sampler, str) if sampler is not None else None,
-                                       typed("scheduler", schedule, str) if schedule is not None else None)
+    values["scheduler"] = scheduler_of(
+        typed("sampler_name", sampler, str) if sampler is not None else None,
+        typed("scheduler", schedule, str) if schedule is not None else None,
+    )
     overrides = typed("override_settings", body.get("override_settings") or {}, dict)
     unknown = sorted(k for k, v in overrides.items() if k != "sd_model_checkpoint" and not _asks_nothing(k, v))
     if unknown:
@@ -248,9 +293,14 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
 
 # diffcli's own fields an OpenAI request may add (extra_body in the openai library): what makes an
 # image repeatable; the engine checks their values as it checks the flags
-_DIFFCLI_EXTRAS = {"seed": ("seed", int), "steps": ("steps", int), "cfg": ("cfg", float),
-                   "negative_prompt": ("negative", str), "cache": ("cache", str),
-                   "vae_decoder": ("vae_decoder", str)}
+_DIFFCLI_EXTRAS = {
+    "seed": ("seed", int),
+    "steps": ("steps", int),
+    "cfg": ("cfg", float),
+    "negative_prompt": ("negative", str),
+    "cache": ("cache", str),
+    "vae_decoder": ("vae_decoder", str),
+}
 
 
 def vae_decoder_of(name: str) -> str:
@@ -266,9 +316,17 @@ def vae_decoder_of(name: str) -> str:
 def openai_job(body: dict):
     from diffcli.jobs import Job
 
-    _check_unknown({k: v for k, v in body.items() if not (k in ("quality", "style", "background", "moderation",
-                                                                  "output_format") and v in ("auto", "standard", "png"))},
-                   {"prompt", "n", "size", "model", "response_format", "user"} | set(_DIFFCLI_EXTRAS))
+    _check_unknown(
+        {
+            k: v
+            for k, v in body.items()
+            if not (
+                k in ("quality", "style", "background", "moderation", "output_format")
+                and v in ("auto", "standard", "png")
+            )
+        },
+        {"prompt", "n", "size", "model", "response_format", "user"} | set(_DIFFCLI_EXTRAS),
+    )
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise HttpError(400, "'prompt' is required (a string)")
@@ -371,8 +429,12 @@ def _repaint_area(data, from_image: bool) -> bytes | None:
             else:
                 repaint = img.convert("L")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise HttpError(400, "'mask' is not an image in a supported format" if not from_image
-                        else "'image' is not an image in a supported format") from None
+        raise HttpError(
+            400,
+            "'mask' is not an image in a supported format"
+            if not from_image
+            else "'image' is not an image in a supported format",
+        ) from None
     out = io.BytesIO()
     repaint.save(out, format="PNG")
     return out.getvalue()
@@ -384,8 +446,16 @@ def models() -> list[dict]:
     out = []
     for item in inventory.items():
         if item.source in ("bundled", "hub") and item.status in ("complete", "adopted"):
-            out.append({"title": item.name, "model_name": item.name, "hash": None, "sha256": None,
-                        "filename": item.name, "config": None})  # (a name: no reply shows a server path)
+            out.append(
+                {
+                    "title": item.name,
+                    "model_name": item.name,
+                    "hash": None,
+                    "sha256": None,
+                    "filename": item.name,
+                    "config": None,
+                }
+            )  # (a name: no reply shows a server path)
     return out
 
 
@@ -439,6 +509,9 @@ def public_message(text, inputs: Inputs | None = None) -> str:
     for path, name in sorted((inputs.names if inputs is not None else {}).items(), key=lambda kv: -len(kv[0])):
         text = text.replace(path, name)
     folder = str(lora_dir())
-    text = re.sub(re.escape(folder) + rf"(?:{_COMPONENT})*", lambda m: "the LoRA folder" if m.group() == folder
-                  else "<server path>", text)
+    text = re.sub(
+        re.escape(folder) + rf"(?:{_COMPONENT})*",
+        lambda m: "the LoRA folder" if m.group() == folder else "<server path>",
+        text,
+    )
     return _SERVER_PATH.sub(lambda m: m.group() if m.group().startswith(_ENDPOINTS) else "<server path>", text)

@@ -18,9 +18,26 @@ import time
 from pathlib import Path
 
 from diffcli.errors import DiffcliError, RuntimeFailure, UsageError
-from diffcli.serve.protocol import (MODE_ENV, PROTOCOL, Channel, ProtocolError, auth_field, compat_key, endpoint,
-                                    error_from, new_nonce, peer_uid, proof, proof_matches, read_token, sibling,
-                                    socket_path, try_lock, unsafe_socket, uses_tcp)
+from diffcli.serve.protocol import (
+    MODE_ENV,
+    PROTOCOL,
+    Channel,
+    ProtocolError,
+    auth_field,
+    compat_key,
+    endpoint,
+    error_from,
+    new_nonce,
+    peer_uid,
+    proof,
+    proof_matches,
+    read_token,
+    sibling,
+    socket_path,
+    try_lock,
+    unsafe_socket,
+    uses_tcp,
+)
 
 CONNECT_TIMEOUT_S = 5.0
 CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long the server may take to stop the job (and save partials)
@@ -85,11 +102,19 @@ def _open_tcp(path: Path, reporter) -> tuple[Channel, dict] | None:
         channel.send({"op": "auth", "nonce": client_nonce})
         challenge = channel.receive(timeout=CONNECT_TIMEOUT_S)
         server_nonce = auth_field(challenge, "nonce", challenge=True)
-        if server_nonce is None or server_nonce == client_nonce or not proof_matches(
-                auth_field(challenge, "proof", challenge=True), token, "server", client_nonce, server_nonce):
+        if (
+            server_nonce is None
+            or server_nonce == client_nonce
+            or not proof_matches(
+                auth_field(challenge, "proof", challenge=True), token, "server", client_nonce, server_nonce
+            )
+        ):
             if challenge is not None and challenge.get("type") == "challenge":  # speaks our protocol, without the token
-                _warn(reporter, f"not using the diffcli server: the process on 127.0.0.1:{info['port']} did not "
-                                f"prove it knows the token")
+                _warn(
+                    reporter,
+                    f"not using the diffcli server: the process on 127.0.0.1:{info['port']} did not "
+                    f"prove it knows the token",
+                )
             channel.close()
             return None
         channel.send({"op": "auth", "proof": proof(token, "client", client_nonce, server_nonce)})
@@ -224,8 +249,9 @@ class Client:
 
                 return [upscale(request, opts, reporter)]
 
-            paths = self._exchange({"op": "run", "upscale": wire_request, "opts": wire_opts}, shown, opts.json,
-                                   reporter, here)
+            paths = self._exchange(
+                {"op": "run", "upscale": wire_request, "opts": wire_opts}, shown, opts.json, reporter, here
+            )
             return paths[0] if paths else None
         finally:
             self.close()
@@ -245,8 +271,10 @@ class Client:
                     self._server_gone(shown)
                     if interrupted is not None:
                         raise interrupted
-                    raise RuntimeFailure("the diffcli server stopped before the job finished (see its log); "
-                                         "run the command again, or pass --no-server")
+                    raise RuntimeFailure(
+                        "the diffcli server stopped before the job finished (see its log); "
+                        "run the command again, or pass --no-server"
+                    )
                 kind = message.get("type")
                 if kind == "call":
                     from diffcli.serve.reporter import replay
@@ -330,6 +358,7 @@ def _alive(pid: int) -> bool:
 
 # -- managing a server: status, stop, start in the background ---------------------------------------
 
+
 def request(op: str, path: Path | None = None) -> dict | None:
     """Send OP ("status" or "stop") to the server at PATH; its answer, or None when none runs there."""
     opened = open_channel(path)
@@ -349,8 +378,9 @@ def request(op: str, path: Path | None = None) -> dict | None:
     return answer
 
 
-def start_detached(args: list[str], path: Path | None = None, secrets: dict[str, str | None] | None = None,
-                   adopt: bool = True) -> dict:
+def start_detached(
+    args: list[str], path: Path | None = None, secrets: dict[str, str | None] | None = None, adopt: bool = True
+) -> dict:
     """Start `diffcli serve ARGS` in the background (its own session, output to server.log beside the
     socket) and wait until it answers; returns its status. SECRETS (environment variable → value, None:
     unset) reach it through its environment, which only this user can read, never its command line.
@@ -369,8 +399,15 @@ def start_detached(args: list[str], path: Path | None = None, secrets: dict[str,
         if value is not None:
             env[name] = value
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "diffcli", "serve", *args], stdin=subprocess.DEVNULL,
-                                stdout=fd, stderr=fd, env=env, cwd="/", start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "diffcli", "serve", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            env=env,
+            cwd="/",
+            start_new_session=True,
+        )
     finally:
         os.close(fd)
     deadline = time.monotonic() + START_WAIT_S

@@ -82,8 +82,9 @@ def request_deadline() -> float:
     return value
 
 
-def check_settings(address: str, api_key: str | None, output_dir: str | None, allow_pull: bool,
-                   api_auth: str | None = None) -> HttpSettings:
+def check_settings(
+    address: str, api_key: str | None, output_dir: str | None, allow_pull: bool, api_auth: str | None = None
+) -> HttpSettings:
     """The --http flags checked: HOST:PORT, credentials for any non-loopback address, an absolute output dir."""
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", address.strip())
     if match is None:
@@ -103,8 +104,10 @@ def check_settings(address: str, api_key: str | None, output_dir: str | None, al
             raise UsageError("the --api-auth password must be at least 16 characters")
         user_password = (user, password)
     if not is_loopback(host) and not api_key and not user_password:
-        raise UsageError(f"--http {address} listens beyond this machine; that needs --api-key or --api-auth "
-                         f"(or DIFFCLI_API_KEY, DIFFCLI_API_AUTH)")
+        raise UsageError(
+            f"--http {address} listens beyond this machine; that needs --api-key or --api-auth "
+            f"(or DIFFCLI_API_KEY, DIFFCLI_API_AUTH)"
+        )
     out = os.path.abspath(os.path.expanduser(output_dir or os.path.join("outputs", "http")))
     return HttpSettings(host, port, api_key or None, out, allow_pull, user_password)
 
@@ -116,8 +119,14 @@ def auth_names(settings: HttpSettings) -> list[str]:
 
 def access(settings: HttpSettings) -> str:
     """Who can use the API, in words (`serve --status`, the start-up log line)."""
-    needs = [what for what, on in (("an API key (Bearer, or as the Basic password)", settings.api_key),
-                                   ("user:password (Basic)", settings.api_auth)) if on]
+    needs = [
+        what
+        for what, on in (
+            ("an API key (Bearer, or as the Basic password)", settings.api_key),
+            ("user:password (Basic)", settings.api_auth),
+        )
+        if on
+    ]
     return "needs " + " or ".join(needs) if needs else "open to every local user (no key)"
 
 
@@ -160,6 +169,7 @@ def is_loopback(host: str) -> bool:
 
 # -- the server ---------------------------------------------------------------------------------------
 
+
 class HttpFrontDoor:
     """A threaded HTTP server that turns requests into Tasks for the server's worker."""
 
@@ -183,8 +193,9 @@ class HttpFrontDoor:
         host, port = self.httpd.server_address[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.auth, self.access = auth_names(settings), access(settings)  # for `serve --status`
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5},
-                                       name="diffcli-http", daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="diffcli-http", daemon=True
+        )
 
     def start(self, worker) -> None:
         self.worker = worker
@@ -202,8 +213,9 @@ class HttpFrontDoor:
 
     # what a request does, once parsed and allowed
 
-    def generate(self, job, inputs, gone=lambda: False, a1111_sampler: bool = False,
-                 keep: bool = False) -> tuple[list[Path], list[str], bool]:
+    def generate(
+        self, job, inputs, gone=lambda: False, a1111_sampler: bool = False, keep: bool = False
+    ) -> tuple[list[Path], list[str], bool]:
         """Run JOB on the worker; (the written paths, warnings, interrupted). The job is cancelled when
         GONE() says the client went away. A1111_SAMPLER: its scheduler was named by an A1111 sampler name
         (RunOptions.a1111_sampler). The images of a job that does not finish (interrupted, failed, its
@@ -214,8 +226,14 @@ class HttpFrontDoor:
         from diffcli.serve.reporter import Forwarder
         from diffcli.serve.worker import Stopping, Task
 
-        opts = RunOptions(out=self.settings.output_dir + os.sep, fmt="png", offline=not self.settings.allow_pull,
-                          a1111_sampler=a1111_sampler, names_only=True, load=LoadOptions())
+        opts = RunOptions(
+            out=self.settings.output_dir + os.sep,
+            fmt="png",
+            offline=not self.settings.allow_pull,
+            a1111_sampler=a1111_sampler,
+            names_only=True,
+            load=LoadOptions(),
+        )
         written: list[str] = []  # each image as the job writes it (its result line: the path)
         task = Task(job=job, opts=opts, reporter=None, results=written.append, door="http")
         validate(job)  # what needs no model fails now, not after the jobs ahead (the engine checks it all again)
@@ -262,8 +280,16 @@ class HttpFrontDoor:
                 current = self.worker.current
         with self.lock:
             waiting = len(self.tasks)
-        state = {"skipped": False, "interrupted": False, "job": "", "job_count": waiting, "job_timestamp": "0",
-                 "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
+        state = {
+            "skipped": False,
+            "interrupted": False,
+            "job": "",
+            "job_count": waiting,
+            "job_timestamp": "0",
+            "job_no": 0,
+            "sampling_step": 0,
+            "sampling_steps": 0,
+        }
         if current is None or current.done.is_set():  # finished: the worker may still be tidying up after it
             return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": None}
         p = dict(current.progress)
@@ -272,10 +298,16 @@ class HttpFrontDoor:
         fraction = min(1.0, ((image - 1) + count * step / steps) / images)
         elapsed = time.monotonic() - p.get("t0", time.monotonic())
         eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
-        state.update(job=f"job {current.id}", sampling_step=step, sampling_steps=steps,
-                     interrupted=current.cancelled.is_set())
-        return {"progress": round(fraction, 4), "eta_relative": round(eta, 2), "state": state, "current_image": None,
-                "textinfo": None}
+        state.update(
+            job=f"job {current.id}", sampling_step=step, sampling_steps=steps, interrupted=current.cancelled.is_set()
+        )
+        return {
+            "progress": round(fraction, 4),
+            "eta_relative": round(eta, 2),
+            "state": state,
+            "current_image": None,
+            "textinfo": None,
+        }
 
 
 class _Server(ThreadingHTTPServer):
@@ -311,16 +343,19 @@ class _Server(ThreadingHTTPServer):
 def _refuse(sock: socket.socket) -> None:
     """Answer 503 on a connection over MAX_CONNECTIONS, never waiting for it (what it sent already is read
     first: closing it with bytes unread would reset the connection, answer and all)."""
-    body = json.dumps({"error": "Busy", "detail": f"too many connections at once (at most {MAX_CONNECTIONS}); "
-                                                  "try again later"}).encode()
+    body = json.dumps(
+        {"error": "Busy", "detail": f"too many connections at once (at most {MAX_CONNECTIONS}); try again later"}
+    ).encode()
     try:
         sock.setblocking(False)
         try:
             sock.recv(65536)
         except OSError:
             pass
-        sock.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        sock.send(
+            b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
     except OSError:
         pass
 
@@ -374,10 +409,10 @@ def _preload() -> None:
     import PIL.PngImagePlugin  # noqa: F401
 
     import diffcli.bundled  # noqa: F401
-    import diffcli.pipelines  # noqa: F401
-    import diffcli.run  # noqa: F401
     import diffcli.models.aliases  # noqa: F401
     import diffcli.models.names  # noqa: F401
+    import diffcli.pipelines  # noqa: F401
+    import diffcli.run  # noqa: F401
     import diffcli.schedulers  # noqa: F401
     from diffcli.models import inventory
 
@@ -448,8 +483,11 @@ def _handler(front: HttpFrontDoor):
             action = routes.get((method, path))
             if action is None:
                 known = {p for _, p in routes}
-                raise api.HttpError(405 if path in known else 404, f"{method} {path}: "
-                                f"{'method not allowed' if path in known else 'no such endpoint'}", "NotFound")
+                raise api.HttpError(
+                    405 if path in known else 404,
+                    f"{method} {path}: {'method not allowed' if path in known else 'no such endpoint'}",
+                    "NotFound",
+                )
             action()
 
         def _check_access(self) -> None:
@@ -473,8 +511,9 @@ def _handler(front: HttpFrontDoor):
             if kind != "application/json":
                 raise api.HttpError(415, "send the request body as application/json", "UnsupportedMediaType")
             raw = self._raw()
-            too_deep = api.HttpError(400, f"request body is nested too deeply (at most {MAX_DEPTH} levels)",
-                                     "BadRequest")
+            too_deep = api.HttpError(
+                400, f"request body is nested too deeply (at most {MAX_DEPTH} levels)", "BadRequest"
+            )
             try:
                 body = json.loads(raw)
             except RecursionError:
@@ -498,7 +537,8 @@ def _handler(front: HttpFrontDoor):
             raw = self._raw()
             try:
                 message = BytesParser(policy=HTTP).parsebytes(
-                    b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+                    b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
+                )
             except RecursionError:  # multipart in multipart in ...
                 raise api.HttpError(400, "request body is nested too deeply", "BadRequest") from None
             if not message.is_multipart():
@@ -527,8 +567,9 @@ def _handler(front: HttpFrontDoor):
             try:
                 raw = self.rfile.read(length)
             except TimeoutError:
-                raise api.HttpError(408, f"the request did not arrive within {settings.deadline_s:g} s",
-                                    "Timeout") from None
+                raise api.HttpError(
+                    408, f"the request did not arrive within {settings.deadline_s:g} s", "Timeout"
+                ) from None
             if len(raw) != length:
                 raise api.HttpError(400, "request body cut short", "BadRequest")
             return raw
@@ -546,8 +587,9 @@ def _handler(front: HttpFrontDoor):
         def _images(self, action) -> None:
             """ACTION, an endpoint that makes images, in one of MAX_IN_FLIGHT slots (from its body to its answer)."""
             if not front.in_flight.acquire(blocking=False):
-                raise api.HttpError(503, f"too many image requests at once (at most {MAX_IN_FLIGHT}); try again "
-                                         "later", "Busy")
+                raise api.HttpError(
+                    503, f"too many image requests at once (at most {MAX_IN_FLIGHT}); try again later", "Busy"
+                )
             try:
                 action()
             finally:
@@ -565,12 +607,27 @@ def _handler(front: HttpFrontDoor):
                 inputs.remove()
             try:
                 infotexts, seeds = api.image_info(paths)
-                info = {"prompt": job.prompt, "negative_prompt": job.negative or "", "all_seeds": seeds,
-                        "seed": seeds[0] if seeds else None, "infotexts": infotexts, "warnings": warnings,
-                        "interrupted": interrupted}
-                self._send_images({"images": None, "parameters": body if task == "txt2img" else
-                                   {k: v for k, v in body.items() if k not in ("init_images", "mask")},
-                                   "info": json.dumps(info)}, "images", paths, remove=not save)
+                info = {
+                    "prompt": job.prompt,
+                    "negative_prompt": job.negative or "",
+                    "all_seeds": seeds,
+                    "seed": seeds[0] if seeds else None,
+                    "infotexts": infotexts,
+                    "warnings": warnings,
+                    "interrupted": interrupted,
+                }
+                self._send_images(
+                    {
+                        "images": None,
+                        "parameters": body
+                        if task == "txt2img"
+                        else {k: v for k, v in body.items() if k not in ("init_images", "mask")},
+                        "info": json.dumps(info),
+                    },
+                    "images",
+                    paths,
+                    remove=not save,
+                )
             finally:
                 if not save:
                     api.remove_files(paths)
@@ -587,18 +644,25 @@ def _handler(front: HttpFrontDoor):
                 status = getattr(exc, "status", 400 if getattr(exc, "exit_code", 1) == 2 else 500)
                 kind = "invalid_request_error" if status < 500 else "server_error"
                 message = api.public_message(exc)  # (a reply carries no server path)
-                self._json(400 if status == 422 else status, {"error": {"message": message, "type": kind,
-                                                                        "param": None, "code": None}})
+                self._json(
+                    400 if status == 422 else status,
+                    {"error": {"message": message, "type": kind, "param": None, "code": None}},
+                )
                 return
             finally:
                 inputs.remove()
             if interrupted:
-                self._json(409, {"error": {"message": "interrupted", "type": "server_error", "param": None,
-                                           "code": None}})
+                self._json(
+                    409, {"error": {"message": "interrupted", "type": "server_error", "param": None, "code": None}}
+                )
                 return
             try:
-                self._send_images({"created": int(time.time()), "data": None}, "data", paths,
-                                  {"b64_json": None, "revised_prompt": None})
+                self._send_images(
+                    {"created": int(time.time()), "data": None},
+                    "data",
+                    paths,
+                    {"b64_json": None, "revised_prompt": None},
+                )
             finally:
                 api.remove_files(paths)
 
@@ -611,13 +675,17 @@ def _handler(front: HttpFrontDoor):
 
         def _error(self, status: int, message: str, kind: str) -> None:
             try:
-                self._json(status, {"error": kind, "detail": api.public_message(message)},
-                           {"WWW-Authenticate": _challenge(settings)} if status == 401 else None)
+                self._json(
+                    status,
+                    {"error": kind, "detail": api.public_message(message)},
+                    {"WWW-Authenticate": _challenge(settings)} if status == 401 else None,
+                )
             except OSError:
                 pass
 
-        def _send_images(self, payload: dict, key: str, paths: list[Path], item: dict | None = None,
-                         remove: bool = True) -> None:
+        def _send_images(
+            self, payload: dict, key: str, paths: list[Path], item: dict | None = None, remove: bool = True
+        ) -> None:
             """Answer 200 with PAYLOAD, its KEY the list of the images at PATHS base64 (each as ITEM with its
             first key the image, or bare), written one image and one chunk at a time: the answer is never
             whole in memory (its length comes from the files' sizes). With REMOVE each file goes once it is
@@ -629,8 +697,13 @@ def _handler(front: HttpFrontDoor):
                 first, second = json.dumps({**item, next(iter(item)): mark}).split(f'"{mark}"')
                 before, after = first.encode() + b'"', b'"' + second.encode()
             sizes = [path.stat().st_size for path in paths]
-            length = len(head) + 2 + len(tail) + 2 * max(0, len(paths) - 1) + sum(
-                len(before) + 4 * math.ceil(size / 3) + len(after) for size in sizes)
+            length = (
+                len(head)
+                + 2
+                + len(tail)
+                + 2 * max(0, len(paths) - 1)
+                + sum(len(before) + 4 * math.ceil(size / 3) + len(after) for size in sizes)
+            )
             try:
                 self._head(200, length)
                 self.wfile.write(head + b"[")
@@ -645,8 +718,10 @@ def _handler(front: HttpFrontDoor):
                 self.wfile.write(b"]" + tail)
             except OSError as exc:
                 self.close_connection = True
-                front.log(f"HTTP {self.command} {self.path}: the client went away before its answer was sent "
-                          f"({type(exc).__name__})")
+                front.log(
+                    f"HTTP {self.command} {self.path}: the client went away before its answer was sent "
+                    f"({type(exc).__name__})"
+                )
 
         def _head(self, status: int, length: int, headers: dict | None = None) -> None:
             self.connection.settimeout(settings.deadline_s)  # for each write of the answer

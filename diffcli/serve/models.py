@@ -68,8 +68,15 @@ class Recent:
     def loaded(self) -> list[dict]:
         """The models held now, most recently used last: path, device, dtype, bytes of weights."""
         pipelines = sys.modules.get("diffcli.pipelines")
-        return [{"model": key[0], "device": key[3], "dtype": key[4],
-                 "bytes": pipelines.loaded_bytes(key) if pipelines else None} for key in list(self.order)]
+        return [
+            {
+                "model": key[0],
+                "device": key[3],
+                "dtype": key[4],
+                "bytes": pipelines.loaded_bytes(key) if pipelines else None,
+            }
+            for key in list(self.order)
+        ]
 
 
 def _empty_device_caches() -> None:

@@ -52,13 +52,31 @@ TRANSPORT_ENV = "DIFFCLI_SERVER_TRANSPORT"  # "tcp": 127.0.0.1 and a token file 
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to about 104-108 bytes
 # Environment that changes what a job does (models found, device, threads): a client uses a server
 # only when both agree on it, so the result is what the client would have made itself.
-_COMPAT_PREFIXES = ("DIFFCLI_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "CUDA_", "PYTORCH_", "TORCH_",
-                    "OMP_", "MKL_", "XDG_CACHE_HOME", "XDG_DATA_HOME")
+_COMPAT_PREFIXES = (
+    "DIFFCLI_",
+    "HF_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "DIFFUSERS_",
+    "CUDA_",
+    "PYTORCH_",
+    "TORCH_",
+    "OMP_",
+    "MKL_",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+)
 # Secrets are not compatibility: the HTTP API's credentials (the server's business only) and hub tokens
 # (a client settles its job, downloads included, before it sends it).
 _COMPAT_SECRETS = {"DIFFCLI_API_KEY", "DIFFCLI_API_AUTH", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}
-_COMPAT_IGNORED = {SOCKET_ENV, MODE_ENV, TRANSPORT_ENV, "DIFFCLI_DEBUG", *_COMPAT_SECRETS,
-                   "DIFFCLI_HTTP_DEADLINE"}  # (the HTTP API's request deadline: the server's business too)
+_COMPAT_IGNORED = {
+    SOCKET_ENV,
+    MODE_ENV,
+    TRANSPORT_ENV,
+    "DIFFCLI_DEBUG",
+    *_COMPAT_SECRETS,
+    "DIFFCLI_HTTP_DEADLINE",
+}  # (the HTTP API's request deadline: the server's business too)
 
 
 def socket_path() -> Path:
@@ -251,10 +269,15 @@ def compat_key() -> str:
     (version and location) and the environment that decides models, device and threads."""
     import diffcli
 
-    env = sorted((k, v) for k, v in os.environ.items()
-                 if k.startswith(_COMPAT_PREFIXES) and k not in _COMPAT_IGNORED)
-    payload = json.dumps({"version": diffcli.__version__, "package": os.path.dirname(os.path.abspath(diffcli.__file__)),
-                          "python": sys.version_info[:2], "env": env})
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_COMPAT_PREFIXES) and k not in _COMPAT_IGNORED)
+    payload = json.dumps(
+        {
+            "version": diffcli.__version__,
+            "package": os.path.dirname(os.path.abspath(diffcli.__file__)),
+            "python": sys.version_info[:2],
+            "env": env,
+        }
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -324,13 +347,17 @@ class Channel:
 
 def error_message(exc: BaseException) -> dict:
     """The wire form of an error that ended a job: its class name, one-line message and exit code."""
-    from diffcli.errors import DiffcliError, EXIT_FAILURE
+    from diffcli.errors import EXIT_FAILURE, DiffcliError
 
     if isinstance(exc, DiffcliError):
         return {"type": "error", "kind": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
     # what the CLI prints for an unexpected exception (cli/app.py)
-    return {"type": "error", "kind": "RuntimeFailure", "exit_code": EXIT_FAILURE,
-            "message": f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"}
+    return {
+        "type": "error",
+        "kind": "RuntimeFailure",
+        "exit_code": EXIT_FAILURE,
+        "message": f"{type(exc).__name__}: {exc} (run with --debug for the traceback)",
+    }
 
 
 def error_from(message: dict) -> Exception:

@@ -18,9 +18,25 @@ import time
 from pathlib import Path
 
 from diffcli.errors import UsageError
-from diffcli.serve.protocol import (PROTOCOL, Channel, ProtocolError, auth_field, compat_key, endpoint, error_message,
-                                    make_private_directory, new_nonce, peer_uid, proof, proof_matches, sibling,
-                                    try_lock, unsafe_socket, uses_tcp, write_token)
+from diffcli.serve.protocol import (
+    PROTOCOL,
+    Channel,
+    ProtocolError,
+    auth_field,
+    compat_key,
+    endpoint,
+    error_message,
+    make_private_directory,
+    new_nonce,
+    peer_uid,
+    proof,
+    proof_matches,
+    sibling,
+    try_lock,
+    unsafe_socket,
+    uses_tcp,
+    write_token,
+)
 from diffcli.serve.worker import Stopping, Task, Worker, parse_request, parse_upscale
 
 REQUEST_WAIT_S = 3600.0  # a client settles its job (maybe downloading a model) before it sends it
@@ -37,8 +53,15 @@ def log_line(text: str) -> None:
 
 
 class Server:
-    def __init__(self, path: Path, keep: int = 2, idle_s: float | None = 600.0, log=log_line,
-                 max_bytes: int | None = None, compile: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        keep: int = 2,
+        idle_s: float | None = 600.0,
+        log=log_line,
+        max_bytes: int | None = None,
+        compile: bool = False,
+    ) -> None:
         self.path = path
         self.idle_s = idle_s
         self.log = log
@@ -63,8 +86,10 @@ class Server:
             self._open_tcp()
             return
         if len(os.fsencode(str(self.path))) > 100:
-            raise UsageError(f"the socket path {self.path} is too long for a Unix socket (at most 100 bytes); "
-                             f"set DIFFCLI_SERVER_SOCKET to a shorter one")
+            raise UsageError(
+                f"the socket path {self.path} is too long for a Unix socket (at most 100 bytes); "
+                f"set DIFFCLI_SERVER_SOCKET to a shorter one"
+            )
         make_private_directory(self.path.parent)
         self._lock()
         if os.path.lexists(self.path):
@@ -115,8 +140,9 @@ class Server:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         if not try_lock(fd):
             os.close(fd)
-            raise UsageError(f"a diffcli server is already running on {self.path} "
-                             f"(`diffcli serve --status`, `diffcli serve --stop`)") from None
+            raise UsageError(
+                f"a diffcli server is already running on {self.path} (`diffcli serve --status`, `diffcli serve --stop`)"
+            ) from None
         self.lock_fd = fd
 
     def _unlock(self) -> None:
@@ -236,8 +262,13 @@ class Server:
             if client_nonce is None:  # not our client: no answer at all
                 return False
             server_nonce = new_nonce()
-            channel.send({"type": "challenge", "nonce": server_nonce,
-                          "proof": proof(self.token, "server", client_nonce, server_nonce)})
+            channel.send(
+                {
+                    "type": "challenge",
+                    "nonce": server_nonce,
+                    "proof": proof(self.token, "server", client_nonce, server_nonce),
+                }
+            )
             given = auth_field(channel.receive(timeout=AUTH_WAIT_S), "proof")
         except (ProtocolError, TimeoutError, OSError):
             return False
@@ -253,8 +284,14 @@ class Server:
         except UsageError as exc:
             channel.send(error_message(exc))
             return
-        task = Task(job=job, opts=opts, reporter=None, results=lambda line: channel.try_send({"type": "result", "line": line}),
-                    settled=message.get("settled") is True, upscale=upscale)
+        task = Task(
+            job=job,
+            opts=opts,
+            reporter=None,
+            results=lambda line: channel.try_send({"type": "result", "line": line}),
+            settled=message.get("settled") is True,
+            upscale=upscale,
+        )
         umask = message.get("umask")
         if isinstance(umask, int) and not isinstance(umask, bool) and 0 <= umask <= 0o777:
             task.umask = umask
@@ -289,20 +326,35 @@ class Server:
     def hello(self) -> dict:
         import diffcli
 
-        return {"type": "hello", "server": "diffcli", "protocol": PROTOCOL, "version": diffcli.__version__,
-                "pid": os.getpid(), "compat": compat_key()}
+        return {
+            "type": "hello",
+            "server": "diffcli",
+            "protocol": PROTOCOL,
+            "version": diffcli.__version__,
+            "pid": os.getpid(),
+            "compat": compat_key(),
+        }
 
     def status(self) -> dict:
         import diffcli
 
-        return {"type": "status", "pid": os.getpid(), "socket": str(self.path), "version": diffcli.__version__,
-                "started": round(self.started, 3), "uptime_s": round(time.time() - self.started, 1),
-                "idle_stop_s": self.idle_s, "keep": self.worker.recent.keep,
-                "max_memory": self.worker.recent.max_bytes, "models": self.worker.recent.loaded(),
-                "http": self.http.address if self.http is not None else None,
-                "http_auth": self.http.auth if self.http is not None else None,
-                "http_access": self.http.access if self.http is not None else None, "compat": compat_key(),
-                **self.worker.counts()}
+        return {
+            "type": "status",
+            "pid": os.getpid(),
+            "socket": str(self.path),
+            "version": diffcli.__version__,
+            "started": round(self.started, 3),
+            "uptime_s": round(time.time() - self.started, 1),
+            "idle_stop_s": self.idle_s,
+            "keep": self.worker.recent.keep,
+            "max_memory": self.worker.recent.max_bytes,
+            "models": self.worker.recent.loaded(),
+            "http": self.http.address if self.http is not None else None,
+            "http_auth": self.http.auth if self.http is not None else None,
+            "http_access": self.http.access if self.http is not None else None,
+            "compat": compat_key(),
+            **self.worker.counts(),
+        }
 
 
 def format_duration(seconds: float | None) -> str:

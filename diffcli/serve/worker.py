@@ -23,8 +23,17 @@ from diffcli.serve.reporter import Cancelled
 _JOB_FIELDS = {f.name for f in fields(Job)}
 # RunOptions a client may set, with their types (everything else is the server's)
 _OPTION_TYPES = {
-    "out": str, "fmt": str, "overwrite": bool, "json": bool, "save_partial": bool, "offline": bool,
-    "max_pixels": int, "replay_model": str, "allow_pickle": bool, "offload": str, "vae_tiling": bool,
+    "out": str,
+    "fmt": str,
+    "overwrite": bool,
+    "json": bool,
+    "save_partial": bool,
+    "offline": bool,
+    "max_pixels": int,
+    "replay_model": str,
+    "allow_pickle": bool,
+    "offload": str,
+    "vae_tiling": bool,
     "attention_slicing": bool,
 }
 _LOAD_OPTIONS = ("allow_pickle", "offload", "vae_tiling", "attention_slicing")
@@ -45,10 +54,10 @@ def wire_types(cls) -> dict:
 
     hints = typing.get_type_hints(cls)
     out = {}
-    for field in fields(cls):
-        kinds = [t for t in (typing.get_args(hints[field.name]) or (hints[field.name],)) if t is not type(None)]
+    for f in fields(cls):
+        kinds = [t for t in (typing.get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None)]
         if len(kinds) == 1 and kinds[0] in (str, int, float, bool):
-            out[field.name] = kinds[0]
+            out[f.name] = kinds[0]
     return out
 
 
@@ -66,7 +75,9 @@ def _typed_values(data, types: dict, key: str, what: str, source: str) -> dict:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise UsageError(f"{source}: {what} '{name}' must be {'a ' + kind.__name__ if kind is not int else 'an int'}")
+            raise UsageError(
+                f"{source}: {what} '{name}' must be {'a ' + kind.__name__ if kind is not int else 'an int'}"
+            )
         values[name] = value
     return values
 
@@ -155,8 +166,9 @@ class Stopping(Exception):
 class Worker:
     """A queue of Tasks and the one thread that runs them."""
 
-    def __init__(self, keep: int = 2, log=lambda line: None, max_bytes: int | None = None,
-                 compile: bool = False) -> None:
+    def __init__(
+        self, keep: int = 2, log=lambda line: None, max_bytes: int | None = None, compile: bool = False
+    ) -> None:
         from diffcli.serve.models import Recent
 
         self.recent = Recent(keep, max_bytes)
@@ -203,8 +215,12 @@ class Worker:
     def counts(self) -> dict:
         with self.cond:
             current = self.current
-            return {"queued": len(self.queue), "current": None if current is None else _describe(current),
-                    "jobs_done": self.jobs_done, "jobs_failed": self.jobs_failed}
+            return {
+                "queued": len(self.queue),
+                "current": None if current is None else _describe(current),
+                "jobs_done": self.jobs_done,
+                "jobs_failed": self.jobs_failed,
+            }
 
     def stop(self, cancel: bool) -> None:
         """Take no more jobs; with CANCEL, also end the queued and running ones."""
@@ -240,8 +256,14 @@ class Worker:
             try:
                 self._run(task)
             except BaseException as exc:  # noqa: BLE001 - the worker must outlive anything one job does
-                task.finish({"type": "error", "kind": "RuntimeFailure", "exit_code": 1,
-                             "message": f"{type(exc).__name__}: {exc}"})
+                task.finish(
+                    {
+                        "type": "error",
+                        "kind": "RuntimeFailure",
+                        "exit_code": 1,
+                        "message": f"{type(exc).__name__}: {exc}",
+                    }
+                )
                 self.log(f"job {task.id}: {type(exc).__name__}: {exc}")
             finally:
                 with self.cond:
@@ -281,13 +303,21 @@ class Worker:
                 self.recent.used(task.prepared, task.opts.load)
         self.jobs_done += 1
         task.finish({"type": "end", "paths": [str(p) for p in paths]})
-        self.log(f"job {task.id}: {_describe(task)['task']}, {len(paths)} image{'' if len(paths) == 1 else 's'} in "
-                 f"{time.perf_counter() - t0:.1f} s ({task.door})")
+        self.log(
+            f"job {task.id}: {_describe(task)['task']}, {len(paths)} image{'' if len(paths) == 1 else 's'} in "
+            f"{time.perf_counter() - t0:.1f} s ({task.door})"
+        )
 
     def _finish_cancelled(self, task: Task) -> None:
         if task.stop_reason == "stopped":
-            task.finish({"type": "error", "kind": "stopped", "exit_code": 1,
-                         "message": "the diffcli server was stopped before the job finished"})
+            task.finish(
+                {
+                    "type": "error",
+                    "kind": "stopped",
+                    "exit_code": 1,
+                    "message": "the diffcli server was stopped before the job finished",
+                }
+            )
         else:
             task.finish({"type": "error", "kind": "interrupted", "exit_code": 130, "message": "interrupted"})
 

@@ -7,6 +7,7 @@ Data is rendered on the fly into an in-memory buffer that is partly refreshed no
 Checkpoints (models, EMA, optimizer, step, elapsed time) go to --ckpt-dir every few minutes;
 fp16 weights are exported to --out after each stage and periodically during stage 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,17 @@ import torch.nn.functional as F
 from diffcli import loading
 from diffcli.bundled import arch, scenes
 from diffcli.bundled.vocab import build_tokenizer
-from diffcli.training.common import (Budget, ThreadTuner, ema_update, load_ckpt, lr_at, render_batch,
-                                     sample_timesteps, save_ckpt, to_float)
+from diffcli.training.common import (
+    Budget,
+    ThreadTuner,
+    ema_update,
+    load_ckpt,
+    lr_at,
+    render_batch,
+    sample_timesteps,
+    save_ckpt,
+    to_float,
+)
 from diffcli.training.export import export_pipeline
 
 
@@ -68,7 +78,7 @@ def train_vae(args, acc, log):
         x = to_float(buf[idx]).to(acc.device)
         if not full and crop < x.shape[-1]:
             i, j = np.random.randint(0, x.shape[-1] - crop + 1, 2)
-            x = x[:, :, i:i + crop, j:j + crop]
+            x = x[:, :, i : i + crop, j : j + crop]
         with acc.autocast():
             post = vae.encode(x).latent_dist
             rec = vae.decode(post.sample()).sample.float()
@@ -91,12 +101,28 @@ def train_vae(args, acc, log):
             log(f"vae step {step} loss {loss.item():.4f} elapsed {budget.elapsed / 60:.1f} min threads {tuner.choice}")
         if time.time() - last_ck > args.ckpt_every * 60:
             last_ck = time.time()
-            save_ckpt(ck, model=acc.unwrap_model(vae).state_dict(), opt=opt.state_dict(), step=step,
-                      elapsed=budget.elapsed, rng=rng.getstate(), torch_rng=torch.get_rng_state(), done=False)
+            save_ckpt(
+                ck,
+                model=acc.unwrap_model(vae).state_dict(),
+                opt=opt.state_dict(),
+                step=step,
+                elapsed=budget.elapsed,
+                rng=rng.getstate(),
+                torch_rng=torch.get_rng_state(),
+                done=False,
+            )
     bar.close()
     vae = acc.unwrap_model(vae)
-    save_ckpt(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed,
-              rng=rng.getstate(), torch_rng=torch.get_rng_state(), done=True)
+    save_ckpt(
+        ck,
+        model=vae.state_dict(),
+        opt=opt.state_dict(),
+        step=step,
+        elapsed=budget.elapsed,
+        rng=rng.getstate(),
+        torch_rng=torch.get_rng_state(),
+        done=True,
+    )
     psnr = vae_psnr(vae, acc.device, n=args.psnr_n)
     log(f"vae: done at step {step} ({budget.elapsed / 60:.1f} min), val PSNR {psnr:.2f} dB")
     return vae
@@ -110,7 +136,7 @@ def vae_psnr(vae, device="cpu", n: int = 256, seed: int = 12345, size: int = 64)
     x = to_float(imgs).to(device)
     ps = []
     for i in range(0, n, 64 * 64 // size):
-        xb = x[i:i + 64 * 64 // size]
+        xb = x[i : i + 64 * 64 // size]
         rec = vae.decode(vae.encode(xb.to(vae.dtype)).latent_dist.mode()).sample.float().clamp(-1, 1)
         mse = ((rec - xb) ** 2).mean(dim=(1, 2, 3)) / 4
         ps.append(10 * torch.log10(1 / mse.clamp_min(1e-10)))
@@ -134,7 +160,7 @@ class LatentBuffer:
         means, stds = [], []
         for i in range(0, n, 32):
             with self.autocast():
-                d = self.vae.encode(to_float(imgs[i:i + 32]).to(self.device)).latent_dist
+                d = self.vae.encode(to_float(imgs[i : i + 32]).to(self.device)).latent_dist
             means.append(d.mean.float().cpu())
             stds.append(d.std.float().cpu())
         return sc, torch.cat(means), torch.cat(stds)
@@ -212,10 +238,19 @@ def train_unet(args, acc, vae, log):
         log(f"unet: exported {'final ' if final else ''}weights at step {step} to {args.out}")
 
     def checkpoint():
-        save_ckpt(ck, unet=acc.unwrap_model(unet).state_dict(), te=acc.unwrap_model(te).state_dict(),
-                  ema_unet=ema_unet.state_dict(), ema_te=ema_te.state_dict(), opt=opt.state_dict(), step=step,
-                  elapsed=budget.elapsed, rng=rng.getstate(), torch_rng=torch.get_rng_state(),
-                  scaling_factor=sf)
+        save_ckpt(
+            ck,
+            unet=acc.unwrap_model(unet).state_dict(),
+            te=acc.unwrap_model(te).state_dict(),
+            ema_unet=ema_unet.state_dict(),
+            ema_te=ema_te.state_dict(),
+            opt=opt.state_dict(),
+            step=step,
+            elapsed=budget.elapsed,
+            rng=rng.getstate(),
+            torch_rng=torch.get_rng_state(),
+            scaling_factor=sf,
+        )
 
     while not budget.done(step):
         tuner.step()
@@ -224,14 +259,15 @@ def train_unet(args, acc, vae, log):
         for g in opt.param_groups:
             g["lr"] = lr
         sc, z0 = buf.sample(bs)
-        caps = ["" if rng.random() < args.cfg_drop else scenes.caption(s, rng, drop_prob=args.caption_drop)
-                for s in sc]
-        ids = tokenizer(caps, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids.to(acc.device)
+        caps = ["" if rng.random() < args.cfg_drop else scenes.caption(s, rng, drop_prob=args.caption_drop) for s in sc]
+        ids = tokenizer(
+            caps, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(acc.device)
         z0 = (z0 * sf).to(acc.device)
         noise = torch.randn_like(z0)
-        t = sample_timesteps(bs, noise_sched.config.num_train_timesteps, args.high_t_frac, acc.device,
-                             args.high_t_start)
+        t = sample_timesteps(
+            bs, noise_sched.config.num_train_timesteps, args.high_t_frac, acc.device, args.high_t_start
+        )
         zt = noise_sched.add_noise(z0, noise, t)
         target = noise_sched.get_velocity(z0, noise, t)
         snr = snr_all[t]
@@ -256,8 +292,10 @@ def train_unet(args, acc, vae, log):
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss_avg:.4f}", lr=f"{lr:.1e}")
         if step % 500 == 0:
-            log(f"unet step {step} loss {loss_avg:.4f} lr {lr:.2e} elapsed {budget.elapsed / 60:.1f} min "
-                f"threads {tuner.choice}")
+            log(
+                f"unet step {step} loss {loss_avg:.4f} lr {lr:.2e} elapsed {budget.elapsed / 60:.1f} min "
+                f"threads {tuner.choice}"
+            )
         if step % args.refresh_every == 0:
             buf.refresh(len(buf.scenes) // 8)
         if time.time() - last_ck > args.ckpt_every * 60:
@@ -281,7 +319,7 @@ def _random_crops(bufs: dict, n: int, crop: int) -> torch.Tensor:
         buf = bufs[sizes[np.random.randint(len(sizes))]]
         img = buf[np.random.randint(len(buf))]
         i, j = np.random.randint(0, img.shape[-1] - crop + 1, 2)
-        out.append(img[:, i:i + crop, j:j + crop])
+        out.append(img[:, i : i + crop, j : j + crop])
     return torch.stack(out)
 
 
@@ -313,8 +351,9 @@ def train_decoder(args, acc, vae, log):
     vae.train()
 
     def checkpoint():
-        save_ckpt(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed,
-                  rng=rng.getstate())
+        save_ckpt(
+            ck, model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng.getstate()
+        )
 
     while not budget.done(step):
         tuner.step()
@@ -345,8 +384,10 @@ def train_decoder(args, acc, vae, log):
     bar.close()
     checkpoint()
     vae.eval().requires_grad_(False)
-    log(f"decoder: done at step {step}, val PSNR {vae_psnr(vae, acc.device, n=args.psnr_n):.2f} dB (64 px), "
-        f"{vae_psnr(vae, acc.device, n=args.psnr_n // 4, size=128):.2f} dB (128 px)")
+    log(
+        f"decoder: done at step {step}, val PSNR {vae_psnr(vae, acc.device, n=args.psnr_n):.2f} dB (64 px), "
+        f"{vae_psnr(vae, acc.device, n=args.psnr_n // 4, size=128):.2f} dB (128 px)"
+    )
     out_vae = Path(args.out) / "vae"
     if out_vae.is_dir():  # swap in the new decoder; the rest of the export stays as it is
         sf = json.loads((out_vae / "config.json").read_text())["scaling_factor"]
@@ -369,8 +410,9 @@ def main(argv=None):
     ap.add_argument("--decoder-minutes", type=float, default=0.0, help="optional stage 3: decoder fine-tune")
     ap.add_argument("--decoder-steps", type=int, default=None)
     ap.add_argument("--decoder-lr", type=float, default=3e-4)
-    ap.add_argument("--decoder-sizes", default="64,128,256",
-                    help="render sizes the decoder fine-tune cuts its 64-px windows from")
+    ap.add_argument(
+        "--decoder-sizes", default="64,128,256", help="render sizes the decoder fine-tune cuts its 64-px windows from"
+    )
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=32)
@@ -381,12 +423,20 @@ def main(argv=None):
     ap.add_argument("--unet-lr", type=float, default=8e-4)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--min-snr", type=float, default=5.0)
-    ap.add_argument("--init-from", default=None,
-                    help="stage 2 starts from this exported pipeline folder (fresh optimizer and budget)")
-    ap.add_argument("--high-t-frac", type=float, default=0.0,
-                    help="fraction of UNet samples drawn from the noisiest timesteps (see --high-t-start)")
-    ap.add_argument("--high-t-start", type=float, default=0.9,
-                    help="those samples come from [high_t_start * 1000, 1000)")
+    ap.add_argument(
+        "--init-from",
+        default=None,
+        help="stage 2 starts from this exported pipeline folder (fresh optimizer and budget)",
+    )
+    ap.add_argument(
+        "--high-t-frac",
+        type=float,
+        default=0.0,
+        help="fraction of UNet samples drawn from the noisiest timesteps (see --high-t-start)",
+    )
+    ap.add_argument(
+        "--high-t-start", type=float, default=0.9, help="those samples come from [high_t_start * 1000, 1000)"
+    )
     ap.add_argument("--cfg-drop", type=float, default=0.1)
     ap.add_argument("--caption-drop", type=float, default=0.25)
     ap.add_argument("--ema", type=float, default=0.999)
@@ -396,8 +446,12 @@ def main(argv=None):
     ap.add_argument("--export-every", type=float, default=15.0, help="minutes")
     ap.add_argument("--psnr-n", type=int, default=256, help="held-out renders for the VAE PSNR")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--stage", choices=["all", "vae", "unet", "decoder"], default="all",
-                    help="'decoder': only stage 3 on the VAE of --ckpt-dir (needs --decoder-minutes/steps)")
+    ap.add_argument(
+        "--stage",
+        choices=["all", "vae", "unet", "decoder"],
+        default="all",
+        help="'decoder': only stage 3 on the VAE of --ckpt-dir (needs --decoder-minutes/steps)",
+    )
     args = ap.parse_args(argv)
 
     from accelerate import Accelerator

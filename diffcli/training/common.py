@@ -1,5 +1,6 @@
 """Helpers the training recipes share: rendered batches of bundled scenes, a step or time budget, the
 learning-rate schedule, a thread tuner for shared CPUs, EMA, checkpoints and timestep sampling."""
+
 from __future__ import annotations
 
 import math

@@ -13,6 +13,7 @@ partly refreshed now and then. Checkpoints (ControlNet, EMA, optimizer, step, el
 --ckpt-dir every few minutes, so --resume continues a run; fp16 weights of the EMA (no optimizer state)
 are exported to --out now and then and at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,16 @@ import torch
 
 from diffcli import loading
 from diffcli.bundled import MODEL_DIR, arch, scenes
-from diffcli.training.common import (Budget, ThreadTuner, ema_update, load_ckpt, lr_at, sample_timesteps, save_ckpt,
-                                     to_float)
+from diffcli.training.common import (
+    Budget,
+    ThreadTuner,
+    ema_update,
+    load_ckpt,
+    lr_at,
+    sample_timesteps,
+    save_ckpt,
+    to_float,
+)
 
 # the latents are 1/4 of the image size: two stride-2 convs in the conditioning embedding
 CONDITIONING_CHANNELS = (16, 32, 64)
@@ -61,7 +70,7 @@ class Buffer:
         sc, imgs, masks = render_examples(self.rng, n)
         means, stds = [], []
         for i in range(0, n, 64):
-            d = self.vae.encode(to_float(imgs[i:i + 64])).latent_dist
+            d = self.vae.encode(to_float(imgs[i : i + 64])).latent_dist
             means.append(d.mean)
             stds.append(d.std)
         return sc, torch.cat(means), torch.cat(stds), masks.to(torch.float16)
@@ -133,16 +142,31 @@ def train(args, log):
     tuner = ThreadTuner(args.threads)
     last_ck = last_export = time.time()
     loss_avg = None
-    meta = {"base_model": "tiny", "control": "seg", "conditioning": "object silhouette, white on black",
-            "recipe": "python -m diffcli.training.controlnet"}
+    meta = {
+        "base_model": "tiny",
+        "control": "seg",
+        "conditioning": "object silhouette, white on black",
+        "recipe": "python -m diffcli.training.controlnet",
+    }
 
     def checkpoint():
-        save_ckpt(ck, controlnet=controlnet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step,
-                  elapsed=budget.elapsed, rng=rng.getstate(), torch_rng=torch.get_rng_state())
+        save_ckpt(
+            ck,
+            controlnet=controlnet.state_dict(),
+            ema=ema.state_dict(),
+            opt=opt.state_dict(),
+            step=step,
+            elapsed=budget.elapsed,
+            rng=rng.getstate(),
+            torch_rng=torch.get_rng_state(),
+        )
 
     def export(final=False):
-        export_controlnet(ema if step >= args.ema_start else controlnet, args.out,
-                          meta | {"steps": step, "minutes": round(budget.elapsed / 60, 1)})
+        export_controlnet(
+            ema if step >= args.ema_start else controlnet,
+            args.out,
+            meta | {"steps": step, "minutes": round(budget.elapsed / 60, 1)},
+        )
         log(f"control: exported {'final ' if final else ''}weights at step {step} to {args.out}")
 
     while not budget.done(step):
@@ -152,14 +176,15 @@ def train(args, log):
         for g in opt.param_groups:
             g["lr"] = lr
         sc, z0, hint = buf.sample(args.batch)
-        caps = ["" if rng.random() < args.cfg_drop else scenes.caption(s, rng, drop_prob=args.caption_drop)
-                for s in sc]
-        ids = tok(caps, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
+        caps = ["" if rng.random() < args.cfg_drop else scenes.caption(s, rng, drop_prob=args.caption_drop) for s in sc]
+        ids = tok(
+            caps, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         z0 = z0 * sf
         noise = torch.randn_like(z0)
-        t = sample_timesteps(args.batch, noise_sched.config.num_train_timesteps, args.high_t_frac, "cpu",
-                             args.high_t_start)
+        t = sample_timesteps(
+            args.batch, noise_sched.config.num_train_timesteps, args.high_t_frac, "cpu", args.high_t_start
+        )
         zt = noise_sched.add_noise(z0, noise, t)
         target = noise_sched.get_velocity(z0, noise, t)
         snr = snr_all[t]
@@ -179,8 +204,10 @@ def train(args, log):
             ema_update(ema, controlnet, 0.0 if step == args.ema_start else min(args.ema, (1 + step) / (10 + step)))
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         if step % 100 == 0:
-            log(f"control step {step} loss {loss_avg:.4f} lr {lr:.2e} elapsed {budget.elapsed / 60:.1f} min "
-                f"threads {tuner.choice}")
+            log(
+                f"control step {step} loss {loss_avg:.4f} lr {lr:.2e} elapsed {budget.elapsed / 60:.1f} min "
+                f"threads {tuner.choice}"
+            )
         if step % args.refresh_every == 0:
             buf.refresh(len(buf.scenes) // 8)
         if time.time() - last_ck > args.ckpt_every * 60:
@@ -208,8 +235,12 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--min-snr", type=float, default=5.0)
-    ap.add_argument("--high-t-frac", type=float, default=0.3,
-                    help="fraction of samples from the noisiest timesteps, where the layout is decided")
+    ap.add_argument(
+        "--high-t-frac",
+        type=float,
+        default=0.3,
+        help="fraction of samples from the noisiest timesteps, where the layout is decided",
+    )
     ap.add_argument("--high-t-start", type=float, default=0.7)
     ap.add_argument("--cfg-drop", type=float, default=0.1)
     ap.add_argument("--caption-drop", type=float, default=0.25)
@@ -219,8 +250,11 @@ def main(argv=None):
     ap.add_argument("--ckpt-every", type=float, default=5.0, help="minutes")
     ap.add_argument("--export-every", type=float, default=10.0, help="minutes")
     ap.add_argument("--threads", type=int, default=1, help="1, or 2 to let it time 1 vs 2 now and then")
-    ap.add_argument("--bf16", action="store_true",
-                    help="bf16 autocast (only where the CPU/GPU has bf16 units; 15x slower on plain x86 cores)")
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast (only where the CPU/GPU has bf16 units; 15x slower on plain x86 cores)",
+    )
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)

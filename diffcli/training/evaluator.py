@@ -1,8 +1,11 @@
 """Training recipe for the bundled attribute evaluator (diffcli.bundled.evaluator), and its held-out test.
 
+Usage:
+
     python -m diffcli.training.evaluator train [--steps N]   # writes diffcli/bundled/evaluator/
     python -m diffcli.training.evaluator test [--n N]        # accuracy on held-out renders
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +30,12 @@ def augment(x, gen):
     m = torch.rand(n, generator=gen) < 0.5
     if m.any():
         s = int(torch.randint(24, 56, (1,), generator=gen))
-        y = F.interpolate(F.interpolate(x[m], size=s, mode="bilinear", antialias=True, align_corners=False),
-                          size=SIZE, mode="bilinear", align_corners=False)
+        y = F.interpolate(
+            F.interpolate(x[m], size=s, mode="bilinear", antialias=True, align_corners=False),
+            size=SIZE,
+            mode="bilinear",
+            align_corners=False,
+        )
         x = x.clone()
         x[m] = y
     x = x + torch.randn(x.shape, generator=gen) * (torch.rand(n, 1, 1, 1, generator=gen) * 0.08)
@@ -45,8 +52,15 @@ def make_data(n: int, seed: int):
     return imgs, labels
 
 
-def train(steps: int = 1500, n: int = 16000, batch: int = 64, out: Path = WEIGHTS_DIR, threads: int = 1,
-          seed: int = 0, log=print):
+def train(
+    steps: int = 1500,
+    n: int = 16000,
+    batch: int = 64,
+    out: Path = WEIGHTS_DIR,
+    threads: int = 1,
+    seed: int = 0,
+    log=print,
+):
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file
@@ -76,11 +90,14 @@ def train(steps: int = 1500, n: int = 16000, batch: int = 64, out: Path = WEIGHT
     net.eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.half().contiguous() for k, v in net.state_dict().items() if v.is_floating_point()} |
-              {k: v for k, v in net.state_dict().items() if not v.is_floating_point()},
-              str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps({"heads": HEADS, "size": SIZE, "steps": steps, "train_renders": n,
-                                                 "seed": seed}, indent=2) + "\n")
+    save_file(
+        {k: v.half().contiguous() for k, v in net.state_dict().items() if v.is_floating_point()}
+        | {k: v for k, v in net.state_dict().items() if not v.is_floating_point()},
+        str(out / "model.safetensors"),
+    )
+    (out / "config.json").write_text(
+        json.dumps({"heads": HEADS, "size": SIZE, "steps": steps, "train_renders": n, "seed": seed}, indent=2) + "\n"
+    )
     log(f"saved to {out} ({time.time() - t0:.0f}s)")
     return Evaluator(net)
 

@@ -1,4 +1,5 @@
 """Export trained components as an fp16 StableDiffusionPipeline folder (standard diffusers layout)."""
+
 from __future__ import annotations
 
 import copy
@@ -11,8 +12,9 @@ from diffcli.output import swap_in_dir
 DEFAULTS = {"steps": 15, "cfg": 5.0, "scheduler": "dpm++2m", "width": 64, "height": 64, "family": "bundled"}
 
 
-def export_pipeline(out_dir, vae, text_encoder, unet, tokenizer, scheduler, defaults: dict | None = None,
-                    dtype=None) -> Path:
+def export_pipeline(
+    out_dir, vae, text_encoder, unet, tokenizer, scheduler, defaults: dict | None = None, dtype=None
+) -> Path:
     """Save fp16 copies of the components to ``out_dir`` atomically (write aside, then swap)."""
     import torch
     from diffusers import StableDiffusionPipeline
@@ -22,9 +24,16 @@ def export_pipeline(out_dir, vae, text_encoder, unet, tokenizer, scheduler, defa
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     parts = [copy.deepcopy(m).to("cpu", dtype).eval() for m in (vae, text_encoder, unet)]
-    pipe = StableDiffusionPipeline(vae=parts[0], text_encoder=parts[1], tokenizer=tokenizer, unet=parts[2],
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=parts[0],
+        text_encoder=parts[1],
+        tokenizer=tokenizer,
+        unet=parts[2],
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(tmp, safe_serialization=True)
     load_in_float32_by_default(tmp)
     _write_vocab_files(tmp / "tokenizer")

@@ -37,19 +37,32 @@ def make_unet(text_hidden: int, size: str = "full"):
 
     ch = {"full": (64, 128, 128), "tiny": (32, 32)}[size]
     return UNet2DConditionModel(
-        sample_size=32, in_channels=8, out_channels=5, layers_per_block=1, block_out_channels=ch,
+        sample_size=32,
+        in_channels=8,
+        out_channels=5,
+        layers_per_block=1,
+        block_out_channels=ch,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(ch) - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (len(ch) - 1) + ("UpBlock2D",),
-        cross_attention_dim=text_hidden, attention_head_dim=max(1, ch[-1] // 32), norm_num_groups=min(32, ch[0]),
-        time_embedding_type="fourier", time_cond_proj_dim=NOISE_COND + text_hidden, act_fn="silu",
+        cross_attention_dim=text_hidden,
+        attention_head_dim=max(1, ch[-1] // 32),
+        norm_num_groups=min(32, ch[0]),
+        time_embedding_type="fourier",
+        time_cond_proj_dim=NOISE_COND + text_hidden,
+        act_fn="silu",
     )
 
 
 def make_scheduler():
     from diffusers import EulerDiscreteScheduler
 
-    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                  prediction_type="sample", num_train_timesteps=1000)
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="sample",
+        num_train_timesteps=1000,
+    )
 
 
 class PairBuffer:
@@ -74,7 +87,7 @@ class PairBuffer:
             for imgs in (lo, hi):
                 ms, ss = [], []
                 for i in range(0, n, 32):
-                    d = self.vae.encode(to_float(imgs[i:i + 32])).latent_dist
+                    d = self.vae.encode(to_float(imgs[i : i + 32])).latent_dist
                     ms.append(d.mean * sf)
                     ss.append(d.std * sf)
                 out += [torch.cat(ms), torch.cat(ss)]
@@ -103,8 +116,9 @@ class PairBuffer:
 def encode_text(te, tokenizer, prompts: list[str]):
     import torch
 
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         out = te(ids, output_hidden_states=True)
     return out.hidden_states[-1], out.pooler_output
@@ -138,11 +152,13 @@ def export(out: Path, vae, te, tokenizer, unet, steps: int) -> Path:
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe = StableDiffusionLatentUpscalePipeline(vae=vae, text_encoder=te, tokenizer=tokenizer, unet=unet,
-                                                scheduler=make_scheduler())
+    pipe = StableDiffusionLatentUpscalePipeline(
+        vae=vae, text_encoder=te, tokenizer=tokenizer, unet=unet, scheduler=make_scheduler()
+    )
     pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "diffcli.json").write_text(json.dumps({"family": "upscaler", "steps": steps, "cfg": 0.0,
-                                                  "scheduler": "euler"}, indent=2) + "\n")
+    (tmp / "diffcli.json").write_text(
+        json.dumps({"family": "upscaler", "steps": steps, "cfg": 0.0, "scheduler": "euler"}, indent=2) + "\n"
+    )
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -151,7 +167,9 @@ def export(out: Path, vae, te, tokenizer, unet, steps: int) -> Path:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default="diffcli/bundled/tiny", help="the bundled text-to-image model (VAE, text encoder)")
+    ap.add_argument(
+        "--base", default="diffcli/bundled/tiny", help="the bundled text-to-image model (VAE, text encoder)"
+    )
     ap.add_argument("--out", default=".ckpt/tiny-x2")
     ap.add_argument("--size", default="full", choices=["full", "tiny"])
     ap.add_argument("--low", type=int, default=64, help="low-resolution render size (pixels)")

@@ -6,6 +6,7 @@
 Trained on renders with the evaluator's degradations (blur, noise, brightness, small shifts), so
 generated images are judged like renders.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,12 @@ def augment(x, y, gen):
     if m.any():
         s = int(torch.randint(24, 56, (1,), generator=gen))
         x = x.clone()
-        x[m] = F.interpolate(F.interpolate(x[m], size=s, mode="bilinear", antialias=True, align_corners=False),
-                             size=SIZE, mode="bilinear", align_corners=False)
+        x[m] = F.interpolate(
+            F.interpolate(x[m], size=s, mode="bilinear", antialias=True, align_corners=False),
+            size=SIZE,
+            mode="bilinear",
+            align_corners=False,
+        )
     x = x + torch.randn(x.shape, generator=gen) * (torch.rand(n, 1, 1, 1, generator=gen) * 0.08)
     x = x * (1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.1)
     shift = torch.randint(-2, 3, (2,), generator=gen).tolist()
@@ -44,8 +49,15 @@ def make_data(n: int, seed: int):
     return [scenes.render(s, SIZE) for s in sc], np.stack([scenes.object_mask(s, SIZE) for s in sc])
 
 
-def train(steps: int = 800, n: int = 4000, batch: int = 32, out: Path = WEIGHTS_DIR, threads: int = 1,
-          seed: int = 0, log=print):
+def train(
+    steps: int = 800,
+    n: int = 4000,
+    batch: int = 32,
+    out: Path = WEIGHTS_DIR,
+    threads: int = 1,
+    seed: int = 0,
+    log=print,
+):
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file
@@ -80,10 +92,13 @@ def train(steps: int = 800, n: int = 4000, batch: int = 32, out: Path = WEIGHTS_
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sd = net.state_dict()
-    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()},
-              str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps({"size": SIZE, "steps": steps, "train_renders": n, "seed": seed},
-                                                indent=2) + "\n")
+    save_file(
+        {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()},
+        str(out / "model.safetensors"),
+    )
+    (out / "config.json").write_text(
+        json.dumps({"size": SIZE, "steps": steps, "train_renders": n, "seed": seed}, indent=2) + "\n"
+    )
     log(f"saved to {out} ({time.time() - t0:.0f}s)")
     return Segmenter(net)
 

@@ -18,12 +18,21 @@ import shutil
 from pathlib import Path
 
 from diffcli.bundled import MODEL_NAME, model_dir
-from diffcli.training.export import load_in_float32_by_default
 from diffcli.output import swap_in_dir
+from diffcli.training.export import load_in_float32_by_default
 
 NAME = "tiny-lcm"
-SHIPPED = ("model_index.json", "diffcli.json", "report.json", "report.md", "scheduler", "text_encoder",
-           "tokenizer", "unet", "vae")
+SHIPPED = (
+    "model_index.json",
+    "diffcli.json",
+    "report.json",
+    "report.md",
+    "scheduler",
+    "text_encoder",
+    "tokenizer",
+    "unet",
+    "vae",
+)
 
 
 def ship(student: Path, dest: Path | None = None) -> Path:

@@ -33,9 +33,15 @@ DECODER_CHANNELS = 48
 def make_tiny_ae(decoder_channels: int = DECODER_CHANNELS):
     from diffusers import AutoencoderTiny
 
-    return AutoencoderTiny(encoder_block_out_channels=(32, 32, 32), num_encoder_blocks=(1, 2, 2),
-                           decoder_block_out_channels=(decoder_channels,) * 3, num_decoder_blocks=(2, 2, 0),
-                           latent_channels=4, scaling_factor=1.0, shift_factor=0.0)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(32, 32, 32),
+        num_encoder_blocks=(1, 2, 2),
+        decoder_block_out_channels=(decoder_channels,) * 3,
+        num_decoder_blocks=(2, 2, 0),
+        latent_channels=4,
+        scaling_factor=1.0,
+        shift_factor=0.0,
+    )
 
 
 def load_bundled_vae():
@@ -74,8 +80,11 @@ def psnr_vs_teacher(ae, vae, n: int = 128, seed: int = 4321, size: int = 64) -> 
     def psnr(a, b):
         return round(float(10 * torch.log10(4.0 / F.mse_loss(a, b))), 2)
 
-    return {"decoder_vs_bundled_decoder": psnr(small, big), "bundled_round_trip": psnr(big, x),
-            "tiny_round_trip": psnr(small_rt, x)}
+    return {
+        "decoder_vs_bundled_decoder": psnr(small, big),
+        "bundled_round_trip": psnr(big, x),
+        "tiny_round_trip": psnr(small_rt, x),
+    }
 
 
 def main(argv=None):
@@ -111,14 +120,19 @@ def main(argv=None):
         half = args.batch // 2
         i = torch.randint(0, len(buf128), (half,), generator=gen)
         ox, oy = (int(v) for v in torch.randint(0, 65, (2,), generator=gen))
-        x = torch.cat([buf64[torch.randint(0, len(buf64), (half,), generator=gen)],
-                       buf128[i][:, :, oy:oy + 64, ox:ox + 64]])
+        x = torch.cat(
+            [buf64[torch.randint(0, len(buf64), (half,), generator=gen)], buf128[i][:, :, oy : oy + 64, ox : ox + 64]]
+        )
         x = to_float(x)
         z, dec_target, enc_target = teach(vae, x, gen)
         dec = ae.decode(z).sample
         enc = ae.encode(x).latents
-        loss = F.l1_loss(dec, dec_target) + F.mse_loss(dec, dec_target) + edge_loss(dec, dec_target) \
+        loss = (
+            F.l1_loss(dec, dec_target)
+            + F.mse_loss(dec, dec_target)
+            + edge_loss(dec, dec_target)
             + F.mse_loss(enc, enc_target)
+        )
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -130,8 +144,9 @@ def main(argv=None):
             buf128[torch.randint(0, len(buf128), (k // 4,), generator=gen)] = render_batch(rng, k // 4, 128)[1]
         if time.time() - last > 120:
             last = time.time()
-            save_ckpt(ck, model=ae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed,
-                      rng=rng.getstate())
+            save_ckpt(
+                ck, model=ae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng.getstate()
+            )
     save_ckpt(ck, model=ae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng.getstate())
     ae.eval()
     print("PSNR", psnr_vs_teacher(ae, vae, n=args.psnr_n), flush=True)

@@ -39,8 +39,12 @@ DEFAULT_STRENGTH = 0.3  # the usual "SD upscale" strength for SD-family models o
 FAMILY_STRENGTH = {"bundled": 0.1}
 DEFAULT_NOISE_LEVEL = 20  # StableDiffusionUpscalePipeline's own default
 # the latent upscaler pipeline preconditions with scheduler.sigmas and scale_model_input = x / sqrt(sigma^2 + 1)
-LATENT_SCHEDULERS = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
-                     "LMSDiscreteScheduler")
+LATENT_SCHEDULERS = (
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
+)
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,18 @@ def validate(r: Request) -> None:
     if r.max_pixels is not None and r.max_pixels < 1:
         raise UsageError(f"--max-pixels must be positive (got {r.max_pixels})")
     # the flags shared with the generation commands: the same checks and messages as theirs
-    validate_job(Job(steps=r.steps, cfg=r.cfg, seed=r.seed, strength=r.strength, scheduler=r.scheduler,
-                     device=r.device, dtype=r.dtype, shift=r.shift))
+    validate_job(
+        Job(
+            steps=r.steps,
+            cfg=r.cfg,
+            seed=r.seed,
+            strength=r.strength,
+            scheduler=r.scheduler,
+            device=r.device,
+            dtype=r.dtype,
+            shift=r.shift,
+        )
+    )
 
 
 def _choose_method(r: Request, opts: Options, reporter):
@@ -170,8 +184,9 @@ def _choose_method(r: Request, opts: Options, reporter):
         what = layout.pipeline_class if layout else "a single-file checkpoint"
         raise UsageError(f"{ref.name}: is not an upscaler model ({what}); use --method tiled, or an upscaler model")
     if method == "tiled" and upscaler:
-        raise UsageError(f"{ref.name}: is an upscaler model; --method tiled needs a text-to-image model"
-                         " (use --method model)")
+        raise UsageError(
+            f"{ref.name}: is an upscaler model; --method tiled needs a text-to-image model (use --method model)"
+        )
     if method == "tiled" and layout is not None and layout.is_inpaint:
         raise UsageError(f"{ref.name}: is an inpainting model; --method tiled needs a text-to-image model")
     kind = "img2img"
@@ -231,8 +246,10 @@ def prepare(r: Request, opts: Options, reporter) -> Plan:
         native = model_scale(kind, layout)
         scale = r.scale or native
         if scale != native:
-            raise UsageError(f"{ref.name}: upscales by x{native} only, not x{scale}; use --scale {native},"
-                             " or --method tiled or lanczos")
+            raise UsageError(
+                f"{ref.name}: upscales by x{native} only, not x{scale}; use --scale {native},"
+                " or --method tiled or lanczos"
+            )
     else:
         scale = r.scale or DEFAULT_SCALE
     out_w, out_h = w * scale, h * scale
@@ -248,25 +265,53 @@ def prepare(r: Request, opts: Options, reporter) -> Plan:
     if r.noise_level is not None and kind != "x4":
         raise UsageError("--noise-level applies to x4 upscaler models only")
 
-    plan = Plan(method=method, kind=kind, source=source, source_path=Path(r.image), scale=scale,
-                out_size=(out_w, out_h), seed=_seed(r, method),
-                ref=ref, layout=layout, device=r.device or "auto", dtype=r.dtype or "auto",
-                fidelity=r.fidelity or DEFAULT_FIDELITY)
+    plan = Plan(
+        method=method,
+        kind=kind,
+        source=source,
+        source_path=Path(r.image),
+        scale=scale,
+        out_size=(out_w, out_h),
+        seed=_seed(r, method),
+        ref=ref,
+        layout=layout,
+        device=r.device or "auto",
+        dtype=r.dtype or "auto",
+        fidelity=r.fidelity or DEFAULT_FIDELITY,
+    )
     from diffcli.metadata import recorded_prompt
 
     prompt = r.prompt if r.prompt is not None else recorded_prompt(r.image)
     plan.prompt, plan.negative = prompt or "", r.negative or ""
 
     if method == "lanczos":
-        unused = [f for f, v in (("--tile-size", r.tile_size), ("--overlap", r.overlap), ("--fidelity", r.fidelity),
-                                 ("--steps", r.steps), ("--cfg", r.cfg), ("--scheduler", r.scheduler)) if v is not None]
+        unused = [
+            f
+            for f, v in (
+                ("--tile-size", r.tile_size),
+                ("--overlap", r.overlap),
+                ("--fidelity", r.fidelity),
+                ("--steps", r.steps),
+                ("--cfg", r.cfg),
+                ("--scheduler", r.scheduler),
+            )
+            if v is not None
+        ]
         if unused:
             reporter.warn(f"{', '.join(unused)}: not used by --method lanczos; ignored")
     else:
         _plan_model_run(plan, r, reporter)
 
-    values = [{"seed": plan.seed if plan.seed is not None else method, "prompt": plan.prompt, "model": Path(str(ref.name)).name if ref else "lanczos",
-               "steps": plan.steps, "cfg": plan.cfg, "task": "upscale"}]
+    values = [
+        {
+            "seed": plan.seed if plan.seed is not None else method,
+            "prompt": plan.prompt,
+            "model": Path(str(ref.name)).name if ref else "lanczos",
+            "steps": plan.steps,
+            "cfg": plan.cfg,
+            "task": "upscale",
+        }
+    ]
     plan.paths, plan.fmt = plan_paths(opts.out, opts.fmt, values, opts.overwrite)
     return plan
 
@@ -364,9 +409,12 @@ def upscale(r: Request, opts: Options, reporter) -> Path:
 
         reporter.phase("load")
         choice = choose(plan.device, plan.dtype)
-        load = LoadOptions(allow_pickle=opts.allow_pickle, offload=opts.offload,
-                           vae_tiling=opts.vae_tiling or plan.method == "model",
-                           attention_slicing=opts.attention_slicing)
+        load = LoadOptions(
+            allow_pickle=opts.allow_pickle,
+            offload=opts.offload,
+            vae_tiling=opts.vae_tiling or plan.method == "model",
+            attention_slicing=opts.attention_slicing,
+        )
         base = load_base(plan.ref, choice, load, warn=reporter.warn)
         pipe = task_pipeline(base, "img2img") if plan.method == "tiled" else base
         set_scheduler(pipe, plan.scheduler)
@@ -443,8 +491,9 @@ def run_tiles(pipe, plan: Plan, reporter, process=None):
         if tuple(rgb.shape[:2]) != expected:
             from diffcli.errors import RuntimeFailure
 
-            raise RuntimeFailure(f"the model returned a {rgb.shape[1]}x{rgb.shape[0]} tile, expected"
-                                 f" {expected[1]}x{expected[0]}")
+            raise RuntimeFailure(
+                f"the model returned a {rgb.shape[1]}x{rgb.shape[0]} tile, expected {expected[1]}x{expected[0]}"
+            )
         if plan.fidelity == "lowpass":
             rgb = _fidelity(plan, given, rgb)
         elif plan.fidelity == "backproject":
@@ -478,12 +527,21 @@ def _backproject(plan: Plan, tile: Tile, rgb):
     x0, y0 = tile.x * u, tile.y * u
     cw, ch = min(tile.w * u, out_w - x0), min(tile.h * u, out_h - y0)
     low = (max(1, round(cw / s)), max(1, round(ch / s)))
-    target = np.asarray(plan.source.resize(low, Image.LANCZOS, box=(x0 / s, y0 / s, (x0 + cw) / s, (y0 + ch) / s)),
-                        dtype=np.float32) / 255.0
+    target = (
+        np.asarray(
+            plan.source.resize(low, Image.LANCZOS, box=(x0 / s, y0 / s, (x0 + cw) / s, (y0 + ch) / s)), dtype=np.float32
+        )
+        / 255.0
+    )
 
     def resize(arr, size):
-        return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., c]), "F").resize(size, Image.LANCZOS))
-                         for c in range(arr.shape[-1])], axis=-1)
+        return np.stack(
+            [
+                np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., c]), "F").resize(size, Image.LANCZOS))
+                for c in range(arr.shape[-1])
+            ],
+            axis=-1,
+        )
 
     y = np.array(rgb, dtype=np.float32)
     valid = y[:ch, :cw]
@@ -495,8 +553,15 @@ def _backproject(plan: Plan, tile: Tile, rgb):
 
 def call_pipeline(pipe, plan: Plan, image, generator, tick):
     """One tile through the pipeline; float RGB (h, w, 3) in [0, 1]."""
-    common = dict(prompt=plan.prompt, negative_prompt=plan.negative or None, image=image,
-                  num_inference_steps=plan.steps, guidance_scale=plan.cfg, generator=generator, output_type="np")
+    common = dict(
+        prompt=plan.prompt,
+        negative_prompt=plan.negative or None,
+        image=image,
+        num_inference_steps=plan.steps,
+        guidance_scale=plan.cfg,
+        generator=generator,
+        output_type="np",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         if plan.kind == "img2img":
@@ -504,8 +569,17 @@ def call_pipeline(pipe, plan: Plan, image, generator, tick):
             from diffcli.timesteps import schedule_kwargs
 
             common.update(schedule_kwargs(pipe, plan.steps, plan.shift))
-            common.update(guidance.pipeline_kwargs(pipe, plan.cfg, plan.cfg_cutoff, plan.steps, plan.strength,
-                                                   on_step=lambda *_: tick(), shift=plan.shift))
+            common.update(
+                guidance.pipeline_kwargs(
+                    pipe,
+                    plan.cfg,
+                    plan.cfg_cutoff,
+                    plan.steps,
+                    plan.strength,
+                    on_step=lambda *_: tick(),
+                    shift=plan.shift,
+                )
+            )
             import inspect
 
             if "width" in inspect.signature(pipe.__call__).parameters:  # SD 3.x, FLUX.1: else their native size
@@ -531,14 +605,21 @@ def upscale_record(plan: Plan) -> dict:
     info = {
         "method": plan.method,
         "scale": plan.scale,
-        "source": {"path": str(plan.source_path.resolve()), "width": plan.source.width,
-                   "height": plan.source.height, "sha256": _file_sha256(plan.source_path)},
+        "source": {
+            "path": str(plan.source_path.resolve()),
+            "width": plan.source.width,
+            "height": plan.source.height,
+            "sha256": _file_sha256(plan.source_path),
+        },
     }
     if plan.grid is not None:
         info.update(
-            tile_size=plan.tile_size, overlap=plan.overlap,
+            tile_size=plan.tile_size,
+            overlap=plan.overlap,
             tile_space="output" if plan.method == "tiled" else "input",
-            tiles=plan.grid.count, grid=[len(plan.grid.xs), len(plan.grid.ys)], blend="raised-cosine",
+            tiles=plan.grid.count,
+            grid=[len(plan.grid.xs), len(plan.grid.ys)],
+            blend="raised-cosine",
         )
     if plan.kind == "latent":
         info["pipeline"] = "StableDiffusionLatentUpscalePipeline"
@@ -556,14 +637,36 @@ def _save(image, path: Path, plan: Plan, model: dict, device, dtype, opts: Optio
     from diffcli.sink import Sink
 
     job = {
-        "task": "upscale", "prompt": plan.prompt, "negative": plan.negative,
-        "model": plan.ref.name if plan.ref else None, "steps": plan.steps, "cfg": plan.cfg, "cfg_cutoff": plan.cfg_cutoff,
-        "shift": plan.shift, "width": plan.out_size[0], "height": plan.out_size[1], "seed": plan.seed, "num_images": 1,
-        "batch_size": 1, "scheduler": plan.scheduler, "device": plan.device, "dtype": plan.dtype,
-        "strength": plan.strength, "image": str(plan.source_path.resolve()), "mask": None, "mask_blur": None,
+        "task": "upscale",
+        "prompt": plan.prompt,
+        "negative": plan.negative,
+        "model": plan.ref.name if plan.ref else None,
+        "steps": plan.steps,
+        "cfg": plan.cfg,
+        "cfg_cutoff": plan.cfg_cutoff,
+        "shift": plan.shift,
+        "width": plan.out_size[0],
+        "height": plan.out_size[1],
+        "seed": plan.seed,
+        "num_images": 1,
+        "batch_size": 1,
+        "scheduler": plan.scheduler,
+        "device": plan.device,
+        "dtype": plan.dtype,
+        "strength": plan.strength,
+        "image": str(plan.source_path.resolve()),
+        "mask": None,
+        "mask_blur": None,
     }
     record = build_record(job, model, device, dtype, extra={"upscale": upscale_record(plan)})
-    result = {"seed": plan.seed, "width": plan.out_size[0], "height": plan.out_size[1], "task": "upscale",
-              "model": plan.ref.name if plan.ref else None, "method": plan.method, "scale": plan.scale}
+    result = {
+        "seed": plan.seed,
+        "width": plan.out_size[0],
+        "height": plan.out_size[1],
+        "task": "upscale",
+        "model": plan.ref.name if plan.ref else None,
+        "method": plan.method,
+        "scale": plan.scale,
+    }
     sink = Sink(fmt=plan.fmt, overwrite=opts.overwrite, as_json=opts.json, reporter=reporter, results=opts.results)
     sink.write(image, path, record, result, 1)

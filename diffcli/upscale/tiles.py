@@ -78,8 +78,14 @@ def plan_grid(width: int, height: int, tile: int, overlap: int, multiple: int = 
     tile of that side rounded up to MULTIPLE (the part past the edge is padded, then dropped)."""
     tile_w = min(tile, ceil_to(width, multiple))
     tile_h = min(tile, ceil_to(height, multiple))
-    return Grid(width, height, tile_w, tile_h,
-                tuple(plan_axis(width, tile_w, overlap)), tuple(plan_axis(height, tile_h, overlap)))
+    return Grid(
+        width,
+        height,
+        tile_w,
+        tile_h,
+        tuple(plan_axis(width, tile_w, overlap)),
+        tuple(plan_axis(height, tile_h, overlap)),
+    )
 
 
 def ramp(size: int, before: int, after: int) -> np.ndarray:
@@ -90,7 +96,7 @@ def ramp(size: int, before: int, after: int) -> np.ndarray:
         w[:before] *= 0.5 - 0.5 * np.cos(np.pi * t)
     if after > 0:
         t = (np.arange(after, dtype=np.float32) + 0.5) / after
-        w[size - after:] *= 0.5 + 0.5 * np.cos(np.pi * t)
+        w[size - after :] *= 0.5 + 0.5 * np.cos(np.pi * t)
     return w
 
 
@@ -124,8 +130,8 @@ class BandBlender:
         w = min(rgb.shape[1], self.width - x)
         r0 = y - self.top
         wt = weights[:h, :w]
-        self.acc[r0:r0 + h, x:x + w] += rgb[:h, :w] * wt[..., None]
-        self.wsum[r0:r0 + h, x:x + w] += wt
+        self.acc[r0 : r0 + h, x : x + w] += rgb[:h, :w] * wt[..., None]
+        self.wsum[r0 : r0 + h, x : x + w] += wt
 
     def _flush(self, until: int) -> None:
         """Rows above UNTIL are final: write them out and shift the band up."""

@@ -56,8 +56,12 @@ def test_pipeline_folder_loads_and_runs_in_plain_diffusers(name, load):
     assert set(dtypes) == {"text_encoder", "unet", "vae"} and set(dtypes.values()) == {dtype}, dtypes
     pipe.set_progress_bar_config(disable=True)
     # fp16 on a CPU runs here (recent torch has CPU kernels for every op this small model uses)
-    out = pipe("a red house on the left at night", num_inference_steps=2,
-               generator=torch.Generator().manual_seed(0), output_type="np").images
+    out = pipe(
+        "a red house on the left at night",
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
     assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
     assert out.std() > 0.02  # not a blank image
 
@@ -70,8 +74,11 @@ def test_float16_draws_what_float32_draws(name):
     for dtype in (torch.float32, torch.float16):
         pipe = DiffusionPipeline.from_pretrained(str(HERE / name), torch_dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
-        images.append(pipe("a castle at dusk", num_inference_steps=2, generator=torch.Generator().manual_seed(1),
-                           output_type="np").images)
+        images.append(
+            pipe(
+                "a castle at dusk", num_inference_steps=2, generator=torch.Generator().manual_seed(1), output_type="np"
+            ).images
+        )
     assert np.abs(images[0] - images[1]).mean() < 0.01
 
 
@@ -104,8 +111,14 @@ def test_an_exported_fp16_pipeline_loads_with_default_arguments(tmp_path):
     from diffcli.training.export import export_pipeline
 
     torch.manual_seed(0)
-    out = export_pipeline(tmp_path / "m", arch.make_vae("tiny"), arch.make_text_encoder("tiny"), arch.make_unet("tiny"),
-                          build_tokenizer(tmp_path / "tok"), arch.make_scheduler())
+    out = export_pipeline(
+        tmp_path / "m",
+        arch.make_vae("tiny"),
+        arch.make_text_encoder("tiny"),
+        arch.make_unet("tiny"),
+        build_tokenizer(tmp_path / "tok"),
+        arch.make_scheduler(),
+    )
     with safe_open(str(out / "text_encoder" / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     pipe = DiffusionPipeline.from_pretrained(str(out))
@@ -125,18 +138,39 @@ def test_controlnet_folder_gives_diffcli_pixels_in_plain_diffusers(name, tmp_pat
     from PIL import Image
 
     from diffcli.bundled import scenes
+
     from helpers import cli, pixels, written
 
     scene = scenes.sample_scene(random.Random(5), obj="house", position="left")
     scenes.control_map(scene).save(tmp_path / "map.png")
-    r = cli("txt2img", "a red house at night", "--control", f"{name}:{tmp_path / 'map.png'}", "--cfg-cutoff", "0",
-            "--steps", "4", "--seed", "3", "--dtype", "float32", "--no-server", "--quiet", "-o", tmp_path / "out")
+    r = cli(
+        "txt2img",
+        "a red house at night",
+        "--control",
+        f"{name}:{tmp_path / 'map.png'}",
+        "--cfg-cutoff",
+        "0",
+        "--steps",
+        "4",
+        "--seed",
+        "3",
+        "--dtype",
+        "float32",
+        "--no-server",
+        "--quiet",
+        "-o",
+        tmp_path / "out",
+    )
     assert r.exit_code == 0, r.stderr
     cn = ControlNetModel.from_pretrained(str(HERE / name))
     assert {p.dtype for p in cn.parameters()} == {torch.float32}
     pipe = StableDiffusionControlNetPipeline.from_pretrained(str(MODEL_DIR), controlnet=cn)
     pipe.set_progress_bar_config(disable=True)
-    plain = pipe("a red house at night", image=Image.open(tmp_path / "map.png").convert("RGB"),
-                 num_inference_steps=4, guidance_scale=5.0, generator=torch.Generator().manual_seed(3)).images[0]
+    plain = pipe(
+        "a red house at night",
+        image=Image.open(tmp_path / "map.png").convert("RGB"),
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(3),
+    ).images[0]
     assert np.array_equal(pixels(written(r)[0]), np.asarray(plain, dtype=np.int16))
-

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from diffcli.bundled import scenes
-from diffcli.bundled.scenes import ATTRIBUTES, VALUES, Scene, caption, parse_prompt, render, sample_scene
+from diffcli.bundled.scenes import caption, parse_prompt, render, sample_scene
 
 
 def test_attribute_lists():
@@ -41,7 +41,7 @@ def test_render_any_resolution(size):
     a = np.asarray(im).astype(int)
     # sky above, ground below, a red object in the middle
     assert a[1, w // 2, 2] > a[1, w // 2, 0]  # blue-ish day sky
-    box = a[int(h * 0.55):int(h * 0.8), int(w * 0.3):int(w * 0.7)]
+    box = a[int(h * 0.55) : int(h * 0.8), int(w * 0.3) : int(w * 0.7)]
     red = (box[..., 0] > 150) & (box[..., 1] < 90) & (box[..., 2] < 90)
     assert red.mean() > 0.25, red.mean()
 
@@ -92,14 +92,21 @@ def test_captions_vary():
     assert len({caption(s, rng) for _ in range(50)}) > 10
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("castle at dusk", {"obj": "castle", "time": "dusk"}),
-    ("red house on the left, snowy ground, at night",
-     {"color": "red", "obj": "house", "position": "left", "ground": "snow", "time": "night"}),
-    ("night. lighthouse. sea.", {"time": "night", "obj": "lighthouse", "ground": "sea"}),
-    ("A Violet Cottage in the desert at sunrise, centered",
-     {"color": "purple", "obj": "house", "ground": "sand", "time": "dawn", "position": "center"}),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("castle at dusk", {"obj": "castle", "time": "dusk"}),
+        (
+            "red house on the left, snowy ground, at night",
+            {"color": "red", "obj": "house", "position": "left", "ground": "snow", "time": "night"},
+        ),
+        ("night. lighthouse. sea.", {"time": "night", "obj": "lighthouse", "ground": "sea"}),
+        (
+            "A Violet Cottage in the desert at sunrise, centered",
+            {"color": "purple", "obj": "house", "ground": "sand", "time": "dawn", "position": "center"},
+        ),
+    ],
+)
 def test_parse_prompt_examples(text, expected):
     stated, unknown = parse_prompt(text)
     assert stated == expected and unknown == []

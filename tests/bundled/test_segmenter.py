@@ -6,6 +6,7 @@ import numpy as np
 
 from diffcli.bundled import scenes
 from diffcli.bundled.segmenter import iou, load_segmenter
+
 from helpers import cli, written
 
 

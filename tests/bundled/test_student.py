@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from diffcli.bundled import model_dir
+
 from tests.helpers import cli, written
 
 torch = pytest.importorskip("torch")

@@ -30,8 +30,9 @@ def test_unknown_words_still_tokenize(tokenizer):
     assert len(toks) > 1 and "".join(toks).replace("</w>", "") == "zebra"
     ids = tokenizer("a red castle at dusk", padding="max_length", max_length=tokenizer.model_max_length).input_ids
     assert len(ids) == tokenizer.model_max_length <= 77
-    assert ids[:7] == [tokenizer.bos_token_id] + [tokenizer.convert_tokens_to_ids(w + "</w>") for w in
-                                                  "a red castle at dusk".split()] + [tokenizer.eos_token_id]
+    assert ids[:7] == [tokenizer.bos_token_id] + [
+        tokenizer.convert_tokens_to_ids(w + "</w>") for w in "a red castle at dusk".split()
+    ] + [tokenizer.eos_token_id]
 
 
 def test_unknown_words():
@@ -83,7 +84,10 @@ def test_long_lists_are_cut():
 
 
 def test_package_import_is_light():
-    code = ("import sys, diffcli; t = 'torch' in sys.modules; import diffcli.bundled as b; b.unknown_words('castle'); b.unknown_words_warning('8k'); "
-            "print(b.MODEL_DIR.name, t or 'torch' not in sys.modules)")
+    code = (
+        "import sys, diffcli; t = 'torch' in sys.modules; import diffcli.bundled as b; b.unknown_words('castle'); "
+        "b.unknown_words_warning('8k'); "
+        "print(b.MODEL_DIR.name, t or 'torch' not in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["tiny", "True"]

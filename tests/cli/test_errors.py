@@ -159,9 +159,28 @@ def test_debug_shows_the_traceback(tiny_sd):
 def test_ctrl_c_and_sigterm_exit_cleanly_and_write_nothing(tiny_sd, tmp_path, sig, code, word):
     out = tmp_path / "o"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "diffcli", "txt2img", "castle", "-m", str(tiny_sd), "--steps", "400",
-         "--scheduler", "euler", "-o", str(out), "--json", "--dtype", "float32"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
+        [
+            sys.executable,
+            "-m",
+            "diffcli",
+            "txt2img",
+            "castle",
+            "-m",
+            str(tiny_sd),
+            "--steps",
+            "400",
+            "--scheduler",
+            "euler",
+            "-o",
+            str(out),
+            "--json",
+            "--dtype",
+            "float32",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
     )
     wait_for_first_step(proc.stderr, timeout=120)
     t_signal = time.time()

@@ -44,8 +44,23 @@ def test_same_job_gives_same_pixels_and_seeds_differ(tiny_sd, tmp_path):
 
 
 def test_from_image_regenerates_the_same_image(tiny_sd, tmp_path):
-    first = written(cli("txt2img", "red door", "-m", tiny_sd, "--seed", "3", "--cfg", "4", "--scheduler", "euler",
-                        "-o", tmp_path / "a", *FAST))[0]
+    first = written(
+        cli(
+            "txt2img",
+            "red door",
+            "-m",
+            tiny_sd,
+            "--seed",
+            "3",
+            "--cfg",
+            "4",
+            "--scheduler",
+            "euler",
+            "-o",
+            tmp_path / "a",
+            *FAST,
+        )
+    )[0]
     again = written(cli("txt2img", "--from", first, "-o", tmp_path / "b", "--quiet"))[0]
     assert np.array_equal(pixels(first), pixels(again))
     # explicit flags win over the recorded job
@@ -58,12 +73,37 @@ def test_matches_plain_diffusers_pixel_for_pixel(tiny_sd, tmp_path):
     import torch
     from diffusers import AutoPipelineForText2Image, DPMSolverMultistepScheduler
 
-    out = written(cli("txt2img", "castle at dusk", "-m", tiny_sd, "--seed", "11", "--steps", "3", "--cfg", "5",
-                      "--scheduler", "dpm++2m-karras", "--dtype", "float32", "--quiet", "-o", tmp_path))[0]
+    out = written(
+        cli(
+            "txt2img",
+            "castle at dusk",
+            "-m",
+            tiny_sd,
+            "--seed",
+            "11",
+            "--steps",
+            "3",
+            "--cfg",
+            "5",
+            "--scheduler",
+            "dpm++2m-karras",
+            "--dtype",
+            "float32",
+            "--quiet",
+            "-o",
+            tmp_path,
+        )
+    )[0]
     pipe = AutoPipelineForText2Image.from_pretrained(str(tiny_sd), torch_dtype=torch.float32)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
-    plain = pipe("castle at dusk", num_inference_steps=3, guidance_scale=5.0,
-                 generator=torch.Generator("cpu").manual_seed(11), width=32, height=32).images[0]
+    plain = pipe(
+        "castle at dusk",
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=torch.Generator("cpu").manual_seed(11),
+        width=32,
+        height=32,
+    ).images[0]
     assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
 
 
@@ -71,8 +111,23 @@ def test_the_auto_dtype_matches_plain_diffusers_in_the_dtype_it_picks(cpu_bf16, 
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    r = cli("txt2img", "castle at dusk", "-m", tiny_sd, "--seed", "11", "--steps", "2", "--cfg", "5",
-            "--scheduler", "euler", "--quiet", "-o", tmp_path)
+    r = cli(
+        "txt2img",
+        "castle at dusk",
+        "-m",
+        tiny_sd,
+        "--seed",
+        "11",
+        "--steps",
+        "2",
+        "--cfg",
+        "5",
+        "--scheduler",
+        "euler",
+        "--quiet",
+        "-o",
+        tmp_path,
+    )
     out = written(r)[0]
     dtype = torch.bfloat16 if cpu_bf16 else torch.float32
     assert json.loads(Image.open(out).info["diffcli"])["dtype"] == str(dtype).removeprefix("torch.")
@@ -80,8 +135,14 @@ def test_the_auto_dtype_matches_plain_diffusers_in_the_dtype_it_picks(cpu_bf16, 
     from diffusers import EulerDiscreteScheduler
 
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    plain = pipe("castle at dusk", num_inference_steps=2, guidance_scale=5.0,
-                 generator=torch.Generator("cpu").manual_seed(11), width=32, height=32).images[0]
+    plain = pipe(
+        "castle at dusk",
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        generator=torch.Generator("cpu").manual_seed(11),
+        width=32,
+        height=32,
+    ).images[0]
     assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
 
 
@@ -113,8 +174,24 @@ def _half_mask(path: Path, size=(32, 32)) -> Path:
 
 def test_img2img_keeps_size_and_rounds_with_a_note(tiny_sd, tmp_path):
     src = _input_image(tmp_path / "in.png", (37, 33))
-    r = cli("img2img", src, "watercolor", "-m", tiny_sd, "--strength", "0.5", "--seed", "1",
-            "-o", tmp_path / "out", "--steps", "4", "--dtype", "float32", "--json")
+    r = cli(
+        "img2img",
+        src,
+        "watercolor",
+        "-m",
+        tiny_sd,
+        "--strength",
+        "0.5",
+        "--seed",
+        "1",
+        "-o",
+        tmp_path / "out",
+        "--steps",
+        "4",
+        "--dtype",
+        "float32",
+        "--json",
+    )
     assert r.exit_code == 0, r.stderr
     assert "36x32" in r.stderr  # the rounding is reported
     result = json.loads(r.stdout.splitlines()[0])
@@ -143,8 +220,22 @@ def test_inpaint_model_is_refused_for_txt2img(tiny_inpaint, tmp_path):
 
 
 def test_subprocess_prints_only_paths_on_stdout(tiny_sd, tmp_path):
-    p = subprocess_cli("txt2img", "castle at dusk", "-m", tiny_sd, "-n", "2", "--seed", "5", "-o", tmp_path,
-                       "--steps", "2", "--dtype", "float32")
+    p = subprocess_cli(
+        "txt2img",
+        "castle at dusk",
+        "-m",
+        tiny_sd,
+        "-n",
+        "2",
+        "--seed",
+        "5",
+        "-o",
+        tmp_path,
+        "--steps",
+        "2",
+        "--dtype",
+        "float32",
+    )
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert len(lines) == 2 and all(Path(line).is_file() for line in lines)
@@ -156,10 +247,28 @@ def test_subprocess_prints_only_paths_on_stdout(tiny_sd, tmp_path):
 
 def test_batches_record_the_same_seeds_and_nearly_the_same_pixels(tiny_sd, tmp_path):
     one = written(cli("txt2img", "castle", "-m", tiny_sd, "--seed", "3", "-n", "3", "-o", tmp_path / "a", *FAST))
-    three = written(cli("txt2img", "castle", "-m", tiny_sd, "--seed", "3", "-n", "3", "--batch-size", "3",
-                        "-o", tmp_path / "b", *FAST))
+    three = written(
+        cli(
+            "txt2img",
+            "castle",
+            "-m",
+            tiny_sd,
+            "--seed",
+            "3",
+            "-n",
+            "3",
+            "--batch-size",
+            "3",
+            "-o",
+            tmp_path / "b",
+            *FAST,
+        )
+    )
     for a, b in zip(one, three):
-        assert json.loads(Image.open(a).info["diffcli"])["job"]["seed"] == json.loads(Image.open(b).info["diffcli"])["job"]["seed"]
+        assert (
+            json.loads(Image.open(a).info["diffcli"])["job"]["seed"]
+            == json.loads(Image.open(b).info["diffcli"])["job"]["seed"]
+        )
         assert np.abs(pixels(a) - pixels(b)).max() <= 2  # batched matmuls may round differently
 
 
@@ -170,9 +279,31 @@ def test_save_partial_on_ctrl_c(tiny_sd, tmp_path):
 
     out = tmp_path / "o"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "diffcli", "txt2img", "castle", "-m", str(tiny_sd), "--steps", "400", "--seed", "1",
-         "--scheduler", "euler", "-o", str(out), "--json", "--dtype", "float32", "--save-partial"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
+        [
+            sys.executable,
+            "-m",
+            "diffcli",
+            "txt2img",
+            "castle",
+            "-m",
+            str(tiny_sd),
+            "--steps",
+            "400",
+            "--seed",
+            "1",
+            "--scheduler",
+            "euler",
+            "-o",
+            str(out),
+            "--json",
+            "--dtype",
+            "float32",
+            "--save-partial",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
     )
     for line in proc.stderr:
         if '"step": 3,' in line:
@@ -196,7 +327,22 @@ def test_zero_terminal_snr_model_warns_for_samplers_that_ignore_it(tiny_sd, tmp_
     cfg = json.loads(cfg_path.read_text())
     cfg.update(rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="trailing")
     cfg_path.write_text(json.dumps(cfg))
-    r = cli("txt2img", "castle", "-m", model, "--seed", "1", "--scheduler", "heun", "-o", tmp_path / "h.png", "--steps", "2")
+    r = cli(
+        "txt2img", "castle", "-m", model, "--seed", "1", "--scheduler", "heun", "-o", tmp_path / "h.png", "--steps", "2"
+    )
     assert r.exit_code == 0 and "cannot follow this model's zero-terminal-SNR schedule" in r.stderr
-    ok = cli("txt2img", "castle", "-m", model, "--seed", "1", "--scheduler", "euler", "-o", tmp_path / "e.png", "--steps", "2")
+    ok = cli(
+        "txt2img",
+        "castle",
+        "-m",
+        model,
+        "--seed",
+        "1",
+        "--scheduler",
+        "euler",
+        "-o",
+        tmp_path / "e.png",
+        "--steps",
+        "2",
+    )
     assert ok.exit_code == 0 and "zero-terminal-SNR" not in ok.stderr

@@ -23,27 +23,79 @@ def test_txt2img_cutoff_matches_diffusers_cfg_cutoff_callback(tiny_sd, tmp_path)
     from diffusers import AutoPipelineForText2Image, EulerDiscreteScheduler
     from diffusers.callbacks import SDCFGCutoffCallback
 
-    out = written(cli("txt2img", "castle at dusk", "-m", tiny_sd, "--steps", "6", "--scheduler", "euler",
-                      "--cfg-cutoff", "0.5", *COMMON, "-o", tmp_path / "cut.png"))[0]
-    full = written(cli("txt2img", "castle at dusk", "-m", tiny_sd, "--steps", "6", "--scheduler", "euler",
-                       *COMMON, "-o", tmp_path / "full.png"))[0]
+    out = written(
+        cli(
+            "txt2img",
+            "castle at dusk",
+            "-m",
+            tiny_sd,
+            "--steps",
+            "6",
+            "--scheduler",
+            "euler",
+            "--cfg-cutoff",
+            "0.5",
+            *COMMON,
+            "-o",
+            tmp_path / "cut.png",
+        )
+    )[0]
+    full = written(
+        cli(
+            "txt2img",
+            "castle at dusk",
+            "-m",
+            tiny_sd,
+            "--steps",
+            "6",
+            "--scheduler",
+            "euler",
+            *COMMON,
+            "-o",
+            tmp_path / "full.png",
+        )
+    )[0]
     assert json.loads(Image.open(out).info["diffcli"])["job"]["cfg_cutoff"] == 0.5
     pipe = AutoPipelineForText2Image.from_pretrained(str(tiny_sd), torch_dtype=torch.float32)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.scheduler.set_timesteps(6)
     last_guided = int((pipe.scheduler.timesteps >= 500).sum()) - 1  # the last step at or above 0.5 * 1000
     assert 0 <= last_guided < 5
-    plain = pipe("castle at dusk", num_inference_steps=6, guidance_scale=6.0, width=32, height=32,
-                 generator=torch.Generator("cpu").manual_seed(5),
-                 callback_on_step_end=SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=last_guided)).images[0]
+    plain = pipe(
+        "castle at dusk",
+        num_inference_steps=6,
+        guidance_scale=6.0,
+        width=32,
+        height=32,
+        generator=torch.Generator("cpu").manual_seed(5),
+        callback_on_step_end=SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=last_guided),
+    ).images[0]
     assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
     assert not np.array_equal(pixels(out), pixels(full))
 
 
 def test_low_strength_img2img_past_the_cutoff_is_unguided(tiny_sd, tmp_path):
     image = _input(tmp_path / "in.png")
-    run = lambda name, *extra: written(cli("img2img", image, "castle", "-m", tiny_sd, "--steps", "10",  # noqa: E731
-                                           "--strength", "0.3", *COMMON, *extra, "-o", tmp_path / name))[0]
+
+    def run(name, *extra):
+        return written(
+            cli(
+                "img2img",
+                image,
+                "castle",
+                "-m",
+                tiny_sd,
+                "--steps",
+                "10",
+                "--strength",
+                "0.3",
+                *COMMON,
+                *extra,
+                "-o",
+                tmp_path / name,
+            )
+        )[0]
+
     cut = run("cut.png", "--cfg-cutoff", "0.4")
     unguided = run("one.png", "--cfg", "1")
     guided = run("guided.png")

@@ -38,16 +38,19 @@ def _no_model_loaded(result) -> None:
     assert '"phase": "load"' not in result.stderr
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["-W", "100000", "-H", "100000"], "--width"),
-    (["-n", "1000000000"], "--num-images"),
-    (["--steps", str(10**23)], "--steps"),
-    (["-W", "4096", "-H", "8192"], "--max-pixels"),
-    (["--cfg", "inf"], "--cfg"),
-    (["--cfg", "nan"], "--cfg"),
-    (["-W", "60", "-H", "64"], "multiple of 8"),  # the bundled model's VAE factor is 4, diffusers wants 8
-    (["--model", ""], "--model is empty"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["-W", "100000", "-H", "100000"], "--width"),
+        (["-n", "1000000000"], "--num-images"),
+        (["--steps", str(10**23)], "--steps"),
+        (["-W", "4096", "-H", "8192"], "--max-pixels"),
+        (["--cfg", "inf"], "--cfg"),
+        (["--cfg", "nan"], "--cfg"),
+        (["-W", "60", "-H", "64"], "multiple of 8"),  # the bundled model's VAE factor is 4, diffusers wants 8
+        (["--model", ""], "--model is empty"),
+    ],
+)
 def test_limits_and_bad_values_fail_before_loading(tmp_path, args, needle):
     r = cli("txt2img", "castle", *args, "-o", tmp_path / "o", "--json")
     _one_line_error(r, needle)
@@ -61,16 +64,21 @@ def test_max_pixels_can_be_raised(tmp_path):
 
 
 def test_limits_apply_to_values_from_a_recorded_job(tmp_path):
-    img = _recorded(tmp_path / "big.png", {"task": "txt2img", "prompt": "x", "model": "tiny", "width": 100000,
-                                           "height": 64, "num_images": 1})
+    img = _recorded(
+        tmp_path / "big.png",
+        {"task": "txt2img", "prompt": "x", "model": "tiny", "width": 100000, "height": 64, "num_images": 1},
+    )
     _one_line_error(cli("txt2img", "--from", img, "-o", tmp_path / "o", "--json"), "--width")
 
 
-@pytest.mark.parametrize("job, needle", [
-    ({"task": "txt2img", "prompt": "x", "steps": "4"}, "'steps' must be an integer"),
-    ({"task": "txt2img", "prompt": "x", "seed": 1.5}, "'seed' must be an integer"),
-    (["task", "txt2img"], "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "job, needle",
+    [
+        ({"task": "txt2img", "prompt": "x", "steps": "4"}, "'steps' must be an integer"),
+        ({"task": "txt2img", "prompt": "x", "seed": 1.5}, "'seed' must be an integer"),
+        (["task", "txt2img"], "must be a JSON object"),
+    ],
+)
 def test_wrong_types_in_a_recorded_job(tmp_path, job, needle):
     img = _recorded(tmp_path / "r.png", job)
     _one_line_error(cli("txt2img", "--from", img, "-o", tmp_path / "o", "--json"), needle)
@@ -119,8 +127,9 @@ def test_replay_uses_a_recorded_model_that_is_here_and_a_named_one(tiny_sd, tmp_
     assert first.exit_code == 0, first.stderr
     again = cli("txt2img", "--from", first.stdout.strip(), "-o", tmp_path / "b", "-q")
     assert again.exit_code == 0, again.stderr
-    hostile = _recorded(tmp_path / "r.png", {"task": "txt2img", "prompt": "x", "model": "someone/not-here",
-                                             "steps": 2, "seed": 1})
+    hostile = _recorded(
+        tmp_path / "r.png", {"task": "txt2img", "prompt": "x", "model": "someone/not-here", "steps": 2, "seed": 1}
+    )
     named = cli("txt2img", "--from", hostile, "-m", tiny_sd, "-o", tmp_path / "c", "-q")
     assert named.exit_code == 0, named.stderr
 
@@ -159,8 +168,9 @@ def test_info_on_damaged_images(tmp_path):
 
 def test_escape_sequences_from_metadata_are_never_printed_raw(tmp_path):
     evil = "x\x1b]0;pwned\x07\x1b[2J\u202e"
-    img = _recorded(tmp_path / "e.png", {"task": "txt2img", "prompt": evil, "model": evil},
-                    parameters=f"{evil}\nSteps: 1")
+    img = _recorded(
+        tmp_path / "e.png", {"task": "txt2img", "prompt": evil, "model": evil}, parameters=f"{evil}\nSteps: 1"
+    )
     r = cli("info", img)
     assert r.exit_code == 0
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\u202e" not in r.stdout
@@ -172,33 +182,43 @@ def test_escape_sequences_from_metadata_are_never_printed_raw(tmp_path):
 def test_a_newline_in_a_prompt_cannot_forge_a1111_fields():
     from diffcli.metadata import a1111_parameters
 
-    text = a1111_parameters({"job": {"prompt": "cat\nSteps: 999, Seed: 1", "negative": "a\nb", "steps": 4, "seed": 2},
-                             "model": {}})
+    text = a1111_parameters(
+        {"job": {"prompt": "cat\nSteps: 999, Seed: 1", "negative": "a\nb", "steps": 4, "seed": 2}, "model": {}}
+    )
     lines = text.splitlines()
     assert len(lines) == 3 and lines[0] == "cat Steps: 999, Seed: 1" and lines[1] == "Negative prompt: a b"
     assert lines[2].startswith("Steps: 4")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["txt2img", "x", "--stepz", "3"], "did you mean --steps?"),
-    (["txt2imh", "x"], "Did you mean 'txt2img'?"),
-    (["txt2img", "x", "--steps", "many"], "--steps"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["txt2img", "x", "--stepz", "3"], "did you mean --steps?"),
+        (["txt2imh", "x"], "Did you mean 'txt2img'?"),
+        (["txt2img", "x", "--steps", "many"], "--steps"),
+    ],
+)
 def test_click_usage_errors_use_our_format(args, needle):
     _one_line_error(cli(*args), needle)
 
 
 def test_closed_stdout_is_one_clear_line(tmp_path):
-    p = subprocess.run(["bash", "-c", f"{sys.executable} -m diffcli txt2img x -o {tmp_path / 'o'} >&-"],
-                       stderr=subprocess.PIPE, text=True, timeout=60)
+    p = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m diffcli txt2img x -o {tmp_path / 'o'} >&-"],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and p.stderr.strip().startswith("diffcli: error: standard output is closed"), p.stderr
     assert not (tmp_path / "o").exists()
 
 
 def test_a_reader_that_goes_away_stops_the_run_quietly(tiny_sd, tmp_path):
     out = tmp_path / "o"
-    cmd = (f"{sys.executable} -m diffcli txt2img x -m {tiny_sd} -n 6 --steps 2 -o {out} -q | head -c1; "
-           "echo \" rc=${PIPESTATUS[0]}\"")
+    cmd = (
+        f"{sys.executable} -m diffcli txt2img x -m {tiny_sd} -n 6 --steps 2 -o {out} -q | head -c1; "
+        'echo " rc=${PIPESTATUS[0]}"'
+    )
     p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
     assert p.stderr == "", p.stderr
     assert p.stdout.endswith(" rc=1\n"), p.stdout
@@ -219,8 +239,22 @@ def test_a_transparent_mask_keeps_everything(tiny_sd, tmp_path):
     src = tmp_path / "in.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(src)
     Image.new("RGBA", (32, 32), (255, 255, 255, 0)).save(tmp_path / "mask.png")
-    r = cli("inpaint", src, "x", "--mask", tmp_path / "mask.png", "-m", tiny_sd, "--steps", "2", "--seed", "1",
-            "-o", tmp_path / "o", "-q")
+    r = cli(
+        "inpaint",
+        src,
+        "x",
+        "--mask",
+        tmp_path / "mask.png",
+        "-m",
+        tiny_sd,
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "-o",
+        tmp_path / "o",
+        "-q",
+    )
     assert r.exit_code == 0, r.stderr
     assert (pixels(r.stdout.strip()) == pixels(src)).all()
 

@@ -7,14 +7,25 @@ import json
 import pytest
 from PIL import Image
 
-from helpers import cli, heavy_imports
 from diffcli.metadata import build_record, pil_save_kwargs, read
 
+from helpers import cli, heavy_imports
 
 
-@pytest.mark.parametrize("args", [["--help"], ["schedulers"], ["device", "--help"], ["txt2img", "--help"],
-                                  ["info", "IMAGE"], ["models", "--help"], ["batch", "--help"],
-                                  ["txt2img", "x", "--stepz", "1"], ["txt2img", "x", "--steps", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["schedulers"],
+        ["device", "--help"],
+        ["txt2img", "--help"],
+        ["info", "IMAGE"],
+        ["models", "--help"],
+        ["batch", "--help"],
+        ["txt2img", "x", "--stepz", "1"],
+        ["txt2img", "x", "--steps", "0"],
+    ],
+)
 def test_light_commands_do_not_import_torch(args, tmp_path):
     if "IMAGE" in args:
         path = tmp_path / "x.png"
@@ -28,8 +39,21 @@ def test_light_commands_do_not_import_torch(args, tmp_path):
 def test_schedulers_lists_the_table_as_json():
     r = cli("schedulers", "--json")
     names = [row["name"] for row in json.loads(r.stdout)]
-    for required in ["ddim", "ddpm", "pndm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras",
-                     "dpm++2m-sde-karras", "unipc", "deis", "lcm"]:
+    for required in [
+        "ddim",
+        "ddpm",
+        "pndm",
+        "lms",
+        "euler",
+        "euler-a",
+        "heun",
+        "dpm++2m",
+        "dpm++2m-karras",
+        "dpm++2m-sde-karras",
+        "unipc",
+        "deis",
+        "lcm",
+    ]:
         assert required in names
 
 
@@ -40,15 +64,26 @@ def test_schedulers_piped_prints_every_row_whole():
     r = cli("schedulers")
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
-    assert [line.split("\t") for line in lines] == [[s.name, s.cls, s.a1111, s.summary, s.applies_to]
-                                                        for s in SCHEDULERS.values()]
+    assert [line.split("\t") for line in lines] == [
+        [s.name, s.cls, s.a1111, s.summary, s.applies_to] for s in SCHEDULERS.values()
+    ]
     assert "…" not in r.stdout and "\x1b" not in r.stdout
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
 def test_metadata_round_trip(fmt, tmp_path):
-    job = {"task": "img2img", "prompt": "castle, dusk — ünïcode", "negative": "blur", "steps": 20, "cfg": 6.5,
-           "seed": 99, "width": 64, "height": 64, "scheduler": "euler-a", "strength": 0.4}
+    job = {
+        "task": "img2img",
+        "prompt": "castle, dusk — ünïcode",
+        "negative": "blur",
+        "steps": 20,
+        "cfg": 6.5,
+        "seed": 99,
+        "width": 64,
+        "height": 64,
+        "scheduler": "euler-a",
+        "strength": 0.4,
+    }
     record = build_record(job, {"name": "tiny", "hash": "abcdef0123"}, "cpu", "bfloat16")
     path = tmp_path / f"x.{fmt}"
     Image.new("RGB", (8, 8)).save(path, format=fmt.upper(), **pil_save_kwargs(fmt, record))

@@ -106,11 +106,14 @@ def test_upscale_tiles_and_warnings_are_plain_text():
     assert "warning: the bundled model does not know: [red]" in buf.getvalue()
 
 
-@pytest.mark.parametrize("paths, expected", [
-    (["a.png"], "./"),
-    ([os.path.join("x", "y", "a.png"), os.path.join("x", "z", "b.png")], "x" + os.sep),
-    (["/a.png"], "/"),
-])
+@pytest.mark.parametrize(
+    "paths, expected",
+    [
+        (["a.png"], "./"),
+        ([os.path.join("x", "y", "a.png"), os.path.join("x", "z", "b.png")], "x" + os.sep),
+        (["/a.png"], "/"),
+    ],
+)
 def test_summary_destination(paths, expected):
     assert summary_line(paths, images=len(paths), total_s=0.04).endswith(f"in 0.0 s → {expected}")
     assert summary_line([], images=0, total_s=1.0) == "0 images in 1.0 s"
@@ -156,8 +159,9 @@ def test_distill_reports_progress_while_the_vae_encodes(tmp_path):
     from diffcli.training.distill.data import build_bank
 
     buf = io.StringIO()
-    bank = build_bank(_folder_plan(tmp_path, 5), SimpleNamespace(vae=_fake_vae()), "cpu",
-                      TrainEvents(JsonReporter(buf)), chunk=2)
+    bank = build_bank(
+        _folder_plan(tmp_path, 5), SimpleNamespace(vae=_fake_vae()), "cpu", TrainEvents(JsonReporter(buf)), chunk=2
+    )
     assert bank.mean.shape[0] == 5
     events = [json.loads(line) for line in buf.getvalue().splitlines()]
     assert [(e["done"], e["total"]) for e in events if e["event"] == "encode"] == [(0, 5), (2, 5), (4, 5), (5, 5)]

@@ -28,8 +28,14 @@ def test_txt2img_shift_is_diffusers_with_the_shifted_timesteps(tiny_sd, tmp_path
     u = (pipe.scheduler.timesteps.numpy() + 1) / 1000
     expected = [int(round(t)) for t in 0.5 * u / (1 - 0.5 * u) * 1000 - 1]
     assert all(e < t for e, t in zip(expected, pipe.scheduler.timesteps.tolist()))  # all moved toward clean
-    shifted = pipe("castle at dusk", timesteps=expected, guidance_scale=6.0, width=32, height=32,
-                   generator=torch.Generator("cpu").manual_seed(5)).images[0]
+    shifted = pipe(
+        "castle at dusk",
+        timesteps=expected,
+        guidance_scale=6.0,
+        width=32,
+        height=32,
+        generator=torch.Generator("cpu").manual_seed(5),
+    ).images[0]
     assert np.array_equal(pixels(out), np.asarray(shifted, dtype=np.int16))
     assert not np.array_equal(pixels(out), pixels(plain_out))
 
@@ -37,20 +43,42 @@ def test_txt2img_shift_is_diffusers_with_the_shifted_timesteps(tiny_sd, tmp_path
 def test_img2img_with_a_shift_starts_part_way_down_the_shifted_schedule(tiny_sd, tmp_path):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "in.png")
-    run = lambda name, *extra: cli("img2img", tmp_path / "in.png", "castle", "-m", tiny_sd, "--steps", "8",  # noqa: E731
-                                   "--strength", "0.5", "--scheduler", "dpm++2m", *COMMON, *extra, "-o", tmp_path / name)
+
+    def run(name, *extra):
+        return cli(
+            "img2img",
+            tmp_path / "in.png",
+            "castle",
+            "-m",
+            tiny_sd,
+            "--steps",
+            "8",
+            "--strength",
+            "0.5",
+            "--scheduler",
+            "dpm++2m",
+            *COMMON,
+            *extra,
+            "-o",
+            tmp_path / name,
+        )
+
     shifted, plain = run("a.png", "--shift", "0.5"), run("b.png")
     assert shifted.exit_code == 0 and plain.exit_code == 0, shifted.stderr
     assert not np.array_equal(pixels(written(shifted)[0]), pixels(written(plain)[0]))
 
 
 def test_bad_shift_fails_before_loading(tiny_sd, tmp_path):
-    for args, message in [(["--shift", "0"], "--shift must be in (0, 10]"),
-                          (["--shift", "0.5", "--scheduler", "ddim"], "does not work with the 'ddim' sampler")]:
+    for args, message in [
+        (["--shift", "0"], "--shift must be in (0, 10]"),
+        (["--shift", "0.5", "--scheduler", "ddim"], "does not work with the 'ddim' sampler"),
+    ]:
         r = cli("txt2img", "castle", "-m", tiny_sd, *args, "-o", tmp_path)
         assert r.exit_code == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not any(tmp_path.iterdir())
-    r = cli("txt2img", "castle", "-m", tiny_sd, "--shift", "1", "--scheduler", "ddim", "--steps", "2", "-o", tmp_path, "-q")
+    r = cli(
+        "txt2img", "castle", "-m", tiny_sd, "--shift", "1", "--scheduler", "ddim", "--steps", "2", "-o", tmp_path, "-q"
+    )
     assert r.exit_code == 0, r.stderr  # shift 1 changes nothing, so any sampler takes it
 
 

@@ -46,6 +46,13 @@ def bundled_like(path: Path) -> Path:
 
     torch.manual_seed(0)
     tok = build_tokenizer(path.parent / "_bundled_tok")
-    export_pipeline(path, arch.make_vae("tiny"), arch.make_text_encoder("tiny"), arch.make_unet("tiny"), tok,
-                    arch.make_scheduler("dpm++2m"), defaults={"steps": 2, "cfg": 3.0, "cfg_cutoff": 0.3})
+    export_pipeline(
+        path,
+        arch.make_vae("tiny"),
+        arch.make_text_encoder("tiny"),
+        arch.make_unet("tiny"),
+        tok,
+        arch.make_scheduler("dpm++2m"),
+        defaults={"steps": 2, "cfg": 3.0, "cfg_cutoff": 0.3},
+    )
     return path

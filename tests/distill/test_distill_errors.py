@@ -3,8 +3,9 @@
 import json
 import sys
 
-import builders
 import pytest
+
+import builders
 from helpers import cli
 
 
@@ -81,19 +82,68 @@ def test_flag_errors(fast_sd, photos, tmp_path, no_torch_training):
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--max-train-steps", "0", match="at least 1")
     _fails("--teacher", tmp_path / "missing-model", "--data", photos, "--out", out, match="missing-model")
     _fails("--report", tmp_path, match="not a student")
-    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--mixed-precision", "fp16", "--device", "cpu",
-           match="fp16 needs a GPU")
+    _fails(
+        "--teacher",
+        fast_sd,
+        "--data",
+        photos,
+        "--out",
+        out,
+        "--mixed-precision",
+        "fp16",
+        "--device",
+        "cpu",
+        match="fp16 needs a GPU",
+    )
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--device", "mps", match="cpu or cuda")
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--fuse", match="--fuse is for")
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--student-unet", "small", match="full or compact")
-    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--method", "lcm-lora", "--student-vae", "tiny",
-           match="--student-vae is for --method lcm")
-    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--student-vae", "tiny",
-           match="bundled model's tiny autoencoder")
-    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--student-vae", photos,
-           match="not an autoencoder directory")
-    _fails("--teacher", "tiny", "--out", out, "--kd-steps", "10", "--max-train-steps", "10",
-           match="leaves no consistency steps")
+    _fails(
+        "--teacher",
+        fast_sd,
+        "--data",
+        photos,
+        "--out",
+        out,
+        "--method",
+        "lcm-lora",
+        "--student-vae",
+        "tiny",
+        match="--student-vae is for --method lcm",
+    )
+    _fails(
+        "--teacher",
+        fast_sd,
+        "--data",
+        photos,
+        "--out",
+        out,
+        "--student-vae",
+        "tiny",
+        match="bundled model's tiny autoencoder",
+    )
+    _fails(
+        "--teacher",
+        fast_sd,
+        "--data",
+        photos,
+        "--out",
+        out,
+        "--student-vae",
+        photos,
+        match="not an autoencoder directory",
+    )
+    _fails(
+        "--teacher",
+        "tiny",
+        "--out",
+        out,
+        "--kd-steps",
+        "10",
+        "--max-train-steps",
+        "10",
+        match="leaves no consistency steps",
+    )
     assert not out.exists()  # nothing written by a refused run
 
 
@@ -106,7 +156,17 @@ def test_existing_run_needs_resume_and_same_settings(fast_sd, photos, tmp_path, 
     p = plan(config_from_flags({"teacher": str(fast_sd), "data": str(photos), "out": str(out)}))
     write_run(p.ckpt, p.config, run_fingerprint(p.config))
     _fails("--teacher", fast_sd, "--data", photos, "--out", out, match="pass --resume to continue")
-    _fails("--teacher", fast_sd, "--data", photos, "--out", out, "--resume", "--batch-size", "3",
-           match="settings differ from the run")
+    _fails(
+        "--teacher",
+        fast_sd,
+        "--data",
+        photos,
+        "--out",
+        out,
+        "--resume",
+        "--batch-size",
+        "3",
+        match="settings differ from the run",
+    )
     saved = json.loads((p.ckpt / "run.json").read_text())["config"]
     assert saved["batch_size"] == 8 and saved["max_train_steps"] == 4000  # defaults filled in and recorded

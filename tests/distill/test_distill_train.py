@@ -5,11 +5,12 @@ import shutil
 
 import numpy as np
 import torch
-from helpers import cli, pixels, written
 from PIL import Image
 from safetensors.torch import load_file
 
 from diffcli.training.distill import trainer
+
+from helpers import cli, pixels, written
 
 COMMON = ["--batch-size", "2", "--checkpoint-every", "1", "--seed", "3"]
 
@@ -62,8 +63,22 @@ def test_distill_load_resume_exactly(fast_sd, photos, tmp_path):
 
     # same weights as one uninterrupted 3-step run: nothing lost or repeated across the resume
     straight = tmp_path / "straight"
-    _ok(cli("distill", "--teacher", fast_sd, "--data", photos, "--out", straight, *COMMON, "--no-report",
-            "--max-train-steps", "3", "--quiet"))
+    _ok(
+        cli(
+            "distill",
+            "--teacher",
+            fast_sd,
+            "--data",
+            photos,
+            "--out",
+            straight,
+            *COMMON,
+            "--no-report",
+            "--max-train-steps",
+            "3",
+            "--quiet",
+        )
+    )
     other = torch.load(straight.parent / "straight.distill" / "checkpoint-0000003" / "state.pt", weights_only=False)
     for key in ("student", "target"):
         for name, value in state[key].items():
@@ -80,8 +95,23 @@ class _StopAtOnce(trainer.StopFlag):
 
 def test_ctrl_c_checkpoints_then_resume(fast_sd, photos, tmp_path, monkeypatch):
     out = tmp_path / "s"
-    args = ["distill", "--teacher", fast_sd, "--data", photos, "--out", out, "--batch-size", "2",
-            "--checkpoint-every", "100", "--max-train-steps", "2", "--no-report", "--json"]
+    args = [
+        "distill",
+        "--teacher",
+        fast_sd,
+        "--data",
+        photos,
+        "--out",
+        out,
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "100",
+        "--max-train-steps",
+        "2",
+        "--no-report",
+        "--json",
+    ]
     monkeypatch.setattr(trainer, "StopFlag", _StopAtOnce)
     r = cli(*args)
     assert r.exit_code == 130, r.stderr[-2000:]
@@ -98,12 +128,37 @@ def test_lcm_lora_from_prompts_with_report(fast_sd, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red castle\n# comment\na house at dusk\n")
     out = tmp_path / "lora"
-    r = _ok(cli("distill", "--teacher", fast_sd, "--prompts", prompts, "--out", out, "--method", "lcm-lora",
-                "--lora-rank", "4", "--max-train-steps", "1", "--batch-size", "2", "--report-n", "3", "--fuse",
-                "--json"))
+    r = _ok(
+        cli(
+            "distill",
+            "--teacher",
+            fast_sd,
+            "--prompts",
+            prompts,
+            "--out",
+            out,
+            "--method",
+            "lcm-lora",
+            "--lora-rank",
+            "4",
+            "--max-train-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--report-n",
+            "3",
+            "--fuse",
+            "--json",
+        )
+    )
     data = tmp_path / "lora.distill" / "data"
-    assert sorted(p.name for p in data.iterdir()) == ["000000.png", "000000.txt", "000001.png", "000001.txt",
-                                                      "meta.json"]
+    assert sorted(p.name for p in data.iterdir()) == [
+        "000000.png",
+        "000000.txt",
+        "000001.png",
+        "000001.txt",
+        "meta.json",
+    ]
     assert (data / "000001.txt").read_text().strip() == "a house at dusk"
     own = json.loads((out / "diffcli.json").read_text())
     assert own["cfg"] == 1.0 and own["lora"]["base_path"] == str(fast_sd) and own["lora"]["rank"] == 4
@@ -117,7 +172,12 @@ def test_lcm_lora_from_prompts_with_report(fast_sd, tmp_path):
     assert next(e for e in _events(g) if e["event"] == "start")["steps"] == 4
     rep = json.loads((out / "report.json").read_text())
     assert [(row["model"], row["steps"]) for row in rep["rows"]] == [
-        ("teacher", 2), ("student", 1), ("student", 2), ("student", 4), ("student", 8)]
+        ("teacher", 2),
+        ("student", 1),
+        ("student", 2),
+        ("student", 4),
+        ("student", 8),
+    ]
     assert all(row["sec_per_image"] > 0 for row in rep["rows"])
     assert "| student | 4 |" in (out / "report.md").read_text() and (out / "report.png").is_file()
     assert any(e["event"] == "report_row" for e in _events(r))
@@ -135,8 +195,21 @@ def test_lcm_lora_from_prompts_with_report(fast_sd, tmp_path):
     only.mkdir()
     for name in ("pytorch_lora_weights.safetensors", "diffcli.json"):
         shutil.copy2(out / name, only / name)
-    g = _ok(cli("txt2img", "a tree", "--model", only, "--seed", "1", "--out", tmp_path / "only.png", "--json",
-                "--dtype", "float32"))
+    g = _ok(
+        cli(
+            "txt2img",
+            "a tree",
+            "--model",
+            only,
+            "--seed",
+            "1",
+            "--out",
+            tmp_path / "only.png",
+            "--json",
+            "--dtype",
+            "float32",
+        )
+    )
     image = Image.open(tmp_path / "only.png")
     record = json.loads(image.info["diffcli"])
     assert (record["job"]["steps"], record["job"]["cfg"], record["job"]["scheduler"]) == (4, 1.0, "lcm")
@@ -148,8 +221,14 @@ def test_lcm_lora_from_prompts_with_report(fast_sd, tmp_path):
     plain.load_lora_weights(str(only), weight_name="pytorch_lora_weights.safetensors")
     plain.fuse_lora()
     plain.scheduler = LCMScheduler.from_config(plain.scheduler.config)
-    expected = plain("a tree", num_inference_steps=4, guidance_scale=1.0, width=32, height=32,
-                     generator=torch.Generator("cpu").manual_seed(1)).images[0]
+    expected = plain(
+        "a tree",
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        width=32,
+        height=32,
+        generator=torch.Generator("cpu").manual_seed(1),
+    ).images[0]
     assert np.array_equal(pixels(tmp_path / "only.png"), np.asarray(expected, dtype=np.int16))
     listed = cli("models", "list", "--json")
     assert listed.exit_code == 0 and str(only) in listed.stdout and '"lora"' in listed.stdout
@@ -168,8 +247,23 @@ def test_sdxl_teacher(tiny_sdxl, photos, tmp_path):
 
     teacher = builders.fast_teacher(tiny_sdxl, tmp_path / "xl", scheduler="euler")
     out = tmp_path / "xl-lcm"
-    _ok(cli("distill", "--teacher", teacher, "--data", photos, "--out", out, "--max-train-steps", "1",
-            "--batch-size", "2", "--no-report", "--quiet"))
+    _ok(
+        cli(
+            "distill",
+            "--teacher",
+            teacher,
+            "--data",
+            photos,
+            "--out",
+            out,
+            "--max-train-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--no-report",
+            "--quiet",
+        )
+    )
     assert (out / "text_encoder_2").is_dir() and (out / "tokenizer_2").is_dir()
     g = _ok(cli("txt2img", "a red castle", "--model", out, "--seed", "1", "--out", tmp_path / "xl.png", "--quiet"))
     assert (tmp_path / "xl.png").is_file(), g.stdout
@@ -178,8 +272,26 @@ def test_sdxl_teacher(tiny_sdxl, photos, tmp_path):
 def test_bundled_teacher_scenes_and_report(as_bundled, tmp_path):
     """The bundled teacher needs no data flags (scene generator); the report scores with the evaluator."""
     out = tmp_path / "tiny-lcm"
-    r = _ok(cli("distill", "--teacher", "tiny", "--out", out, "--num-samples", "16", "--batch-size", "4",
-                "--max-train-steps", "3", "--kd-steps", "1", "--report-n", "4", "--json"))
+    r = _ok(
+        cli(
+            "distill",
+            "--teacher",
+            "tiny",
+            "--out",
+            out,
+            "--num-samples",
+            "16",
+            "--batch-size",
+            "4",
+            "--max-train-steps",
+            "3",
+            "--kd-steps",
+            "1",
+            "--report-n",
+            "4",
+            "--json",
+        )
+    )
     ev = _events(r)
     assert next(e for e in ev if e["event"] == "phase" and e["phase"] == "data")["source"] == "scenes"
     own = json.loads((out / "diffcli.json").read_text())
@@ -233,8 +345,20 @@ def test_a_run_from_before_lr_schedule_resumes_at_its_constant_rate(as_bundled, 
     """A run.json written before --lr-schedule existed (constant rate, no key) still resumes as it
     was, although today's default for the bundled teacher is linear."""
     out = tmp_path / "old"
-    common = ["--teacher", "tiny", "--out", out, "--num-samples", "8", "--batch-size", "2", "--kd-steps", "1",
-              "--no-report", "--json"]
+    common = [
+        "--teacher",
+        "tiny",
+        "--out",
+        out,
+        "--num-samples",
+        "8",
+        "--batch-size",
+        "2",
+        "--kd-steps",
+        "1",
+        "--no-report",
+        "--json",
+    ]
     _ok(cli("distill", *common, "--max-train-steps", "2", "--lr-schedule", "constant"))
     run = out.parent / "old.distill" / "run.json"
     data = json.loads(run.read_text())

@@ -9,9 +9,31 @@ from helpers import ROOT
 
 def test_two_processes(fast_sd, photos, tmp_path):
     out = tmp_path / "student"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "diffcli", "distill", "--teacher", str(fast_sd), "--data", str(photos), "--out", str(out),
-           "--batch-size", "4", "--max-train-steps", "2", "--checkpoint-every", "1", "--no-report", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "diffcli",
+        "distill",
+        "--teacher",
+        str(fast_sd),
+        "--data",
+        str(photos),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--max-train-steps",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--no-report",
+        "--json",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = tmp_path / "student.distill"

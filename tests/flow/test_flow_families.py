@@ -60,14 +60,17 @@ def test_family_detection_and_defaults(tiny_sd3, tiny_flux, tmp_path):
     assert read_layout(schnell).recommended()["steps"] == 4
 
 
-@pytest.mark.parametrize("keys, family", [
-    (["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"], "flux"),  # BFL release files
-    (["model.diffusion_model.double_blocks.0.img_mod.lin.weight"], "flux"),  # ComfyUI-style prefix
-    (["transformer_blocks.0.attn.to_q.weight", "single_transformer_blocks.0.proj_out.weight"], "flux"),  # diffusers
-    (["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "text_encoders.clip_l.x"], "sd3"),  # SAI
-    (["transformer_blocks.0.attn.add_q_proj.weight", "context_embedder.weight"], "sd3"),  # diffusers
-    (["model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.x"], None),  # SD 1.x
-])
+@pytest.mark.parametrize(
+    "keys, family",
+    [
+        (["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"], "flux"),  # BFL release files
+        (["model.diffusion_model.double_blocks.0.img_mod.lin.weight"], "flux"),  # ComfyUI-style prefix
+        (["transformer_blocks.0.attn.to_q.weight", "single_transformer_blocks.0.proj_out.weight"], "flux"),  # diffusers
+        (["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "text_encoders.clip_l.x"], "sd3"),  # SAI
+        (["transformer_blocks.0.attn.add_q_proj.weight", "context_embedder.weight"], "sd3"),  # diffusers
+        (["model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.x"], None),  # SD 1.x
+    ],
+)
 def test_transformer_files_are_told_apart_by_their_tensor_names(keys, family):
     from diffcli.models.checkpoint_info import transformer_family
 
@@ -82,8 +85,16 @@ def test_txt2img_matches_plain_diffusers_and_replays(fixture, request, tmp_path)
     out = written(r)[0]
     record = json.loads(Image.open(out).info["diffcli"])["job"]
     assert record["scheduler"] == "flow-euler" and record["cfg"] == (7.0 if fixture == "tiny_sd3" else 3.5)
-    plain = _plain(model, "txt2img", prompt="castle at dusk", num_inference_steps=2, guidance_scale=record["cfg"],
-                   width=32, height=32, seed=11)
+    plain = _plain(
+        model,
+        "txt2img",
+        prompt="castle at dusk",
+        num_inference_steps=2,
+        guidance_scale=record["cfg"],
+        width=32,
+        height=32,
+        seed=11,
+    )
     assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
     # --from replays the recorded job, pixel for pixel
     again = cli("txt2img", "--from", out, "-o", tmp_path / "b", "--quiet")
@@ -102,12 +113,36 @@ def test_txt2img_matches_plain_diffusers_and_replays(fixture, request, tmp_path)
 def test_img2img_matches_plain_diffusers(fixture, request, tmp_path):
     model = request.getfixturevalue(fixture)
     src = _input(tmp_path / "in.png")
-    r = cli("img2img", src, "watercolor", "-m", model, "--seed", "3", "--steps", "4", "--strength", "0.5",
-            "-o", tmp_path / "out", *FAST)
+    r = cli(
+        "img2img",
+        src,
+        "watercolor",
+        "-m",
+        model,
+        "--seed",
+        "3",
+        "--steps",
+        "4",
+        "--strength",
+        "0.5",
+        "-o",
+        tmp_path / "out",
+        *FAST,
+    )
     assert r.exit_code == 0, r.stderr
     cfg = 7.0 if fixture == "tiny_sd3" else 3.5
-    plain = _plain(model, "img2img", prompt="watercolor", image=Image.open(src).convert("RGB"), strength=0.5,
-                   num_inference_steps=4, guidance_scale=cfg, seed=3, width=32, height=32)
+    plain = _plain(
+        model,
+        "img2img",
+        prompt="watercolor",
+        image=Image.open(src).convert("RGB"),
+        strength=0.5,
+        num_inference_steps=4,
+        guidance_scale=cfg,
+        seed=3,
+        width=32,
+        height=32,
+    )
     assert np.array_equal(pixels(written(r)[0]), np.asarray(plain, dtype=np.int16))
 
 
@@ -159,8 +194,17 @@ def test_shift_multiplies_the_flux_schedule(tiny_flux, tmp_path):
     assert r.exit_code == 0, r.stderr
     u = np.linspace(1.0, 1 / 3, 3)
     sigmas = list(2 * u / (1 + u))
-    plain = _plain(tiny_flux, "txt2img", prompt="castle", num_inference_steps=3, sigmas=sigmas, guidance_scale=3.5,
-                   width=32, height=32, seed=5)
+    plain = _plain(
+        tiny_flux,
+        "txt2img",
+        prompt="castle",
+        num_inference_steps=3,
+        sigmas=sigmas,
+        guidance_scale=3.5,
+        width=32,
+        height=32,
+        seed=5,
+    )
     out = written(r)[0]
     assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
     assert "Shift: 2" in Image.open(out).info["parameters"]
@@ -185,8 +229,14 @@ def test_a_transformer_file_with_base_matches_plain_diffusers(tiny_flux, flux_fi
     assert r.exit_code == 0, r.stderr
     transformer = FluxTransformer2DModel.from_pretrained(str(flux_files["folder"]), torch_dtype=torch.float32)
     pipe = FluxPipeline.from_pretrained(str(tiny_flux), transformer=transformer, torch_dtype=torch.float32)
-    plain = pipe("castle at dusk", num_inference_steps=2, guidance_scale=3.5, width=32, height=32,
-                 generator=torch.Generator("cpu").manual_seed(2)).images[0]
+    plain = pipe(
+        "castle at dusk",
+        num_inference_steps=2,
+        guidance_scale=3.5,
+        width=32,
+        height=32,
+        generator=torch.Generator("cpu").manual_seed(2),
+    ).images[0]
     unquantized = pixels(written(r)[0])
     assert np.array_equal(unquantized, np.asarray(plain, dtype=np.int16))
     record = json.loads(Image.open(written(r)[0]).info["diffcli"])["job"]
@@ -232,8 +282,24 @@ def test_inpaint_sd3_flux_and_flux_fill_keep_everything_outside_the_mask(tiny_sd
     Image.fromarray(mask).save(tmp_path / "mask.png")
     before = pixels(src)
     for model in (tiny_sd3, tiny_flux, fill):
-        r = cli("inpaint", src, "a red door", "--mask", tmp_path / "mask.png", "-m", model, "--seed", "2",
-                "--steps", "2", "--mask-blur", "0", "-o", tmp_path / "out", *FAST)
+        r = cli(
+            "inpaint",
+            src,
+            "a red door",
+            "--mask",
+            tmp_path / "mask.png",
+            "-m",
+            model,
+            "--seed",
+            "2",
+            "--steps",
+            "2",
+            "--mask-blur",
+            "0",
+            "-o",
+            tmp_path / "out",
+            *FAST,
+        )
         assert r.exit_code == 0, (model, r.stderr)
         out = pixels(written(r)[0])
         assert np.array_equal(out[:, :16], before[:, :16]), model
@@ -283,7 +349,16 @@ def test_partial_latents_decode_as_the_pipeline_decodes_them(fixture, request):
     from diffcli.pipelines import decode_latents
 
     pipe = _plain_base(str(request.getfixturevalue(fixture)))
-    run = lambda kind: pipe("castle", num_inference_steps=1, width=32, height=32, output_type=kind,  # noqa: E731
-                            generator=torch.Generator("cpu").manual_seed(0)).images
+
+    def run(kind):
+        return pipe(
+            "castle",
+            num_inference_steps=1,
+            width=32,
+            height=32,
+            output_type=kind,
+            generator=torch.Generator("cpu").manual_seed(0),
+        ).images
+
     ours = decode_latents(pipe, run("latent"), (32, 32))[0]
     assert np.array_equal(np.asarray(ours), np.asarray(run("pil")[0]))

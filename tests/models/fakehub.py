@@ -120,9 +120,11 @@ class FakeHub:
                 parts = urlsplit(self.path)
                 path = unquote(parts.path)
                 with hub.lock:
-                    hub.requests.append(("HEAD" if head else "GET", path, {k.title(): v for k, v in self.headers.items()}))
+                    hub.requests.append(
+                        ("HEAD" if head else "GET", path, {k.title(): v for k, v in self.headers.items()})
+                    )
                 if path.startswith("/api/models/"):
-                    return self._api(path[len("/api/models/"):], head)
+                    return self._api(path[len("/api/models/") :], head)
                 if path.startswith("/files/"):
                     if path not in hub.plain:
                         return self._error(404, "EntryNotFound", head)
@@ -164,8 +166,18 @@ class FakeHub:
                     if name.endswith(LFS_EXT):
                         s["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
                     siblings.append(s)
-                body = json.dumps({"id": repo_id, "modelId": repo_id, "sha": commit, "private": False,
-                                   "siblings": siblings, "tags": [], "downloads": 0, "likes": 0}).encode()
+                body = json.dumps(
+                    {
+                        "id": repo_id,
+                        "modelId": repo_id,
+                        "sha": commit,
+                        "private": False,
+                        "siblings": siblings,
+                        "tags": [],
+                        "downloads": 0,
+                        "likes": 0,
+                    }
+                ).encode()
                 self._send(200, body, {"Content-Type": "application/json"}, head)
 
             def _resolve(self, repo_id, rev, filename, head):
@@ -221,7 +233,7 @@ class FakeHub:
                 step = 65536
                 try:
                     while sent < len(chunk):
-                        piece = chunk[sent: sent + step]
+                        piece = chunk[sent : sent + step]
                         if limit is not None and sent + len(piece) > limit:
                             piece = piece[: max(limit - sent, 0)]
                             self.wfile.write(piece)
@@ -246,21 +258,29 @@ def sd_repo_files(*, pickles: bool = True, extras: bool = True, fp16: bool = Tru
     `big` makes the UNet weights about that many bytes (for progress / interruption tests)."""
     unet_shape = [max(big // 4, 16)]
     files = {
-        "model_index.json": json.dumps({
-            "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-            "feature_extractor": [None, None], "safety_checker": [None, None], "requires_safety_checker": False,
-            "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-            "vae": ["diffusers", "AutoencoderKL"],
-        }).encode(),
+        "model_index.json": json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "_diffusers_version": "0.42.1",
+                "feature_extractor": [None, None],
+                "safety_checker": [None, None],
+                "requires_safety_checker": False,
+                "scheduler": ["diffusers", "PNDMScheduler"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+            }
+        ).encode(),
         "scheduler/scheduler_config.json": json.dumps({"_class_name": "PNDMScheduler"}).encode(),
         "text_encoder/config.json": json.dumps({"architectures": ["CLIPTextModel"], "hidden_size": 32}).encode(),
         "text_encoder/model.safetensors": safetensors_bytes({"te": ("F32", [8])}, 3),
         "tokenizer/vocab.json": b'{"a": 0}',
         "tokenizer/merges.txt": b"#version: 0.2\n",
         "tokenizer/tokenizer_config.json": b'{"tokenizer_class": "CLIPTokenizer"}',
-        "unet/config.json": json.dumps({"_class_name": "UNet2DConditionModel", "in_channels": 4,
-                                        "cross_attention_dim": 768, "sample_size": 64}).encode(),
+        "unet/config.json": json.dumps(
+            {"_class_name": "UNet2DConditionModel", "in_channels": 4, "cross_attention_dim": 768, "sample_size": 64}
+        ).encode(),
         "unet/diffusion_pytorch_model.safetensors": safetensors_bytes({"unet": ("F32", unet_shape)}, 5),
         "vae/config.json": json.dumps({"_class_name": "AutoencoderKL", "block_out_channels": [1, 2, 3, 4]}).encode(),
         "vae/diffusion_pytorch_model.safetensors": safetensors_bytes({"vae": ("F32", [8])}, 7),

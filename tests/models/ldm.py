@@ -9,14 +9,25 @@ import json
 import re
 from pathlib import Path
 
-RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
-          ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+RESNET = [
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+]
 UNET_STATIC = {
-    "time_embedding.linear_1.weight": "time_embed.0.weight", "time_embedding.linear_1.bias": "time_embed.0.bias",
-    "time_embedding.linear_2.weight": "time_embed.2.weight", "time_embedding.linear_2.bias": "time_embed.2.bias",
-    "conv_in.weight": "input_blocks.0.0.weight", "conv_in.bias": "input_blocks.0.0.bias",
-    "conv_norm_out.weight": "out.0.weight", "conv_norm_out.bias": "out.0.bias",
-    "conv_out.weight": "out.2.weight", "conv_out.bias": "out.2.bias",
+    "time_embedding.linear_1.weight": "time_embed.0.weight",
+    "time_embedding.linear_1.bias": "time_embed.0.bias",
+    "time_embedding.linear_2.weight": "time_embed.2.weight",
+    "time_embedding.linear_2.bias": "time_embed.2.bias",
+    "conv_in.weight": "input_blocks.0.0.weight",
+    "conv_in.bias": "input_blocks.0.0.bias",
+    "conv_norm_out.weight": "out.0.weight",
+    "conv_norm_out.bias": "out.0.bias",
+    "conv_out.weight": "out.2.weight",
+    "conv_out.bias": "out.2.bias",
 }
 VAE_STATIC = {"conv_norm_out": "norm_out"}
 VAE_ATTN = [("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out")]
@@ -25,7 +36,7 @@ VAE_ATTN = [("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"),
 def _resnet(rest: str) -> str:
     for new, old in RESNET:
         if rest.startswith(new + "."):
-            return old + rest[len(new):]
+            return old + rest[len(new) :]
     return rest
 
 
@@ -64,7 +75,7 @@ def vae_key(key: str, config: dict):
     part, _, rest = key.partition(".")
     for new, old in VAE_STATIC.items():
         if rest.startswith(new + "."):
-            return f"{part}.{old}{rest[len(new):]}", False
+            return f"{part}.{old}{rest[len(new) :]}", False
     if m := re.match(r"(down|up)_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", rest):
         kind, i, j, tail = m[1], int(m[2]), int(m[3]), m[4]
         idx = i if kind == "down" else n_up - 1 - i
@@ -79,7 +90,7 @@ def vae_key(key: str, config: dict):
         tail = m[1]
         for new, old in VAE_ATTN:
             if tail.startswith(new + "."):
-                tail = old + tail[len(new):]
+                tail = old + tail[len(new) :]
                 break
         return f"{part}.mid.attn_1.{tail}", tail.endswith("weight") and not tail.startswith("norm")
     return key, False

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from diffcli.models import hub, registry, resolve
 
-from helpers import cli, subprocess_cli
-
 from .fakehub import sd_repo_files
+from helpers import cli, subprocess_cli
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
 
@@ -107,8 +106,13 @@ def test_verify_model_fetched_by_another_tool(fakehub, sd_repo):
     """A snapshot downloaded with plain huggingface_hub is reused (adopted) and verifiable."""
     from huggingface_hub import snapshot_download
 
-    snap = snapshot_download(sd_repo, cache_dir=str(hub.hub_cache_dir()), endpoint=fakehub.url,
-                             allow_patterns=["*.json", "*.txt", "*/*.safetensors"], ignore_patterns=["*fp16*"])
+    snap = snapshot_download(
+        sd_repo,
+        cache_dir=str(hub.hub_cache_dir()),
+        endpoint=fakehub.url,
+        allow_patterns=["*.json", "*.txt", "*/*.safetensors"],
+        ignore_patterns=["*fp16*"],
+    )
     ref = resolve(sd_repo, offline=True)
     assert ref.path == Path(snap)
     assert cli("models", "verify", sd_repo).exit_code == 0

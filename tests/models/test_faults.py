@@ -72,7 +72,10 @@ def test_wrong_hash_is_an_error_and_is_discarded_then_a_clean_pull_works(fakehub
 def _spawn_pull(name: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "diffcli", "models", "pull", name, "-q", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from diffcli.errors import UsageError
 from diffcli.models import resolve
+
 from helpers import cli
 
 
@@ -32,8 +33,9 @@ def test_flow_aliases_are_listed_with_their_settings():
 def test_a_flux_transformer_file_pulls_from_a_url_and_asks_for_a_base(fakehub):
     from .fakehub import safetensors_bytes
 
-    data = safetensors_bytes({"double_blocks.0.img_attn.qkv.weight": ("F16", [12, 4]),
-                              "single_blocks.0.linear1.weight": ("F16", [8, 4])}, 1)
+    data = safetensors_bytes(
+        {"double_blocks.0.img_attn.qkv.weight": ("F16", [12, 4]), "single_blocks.0.linear1.weight": ("F16", [8, 4])}, 1
+    )
     fakehub.plain["/files/flux1-finetune.safetensors"] = (data, {})
     url = f"{fakehub.url}/files/flux1-finetune.safetensors"
     r = cli("models", "pull", url)

@@ -9,20 +9,16 @@ import json
 import re
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-from helpers import heavy_imports
 
 from diffcli.errors import RuntimeFailure, UsageError
 from diffcli.models import hub, registry, resolve, url_store, urls
 from diffcli.models import verify as verify_mod
 
-from helpers import ROOT, cli
 from .fakehub import safetensors_bytes, sd_repo_files
+from helpers import ROOT, cli, heavy_imports
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
 SD1_KEYS = {
@@ -93,8 +89,9 @@ def test_rm_of_a_revision_removes_only_that_revisions_records(fakehub):
 
 def test_rm_of_an_interrupted_revision_pull_removes_only_its_record(fakehub):
     _two_revisions(fakehub)
-    registry.update("hub:acme/two@v3", repo_id="acme/two", revision="v3", commit="c" * 40, status="partial",
-                    source="hub")
+    registry.update(
+        "hub:acme/two@v3", repo_id="acme/two", revision="v3", commit="c" * 40, status="partial", source="hub"
+    )
     before = set(registry.entries())
     r = cli("models", "rm", "acme/two@v3", "-y")
     assert r.exit_code == 0, r.stderr
@@ -162,7 +159,9 @@ def test_damaged_registry_warning_is_a_json_event_in_json_mode(fakehub, url_ckpt
 
 
 @pytest.mark.parametrize("where", ["file", "under-file"])
-@pytest.mark.parametrize("command", [["list"], ["list", "--json"], ["verify"], ["verify", "acme/x"], ["info", "acme/x"]])
+@pytest.mark.parametrize(
+    "command", [["list"], ["list", "--json"], ["verify"], ["verify", "acme/x"], ["info", "acme/x"]]
+)
 def test_unreadable_hf_cache_is_one_clear_line(tmp_path, monkeypatch, where, command):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
@@ -397,11 +396,17 @@ def test_verify_detects_damage_in_a_copy_of_the_bundled_model(tmp_path):
 # ---------------------------------------------------------------- fast start
 
 
-
-
-@pytest.mark.parametrize("args", [["models", "list"], ["models", "info", "tiny-lcm"], ["models", "verify", "tiny"],
-                                  ["models", "aliases"], ["models", "rm", "acme/absent", "-y"],
-                                  ["models", "verify"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models", "list"],
+        ["models", "info", "tiny-lcm"],
+        ["models", "verify", "tiny"],
+        ["models", "aliases"],
+        ["models", "rm", "acme/absent", "-y"],
+        ["models", "verify"],
+    ],
+)
 def test_model_commands_do_not_import_torch(args):
     r = heavy_imports(*args)
     assert "HEAVY=\n" in r.stderr, r.stderr

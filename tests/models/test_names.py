@@ -37,27 +37,47 @@ def test_aliases_are_documented_and_use_known_schedulers():
 
 
 REPO = [
-    "model_index.json", "README.md", "v1-5-pruned.ckpt", "v1-5-pruned.safetensors",
-    "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin",
-    "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.non_ema.safetensors",
+    "model_index.json",
+    "README.md",
+    "v1-5-pruned.ckpt",
+    "v1-5-pruned.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet/diffusion_pytorch_model.bin",
+    "unet/diffusion_pytorch_model.fp16.safetensors",
+    "unet/diffusion_pytorch_model.non_ema.safetensors",
     "unet/diffusion_flax_model.msgpack",
-    "text_encoder/config.json", "text_encoder/model-00001-of-00002.safetensors",
-    "text_encoder/model-00002-of-00002.safetensors", "text_encoder/model.safetensors.index.json",
-    "text_encoder/model.fp16-00001-of-00001.safetensors", "text_encoder/model.safetensors.index.fp16.json",
+    "text_encoder/config.json",
+    "text_encoder/model-00001-of-00002.safetensors",
+    "text_encoder/model-00002-of-00002.safetensors",
+    "text_encoder/model.safetensors.index.json",
+    "text_encoder/model.fp16-00001-of-00001.safetensors",
+    "text_encoder/model.safetensors.index.fp16.json",
     "text_encoder/pytorch_model.bin",
-    "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/special_tokens_map.json",
-    "onnx/unet/model.onnx", "safety_checker/model.safetensors",
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "tokenizer/special_tokens_map.json",
+    "onnx/unet/model.onnx",
+    "safety_checker/model.safetensors",
 ]
 
 
 def test_select_plain():
     got = select_files(REPO, ["unet", "text_encoder", "tokenizer"])
-    assert got == sorted([
-        "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-        "text_encoder/config.json", "text_encoder/model-00001-of-00002.safetensors",
-        "text_encoder/model-00002-of-00002.safetensors", "text_encoder/model.safetensors.index.json",
-        "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/special_tokens_map.json",
-    ])
+    assert got == sorted(
+        [
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "text_encoder/config.json",
+            "text_encoder/model-00001-of-00002.safetensors",
+            "text_encoder/model-00002-of-00002.safetensors",
+            "text_encoder/model.safetensors.index.json",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "tokenizer/special_tokens_map.json",
+        ]
+    )
 
 
 def test_select_variant():
@@ -70,7 +90,9 @@ def test_select_variant():
 
 
 def test_resolve_local_dir_in_place_and_refuses_incomplete(tmp_path):
-    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
+    (tmp_path / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}'
+    )
     with pytest.raises(UsageError, match="incomplete"):
         resolve(str(tmp_path), offline=True)
     (tmp_path / "unet").mkdir()
@@ -86,7 +108,9 @@ def test_resolving_imports_no_heavy_libraries(tmp_path):
     import subprocess
     import sys
 
-    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
+    (tmp_path / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}'
+    )
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     code = (

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from helpers import cli
-
 from .fakehub import safetensors_bytes
+from helpers import cli
 
 FAST = ["--steps", "1", "--dtype", "float32", "--no-server", "--json"]
 
@@ -38,8 +37,17 @@ def _warnings(result) -> list[str]:
 
 def test_another_model_fetches_no_decoder_or_controlnet_named_in_the_image(fakehub, tiny_sd, tmp_path):
     control = f"acme/controlnet:{_control_map(tmp_path)}:1.0:0.0:1.0"
-    img = _recorded(tmp_path / "r.png", {"task": "txt2img", "prompt": "castle", "model": "someone/recorded",
-                                         "seed": 1, "vae_decoder": "acme/taesd", "control": [control]})
+    img = _recorded(
+        tmp_path / "r.png",
+        {
+            "task": "txt2img",
+            "prompt": "castle",
+            "model": "someone/recorded",
+            "seed": 1,
+            "vae_decoder": "acme/taesd",
+            "control": [control],
+        },
+    )
     r = cli("txt2img", "--from", img, "--model", tiny_sd, "-o", tmp_path / "o", *FAST)
     assert fakehub.requests == []
     assert r.exit_code == 0, r.stderr
@@ -54,8 +62,10 @@ def test_another_model_fetches_no_decoder_or_controlnet_named_in_the_image(fakeh
 
 
 def test_a_replay_fetches_no_decoder_named_in_the_image_but_one_named_by_a_flag(fakehub, tiny_sd, tmp_path):
-    img = _recorded(tmp_path / "r.png", {"task": "txt2img", "prompt": "castle", "model": str(tiny_sd), "seed": 1,
-                                         "vae_decoder": "acme/taesd"})
+    img = _recorded(
+        tmp_path / "r.png",
+        {"task": "txt2img", "prompt": "castle", "model": str(tiny_sd), "seed": 1, "vae_decoder": "acme/taesd"},
+    )
     r = cli("txt2img", "--from", img, "-o", tmp_path / "o", *FAST)
     assert fakehub.requests == []
     assert r.exit_code == 0, r.stderr
@@ -69,10 +79,15 @@ def test_a_replay_fetches_no_decoder_named_in_the_image_but_one_named_by_a_flag(
 def test_another_model_fetches_no_base_named_in_the_image(fakehub, tmp_path):
     # a FLUX.1 transformer file (what its tensor names say): its other components come from --base
     transformer = tmp_path / "flux-transformer.safetensors"
-    transformer.write_bytes(safetensors_bytes({"double_blocks.0.img_attn.qkv.weight": ("F32", [4]),
-                                               "single_blocks.0.linear1.weight": ("F32", [4])}))
-    img = _recorded(tmp_path / "r.png", {"task": "txt2img", "prompt": "castle", "model": "someone/recorded.gguf",
-                                         "base": "acme/flux-base", "seed": 1})
+    transformer.write_bytes(
+        safetensors_bytes(
+            {"double_blocks.0.img_attn.qkv.weight": ("F32", [4]), "single_blocks.0.linear1.weight": ("F32", [4])}
+        )
+    )
+    img = _recorded(
+        tmp_path / "r.png",
+        {"task": "txt2img", "prompt": "castle", "model": "someone/recorded.gguf", "base": "acme/flux-base", "seed": 1},
+    )
     r = cli("txt2img", "--from", img, "--model", transformer, "-o", tmp_path / "o", *FAST)
     assert fakehub.requests == []
     assert r.exit_code == 2, r.stderr

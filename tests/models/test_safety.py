@@ -12,8 +12,8 @@ from diffcli.models import hub, resolve
 from diffcli.models.names import parse, safe_basename, url_filename, validate_repo_file, validate_revision
 from diffcli.models.safety import scrub
 
-from helpers import cli
 from .fakehub import sd_repo_files
+from helpers import cli
 
 TOKEN = "hf_SuperSecretToken0123456789"
 

@@ -118,10 +118,10 @@ def test_rm_url_checkpoint(ckpt):
 
 
 def test_cli_pull_of_sd1_checkpoint_fetches_tokenizer_files(ckpt, fakehub):
-    from helpers import cli
-
     from diffcli.models.single_file import TOKENIZER_REPOS, _cached_tokenizer_file
+
     from .fakehub import sd_repo_files
+    from helpers import cli
 
     fakehub.add_repo(TOKENIZER_REPOS["sd1"], sd_repo_files())
     url, _ = ckpt

@@ -21,8 +21,14 @@ class RunningServer:
         self.env.pop("DIFFCLI_SERVER", None)
         self.log_path = directory / "server.log"
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "diffcli", "serve", *args], env=self.env,
-                                         stdout=log, stderr=log, start_new_session=True, cwd=cwd)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "diffcli", "serve", *args],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                cwd=cwd,
+            )
         deadline = time.time() + 60
         while request("status", self.path) is None:
             assert self.proc.poll() is None, self.log()
@@ -36,12 +42,26 @@ class RunningServer:
         return request("status", self.path)
 
     def cli(self, *args, cwd=None, env=None, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "diffcli", *map(str, args)], capture_output=True, text=True,
-                              env={**self.env, **(env or {})}, cwd=cwd, timeout=timeout, **kwargs)
+        return subprocess.run(
+            [sys.executable, "-m", "diffcli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            cwd=cwd,
+            timeout=timeout,
+            **kwargs,
+        )
 
     def popen(self, *args, cwd=None, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "diffcli", *map(str, args)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.env, cwd=cwd, **kwargs)
+        return subprocess.Popen(
+            [sys.executable, "-m", "diffcli", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=cwd,
+            **kwargs,
+        )
 
     def use_env(self, monkeypatch) -> None:
         """This test process's environment as the server's (for helpers that run with os.environ)."""
@@ -64,8 +84,13 @@ class RunningServer:
 
 def server_env(home: Path) -> dict:
     env = dict(os.environ)
-    env.update(DIFFCLI_HOME=str(home / "diffcli"), HF_HOME=str(home / "hf"), HF_HUB_CACHE=str(home / "hf" / "hub"),
-               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    env.update(
+        DIFFCLI_HOME=str(home / "diffcli"),
+        HF_HOME=str(home / "hf"),
+        HF_HUB_CACHE=str(home / "hf" / "hub"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    )
     env.pop("DIFFCLI_MODEL", None)
     env.pop("HF_HUB_OFFLINE", None)
     return env

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from diffcli.serve.client import connect
+
 from helpers import heavy_imports
 from serving import RunningServer, server_env
 
@@ -74,18 +75,24 @@ def running(tmp_path_factory):
 
 
 def serve_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diffcli", "serve", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "diffcli", "serve", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 # -- item 1: every option reaches the process that serves ---------------------------------------------
 
-@pytest.mark.parametrize("flags, headers, secret, names", [
-    (["--api-key", KEY], bearer(KEY), KEY, ["api-key"]),
-    (["--api-auth", f"{USER}:{PASSWORD}"], basic(USER, PASSWORD), PASSWORD, ["basic"]),
-])
-def test_detach_gives_the_server_its_credentials_and_keeps_them_off_command_lines(sock_dir, tmp_path, flags,
-                                                                                  headers, secret, names):
+
+@pytest.mark.parametrize(
+    "flags, headers, secret, names",
+    [
+        (["--api-key", KEY], bearer(KEY), KEY, ["api-key"]),
+        (["--api-auth", f"{USER}:{PASSWORD}"], basic(USER, PASSWORD), PASSWORD, ["basic"]),
+    ],
+)
+def test_detach_gives_the_server_its_credentials_and_keeps_them_off_command_lines(
+    sock_dir, tmp_path, flags, headers, secret, names
+):
     env = clean_env(tmp_path / "home", sock_dir / "s.sock")
     started = serve_cli(env, "--detach", "--http", "127.0.0.1:0", *flags, "--idle", "5m")
     assert started.returncode == 0, started.stderr
@@ -116,12 +123,15 @@ def test_detach_next_to_a_running_server_refuses(running):
 def test_http_flags_without_http_are_refused(sock_dir, tmp_path):
     env = clean_env(tmp_path / "home", sock_dir / "s.sock")
     try:
-        for args, flag in ((["--detach", "--api-key", KEY], "--api-key"),
-                           (["--detach", "--api-auth", f"{USER}:{PASSWORD}"], "--api-auth"),
-                           (["--detach", "--output-dir", str(tmp_path)], "--output-dir")):
+        for args, flag in (
+            (["--detach", "--api-key", KEY], "--api-key"),
+            (["--detach", "--api-auth", f"{USER}:{PASSWORD}"], "--api-auth"),
+            (["--detach", "--output-dir", str(tmp_path)], "--output-dir"),
+        ):
             p = serve_cli(env, *args)
-            assert p.returncode == 2 and p.stderr == (f"diffcli: error: {flag} is for the HTTP API; add --http "
-                                                      f"HOST:PORT (e.g. 127.0.0.1:7860)\n"), p.stderr
+            assert p.returncode == 2 and p.stderr == (
+                f"diffcli: error: {flag} is for the HTTP API; add --http HOST:PORT (e.g. 127.0.0.1:7860)\n"
+            ), p.stderr
         assert not (sock_dir / "s.sock").exists()
         # the variables may be set for other uses: a server without --http still starts
         p = serve_cli({**env, "DIFFCLI_API_KEY": KEY}, "--detach")
@@ -131,6 +141,7 @@ def test_http_flags_without_http_are_refused(sock_dir, tmp_path):
 
 
 # -- item 2: who can use the HTTP API -----------------------------------------------------------------
+
 
 def test_without_credentials_status_and_log_say_the_api_is_open(running):
     server = running({}, "--http", "127.0.0.1:0")
@@ -169,9 +180,11 @@ def test_api_key_is_bearer_for_openai_and_the_basic_password(running):
     base = f"http://{server.http}/v1"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=base, api_key="not-the-key-at-all", max_retries=0).images.generate(
-            prompt="castle", model="tiny-lcm", size="64x64", response_format="b64_json")
+            prompt="castle", model="tiny-lcm", size="64x64", response_format="b64_json"
+        )
     made = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, timeout=120).images.generate(
-        prompt="castle", model="tiny-lcm", size="64x64", response_format="b64_json")
+        prompt="castle", model="tiny-lcm", size="64x64", response_format="b64_json"
+    )
     assert len(made.data) == 1 and made.data[0].b64_json
     assert status_of(server.http, headers=basic("anyone", KEY)) == 200  # A1111 clients: the key as the password
     assert status_of(server.http, headers=basic("anyone", "k" * 23)) == 401
@@ -179,12 +192,15 @@ def test_api_key_is_bearer_for_openai_and_the_basic_password(running):
     assert said["http_auth"] == ["api-key"] and KEY not in json.dumps(said)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--api-auth", "alice"], "--api-auth must be USER:PASSWORD"),
-    (["--api-auth", ":" + PASSWORD], "--api-auth must be USER:PASSWORD"),
-    (["--api-auth", "alice:short"], "the --api-auth password must be at least 16 characters"),
-    (["--api-key", "short"], "--api-key must be at least 16 characters"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--api-auth", "alice"], "--api-auth must be USER:PASSWORD"),
+        (["--api-auth", ":" + PASSWORD], "--api-auth must be USER:PASSWORD"),
+        (["--api-auth", "alice:short"], "the --api-auth password must be at least 16 characters"),
+        (["--api-key", "short"], "--api-key must be at least 16 characters"),
+    ],
+)
 def test_bad_credentials_are_one_line_exit_2(sock_dir, tmp_path, args, message):
     p = serve_cli(clean_env(tmp_path / "home", sock_dir / "s.sock"), "--http", "127.0.0.1:0", *args)
     assert p.returncode == 2 and p.stderr == f"diffcli: error: {message}\n", p.stderr
@@ -202,6 +218,7 @@ def test_status_and_help_do_not_import_torch(running, monkeypatch):
 
 # -- item 5: secrets are not compatibility ------------------------------------------------------------
 
+
 def test_a_shell_without_the_key_still_uses_the_server(running, monkeypatch):
     server = running({"DIFFCLI_API_KEY": KEY, "DIFFCLI_API_AUTH": f"{USER}:{PASSWORD}"}, "--http", "127.0.0.1:0")
     assert status_of(server.http) == 401  # the server took its key from its environment
@@ -212,8 +229,13 @@ def test_a_shell_without_the_key_still_uses_the_server(running, monkeypatch):
     assert client is not None  # this shell has no key, and still uses the running server
     client.close()
     env = {k: v for k, v in server.env.items() if k not in SECRETS}
-    said = subprocess.run([sys.executable, "-m", "diffcli", "serve", "--status", "--json"], capture_output=True,
-                          text=True, env=env, timeout=60)
+    said = subprocess.run(
+        [sys.executable, "-m", "diffcli", "serve", "--status", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert json.loads(said.stdout)["compatible"] is True
     monkeypatch.setenv("DIFFCLI_API_KEY", "another-key-entirely-0123")  # nor does a different one matter
     client = connect()

@@ -47,13 +47,17 @@ def test_txt2img_through_the_server_is_the_same_as_without(server, tiny_sd, tmp_
 
     assert served.stdout.splitlines() == ["shots/00000-5-castle_at_dusk.png", "shots/00001-6-castle_at_dusk.png"]
     assert local.stdout.replace("local/", "shots/") == served.stdout
-    assert _shape(_events(served.stderr)) == [{**e, "path": e["path"].replace("local/", "shots/")} if "path" in e else e
-                                              for e in _shape(_events(local.stderr))]
+    assert _shape(_events(served.stderr)) == [
+        {**e, "path": e["path"].replace("local/", "shots/")} if "path" in e else e
+        for e in _shape(_events(local.stderr))
+    ]
     for name in ("00000-5-castle_at_dusk.png", "00001-6-castle_at_dusk.png"):
         a, b = tmp_path / "shots" / name, tmp_path / "local" / name
         assert np.array_equal(pixels(a), pixels(b))
         assert _record(a) == _record(b)
-    assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == sorted(
+        p.name for p in (tmp_path / "local").iterdir()
+    )
 
 
 def test_json_output_and_img2img_with_a_relative_input(server, tiny_sd, tmp_path):
@@ -67,8 +71,9 @@ def test_json_output_and_img2img_with_a_relative_input(server, tiny_sd, tmp_path
     assert a["path"].startswith("a/") and {**a, "path": None} == {**b, "path": None}
     assert np.array_equal(pixels(tmp_path / a["path"]), pixels(tmp_path / b["path"]))
     assert _record(tmp_path / a["path"])[1]["job"]["image"] == str(tmp_path / "in.png")
-    assert [e["message"] for e in _events(served.stderr) if e["event"] == "warning"] == \
-        [e["message"] for e in _events(local.stderr) if e["event"] == "warning"]
+    assert [e["message"] for e in _events(served.stderr) if e["event"] == "warning"] == [
+        e["message"] for e in _events(local.stderr) if e["event"] == "warning"
+    ]
 
 
 def test_the_client_does_not_import_torch(server, tiny_sd, tmp_path, monkeypatch):
@@ -80,11 +85,14 @@ def test_the_client_does_not_import_torch(server, tiny_sd, tmp_path, monkeypatch
     assert len(list(tmp_path.glob("*.png"))) == 1
 
 
-@pytest.mark.parametrize("args, files", [
-    (["--steps", "0"], []),
-    (["-W", "60"], []),  # not a multiple of the model's 8: found by settle
-    (["-o", "taken.png"], ["taken.png"]),  # found by the server when it plans the names: named as typed
-])
+@pytest.mark.parametrize(
+    "args, files",
+    [
+        (["--steps", "0"], []),
+        (["-W", "60"], []),  # not a multiple of the model's 8: found by settle
+        (["-o", "taken.png"], ["taken.png"]),  # found by the server when it plans the names: named as typed
+    ],
+)
 def test_bad_input_gives_the_same_error_and_exit_code(server, tiny_sd, tmp_path, args, files):
     for name in files:
         (tmp_path / name).write_bytes(b"x")
@@ -99,8 +107,23 @@ def test_bad_input_gives_the_same_error_and_exit_code(server, tiny_sd, tmp_path,
 
 def test_upscale_through_the_server_is_the_same_as_without(server, tiny_sd, tmp_path):
     Image.new("RGB", (32, 24), (40, 160, 90)).save(tmp_path / "small.png")
-    args = ["upscale", "small.png", "-m", tiny_sd, "--method", "tiled", "--scale", "2", "--seed", "3", "--json",
-            "--steps", "4", "--dtype", "float32"]
+    args = [
+        "upscale",
+        "small.png",
+        "-m",
+        tiny_sd,
+        "--method",
+        "tiled",
+        "--scale",
+        "2",
+        "--seed",
+        "3",
+        "--json",
+        "--steps",
+        "4",
+        "--dtype",
+        "float32",
+    ]
     before = _done(server)
     served = server.cli(*args, "-o", "a/", cwd=tmp_path)
     assert served.returncode == 0, served.stderr + server.log()
@@ -113,16 +136,21 @@ def test_upscale_through_the_server_is_the_same_as_without(server, tiny_sd, tmp_
     assert pixels(tmp_path / a["path"]).shape == (48, 64, 3)
     assert np.array_equal(pixels(tmp_path / a["path"]), pixels(tmp_path / b["path"]))
     assert _record(tmp_path / a["path"]) == _record(tmp_path / b["path"])
-    assert _shape(_events(served.stderr)) == [{**e, "path": e["path"].replace("b/", "a/")} if "path" in e else e
-                                              for e in _shape(_events(local.stderr))]
+    assert _shape(_events(served.stderr)) == [
+        {**e, "path": e["path"].replace("b/", "a/")} if "path" in e else e for e in _shape(_events(local.stderr))
+    ]
     bad = ["upscale", "small.png", "--scale", "1", "--quiet"]
     served, local = server.cli(*bad, cwd=tmp_path), server.cli(*bad, "--no-server", cwd=tmp_path)
     assert served.returncode == local.returncode == 2 and served.stderr == local.stderr
 
 
 def test_concurrent_clients_each_get_their_own_images(server, tiny_sd, tmp_path):
-    procs = [server.popen("txt2img", "castle", "-m", tiny_sd, "--seed", str(seed), "-o", "out", "--quiet", *FAST,
-                          cwd=tmp_path) for seed in (11, 12, 13)]
+    procs = [
+        server.popen(
+            "txt2img", "castle", "-m", tiny_sd, "--seed", str(seed), "-o", "out", "--quiet", *FAST, cwd=tmp_path
+        )
+        for seed in (11, 12, 13)
+    ]
     results = [(p, *p.communicate(timeout=120)) for p in procs]
     for seed, (p, stdout, stderr) in zip((11, 12, 13), results):
         assert p.returncode == 0, stderr
@@ -133,16 +161,34 @@ def test_concurrent_clients_each_get_their_own_images(server, tiny_sd, tmp_path)
 
 
 def test_ctrl_c_cancels_only_that_clients_job(server, tiny_sd, tmp_path):
-    slow = server.popen("txt2img", "castle", "-m", tiny_sd, "--steps", "400", "--seed", "1", "--scheduler", "euler",
-                        "-o", "slow", "--json", "--dtype", "float32", "--save-partial", cwd=tmp_path,
-                        preexec_fn=default_sigint)
+    slow = server.popen(
+        "txt2img",
+        "castle",
+        "-m",
+        tiny_sd,
+        "--steps",
+        "400",
+        "--seed",
+        "1",
+        "--scheduler",
+        "euler",
+        "-o",
+        "slow",
+        "--json",
+        "--dtype",
+        "float32",
+        "--save-partial",
+        cwd=tmp_path,
+        preexec_fn=default_sigint,
+    )
     deadline = time.time() + 60
     for line in slow.stderr:
         if '"step": 3,' in line:
             break
         assert time.time() < deadline
-    quick = server.popen("txt2img", "castle", "-m", tiny_sd, "--seed", "2", "-o", "quick", "--json", *FAST,
-                         cwd=tmp_path)
+    quick = server.popen(
+        "txt2img", "castle", "-m", tiny_sd, "--seed", "2", "-o", "quick", "--json", *FAST, cwd=tmp_path
+    )
     deadline = time.time() + 60
     while server.status()["queued"] < 1:  # the quick one waits behind the slow one
         assert time.time() < deadline and quick.poll() is None
@@ -166,8 +212,19 @@ def test_files_get_the_clients_umask(server, tiny_sd, tmp_path):
     import os
     import stat
 
-    p = server.cli("txt2img", "castle", "-m", tiny_sd, "--seed", "1", "-o", tmp_path, "--quiet", *FAST,
-                   preexec_fn=lambda: os.umask(0o077))
+    p = server.cli(
+        "txt2img",
+        "castle",
+        "-m",
+        tiny_sd,
+        "--seed",
+        "1",
+        "-o",
+        tmp_path,
+        "--quiet",
+        *FAST,
+        preexec_fn=lambda: os.umask(0o077),
+    )
     assert p.returncode == 0, p.stderr
     assert stat.S_IMODE(os.stat(p.stdout.strip()).st_mode) == 0o600  # as a local run with umask 077 makes it
 
@@ -182,8 +239,27 @@ def test_diffcli_server_auto_starts_one(sock_dir, tiny_sd, tmp_path):
     path = sock_dir / "s.sock"
     env = {**os.environ, "DIFFCLI_SERVER": "auto", "DIFFCLI_SERVER_SOCKET": str(path), "DIFFCLI_SERVER_IDLE": "2m"}
     try:
-        p = subprocess.run([sys.executable, "-m", "diffcli", "txt2img", "castle", "-m", str(tiny_sd), "--seed", "1",
-                            "-o", str(tmp_path), "--quiet", *FAST], capture_output=True, text=True, env=env, timeout=120)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "diffcli",
+                "txt2img",
+                "castle",
+                "-m",
+                str(tiny_sd),
+                "--seed",
+                "1",
+                "-o",
+                str(tmp_path),
+                "--quiet",
+                *FAST,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert p.returncode == 0, p.stderr
         status = request("status", path)
         assert status["jobs_done"] == 1 and status["idle_stop_s"] == 120  # the job ran on the server it started
@@ -194,8 +270,22 @@ def test_diffcli_server_auto_starts_one(sock_dir, tiny_sd, tmp_path):
 
 
 def test_a_client_killed_outright_takes_its_job_with_it(server, tiny_sd, tmp_path):
-    client = server.popen("txt2img", "castle", "-m", tiny_sd, "--steps", "400", "--scheduler", "euler", "-o", "out",
-                          "--json", "--dtype", "float32", cwd=tmp_path)
+    client = server.popen(
+        "txt2img",
+        "castle",
+        "-m",
+        tiny_sd,
+        "--steps",
+        "400",
+        "--scheduler",
+        "euler",
+        "-o",
+        "out",
+        "--json",
+        "--dtype",
+        "float32",
+        cwd=tmp_path,
+    )
     wait_for_first_step(client.stderr, timeout=60)
     failed = server.status()["jobs_failed"]
     client.kill()
@@ -210,8 +300,19 @@ def test_a_client_killed_outright_takes_its_job_with_it(server, tiny_sd, tmp_pat
 
 def test_outpaint_through_the_server_is_the_same_as_without(server, tiny_sd, tmp_path):
     Image.new("RGB", (32, 24), (40, 160, 90)).save(tmp_path / "in.png")
-    args = ["outpaint", tmp_path / "in.png", "meadow", "-m", tiny_sd, "--extend", "8,0,8,8", "--seed", "3", "--quiet",
-            *FAST]
+    args = [
+        "outpaint",
+        tmp_path / "in.png",
+        "meadow",
+        "-m",
+        tiny_sd,
+        "--extend",
+        "8,0,8,8",
+        "--seed",
+        "3",
+        "--quiet",
+        *FAST,
+    ]
     before = _done(server)
     served = server.cli(*args, "-o", tmp_path / "a", cwd=tmp_path)
     assert served.returncode == 0, served.stderr + server.log()
@@ -246,8 +347,9 @@ def test_lora_sets_switch_between_jobs_on_the_server(server, tiny_sd, tmp_path):
 def test_a_control_job_runs_on_the_server_with_a_relative_map(server, tiny_sd, tmp_path):
     """The client settles --control (the map's path made absolute) and the server runs the ControlNet
     pipeline on its loaded model: the same pixels as a run in this process."""
-    import tiny_models
     from PIL import ImageDraw
+
+    import tiny_models
 
     cn = tiny_models.build_controlnet(tmp_path / "cn", tiny_sd)
     im = Image.new("RGB", (32, 32))

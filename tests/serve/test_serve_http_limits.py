@@ -51,11 +51,14 @@ def images_in(folder: Path) -> list[str]:
 
 # -- 6: slow clients -------------------------------------------------------------------------------------
 
+
 def test_a_request_that_trickles_in_is_cut_off_at_its_deadline(web):
     """Sixteen clients sending a body one byte at a time (each byte well within any per-read timeout): they
     are cut off when the request deadline passes, and meanwhile progress and --status answer."""
-    head = (b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n")
+    head = (
+        b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
     socks = [socket.create_connection(address(web), timeout=5) for _ in range(16)]
     for sock in socks:
         sock.sendall(head)
@@ -91,8 +94,13 @@ def test_a_request_that_trickles_in_is_cut_off_at_its_deadline(web):
 
 
 def test_a_bad_deadline_setting_is_a_usage_error():
-    p = subprocess.run([sys.executable, "-m", "diffcli", "serve", "--http", "127.0.0.1:0"], capture_output=True,
-                       text=True, timeout=60, env={**os.environ, "DIFFCLI_HTTP_DEADLINE": "soon"})
+    p = subprocess.run(
+        [sys.executable, "-m", "diffcli", "serve", "--http", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DIFFCLI_HTTP_DEADLINE": "soon"},
+    )
     assert p.returncode == 2 and "invalid DIFFCLI_HTTP_DEADLINE 'soon'" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -127,9 +135,11 @@ def test_connections_still_sending_headers_are_capped(web):
 
 # -- 7: decompression bombs ------------------------------------------------------------------------------
 
+
 def bomb_png(width: int, height: int) -> bytes:
     """A valid RGBA PNG of WIDTHxHEIGHT transparent pixels in well under a MB: its deflate stream is one
     independent block of 1000 zero rows, repeated (the adler32 of n zero bytes is (n % 65521) << 16 | 1)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -187,6 +197,7 @@ def test_a1111_images_are_checked_against_the_pixel_limit(web, bomb, field):
 
 # -- 8: images of jobs whose answer is not delivered -----------------------------------------------------
 
+
 def wait_for(predicate, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -230,12 +241,16 @@ def test_a_client_that_hangs_up_leaves_no_images(web):
 
 def test_a_large_answer_arrives_whole(web):
     """The answer is written one image at a time; what arrives is exact JSON of the right length."""
-    status, answer = call(web, "POST", "/sdapi/v1/txt2img", {"prompt": "castle \"quoted\" \u00e9", "steps": 1,
-                                                             "batch_size": 4, "n_iter": 3, "seed": 3})
+    status, answer = call(
+        web,
+        "POST",
+        "/sdapi/v1/txt2img",
+        {"prompt": 'castle "quoted" \u00e9', "steps": 1, "batch_size": 4, "n_iter": 3, "seed": 3},
+    )
     assert status == 200 and len(answer["images"]) == 12
     info = json.loads(answer["info"])
     assert info["all_seeds"] == list(range(3, 15)) and len(info["infotexts"]) == 12
-    assert answer["parameters"]["prompt"] == "castle \"quoted\" \u00e9"
+    assert answer["parameters"]["prompt"] == 'castle "quoted" \u00e9'
     for b64, seed in zip(answer["images"], info["all_seeds"]):
         data = base64.b64decode(b64, validate=True)
         assert data.startswith(b"\x89PNG") and f"Seed: {seed}".encode() in data
@@ -243,6 +258,7 @@ def test_a_large_answer_arrives_whole(web):
 
 
 # -- 9: deeply nested JSON -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/sdapi/v1/txt2img", "/v1/images/generations"])
 @pytest.mark.parametrize("depth", [100_000, 500])

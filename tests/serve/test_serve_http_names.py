@@ -34,8 +34,9 @@ def probed(tmp_path_factory):
     home = tmp_path_factory.mktemp("serverhome")
     directory = Path(tempfile.mkdtemp(prefix="dcs", dir="/tmp"))
     out = tmp_path_factory.mktemp("http-out")
-    server = RunningServer(directory, server_env(home), ["--idle", "10m", "--http", "127.0.0.1:0", "--output-dir",
-                                                         str(out)], cwd=cwd)
+    server = RunningServer(
+        directory, server_env(home), ["--idle", "10m", "--http", "127.0.0.1:0", "--output-dir", str(out)], cwd=cwd
+    )
     server.http, server.out, server.cwd, server.home = server.status()["http"], out, cwd, home
     yield server
     server.stop()
@@ -44,8 +45,12 @@ def probed(tmp_path_factory):
 
 def call(server, path: str, body: dict) -> tuple[int, str]:
     """(status, the reply's text) of a POST to SERVER's HTTP API."""
-    request = urllib.request.Request(f"http://{server.http}{path}", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://{server.http}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, response.read().decode()
@@ -60,11 +65,11 @@ def assert_no_server_path(server, text: str) -> None:
     assert all(path.startswith(("/sdapi/", "/v1/")) for path in _ABSOLUTE.findall(text)), text
 
 
-@pytest.mark.parametrize("endpoint, field", [("/v1/images/generations", "model"),
-                                             ("/sdapi/v1/txt2img", "sd_model_checkpoint")])
+@pytest.mark.parametrize(
+    "endpoint, field", [("/v1/images/generations", "model"), ("/sdapi/v1/txt2img", "sd_model_checkpoint")]
+)
 @pytest.mark.parametrize("present, absent", [("probe/present", "probe/absent"), ("notes", "nothing")])
-def test_a_model_name_gets_the_same_answer_whatever_the_servers_folder_holds(probed, endpoint, field, present,
-                                                                              absent):
+def test_a_model_name_gets_the_same_answer_whatever_the_servers_folder_holds(probed, endpoint, field, present, absent):
     def answer(name: str) -> tuple[int, str]:
         body = {"prompt": "x", "steps": 1}
         body.update({"model": name} if field == "model" else {"override_settings": {field: name}})
@@ -76,8 +81,9 @@ def test_a_model_name_gets_the_same_answer_whatever_the_servers_folder_holds(pro
     assert answer(present)[0] in (400, 422)
 
 
-@pytest.mark.parametrize("present, absent", [("notes", "nothing"), ("cwdlora.safetensors", "absent.safetensors"),
-                                             ("cwdlora", "absent")])
+@pytest.mark.parametrize(
+    "present, absent", [("notes", "nothing"), ("cwdlora.safetensors", "absent.safetensors"), ("cwdlora", "absent")]
+)
 def test_a_prompt_lora_is_looked_up_in_the_lora_folder_only(probed, present, absent):
     def answer(name: str) -> tuple[int, str]:
         status, text = call(probed, "/sdapi/v1/txt2img", {"prompt": f"castle <lora:{name}:0.5>", "steps": 1})
@@ -96,8 +102,10 @@ def test_errors_about_uploaded_images_name_the_field_not_the_servers_file(probed
     text_file = base64.b64encode(b"not an image at all").decode()
     small = io.BytesIO()
     Image.new("L", (32, 32), 255).save(small, format="PNG")
-    for body, needle in (({"init_images": [text_file]}, "init_images[0]"),
-                         ({"init_images": [image], "mask": base64.b64encode(small.getvalue()).decode()}, "mask")):
+    for body, needle in (
+        ({"init_images": [text_file]}, "init_images[0]"),
+        ({"init_images": [image], "mask": base64.b64encode(small.getvalue()).decode()}, "mask"),
+    ):
         status, text = call(probed, "/sdapi/v1/img2img", {"prompt": "x", "steps": 1, **body})
         assert status == 422, text
         assert_no_server_path(probed, text)
@@ -112,9 +120,17 @@ def test_listed_models_and_served_images_carry_no_server_path(probed):
     assert_no_server_path(probed, listing)
     png = io.BytesIO()
     Image.new("RGB", (64, 64), (30, 120, 200)).save(png, format="PNG")
-    status, text = call(probed, "/sdapi/v1/img2img", {"prompt": "watercolor", "steps": 2, "seed": 1,
-                                                       "denoising_strength": 0.5,
-                                                       "init_images": [base64.b64encode(png.getvalue()).decode()]})
+    status, text = call(
+        probed,
+        "/sdapi/v1/img2img",
+        {
+            "prompt": "watercolor",
+            "steps": 2,
+            "seed": 1,
+            "denoising_strength": 0.5,
+            "init_images": [base64.b64encode(png.getvalue()).decode()],
+        },
+    )
     assert status == 200, text
     served = Image.open(io.BytesIO(base64.b64decode(json.loads(text)["images"][0])))
     record = json.loads(served.info["diffcli"])
@@ -125,10 +141,17 @@ def test_listed_models_and_served_images_carry_no_server_path(probed):
 def test_a_served_record_names_its_loras_by_their_place_in_the_lora_folder():
     from diffcli.metadata import without_paths
 
-    record = {"job": {"image": "/srv/out/.inputs/ab.img", "mask": "/srv/out/.inputs/cd.img",
-                      "lora": ["/srv/loras/style/a.safetensors:0.5"]},
-              "model": {"name": "tiny", "loras": [{"name": "a", "path": "/srv/loras/style/a.safetensors",
-                                                  "weight": 0.5, "sha256": "0" * 64}]}}
+    record = {
+        "job": {
+            "image": "/srv/out/.inputs/ab.img",
+            "mask": "/srv/out/.inputs/cd.img",
+            "lora": ["/srv/loras/style/a.safetensors:0.5"],
+        },
+        "model": {
+            "name": "tiny",
+            "loras": [{"name": "a", "path": "/srv/loras/style/a.safetensors", "weight": 0.5, "sha256": "0" * 64}],
+        },
+    }
     public = without_paths(record, lora_folder=Path("/srv/loras"))
     assert public["job"] == {"image": None, "mask": None, "lora": ["style/a.safetensors:0.5"]}
     assert public["model"]["loras"][0]["path"] == "style/a.safetensors"

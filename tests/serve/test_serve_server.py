@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from diffcli.serve.client import connect, open_channel
-from diffcli.serve.protocol import compat_key
+
 from helpers import wait_for_first_step
 
 FAST = ["--steps", "2", "--dtype", "float32"]
@@ -59,21 +59,30 @@ def test_another_uid_cannot_submit_jobs(start_server):
     server = start_server()
     os.chmod(server.path.parent, 0o755)  # opened wide on purpose: only the uid check is left
     os.chmod(server.path, 0o666)
-    probe = "\n".join([
-        "import socket, sys",
-        "s = socket.socket(socket.AF_UNIX)",
-        "s.connect(sys.argv[1])",
-        "try:",
-        "    s.sendall(b'{\"op\": \"status\"}\\n')",
-        "    print(repr(s.recv(4096)))",
-        "except (ConnectionResetError, BrokenPipeError):",
-        "    print(repr(b''))",
-    ])
+    probe = "\n".join(
+        [
+            "import socket, sys",
+            "s = socket.socket(socket.AF_UNIX)",
+            "s.connect(sys.argv[1])",
+            "try:",
+            '    s.sendall(b\'{"op": "status"}\\n\')',
+            "    print(repr(s.recv(4096)))",
+            "except (ConnectionResetError, BrokenPipeError):",
+            "    print(repr(b''))",
+        ]
+    )
     python = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)), None)
     if python is None:
         pytest.skip("no system python that another user may run")
-    p = subprocess.run([python, "-c", probe, str(server.path)], capture_output=True, text=True, timeout=30, cwd="/",
-                       env={}, preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+    p = subprocess.run(
+        [python, "-c", probe, str(server.path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+        env={},
+        preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)),
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "b''"  # closed without a word
     _wait(lambda: "refused a connection from uid 65534" in server.log(), 10, server.log())
@@ -90,15 +99,18 @@ def _send(server, message: dict) -> dict:
     return answer
 
 
-@pytest.mark.parametrize("job, opts, message", [
-    ({"prompt": "x", "steps": 0}, {}, "--steps must be between 1 and 1000"),
-    ({"prompt": "x", "steps": "3"}, {}, "'steps' must be an integer"),
-    ({"prompt": "x", "sneaky": 1}, {}, "unknown job field(s) sneaky"),
-    ({"prompt": "x"}, {"out": "relative/dir/"}, "--out must be an absolute path"),
-    ({"prompt": "x"}, {"batch_key": "k"}, "unknown option 'batch_key'"),
-    ({"task": "img2img", "prompt": "x", "image": "in.png"}, {}, "image must be an absolute path"),
-    ({"prompt": "x", "model": "no/such-model"}, {"offline": True}, "no/such-model"),
-])
+@pytest.mark.parametrize(
+    "job, opts, message",
+    [
+        ({"prompt": "x", "steps": 0}, {}, "--steps must be between 1 and 1000"),
+        ({"prompt": "x", "steps": "3"}, {}, "'steps' must be an integer"),
+        ({"prompt": "x", "sneaky": 1}, {}, "unknown job field(s) sneaky"),
+        ({"prompt": "x"}, {"out": "relative/dir/"}, "--out must be an absolute path"),
+        ({"prompt": "x"}, {"batch_key": "k"}, "unknown option 'batch_key'"),
+        ({"task": "img2img", "prompt": "x", "image": "in.png"}, {}, "image must be an absolute path"),
+        ({"prompt": "x", "model": "no/such-model"}, {"offline": True}, "no/such-model"),
+    ],
+)
 def test_the_server_checks_every_request_itself(server, tmp_path, job, opts, message):
     answer = _send(server, {"op": "run", "job": job, "opts": {"out": str(tmp_path) + "/", **opts}})
     assert answer["kind"] == "UsageError" and answer["exit_code"] == 2
@@ -106,13 +118,16 @@ def test_the_server_checks_every_request_itself(server, tmp_path, job, opts, mes
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("upscale, opts, message", [
-    ({"image": "rel.png"}, {}, "image must be an absolute path"),
-    ({"image": "/abs.png", "scale": "2"}, {}, "upscale field 'scale' must be an int"),
-    ({"image": "/abs.png", "sneaky": 1}, {}, "unknown upscale field 'sneaky'"),
-    ({"image": "/abs.png", "scale": 1}, {}, "--scale must be between 2"),
-    ({"image": "/abs.png"}, {"json": "yes"}, "option 'json' must be a bool"),
-])
+@pytest.mark.parametrize(
+    "upscale, opts, message",
+    [
+        ({"image": "rel.png"}, {}, "image must be an absolute path"),
+        ({"image": "/abs.png", "scale": "2"}, {}, "upscale field 'scale' must be an int"),
+        ({"image": "/abs.png", "sneaky": 1}, {}, "unknown upscale field 'sneaky'"),
+        ({"image": "/abs.png", "scale": 1}, {}, "--scale must be between 2"),
+        ({"image": "/abs.png"}, {"json": "yes"}, "option 'json' must be a bool"),
+    ],
+)
 def test_the_server_checks_every_upscale_request_itself(server, tmp_path, upscale, opts, message):
     answer = _send(server, {"op": "run", "upscale": upscale, "opts": {"out": str(tmp_path) + "/", **opts}})
     assert answer["kind"] == "UsageError" and answer["exit_code"] == 2
@@ -121,23 +136,43 @@ def test_the_server_checks_every_upscale_request_itself(server, tmp_path, upscal
 
 def test_kill_9_mid_job_leaves_no_files(start_server, tiny_sd, tmp_path):
     server = start_server()
-    client = server.popen("txt2img", "castle", "-m", tiny_sd, "--steps", "400", "--scheduler", "euler", "-o", "out",
-                          "--json", "--dtype", "float32", cwd=tmp_path)
+    client = server.popen(
+        "txt2img",
+        "castle",
+        "-m",
+        tiny_sd,
+        "--steps",
+        "400",
+        "--scheduler",
+        "euler",
+        "-o",
+        "out",
+        "--json",
+        "--dtype",
+        "float32",
+        cwd=tmp_path,
+    )
     wait_for_first_step(client.stderr, timeout=60)
     os.kill(server.proc.pid, signal.SIGKILL)
     stderr, stdout = client.stderr.read(), client.stdout.read()  # (what the loop above buffered included)
     client.wait(timeout=60)
     assert client.returncode == 1 and stdout == ""
-    assert stderr.rstrip().endswith("diffcli: error: the diffcli server stopped before the job finished (see its "
-                                    "log); run the command again, or pass --no-server"), stderr
+    assert stderr.rstrip().endswith(
+        "diffcli: error: the diffcli server stopped before the job finished (see its "
+        "log); run the command again, or pass --no-server"
+    ), stderr
     assert not (tmp_path / "out").exists()  # no image, no temp file, no reservation left behind
     assert list(tmp_path.iterdir()) == []
 
 
 def test_detach_status_and_stop(sock_dir, tmp_path):
     env = {**os.environ, "DIFFCLI_SERVER_SOCKET": str(sock_dir / "s.sock")}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "diffcli", "serve", *args], capture_output=True,
-                                       text=True, env=env, timeout=90)
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "diffcli", "serve", *args], capture_output=True, text=True, env=env, timeout=90
+        )
+
     p = run("--detach", "--idle", "2m", "--keep", "3")
     assert p.returncode == 0 and p.stdout == "" and "started" in p.stderr, p.stderr
     status = json.loads(run("--status", "--json").stdout)
@@ -147,8 +182,11 @@ def test_detach_status_and_stop(sock_dir, tmp_path):
     pid = status["pid"]
     p = run("--stop")
     assert p.returncode == 0 and "stopped" in p.stderr, p.stderr
-    _wait(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], 30,
-          "server still running")
+    _wait(
+        lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
+        30,
+        "server still running",
+    )
     assert not (sock_dir / "s.sock").exists()
     p = run("--status")
     assert p.returncode == 1 and p.stdout.startswith("not running")
@@ -165,8 +203,9 @@ def test_an_idle_server_stops_by_itself(start_server):
 
 def test_a_second_server_on_the_same_socket_is_refused(start_server):
     server = start_server()
-    p = subprocess.run([sys.executable, "-m", "diffcli", "serve"], capture_output=True, text=True, env=server.env,
-                       timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "diffcli", "serve"], capture_output=True, text=True, env=server.env, timeout=60
+    )
     assert p.returncode == 2 and "already running" in p.stderr
     assert server.status() is not None
 
@@ -195,8 +234,13 @@ def test_max_memory_keeps_the_weights_of_loaded_models_within_it(start_server, t
         assert p.returncode == 0, p.stderr
     (held,) = server.status()["models"]  # two would be over the budget; --keep 3 alone would keep both
     assert held["model"] == str(other) and 0.9 * on_disk < held["bytes"] <= on_disk
-    bad = subprocess.run([sys.executable, "-m", "diffcli", "serve", "--max-memory", "lots"], capture_output=True,
-                         text=True, env=server.env, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "diffcli", "serve", "--max-memory", "lots"],
+        capture_output=True,
+        text=True,
+        env=server.env,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "invalid --max-memory 'lots'" in bad.stderr
 
 
@@ -214,8 +258,9 @@ def test_a_client_in_another_environment_runs_by_itself(start_server, tmp_path, 
     assert connect() is None
 
 
-def test_a_model_that_fails_to_load_leaves_the_servers_next_float32_job_exact(sock_dir, tmp_path_factory, tiny_sd,
-                                                                                tmp_path):
+def test_a_model_that_fails_to_load_leaves_the_servers_next_float32_job_exact(
+    sock_dir, tmp_path_factory, tiny_sd, tmp_path
+):
     """A long-lived server loads one model after another: a bfloat16 load that raises (here: --dtype auto
     on a CPU that computes bfloat16, forced) must not leave the process's default dtype in bfloat16."""
     import tiny_models
@@ -224,8 +269,24 @@ def test_a_model_that_fails_to_load_leaves_the_servers_next_float32_job_exact(so
 
     unbuildable = tiny_models.build_unbuildable(tmp_path / "unbuildable", tiny_sd)
     job = ["txt2img", "red house", "--steps", "2", "--seed", "3"]
-    local = subprocess.run([sys.executable, "-m", "diffcli", *job, "-m", str(tiny_sd), "--dtype", "float32",
-                            "--no-server", "-o", str(tmp_path / "local")], capture_output=True, text=True, timeout=300)
+    local = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffcli",
+            *job,
+            "-m",
+            str(tiny_sd),
+            "--dtype",
+            "float32",
+            "--no-server",
+            "-o",
+            str(tmp_path / "local"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert local.returncode == 0, local.stderr
     env = {**server_env(tmp_path_factory.mktemp("serverhome")), "DIFFCLI_CPU_BF16": "1"}
     server = RunningServer(sock_dir, env, ["--idle", "5m"])
@@ -236,7 +297,6 @@ def test_a_model_that_fails_to_load_leaves_the_servers_next_float32_job_exact(so
         assert r.returncode == 0, r.stderr
         assert server.status()["jobs_done"] == 1 and server.status()["jobs_failed"] == 1  # both ran on the server
         served = Path(r.stdout.strip())
-        assert (pixels(served if served.is_absolute() else tmp_path / served) ==
-                pixels(local.stdout.strip())).all()
+        assert (pixels(served if served.is_absolute() else tmp_path / served) == pixels(local.stdout.strip())).all()
     finally:
         server.stop()

@@ -18,6 +18,7 @@ import pytest
 
 from diffcli.serve.client import open_channel
 from diffcli.serve.protocol import PROTOCOL, TRANSPORT_ENV, compat_key, write_token
+
 from helpers import pixels
 from serving import RunningServer, server_env
 
@@ -26,8 +27,9 @@ from serving import RunningServer, server_env
 def tcp_server(tmp_path_factory, monkeypatch):
     monkeypatch.setenv(TRANSPORT_ENV, "tcp")  # for this process's own status requests too
     directory = Path(tempfile.mkdtemp(prefix="dcs", dir="/tmp"))
-    server = RunningServer(directory, {**server_env(tmp_path_factory.mktemp("serverhome")), TRANSPORT_ENV: "tcp"},
-                           ["--idle", "5m"])
+    server = RunningServer(
+        directory, {**server_env(tmp_path_factory.mktemp("serverhome")), TRANSPORT_ENV: "tcp"}, ["--idle", "5m"]
+    )
     yield server
     server.stop()
     shutil.rmtree(directory, ignore_errors=True)
@@ -102,9 +104,11 @@ def test_a_client_never_sends_the_token_to_whoever_holds_the_port(sock_dir, monk
             conn.settimeout(5)
             try:
                 received.extend(conn.recv(65536))
-                reply = ({"type": "hello", "server": "diffcli", "protocol": PROTOCOL, "compat": compat_key(),
-                          "pid": 1} if answer == "hello" else
-                         {"type": "challenge", "nonce": secrets.token_hex(32), "proof": secrets.token_hex(32)})
+                reply = (
+                    {"type": "hello", "server": "diffcli", "protocol": PROTOCOL, "compat": compat_key(), "pid": 1}
+                    if answer == "hello"
+                    else {"type": "challenge", "nonce": secrets.token_hex(32), "proof": secrets.token_hex(32)}
+                )
                 conn.sendall((json.dumps(reply) + "\n").encode())
                 while chunk := conn.recv(65536):
                     received.extend(chunk)

@@ -10,8 +10,26 @@ from diffcli.training.common import sample_timesteps
 
 def test_recipe_smoke_and_resume(tmp_path):
     out, ck = tmp_path / "model", tmp_path / "ckpt"
-    common = ["--out", str(out), "--ckpt-dir", str(ck), "--size", "tiny", "--buffer", "64", "--batch", "8",
-              "--psnr-n", "16", "--vae-steps", "3", "--ema-start", "2", "--threads", "1"]
+    common = [
+        "--out",
+        str(out),
+        "--ckpt-dir",
+        str(ck),
+        "--size",
+        "tiny",
+        "--buffer",
+        "64",
+        "--batch",
+        "8",
+        "--psnr-n",
+        "16",
+        "--vae-steps",
+        "3",
+        "--ema-start",
+        "2",
+        "--threads",
+        "1",
+    ]
     recipe.main(common + ["--unet-steps", "4", "--decoder-steps", "2", "--decoder-sizes", "64,128"])
     assert torch.load(ck / "decoder.pt", weights_only=False)["step"] == 2
     assert torch.load(ck / "vae.pt", weights_only=False)["step"] == 3
@@ -37,17 +55,34 @@ def test_fine_tune_from_exported_weights(tmp_path):
     import json
 
     base, out, ck = tmp_path / "base", tmp_path / "ft", tmp_path / "ckpt"
-    common = ["--ckpt-dir", str(ck), "--size", "tiny", "--buffer", "64", "--batch", "8", "--psnr-n", "16",
-              "--vae-steps", "2", "--threads", "1"]
+    common = [
+        "--ckpt-dir",
+        str(ck),
+        "--size",
+        "tiny",
+        "--buffer",
+        "64",
+        "--batch",
+        "8",
+        "--psnr-n",
+        "16",
+        "--vae-steps",
+        "2",
+        "--threads",
+        "1",
+    ]
     recipe.main(common + ["--out", str(base), "--unet-steps", "3"])
     json_of = lambda d, f: json.loads((d / f).read_text())  # noqa: E731
     (ck / "unet.pt").unlink()
-    recipe.main(common + ["--out", str(out), "--resume", "--init-from", str(base), "--unet-steps", "2",
-                         "--high-t-frac", "0.5"])
+    recipe.main(
+        common + ["--out", str(out), "--resume", "--init-from", str(base), "--unet-steps", "2", "--high-t-frac", "0.5"]
+    )
     log = (ck / "train.log").read_text()
     assert f"unet: initialised from {base}" in log
     assert torch.load(ck / "unet.pt", weights_only=False)["step"] == 2
-    assert json_of(out / "vae", "config.json")["scaling_factor"] == json_of(base / "vae", "config.json")["scaling_factor"]
+    assert (
+        json_of(out / "vae", "config.json")["scaling_factor"] == json_of(base / "vae", "config.json")["scaling_factor"]
+    )
     assert json_of(out / "scheduler", "scheduler_config.json")["rescale_betas_zero_snr"] is True
 
 

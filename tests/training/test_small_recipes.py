@@ -33,8 +33,22 @@ def test_controlnet_recipe_exports_a_controlnet(tmp_path):
     from diffcli.training import controlnet
 
     out = tmp_path / "cn"
-    controlnet.main(["--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt"), "--steps", "1", "--buffer", "4",
-                     "--batch", "2", "--threads", "1"])
+    controlnet.main(
+        [
+            "--out",
+            str(out),
+            "--ckpt-dir",
+            str(tmp_path / "ckpt"),
+            "--steps",
+            "1",
+            "--buffer",
+            "4",
+            "--batch",
+            "2",
+            "--threads",
+            "1",
+        ]
+    )
     meta = json.loads((out / "diffcli.json").read_text())
     assert meta["recipe"] == "python -m diffcli.training.controlnet" and meta["steps"] == 1
     assert ControlNetModel.from_pretrained(str(out)).config.conditioning_embedding_out_channels == [16, 32, 64]

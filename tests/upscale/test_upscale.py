@@ -35,8 +35,10 @@ def assert_usage_error(result, out_dir: Path, fragment: str) -> None:
 
 
 # ---------------------------------------------------------------- grids and blending (no model)
-@pytest.mark.parametrize("length,tile,overlap", [(10, 32, 8), (32, 32, 8), (33, 32, 8), (100, 32, 8), (97, 16, 15),
-                                                 (2048, 64, 16), (4096, 512, 64), (70, 32, 0)])
+@pytest.mark.parametrize(
+    "length,tile,overlap",
+    [(10, 32, 8), (32, 32, 8), (33, 32, 8), (100, 32, 8), (97, 16, 15), (2048, 64, 16), (4096, 512, 64), (70, 32, 0)],
+)
 def test_axis_plan_covers_every_pixel_with_at_least_the_overlap(length, tile, overlap):
     from diffcli.upscale.tiles import plan_axis
 
@@ -47,7 +49,7 @@ def test_axis_plan_covers_every_pixel_with_at_least_the_overlap(length, tile, ov
         assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
     covered = np.zeros(length, bool)
     for s in starts:
-        covered[s:s + tile] = True
+        covered[s : s + tile] = True
     assert covered.all()
 
 
@@ -60,7 +62,7 @@ def test_weights_form_a_partition_of_unity():
     for t in grid.tiles():
         wts = tile_weights(t)
         blender.add(t.x, t.y, np.full((t.h, t.w, 3), 0.5, np.float32), wts)
-        total[t.y:t.y + t.h, t.x:t.x + t.w] += wts
+        total[t.y : t.y + t.h, t.x : t.x + t.w] += wts
     assert np.allclose(total, 1.0, atol=1e-5)  # neighbours' ramps sum to 1: no renormalisation needed
     assert np.all(np.asarray(blender.finish()) == 128)
 
@@ -84,9 +86,22 @@ def _tiled_plan(src_path: Path, scale: int, tile: int, overlap: int):
 
     src = load_rgb(src_path)
     out = (src.width * scale, src.height * scale)
-    return Plan(method="tiled", kind="img2img", source=src, source_path=src_path, scale=scale, out_size=out, seed=0,
-                grid=plan_grid(out[0], out[1], tile, overlap), unit=1, tile_size=tile, overlap=overlap,
-                steps=1, steps_per_tile=1, fidelity="none")
+    return Plan(
+        method="tiled",
+        kind="img2img",
+        source=src,
+        source_path=src_path,
+        scale=scale,
+        out_size=out,
+        seed=0,
+        grid=plan_grid(out[0], out[1], tile, overlap),
+        unit=1,
+        tile_size=tile,
+        overlap=overlap,
+        steps=1,
+        steps_per_tile=1,
+        fidelity="none",
+    )
 
 
 def _max_grad(arr: np.ndarray, cols: list[int]) -> float:
@@ -118,7 +133,9 @@ def test_no_visible_seam_when_tiles_disagree(tmp_path, fidelity):
     naive = np.zeros_like(out)  # the same tiles pasted one over the other: a visible step
     for t in plan.grid.tiles():
         img = np.asarray(Image.open(src).convert("RGB").resize((80, 60), Image.LANCZOS), np.float32) / 255
-        naive[t.y:t.y + t.h, t.x:t.x + t.w] = np.clip(img[t.y:t.y + t.h, t.x:t.x + t.w] + offsets[t.index], 0, 1) * 255
+        naive[t.y : t.y + t.h, t.x : t.x + t.w] = (
+            np.clip(img[t.y : t.y + t.h, t.x : t.x + t.w] + offsets[t.index], 0, 1) * 255
+        )
     assert _max_grad(naive, borders) > _max_grad(naive, elsewhere) + 1
 
 
@@ -201,9 +218,32 @@ def test_auto_falls_back_to_lanczos_when_the_bundled_model_is_missing(tmp_path, 
 def test_tiled_with_tiny_sd_reports_tiles_times_steps(tiny_sd, tmp_path):
     src = smooth_image(tmp_path / "in.png", 40, 24)
     out = tmp_path / "out"
-    r = cli("upscale", src, "-m", tiny_sd, "--scale", "2", "--method", "tiled", "--prompt", "red castle",
-            "--steps", "4", "--strength", "0.5", "--tile-size", "32", "--overlap", "8", "--fidelity", "lowpass",
-            "--json", "-o", out, *FAST)
+    r = cli(
+        "upscale",
+        src,
+        "-m",
+        tiny_sd,
+        "--scale",
+        "2",
+        "--method",
+        "tiled",
+        "--prompt",
+        "red castle",
+        "--steps",
+        "4",
+        "--strength",
+        "0.5",
+        "--tile-size",
+        "32",
+        "--overlap",
+        "8",
+        "--fidelity",
+        "lowpass",
+        "--json",
+        "-o",
+        out,
+        *FAST,
+    )
     assert r.exit_code == 0, r.stderr
     [line] = [json.loads(x) for x in r.stdout.splitlines()]
     assert (line["width"], line["height"], line["method"]) == (80, 48, "tiled")
@@ -239,8 +279,22 @@ def test_tiled_takes_a_timestep_shift_from_the_flag_or_the_model(tiny_sd, tmp_pa
     model = tmp_path / "model"
     shutil.copytree(tiny_sd, model)
     src = smooth_image(tmp_path / "in.png", 20, 12)
-    args = ["upscale", src, "-m", model, "--steps", "6", "--strength", "0.5", "--scheduler", "euler",
-            "--tile-size", "32", "--quiet", *FAST]
+    args = [
+        "upscale",
+        src,
+        "-m",
+        model,
+        "--steps",
+        "6",
+        "--strength",
+        "0.5",
+        "--scheduler",
+        "euler",
+        "--tile-size",
+        "32",
+        "--quiet",
+        *FAST,
+    ]
     plain = written(cli(*args, "-o", tmp_path / "plain"))[0]
     given = written(cli(*args, "--shift", "0.5", "-o", tmp_path / "given"))[0]
     (model / "diffcli.json").write_text(json.dumps({"shift": 0.5}))
@@ -270,25 +324,52 @@ def test_a_few_step_models_own_steps_are_raised_until_a_tile_gets_one(tiny_sd, t
 
 def test_x4_upscaler_model_in_tiles(tiny_x4, tmp_path):
     src = smooth_image(tmp_path / "in.png", 22, 12)  # not a multiple of the 16-px input tile
-    r = cli("upscale", src, "-m", tiny_x4, "--steps", "2", "--noise-level", "30", "-o", tmp_path / "out", "--quiet",
-            *FAST)
+    r = cli(
+        "upscale", src, "-m", tiny_x4, "--steps", "2", "--noise-level", "30", "-o", tmp_path / "out", "--quiet", *FAST
+    )
     assert r.exit_code == 0, r.stderr
     [path] = written(r)
     assert Image.open(path).size == (88, 48)
     up = record_of(path)["upscale"]
-    assert (up["method"], up["scale"], up["pipeline"], up["noise_level"]) == ("model", 4, "StableDiffusionUpscalePipeline", 30)
+    assert (up["method"], up["scale"], up["pipeline"], up["noise_level"]) == (
+        "model",
+        4,
+        "StableDiffusionUpscalePipeline",
+        30,
+    )
     assert (up["tile_space"], up["tile_size"], up["tiles"], up["fidelity"]) == ("input", 16, 2, "backproject")
 
 
 def test_latent_x2_upscaler_model(tiny_latent_x2, tmp_path):
     src = smooth_image(tmp_path / "in.png", 24, 16)
-    r = cli("upscale", src, "-m", tiny_latent_x2, "--scale", "2", "--steps", "2", "--tile-size", "16",
-            "--overlap", "4", "-o", tmp_path / "out", "--quiet", *FAST)
+    r = cli(
+        "upscale",
+        src,
+        "-m",
+        tiny_latent_x2,
+        "--scale",
+        "2",
+        "--steps",
+        "2",
+        "--tile-size",
+        "16",
+        "--overlap",
+        "4",
+        "-o",
+        tmp_path / "out",
+        "--quiet",
+        *FAST,
+    )
     assert r.exit_code == 0, r.stderr
     [path] = written(r)
     assert Image.open(path).size == (48, 32)
     up = record_of(path)["upscale"]
-    assert (up["method"], up["scale"], up["pipeline"], up["tiles"]) == ("model", 2, "StableDiffusionLatentUpscalePipeline", 2)
+    assert (up["method"], up["scale"], up["pipeline"], up["tiles"]) == (
+        "model",
+        2,
+        "StableDiffusionLatentUpscalePipeline",
+        2,
+    )
 
 
 # ---------------------------------------------------------------- bad input: exit 2, nothing written
@@ -300,25 +381,31 @@ def test_scale_the_model_cannot_do(tiny_x4, tiny_latent_x2, tmp_path):
     assert_usage_error(cli("upscale", src, "-m", tiny_x4, "--noise-level", "400", "-o", out), out, "at most 350")
     assert_usage_error(cli("upscale", src, "-m", tiny_x4, "--method", "tiled", "-o", out), out, "is an upscaler")
     assert_usage_error(cli("upscale", src, "-m", tiny_x4, "--strength", "0.3", "-o", out), out, "--method tiled only")
-    assert_usage_error(cli("upscale", src, "-m", tiny_x4, "--shift", "0.5", "-o", out), out, "--shift applies to --method tiled only")
-    assert_usage_error(cli("upscale", src, "-m", tiny_latent_x2, "--scheduler", "ddim", "-o", out), out,
-                       "sigma-based sampler")
+    assert_usage_error(
+        cli("upscale", src, "-m", tiny_x4, "--shift", "0.5", "-o", out), out, "--shift applies to --method tiled only"
+    )
+    assert_usage_error(
+        cli("upscale", src, "-m", tiny_latent_x2, "--scheduler", "ddim", "-o", out), out, "sigma-based sampler"
+    )
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--scale", "4", "--max-pixels", "10000"], "over the limit of 10000"),
-    (["--tile-size", "31"], "multiple of its VAE factor 2"),
-    (["--tile-size", "32", "--overlap", "32"], "smaller than --tile-size"),
-    (["--tile-size", "8", "--overlap", "9"], "smaller than --tile-size 8"),
-    (["--scale", "1"], "--scale must be between 2"),
-    (["--method", "magic"], "unknown --method"),
-    (["--method", "model"], "is not an upscaler model"),
-    (["--steps", "2", "--strength", "0.3"], "runs no denoising step"),
-    (["--overlap", "-1"], "--overlap must be 0 or more"),
-    (["--fidelity", "sepia"], "unknown --fidelity"),
-    (["--shift", "0"], "--shift must be in (0, 10]"),
-    (["--shift", "0.5", "--scheduler", "ddim"], "cannot take custom timesteps"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--scale", "4", "--max-pixels", "10000"], "over the limit of 10000"),
+        (["--tile-size", "31"], "multiple of its VAE factor 2"),
+        (["--tile-size", "32", "--overlap", "32"], "smaller than --tile-size"),
+        (["--tile-size", "8", "--overlap", "9"], "smaller than --tile-size 8"),
+        (["--scale", "1"], "--scale must be between 2"),
+        (["--method", "magic"], "unknown --method"),
+        (["--method", "model"], "is not an upscaler model"),
+        (["--steps", "2", "--strength", "0.3"], "runs no denoising step"),
+        (["--overlap", "-1"], "--overlap must be 0 or more"),
+        (["--fidelity", "sepia"], "unknown --fidelity"),
+        (["--shift", "0"], "--shift must be in (0, 10]"),
+        (["--shift", "0.5", "--scheduler", "ddim"], "cannot take custom timesteps"),
+    ],
+)
 def test_bad_flags_exit_2_and_write_nothing(tiny_sd, tmp_path, args, fragment):
     src = smooth_image(tmp_path / "in.png", 30, 30)
     out = tmp_path / "out"
@@ -341,8 +428,7 @@ def test_bad_input_and_existing_output(tmp_path):
 
 def test_subprocess_prints_only_the_path(tmp_path):
     src = smooth_image(tmp_path / "in.png", 20, 10)
-    proc = subprocess_cli("upscale", src, "--method", "lanczos", "--scale", "4", "-o", tmp_path / "out",
-                          timeout=120)
+    proc = subprocess_cli("upscale", src, "--method", "lanczos", "--scale", "4", "-o", tmp_path / "out", timeout=120)
     assert proc.returncode == 0, proc.stderr
     [line] = proc.stdout.splitlines()
     assert Path(line).parent == tmp_path / "out" and Image.open(line).size == (80, 40)

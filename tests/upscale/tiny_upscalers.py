@@ -14,8 +14,13 @@ from tiny_models import _rmtree, _text_config, build_tokenizer
 def build_x4(path: Path, seed: int = 0) -> Path:
     """A x4 upscaler: UNet with 7 input channels (4 latent + 3 low-res image), noise-level class labels."""
     import torch
-    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline,
-                           UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)

@@ -74,16 +74,26 @@ class LatentBank:
 def encode(vae, images: list[Image.Image], device, batch: int = 32):
     means, stds = [], []
     for i in range(0, len(images), batch):
-        x = to_tensor(images[i:i + batch]).to(device, vae.dtype)
+        x = to_tensor(images[i : i + batch]).to(device, vae.dtype)
         d = vae.encode(x).latent_dist
         means.append(d.mean.float().cpu())
         stds.append(d.std.float().cpu())
     return torch.cat(means), torch.cat(stds)
 
 
-def draw_prompt_images(pipe, prompts: list[str], n: int, size: int, teacher_defaults: dict, directory: Path,
-                       seed: int, on_image=lambda done, total: None, batch: int = 8, shard: tuple[int, int] = (0, 1),
-                       teacher_id: str = "") -> list[tuple[Path, str]]:
+def draw_prompt_images(
+    pipe,
+    prompts: list[str],
+    n: int,
+    size: int,
+    teacher_defaults: dict,
+    directory: Path,
+    seed: int,
+    on_image=lambda done, total: None,
+    batch: int = 8,
+    shard: tuple[int, int] = (0, 1),
+    teacher_id: str = "",
+) -> list[tuple[Path, str]]:
     """The teacher draws N images for PROMPTS (cycled) into DIRECTORY; images already there are kept.
 
     SHARD (rank, world): this process draws every world-th missing image. The folder remembers which
@@ -98,8 +108,15 @@ def draw_prompt_images(pipe, prompts: list[str], n: int, size: int, teacher_defa
     steps = int(teacher_defaults.get("steps") or 25)
     cfg = float(teacher_defaults.get("cfg") or 7.0)
     cutoff = float(teacher_defaults.get("cfg_cutoff") or 0.0)
-    meta = {"teacher": teacher_id, "size": size, "steps": steps, "cfg": cfg, "seed": seed,
-            "scheduler": teacher_defaults.get("scheduler") or "ddim", **({"cfg_cutoff": cutoff} if cutoff else {})}
+    meta = {
+        "teacher": teacher_id,
+        "size": size,
+        "steps": steps,
+        "cfg": cfg,
+        "seed": seed,
+        "scheduler": teacher_defaults.get("scheduler") or "ddim",
+        **({"cfg_cutoff": cutoff} if cutoff else {}),
+    }
     meta_file = directory / "meta.json"
     rank, world = shard
     if rank == 0:
@@ -130,10 +147,16 @@ def draw_prompt_images(pipe, prompts: list[str], n: int, size: int, teacher_defa
     set_scheduler(pipe, meta["scheduler"])
     try:
         for k in range(0, len(mine), batch):
-            chunk = mine[k:k + batch]
+            chunk = mine[k : k + batch]
             gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in chunk]
-            images = pipe([pairs[i][1] for i in chunk], num_inference_steps=steps, width=size, height=size,
-                          generator=gens, **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps)).images
+            images = pipe(
+                [pairs[i][1] for i in chunk],
+                num_inference_steps=steps,
+                width=size,
+                height=size,
+                generator=gens,
+                **guidance.pipeline_kwargs(pipe, cfg, cutoff, steps),
+            ).images
             for i, im in zip(chunk, images):
                 png = pairs[i][0]
                 tmp = png.with_name(png.stem + ".tmp.png")
@@ -152,9 +175,18 @@ def predraw(plan, pipe, rank: int, world: int, reporter) -> None:
         return
     n = plan.config.num_samples or len(plan.items)
     reporter.phase("data", source="prompts", images=n)
-    draw_prompt_images(pipe, plan.items, n, plan.config.resolution, plan.teacher_defaults, plan.ckpt / DATA_DIR,
-                       plan.config.seed, on_image=lambda d, t: reporter.count("data", min(d, t), t, "teacher draws"),
-                       shard=(rank, world), teacher_id=str(plan.ref.path))
+    draw_prompt_images(
+        pipe,
+        plan.items,
+        n,
+        plan.config.resolution,
+        plan.teacher_defaults,
+        plan.ckpt / DATA_DIR,
+        plan.config.seed,
+        on_image=lambda d, t: reporter.count("data", min(d, t), t, "teacher draws"),
+        shard=(rank, world),
+        teacher_id=str(plan.ref.path),
+    )
 
 
 def build_bank(plan, pipe, device, reporter, chunk: int = 64) -> LatentBank:
@@ -183,9 +215,17 @@ def build_bank(plan, pipe, device, reporter, chunk: int = 64) -> LatentBank:
         if plan.source == "prompts":
             n = cfg.num_samples or len(plan.items)
             reporter.phase("data", source="prompts", images=n)
-            files = draw_prompt_images(pipe, plan.items, n, size, plan.teacher_defaults, plan.ckpt / DATA_DIR,
-                                       cfg.seed, teacher_id=str(plan.ref.path),
-                                       on_image=lambda d, t: reporter.count("data", min(d, t), t, "teacher draws"))
+            files = draw_prompt_images(
+                pipe,
+                plan.items,
+                n,
+                size,
+                plan.teacher_defaults,
+                plan.ckpt / DATA_DIR,
+                cfg.seed,
+                teacher_id=str(plan.ref.path),
+                on_image=lambda d, t: reporter.count("data", min(d, t), t, "teacher draws"),
+            )
         else:
             reporter.phase("data", source="folder", images=len(plan.items))
             files = [(img, txt.read_text(encoding="utf-8").strip()) for img, txt in plan.items]
@@ -197,11 +237,12 @@ def build_bank(plan, pipe, device, reporter, chunk: int = 64) -> LatentBank:
                 from diffcli.errors import UsageError
 
                 raise UsageError(f"--data: cannot read image {img}: {exc}") from None
+
     reporter.phase("encode", images=len(files))
     means, stds = [], []
     reporter.count("encode", 0, len(files), "encode images")
     for i in range(0, len(files), chunk):
-        m, s = encode(pipe.vae, [read(f) for f, _ in files[i:i + chunk]], device)
+        m, s = encode(pipe.vae, [read(f) for f, _ in files[i : i + chunk]], device)
         means.append(m)
         stds.append(s)
         reporter.count("encode", min(i + chunk, len(files)), len(files), "encode images")

@@ -17,11 +17,25 @@ import random
 
 import torch
 
-from diffcli.training.distill import solver as S
 from diffcli.distill.compact import compact_config, removed_prefixes
+from diffcli.training.distill import solver as S
 
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-                "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
+LORA_TARGETS = [
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+    "time_emb_proj",
+]
 
 
 def make_student(teacher_unet, method: str, time_cond_dim: int = 256, lora_rank: int = 16, compact: bool = False):
@@ -44,8 +58,9 @@ def make_student(teacher_unet, method: str, time_cond_dim: int = 256, lora_rank:
 
     student = teacher_unet
     student.requires_grad_(False)
-    student.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_rank, init_lora_weights="gaussian",
-                                   target_modules=LORA_TARGETS))
+    student.add_adapter(
+        LoraConfig(r=lora_rank, lora_alpha=lora_rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+    )
     for p in student.parameters():
         if p.requires_grad:
             p.data = p.data.float()
@@ -75,8 +90,9 @@ class Conditioner:
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> dict:
-        out = self.pipe.encode_prompt(prompt=prompts, device=self.device, num_images_per_prompt=1,
-                                      do_classifier_free_guidance=False)
+        out = self.pipe.encode_prompt(
+            prompt=prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
         emb = out[0].float()
         if not self.xl:
             return {"encoder_hidden_states": emb}
@@ -86,8 +102,11 @@ class Conditioner:
 
 
 def _zeros_like(v):
-    return {k: (torch.zeros_like(x) if k == "text_embeds" else x) for k, x in v.items()} if isinstance(v, dict) \
+    return (
+        {k: (torch.zeros_like(x) if k == "text_embeds" else x) for k, x in v.items()}
+        if isinstance(v, dict)
         else torch.zeros_like(v)
+    )
 
 
 def expand(cond: dict, n: int) -> dict:
@@ -98,8 +117,10 @@ def expand(cond: dict, n: int) -> dict:
 
 
 def concat(a: dict, b: dict) -> dict:
-    return {k: ({kk: torch.cat([v[kk], b[k][kk]]) for kk in v} if isinstance(v, dict) else torch.cat([v, b[k]]))
-            for k, v in a.items()}
+    return {
+        k: ({kk: torch.cat([v[kk], b[k][kk]]) for kk in v} if isinstance(v, dict) else torch.cat([v, b[k]]))
+        for k, v in a.items()
+    }
 
 
 class LCMStep:
@@ -125,8 +146,9 @@ class LCMStep:
         self.time_cond_dim = getattr(student, "config", None) and student.config.time_cond_proj_dim
         self.cutoff_t = float(config.cfg_cutoff or 0.0) * self.T  # the teacher guides only at t >= this
 
-    def __call__(self, student_module, z0: torch.Tensor, captions: list[str], gen: torch.Generator, autocast,
-                 kd: bool = False):
+    def __call__(
+        self, student_module, z0: torch.Tensor, captions: list[str], gen: torch.Generator, autocast, kd: bool = False
+    ):
         """The consistency loss; with KD, the distance of the student's raw prediction to the teacher's
         guided one (same noisy latents, timesteps and guidance draw)."""
         cfg, dev = self.cfg, self.device
@@ -151,8 +173,9 @@ class LCMStep:
             out = student_module(noisy, start_t, timestep_cond=w_emb, **cond).sample
         if kd:
             with torch.no_grad(), autocast():
-                both = self.teacher(torch.cat([noisy, noisy]), torch.cat([start_t, start_t]),
-                                    **concat(cond, uncond)).sample.float()
+                both = self.teacher(
+                    torch.cat([noisy, noisy]), torch.cat([start_t, start_t]), **concat(cond, uncond)
+                ).sample.float()
             cond_out, uncond_out = both.chunk(2)
             return torch.nn.functional.mse_loss(out.float(), cond_out + w4 * (cond_out - uncond_out))
         x0 = S.predicted_x0(out.float(), start_t, noisy, self.prediction_type, self.alphas, self.sigmas)
@@ -160,8 +183,9 @@ class LCMStep:
 
         with torch.no_grad():
             with autocast(), self._teacher_mode():
-                both = self.teacher(torch.cat([noisy, noisy]), torch.cat([start_t, start_t]),
-                                    **concat(cond, uncond)).sample.float()
+                both = self.teacher(
+                    torch.cat([noisy, noisy]), torch.cat([start_t, start_t]), **concat(cond, uncond)
+                ).sample.float()
             cond_out, uncond_out = both.chunk(2)
             args = (start_t, noisy, self.prediction_type, self.alphas, self.sigmas)
             c_x0, u_x0 = S.predicted_x0(cond_out, *args), S.predicted_x0(uncond_out, *args)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from diffcli.training.distill import checkpoint as C
 from diffcli.distill.components import from_pretrained
 from diffcli.distill.preflight import Plan, run_fingerprint
 from diffcli.errors import RuntimeFailure, UsageError
+from diffcli.training.distill import checkpoint as C
 
 
 def make_accelerator(config):
@@ -34,9 +34,12 @@ def make_accelerator(config):
     from accelerate.utils import InitProcessGroupKwargs
 
     # barriers wait while the main process builds the data bank: allow hours, not the default minutes
-    return Accelerator(cpu=cpu, mixed_precision=config.mixed_precision,
-                       gradient_accumulation_steps=config.gradient_accumulation_steps,
-                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=3))])
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=3))],
+    )
 
 
 def load_teacher(plan: Plan, device):
@@ -51,7 +54,9 @@ def load_teacher(plan: Plan, device):
     except (OSError, ValueError) as exc:
         raise RuntimeFailure(f"cannot load teacher {plan.config.teacher}: {str(exc).splitlines()[0]}") from None
     if not hasattr(pipe, "unet") or not hasattr(pipe, "text_encoder"):
-        raise UsageError(f"{plan.config.teacher}: teacher has no UNet/text encoder; distill needs a text-to-image model")
+        raise UsageError(
+            f"{plan.config.teacher}: teacher has no UNet/text encoder; distill needs a text-to-image model"
+        )
     pipe.set_progress_bar_config(disable=True)
     setattr(pipe, ORIGINAL_SCHEDULER, dict(pipe.scheduler.config))
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
@@ -60,8 +65,9 @@ def load_teacher(plan: Plan, device):
     return pipe
 
 
-def lr_at(step: int, base: float, warmup: int, schedule: str = "constant", decay_from: int = 0,
-          total: int = 1) -> float:
+def lr_at(
+    step: int, base: float, warmup: int, schedule: str = "constant", decay_from: int = 0, total: int = 1
+) -> float:
     """Linear warm-up over WARMUP steps, then BASE (constant), or with 'linear' BASE falling linearly
     from step DECAY_FROM (the end of the warm-up or of the KD steps, whichever is later) to 0 at TOTAL."""
     lr = base * min(1.0, (step + 1) / max(1, warmup))
@@ -128,8 +134,9 @@ def train(plan: Plan, events, accelerator=None) -> dict:
         bank = build_bank(plan, pipe, acc.device, events)
     _write_rank_file(ckpt, acc)
 
-    student, target = lcm.make_student(pipe.unet, config.method, config.time_cond_dim, config.lora_rank,
-                                       compact=config.student_unet == "compact")
+    student, target = lcm.make_student(
+        pipe.unet, config.method, config.time_cond_dim, config.lora_rank, compact=config.student_unet == "compact"
+    )
     student.to(acc.device)
     if target is not None:
         target.to(acc.device)
@@ -162,8 +169,15 @@ def train(plan: Plan, events, accelerator=None) -> dict:
     step_fn = lcm.LCMStep(config, pipe, pipe.unet if target is not None else student, student, target, acc.device)
     warmup = min(100, max(1, total // 10))
     per_process = max(1, config.batch_size // acc.num_processes)
-    events.start(steps=total, step=step, method=config.method, batch=per_process * acc.num_processes,
-                 processes=acc.num_processes, samples=len(bank), teacher=plan.ref.name)
+    events.start(
+        steps=total,
+        step=step,
+        method=config.method,
+        batch=per_process * acc.num_processes,
+        processes=acc.num_processes,
+        samples=len(bank),
+        teacher=plan.ref.name,
+    )
     emit_every = 1 if total <= 200 else 10
     t_start = time.time()
     last_saved = step if found else -1
@@ -173,10 +187,15 @@ def train(plan: Plan, events, accelerator=None) -> dict:
         C.save_rng(ckpt, at, acc.process_index, gen, rng)
         acc.wait_for_everyone()
         if main:
-            state = {"step": at, "elapsed": elapsed + time.time() - t_start, "loss_avg": loss_avg,
-                     "student": _trainable_state(acc.unwrap_model(wrapped), config.method),
-                     "target": target.state_dict() if target is not None else None,
-                     "optimizer": opt.state_dict(), "processes": acc.num_processes}
+            state = {
+                "step": at,
+                "elapsed": elapsed + time.time() - t_start,
+                "loss_avg": loss_avg,
+                "student": _trainable_state(acc.unwrap_model(wrapped), config.method),
+                "target": target.state_dict() if target is not None else None,
+                "optimizer": opt.state_dict(),
+                "processes": acc.num_processes,
+            }
             path = C.save_state(ckpt, at, state, keep=config.keep_checkpoints)
             events.checkpoint(at, str(path))
         acc.wait_for_everyone()
@@ -203,8 +222,11 @@ def train(plan: Plan, events, accelerator=None) -> dict:
             if target is not None:  # a copy, not an average, while KD brings the student up
                 lcm.ema_update(target, acc.unwrap_model(wrapped), config.ema_decay if step >= config.kd_steps else 0.0)
             step += 1
-            both = acc.gather(torch.stack([loss.detach().float().reshape(()),
-                                           torch.tensor(float(stop.set), device=loss.device)]).reshape(1, 2))
+            both = acc.gather(
+                torch.stack(
+                    [loss.detach().float().reshape(()), torch.tensor(float(stop.set), device=loss.device)]
+                ).reshape(1, 2)
+            )
             value, stop_any = both[:, 0].mean().item(), bool(both[:, 1].max().item() > 0)
             if not torch.isfinite(torch.tensor(value)):
                 raise RuntimeFailure(f"the loss became {value} at step {step}; try a lower --learning-rate")
@@ -221,8 +243,13 @@ def train(plan: Plan, events, accelerator=None) -> dict:
     if interrupted:
         events.info(f"interrupted at step {step}; continue with --resume")
         raise KeyboardInterrupt
-    summary = {"steps": step, "loss": round(loss_avg, 6) if loss_avg is not None else None, "train_s": round(elapsed + time.time() - t_start, 1),
-               "processes": acc.num_processes, "steps_per_s": round(events.rate(step), 3) if events.t0 else None}
+    summary = {
+        "steps": step,
+        "loss": round(loss_avg, 6) if loss_avg is not None else None,
+        "train_s": round(elapsed + time.time() - t_start, 1),
+        "processes": acc.num_processes,
+        "steps_per_s": round(events.rate(step), 3) if events.t0 else None,
+    }
     if main:
         from diffcli.distill.student import export
 
@@ -245,9 +272,18 @@ def _write_rank_file(ckpt: Path, acc) -> None:
     """Each process notes itself: proof (and a log) of how many processes ran."""
     import json
 
-    (ckpt / f"rank-{acc.process_index}.json").write_text(json.dumps(
-        {"rank": acc.process_index, "world_size": acc.num_processes, "pid": os.getpid(),
-         "distributed_type": str(acc.distributed_type), "device": str(acc.device)}) + "\n")
+    (ckpt / f"rank-{acc.process_index}.json").write_text(
+        json.dumps(
+            {
+                "rank": acc.process_index,
+                "world_size": acc.num_processes,
+                "pid": os.getpid(),
+                "distributed_type": str(acc.distributed_type),
+                "device": str(acc.device),
+            }
+        )
+        + "\n"
+    )
 
 
 def _trainable_state(student, method: str) -> dict:
