@@ -57,12 +57,22 @@ def tiny_flux(tmp_path_factory) -> Path:
     return tiny_flow_models.build_flux(tmp_path_factory.mktemp("models") / "tiny-flux")
 
 
-def pytest_report_header(config):
-    from diffcli.device import CPU_BF16_ENV, cpu_bf16_forced
+def _cpu_bf16_line() -> str:
+    from diffcli.device import CPU_BF16_ENV, cpu_bf16_forced, cpu_has_native_bf16
 
     forced = cpu_bf16_forced()
     said = "the processor's answer" if forced is None else f"forced by {CPU_BF16_ENV}={int(forced)}"
-    return f"diffcli: --dtype auto on CPU takes bfloat16 where the CPU computes it ({said})"
+    dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    return f"diffcli: --dtype auto on CPU took {dtype} in this run ({said})"
+
+
+def pytest_report_header(config):
+    return _cpu_bf16_line()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The same line at the end, where `pytest -q` (which prints no header) shows it too."""
+    terminalreporter.write_line(_cpu_bf16_line())
 
 
 @pytest.fixture(autouse=True)
