@@ -615,22 +615,32 @@ def _denoise(
 ):
     """Denoise one batch: the images of SEEDS, all with PREPARED's job settings, each with its own
     (prompt, negative) from PROMPTS when given (a batch of several jobs), else the job's."""
-    import inspect
-
     import torch
 
-    from diffcli import guidance
+    from diffcli.pipelines import compile_pending
     from diffcli.prompts import chunk_groups
-    from diffcli.prompts import pipeline_kwargs as text_kwargs
-    from diffcli.timesteps import schedule_kwargs
 
     job = prepared.job
     count = len(seeds)
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     state = {"latents": None}
-    from diffcli.pipelines import compile_pending
-
     compiling = compile_pending(pipe)  # --compile: this call's first step compiles the denoiser
+    on_step_end = _step_callback(job, reporter, state, compiling)
+    prompts = prompts or [(job.prompt, job.negative)] * count
+    groups = chunk_groups(pipe, [p for p, _ in prompts], [n or "" for _, n in prompts], job.prompt_syntax)
+    if len(groups) > 1:  # prompts read in different numbers of chunks: each group denoised as it would be alone
+        return _denoise_groups(pipe, prepared, seeds, start, opts, reporter, choice, model, prompts, groups)
+    kwargs = _call_kwargs(pipe, prepared, prompts, generators, on_step_end)
+    reporter.begin_batch(start + 1, count, job.steps)
+    reporter.phase("encode")
+    images = _call_pipe(pipe, kwargs, prepared, seeds, start, opts, reporter, choice, model, state)
+    if job.task in ("inpaint", "outpaint"):
+        images = [composite(prepared.init_image, im, prepared.mask, job.mask_blur) for im in images]
+    return images
+
+
+def _step_callback(job: Job, reporter, state: dict, compiling: str | None):
+    """The per-step callback of _denoise: keeps the latents in STATE and reports steps (and the compile)."""
 
     def on_step_end(p, step_index, timestep, callback_kwargs):
         state["latents"] = callback_kwargs.get("latents")
@@ -644,26 +654,39 @@ def _denoise(
         if step_index + 1 >= total:
             reporter.phase("decode")
 
+    return on_step_end
+
+
+def _denoise_groups(pipe, prepared, seeds, start, opts, reporter, choice, model, prompts, groups) -> list:
+    """_denoise for each group of indices in GROUPS on its own; the images back in the order of SEEDS."""
+    images = [None] * len(seeds)
+    for group in groups:
+        made = _denoise(
+            pipe,
+            prepared,
+            [seeds[i] for i in group],
+            start,
+            opts,
+            reporter,
+            choice,
+            model,
+            [prompts[i] for i in group],
+        )
+        for i, image in zip(group, made):
+            images[i] = image
+    return images
+
+
+def _call_kwargs(pipe, prepared: Prepared, prompts: list[tuple[str, str]], generators: list, on_step_end) -> dict:
+    """The keyword arguments of PIPE's call for PREPARED's job with PROMPTS (text, schedule, guidance, inputs)."""
+    import inspect
+
+    from diffcli import guidance
+    from diffcli.prompts import pipeline_kwargs as text_kwargs
+    from diffcli.timesteps import schedule_kwargs
+
+    job = prepared.job
     strength = None if job.task == "txt2img" else job.strength
-    prompts = prompts or [(job.prompt, job.negative)] * count
-    groups = chunk_groups(pipe, [p for p, _ in prompts], [n or "" for _, n in prompts], job.prompt_syntax)
-    if len(groups) > 1:  # prompts read in different numbers of chunks: each group denoised as it would be alone
-        images = [None] * count
-        for group in groups:
-            made = _denoise(
-                pipe,
-                prepared,
-                [seeds[i] for i in group],
-                start,
-                opts,
-                reporter,
-                choice,
-                model,
-                [prompts[i] for i in group],
-            )
-            for i, image in zip(group, made):
-                images[i] = image
-        return images
     kwargs = dict(
         **text_kwargs(
             pipe,
@@ -691,23 +714,24 @@ def _denoise(
         from diffcli import control
 
         kwargs.update(control.call_kwargs(job, control.control_images(job)))
-    reporter.begin_batch(start + 1, count, job.steps)
-    reporter.phase("encode")
+    return kwargs
+
+
+def _call_pipe(pipe, kwargs, prepared, seeds, start, opts, reporter, choice, model, state: dict) -> list:
+    """PIPE(**KWARGS)'s images, with the job's decoder and cache on for this call; on Ctrl-C, --save-partial."""
     from diffcli.cache import active as cache_active
     from diffcli.vae_decoder import active as decoder_active
 
+    job = prepared.job
     state["t0"] = time.perf_counter()
     with decoder_active(pipe, job.vae_decoder, choice):  # this call only (--save-partial too): the VAE is shared
         try:
             with cache_active(pipe, job.cache):  # for this call only: the UNet is shared by later jobs
-                images = pipe(**kwargs).images
+                return pipe(**kwargs).images
         except KeyboardInterrupt:
             if opts.save_partial and state["latents"] is not None:
                 _save_partial(pipe, state["latents"], prepared, seeds, start, choice, model, opts, reporter)
             raise
-    if job.task in ("inpaint", "outpaint"):
-        images = [composite(prepared.init_image, im, prepared.mask, job.mask_blur) for im in images]
-    return images
 
 
 def _save_partial(pipe, latents, prepared, seeds, start, choice, model, opts, reporter) -> None:

@@ -250,3 +250,27 @@ def test_the_graph_sees_imports_inside_functions_and_relative_ones():
     assert "diffcli.run" in graph["diffcli.cli.generate"]  # imported inside execute()
     assert graph["diffcli.cli.models"]  # and the package face's submodules are nodes of their own
     assert any(m.startswith("diffcli.bundled.") for m in graph["diffcli.bundled"])  # `from .vocab import …`
+
+
+MAX_FUNCTION_LINES = 80  # a function's body, after its docstring
+
+
+def _long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    found = []
+    for file in sorted(PACKAGE.rglob("*.py")):
+        if "training" in file.relative_to(PACKAGE).parts:  # recipes are scripts; the rule is the runtime's
+            continue
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body
+                if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                    body = body[1:]
+                lines = node.end_lineno - body[0].lineno + 1
+                if lines > limit:
+                    found.append(f"{file.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: {lines} lines")
+    return found
+
+
+def test_no_runtime_function_is_over_80_lines():
+    assert _long_functions() == []
+    assert _long_functions(limit=40)  # (the rule is evaluated: shorter limits find functions)

@@ -133,17 +133,11 @@ def run_report(
     from diffcli.distill.events import make_events
     from diffcli.distill.student import load_student
     from diffcli.models import resolve
-    from diffcli.models.lora import read_own
     from diffcli.pipelines import prepare_libraries
 
     events = events or make_events(False, True)
     student_dir = Path(student_dir)
-    own = read_own(student_dir)
-    record = own.get(STUDENT_KEY)
-    if not record:
-        raise UsageError(
-            f"--report {student_dir}: not a student written by `diffcli distill` (no '{STUDENT_KEY}' in diffcli.json)"
-        )
+    own, record = _student_record(student_dir)
     if n is None:
         from diffcli.distill.config import default_report_n
 
@@ -158,39 +152,10 @@ def run_report(
 
     teacher = load_sampling_teacher(ref.path, td.get("scheduler") or "ddim", device)
     student = load_student(student_dir, device)
-    rows = [
-        (
-            "teacher",
-            teacher,
-            int(td.get("steps") or 25),
-            float(td.get("cfg") or 7.0),
-            td.get("scheduler"),
-            float(td.get("cfg_cutoff") or 0.0),
-            float(td.get("shift") or 1.0),
-        )
-    ]
-    s_cfg, s_shift = float(own.get("cfg") or 1.0), float(own.get("shift") or 1.0)
-    rows += [("student", student, k, s_cfg, "lcm", 0.0, s_shift) for k in STUDENT_STEPS]
+    rows = _report_rows(td, own, teacher, student)
 
     evaluator = _load_evaluator(events) if record.get("bundled_teacher") else None
-    results, samples, teacher_images = [], [], None
-    for who, pipe, steps, cfg, sched, cutoff, shift in rows:
-        events.phase("report", model=who, steps=steps)
-        images = _generate(pipe, prompts, steps, cfg, size, cutoff, shift=shift)
-        row = {"model": who, "steps": steps, "cfg": cfg, "cfg_cutoff": cutoff, "shift": shift, "scheduler": sched}
-        if evaluator is not None:
-            sc = evaluator.score(prompts, images)
-            row.update(
-                adherence=round(sc["adherence"], 4),
-                fd=round(sc["fd"], 3),
-                accuracy={k: round(v, 4) for k, v in sc["accuracy"].items()},
-            )
-        if who == "teacher":
-            teacher_images = images
-        else:
-            row["psnr_vs_teacher_db"] = round(float(np.mean([_psnr(a, b) for a, b in zip(images, teacher_images)])), 2)
-        results.append(row)
-        samples.append(images[:8])
+    results, samples = _score_rows(rows, prompts, size, evaluator, events)
     rounds = min(timing_n, len(prompts))
     events.phase("report", timing_rounds=rounds)
     for row, sec in zip(results, _time_rows(rows, prompts, size, rounds)):
@@ -216,6 +181,61 @@ def run_report(
     (student_dir / "report.md").write_text(markdown(report))
     _grid(samples, size).save(student_dir / "report.png")
     return report
+
+
+def _student_record(student_dir: Path) -> tuple[dict, dict]:
+    """STUDENT_DIR's own diffcli.json and its distill record; a usage error when it is no distilled student."""
+    from diffcli.models.lora import read_own
+
+    own = read_own(student_dir)
+    record = own.get(STUDENT_KEY)
+    if not record:
+        raise UsageError(
+            f"--report {student_dir}: not a student written by `diffcli distill` (no '{STUDENT_KEY}' in diffcli.json)"
+        )
+    return own, record
+
+
+def _report_rows(td: dict, own: dict, teacher, student) -> list[tuple]:
+    """The report's rows, (who, pipe, steps, cfg, scheduler, cfg_cutoff, shift): the teacher at its defaults
+    TD, then the student (settings OWN) at each of STUDENT_STEPS."""
+    rows = [
+        (
+            "teacher",
+            teacher,
+            int(td.get("steps") or 25),
+            float(td.get("cfg") or 7.0),
+            td.get("scheduler"),
+            float(td.get("cfg_cutoff") or 0.0),
+            float(td.get("shift") or 1.0),
+        )
+    ]
+    s_cfg, s_shift = float(own.get("cfg") or 1.0), float(own.get("shift") or 1.0)
+    rows += [("student", student, k, s_cfg, "lcm", 0.0, s_shift) for k in STUDENT_STEPS]
+    return rows
+
+
+def _score_rows(rows, prompts, size, evaluator, events) -> tuple[list[dict], list[list]]:
+    """Generate PROMPTS for each row and score the images; return (result rows, up to 8 sample images per row)."""
+    results, samples, teacher_images = [], [], None
+    for who, pipe, steps, cfg, sched, cutoff, shift in rows:
+        events.phase("report", model=who, steps=steps)
+        images = _generate(pipe, prompts, steps, cfg, size, cutoff, shift=shift)
+        row = {"model": who, "steps": steps, "cfg": cfg, "cfg_cutoff": cutoff, "shift": shift, "scheduler": sched}
+        if evaluator is not None:
+            sc = evaluator.score(prompts, images)
+            row.update(
+                adherence=round(sc["adherence"], 4),
+                fd=round(sc["fd"], 3),
+                accuracy={k: round(v, 4) for k, v in sc["accuracy"].items()},
+            )
+        if who == "teacher":
+            teacher_images = images
+        else:
+            row["psnr_vs_teacher_db"] = round(float(np.mean([_psnr(a, b) for a, b in zip(images, teacher_images)])), 2)
+        results.append(row)
+        samples.append(images[:8])
+    return results, samples
 
 
 def _bars(rows: list[dict]) -> dict:

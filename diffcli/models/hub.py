@@ -335,7 +335,7 @@ def pull(
     """Fetch what the pipeline needs; return (snapshot dir, commit, registry entry).
 
     PROGRESS: "auto", "quiet", "json" or a callable (see diffcli.models.progress); `quiet=True` is "quiet"."""
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi
 
     from diffcli.models.progress import Feedback
 
@@ -349,17 +349,7 @@ def pull(
     )
     with lock, hub_errors(name, token, name=name):
         api = HfApi(endpoint=ep, token=token or None)
-        info = api.model_info(repo_id, revision=revision, files_metadata=True)
-        commit = info.sha
-        if not commit or not COMMIT_RE.match(commit):
-            raise RuntimeFailure(f"{name}: the hub returned no commit for this revision")
-        siblings = {s.rfilename: s for s in (info.siblings or [])}
-        one_model = "model_index.json" not in siblings and "config.json" in siblings  # a ControlNet repo
-        if "model_index.json" not in siblings and not one_model:
-            raise UsageError(
-                f"{name} is not a diffusers pipeline repo (no model_index.json); "
-                "for a single checkpoint give its URL or local path"
-            )
+        commit, siblings, one_model = _repo_info(api, repo_id, revision, name)
         snap = cache / repo_folder(repo_id).name / "snapshots" / commit
         old = registry.get(key) or {}
         if old.get("status") == "complete" and old.get("commit") == commit and not force:
@@ -377,65 +367,128 @@ def pull(
             alias=alias,
             started_at=time.time(),
         )
-
-        def fetch(filename: str, bar=None) -> Path:
-            validate_repo_file(filename)
-            pointer = snap / filename
-            size, digest = expected_digest(siblings.get(filename))
-            existed = pointer.exists()
-            if existed and (force or (size is not None and pointer.stat().st_size != size)):
-                _purge(pointer)
-                existed = False
-            path = Path(
-                hf_hub_download(
-                    repo_id,
-                    filename,
-                    revision=commit,
-                    cache_dir=str(cache),
-                    endpoint=ep,
-                    token=token or None,
-                    tqdm_class=feedback.tqdm_class(bar),
-                )
-            )
-            if not existed:
-                problem = check_file(path, size, digest)
-                if problem:
-                    _purge(path)
-                    raise RuntimeFailure(f"{name}: {filename}: {problem}; the damaged download was discarded")
-            return path
-
-        if one_model:
-            from diffcli.models.controlnets import controlnet_class
-            from diffcli.models.selection import select_root_model_files
-
-            if controlnet_class(fetch("config.json").parent) is None:
-                raise UsageError(
-                    f"{name} is neither a diffusers pipeline repo (no model_index.json) nor a ControlNet "
-                    f"(its config.json names another class)"
-                )
-            files = select_root_model_files(list(siblings), variant=variant, allow_pickle=allow_pickle, where=name)
-        else:
-            index_path = fetch("model_index.json")
-            try:
-                index = json.loads(index_path.read_text(encoding="utf-8"))
-            except ValueError:
-                raise UsageError(f"{name}: model_index.json is not valid JSON") from None
-            components = check_model_index(
-                index, name, repo_files=list(siblings), trust_remote_code=trust_remote_code, pull_name=name
-            )
-            files = select_files(list(siblings), components, variant=variant, allow_pickle=allow_pickle, where=name)
+        fetch = _fetcher(
+            repo_id, commit, snap, siblings, name=name, cache=cache, ep=ep, token=token, force=force, feedback=feedback
+        )
+        files = _pull_files(
+            name,
+            fetch,
+            siblings,
+            one_model,
+            variant=variant,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+        )
         todo = files if force else [f for f in files if not (snap / f).exists()]
         total = sum((expected_digest(siblings.get(f))[0] or 0) for f in todo)
         with (feedback if todo else Feedback("quiet")).bar(f"pulling {name}", total or None, model=name) as bar:
             for f in files:
                 if f not in ("model_index.json", "config.json" if one_model else ""):  # fetched (and checked) above
                     fetch(f, bar)
-        manifest = {}
-        for f in files:
-            size, digest = expected_digest(siblings.get(f))
-            manifest[f] = {"size": size, "digest": digest}
         write_ref(repo_id, revision or "main", commit)
         entry = registry.update(
-            key, status="complete", files=manifest, pulled_at=time.time(), allow_pickle=allow_pickle
+            key, status="complete", files=_manifest(files, siblings), pulled_at=time.time(), allow_pickle=allow_pickle
         )
     return snap, commit, entry
+
+
+def _repo_info(api, repo_id: str, revision: str | None, name: str) -> tuple[str, dict, bool]:
+    """The hub's (commit, {file: sibling}, whether it is a one-model repo such as a ControlNet) for REPO_ID."""
+    info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    commit = info.sha
+    if not commit or not COMMIT_RE.match(commit):
+        raise RuntimeFailure(f"{name}: the hub returned no commit for this revision")
+    siblings = {s.rfilename: s for s in (info.siblings or [])}
+    one_model = "model_index.json" not in siblings and "config.json" in siblings  # a ControlNet repo
+    if "model_index.json" not in siblings and not one_model:
+        raise UsageError(
+            f"{name} is not a diffusers pipeline repo (no model_index.json); "
+            "for a single checkpoint give its URL or local path"
+        )
+    return commit, siblings, one_model
+
+
+def _fetcher(
+    repo_id: str,
+    commit: str,
+    snap: Path,
+    siblings: dict,
+    *,
+    name: str,
+    cache: Path,
+    ep: str | None,
+    token: str | None,
+    force: bool,
+    feedback,
+):
+    """A `fetch(filename, bar=None) -> Path` for pull: downloads one file of the snapshot, checking a new one."""
+    from huggingface_hub import hf_hub_download
+
+    def fetch(filename: str, bar=None) -> Path:
+        validate_repo_file(filename)
+        pointer = snap / filename
+        size, digest = expected_digest(siblings.get(filename))
+        existed = pointer.exists()
+        if existed and (force or (size is not None and pointer.stat().st_size != size)):
+            _purge(pointer)
+            existed = False
+        path = Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=commit,
+                cache_dir=str(cache),
+                endpoint=ep,
+                token=token or None,
+                tqdm_class=feedback.tqdm_class(bar),
+            )
+        )
+        if not existed:
+            problem = check_file(path, size, digest)
+            if problem:
+                _purge(path)
+                raise RuntimeFailure(f"{name}: {filename}: {problem}; the damaged download was discarded")
+        return path
+
+    return fetch
+
+
+def _pull_files(
+    name: str,
+    fetch,
+    siblings: dict,
+    one_model: bool,
+    *,
+    variant: str | None,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+) -> list[str]:
+    """The files pull takes: fetches (and checks) model_index.json, or a one-model repo's config.json, to choose."""
+    if one_model:
+        from diffcli.models.controlnets import controlnet_class
+        from diffcli.models.selection import select_root_model_files
+
+        if controlnet_class(fetch("config.json").parent) is None:
+            raise UsageError(
+                f"{name} is neither a diffusers pipeline repo (no model_index.json) nor a ControlNet "
+                f"(its config.json names another class)"
+            )
+        return select_root_model_files(list(siblings), variant=variant, allow_pickle=allow_pickle, where=name)
+    index_path = fetch("model_index.json")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise UsageError(f"{name}: model_index.json is not valid JSON") from None
+    components = check_model_index(
+        index, name, repo_files=list(siblings), trust_remote_code=trust_remote_code, pull_name=name
+    )
+    return select_files(list(siblings), components, variant=variant, allow_pickle=allow_pickle, where=name)
+
+
+def _manifest(files: list[str], siblings: dict) -> dict:
+    """{file: {"size", "digest"}} as the hub records them, for the registry entry of a complete pull."""
+    manifest = {}
+    for f in files:
+        size, digest = expected_digest(siblings.get(f))
+        manifest[f] = {"size": size, "digest": digest}
+    return manifest

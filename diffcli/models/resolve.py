@@ -133,40 +133,26 @@ def _resolve(
     sha256: str | None,
     paths: bool = True,
 ) -> ModelRef:
-    from diffcli.models import lora, names, registry
-    from diffcli.models.aliases import ALIASES, alias_for_repo
-    from diffcli.models.safety import is_pickle, refuse_pickle
+    from diffcli.models import names
 
     src = names.parse(name, paths=paths)
     offline = offline_requested(offline)
     token = token or None
 
     if src.kind == "bundled":
-        from diffcli.bundled import MODEL_NAME, model_dir
-
-        path = model_dir(src.name)
-        if src.name != MODEL_NAME and not (path / "model_index.json").is_file():
-            raise RuntimeFailure(f"the bundled model {src.name} is not installed ({path} is missing)")
-        registry.touch(f"bundled:{src.name}", source="bundled")
-        return ModelRef(name=src.name, path=path, source="bundled", family="bundled")
+        return _resolve_bundled(src)
 
     if src.kind == "dir":
-        path = src.path
-        if lora.is_lora_dir(path) and not (path / "model_index.json").is_file():  # fused: a model as is
-            return _lora(
-                name, path, offline=offline, allow_pickle=allow_pickle, token=token, progress=feedback, pull=pull
-            )
-        if not (path / "model_index.json").is_file():
-            raise UsageError(f"{name}: directory is not a diffusers model (no model_index.json)")
-        from diffcli.models.hub import snapshot_missing
-
-        missing = snapshot_missing(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, name=name)
-        if missing:
-            if any(m.endswith("(weights)") for m in missing) and list(path.rglob("*.bin")) and not allow_pickle:
-                raise refuse_pickle(name)
-            raise UsageError(f"{name}: incomplete diffusers model (missing {', '.join(missing[:3])})")
-        registry.touch(f"local:{path}", source="local", path=str(path))
-        return ModelRef(name=name, path=path, source="local", family=_family(path), allow_pickle=allow_pickle)
+        return _resolve_dir(
+            name,
+            src.path,
+            offline=offline,
+            allow_pickle=allow_pickle,
+            token=token,
+            feedback=feedback,
+            trust_remote_code=trust_remote_code,
+            pull=pull,
+        )
 
     if src.kind == "file":
         return _single_file(
@@ -181,27 +167,114 @@ def _resolve(
         )
 
     if src.kind == "url":
-        from diffcli.models import url_store, urls
-
-        found = urls.find_local(src.url)
-        if found is None:
-            if offline or not pull:
-                raise _not_present(names.redact_url(src.url))
-            found = urls.pull(src.url, sha256=sha256, allow_pickle=allow_pickle, token=token, progress=feedback)
-        path, _entry = found
-        return _single_file(
-            names.redact_url(src.url),
-            path,
-            "url",
-            allow_pickle,
-            key=url_store.registry_key(src.url),
-            fetch=not offline and pull,
+        return _resolve_url(
+            src.url,
+            offline=offline,
+            allow_pickle=allow_pickle,
             token=token,
             feedback=feedback,
+            pull=pull,
+            sha256=sha256,
         )
 
     # hub repo or alias
-    from diffcli.models import hub
+    return _resolve_hub(
+        name,
+        src,
+        offline=offline,
+        allow_pickle=allow_pickle,
+        token=token,
+        feedback=feedback,
+        revision=revision,
+        variant=variant,
+        trust_remote_code=trust_remote_code,
+        pull=pull,
+    )
+
+
+def _resolve_bundled(src) -> ModelRef:
+    """The bundled model SRC names (names.parse's result), checked to be installed."""
+    from diffcli.bundled import MODEL_NAME, model_dir
+    from diffcli.models import registry
+
+    path = model_dir(src.name)
+    if src.name != MODEL_NAME and not (path / "model_index.json").is_file():
+        raise RuntimeFailure(f"the bundled model {src.name} is not installed ({path} is missing)")
+    registry.touch(f"bundled:{src.name}", source="bundled")
+    return ModelRef(name=src.name, path=path, source="bundled", family="bundled")
+
+
+def _resolve_dir(
+    name: str,
+    path: Path,
+    *,
+    offline: bool,
+    allow_pickle: bool,
+    token: str | None,
+    feedback,
+    trust_remote_code: bool,
+    pull: bool,
+) -> ModelRef:
+    """A local directory, used in place: a LoRA (on its base model) or a complete diffusers model."""
+    from diffcli.models import lora, registry
+    from diffcli.models.safety import refuse_pickle
+
+    if lora.is_lora_dir(path) and not (path / "model_index.json").is_file():  # fused: a model as is
+        return _lora(name, path, offline=offline, allow_pickle=allow_pickle, token=token, progress=feedback, pull=pull)
+    if not (path / "model_index.json").is_file():
+        raise UsageError(f"{name}: directory is not a diffusers model (no model_index.json)")
+    from diffcli.models.hub import snapshot_missing
+
+    missing = snapshot_missing(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, name=name)
+    if missing:
+        if any(m.endswith("(weights)") for m in missing) and list(path.rglob("*.bin")) and not allow_pickle:
+            raise refuse_pickle(name)
+        raise UsageError(f"{name}: incomplete diffusers model (missing {', '.join(missing[:3])})")
+    registry.touch(f"local:{path}", source="local", path=str(path))
+    return ModelRef(name=name, path=path, source="local", family=_family(path), allow_pickle=allow_pickle)
+
+
+def _resolve_url(
+    url: str, *, offline: bool, allow_pickle: bool, token: str | None, feedback, pull: bool, sha256: str | None
+) -> ModelRef:
+    """A single-file checkpoint at URL: the downloaded copy, pulled first when missing and allowed."""
+    from diffcli.models import names, url_store, urls
+
+    found = urls.find_local(url)
+    if found is None:
+        if offline or not pull:
+            raise _not_present(names.redact_url(url))
+        found = urls.pull(url, sha256=sha256, allow_pickle=allow_pickle, token=token, progress=feedback)
+    path, _entry = found
+    return _single_file(
+        names.redact_url(url),
+        path,
+        "url",
+        allow_pickle,
+        key=url_store.registry_key(url),
+        fetch=not offline and pull,
+        token=token,
+        feedback=feedback,
+    )
+
+
+def _resolve_hub(
+    name: str,
+    src,
+    *,
+    offline: bool,
+    allow_pickle: bool,
+    token: str | None,
+    feedback,
+    revision: str | None,
+    variant: str | None,
+    trust_remote_code: bool,
+    pull: bool,
+) -> ModelRef:
+    """A hub repo id or an alias (SRC): the local snapshot, pulled first when missing and allowed."""
+    from diffcli.models import hub, names, registry
+    from diffcli.models.aliases import ALIASES, alias_for_repo
+    from diffcli.models.safety import is_pickle, refuse_pickle
 
     repo_id = src.repo_id
     rev = revision or src.revision
@@ -213,22 +286,17 @@ def _resolve(
     if found is None:
         if offline or not pull:
             raise _not_present(name)
-        try:
-            found = hub.pull(
-                repo_id,
-                rev,
-                name=name,
-                variant=variant,
-                allow_pickle=allow_pickle,
-                trust_remote_code=trust_remote_code,
-                token=token,
-                progress=feedback,
-                alias=alias,
-            )
-        except UsageError as exc:
-            if alias and ALIASES[alias].gated and ("gated" in str(exc) or "not found" in str(exc)):
-                raise _gated(name, repo_id) from None
-            raise
+        found = _pull_hub(
+            name,
+            repo_id,
+            rev,
+            alias=alias,
+            variant=variant,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            token=token,
+            feedback=feedback,
+        )
     snap, commit, entry = found
     files = (entry or {}).get("files") or {}
     if not allow_pickle and any(is_pickle(f) for f in files):
@@ -252,6 +320,40 @@ def _resolve(
         variant=(entry or {}).get("variant"),
         allow_pickle=allow_pickle,
     )
+
+
+def _pull_hub(
+    name: str,
+    repo_id: str,
+    rev: str | None,
+    *,
+    alias: str | None,
+    variant: str | None,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+    token: str | None,
+    feedback,
+) -> tuple:
+    """hub.pull for _resolve_hub, a gated alias's refusal said as how to get access."""
+    from diffcli.models import hub
+    from diffcli.models.aliases import ALIASES
+
+    try:
+        return hub.pull(
+            repo_id,
+            rev,
+            name=name,
+            variant=variant,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            token=token,
+            progress=feedback,
+            alias=alias,
+        )
+    except UsageError as exc:
+        if alias and ALIASES[alias].gated and ("gated" in str(exc) or "not found" in str(exc)):
+            raise _gated(name, repo_id) from None
+        raise
 
 
 def needs_base(ref: ModelRef) -> bool:

@@ -73,21 +73,13 @@ def pull(
     progress=None,
 ) -> tuple[Path, dict]:
     """Download URL once; return (local file, registry entry). PROGRESS: see diffcli.models.progress."""
-    import http.client
-    import urllib.error
-
     from diffcli.models.progress import Feedback
 
     feedback = Feedback.of(progress, quiet)
 
     shown = redact_url(url)
     name = url_filename(url)
-    if is_pickle(name) and not allow_pickle:
-        raise refuse_pickle(shown)
-    if not name.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")):
-        raise UsageError(
-            f"{shown}: not a checkpoint file (expected .safetensors, or .gguf for a FLUX.1/SD 3.x transformer)"
-        )
+    _check_checkpoint_name(name, shown, allow_pickle)
     expected = (sha256 or _expected_from_url(url) or "").lower() or None
     if expected and not SHA256_RE.match(expected):
         raise UsageError("--sha256 must be 64 hex digits")
@@ -101,64 +93,15 @@ def pull(
         part = dest.with_name(dest.name + ".incomplete")
         registry.update(key, source="url", url=shown, path=str(dest), status="partial", started_at=time.time())
         offset = part.stat().st_size if part.exists() else 0
-        headers = _auth_headers(url, token)
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        try:
-            resp = _open(url, headers)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset:  # our partial file is already complete (or bogus): restart
-                part.unlink(missing_ok=True)
-                raise RuntimeFailure(f"{shown}: resume refused by server; run the pull again") from None
-            raise RuntimeFailure(scrub(f"{shown}: HTTP {exc.code} {exc.reason}", token)) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise RuntimeFailure(scrub(f"{shown}: cannot download ({getattr(exc, 'reason', exc)})", token)) from None
+        resp = _request(url, shown, part, offset, token)
         with resp:
             if offset and resp.status != 206:
                 offset = 0  # server ignored the Range header: start over
-            length = resp.headers.get("Content-Length")
-            total = (int(length) + offset) if length and length.isdigit() else None
-            linked = (resp.headers.get("X-Linked-Size") or "").strip()
-            if linked.isdigit():
-                total = int(linked)
+            total = _total_size(resp, offset)
             if not expected:
-                etag = (resp.headers.get("X-Linked-Etag") or resp.headers.get("ETag") or "").strip('W/"').lower()
-                expected = etag if SHA256_RE.match(etag) else None
-            written = offset
-            try:
-                with (
-                    open(part, "r+b" if offset else "wb") as out,
-                    feedback.bar(f"pulling {name}", total, model=shown) as bar,
-                ):
-                    out.seek(offset)
-                    out.truncate()
-                    bar.advance(offset)
-                    while chunk := resp.read(CHUNK):
-                        out.write(chunk)
-                        written += len(chunk)
-                        bar.advance(len(chunk))
-                    out.flush()
-                    os.fsync(out.fileno())
-            except (OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
-                    raise RuntimeFailure(
-                        f"{shown}: cannot write {part} ({exc.strerror.lower()}); free some space or "
-                        "set DIFFCLI_HOME to another directory, then pull again to resume"
-                    ) from None
-                raise RuntimeFailure(
-                    f"{shown}: download cut off after {written} bytes ({type(exc).__name__}); run the pull again to "
-                    "resume"
-                ) from None
-        if total is not None and written != total:
-            if written > total:
-                part.unlink(missing_ok=True)
-            raise RuntimeFailure(f"{shown}: got {written} bytes, expected {total}; run the pull again to resume")
-        digest = sha256_file(part)
-        if expected and digest != expected:
-            part.unlink(missing_ok=True)
-            raise RuntimeFailure(
-                f"{shown}: sha256 mismatch (got {digest[:12]}…, expected {expected[:12]}…); the download was discarded"
-            )
+                expected = _etag_sha256(resp)
+            written = _write_body(resp, part, offset, total, feedback, name=name, shown=shown)
+        digest = _check_download(part, written, total, expected, shown)
         os.replace(part, dest)
         entry = registry.update(
             key,
@@ -170,3 +113,93 @@ def pull(
         )
         write_source(dest, entry)
     return dest, entry
+
+
+def _check_checkpoint_name(name: str, shown: str, allow_pickle: bool) -> None:
+    """Refuse a file NAME that is a pickle (unless allowed) or not a checkpoint at all."""
+    if is_pickle(name) and not allow_pickle:
+        raise refuse_pickle(shown)
+    if not name.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")):
+        raise UsageError(
+            f"{shown}: not a checkpoint file (expected .safetensors, or .gguf for a FLUX.1/SD 3.x transformer)"
+        )
+
+
+def _request(url: str, shown: str, part: Path, offset: int, token: str | None):
+    """The open response for URL, resuming after OFFSET bytes of PART; a RuntimeFailure when it cannot open."""
+    import urllib.error
+
+    headers = _auth_headers(url, token)
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        return _open(url, headers)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # our partial file is already complete (or bogus): restart
+            part.unlink(missing_ok=True)
+            raise RuntimeFailure(f"{shown}: resume refused by server; run the pull again") from None
+        raise RuntimeFailure(scrub(f"{shown}: HTTP {exc.code} {exc.reason}", token)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RuntimeFailure(scrub(f"{shown}: cannot download ({getattr(exc, 'reason', exc)})", token)) from None
+
+
+def _total_size(resp, offset: int) -> int | None:
+    """The whole file's size in bytes as the response tells it (X-Linked-Size, else Content-Length), or None."""
+    length = resp.headers.get("Content-Length")
+    total = (int(length) + offset) if length and length.isdigit() else None
+    linked = (resp.headers.get("X-Linked-Size") or "").strip()
+    if linked.isdigit():
+        total = int(linked)
+    return total
+
+
+def _etag_sha256(resp) -> str | None:
+    """The file's sha256 when the response's (X-Linked-)ETag is one, else None."""
+    etag = (resp.headers.get("X-Linked-Etag") or resp.headers.get("ETag") or "").strip('W/"').lower()
+    return etag if SHA256_RE.match(etag) else None
+
+
+def _write_body(resp, part: Path, offset: int, total: int | None, feedback, *, name: str, shown: str) -> int:
+    """Write RESP's body into PART after OFFSET bytes, with a progress bar; return the bytes PART now holds."""
+    import http.client
+
+    written = offset
+    try:
+        with (
+            open(part, "r+b" if offset else "wb") as out,
+            feedback.bar(f"pulling {name}", total, model=shown) as bar,
+        ):
+            out.seek(offset)
+            out.truncate()
+            bar.advance(offset)
+            while chunk := resp.read(CHUNK):
+                out.write(chunk)
+                written += len(chunk)
+                bar.advance(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+    except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+            raise RuntimeFailure(
+                f"{shown}: cannot write {part} ({exc.strerror.lower()}); free some space or "
+                "set DIFFCLI_HOME to another directory, then pull again to resume"
+            ) from None
+        raise RuntimeFailure(
+            f"{shown}: download cut off after {written} bytes ({type(exc).__name__}); run the pull again to resume"
+        ) from None
+    return written
+
+
+def _check_download(part: Path, written: int, total: int | None, expected: str | None, shown: str) -> str:
+    """PART's sha256, once its size and digest are as expected; else it is discarded (when bad) and a RuntimeFailure."""
+    if total is not None and written != total:
+        if written > total:
+            part.unlink(missing_ok=True)
+        raise RuntimeFailure(f"{shown}: got {written} bytes, expected {total}; run the pull again to resume")
+    digest = sha256_file(part)
+    if expected and digest != expected:
+        part.unlink(missing_ok=True)
+        raise RuntimeFailure(
+            f"{shown}: sha256 mismatch (got {digest[:12]}…, expected {expected[:12]}…); the download was discarded"
+        )
+    return digest

@@ -422,321 +422,322 @@ def _preload() -> None:
         pass
 
 
-def _handler(front: HttpFrontDoor):
-    settings = front.settings
+class _Handler(BaseHTTPRequestHandler):
+    """One request to the HTTP API; a subclass per server sets FRONT (see `_handler`)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "diffcli"
-        sys_version = ""
-        timeout = None  # set before each read (the request's deadline) and each answer (settings.deadline_s)
+    front: HttpFrontDoor
+    server_version = "diffcli"
+    sys_version = ""
+    timeout = None  # set before each read (the request's deadline) and each answer (settings.deadline_s)
 
-        def setup(self) -> None:
-            super().setup()
-            self.rfile.close()  # the socket's plain reader, replaced by one that keeps the request's deadline
-            self.rfile = io.BufferedReader(_DeadlineReader(self.connection, time.monotonic() + settings.deadline_s))
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the socket's plain reader, replaced by one that keeps the request's deadline
+        self.rfile = io.BufferedReader(
+            _DeadlineReader(self.connection, time.monotonic() + self.front.settings.deadline_s)
+        )
 
-        def log_message(self, fmt, *args) -> None:  # the server log gets one line per request, not stderr
-            pass
+    def log_message(self, fmt, *args) -> None:  # the server log gets one line per request, not stderr
+        pass
 
-        def do_GET(self) -> None:
-            self._serve("GET")
+    def do_GET(self) -> None:
+        self._serve("GET")
 
-        def do_POST(self) -> None:
-            self._serve("POST")
+    def do_POST(self) -> None:
+        self._serve("POST")
 
-        def do_PUT(self) -> None:
-            self._serve("PUT")
+    def do_PUT(self) -> None:
+        self._serve("PUT")
 
-        def do_DELETE(self) -> None:
-            self._serve("DELETE")
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
 
-        def _serve(self, method: str) -> None:
-            with front.lock:
-                front.active += 1
-            try:
-                self._route(method)
-            except api.HttpError as exc:
-                self._error(exc.status, str(exc), exc.kind)
-            except DiffcliError as exc:
-                self._error(422 if exc.exit_code == 2 else 500, str(exc), type(exc).__name__)
-            except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
-                front.log(f"HTTP {method} {self.path}: {type(exc).__name__}: {exc}")
-                self._error(500, f"{type(exc).__name__}: {exc}", "RuntimeFailure")
-            finally:
-                with front.lock:
-                    front.active -= 1
-                front.last_active = time.monotonic()
+    def _serve(self, method: str) -> None:
+        with self.front.lock:
+            self.front.active += 1
+        try:
+            self._route(method)
+        except api.HttpError as exc:
+            self._error(exc.status, str(exc), exc.kind)
+        except DiffcliError as exc:
+            self._error(422 if exc.exit_code == 2 else 500, str(exc), type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
+            self.front.log(f"HTTP {method} {self.path}: {type(exc).__name__}: {exc}")
+            self._error(500, f"{type(exc).__name__}: {exc}", "RuntimeFailure")
+        finally:
+            with self.front.lock:
+                self.front.active -= 1
+            self.front.last_active = time.monotonic()
 
-        def _route(self, method: str) -> None:
-            self._check_access()
-            path = self.path.split("?", 1)[0]
-            routes = {
-                ("GET", "/sdapi/v1/sd-models"): lambda: self._json(200, api.models()),
-                ("GET", "/sdapi/v1/samplers"): lambda: self._json(200, api.samplers()),
-                ("GET", "/sdapi/v1/progress"): lambda: self._json(200, front.progress()),
-                ("POST", "/sdapi/v1/interrupt"): self._interrupt,
-                ("POST", "/sdapi/v1/txt2img"): lambda: self._images(lambda: self._a1111("txt2img")),
-                ("POST", "/sdapi/v1/img2img"): lambda: self._images(lambda: self._a1111("img2img")),
-                ("POST", "/v1/images/generations"): lambda: self._images(self._openai),
-                ("POST", "/v1/images/edits"): lambda: self._images(self._openai_edit),
-            }
-            action = routes.get((method, path))
-            if action is None:
-                known = {p for _, p in routes}
-                raise api.HttpError(
-                    405 if path in known else 404,
-                    f"{method} {path}: {'method not allowed' if path in known else 'no such endpoint'}",
-                    "NotFound",
-                )
-            action()
-
-        def _check_access(self) -> None:
-            host = (self.headers.get("Host") or "").strip()
-            if front.auth:
-                if not credentials_match(self.headers.get("Authorization", ""), settings):
-                    raise api.HttpError(401, f"missing or wrong credentials: this API {front.access}", "Unauthorized")
-            else:
-                name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
-                if not is_loopback(name):  # a page on another site resolving its name to 127.0.0.1
-                    raise api.HttpError(403, f"Host '{host}' is not this machine; use 127.0.0.1", "Forbidden")
-            # with credentials too: a browser adds Basic credentials it holds to any request, a page's included
-            origin = self.headers.get("Origin")
-            if origin is not None and origin.rstrip("/") != f"http://{host}":
-                # a page of another site (browsers name it in Origin): it could POST a form, which
-                # needs no CORS preflight, so it is refused outright
-                raise api.HttpError(403, f"requests from pages of other sites ({origin[:80]}) are refused", "Forbidden")
-
-        def _body(self) -> dict:
-            kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if kind != "application/json":
-                raise api.HttpError(415, "send the request body as application/json", "UnsupportedMediaType")
-            raw = self._raw()
-            too_deep = api.HttpError(
-                400, f"request body is nested too deeply (at most {MAX_DEPTH} levels)", "BadRequest"
+    def _route(self, method: str) -> None:
+        self._check_access()
+        path = self.path.split("?", 1)[0]
+        routes = {
+            ("GET", "/sdapi/v1/sd-models"): lambda: self._json(200, api.models()),
+            ("GET", "/sdapi/v1/samplers"): lambda: self._json(200, api.samplers()),
+            ("GET", "/sdapi/v1/progress"): lambda: self._json(200, self.front.progress()),
+            ("POST", "/sdapi/v1/interrupt"): self._interrupt,
+            ("POST", "/sdapi/v1/txt2img"): lambda: self._images(lambda: self._a1111("txt2img")),
+            ("POST", "/sdapi/v1/img2img"): lambda: self._images(lambda: self._a1111("img2img")),
+            ("POST", "/v1/images/generations"): lambda: self._images(self._openai),
+            ("POST", "/v1/images/edits"): lambda: self._images(self._openai_edit),
+        }
+        action = routes.get((method, path))
+        if action is None:
+            known = {p for _, p in routes}
+            raise api.HttpError(
+                405 if path in known else 404,
+                f"{method} {path}: {'method not allowed' if path in known else 'no such endpoint'}",
+                "NotFound",
             )
-            try:
-                body = json.loads(raw)
-            except RecursionError:
-                raise too_deep from None
-            except ValueError as exc:
-                raise api.HttpError(400, f"request body is not JSON: {exc}", "BadRequest") from None
-            if _too_deep(body):
-                raise too_deep
-            if not isinstance(body, dict):
-                raise api.HttpError(400, "request body must be a JSON object", "BadRequest")
-            return body
+        action()
 
-        def _form(self) -> dict[str, list]:
-            """A multipart/form-data body: field name -> its values (str, or bytes for a file)."""
-            from email.parser import BytesParser
-            from email.policy import HTTP
+    def _check_access(self) -> None:
+        host = (self.headers.get("Host") or "").strip()
+        if self.front.auth:
+            if not credentials_match(self.headers.get("Authorization", ""), self.front.settings):
+                raise api.HttpError(401, f"missing or wrong credentials: this API {self.front.access}", "Unauthorized")
+        else:
+            name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
+            if not is_loopback(name):  # a page on another site resolving its name to 127.0.0.1
+                raise api.HttpError(403, f"Host '{host}' is not this machine; use 127.0.0.1", "Forbidden")
+        # with credentials too: a browser adds Basic credentials it holds to any request, a page's included
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.rstrip("/") != f"http://{host}":
+            # a page of another site (browsers name it in Origin): it could POST a form, which
+            # needs no CORS preflight, so it is refused outright
+            raise api.HttpError(403, f"requests from pages of other sites ({origin[:80]}) are refused", "Forbidden")
 
-            content_type = self.headers.get("Content-Type") or ""
-            if content_type.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in content_type:
-                raise api.HttpError(415, "send the request body as multipart/form-data", "UnsupportedMediaType")
-            raw = self._raw()
-            try:
-                message = BytesParser(policy=HTTP).parsebytes(
-                    b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
-                )
-            except RecursionError:  # multipart in multipart in ...
-                raise api.HttpError(400, "request body is nested too deeply", "BadRequest") from None
-            if not message.is_multipart():
-                raise api.HttpError(400, "request body is not multipart/form-data", "BadRequest")
-            fields: dict[str, list] = {}
-            for part in message.iter_parts():
-                name = part.get_param("name", header="content-disposition")
-                if not name:
-                    raise api.HttpError(400, "a form part has no name", "BadRequest")
-                data = part.get_payload(decode=True) or b""
-                if part.get_filename() is None:
-                    try:
-                        data = data.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise api.HttpError(400, f"form field '{name}' is not UTF-8 text", "BadRequest") from None
-                fields.setdefault(str(name), []).append(data)
-            return fields
+    def _body(self) -> dict:
+        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise api.HttpError(415, "send the request body as application/json", "UnsupportedMediaType")
+        raw = self._raw()
+        too_deep = api.HttpError(400, f"request body is nested too deeply (at most {MAX_DEPTH} levels)", "BadRequest")
+        try:
+            body = json.loads(raw)
+        except RecursionError:
+            raise too_deep from None
+        except ValueError as exc:
+            raise api.HttpError(400, f"request body is not JSON: {exc}", "BadRequest") from None
+        if _too_deep(body):
+            raise too_deep
+        if not isinstance(body, dict):
+            raise api.HttpError(400, "request body must be a JSON object", "BadRequest")
+        return body
 
-        def _raw(self) -> bytes:
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                raise api.HttpError(411, "Content-Length is required", "LengthRequired") from None
-            if length < 0 or length > MAX_BODY:
-                raise api.HttpError(413, f"request body over {MAX_BODY} bytes", "TooLarge")
-            try:
-                raw = self.rfile.read(length)
-            except TimeoutError:
-                raise api.HttpError(
-                    408, f"the request did not arrive within {settings.deadline_s:g} s", "Timeout"
-                ) from None
-            if len(raw) != length:
-                raise api.HttpError(400, "request body cut short", "BadRequest")
-            return raw
+    def _form(self) -> dict[str, list]:
+        """A multipart/form-data body: field name -> its values (str, or bytes for a file)."""
+        from email.parser import BytesParser
+        from email.policy import HTTP
 
-        def _gone(self) -> bool:
-            """Whether the client closed its connection (it waits for nothing more)."""
-            try:
-                readable, _, _ = select.select([self.connection], [], [], 0)
-                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-            except BlockingIOError:
-                return False
-            except OSError:
-                return True
+        content_type = self.headers.get("Content-Type") or ""
+        if content_type.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in content_type:
+            raise api.HttpError(415, "send the request body as multipart/form-data", "UnsupportedMediaType")
+        raw = self._raw()
+        try:
+            message = BytesParser(policy=HTTP).parsebytes(
+                b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
+            )
+        except RecursionError:  # multipart in multipart in ...
+            raise api.HttpError(400, "request body is nested too deeply", "BadRequest") from None
+        if not message.is_multipart():
+            raise api.HttpError(400, "request body is not multipart/form-data", "BadRequest")
+        fields: dict[str, list] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not name:
+                raise api.HttpError(400, "a form part has no name", "BadRequest")
+            data = part.get_payload(decode=True) or b""
+            if part.get_filename() is None:
+                try:
+                    data = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise api.HttpError(400, f"form field '{name}' is not UTF-8 text", "BadRequest") from None
+            fields.setdefault(str(name), []).append(data)
+        return fields
 
-        def _images(self, action) -> None:
-            """ACTION, an endpoint that makes images, in one of MAX_IN_FLIGHT slots (from its body to its answer)."""
-            if not front.in_flight.acquire(blocking=False):
-                raise api.HttpError(
-                    503, f"too many image requests at once (at most {MAX_IN_FLIGHT}); try again later", "Busy"
-                )
-            try:
-                action()
-            finally:
-                front.in_flight.release()
+    def _raw(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise api.HttpError(411, "Content-Length is required", "LengthRequired") from None
+        if length < 0 or length > MAX_BODY:
+            raise api.HttpError(413, f"request body over {MAX_BODY} bytes", "TooLarge")
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            raise api.HttpError(
+                408, f"the request did not arrive within {self.front.settings.deadline_s:g} s", "Timeout"
+            ) from None
+        if len(raw) != length:
+            raise api.HttpError(400, "request body cut short", "BadRequest")
+        return raw
 
-        def _a1111(self, task: str) -> None:
-            body = self._body()
-            save = api.typed("save_images", body.get("save_images", False), bool)
-            api.typed("send_images", body.get("send_images", True), bool)
-            inputs = api.Inputs(settings.output_dir)
-            try:
-                job = api.a1111_job(body, task, inputs)
-                paths, warnings, interrupted = front.generate(job, inputs, self._gone, a1111_sampler=True, keep=save)
-            finally:
-                inputs.remove()
-            try:
-                infotexts, seeds = api.image_info(paths)
-                info = {
-                    "prompt": job.prompt,
-                    "negative_prompt": job.negative or "",
-                    "all_seeds": seeds,
-                    "seed": seeds[0] if seeds else None,
-                    "infotexts": infotexts,
-                    "warnings": warnings,
-                    "interrupted": interrupted,
-                }
-                self._send_images(
-                    {
-                        "images": None,
-                        "parameters": body
-                        if task == "txt2img"
-                        else {k: v for k, v in body.items() if k not in ("init_images", "mask")},
-                        "info": json.dumps(info),
-                    },
-                    "images",
-                    paths,
-                    remove=not save,
-                )
-            finally:
-                if not save:
-                    api.remove_files(paths)
+    def _gone(self) -> bool:
+        """Whether the client closed its connection (it waits for nothing more)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
-        def _openai(self, edit: bool = False) -> None:
-            inputs = api.Inputs(settings.output_dir)
-            try:
-                if edit:
-                    job = api.openai_edit_job(self._form(), inputs)
-                else:
-                    job = api.openai_job(self._body())
-                paths, _warnings, interrupted = front.generate(job, inputs, self._gone)
-            except (api.HttpError, DiffcliError) as exc:  # OpenAI's shape: 400 for any bad request
-                status = getattr(exc, "status", 400 if getattr(exc, "exit_code", 1) == 2 else 500)
-                kind = "invalid_request_error" if status < 500 else "server_error"
-                message = api.public_message(exc)  # (a reply carries no server path)
-                self._json(
-                    400 if status == 422 else status,
-                    {"error": {"message": message, "type": kind, "param": None, "code": None}},
-                )
-                return
-            finally:
-                inputs.remove()
-            if interrupted:
-                self._json(
-                    409, {"error": {"message": "interrupted", "type": "server_error", "param": None, "code": None}}
-                )
-                return
-            try:
-                self._send_images(
-                    {"created": int(time.time()), "data": None},
-                    "data",
-                    paths,
-                    {"b64_json": None, "revised_prompt": None},
-                )
-            finally:
+    def _images(self, action) -> None:
+        """ACTION, an endpoint that makes images, in one of MAX_IN_FLIGHT slots (from its body to its answer)."""
+        if not self.front.in_flight.acquire(blocking=False):
+            raise api.HttpError(
+                503, f"too many image requests at once (at most {MAX_IN_FLIGHT}); try again later", "Busy"
+            )
+        try:
+            action()
+        finally:
+            self.front.in_flight.release()
+
+    def _a1111(self, task: str) -> None:
+        body = self._body()
+        save = api.typed("save_images", body.get("save_images", False), bool)
+        api.typed("send_images", body.get("send_images", True), bool)
+        inputs = api.Inputs(self.front.settings.output_dir)
+        try:
+            job = api.a1111_job(body, task, inputs)
+            paths, warnings, interrupted = self.front.generate(job, inputs, self._gone, a1111_sampler=True, keep=save)
+        finally:
+            inputs.remove()
+        try:
+            infotexts, seeds = api.image_info(paths)
+            info = {
+                "prompt": job.prompt,
+                "negative_prompt": job.negative or "",
+                "all_seeds": seeds,
+                "seed": seeds[0] if seeds else None,
+                "infotexts": infotexts,
+                "warnings": warnings,
+                "interrupted": interrupted,
+            }
+            self._send_images(
+                {
+                    "images": None,
+                    "parameters": body
+                    if task == "txt2img"
+                    else {k: v for k, v in body.items() if k not in ("init_images", "mask")},
+                    "info": json.dumps(info),
+                },
+                "images",
+                paths,
+                remove=not save,
+            )
+        finally:
+            if not save:
                 api.remove_files(paths)
 
-        def _openai_edit(self) -> None:
-            self._openai(edit=True)
-
-        def _interrupt(self) -> None:
-            front.interrupt()
-            self._json(200, {})
-
-        def _error(self, status: int, message: str, kind: str) -> None:
-            try:
-                self._json(
-                    status,
-                    {"error": kind, "detail": api.public_message(message)},
-                    {"WWW-Authenticate": _challenge(settings)} if status == 401 else None,
-                )
-            except OSError:
-                pass
-
-        def _send_images(
-            self, payload: dict, key: str, paths: list[Path], item: dict | None = None, remove: bool = True
-        ) -> None:
-            """Answer 200 with PAYLOAD, its KEY the list of the images at PATHS base64 (each as ITEM with its
-            first key the image, or bare), written one image and one chunk at a time: the answer is never
-            whole in memory (its length comes from the files' sizes). With REMOVE each file goes once it is
-            read, before the answer's last bytes. A client gone meanwhile is logged."""
-            mark = secrets.token_hex(16)  # stands for the images in the JSON around them
-            head, tail = (part.encode() for part in json.dumps({**payload, key: mark}).split(f'"{mark}"'))
-            before, after = b'"', b'"'
-            if item is not None:
-                first, second = json.dumps({**item, next(iter(item)): mark}).split(f'"{mark}"')
-                before, after = first.encode() + b'"', b'"' + second.encode()
-            sizes = [path.stat().st_size for path in paths]
-            length = (
-                len(head)
-                + 2
-                + len(tail)
-                + 2 * max(0, len(paths) - 1)
-                + sum(len(before) + 4 * math.ceil(size / 3) + len(after) for size in sizes)
+    def _openai(self, edit: bool = False) -> None:
+        inputs = api.Inputs(self.front.settings.output_dir)
+        try:
+            if edit:
+                job = api.openai_edit_job(self._form(), inputs)
+            else:
+                job = api.openai_job(self._body())
+            paths, _warnings, interrupted = self.front.generate(job, inputs, self._gone)
+        except (api.HttpError, DiffcliError) as exc:  # OpenAI's shape: 400 for any bad request
+            status = getattr(exc, "status", 400 if getattr(exc, "exit_code", 1) == 2 else 500)
+            kind = "invalid_request_error" if status < 500 else "server_error"
+            message = api.public_message(exc)  # (a reply carries no server path)
+            self._json(
+                400 if status == 422 else status,
+                {"error": {"message": message, "type": kind, "param": None, "code": None}},
             )
-            try:
-                self._head(200, length)
-                self.wfile.write(head + b"[")
-                for i, path in enumerate(paths):
-                    self.wfile.write((b", " if i else b"") + before)
-                    with open(path, "rb") as fh:
-                        while chunk := fh.read(ANSWER_CHUNK):  # a multiple of 3 bytes: base64 pieces join
-                            self.wfile.write(base64.b64encode(chunk))
-                    if remove:
-                        path.unlink(missing_ok=True)
-                    self.wfile.write(after)
-                self.wfile.write(b"]" + tail)
-            except OSError as exc:
-                self.close_connection = True
-                front.log(
-                    f"HTTP {self.command} {self.path}: the client went away before its answer was sent "
-                    f"({type(exc).__name__})"
-                )
+            return
+        finally:
+            inputs.remove()
+        if interrupted:
+            self._json(409, {"error": {"message": "interrupted", "type": "server_error", "param": None, "code": None}})
+            return
+        try:
+            self._send_images(
+                {"created": int(time.time()), "data": None},
+                "data",
+                paths,
+                {"b64_json": None, "revised_prompt": None},
+            )
+        finally:
+            api.remove_files(paths)
 
-        def _head(self, status: int, length: int, headers: dict | None = None) -> None:
-            self.connection.settimeout(settings.deadline_s)  # for each write of the answer
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(length))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
+    def _openai_edit(self) -> None:
+        self._openai(edit=True)
 
-        def _json(self, status: int, payload, headers: dict | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self._head(status, len(data), headers)
-            self.wfile.write(data)
+    def _interrupt(self) -> None:
+        self.front.interrupt()
+        self._json(200, {})
 
-    return Handler
+    def _error(self, status: int, message: str, kind: str) -> None:
+        try:
+            self._json(
+                status,
+                {"error": kind, "detail": api.public_message(message)},
+                {"WWW-Authenticate": _challenge(self.front.settings)} if status == 401 else None,
+            )
+        except OSError:
+            pass
+
+    def _send_images(
+        self, payload: dict, key: str, paths: list[Path], item: dict | None = None, remove: bool = True
+    ) -> None:
+        """Answer 200 with PAYLOAD, its KEY the list of the images at PATHS base64 (each as ITEM with its
+        first key the image, or bare), written one image and one chunk at a time: the answer is never
+        whole in memory (its length comes from the files' sizes). With REMOVE each file goes once it is
+        read, before the answer's last bytes. A client gone meanwhile is logged."""
+        mark = secrets.token_hex(16)  # stands for the images in the JSON around them
+        head, tail = (part.encode() for part in json.dumps({**payload, key: mark}).split(f'"{mark}"'))
+        before, after = b'"', b'"'
+        if item is not None:
+            first, second = json.dumps({**item, next(iter(item)): mark}).split(f'"{mark}"')
+            before, after = first.encode() + b'"', b'"' + second.encode()
+        sizes = [path.stat().st_size for path in paths]
+        length = (
+            len(head)
+            + 2
+            + len(tail)
+            + 2 * max(0, len(paths) - 1)
+            + sum(len(before) + 4 * math.ceil(size / 3) + len(after) for size in sizes)
+        )
+        try:
+            self._head(200, length)
+            self.wfile.write(head + b"[")
+            for i, path in enumerate(paths):
+                self.wfile.write((b", " if i else b"") + before)
+                with open(path, "rb") as fh:
+                    while chunk := fh.read(ANSWER_CHUNK):  # a multiple of 3 bytes: base64 pieces join
+                        self.wfile.write(base64.b64encode(chunk))
+                if remove:
+                    path.unlink(missing_ok=True)
+                self.wfile.write(after)
+            self.wfile.write(b"]" + tail)
+        except OSError as exc:
+            self.close_connection = True
+            self.front.log(
+                f"HTTP {self.command} {self.path}: the client went away before its answer was sent "
+                f"({type(exc).__name__})"
+            )
+
+    def _head(self, status: int, length: int, headers: dict | None = None) -> None:
+        self.connection.settimeout(self.front.settings.deadline_s)  # for each write of the answer
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def _json(self, status: int, payload, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self._head(status, len(data), headers)
+        self.wfile.write(data)
+
+
+def _handler(front: HttpFrontDoor) -> type[_Handler]:
+    """The handler class for the server of FRONT."""
+    return type("Handler", (_Handler,), {"front": front})
