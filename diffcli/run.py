@@ -87,9 +87,9 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     planned yet (Prepared.paths is empty) and no weights loaded."""
     from diffcli import families
     from diffcli.images import load_mask, load_rgb, round_size
-    from diffcli.models.layout import read_layout
+    from diffcli.models.layout import FLOW_FAMILIES, read_layout
     from diffcli.output import check_output_dir
-    from diffcli.timesteps import check_sampler
+    from diffcli.timesteps import check_denoising_steps, check_sampler
 
     validate(job)
     init = load_rgb(job.image) if job.image else None
@@ -139,6 +139,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     check_limits(job, opts.max_pixels)
     check_sampler(job.scheduler, job.shift)
     families.check(job, ref, layout)
+    check_denoising_steps(job, families.family_of(ref, layout) in FLOW_FAMILIES)
     if job.cache not in (None, "none") and opts.load.compile:  # compiled code would not see diffcli.cache's hooks
         raise UsageError(f"--cache {job.cache} does not work with --compile; use one or the other")
     for note in families.notes(job, ref, layout):

@@ -117,3 +117,26 @@ def set_schedule(pipe, steps: int, shift: float | None) -> int:
     else:
         pipe.scheduler.set_timesteps(steps, device="cpu")
     return kwargs["num_inference_steps"]
+
+
+def fewest_steps(strength: float) -> int:
+    """The fewest steps at which img2img at STRENGTH runs one (int(steps x strength) >= 1, as diffusers counts)."""
+    import math
+
+    steps = max(1, math.ceil(1 / strength))
+    while int(steps * strength) < 1:  # float rounding: 1 / strength can land just below the true count
+        steps += 1
+    return steps
+
+
+def check_denoising_steps(job, flow: bool) -> None:
+    """A usage error when an img2img or inpaint JOB would run no denoising step: a UNet pipeline runs
+    int(steps x strength) of them (diffusers' get_timesteps), so --steps 1 at --strength 0.5 runs none and
+    the pipeline fails; flow-matching pipelines (FLOW) keep at least one step for any strength above 0."""
+    if flow or job.task not in ("img2img", "inpaint") or job.strength is None or job.steps is None:
+        return
+    if min(int(job.steps * job.strength), job.steps) < 1:
+        raise UsageError(
+            f"--steps {job.steps} at --strength {job.strength:g} runs no denoising step; "
+            f"use --steps {fewest_steps(job.strength)} or more"
+        )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import secrets
 import time
 import warnings
@@ -213,14 +212,6 @@ def model_scale(kind: str, layout) -> int:
     return layout.vae_scale_factor if kind == "x4" else 2
 
 
-def fewest_steps(strength: float) -> int:
-    """The fewest steps at which img2img at STRENGTH runs one (int(steps x strength) >= 1, as diffusers counts)."""
-    steps = max(1, math.ceil(1 / strength))
-    while int(steps * strength) < 1:  # float rounding: 1 / strength can land just below the true count
-        steps += 1
-    return steps
-
-
 def default_overlap(tile: int) -> int:
     return min(64, max(1, tile // 4))
 
@@ -363,6 +354,8 @@ def _plan_model_run(plan: Plan, r: Request, reporter) -> None:
         check_sampler(plan.scheduler, plan.shift)
         family = layout.family if layout else None
         plan.strength = r.strength if r.strength is not None else FAMILY_STRENGTH.get(family, DEFAULT_STRENGTH)
+        from diffcli.timesteps import fewest_steps
+
         need = fewest_steps(plan.strength)
         if r.steps is None:  # a few-step model's own steps (tiny-lcm: 4) may be too few for a low strength
             plan.steps = max(plan.steps, need)

@@ -190,3 +190,39 @@ def test_ctrl_c_and_sigterm_exit_cleanly_and_write_nothing(tiny_sd, tmp_path, si
     assert time.time() - t_signal < 10
     assert stdout == "" and word in stderr and "Traceback" not in stderr
     assert not out.exists()  # the folder this run created is gone again, with no temp file or reservation
+
+
+def test_img2img_steps_that_run_no_denoising_step_are_a_usage_error(tmp_path, tiny_sd3):
+    """A UNet pipeline runs int(steps x strength) steps: --steps 1 at --strength 0.5 runs none, which
+    diffusers answers with a RuntimeError after the model has loaded; it is refused first, with the fix."""
+    image = tmp_path / "in.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
+    r = cli("img2img", image, "red house", "--steps", "1", "--strength", "0.5", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines()[-1] == (
+        "diffcli: error: --steps 1 at --strength 0.5 runs no denoising step; use --steps 2 or more"
+    )
+    assert (
+        cli(
+            "img2img", image, "red house", "--steps", "2", "--strength", "0.5", "--quiet", "-o", tmp_path / "o"
+        ).exit_code
+        == 0
+    )
+    # a flow-matching pipeline keeps one step for any strength: nothing to refuse there
+    r = cli(
+        "img2img",
+        image,
+        "a lighthouse",
+        "-m",
+        tiny_sd3,
+        "--steps",
+        "1",
+        "--strength",
+        "0.5",
+        "--dtype",
+        "float32",
+        "--quiet",
+        "-o",
+        tmp_path / "flow",
+    )
+    assert r.exit_code == 0, r.stderr
