@@ -38,9 +38,8 @@ def run_options(params: dict, job: Job):
 _COMPONENTS = ("vae_decoder", "control", "base")
 
 
-def _from_record(params: dict, job: Job) -> str | None:
+def _from_record(params: dict, job: Job) -> frozenset[str]:
     """The components of JOB that only its --from image names (no flag does), for RunOptions.from_record."""
     if not params.get("from_image"):
-        return None
-    recorded = [name for name in _COMPONENTS if not params.get(name) and getattr(job, name) not in (None, "full")]
-    return ",".join(recorded) or None
+        return frozenset()
+    return frozenset(name for name in _COMPONENTS if not params.get(name) and getattr(job, name) not in (None, "full"))

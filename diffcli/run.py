@@ -37,10 +37,10 @@ class RunOptions:
     offline: bool = False
     max_pixels: int | None = None  # None: jobs.default_max_pixels()
     replay_model: str | None = None  # the model named by a --from image (not by the user): never fetched
-    # the components (vae_decoder, control, base; comma-separated) that only a --from image names, not a flag:
-    # looked up on this machine only, never fetched, left out where absent (a client settles before it sends
-    # a job to a server, so this stays with the command)
-    from_record: str | None = None
+    # the components (vae_decoder, control, base) that only a --from image names, not a flag: looked up on
+    # this machine only, never fetched, left out where absent (a client settles before it sends a job to a
+    # server, so this stays with the command)
+    from_record: frozenset[str] = frozenset()
     # a request that may name no file (the HTTP API): its model is judged by its text alone (a name, never a
     # path relative to the working directory) and its LoRAs come from the LoRA folder only
     names_only: bool = False
@@ -96,7 +96,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     mask = load_mask(job.mask, init.size) if job.mask else None
     check_output_dir(opts.out)  # before any download
     ref = _resolve(job, opts, reporter)
-    if job.base and "base" in _recorded(opts) and ref.kind != "transformer_file":  # the record's, for its model
+    if job.base and "base" in opts.from_record and ref.kind != "transformer_file":  # the record's, for its model
         job = replace(job, base=None)
     if ref.source == "bundled" and job.model and not opts.names_only and Path(job.model).is_dir():
         reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
@@ -180,11 +180,6 @@ def plan_outputs(prepared: Prepared, opts: RunOptions) -> Prepared:
     return replace(prepared, paths=paths, fmt=fmt)
 
 
-def _recorded(opts: RunOptions) -> set[str]:
-    """The components of the job that only its --from image names (RunOptions.from_record)."""
-    return {part.strip() for part in (opts.from_record or "").split(",") if part.strip()}
-
-
 def _here(name: str) -> bool:
     """Whether component NAME (a folder or file, a URL, a hub repo id[@revision]) is on this machine; looked
     up in the caches only, never on the network."""
@@ -221,7 +216,7 @@ def _resolve(job: Job, opts: RunOptions, reporter):
     from diffcli.progress import download_progress
 
     ref = _resolve_model(job, opts, reporter)
-    recorded = "base" in _recorded(opts)
+    recorded = "base" in opts.from_record
     if recorded and job.base and needs_base(ref):
         try:
             resolve(job.base, offline=True, pull=False, allow_pickle=opts.load.allow_pickle, progress="quiet")
@@ -310,7 +305,7 @@ def _settle_controls(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
     from diffcli.models.controlnets import BUNDLED_CONTROLNETS
     from diffcli.progress import download_progress
 
-    recorded = "control" in _recorded(opts)
+    recorded = "control" in opts.from_record
     if recorded:
         kept = []
         for spec in job.control:
@@ -339,7 +334,7 @@ def _settle_decoder(job: Job, ref, layout, opts: RunOptions, reporter) -> Job:
     from diffcli import vae_decoder
     from diffcli.progress import download_progress
 
-    recorded = "vae_decoder" in _recorded(opts) and job.vae_decoder not in (None, vae_decoder.FULL)
+    recorded = "vae_decoder" in opts.from_record and job.vae_decoder not in (None, vae_decoder.FULL)
     if recorded:
         name = vae_decoder.name_of(job.vae_decoder, ref, layout)
         if name is None:
