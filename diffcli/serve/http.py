@@ -133,7 +133,6 @@ def access(settings: HttpSettings) -> str:
 def credentials_match(header: str, settings: HttpSettings) -> bool:
     """Whether an Authorization HEADER carries the API key (Bearer, or as the Basic password) or the
     --api-auth user and password (Basic); every comparison in constant time."""
-    import base64
     import binascii
 
     scheme, _, value = header.strip().partition(" ")
