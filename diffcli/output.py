@@ -104,17 +104,20 @@ def check_output_dir(out: str | None) -> None:
     _ensure_writable_dir(directory)
 
 
-def _pid_alive(pid: int) -> bool:
-    """Where there is no flock (Windows): a marker's run is judged by its PID."""
-    if pid == os.getpid():
-        return True
+def pid_alive(pid: int) -> bool:
+    """Whether process PID still runs (a zombie, killed but not yet reaped, does not). Where there is no
+    flock, a reservation marker's run is judged by it; the server client waits on it after a crash."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:
         return True  # exists, owned by someone else
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True  # no /proc here: it exists
 
 
 @contextmanager
@@ -168,7 +171,7 @@ def _held(marker: Path, pid: int) -> bool:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: the PID in its name is all there is
-        if _pid_alive(pid):
+        if pid_alive(pid):
             return True
         _unlink(marker)
         return False
@@ -177,13 +180,13 @@ def _held(marker: Path, pid: int) -> bool:
     except FileNotFoundError:
         return False
     except OSError:  # not ours to read (another user's run): judged by its PID
-        return _pid_alive(pid)
+        return pid_alive(pid)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True  # its run holds it
     except OSError:  # a file system without flock: judged by its PID
-        return _pid_alive(pid)
+        return pid_alive(pid)
     else:
         _unlink(marker)
         return False

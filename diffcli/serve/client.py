@@ -320,7 +320,9 @@ class Client:
         if not isinstance(pid, int) or pid <= 0:
             return
         deadline = time.monotonic() + GONE_WAIT_S  # its socket closes while the kernel is still ending it
-        while _alive(pid):
+        from diffcli.output import pid_alive
+
+        while pid_alive(pid):
             if time.monotonic() > deadline:
                 return
             time.sleep(0.02)
@@ -339,21 +341,6 @@ def _run_here(prepared, opts, reporter) -> list[Path]:
     from diffcli.run import execute, plan_outputs
 
     return execute(plan_outputs(prepared, opts), opts, reporter)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process PID still runs (a zombie, killed but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
 
 
 # -- managing a server: status, stop, start in the background ---------------------------------------
