@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def build_teacher(path: Path) -> Path:
     import torch
 
-    from diffcli.bundled import arch
     from diffcli.bundled.vocab import build_tokenizer
+    from diffcli.training import arch
     from diffcli.training.export import export_pipeline
 
     torch.manual_seed(0)

@@ -106,7 +106,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="upscale-mem-"))
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "DIFFCLI_HOME": str(tmp / "home"), "HF_HUB_OFFLINE": "1"}
     model = build_micro_sd(tmp / "micro-sd")
-    base = measure_cmd([sys.executable, "-c", "import torch, diffusers, diffcli.upscale.core"], env)
+    base = measure_cmd([sys.executable, "-c", "import torch, diffusers, diffcli.upscale.task"], env)
     print(f"baseline: python + import torch, diffusers: peak RSS {base['maxrss_kb'] / 1024:.0f} MiB")
     print("| method | input | output | tiles | peak RSS (MiB) | wall (s) |")
     print("|---|---|---|---|---|---|")

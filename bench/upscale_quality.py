@@ -65,10 +65,12 @@ class Runner:
         identity: bool = False,
         cache_key=None,
     ):
+        from diffcli.jobs import Job
         from diffcli.progress import Reporter
-        from diffcli.upscale.core import Options, Request, lanczos, prepare, run_tiles
+        from diffcli.upscale.task import lanczos, run_tiles
 
-        req = Request(
+        job = Job(
+            task="upscale",
             image=str(src),
             scale=scale,
             method=method,
@@ -83,7 +85,8 @@ class Runner:
             fidelity=fidelity,
             cfg=cfg,
         )
-        plan = prepare(req, Options(out=str(self.tmp / "never-written.png"), overwrite=True), Reporter())
+        prepared = self._settle(job)
+        plan = prepared.plan
         if plan.method == "lanczos":
             t0 = time.perf_counter()
             return lanczos(plan.source, scale), time.perf_counter() - t0
@@ -93,9 +96,9 @@ class Runner:
             t0 = time.perf_counter()
             image = run_tiles(None, plan, Reporter(), process=lambda t, img, g, tick: np.asarray(img, np.float32) / 255)
             return image, time.perf_counter() - t0
-        from diffcli.upscale.core import call_pipeline
+        from diffcli.upscale.task import call_pipeline
 
-        pipe = self._pipe(plan)
+        pipe = self._pipe(prepared)
         ran = [0.0]  # model seconds actually spent in this call
 
         def process(tile, img, gen, tick):
@@ -120,17 +123,14 @@ class Runner:
         import numpy as np
         import torch
 
-        from diffcli.progress import Reporter
-        from diffcli.upscale.core import Options, Request, prepare
+        from diffcli.jobs import Job
 
         src = self.tmp / "truth.png"
         truth.save(src)
-        plan = prepare(
-            Request(image=str(src), scale=2, method="tiled", model=model, device=self.device, dtype=self.dtype),
-            Options(out=str(self.tmp / "never-written.png"), overwrite=True),
-            Reporter(),
+        job = Job(
+            task="upscale", image=str(src), scale=2, method="tiled", model=model, device=self.device, dtype=self.dtype
         )
-        vae = self._pipe(plan).vae
+        vae = self._pipe(self._settle(job)).vae
         x = torch.from_numpy(np.asarray(truth, np.float32) / 127.5 - 1).permute(2, 0, 1)[None].to(vae.dtype)
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -140,16 +140,24 @@ class Runner:
 
         return Image.fromarray(arr, "RGB"), time.perf_counter() - t0
 
-    def _pipe(self, plan):
-        key = (str(plan.ref.path), plan.method, plan.scheduler)
-        if key not in self.pipes:
-            from diffcli.device import choose
-            from diffcli.pipelines import LoadOptions, load_base, set_scheduler, task_pipeline
+    def _settle(self, job):
+        """JOB settled by the engine, as `diffcli upscale` settles it (nothing is written)."""
+        from diffcli.progress import Reporter
+        from diffcli.run import RunOptions, settle
 
-            choice = choose(plan.device, plan.dtype)
-            base = load_base(plan.ref, choice, LoadOptions(vae_tiling=plan.method == "model"))
-            pipe = task_pipeline(base, "img2img") if plan.method == "tiled" else base
-            set_scheduler(pipe, plan.scheduler)
+        return settle(job, RunOptions(out=str(self.tmp / "never-written.png"), overwrite=True), Reporter())
+
+    def _pipe(self, prepared):
+        """The upscale's pipeline, loaded once, as the engine loads it (run.device_choice, run.load_options)."""
+        key = (str(prepared.ref.path), prepared.plan.method, prepared.job.scheduler)
+        if key not in self.pipes:
+            from diffcli.pipelines import LoadOptions, load_base, set_scheduler
+            from diffcli.run import device_choice, load_options
+            from diffcli.upscale.task import pipeline
+
+            load = load_options(prepared, LoadOptions())
+            pipe = pipeline(load_base(prepared.ref, device_choice(prepared), load), prepared)
+            set_scheduler(pipe, prepared.job.scheduler)
             self.pipes[key] = pipe
         return self.pipes[key]
 

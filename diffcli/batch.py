@@ -199,9 +199,8 @@ def settled_key(prepared) -> str:
     # settled inpaint_model (on: an inpainting model paints, off: the model itself) follows from the model,
     # which the key already names and fingerprints, and leaving it out keeps the keys of earlier outpaint runs
     job = replace(prepared.job, device=None, dtype=None, batch_size=None, inpaint_model=None)
-    payload = json.dumps(
-        {"job": _content(job, settled=True), "model": fingerprint(str(prepared.ref.path))}, sort_keys=True
-    )
+    model = fingerprint(str(prepared.ref.path)) if prepared.ref is not None else None  # (upscale --method lanczos)
+    payload = json.dumps({"job": _content(job, settled=True), "model": model}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

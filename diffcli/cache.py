@@ -77,13 +77,14 @@ def settled(spec: str | None, default_interval: int) -> str | None:
 
 def check(job, family: str | None, name: str) -> None:
     """A usage error, before loading, for a cache the model cannot take (a transformer denoiser)."""
-    from diffcli.models.layout import FLOW_FAMILIES
+    from diffcli import families
 
     if job.cache in (None, "none"):
         return
-    if family in FLOW_FAMILIES:
+    spec = families.get(family)
+    if spec is not None and not spec.takes("deepcache"):
         raise UsageError(
-            f"--cache {job.cache} needs a UNet model (SD 1.x/2.x, SDXL); {name} has a transformer "
+            f"--cache {job.cache} needs a UNet model (SD 1.x/2.x, SDXL); {name} has a {spec.denoiser} "
             "denoiser; leave --cache out (or --cache none)"
         )
 

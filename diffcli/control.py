@@ -29,17 +29,15 @@ from diffcli.models.controlnets import (
     is_controlnet_dir,
 )
 
-# short name -> the family's default ControlNet (the bundled model's: the one shipped beside it)
-SHORT_NAMES: dict[str, dict[str, str]] = {
-    "seg": {"bundled": "tiny-control-seg", "sd1": "lllyasviel/control_v11p_sd15_seg"},
-    "canny": {
-        "sd1": "lllyasviel/control_v11p_sd15_canny",
-        "sd2": "thibaud/controlnet-sd21-canny-diffusers",
-        "sdxl": "diffusers/controlnet-canny-sdxl-1.0",
-    },
-    "depth": {"sd1": "lllyasviel/control_v11f1p_sd15_depth", "sdxl": "diffusers/controlnet-depth-sdxl-1.0"},
-    "union": {"sdxl": "xinsir/controlnet-union-sdxl-1.0"},
-}
+
+def short_names() -> dict[str, dict[str, str]]:
+    """ControlNet short name -> {family: its default ControlNet}, as the families declare them (the bundled
+    model's: the one shipped beside it)."""
+    from diffcli import families
+
+    return families.controlnet_kinds()
+
+
 # A union ControlNet (diffusers' ControlNetUnionModel) takes several kinds of map, each named by its control
 # type: `KIND+TYPE`. The names and numbers are those of xinsir/controlnet-union-sdxl-1.0 (and its ProMax
 # model, which adds tile and repaint); a number names a type directly.
@@ -241,7 +239,7 @@ def resolve_model(name: str, *, offline: bool = False, allow_pickle: bool = Fals
     if name.startswith((".", "/", "~")) or "/" not in name:
         raise UsageError(
             f"--control {shown(name)}: no such ControlNet: give a short name "
-            f"({', '.join(SHORT_NAMES)}), a hub repo id (org/name), a folder or a .safetensors file"
+            f"({', '.join(short_names())}), a hub repo id (org/name), a folder or a .safetensors file"
         )
     from diffcli.models.resolve import local_repo
 
@@ -377,7 +375,7 @@ def single_file_config(path, unet) -> dict:
 
 def default_model(kind: str, family: str | None) -> str:
     """The family's ControlNet for short name KIND."""
-    table = SHORT_NAMES[kind]
+    table = short_names()[kind]
     if family not in table:
         have = ", ".join(sorted(table))
         raise UsageError(
@@ -421,13 +419,9 @@ def settle(job, ref, layout, *, offline: bool = False, allow_pickle: bool = Fals
 def model_name(spec: str, ref, layout) -> str:
     """The ControlNet a control SPEC names for REF's model (a short name is the family's default model)."""
     c = parse_spec(spec)
-    if c.model not in SHORT_NAMES:
+    if c.model not in short_names():
         return c.model
-    family = (
-        "bundled"
-        if getattr(ref, "source", None) == "bundled"
-        else (layout.family if layout is not None else getattr(ref, "family", None))
-    )
+    family = layout.family if layout is not None else getattr(ref, "family", None)  # bundled: "bundled"
     return default_model(c.model, family)
 
 

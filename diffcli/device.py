@@ -63,7 +63,12 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-BF16_FAMILIES = ("sd3", "flux")  # released in bfloat16; float16 overflows in parts of them
+def _made_in_bf16(family: str | None) -> bool:
+    """Whether FAMILY's models are released in bfloat16 (float16 overflows in parts of them: SD 3.x, FLUX.1)."""
+    from diffcli import families
+
+    spec = families.get(family)
+    return spec is not None and spec.bf16
 
 
 def auto_dtype(
@@ -72,7 +77,7 @@ def auto_dtype(
     """(dtype, why) for `--dtype auto` on DEVICE, for a model of FAMILY; GPU_BF16 / CPU_BF16: whether the GPU
     (torch.cuda.is_bf16_supported) / the CPU (cpu_has_native_bf16) computes bfloat16."""
     if device.startswith("cuda"):
-        if family in BF16_FAMILIES and gpu_bf16:
+        if _made_in_bf16(family) and gpu_bf16:
             return "bfloat16", f"{family} models are made in bfloat16 and this GPU computes it"
         return "float16", "half precision on GPU"
     if device == "mps":
@@ -124,7 +129,7 @@ def choose(device: str = "auto", dtype: str = "auto", family: str | None = None)
         reasons.append("device cpu: requested")
 
     if dtype == "auto":
-        gpu_bf16 = device.startswith("cuda") and family in BF16_FAMILIES and torch.cuda.is_bf16_supported()
+        gpu_bf16 = device.startswith("cuda") and _made_in_bf16(family) and torch.cuda.is_bf16_supported()
         cpu_bf16 = device == "cpu" and cpu_has_native_bf16()
         dtype, why = auto_dtype(device, family, gpu_bf16, cpu_bf16)
         reasons.append(f"dtype {dtype}: {why}")

@@ -33,9 +33,12 @@ def weights_gib(model: str, dtype: str, quantize: str | None = None) -> tuple[fl
 
 def verdicts(memory_gib: float, dtype: str, can_offload: bool) -> list[dict]:
     """For each model and precision: its weights and whether they fit in MEMORY_GIB."""
+    from diffcli import families
+
     rows = []
     for model, (family, *_) in MODELS.items():
-        for quantize in (None, "int8", "gguf-q4_k") if family in ("sd3", "flux") else (None,):
+        transformer = families.get(family).denoiser == "transformer"  # these come quantized as GGUF files too
+        for quantize in (None, "int8", "gguf-q4_k") if transformer else (None,):
             total, largest = weights_gib(model, dtype, quantize)
             if total <= FIT_SHARE * memory_gib:
                 verdict = "fits"

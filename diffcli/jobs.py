@@ -8,28 +8,34 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from dataclasses import asdict, dataclass, fields, replace
+import types
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from diffcli import schema
 from diffcli.errors import UsageError
 from diffcli.guidance import check_cutoff
 from diffcli.limits import BYTES_PER_PIXEL, MAX_IMAGES, MAX_PIXELS_CAP, MAX_SEED, MAX_SIDE, MAX_STEPS
 from diffcli.timesteps import check_shift
 
-TASKS = ("txt2img", "img2img", "inpaint", "outpaint")
+TASKS = ("txt2img", "img2img", "inpaint", "outpaint", "upscale")
 PROMPT_SYNTAXES = ("a1111", "plain")
 
-_INT_FIELDS = ("steps", "width", "height", "seed", "num_images", "batch_size", "mask_blur")
-_FLOAT_FIELDS = ("cfg", "cfg_cutoff", "shift", "strength")
+
+# the metadata of a Job field that only upscale takes (task_fields)
+UPSCALE_ONLY = types.MappingProxyType({"only": "upscale"})
 
 
 @dataclass(frozen=True)
 class Job:
-    """Everything that decides the pixels of a generation (None = "use the default")."""
+    """Everything that decides the pixels of a generation (None = "use the default").
+
+    Every door takes these fields by their declared types (diffcli.schema); schema.PER_JOB marks those
+    the jobs denoised in one batch may differ in (run.batch_signature)."""
 
     task: str = "txt2img"
-    prompt: str | None = None
-    negative: str | None = None
+    prompt: str | None = field(default=None, metadata=schema.PER_JOB)
+    negative: str | None = field(default=None, metadata=schema.PER_JOB)
     model: str | None = None
     base: str | None = None  # a transformer-only model file's other components (SD 3.x, FLUX.1): a diffusers model
     quantize: str | None = (
@@ -41,26 +47,39 @@ class Job:
     shift: float | None = None  # timestep shift of the sampler's steps (1 = unchanged), see diffcli.timesteps
     width: int | None = None
     height: int | None = None
-    seed: int | None = None
-    num_images: int | None = None
-    batch_size: int | None = None
+    seed: int | None = field(default=None, metadata=schema.PER_JOB)
+    num_images: int | None = field(default=None, metadata=schema.PER_JOB)
+    batch_size: int | None = field(default=None, metadata=schema.PER_JOB)
     scheduler: str | None = None
     device: str | None = None
     dtype: str | None = None
-    strength: float | None = None
-    image: str | None = None  # input image (img2img, inpaint, outpaint)
-    mask: str | None = None  # inpaint mask, white = repaint
-    mask_blur: int | None = None
-    extend: str | None = None  # outpaint: pixels added "L,T,R,B" (or "25%"); settled: pixels, see diffcli.outpaint
-    anchor: str | None = None  # outpaint to a width x height: where the image sits (center, top-left, ...)
-    fill: str | None = None  # outpaint: what the new area holds before denoising (edge, blur, noise)
-    inpaint_model: str | None = None  # outpaint: auto | on | off (the family's inpainting model); settled: on | off
+    strength: float | None = field(default=None, metadata=schema.PER_JOB)
+    image: str | None = field(default=None, metadata=schema.PER_JOB)  # input image (img2img, inpaint, outpaint)
+    mask: str | None = field(default=None, metadata=schema.PER_JOB)  # inpaint mask, white = repaint
+    mask_blur: int | None = field(default=None, metadata=schema.PER_JOB)
+    # outpaint: pixels added "L,T,R,B" (or "25%"; a JSON integer: that many on every side); settled: pixels,
+    # see diffcli.outpaint
+    extend: str | None = field(default=None, metadata=schema.meta(per_job=True, also=(int,)))
+    # outpaint to a width x height: where the image sits (center, top-left, ...)
+    anchor: str | None = field(default=None, metadata=schema.PER_JOB)
+    # outpaint: what the new area holds before denoising (edge, blur, noise)
+    fill: str | None = field(default=None, metadata=schema.PER_JOB)
+    # outpaint: auto | on | off (the family's inpainting model); settled: on | off
+    inpaint_model: str | None = field(default=None, metadata=schema.PER_JOB)
     lora: tuple[str, ...] | None = None  # LoRA files "NAME_OR_PATH[:WEIGHT]"; settled: "ABSOLUTE_PATH:WEIGHT"
     prompt_syntax: str | None = None  # "a1111": (word:1.3), [word], BREAK, <lora:name:w>, long prompts; "plain"
     control: tuple[str, ...] | None = None  # ControlNets "KIND:IMAGE[:SCALE[:START:END]]"; settled: see diffcli.control
     control_preprocess: str | None = None  # what makes the control maps from the control images: none, canny, seg
     cache: str | None = None  # step caching: none | deepcache[:N]; settled: "none" or "deepcache:N", see diffcli.cache
     vae_decoder: str | None = None  # full | tiny | AutoencoderTiny repo/folder; settled: see diffcli.vae_decoder
+    # upscale only (diffcli.upscale; values and defaults in diffcli.upscale.rules): None on every other task's
+    # job, and then left out of to_dict(), so other tasks' records and resume keys stay as they were
+    scale: int | None = field(default=None, metadata=UPSCALE_ONLY)  # output = input x scale
+    method: str | None = field(default=None, metadata=UPSCALE_ONLY)  # auto | model | tiled | lanczos
+    noise_level: int | None = field(default=None, metadata=UPSCALE_ONLY)  # x4 upscaler: noise on the input
+    tile_size: int | None = field(default=None, metadata=UPSCALE_ONLY)  # pixels the model sees per tile
+    overlap: int | None = field(default=None, metadata=UPSCALE_ONLY)  # pixels neighbouring tiles share
+    fidelity: str | None = field(default=None, metadata=UPSCALE_ONLY)  # none | lowpass | backproject
 
     def __post_init__(self):
         if self.lora is not None and not isinstance(self.lora, tuple):  # a list from flags or JSON
@@ -69,18 +88,15 @@ class Job:
             object.__setattr__(self, "control", tuple(self.control) or None)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The job as plain data; a field only one task takes (task_fields) only where it is set."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in _ONE_TASK}
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "the job") -> "Job":
         """A Job from plain data (a recorded job, a batch line); wrong types are usage errors naming SOURCE."""
         if not isinstance(data, dict):
-            raise UsageError(f"{source}: a job must be a JSON object, not {_kind(data)}")
-        values = {}
-        for name, value in data.items():
-            if name in _FIELD_NAMES and value is not None:
-                values[name] = _typed(name, value, source)
-        return cls(**values)
+            raise UsageError(f"{source}: a job must be a JSON object, not {schema.kind_of(data)}")
+        return cls(**schema.checked(data, schema.wire_types(cls), says=FIELD_MESSAGE, source=source))
 
     def merged_over(self, base: "Job") -> "Job":
         """This job's explicit (non-None) values win over BASE's."""
@@ -90,6 +106,8 @@ class Job:
             merged = replace(merged, image=None, mask=None, strength=None, mask_blur=None)
         elif self.task == "img2img":
             merged = replace(merged, mask=None, mask_blur=None)
+        if self.task != "upscale":
+            merged = replace(merged, **dict.fromkeys(task_fields("upscale")))
         if self.task != "outpaint":
             merged = replace(merged, extend=None, anchor=None, fill=None, inpaint_model=None)
         elif base.task != "outpaint":  # outpaint an image made by another task: not its size, mask or strength
@@ -108,9 +126,9 @@ class Job:
         if self.model is not None and self.inpaint_model is None:  # another model: its painter is decided anew
             merged = replace(merged, inpaint_model=None)
         if self.model is not None and self.vae_decoder is None and base.vae_decoder not in (None, "full"):
-            from diffcli.vae_decoder import FAMILY_DECODERS
+            from diffcli.vae_decoder import is_family_decoder
 
-            if base.vae_decoder in FAMILY_DECODERS.values():  # a family's TAESD: the new model's family's
+            if is_family_decoder(base.vae_decoder):  # a family's TAESD: the new model's family's
                 merged = replace(merged, vae_decoder="tiny")
         return merged
 
@@ -120,43 +138,16 @@ class Job:
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
 
 
-_FIELD_NAMES = {f.name for f in fields(Job)}
+def task_fields(task: str) -> tuple[str, ...]:
+    """The Job fields only TASK takes (their metadata says so), in declaration order."""
+    return tuple(f.name for f in fields(Job) if f.metadata.get("only") == task)
 
 
-def _kind(value) -> str:
-    return {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
+_ONE_TASK = {f.name for f in fields(Job) if f.metadata.get("only")}
 
 
-def _typed(name: str, value, source: str):
-    """VALUE checked against field NAME's type (a JSON integer is accepted where a number is meant)."""
-    if name in _INT_FIELDS:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        want = "an integer"
-    elif name in _FLOAT_FIELDS:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        want = "a number"
-        value = float(value) if ok else value
-    elif name in ("lora", "control"):  # a list of "NAME_OR_PATH[:WEIGHT]" / control specs (a string: a list of one)
-        value = [value] if isinstance(value, str) else value
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        want = "a list of strings"
-        value = tuple(value) if ok else value
-    else:
-        if name == "extend" and isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)  # {"extend": 32}: 32 pixels on every side
-        ok = isinstance(value, str)
-        want = "a string"
-    if not ok:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise UsageError(f"{source}: '{name}' must be {want}, not {_kind(value)} ({shown})")
-    return value
+# a recorded job's or a job line's field of the wrong type (schema.convert)
+FIELD_MESSAGE = "{source}: '{name}' must be {want}, not {got} ({shown})"
 
 
 def default_max_pixels() -> int:
@@ -194,6 +185,13 @@ def validate(job: Job) -> None:
     """Checks that need no model: ranges and combinations of flags."""
     if job.task not in TASKS:
         raise UsageError(f"unknown task '{job.task}'")
+    if job.task == "upscale":  # its own fields first, as the command always checked them
+        from diffcli.upscale.rules import check_job as check_upscale
+
+        check_upscale(job)
+    elif any(getattr(job, name) is not None for name in task_fields("upscale")):
+        names = task_fields("upscale")
+        raise UsageError(f"{', '.join(names[:-1])} and {names[-1]} are upscale settings; {job.task} does not take them")
     if job.quantize is not None:
         from diffcli.quantize import check_name
 
@@ -203,9 +201,9 @@ def validate(job: Job) -> None:
     if job.cfg is not None and not (math.isfinite(job.cfg) and job.cfg >= 0):
         raise UsageError(f"--cfg must be a finite number, 0 or more (got {job.cfg})")
     _check_schedule_settings(job.cfg_cutoff, job.shift)
-    for name in ("width", "height"):
+    for name in ("width", "height"):  # (an upscale's are its output's: input x scale, within --max-pixels)
         value = getattr(job, name)
-        if value is not None and not 8 <= value <= MAX_SIDE:
+        if value is not None and not 8 <= value <= MAX_SIDE and job.task != "upscale":
             raise UsageError(f"--{name} must be between 8 and {MAX_SIDE} pixels (got {value})")
     if job.num_images is not None and not 1 <= job.num_images <= MAX_IMAGES:
         raise UsageError(f"--num-images must be between 1 and {MAX_IMAGES} (got {job.num_images})")

@@ -134,7 +134,7 @@ def _write_status(rank: int, failed: int, code: int) -> None:
 
 def _rank_reporter(json_mode: bool, quiet: bool, rank: int):
     """JSON events carry the rank; on a terminal rank 0 shows its bar and the others their warnings."""
-    from diffcli.progress import JsonReporter, QuietReporter, Reporter, make_reporter
+    from diffcli.progress import JsonReporter, Reporter, RichReporter, make_reporter
 
     class RankJson(JsonReporter):
         def emit(self, event: str, **data) -> None:
@@ -145,11 +145,7 @@ def _rank_reporter(json_mode: bool, quiet: bool, rank: int):
             sys.stderr.write(f"warning: [rank {rank}] {message}\n")
             sys.stderr.flush()
 
-    if quiet:
-        return QuietReporter()
-    if json_mode or not sys.stderr.isatty():
-        return RankJson()
-    return make_reporter(False, False) if rank == 0 else RankWarnings()
+    return make_reporter(json_mode, quiet, json=RankJson, terminal=RichReporter if rank == 0 else RankWarnings)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from diffcli import loading
+from diffcli import loading, schema
 from diffcli.errors import RuntimeFailure, UsageError
 from diffcli.schedulers import ORIGINAL_SCHEDULER
 
@@ -22,12 +22,16 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 @dataclass(frozen=True)
 class LoadOptions:
+    """How a model loads; a request to a server may set the fields not declared schema.LOCAL."""
+
     allow_pickle: bool = False
-    offload: str | None = None  # None | "model" | "sequential"
+    offload: str | None = field(default=None, metadata=schema.meta(choices=("model", "sequential")))
     vae_tiling: bool = False
     attention_slicing: bool = False
-    quantize: str | None = None  # the job's --quantize (diffcli.quantize), for diffusers-layout models
-    compile: bool = False  # torch.compile the denoiser (batch, serve: --compile); not a Job field: compile_denoiser
+    # the job's --quantize (diffcli.quantize), for diffusers-layout models
+    quantize: str | None = field(default=None, metadata=schema.LOCAL)
+    # torch.compile the denoiser (batch, serve: --compile; a server decides it); not a Job field: compile_denoiser
+    compile: bool = field(default=False, metadata=schema.LOCAL)
 
 
 def prepare_libraries() -> None:
@@ -348,7 +352,9 @@ def task_pipeline(base, task: str):
         return _TASKS[key]
     try:
         cls = _task_class(type(base).__name__, task)
-        if ONE_TASK.get(type(base).__name__) == task:
+        from diffcli import families
+
+        if families.single_task(type(base).__name__) == task:
             pipe = base
         elif cls is not None:
             pipe = switch_pipeline(cls, base)
@@ -369,41 +375,17 @@ def task_pipeline(base, task: str):
     return pipe
 
 
-# The task pipelines of the families diffcli runs most, as diffusers' AutoPipeline mappings name them
-# ("stable-diffusion", "stable-diffusion-xl"); tests check these against the mappings themselves.
-TASK_CLASSES = {
-    "stable-diffusion": {
-        "txt2img": "StableDiffusionPipeline",
-        "img2img": "StableDiffusionImg2ImgPipeline",
-        "inpaint": "StableDiffusionInpaintPipeline",
-    },
-    "stable-diffusion-xl": {
-        "txt2img": "StableDiffusionXLPipeline",
-        "img2img": "StableDiffusionXLImg2ImgPipeline",
-        "inpaint": "StableDiffusionXLInpaintPipeline",
-    },
-}
-# The same for the flow-matching families (SD 3.x, FLUX.1), whose text encoders include T5.
-FLOW_TASK_CLASSES = {
-    "stable-diffusion-3": {
-        "txt2img": "StableDiffusion3Pipeline",
-        "img2img": "StableDiffusion3Img2ImgPipeline",
-        "inpaint": "StableDiffusion3InpaintPipeline",
-    },
-    "flux": {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"},
-}
-# Pipelines of models made for one task only (FLUX.1 Fill: inpainting), used as they are for it.
-ONE_TASK = {"FluxFillPipeline": "inpaint"}
-
-
 def _task_class(base_class: str, task: str):
-    """The pipeline class for TASK in BASE_CLASS's family, imported alone; None for other families."""
-    for classes in (*TASK_CLASSES.values(), *FLOW_TASK_CLASSES.values()):
-        if base_class in classes.values():
-            import diffusers  # its lazy module imports only the module of the class asked for
+    """The pipeline class for TASK in the family whose pipelines include BASE_CLASS (diffcli.families,
+    as diffusers' AutoPipeline mappings name them), imported alone; None for other models."""
+    from diffcli import families
 
-            return getattr(diffusers, classes[task])
-    return None
+    name = families.pipeline_class_for(base_class, task)
+    if name is None:
+        return None
+    import diffusers  # its lazy module imports only the module of the class asked for
+
+    return getattr(diffusers, name)
 
 
 def switch_pipeline(cls, pipeline):

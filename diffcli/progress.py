@@ -241,12 +241,16 @@ def _isatty(stream) -> bool:
         return False
 
 
-def make_reporter(json_mode: bool, quiet: bool) -> Reporter:
+def make_reporter(json_mode: bool, quiet: bool, json=JsonReporter, terminal=RichReporter) -> Reporter:
+    """The reporter --json and --quiet ask for, the one place every command (and each process of a
+    launched batch, and distill's training events) decides it: nothing but errors with --quiet, JSON-lines
+    events with --json or when stderr is no terminal, else a progress bar. JSON and TERMINAL: the
+    reporter classes of those two (a launched batch's rank tags its events)."""
     if quiet:
         return QuietReporter()
     if json_mode or not sys.stderr.isatty():
-        return JsonReporter()
-    return RichReporter()
+        return json()
+    return terminal()
 
 
 def download_progress(reporter) -> object:

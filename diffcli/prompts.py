@@ -178,10 +178,11 @@ def needs_embeddings(pipe, texts) -> bool:
 
 
 def supports(pipe) -> bool:
-    """Stable Diffusion 1/2 and SDXL pipelines (CLIP text encoders) take A1111 embeddings."""
-    from diffcli.pipelines import TASK_CLASSES
+    """The pipelines of families that take weighted prompts as embeddings (CLIP text encoders: Stable
+    Diffusion 1/2 and SDXL) take A1111 embeddings."""
+    from diffcli import families
 
-    names = {cls for classes in TASK_CLASSES.values() for cls in classes.values()}
+    names = {cls for f in families.families().values() if f.takes("weighted-prompts") for cls in f.pipelines.values()}
     window = getattr(getattr(pipe, "tokenizer", None), "model_max_length", None)
     return (
         type(pipe).__name__ in names

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from diffcli import schema
 from diffcli.errors import UsageError
 from diffcli.jobs import (
     Job,
@@ -25,29 +26,36 @@ from diffcli.pipelines import LoadOptions
 from diffcli.settings import model_defaults
 from diffcli.settings import settle as settle_settings
 from diffcli.sink import Sink, model_record
+from diffcli.upscale import task as upscale_task
 
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How a job runs, beside what it makes. A request to a server may set the fields that have a wire
+    type (diffcli.schema) and LoadOptions' likewise, except those declared schema.LOCAL."""
+
     out: str | None = None
     fmt: str | None = None
     overwrite: bool = False
     json: bool = False
     save_partial: bool = False
     offline: bool = False
-    max_pixels: int | None = None  # None: jobs.default_max_pixels()
+    # --max-pixels: the generation tasks' limit on one denoising batch (width x height x batch size; None:
+    # jobs.default_max_pixels()), upscale's on its output image (None: upscale.rules.DEFAULT_MAX_PIXELS)
+    max_pixels: int | None = None
     replay_model: str | None = None  # the model named by a --from image (not by the user): never fetched
     # the components (vae_decoder, control, base) that only a --from image names, not a flag: looked up on
     # this machine only, never fetched, left out where absent (a client settles before it sends a job to a
     # server, so this stays with the command)
-    from_record: frozenset[str] = frozenset()
+    from_record: frozenset[str] = field(default=frozenset(), metadata=schema.LOCAL)
     # a request that may name no file (the HTTP API): its model is judged by its text alone (a name, never a
     # path relative to the working directory) and its LoRAs come from the LoRA folder only
-    names_only: bool = False
+    names_only: bool = field(default=False, metadata=schema.LOCAL)
     # the job's scheduler was named by its AUTOMATIC1111 sampler name (an A1111 request): settle takes the
     # entry of that name that fits the model ("Euler" on SD 3.x / FLUX.1 is flow-euler); else names are strict
-    a1111_sampler: bool = False
-    batch_key: str | None = None  # diffcli batch: the job's key, recorded so a rerun recognises the file
+    a1111_sampler: bool = field(default=False, metadata=schema.LOCAL)
+    # diffcli batch: the job's key, recorded so a rerun recognises the file
+    batch_key: str | None = field(default=None, metadata=schema.LOCAL)
     results: object = None  # callable taking each result line (path or JSON); None: stdout
     load: LoadOptions = LoadOptions()
 
@@ -64,6 +72,13 @@ class Prepared:
     init_image: object = None
     mask: object = None
     sources: dict = field(default_factory=dict)  # field -> where its value came from (diffcli.settings)
+    plan: object = None  # what a task module settled beyond the job (upscale: its tiles, upscale.task.Plan)
+
+
+# Tasks with a module of their own, each with the same small interface: settle its inputs, make its
+# pipeline calls, compose its output (see diffcli.upscale.task). The generation tasks (txt2img, img2img,
+# inpaint, outpaint) are this module's own.
+TASK_MODULES = {"upscale": upscale_task}
 
 
 def _check_task(job: Job, ref, layout) -> None:
@@ -85,26 +100,20 @@ def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
 def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     """JOB with every default decided and checked, its model found and its inputs read; no outputs
     planned yet (Prepared.paths is empty) and no weights loaded."""
-    from diffcli import families
+    from diffcli import family_checks
     from diffcli.images import load_mask, load_rgb, round_size
-    from diffcli.models.layout import FLOW_FAMILIES, read_layout
     from diffcli.output import check_output_dir
-    from diffcli.timesteps import check_denoising_steps, check_sampler
 
     validate(job)
+    if job.task in TASK_MODULES:
+        return _settle_task(TASK_MODULES[job.task], job, opts, reporter)
     init = load_rgb(job.image) if job.image else None
     mask = load_mask(job.mask, init.size) if job.mask else None
     check_output_dir(opts.out)  # before any download
-    ref = _resolve(job, opts, reporter)
+    ref = _find_model(job, opts, reporter)
     if job.base and "base" in opts.from_record and ref.kind != "transformer_file":  # the record's, for its model
         job = replace(job, base=None)
-    if ref.source == "bundled" and job.model and not opts.names_only and Path(job.model).is_dir():
-        reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
-    layout = (
-        read_layout(ref.path if ref.kind == "diffusers" else ref.base)
-        if ref.kind in ("diffusers", "transformer_file")
-        else None
-    )  # a transformer file: its base's layout
+    layout = layout_of(ref)
     painter = None  # outpaint: what --inpaint-model auto chose, said once every check has passed
     if job.task == "outpaint":  # the family's inpainting model paints, when it is here (--inpaint-model)
         from diffcli.inpaint_model import choose_model
@@ -129,7 +138,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
             )
     job, sources = settle_settings(job, ref, layout, input_size)
     if opts.a1111_sampler:  # recorded as the sampler that ran, so --from replays it
-        job = families.a1111_sampler(job, ref, layout)
+        job = family_checks.a1111_sampler(job, ref, layout)
     job = with_seed(job)
     job = _absolute_paths(job, ref)
     job = _settle_loras(job, folder_only=opts.names_only)
@@ -137,13 +146,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     job = _settle_decoder(job, ref, layout, opts, reporter)
     check_size_for_model(job, multiple)
     check_limits(job, opts.max_pixels)
-    check_sampler(job.scheduler, job.shift)
-    families.check(job, ref, layout)
-    check_denoising_steps(job, families.family_of(ref, layout) in FLOW_FAMILIES)
-    if job.cache not in (None, "none") and opts.load.compile:  # compiled code would not see diffcli.cache's hooks
-        raise UsageError(f"--cache {job.cache} does not work with --compile; use one or the other")
-    for note in families.notes(job, ref, layout):
-        reporter.warn(note)
+    _check_family(job, ref, layout, opts, reporter)
     size = (job.width, job.height)
     if canvas is not None:
         from diffcli.outpaint import prepare as prepare_canvas
@@ -160,21 +163,80 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     return Prepared(job=job, ref=ref, layout=layout, paths=[], fmt="", init_image=init, mask=mask, sources=sources)
 
 
+def _settle_task(task, job: Job, opts: RunOptions, reporter) -> Prepared:
+    """settle for a task with a module of its own (TASK_MODULES): the engine reads its input image, finds
+    its model (when it runs one) and checks the settled job against the model's family; the task settles
+    its own inputs and defaults."""
+    from diffcli.images import load_rgb
+    from diffcli.output import check_output_dir
+
+    task.check_options(opts.max_pixels)
+    source = load_rgb(job.image)
+    check_output_dir(opts.out)  # before any download
+    job, ref, layout, plan, sources = task.settle(
+        job,
+        source,
+        resolve=lambda j: _find_model(j, opts, reporter),
+        layout_of=layout_of,
+        max_pixels=opts.max_pixels,
+        reporter=reporter,
+    )
+    job = _absolute_paths(job, ref)
+    if ref is not None:
+        _check_family(job, ref, layout, opts, reporter)
+        _warn_unknown_words(job, ref, reporter)
+    return Prepared(job=job, ref=ref, layout=layout, paths=[], fmt="", init_image=source, sources=sources, plan=plan)
+
+
+def _find_model(job: Job, opts: RunOptions, reporter):
+    """The job's model as a local ModelRef (_resolve); a warning where its name is the bundled model's and a
+    folder here."""
+    ref = _resolve(job, opts, reporter)
+    if ref.source == "bundled" and job.model and not opts.names_only and Path(job.model).is_dir():
+        reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
+    return ref
+
+
+def layout_of(ref):
+    """A found model's layout: its folder's, a transformer file's base's; None for a single-file checkpoint."""
+    from diffcli.models.layout import read_layout
+
+    if ref.kind not in ("diffusers", "transformer_file"):
+        return None
+    return read_layout(ref.path if ref.kind == "diffusers" else ref.base)
+
+
+def _check_family(job: Job, ref, layout, opts: RunOptions, reporter) -> None:
+    """Usage errors for settings the model's family cannot honour (every task, once its job is settled),
+    then warnings about those it ignores."""
+    from diffcli import family_checks
+    from diffcli.timesteps import check_denoising_steps, check_sampler
+
+    check_sampler(job.scheduler, job.shift)
+    family_checks.check(job, ref, layout)
+    check_denoising_steps(job, family_checks.is_flow(ref, layout))
+    if job.cache not in (None, "none") and opts.load.compile:  # compiled code would not see diffcli.cache's hooks
+        raise UsageError(f"--cache {job.cache} does not work with --compile; use one or the other")
+    for note in family_checks.notes(job, ref, layout):
+        reporter.warn(note)
+
+
 def plan_outputs(prepared: Prepared, opts: RunOptions) -> Prepared:
     """Decide and reserve the output path of every image of a settled job."""
     from diffcli.output import plan_paths
 
     job, ref = prepared.job, prepared.ref
+    seeds = job.seeds() if job.seed is not None else [None]  # no seed: no noise drawn (upscale --method lanczos)
     values = [
         {
-            "seed": s,
+            "seed": s if s is not None else job.method,
             "prompt": job.prompt,
-            "model": Path(str(ref.name)).name,
+            "model": Path(str(ref.name)).name if ref is not None else job.method,  # no model: its method
             "steps": job.steps,
             "cfg": job.cfg,
             "task": job.task,
         }
-        for s in job.seeds()
+        for s in seeds
     ]
     paths, fmt = plan_paths(opts.out, opts.fmt, values, opts.overwrite)
     return replace(prepared, paths=paths, fmt=fmt)
@@ -269,11 +331,11 @@ def _resolve_model(job: Job, opts: RunOptions, reporter):
 
 
 def _absolute_paths(job: Job, ref) -> Job:
-    """Record local files by absolute path, so `--from` works from any directory."""
+    """Record local files by absolute path, so `--from` works from any directory (REF None: no model)."""
     changes = {k: str(Path(v).resolve()) for k in ("image", "mask") if (v := getattr(job, k))}
     if getattr(ref, "lora", None) is not None:
         changes["model"] = str(ref.lora)
-    elif ref.source in ("local", "file"):
+    elif ref is not None and ref.source in ("local", "file"):
         changes["model"] = str(ref.path)
     if getattr(ref, "base", None) is not None and Path(job.base).is_dir():
         changes["base"] = str(ref.base)
@@ -399,6 +461,8 @@ def execute(prepared: Prepared, opts: RunOptions, reporter, t0: float | None = N
     image of a planned job; returns the written paths (also printed on stdout)."""
     t0 = time.perf_counter() if t0 is None else t0
     job = prepared.job
+    if job.task in TASK_MODULES:
+        return _execute_task(TASK_MODULES[job.task], prepared, opts, reporter, t0)
     reporter.start(job.task, job.num_images, job.steps)
     pipe, choice, model = _load(prepared, opts, reporter)
     sink = _sink(prepared, opts, reporter)
@@ -418,24 +482,64 @@ def execute(prepared: Prepared, opts: RunOptions, reporter, t0: float | None = N
     return written
 
 
+def _execute_task(task, prepared: Prepared, opts: RunOptions, reporter, t0: float) -> list[Path]:
+    """execute for a task with a module of its own (TASK_MODULES): the engine loads the model on the
+    device and dtype for its family, the task makes the image, the engine saves it through its Sink with
+    the record the task composes."""
+    from diffcli.metadata import build_record
+
+    job = prepared.job
+    reporter.start(job.task, job.num_images, task.total_steps(prepared))
+    pipe, choice, model = None, None, {}
+    if prepared.ref is not None:  # (no model: upscale --method lanczos)
+        from diffcli.pipelines import load_base, set_scheduler
+
+        reporter.phase("load")
+        choice = device_choice(prepared)
+        base = load_base(prepared.ref, choice, load_options(prepared, opts.load), warn=reporter.warn)
+        pipe = task.pipeline(base, prepared)
+        set_scheduler(pipe, job.scheduler)
+        model = model_record(prepared.ref)
+    t_loaded = time.perf_counter()
+    image = task.make(pipe, prepared, reporter)
+    reporter.phase("save")
+    recorded, extra, result = task.record(prepared)
+    device, dtype = (choice.device, choice.dtype) if choice is not None else ("cpu", None)  # no model: PIL, on the CPU
+    record = build_record(recorded, model, device, dtype, extra)
+    _sink(prepared, opts, reporter).write(image, prepared.paths[0], record, result, 1)
+    reporter.done(images=1, load_s=round(t_loaded - t0, 3), total_s=round(time.perf_counter() - t0, 3))
+    return [prepared.paths[0]]
+
+
+def load_options(prepared: Prepared, load: LoadOptions) -> LoadOptions:
+    """The load options a settled job's model loads with: the run's LOAD with the job's --quantize
+    (pipelines.options_for), as its task loads it (TASK_MODULES); also what the key of its loaded
+    pipeline holds (serve.models)."""
+    from diffcli.pipelines import options_for
+
+    load = options_for(prepared.job, load)
+    task = TASK_MODULES.get(prepared.job.task)
+    return task.load_options(prepared, load) if task is not None else load
+
+
 def device_choice(prepared: Prepared):
     """The device and dtype a settled job runs on (its model's family decides `--dtype auto` on CUDA);
     also what the key of its loaded pipeline holds (serve.models)."""
+    from diffcli import families
     from diffcli.device import choose
-    from diffcli.families import family_of
 
     job = prepared.job
-    return choose(job.device or "auto", job.dtype or "auto", family_of(prepared.ref, prepared.layout))
+    return choose(job.device or "auto", job.dtype or "auto", families.of(prepared.ref, prepared.layout))
 
 
 def _load(prepared: Prepared, opts: RunOptions, reporter):
     """(task pipeline with the job's sampler, device choice, model record) for a planned job; the
     model itself is loaded once per process (pipelines.load_base)."""
-    from diffcli.pipelines import activate_loras, is_loaded, load_base, options_for, set_scheduler, task_pipeline
+    from diffcli.pipelines import activate_loras, is_loaded, load_base, set_scheduler, task_pipeline
 
     job = prepared.job
     choice = device_choice(prepared)
-    load = options_for(job, opts.load)
+    load = load_options(prepared, opts.load)
     reporter.phase("load", cached=is_loaded(prepared.ref, choice, load))
     base = load_base(prepared.ref, choice, load, warn=reporter.warn)
     activate_loras(base, job.lora)  # per job, unfused: the cached base stays the base
@@ -464,27 +568,8 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     return pipe, choice, model
 
 
-SHARED_BY_A_BATCH = (
-    "task",
-    "model",
-    "base",
-    "quantize",
-    "steps",
-    "cfg",
-    "cfg_cutoff",
-    "shift",
-    "width",
-    "height",
-    "scheduler",
-    "device",
-    "dtype",
-    "lora",
-    "prompt_syntax",
-    "control",
-    "control_preprocess",
-    "cache",
-    "vae_decoder",
-)
+# the Job's fields that the jobs of one denoising batch must agree on: all but those declared per job
+SHARED_BY_A_BATCH = schema.names(Job, lacking="per_job")
 
 
 def batch_signature(prepared: Prepared) -> tuple:
@@ -704,7 +789,7 @@ def _call_kwargs(pipe, prepared: Prepared, prompts: list[tuple[str, str]], gener
             kwargs.update(width=job.width, height=job.height)
     if job.task in ("inpaint", "outpaint"):
         kwargs.update(mask_image=prepared.mask, width=job.width, height=job.height)
-    if "negative_prompt" not in inspect.signature(pipe.__call__).parameters:  # FLUX.1 Fill (families.notes warns)
+    if "negative_prompt" not in inspect.signature(pipe.__call__).parameters:  # FLUX.1 Fill (family_checks.notes warns)
         kwargs.pop("negative_prompt", None)
     if job.control:
         from diffcli import control

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
-from diffcli.jobs import Job
+from diffcli.jobs import Job, task_fields
 from diffcli.limits import DEEPCACHE_INTERVAL
+from diffcli.upscale.rules import FIXED as UPSCALE_FIXED
 
 # Values no model or family decides.
 BUILTIN = {
@@ -35,28 +36,30 @@ TASK_BUILTIN = {
         "mask_blur": 4,
         "fill": "blur",  # measured: docs/benchmarks.md
         "inpaint_model": "auto",
-    },
-}  # the family's inpainting model when present (inpaint_model.py)
+    },  # the family's inpainting model when present (inpaint_model.py)
+    "upscale": UPSCALE_FIXED,  # its prompt as it is; one image; no step cache, no other decoder
+}
 SINGLE_FILE_SIZE = 512  # a single-file checkpoint has no config to read its native size from
 _FIELDS = {f.name for f in fields(Job)}
-# what a default may set: never the job's LoRA files (a LoRA student's diffcli.json "lora" describes its base)
-_DEFAULTABLE = _FIELDS - {"lora"}
+# what a default may set: never the job's LoRA files (a LoRA student's diffcli.json "lora" describes its base),
+# nor a field only one task takes (its task decides it: diffcli.upscale.task)
+_DEFAULTABLE = _FIELDS - {"lora"} - set(task_fields("upscale"))
 
 
 def model_layers(ref, layout) -> list[tuple[str, dict]]:
     """(source, values) for what the model says, lowest first."""
-    from diffcli.models.layout import FAMILY_DEFAULTS
+    from diffcli import families
 
     if layout is None:
-        family = getattr(ref, "family", None) or "sd1"
+        family = getattr(ref, "family", None) or families.FALLBACK
         return [
-            (f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
+            (f"family {family}", families.defaults(family)),
             ("native size", {"width": SINGLE_FILE_SIZE, "height": SINGLE_FILE_SIZE}),
             (f"settings of {ref.name}", dict(ref.defaults)),
         ]
     family = layout.settings_family  # lcm, flux-schnell, ...: a family variant with its own settings
     layers = [
-        (f"family {family}", FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd1"])),
+        (f"family {family}", families.defaults(family)),
         ("native size", {"width": layout.native_size, "height": layout.native_size}),
     ]
     own = ("diffcli.json", {k: v for k, v in layout.defaults.items() if v is not None})
@@ -75,7 +78,9 @@ def model_defaults(ref, layout) -> dict:
 
 def settle(job: Job, ref, layout, input_size: tuple[int, int] | None = None) -> tuple[Job, dict[str, str]]:
     """JOB with every value still None decided, and {field: where its value came from}."""
-    layers = [("built-in", {**BUILTIN, **TASK_BUILTIN.get(job.task, {})}), *model_layers(ref, layout)]
+    layers = [("built-in", {**BUILTIN, **TASK_BUILTIN.get(job.task, {})})]
+    if ref is not None:  # (no model: upscale --method lanczos)
+        layers += model_layers(ref, layout)
     if input_size is not None:
         if job.width is None and job.height is None:
             layers.append(("input image", {"width": input_size[0], "height": input_size[1]}))

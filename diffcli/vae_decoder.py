@@ -29,14 +29,6 @@ from diffcli.errors import UsageError
 
 FULL, TINY = "full", "tiny"
 DEFAULT = FULL
-# the family's tiny decoder (madebyollin's TAESD repos, diffusers layout)
-FAMILY_DECODERS = {
-    "sd1": "madebyollin/taesd",
-    "sd2": "madebyollin/taesd",
-    "sdxl": "madebyollin/taesdxl",
-    "sd3": "madebyollin/taesd3",
-    "flux": "madebyollin/taef1",
-}
 _LOADED: dict[tuple, object] = {}  # (settled spec, device, dtype) -> AutoencoderTiny, once per process
 
 
@@ -57,11 +49,11 @@ def settle(job, ref, layout, *, offline: bool = False, progress="quiet"):
     check_name(spec)
     name = name_of(spec, ref, layout)
     if name is None:
-        from diffcli.families import family_of
+        from diffcli import families
 
         raise UsageError(
             f"--vae-decoder tiny: no tiny decoder is known for {ref.name} (family "
-            f"{family_of(ref, layout) or 'unknown'}); give an AutoencoderTiny's folder or hub repo id"
+            f"{families.of(ref, layout) or 'unknown'}); give an AutoencoderTiny's folder or hub repo id"
         )
     path = find(name, offline=offline, progress=progress)
     check_fits(path, name, ref, layout)
@@ -72,9 +64,17 @@ def name_of(spec: str, ref, layout) -> str | None:
     """The decoder SPEC names for REF's model: `tiny` is its family's TAESD (None where there is none)."""
     if spec != TINY:
         return spec
-    from diffcli.families import family_of
+    from diffcli import families
 
-    return FAMILY_DECODERS.get(family_of(ref, layout) or "")
+    family = families.get(families.of(ref, layout))
+    return family.tiny_decoder if family is not None else None
+
+
+def is_family_decoder(name: str | None) -> bool:
+    """Whether NAME is some family's tiny decoder (a recorded `tiny`, as opposed to one the user named)."""
+    from diffcli import families
+
+    return name is not None and any(f.tiny_decoder == name for f in families.families().values())
 
 
 def find(name: str, *, offline: bool = False, progress="quiet") -> Path:

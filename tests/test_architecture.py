@@ -140,6 +140,7 @@ MODELS_MAY_IMPORT = {
     "diffcli.loading",
     "diffcli.limits",
     "diffcli.bundled",
+    "diffcli.families",  # what each model family is, as data: itself a leaf (test below)
 }
 
 
@@ -274,3 +275,18 @@ def _long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
 def test_no_runtime_function_is_over_80_lines():
     assert _long_functions() == []
     assert _long_functions(limit=40)  # (the rule is evaluated: shorter limits find functions)
+
+
+def test_families_is_a_leaf():
+    """diffcli.families (what each model family is, as data) stands on nothing but itself and the errors
+    module, so models/, device, the engine and the front doors may all ask it."""
+    graph = _graph()
+    inside = [m for m in graph if m == "diffcli.families" or m.startswith("diffcli.families.")]
+    assert {"diffcli.families.spec", "diffcli.families.registry", "diffcli.families.flux"} <= set(inside)
+    outside = [
+        f"{a} -> {b}"
+        for a in inside
+        for b in graph[a]
+        if not (b == "diffcli.families" or b.startswith("diffcli.families.")) and b != "diffcli.errors"
+    ]
+    assert outside == []

@@ -183,17 +183,24 @@ def test_the_advice_for_a_damaged_file_fits_where_the_model_came_from(tiny_sd, t
 def test_task_classes_are_those_of_diffusers_auto_pipelines():
     from diffusers.pipelines import auto_pipeline as ap
 
-    from diffcli.pipelines import FLOW_TASK_CLASSES, TASK_CLASSES
+    from diffcli import families
 
     mappings = {
         "txt2img": ap.AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
         "img2img": ap.AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
         "inpaint": ap.AUTO_INPAINT_PIPELINES_MAPPING,
     }
-    for family, classes in {**TASK_CLASSES, **FLOW_TASK_CLASSES}.items():
-        for task, name in classes.items():
-            assert mappings[task][family].__name__ == name, (family, task)
-            assert ap._get_model(name) == family  # a base of this class is of this family for AutoPipeline too
+    checked = set()
+    for family in families.families().values():
+        if not family.pipelines:
+            continue
+        auto_name = ap._get_model(family.pipelines["txt2img"])  # AutoPipeline's name of the family
+        assert set(family.pipelines) == set(mappings), family.name
+        for task, name in family.pipelines.items():
+            assert mappings[task][auto_name].__name__ == name, (family.name, task)
+            assert ap._get_model(name) == auto_name  # a base of this class is of this family for AutoPipeline too
+        checked.add(auto_name)
+    assert checked == {"stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux"}
 
 
 @pytest.mark.parametrize("model", ["tiny_sd", "tiny_sdxl", "tiny_inpaint", "tiny-lcm"])
@@ -205,8 +212,9 @@ def test_task_pipelines_are_built_as_auto_pipeline_builds_them(model, request):
         DiffusionPipeline,
     )
 
+    from diffcli import families
     from diffcli.bundled import model_dir
-    from diffcli.pipelines import TASK_CLASSES, _task_class, switch_pipeline
+    from diffcli.pipelines import _task_class, switch_pipeline
 
     path = (
         model_dir(model) if model == "tiny-lcm" else request.getfixturevalue(model)
@@ -217,7 +225,7 @@ def test_task_pipelines_are_built_as_auto_pipeline_builds_them(model, request):
         "img2img": AutoPipelineForImage2Image,
         "inpaint": AutoPipelineForInpainting,
     }
-    assert any(type(base).__name__ in classes.values() for classes in TASK_CLASSES.values())
+    assert families.pipeline_class_for(type(base).__name__, "txt2img") is not None  # a family's own class
     for task, auto_cls in auto.items():
         ours, theirs = switch_pipeline(_task_class(type(base).__name__, task), base), auto_cls.from_pipe(base)
         assert type(ours) is type(theirs), task

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from diffcli import __version__
+from diffcli.cli.output_flags import debug_enabled
 from diffcli.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -23,11 +24,6 @@ from diffcli.errors import (
     Terminated,
     print_error,
 )
-
-
-def debug_enabled() -> bool:
-    """`--debug` anywhere on the command line, or DIFFCLI_DEBUG=1, shows tracebacks."""
-    return "--debug" in sys.argv[1:] or os.environ.get("DIFFCLI_DEBUG", "") not in ("", "0")
 
 
 def _stdout_gone() -> None:

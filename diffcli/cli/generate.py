@@ -8,30 +8,31 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffcli.cli.options import GEN, SHARED_GENERATION, Compile, InputImage, NoServer, keyword
+from diffcli.cli.options import GEN, SHARED_GENERATION, Compile, InputImage, NoServer, job_flag, keyword
 from diffcli.errors import UsageError
-from diffcli.flags import run_options
+from diffcli.flags import option_values, run_options
 from diffcli.jobs import Job
 
-Prompt = Annotated[Optional[str], typer.Argument(help="What to draw.", metavar="PROMPT", show_default=False)]
+Prompt = Annotated[job_flag("prompt"), typer.Argument(help="What to draw.", metavar="PROMPT", show_default=False)]
 Strength = Annotated[
-    Optional[float], typer.Option("--strength", help="How much to change the input, in (0, 1].", rich_help_panel=GEN)
+    job_flag("strength"),
+    typer.Option("--strength", help="How much to change the input, in (0, 1].", rich_help_panel=GEN),
 ]
 Mask = Annotated[
-    Optional[str], typer.Option("--mask", help="Mask image: white = repaint, black = keep.", rich_help_panel=GEN)
+    job_flag("mask"), typer.Option("--mask", help="Mask image: white = repaint, black = keep.", rich_help_panel=GEN)
 ]
 MaskBlur = Annotated[
-    Optional[int],
+    job_flag("mask_blur"),
     typer.Option(
         "--mask-blur", help="Feather the mask edge by this many pixels (inside the mask).", rich_help_panel=GEN
     ),
 ]
 OutpaintImage = Annotated[
-    Optional[str],
+    job_flag("image"),
     typer.Argument(help="Input image (optional with --from: the recorded one).", metavar="IMAGE", show_default=False),
 ]
 Extend = Annotated[
-    Optional[str],
+    job_flag("extend"),
     typer.Option(
         "--extend",
         metavar="L,T,R,B",
@@ -51,7 +52,7 @@ To = Annotated[
     ),
 ]
 Anchor = Annotated[
-    Optional[str],
+    job_flag("anchor"),
     typer.Option(
         "--anchor",
         metavar="WHERE",
@@ -64,7 +65,7 @@ Anchor = Annotated[
     ),
 ]
 InpaintModel = Annotated[
-    Optional[str],
+    job_flag("inpaint_model"),
     typer.Option(
         "--inpaint-model",
         metavar="auto|on|off",
@@ -77,7 +78,7 @@ InpaintModel = Annotated[
     ),
 ]
 Fill = Annotated[
-    Optional[str],
+    job_flag("fill"),
     typer.Option(
         "--fill",
         metavar="HOW",
@@ -163,8 +164,7 @@ def execute(task: str, params: dict) -> None:
     from diffcli.progress import make_reporter
     from diffcli.run import run
 
-    if params.get("offload") not in (None, "model", "sequential"):
-        raise UsageError(f"invalid --offload '{params['offload']}'; use model or sequential")
+    option_values(params)  # the option flags (--offload's choices) are checked first
     if params.get("compile"):
         raise UsageError(
             "--compile pays off only over many images of one process: use `diffcli batch --compile` "

@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+from diffcli.cli.output_flags import output_flag
+
+JsonFlag = output_flag("json", "Machine-readable output on stdout.")
 
 
 def schedulers(json_out: JsonFlag = False) -> None:

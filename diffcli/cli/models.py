@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
+from diffcli.cli.output_flags import output_flag
 from diffcli.errors import RuntimeFailure, UsageError
 
 
@@ -46,6 +47,9 @@ def fs_error(exc: OSError) -> RuntimeFailure:
 
 app = typer.Typer(cls=_ModelsGroup, help="Fetch, list, inspect, verify and remove models.", no_args_is_help=True)
 
+JsonFlag = output_flag("json", "Machine-readable output.")
+Quiet = output_flag("quiet", "No progress bar.")
+RepairQuiet = output_flag("quiet", "No progress bar when repairing.")
 TOKEN_HELP = "Hugging Face token for private/gated repos (default: HF_TOKEN or your `hf auth login`). Never printed."
 
 
@@ -77,7 +81,7 @@ def pull(
         ),
     ),
     force: bool = typer.Option(False, "--force", help="Download again even if present."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: Quiet = False,
 ) -> None:
     """Download a model (only the files its pipeline needs) and print where it lives."""
     from diffcli.models import hub, names, urls
@@ -125,7 +129,7 @@ def pull(
 
 
 @app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_(as_json: JsonFlag = False) -> None:
     """Models on this machine: name, source, family, size on disk, last used."""
     from diffcli.models import inventory
 
@@ -149,7 +153,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 
 @app.command()
-def aliases(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def aliases(as_json: JsonFlag = False) -> None:
     """The short names `diffcli models pull` and --model accept, their hub repos and recommended settings."""
     from diffcli.models.aliases import ALIASES
     from diffcli.models.inventory import alias_downloaded
@@ -194,7 +198,7 @@ def aliases(as_json: bool = typer.Option(False, "--json", help="Machine-readable
 @app.command()
 def info(
     name: str = typer.Argument(..., help="A model name as given to --model."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Family, components, dtypes, size, files, location and recommended settings of a local model."""
     from diffcli.models import inventory
@@ -305,8 +309,8 @@ def verify(
     name: Optional[str] = typer.Argument(None, help="A downloaded model; all of them when left out."),
     repair: bool = typer.Option(False, "--repair", help="Download damaged files again."),
     token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar when repairing."),
+    as_json: JsonFlag = False,
+    quiet: RepairQuiet = False,
 ) -> None:
     """Check every file's size and sha256 against what the source recorded. Exit 1 if damaged."""
     from diffcli.models import verify as verify_mod

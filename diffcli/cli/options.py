@@ -8,13 +8,25 @@ from typing import Annotated, Optional
 
 import typer
 
+from diffcli import schema
+from diffcli.cli.output_flags import output_flag
+from diffcli.jobs import Job
+
 GEN = "Generation"
 MODEL = "Model and device"
 OUT = "Output"
+UPSCALE = "Upscale"
+
+
+def job_flag(name: str):
+    """The type the flag of Job field NAME takes: the field's declared one (diffcli.schema), optional."""
+    kind = schema.wire_types(Job)[name].kind
+    return Optional[list[str] if kind is schema.STRINGS else kind]
+
 
 InputImage = Annotated[str, typer.Argument(help="Input image.", metavar="IMAGE", show_default=False)]
 Model = Annotated[
-    Optional[str],
+    job_flag("model"),
     typer.Option(
         "--model",
         "-m",
@@ -23,7 +35,7 @@ Model = Annotated[
     ),
 ]
 Base = Annotated[
-    Optional[str],
+    job_flag("base"),
     typer.Option(
         "--base",
         help=(
@@ -34,7 +46,7 @@ Base = Annotated[
     ),
 ]
 Quantize = Annotated[
-    Optional[str],
+    job_flag("quantize"),
     typer.Option(
         "--quantize",
         help=(
@@ -44,16 +56,16 @@ Quantize = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
-Negative = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt.", rich_help_panel=GEN)]
+Negative = Annotated[job_flag("negative"), typer.Option("--negative", help="Negative prompt.", rich_help_panel=GEN)]
 Steps = Annotated[
-    Optional[int], typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)
+    job_flag("steps"), typer.Option("--steps", help="Denoising steps (default: the model's).", rich_help_panel=GEN)
 ]
 Cfg = Annotated[
-    Optional[float],
+    job_flag("cfg"),
     typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's).", rich_help_panel=GEN),
 ]
 CfgCutoff = Annotated[
-    Optional[float],
+    job_flag("cfg_cutoff"),
     typer.Option(
         "--cfg-cutoff",
         help=(
@@ -64,7 +76,7 @@ CfgCutoff = Annotated[
     ),
 ]
 Shift = Annotated[
-    Optional[float],
+    job_flag("shift"),
     typer.Option(
         "--shift",
         help=(
@@ -74,18 +86,24 @@ Shift = Annotated[
         rich_help_panel=GEN,
     ),
 ]
-Width = Annotated[Optional[int], typer.Option("--width", "-W", help="Image width in pixels.", rich_help_panel=GEN)]
-Height = Annotated[Optional[int], typer.Option("--height", "-H", help="Image height in pixels.", rich_help_panel=GEN)]
+Width = Annotated[job_flag("width"), typer.Option("--width", "-W", help="Image width in pixels.", rich_help_panel=GEN)]
+Height = Annotated[
+    job_flag("height"), typer.Option("--height", "-H", help="Image height in pixels.", rich_help_panel=GEN)
+]
 Seed = Annotated[
-    Optional[int],
+    job_flag("seed"),
     typer.Option(
         "--seed", help="Seed of the first image; image k uses seed+k-1. Random if omitted.", rich_help_panel=GEN
     ),
 ]
-NumImages = Annotated[Optional[int], typer.Option("--num-images", "-n", help="How many images.", rich_help_panel=GEN)]
-BatchSize = Annotated[
-    Optional[int], typer.Option("--batch-size", help="Images denoised together.", rich_help_panel=GEN)
+NumImages = Annotated[
+    job_flag("num_images"), typer.Option("--num-images", "-n", help="How many images.", rich_help_panel=GEN)
 ]
+BatchSize = Annotated[
+    job_flag("batch_size"), typer.Option("--batch-size", help="Images denoised together.", rich_help_panel=GEN)
+]
+# --max-pixels is one flag (RunOptions.max_pixels) with two limits: the generation commands' (and a batch's
+# generation jobs') on the pixels of one denoising batch, upscale's on the pixels of its output image.
 MaxPixels = Annotated[
     Optional[int],
     typer.Option(
@@ -98,11 +116,20 @@ MaxPixels = Annotated[
         show_default=False,
     ),
 ]
+OutputMaxPixels = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-pixels",
+        help="Refuse outputs with more pixels than this (default 67108864 = 8192x8192).",
+        rich_help_panel=UPSCALE,
+    ),
+]
 Scheduler = Annotated[
-    Optional[str], typer.Option("--scheduler", help="Sampler name; see `diffcli schedulers`.", rich_help_panel=GEN)
+    job_flag("scheduler"),
+    typer.Option("--scheduler", help="Sampler name; see `diffcli schedulers`.", rich_help_panel=GEN),
 ]
 Lora = Annotated[
-    Optional[list[str]],
+    job_flag("lora"),
     typer.Option(
         "--lora",
         help=(
@@ -115,7 +142,7 @@ Lora = Annotated[
     ),
 ]
 Control = Annotated[
-    Optional[list[str]],
+    job_flag("control"),
     typer.Option(
         "--control",
         help=(
@@ -130,7 +157,7 @@ Control = Annotated[
     ),
 ]
 ControlPreprocess = Annotated[
-    Optional[str],
+    job_flag("control_preprocess"),
     typer.Option(
         "--control-preprocess",
         help=(
@@ -143,7 +170,7 @@ ControlPreprocess = Annotated[
     ),
 ]
 Cache = Annotated[
-    Optional[str],
+    job_flag("cache"),
     typer.Option(
         "--cache",
         help=(
@@ -157,7 +184,7 @@ Cache = Annotated[
     ),
 ]
 VaeDecoder = Annotated[
-    Optional[str],
+    job_flag("vae_decoder"),
     typer.Option(
         "--vae-decoder",
         help=(
@@ -171,7 +198,7 @@ VaeDecoder = Annotated[
     ),
 ]
 PromptSyntax = Annotated[
-    Optional[str],
+    job_flag("prompt_syntax"),
     typer.Option(
         "--prompt-syntax",
         help=(
@@ -184,10 +211,10 @@ PromptSyntax = Annotated[
     ),
 ]
 Device = Annotated[
-    Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL)
+    job_flag("device"), typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL)
 ]
 Dtype = Annotated[
-    Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16.", rich_help_panel=MODEL)
+    job_flag("dtype"), typer.Option("--dtype", help="auto, float32, float16 or bfloat16.", rich_help_panel=MODEL)
 ]
 Offload = Annotated[
     Optional[str],
@@ -223,14 +250,9 @@ Format = Annotated[
     typer.Option("--format", help="png, jpg or webp (default: from --out, else png).", rich_help_panel=OUT),
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.", rich_help_panel=OUT)]
-Json = Annotated[
-    bool,
-    typer.Option("--json", help="stdout: one JSON object per image; stderr: JSON-lines events.", rich_help_panel=OUT),
-]
-Quiet = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print nothing but results and errors.", rich_help_panel=OUT)
-]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.", rich_help_panel=OUT)]
+Json = output_flag("json", "stdout: one JSON object per image; stderr: JSON-lines events.", rich_help_panel=OUT)
+Quiet = output_flag("quiet", "Print nothing but results and errors.", rich_help_panel=OUT)
+Debug = output_flag("debug", "Show tracebacks.", rich_help_panel=OUT)
 SavePartial = Annotated[
     bool,
     typer.Option("--save-partial", help="On Ctrl-C, save the unfinished images as NAME-partial.", rich_help_panel=OUT),

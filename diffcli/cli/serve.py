@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from diffcli.cli.output_flags import output_flag
 from diffcli.errors import EXIT_FAILURE, UsageError
 
 HELP = """Keep models loaded in a background engine; txt2img/img2img/inpaint/outpaint use it by themselves.
@@ -92,7 +93,7 @@ OutputDir = Annotated[
         show_default=False,
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="--status: one JSON object.")]
+Json = output_flag("json", "--status: one JSON object.")
 Compile = Annotated[
     bool,
     typer.Option(
@@ -104,7 +105,7 @@ Compile = Annotated[
         ),
     ),
 ]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+Debug = output_flag("debug", "Show tracebacks.")
 
 
 def parse_duration(text: str) -> float | None:

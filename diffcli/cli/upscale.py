@@ -1,17 +1,19 @@
-"""`diffcli upscale`: make an image larger, adding detail with a diffusion model (docs/upscale.md)."""
+"""`diffcli upscale`: make an image larger, adding detail with a diffusion model (docs/upscale.md).
+
+A front door like the generation commands: its flags become a Job of task "upscale" and RunOptions
+(flags.run_options), which the engine runs (diffcli.run, or a running `diffcli serve`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from diffcli.cli import options as o
-
-UPSCALE = "Upscale"
+from diffcli.cli.options import UPSCALE, job_flag
 
 Scale = Annotated[
-    Optional[int],
+    job_flag("scale"),
     typer.Option(
         "--scale",
         "-s",
@@ -30,8 +32,9 @@ Method = Annotated[
         rich_help_panel=UPSCALE,
     ),
 ]
-Prompt = Annotated[
-    Optional[str],
+# the prompt is an option here (the generation commands take it as an argument), defaulting to the input's
+UpscalePrompt = Annotated[
+    job_flag("prompt"),
     typer.Option(
         "--prompt",
         "-p",
@@ -39,8 +42,9 @@ Prompt = Annotated[
         rich_help_panel=UPSCALE,
     ),
 ]
-Strength = Annotated[
-    Optional[float],
+# Job.strength, as tiled upscaling uses it (its default is upscale's, not img2img's)
+TiledStrength = Annotated[
+    job_flag("strength"),
     typer.Option(
         "--strength",
         help="tiled: how much each tile may change, in (0, 1] (default 0.3; 0.1 for the bundled model).",
@@ -48,7 +52,7 @@ Strength = Annotated[
     ),
 ]
 NoiseLevel = Annotated[
-    Optional[int],
+    job_flag("noise_level"),
     typer.Option(
         "--noise-level",
         help="x4 upscaler: noise added to the low-resolution input (default 20).",
@@ -56,7 +60,7 @@ NoiseLevel = Annotated[
     ),
 ]
 TileSize = Annotated[
-    Optional[int],
+    job_flag("tile_size"),
     typer.Option(
         "--tile-size",
         help=(
@@ -67,7 +71,7 @@ TileSize = Annotated[
     ),
 ]
 Overlap = Annotated[
-    Optional[int],
+    job_flag("overlap"),
     typer.Option(
         "--overlap",
         help="Pixels shared by neighbouring tiles, blended (default: tile size / 4, at most 64).",
@@ -75,7 +79,7 @@ Overlap = Annotated[
     ),
 ]
 Fidelity = Annotated[
-    Optional[str],
+    job_flag("fidelity"),
     typer.Option(
         "--fidelity",
         help=(
@@ -86,26 +90,18 @@ Fidelity = Annotated[
         rich_help_panel=UPSCALE,
     ),
 ]
-MaxPixels = Annotated[
-    Optional[int],
-    typer.Option(
-        "--max-pixels",
-        help="Refuse outputs with more pixels than this (default 67108864 = 8192x8192).",
-        rich_help_panel=UPSCALE,
-    ),
-]
 
 
 def upscale(
     image: o.InputImage,
     scale: Scale = None,
     method: Method = "auto",
-    prompt: Prompt = None,
-    strength: Strength = None,
+    prompt: UpscalePrompt = None,
+    strength: TiledStrength = None,
     noise_level: NoiseLevel = None,
     tile_size: TileSize = None,
     overlap: Overlap = None,
-    max_pixels: MaxPixels = None,
+    max_pixels: o.OutputMaxPixels = None,
     fidelity: Fidelity = None,
     model: o.Model = None,
     negative: o.Negative = None,
@@ -130,14 +126,14 @@ def upscale(
     no_server: o.NoServer = False,
 ) -> None:
     """Upscale an image: exactly input x --scale, with detail added by a diffusion model, in tiles."""
-    from diffcli.errors import UsageError
+    params = dict(locals())  # the flags, by parameter name (flags.run_options reads the options among them)
+    from diffcli.flags import run_options
+    from diffcli.jobs import Job
     from diffcli.progress import make_reporter
-    from diffcli.upscale import Options, Request
-    from diffcli.upscale import upscale as run
+    from diffcli.run import run
 
-    if offload not in (None, "model", "sequential"):
-        raise UsageError(f"invalid --offload '{offload}'; use model or sequential")
-    request = Request(
+    job = Job(
+        task="upscale",
         image=image,
         scale=scale,
         method=method.lower(),
@@ -155,28 +151,17 @@ def upscale(
         shift=shift,
         device=device,
         dtype=dtype,
-        max_pixels=max_pixels,
         fidelity=fidelity.lower() if fidelity else None,
     )
-    opts = Options(
-        out=out,
-        fmt=format,
-        overwrite=overwrite,
-        json=json,
-        offline=offline,
-        allow_pickle=allow_pickle,
-        offload=offload,
-        vae_tiling=vae_tiling,
-        attention_slicing=attention_slicing,
-    )
+    opts = run_options(params, job)  # --max-pixels: the output's pixels (upscale.rules, RunOptions.max_pixels)
     reporter = make_reporter(json, quiet)
     try:
         from diffcli.serve.client import connect  # a running `diffcli serve` runs it, with models loaded
 
         if not no_server and (client := connect(reporter)) is not None:
-            client.upscale(request, opts, reporter)
+            client.run(job, opts, reporter)
             return
-        run(request, opts, reporter)
+        run(job, opts, reporter)
     finally:
         reporter.close()
 

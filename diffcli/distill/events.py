@@ -6,10 +6,9 @@ checkpoint, saved, report, warning, done.
 
 from __future__ import annotations
 
-import sys
 import time
 
-from diffcli.progress import JsonReporter, QuietReporter, Reporter
+from diffcli.progress import Reporter
 
 
 class TrainEvents:
@@ -146,10 +145,9 @@ class TrainEvents:
 
 
 def make_events(json_mode: bool, quiet: bool, main_process: bool = True) -> TrainEvents:
-    if quiet or not main_process:
-        return TrainEvents(QuietReporter())
-    if json_mode or not sys.stderr.isatty():
-        return TrainEvents(JsonReporter())
-    from diffcli.progress import RichReporter
+    """Training events as --json and --quiet ask for them (progress.make_reporter); the other processes of
+    a multi-process run say nothing."""
+    from diffcli.progress import RichReporter, make_reporter
 
-    return TrainEvents(RichReporter(), rich=True)
+    reporter = make_reporter(json_mode, quiet or not main_process)
+    return TrainEvents(reporter, rich=isinstance(reporter, RichReporter))

@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from diffcli import families
 from diffcli.distill.config import LEGACY_VALUES, NOT_IDENTIFYING, DistillConfig, default_report_n
 from diffcli.errors import UsageError
 from diffcli.models.lora import LORA_FILE
@@ -80,7 +81,7 @@ def _teacher(config: DistillConfig):
         layout.unet_in_channels != 4 or "Img2Img" in layout.pipeline_class or "InstructPix2Pix" in layout.pipeline_class
     ):
         what = f"not a text-to-image model ({layout.pipeline_class or 'unknown pipeline'})"
-    elif layout.family not in ("sd1", "sd2", "sdxl", "bundled"):
+    elif families.get(layout.family) is None or not families.get(layout.family).takes("distill"):
         what = f"a {layout.family} model; distill supports SD-1, SD-2 and SDXL-style text-to-image models"
     if what:
         raise UsageError(f"{config.teacher}: teacher is {what}; distill needs a text-to-image model")

@@ -111,7 +111,8 @@ def load_sampling_teacher(path, scheduler: str, device: str = "cpu"):
     from diffusers import DiffusionPipeline
 
     from diffcli.distill.components import from_pretrained
-    from diffcli.pipelines import ORIGINAL_SCHEDULER, set_scheduler
+    from diffcli.pipelines import set_scheduler
+    from diffcli.schedulers import ORIGINAL_SCHEDULER
 
     teacher = from_pretrained(DiffusionPipeline, path)
     teacher.set_progress_bar_config(disable=True)

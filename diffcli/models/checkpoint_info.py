@@ -6,6 +6,7 @@ import json
 import struct
 from pathlib import Path
 
+from diffcli import families
 from diffcli.errors import UsageError
 
 MAX_HEADER = 100 * 1024 * 1024
@@ -61,41 +62,29 @@ def gguf_types(path: Path | str) -> list[str]:
 
 
 def transformer_family(keys) -> str | None:
-    """flux | sd3 when KEYS are those of a FLUX.1 or SD 3.x transformer (the original BFL/SAI layout, with
-    or without the `model.diffusion_model.` prefix, or diffusers' own), else None."""
-    names = [k.removeprefix("model.diffusion_model.") for k in keys]
-    if any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in names):
-        return "flux"
-    if any(k.startswith("joint_blocks.") for k in names) or (
-        "context_embedder.weight" in names and any(k.startswith("transformer_blocks.") for k in names)
-    ):
-        return "sd3"
-    return None
+    """The family (flux, sd3, ...) whose single files hold only its transformer, when KEYS are such a
+    transformer's (the original BFL/SAI layout, with or without the `model.diffusion_model.` prefix, or
+    diffusers' own), else None."""
+    family = families.detect_keys([k.removeprefix("model.diffusion_model.") for k in keys])
+    spec = families.get(family)
+    return family if spec is not None and spec.single_file == "transformer" else None
 
 
 def detect_family(path: Path | str) -> str:
-    """Family of a single-file checkpoint: sd1 | sd2 | sdxl | sdxl-refiner (original LDM layout, with
-    "-inpaint" appended when the UNet takes 9 input channels), flux | sd3 (a transformer, as
-    .safetensors or .gguf; other components come from --base) or unknown."""
+    """Family of a single-file checkpoint (diffcli.families: each family's detect_keys): sd1 | sd2 | sdxl |
+    sdxl-refiner (original LDM layout, with "-inpaint" appended when the UNet takes 9 input channels),
+    flux | sd3 (a transformer, as .safetensors or .gguf; other components come from --base) or unknown."""
     if str(path).lower().endswith(".gguf"):
         return transformer_family(gguf_tensor_names(path)) or "unknown"
     if not str(path).lower().endswith(".safetensors"):
         return "unknown"
     t = tensors(read_header(path))
-    keys = t.keys()
-    family = transformer_family(keys)
-    if family is not None:
-        return family
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
-        family = "sdxl"
-    elif any(k.startswith("conditioner.embedders.0.model.") for k in keys):
-        family = "sdxl-refiner"
-    elif any(k.startswith("cond_stage_model.model.") for k in keys):
-        family = "sd2"
-    elif any(k.startswith("cond_stage_model.transformer.") for k in keys):
-        family = "sd1"
-    else:
+    family = families.detect_keys([k.removeprefix("model.diffusion_model.") for k in t])
+    spec = families.get(family)
+    if spec is None:
         return "unknown"
+    if spec.single_file == "transformer":
+        return family
     conv_in = t.get("model.diffusion_model.input_blocks.0.0.weight", {})
     shape = conv_in.get("shape") or []
     if len(shape) > 1 and shape[1] == 9:

@@ -390,9 +390,10 @@ def details(name: str) -> dict:
         except UsageError:
             out["recommended"] = {}
     else:
-        from diffcli.models.layout import FAMILY_DEFAULTS
+        from diffcli import families
 
-        out["recommended"] = dict(FAMILY_DEFAULTS.get(item.family.replace("-inpaint", ""), {}))
+        family = families.get(item.family)
+        out["recommended"] = dict(family.defaults) if family is not None else {}
     # settings are plain values; anything nested in a model's diffcli.json (e.g. `distilled_from`) is
     # not a setting: it goes to `extra`
     rec = out["recommended"]

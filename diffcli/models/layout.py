@@ -6,25 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffcli import families
 from diffcli.errors import UsageError
 
-# Recommended settings by family, used when neither the user nor the model says otherwise.
-FAMILY_DEFAULTS: dict[str, dict] = {
-    "sd1": {"steps": 25, "cfg": 7.0, "scheduler": "dpm++2m-karras"},
-    "sd2": {"steps": 25, "cfg": 7.0, "scheduler": "dpm++2m-karras"},
-    "sdxl": {"steps": 25, "cfg": 6.0, "scheduler": "dpm++2m-karras"},
-    "lcm": {"steps": 4, "cfg": 1.0, "scheduler": "lcm"},
-    "upscaler": {"steps": 20, "cfg": 0.0, "scheduler": "euler"},
-    # Flow-matching families. SD 3.x: --cfg is classifier-free guidance. FLUX.1: --cfg is the value
-    # given to the transformer's guidance embedding (dev, fill); schnell has none and ignores it.
-    "sd3": {"steps": 28, "cfg": 7.0, "scheduler": "flow-euler"},
-    "flux": {"steps": 28, "cfg": 3.5, "scheduler": "flow-euler"},
-    "flux-schnell": {"steps": 4, "cfg": 0.0, "scheduler": "flow-euler"},
-    "flux-fill": {"steps": 50, "cfg": 30.0, "scheduler": "flow-euler"},
-}
-FLOW_FAMILIES = ("sd3", "flux")  # sampled with flow-matching schedulers
-# Latent size when the denoiser's config has none (FLUX: the pipeline's default_sample_size).
-DEFAULT_SAMPLE_SIZE = {"flux": 128}
+DEFAULT_SAMPLE_SIZE = 64  # latent size when neither the denoiser's config nor its family gives one
 
 
 def _read_json(path: Path) -> dict:
@@ -42,7 +27,7 @@ class Layout:
 
     path: Path
     pipeline_class: str
-    family: str  # sd1 | sd2 | sdxl | sd3 | flux | bundled | upscaler | unknown
+    family: str  # a family of diffcli.families (sd1, sdxl, flux, bundled, upscaler, ...) or "unknown"
     unet_in_channels: int
     sample_size: int  # UNet latent size
     vae_scale_factor: int
@@ -50,6 +35,7 @@ class Layout:
     defaults: dict  # the model's own recommended settings (diffcli.json), may be empty
     patch_size: int = 1  # latent pixels per token side of a transformer denoiser (SD3: its patch_size; FLUX: 2)
     guidance_embeds: bool = False  # FLUX: the transformer takes a guidance value (dev, fill; not schnell)
+    settings_family: str = ""  # whose settings it takes: its family, or a variant of it (lcm, flux-schnell, ...)
 
     @property
     def native_size(self) -> int:
@@ -62,18 +48,8 @@ class Layout:
     @property
     def is_flow(self) -> bool:
         """Sampled with a flow-matching scheduler (SD 3.x, FLUX.1)."""
-        return self.family in FLOW_FAMILIES
-
-    @property
-    def settings_family(self) -> str:
-        """The FAMILY_DEFAULTS entry for this model: its family, or a variant of it with other settings."""
-        if self.is_lcm:
-            return "lcm"
-        if self.family == "flux" and "Fill" in self.pipeline_class:
-            return "flux-fill"
-        if self.family == "flux" and not self.guidance_embeds:
-            return "flux-schnell"
-        return self.family
+        family = families.get(self.family)
+        return family is not None and family.flow
 
     @property
     def is_upscaler(self) -> bool:
@@ -85,7 +61,7 @@ class Layout:
 
     def recommended(self) -> dict:
         """Family defaults overlaid with the model's own diffcli.json."""
-        base = dict(FAMILY_DEFAULTS.get(self.settings_family, FAMILY_DEFAULTS["sd1"]))
+        base = families.defaults(self.settings_family)
         base.update({"width": self.native_size, "height": self.native_size})
         base.update({k: v for k, v in self.defaults.items() if v is not None})
         return base
@@ -104,24 +80,11 @@ def read_layout(path: Path) -> Layout:
     own = _read_json(path / "diffcli.json")
     vae_blocks = vae.get("block_out_channels") or [0, 0, 0, 0]
     vae_scale = 2 ** (len(vae_blocks) - 1)
-    if own.get("family"):
-        family = own["family"]
-    elif pipeline_class.startswith("StableDiffusion3") or "text_encoder_3" in index:
-        family = "sd3"
-    elif pipeline_class.startswith("Flux") and not pipeline_class.startswith("Flux2"):
-        family = "flux"
-    elif "Upscale" in pipeline_class:
-        family = "upscaler"
-    elif "XL" in pipeline_class or "text_encoder_2" in index:
-        family = "sdxl"
-    elif unet.get("cross_attention_dim") == 1024:
-        family = "sd2"
-    elif unet:
-        family = "sd1"
-    else:
-        family = "unknown"
+    configs = families.Configs(index, unet, transformer, scheduler)
+    family = own.get("family") or families.detect(configs)
+    spec = families.get(family)
     denoiser = unet or transformer
-    sample_size = denoiser.get("sample_size") or DEFAULT_SAMPLE_SIZE.get(family, 64)
+    sample_size = denoiser.get("sample_size") or (spec and spec.sample_size) or DEFAULT_SAMPLE_SIZE
     if isinstance(sample_size, (list, tuple)):
         sample_size = sample_size[0]
     return Layout(
@@ -133,6 +96,7 @@ def read_layout(path: Path) -> Layout:
         vae_scale_factor=vae_scale,
         scheduler_class=str(scheduler.get("_class_name", "")),
         defaults={k: v for k, v in own.items() if k != "family"},
-        patch_size=2 if family == "flux" else int(transformer.get("patch_size") or 1),  # FLUX packs 2x2 latents
+        patch_size=(spec and spec.patch_size) or int(transformer.get("patch_size") or 1),
         guidance_embeds=bool(transformer.get("guidance_embeds")),
+        settings_family=families.variant(family, configs),
     )

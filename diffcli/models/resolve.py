@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from diffcli import families
 from diffcli.errors import RuntimeFailure, UsageError
 
 
@@ -32,11 +33,6 @@ class ModelRef:
     lora: Path | None = None  # a LoRA directory applied on top of this (base) model
     base: Path | None = None  # kind == "transformer_file": the diffusers model giving every other component
     base_name: str | None = None  # the base as the user named it
-
-
-NATIVE_SIZE = {"sd1": 512, "sd2": 768, "sdxl": 1024}  # single-file checkpoints: image size by family
-TRANSFORMER_FILE_FAMILIES = ("flux", "sd3")  # their single files hold the transformer; the rest comes from --base
-BASE_EXAMPLES = {"flux": "flux-dev or flux-schnell", "sd3": "sd35-large or sd35-medium"}
 
 
 def default_model_name() -> str:
@@ -358,7 +354,8 @@ def _pull_hub(
 
 def needs_base(ref: ModelRef) -> bool:
     """Whether REF is a transformer-only file (FLUX.1 / SD 3.x .safetensors or .gguf)."""
-    return ref.kind == "single_file" and ref.family in TRANSFORMER_FILE_FAMILIES
+    family = families.get(ref.family) if ref.kind == "single_file" else None
+    return family is not None and family.single_file == "transformer"
 
 
 def attach_base(ref: ModelRef, base_name: str | None, **kw) -> ModelRef:
@@ -377,7 +374,7 @@ def attach_base(ref: ModelRef, base_name: str | None, **kw) -> ModelRef:
     if not base_name:
         raise UsageError(
             f"{ref.name}: is a {ref.family} transformer only; name the diffusers model that supplies "
-            f"its text encoders and VAE with --base (e.g. --base {BASE_EXAMPLES[ref.family]})"
+            f"its text encoders and VAE with --base (e.g. --base {families.get(ref.family).base_examples})"
         )
     base = resolve(base_name, **kw)
     if base.kind != "diffusers" or base.lora is not None:
@@ -456,12 +453,10 @@ def _single_file(
         except (UsageError, RuntimeFailure):
             pass  # loading will say exactly what is missing; the checkpoint itself is here
     registry.touch(key, source=source, path=str(path))
-    from diffcli.models.layout import FAMILY_DEFAULTS
-
-    base = family.replace("-inpaint", "")
-    defaults = dict(FAMILY_DEFAULTS.get(base, {})) if base in FAMILY_DEFAULTS else {}
-    if base in NATIVE_SIZE:
-        defaults.update(width=NATIVE_SIZE[base], height=NATIVE_SIZE[base])
+    spec = families.get(family)
+    defaults = dict(spec.defaults) if spec is not None else {}
+    if spec is not None and spec.native_size:
+        defaults.update(width=spec.native_size, height=spec.native_size)
     return ModelRef(
         name=name,
         path=Path(path),

@@ -12,28 +12,24 @@ import json
 import shutil
 from pathlib import Path
 
-from diffcli import loading, paths
+from diffcli import families, loading, paths
 from diffcli.errors import RuntimeFailure, UsageError
 
 CONFIGS = Path(__file__).parent / "configs"
-# Where the tokenizer files of each family come from (a diffusers repo with tokenizer/ folders).
-TOKENIZER_REPOS = {
-    "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sd2": "stabilityai/stable-diffusion-2-1",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-}
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
-INPAINT_PIPELINES = {
-    "StableDiffusionPipeline": "StableDiffusionInpaintPipeline",
-    "StableDiffusionXLPipeline": "StableDiffusionXLInpaintPipeline",
-}
+
+
+def tokenizer_repo(family: str | None) -> str | None:
+    """The diffusers repo whose tokenizer/ folders complete FAMILY's single-file checkpoints (its config repo)."""
+    spec = families.get(family)
+    return spec.config_repo if spec is not None else None
 
 
 def base_family(family: str | None) -> str | None:
     if not family:
         return None
     base = family.replace("-inpaint", "")
-    return base if base in TOKENIZER_REPOS else None
+    return base if tokenizer_repo(base) else None
 
 
 def config_dir_for(family: str | None) -> Path | None:
@@ -67,7 +63,7 @@ def fetch_tokenizers(family: str | None, *, token: str | None = None, quiet: boo
     config = config_dir_for(family)
     if base is None or config is None:
         return
-    repo = TOKENIZER_REPOS[base]
+    repo = tokenizer_repo(base)
     wanted = [
         (f, n)
         for f in _tokenizer_folders(config)
@@ -107,7 +103,7 @@ def materialize_config(family: str) -> Path:
             "convert it to a diffusers directory, or use a sd1/sd2/sdxl checkpoint"
         )
     dest = paths.home() / "configs" / family
-    repo = TOKENIZER_REPOS[base]
+    repo = tokenizer_repo(base)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
@@ -123,7 +119,7 @@ def materialize_config(family: str) -> Path:
             shutil.copyfile(cached, tmp / folder / name)
     if family.endswith("-inpaint"):
         index = json.loads((tmp / "model_index.json").read_text())
-        index["_class_name"] = INPAINT_PIPELINES.get(index["_class_name"], index["_class_name"])
+        index["_class_name"] = families.pipeline_class_for(index["_class_name"], "inpaint") or index["_class_name"]
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
         unet = json.loads((tmp / "unet" / "config.json").read_text())
         unet["in_channels"] = 9

@@ -1,7 +1,8 @@
 """Requests of the HTTP API turned into Jobs, and results into responses (see http.py).
 
 AUTOMATIC1111 (`/sdapi/v1/txt2img`, `/sdapi/v1/img2img`) and OpenAI (`/v1/images/generations`) bodies
-are type-checked here under their own field names; ranges and combinations are then checked by
+are type-checked here under their own field names (a Job field's type is the Job's own, diffcli.schema, converted
+by the one function every door uses); ranges and combinations are then checked by
 the engine exactly as a command's flags are (jobs.validate, run.settle). A request never names a
 file: input images come base64 in the body, models by name only.
 """
@@ -16,6 +17,7 @@ import re
 import secrets
 from pathlib import Path
 
+from diffcli import schema
 from diffcli.errors import UsageError
 
 
@@ -27,16 +29,16 @@ class HttpError(Exception):
 
 # -- requests to Jobs ---------------------------------------------------------------------------------
 
-_A1111_FIELDS = {  # A1111 name -> (Job field, type)
-    "prompt": ("prompt", str),
-    "negative_prompt": ("negative", str),
-    "steps": ("steps", int),
-    "cfg_scale": ("cfg", float),
-    "width": ("width", int),
-    "height": ("height", int),
-    "seed": ("seed", int),
-    "denoising_strength": ("strength", float),
-    "mask_blur": ("mask_blur", int),
+_A1111_FIELDS = {  # A1111 name -> Job field (its type: the Job's)
+    "prompt": "prompt",
+    "negative_prompt": "negative",
+    "steps": "steps",
+    "cfg_scale": "cfg",
+    "width": "width",
+    "height": "height",
+    "seed": "seed",
+    "denoising_strength": "strength",
+    "mask_blur": "mask_blur",
 }
 _A1111_OWN = {
     "batch_size",
@@ -67,32 +69,20 @@ _A1111_DEFAULTS = {
 }
 
 
-def _kind(value) -> str:
-    return {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
+def _unprocessable(message: str) -> HttpError:
+    return HttpError(422, message)
 
 
 def typed(name: str, value, kind):
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, kind) and not isinstance(value, bool) or (kind is bool and isinstance(value, bool)):
-        return value
-    want = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        list: "a list",
-        dict: "an object",
-    }[kind]
-    raise HttpError(422, f"'{name}' must be {want}, not {_kind(value)}")
+    """VALUE of the request's field NAME as KIND (a type, or a Job field's schema.Wire): schema.convert, its
+    error a 422 reply."""
+    return schema.convert(name, value, kind, error=_unprocessable)
+
+
+def _job_kind(field_name: str) -> schema.Wire:
+    from diffcli.jobs import Job
+
+    return schema.wire_types(Job)[field_name]
 
 
 def _asks_nothing(name: str, value) -> bool:
@@ -257,9 +247,9 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
             }
     _check_unknown(body, known)
     values = {}
-    for name, (field_name, kind) in _A1111_FIELDS.items():
+    for name, field_name in _A1111_FIELDS.items():
         if body.get(name) is not None and name in known:
-            values[field_name] = typed(name, body[name], kind)
+            values[field_name] = typed(name, body[name], _job_kind(field_name))
     if values.get("seed") == -1:
         values.pop("seed")
     batch = typed("batch_size", body.get("batch_size", 1), int)
@@ -293,13 +283,13 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
 
 # diffcli's own fields an OpenAI request may add (extra_body in the openai library): what makes an
 # image repeatable; the engine checks their values as it checks the flags
-_DIFFCLI_EXTRAS = {
-    "seed": ("seed", int),
-    "steps": ("steps", int),
-    "cfg": ("cfg", float),
-    "negative_prompt": ("negative", str),
-    "cache": ("cache", str),
-    "vae_decoder": ("vae_decoder", str),
+_DIFFCLI_EXTRAS = {  # request name -> Job field (its type: the Job's)
+    "seed": "seed",
+    "steps": "steps",
+    "cfg": "cfg",
+    "negative_prompt": "negative",
+    "cache": "cache",
+    "vae_decoder": "vae_decoder",
 }
 
 
@@ -341,9 +331,9 @@ def openai_job(body: dict):
             raise HttpError(400, f"invalid size '{size}'; use WIDTHxHEIGHT, e.g. 512x512")
         values.update(width=int(match.group(1)), height=int(match.group(2)))
     values["model"] = model_of(body.get("model"))
-    for name, (field_name, kind) in _DIFFCLI_EXTRAS.items():
+    for name, field_name in _DIFFCLI_EXTRAS.items():
         if body.get(name) is not None:
-            values[field_name] = typed(name, body[name], kind)
+            values[field_name] = typed(name, body[name], _job_kind(field_name))
     if "vae_decoder" in values:
         values["vae_decoder"] = vae_decoder_of(values["vae_decoder"])
     if not 1 <= values["num_images"]:
@@ -391,17 +381,16 @@ def openai_edit_job(fields: dict[str, list], inputs: Inputs):
 
 
 def _number(name: str, value: str):
-    """A form field's text as the JSON value the generations body would carry."""
-    if name in ("n", "seed", "steps"):
+    """A form field's text as the JSON value the generations body would carry: a number where the field
+    (`n`, or the Job field it names) is one."""
+    field_name = {"strength": "strength", **_DIFFCLI_EXTRAS}.get(name)
+    kind = int if name == "n" else _job_kind(field_name).kind if field_name else str
+    if kind in (int, float):
         try:
-            return int(value)
+            return kind(value)
         except ValueError:
-            raise HttpError(400, f"'{name}' must be an integer, not '{value[:40]}'") from None
-    if name in ("cfg", "strength"):
-        try:
-            return float(value)
-        except ValueError:
-            raise HttpError(400, f"'{name}' must be a number, not '{value[:40]}'") from None
+            want = "an integer" if kind is int else "a number"
+            raise HttpError(400, f"'{name}' must be {want}, not '{value[:40]}'") from None
     return value
 
 

@@ -218,8 +218,8 @@ class Client:
             self.close()
 
     def _run(self, job, opts, reporter) -> list[Path]:
+        from diffcli.flags import wire_options
         from diffcli.run import settle
-        from diffcli.serve.worker import wire_options
 
         prepared = settle(job, opts, reporter)  # bad input fails here, as without a server
         shown = Shown(opts.out)
@@ -227,34 +227,6 @@ class Client:
         wire["out"] = shown.absolute_out
         request = {"op": "run", "job": prepared.job.to_dict(), "opts": wire, "settled": True}
         return self._exchange(request, shown, opts.json, reporter, lambda: _run_here(prepared, opts, reporter))
-
-    def upscale(self, request, opts, reporter) -> Path | None:
-        """Run an upscale REQUEST (diffcli.upscale.Request, Options) on the server as the command would here."""
-        from dataclasses import asdict, replace
-
-        from diffcli.upscale.core import validate
-
-        try:
-            validate(request)  # bad flags fail here, as without a server; the server checks the rest
-            shown = Shown(opts.out)
-            absolute = {"image": os.path.abspath(os.path.expanduser(request.image))}
-            if request.model and os.path.exists(os.path.expanduser(request.model)):  # a local model, not a name
-                absolute["model"] = os.path.abspath(os.path.expanduser(request.model))
-            wire_request = asdict(replace(request, **absolute))
-            wire_opts = {k: v for k, v in asdict(opts).items() if k != "results"}
-            wire_opts["out"] = shown.absolute_out
-
-            def here() -> list[Path]:
-                from diffcli.upscale import upscale
-
-                return [upscale(request, opts, reporter)]
-
-            paths = self._exchange(
-                {"op": "run", "upscale": wire_request, "opts": wire_opts}, shown, opts.json, reporter, here
-            )
-            return paths[0] if paths else None
-        finally:
-            self.close()
 
     def _exchange(self, request: dict, shown: Shown, as_json: bool, reporter, run_here) -> list[Path]:
         """Send REQUEST, show what comes back as the command would, return the written paths (RUN_HERE

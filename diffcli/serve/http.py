@@ -219,19 +219,19 @@ class HttpFrontDoor:
         GONE() says the client went away. A1111_SAMPLER: its scheduler was named by an A1111 sampler name
         (RunOptions.a1111_sampler). The images of a job that does not finish (interrupted, failed, its
         client gone) are removed unless KEEP (A1111's save_images); a finished job's are the caller's."""
+        from diffcli.flags import build_options
         from diffcli.jobs import validate
-        from diffcli.pipelines import LoadOptions
-        from diffcli.run import RunOptions
         from diffcli.serve.reporter import Forwarder
         from diffcli.serve.worker import Stopping, Task
 
-        opts = RunOptions(
-            out=self.settings.output_dir + os.sep,
-            fmt="png",
-            offline=not self.settings.allow_pull,
-            a1111_sampler=a1111_sampler,
-            names_only=True,
-            load=LoadOptions(),
+        opts = build_options(
+            {
+                "out": self.settings.output_dir + os.sep,
+                "fmt": "png",
+                "offline": not self.settings.allow_pull,
+                "a1111_sampler": a1111_sampler,
+                "names_only": True,
+            }
         )
         written: list[str] = []  # each image as the job writes it (its result line: the path)
         task = Task(job=job, opts=opts, reporter=None, results=written.append, door="http")

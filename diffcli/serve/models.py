@@ -26,11 +26,12 @@ class Recent:
         """Record that PREPARED's model (on its device and dtype, with LOAD_OPTIONS) ran, then forget
         models beyond the KEEP most recently used."""
         pipelines = sys.modules.get("diffcli.pipelines")
-        if pipelines is None:
+        if pipelines is None or prepared.ref is None:  # (no model: upscale --method lanczos)
             return
         from diffcli.run import device_choice
+        from diffcli.run import load_options as options_of
 
-        key = pipelines.key_of(prepared.ref, device_choice(prepared), pipelines.options_for(prepared.job, load_options))
+        key = pipelines.key_of(prepared.ref, device_choice(prepared), options_of(prepared, load_options))
         self.order.pop(key, None)
         self.order[key] = None
         self.trim()

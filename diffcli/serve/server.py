@@ -275,10 +275,9 @@ class Server:
         return proof_matches(given, self.token, "client", client_nonce, server_nonce)
 
     def _run(self, channel: Channel, message: dict) -> None:
-        upscale = None
         try:
-            if "upscale" in message:
-                job, (upscale, opts) = None, parse_upscale(message)
+            if "upscale" in message:  # an upscale in the command's own terms: the same Job and options
+                job, opts = parse_upscale(message)
             else:
                 job, opts = parse_request(message)
         except UsageError as exc:
@@ -290,7 +289,6 @@ class Server:
             reporter=None,
             results=lambda line: channel.try_send({"type": "result", "line": line}),
             settled=message.get("settled") is True,
-            upscale=upscale,
         )
         umask = message.get("umask")
         if isinstance(umask, int) and not isinstance(umask, bool) and 0 <= umask <= 0o777:

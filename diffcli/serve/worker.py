@@ -14,100 +14,56 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
+from diffcli import schema
 from diffcli.errors import UsageError
 from diffcli.jobs import Job, validate
+from diffcli.schema import wire_types
 from diffcli.serve.reporter import Cancelled
 
-_JOB_FIELDS = {f.name for f in fields(Job)}
-# RunOptions a client may set, with their types (everything else is the server's)
-_OPTION_TYPES = {
-    "out": str,
-    "fmt": str,
-    "overwrite": bool,
-    "json": bool,
-    "save_partial": bool,
-    "offline": bool,
-    "max_pixels": int,
-    "replay_model": str,
-    "allow_pickle": bool,
-    "offload": str,
-    "vae_tiling": bool,
-    "attention_slicing": bool,
-}
-_LOAD_OPTIONS = ("allow_pickle", "offload", "vae_tiling", "attention_slicing")
-
-
-def wire_options(opts) -> dict:
-    """The RunOptions of a job as a request carries them (see parse_request)."""
-    out = {k: getattr(opts, k) for k in _OPTION_TYPES if k not in _LOAD_OPTIONS}
-    out.update({k: getattr(opts.load, k) for k in _LOAD_OPTIONS})
-    return out
-
-
-def wire_types(cls) -> dict:
-    """The fields of dataclass CLS a request may carry, with their JSON type: those annotated with one
-    of str, int, float, bool (or it | None); others (callables such as Options.results) are not sent."""
-    import typing
-    from dataclasses import fields
-
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for f in fields(cls):
-        kinds = [t for t in (typing.get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None)]
-        if len(kinds) == 1 and kinds[0] in (str, int, float, bool):
-            out[f.name] = kinds[0]
-    return out
+_JOB_FIELDS = set(schema.names(Job))
 
 
 def _typed_values(data, types: dict, key: str, what: str, source: str) -> dict:
-    """DATA (the request's KEY) with every field of a type TYPES names; None values left out."""
+    """DATA (the request's KEY) with every field converted to its type in TYPES (field -> schema.Wire) and its
+    choices checked (schema.checked); None values left out, a field TYPES lacks refused."""
     if not isinstance(data, dict):
         raise UsageError(f"{source}: '{key}' must be a JSON object")
-    values = {}
-    for name, value in data.items():
-        kind = types.get(name)
-        if kind is None:
-            raise UsageError(f"{source}: unknown {what} '{name}'")
-        if value is None:
-            continue
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise UsageError(
-                f"{source}: {what} '{name}' must be {'a ' + kind.__name__ if kind is not int else 'an int'}"
-            )
-        values[name] = value
-    return values
+    return schema.checked(
+        data,
+        types,
+        says="{source}: {what} '{name}' must be {a_type}",
+        unknown="{source}: unknown {what} '{name}'",
+        source=source,
+        what=what,
+    )
 
 
-def parse_upscale(message: dict, source: str = "the request") -> tuple[object, object]:
-    """The upscale Request and Options of an upscale request, every field type-checked; paths must be
-    absolute. The engine's prepare checks the rest, as for the command."""
-    from diffcli.upscale import Options, Request
-    from diffcli.upscale.core import validate as validate_upscale
+def parse_upscale(message: dict, source: str = "the request") -> tuple[Job, object]:
+    """The Job (task "upscale") and RunOptions of an upscale request in the command's own terms
+    ({"upscale": {...}}: the Job fields an upscale is given, and max_pixels, its output's limit), checked
+    by the code every run request goes through (parse_request); paths must be absolute."""
+    from diffcli.flags import option_types
+    from diffcli.upscale.rules import FIXED, NOT_TAKEN
 
-    request = _typed_values(message.get("upscale"), wire_types(Request), "upscale", "upscale field", source)
-    options = _typed_values(message.get("opts", {}), wire_types(Options), "opts", "option", source)
-    for name, value in (("image", request.get("image")), ("--out", options.get("out"))):
-        if value is None:
-            raise UsageError(f"{source}: {name} is missing")
-        if not os.path.isabs(value):
-            raise UsageError(f"{source}: {name} must be an absolute path (got '{value}')")
-    if options.get("offload") not in (None, "model", "sequential"):
-        raise UsageError(f"invalid --offload '{options['offload']}'; use model or sequential")
-    r = Request(**request)
-    validate_upscale(r)
-    return r, Options(**options)
+    settled_only = {"task", "width", "height", *NOT_TAKEN, *FIXED}  # what the engine decides, or refuses
+    types = {name: kind for name, kind in wire_types(Job).items() if name not in settled_only}
+    types["max_pixels"] = option_types()["max_pixels"]
+    fields = _typed_values(message.get("upscale"), types, "upscale", "upscale field", source)
+    if fields.get("image") is None:
+        raise UsageError(f"{source}: image is missing")
+    options = message.get("opts", {})
+    if "max_pixels" in fields and isinstance(options, dict):
+        options = {**options, "max_pixels": fields.pop("max_pixels")}
+    return parse_request({"job": {"task": "upscale", **fields}, "opts": options}, source)
 
 
 def parse_request(message: dict, source: str = "the request") -> tuple[Job, object]:
     """The Job and RunOptions of a run request, every field type-checked; relative paths are refused
     (a server has no working directory of the client's). Ranges and combinations are checked later
     by the engine's settle, as for any command."""
-    from diffcli.pipelines import LoadOptions
-    from diffcli.run import RunOptions
+    from diffcli.flags import build_options, option_types
 
     data, options = message.get("job"), message.get("opts", {})
     if not isinstance(data, dict):
@@ -116,9 +72,7 @@ def parse_request(message: dict, source: str = "the request") -> tuple[Job, obje
     if unknown:
         raise UsageError(f"{source}: unknown job field(s) {', '.join(unknown)}")
     job = Job.from_dict(data, source=source)
-    values = _typed_values(options, _OPTION_TYPES, "opts", "option", source)
-    if values.get("offload") not in (None, "model", "sequential"):
-        raise UsageError(f"invalid --offload '{values['offload']}'; use model or sequential")
+    values = _typed_values(options, option_types(), "opts", "option", source)  # --offload's choices too
     if values.get("max_pixels") is not None and values["max_pixels"] < 1:
         raise UsageError(f"--max-pixels must be at least 1 (got {values['max_pixels']})")
     for name, value in (("--out", values.get("out")), ("image", job.image), ("--mask", job.mask)):
@@ -126,9 +80,8 @@ def parse_request(message: dict, source: str = "the request") -> tuple[Job, obje
             raise UsageError(f"{source}: {name} must be an absolute path (got '{value}')")
     if values.get("out") is None:
         raise UsageError(f"{source}: the output path (--out) is missing")
-    load = LoadOptions(**{k: values.pop(k) for k in _LOAD_OPTIONS if k in values})
     validate(job)  # what needs no model fails now, not after the jobs ahead (settle checks it all again)
-    return job, RunOptions(**values, load=load)
+    return job, build_options(values)
 
 
 _IDS = itertools.count(1)
@@ -138,8 +91,8 @@ _IDS = itertools.count(1)
 class Task:
     """One job waiting for, or in, the worker. REPORTER gets its progress, RESULTS its stdout lines."""
 
-    job: Job | None  # None for an upscale
-    opts: object  # RunOptions (an upscale's Options), without results
+    job: Job
+    opts: object  # RunOptions, without results
     reporter: object
     results: object  # callable(line)
     settled: bool = False  # the client already ran settle (and showed its warnings)
@@ -152,7 +105,6 @@ class Task:
     prepared: object = None
     progress: dict = field(default_factory=dict)  # filled by a Forwarder reporter: images, steps, image, step
     umask: int | None = None  # the client's, so its files get the permissions a local run gives them
-    upscale: object = None  # an upscale's Request (then JOB is None)
 
     def finish(self, outcome: dict) -> None:
         self.outcome = outcome
@@ -192,7 +144,7 @@ class Worker:
             if self.stopping:
                 raise Stopping()
             ahead = len(self.queue) + (self.current is not None)
-            if self.compile and task.job is not None:  # the server's choice, whatever the request says
+            if self.compile:  # the server's choice, whatever the request says (run.load_options: not upscale)
                 task.opts = replace(task.opts, load=replace(task.opts.load, compile=True))
             self.queue.append(task)
             self.cond.notify_all()
@@ -330,13 +282,6 @@ def run_task(task: Task) -> list:
 
     t0 = time.perf_counter()
     opts = replace(task.opts, results=task.results)
-    if task.upscale is not None:
-        from diffcli.upscale import upscale
-
-        try:
-            return [upscale(task.upscale, opts, task.reporter)]
-        finally:
-            release_reservations()
     try:
         # the client settled the job already and showed its warnings: settle again (this is the trust
         # boundary) without repeating them
@@ -350,8 +295,6 @@ def run_task(task: Task) -> list:
 
 
 def _describe(task: Task) -> dict:
-    if task.upscale is not None:
-        return {"id": task.id, "task": "upscale", "images": 1, "steps": task.upscale.steps, "door": task.door}
     job = task.job
     return {"id": task.id, "task": job.task, "images": job.num_images, "steps": job.steps, "door": task.door}
 

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from diffcli import loading
-from diffcli.bundled import arch, scenes
+from diffcli.bundled import scenes
 from diffcli.bundled.vocab import build_tokenizer
+from diffcli.training import arch
 from diffcli.training.common import (
     Budget,
     ThreadTuner,

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from diffcli import loading
-from diffcli.bundled import MODEL_DIR, arch, scenes
+from diffcli.bundled import MODEL_DIR, scenes
+from diffcli.training import arch
 from diffcli.training.common import (
     Budget,
     ThreadTuner,

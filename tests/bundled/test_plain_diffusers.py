@@ -106,8 +106,8 @@ def test_an_exported_fp16_pipeline_loads_with_default_arguments(tmp_path):
     from diffusers import DiffusionPipeline
     from safetensors import safe_open
 
-    from diffcli.bundled import arch
     from diffcli.bundled.vocab import build_tokenizer
+    from diffcli.training import arch
     from diffcli.training.export import export_pipeline
 
     torch.manual_seed(0)

@@ -40,8 +40,8 @@ def bundled_like(path: Path) -> Path:
         return path
     import torch
 
-    from diffcli.bundled import arch
     from diffcli.bundled.vocab import build_tokenizer
+    from diffcli.training import arch
     from diffcli.training.export import export_pipeline
 
     torch.manual_seed(0)

@@ -41,9 +41,9 @@ def one_error(result, code: int) -> str:
 @pytest.fixture
 def url_ckpt(fakehub):
     """An SD1 checkpoint at a URL (and the repo its tokenizer files come from)."""
-    from diffcli.models.single_file import TOKENIZER_REPOS
+    from diffcli.models.single_file import tokenizer_repo
 
-    fakehub.add_repo(TOKENIZER_REPOS["sd1"], sd_repo_files())
+    fakehub.add_repo(tokenizer_repo("sd1"), sd_repo_files())
     data = safetensors_bytes({**SD1_KEYS, "big": ("F32", [50_000])}, 3)
     fakehub.plain["/files/model.safetensors"] = (data, {})
     return f"{fakehub.url}/files/model.safetensors", data
@@ -139,7 +139,7 @@ def test_damaged_registry_is_kept_aside_reported_once_and_rebuilt(fakehub, sd_re
 
 
 def test_damaged_registry_warning_is_a_json_event_in_json_mode(fakehub, url_ckpt, capfd):
-    from diffcli.models.single_file import TOKENIZER_REPOS
+    from diffcli.models.single_file import tokenizer_repo
 
     url, _ = url_ckpt
     urls.pull(url, quiet=True)
@@ -152,7 +152,7 @@ def test_damaged_registry_warning_is_a_json_event_in_json_mode(fakehub, url_ckpt
     warnings = [e for e in events if e["event"] == "warning"]
     assert len(warnings) == 1 and "corrupt-" in warnings[0]["message"]
     # the checkpoint's record was rebuilt from disk: only its family's tokenizer files are fetched
-    assert {e["model"] for e in events if e["event"] == "download"} <= {TOKENIZER_REPOS["sd1"]}
+    assert {e["model"] for e in events if e["event"] == "download"} <= {tokenizer_repo("sd1")}
 
 
 # ---------------------------------------------------------------- 8: unusable directories

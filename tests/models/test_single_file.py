@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from diffcli import families
 from diffcli.errors import UsageError
 from diffcli.models import hub, resolve
 from diffcli.models.checkpoint_info import detect_family, dtypes
-from diffcli.models.single_file import CONFIGS, TOKENIZER_REPOS, load_pipeline, materialize_config
+from diffcli.models.single_file import CONFIGS, load_pipeline, materialize_config, tokenizer_repo
 
 from .fakehub import safetensors_bytes
 
@@ -41,7 +42,9 @@ def test_family_from_safetensors_header(tmp_path, keys, family):
 
 
 def test_shipped_configs_are_json_only_and_complete():
-    for family in TOKENIZER_REPOS:
+    with_configs = [f.name for f in families.families().values() if f.config_repo and f.variant_of is None]
+    assert with_configs == ["sd1", "sd2", "sdxl"]  # every family whose single files diffcli completes
+    for family in with_configs:
         d = CONFIGS / family
         index = json.loads((d / "model_index.json").read_text())
         for comp, value in index.items():
@@ -52,7 +55,7 @@ def test_shipped_configs_are_json_only_and_complete():
 
 def _seed_tokenizer_cache(family: str) -> None:
     """Put tokenizer files where a `models pull` of a single file would have fetched them."""
-    repo = TOKENIZER_REPOS[family]
+    repo = tokenizer_repo(family)
     snap = hub.repo_folder(repo) / "snapshots" / ("c" * 40)
     for folder in [p.name for p in (CONFIGS / family).iterdir() if p.name.startswith("tokenizer")]:
         (snap / folder).mkdir(parents=True, exist_ok=True)

@@ -118,13 +118,13 @@ def test_rm_url_checkpoint(ckpt):
 
 
 def test_cli_pull_of_sd1_checkpoint_fetches_tokenizer_files(ckpt, fakehub):
-    from diffcli.models.single_file import TOKENIZER_REPOS, _cached_tokenizer_file
+    from diffcli.models.single_file import _cached_tokenizer_file, tokenizer_repo
 
     from .fakehub import sd_repo_files
     from helpers import cli
 
-    fakehub.add_repo(TOKENIZER_REPOS["sd1"], sd_repo_files())
+    fakehub.add_repo(tokenizer_repo("sd1"), sd_repo_files())
     url, _ = ckpt
     r = cli("models", "pull", url, "-q")
     assert r.exit_code == 0, r.stderr
-    assert _cached_tokenizer_file(TOKENIZER_REPOS["sd1"], "tokenizer", "vocab.json") is not None
+    assert _cached_tokenizer_file(tokenizer_repo("sd1"), "tokenizer", "vocab.json") is not None

@@ -13,10 +13,9 @@ from helpers import cli
 def test_recipe_trains_exports_and_upscales(tmp_path):
     import torch
 
-    from diffcli.bundled import arch
     from diffcli.bundled.scenes import render, sample_scene
     from diffcli.bundled.vocab import build_tokenizer
-    from diffcli.training import latent_upscaler
+    from diffcli.training import arch, latent_upscaler
     from diffcli.training.export import export_pipeline
 
     base = export_pipeline(

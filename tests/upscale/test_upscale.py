@@ -81,7 +81,7 @@ def test_lowpass_fidelity_keeps_detail_and_takes_colours_from_the_input():
 
 def _tiled_plan(src_path: Path, scale: int, tile: int, overlap: int):
     from diffcli.images import load_rgb
-    from diffcli.upscale.core import Plan
+    from diffcli.upscale.task import Plan
     from diffcli.upscale.tiles import plan_grid
 
     src = load_rgb(src_path)
@@ -114,7 +114,7 @@ def test_no_visible_seam_when_tiles_disagree(tmp_path, fidelity):
     """Each tile comes back a few levels brighter or darker (as independent diffusion tiles do): blended,
     the gradient across tile borders is no larger than elsewhere; pasted without blending, it is."""
     from diffcli.progress import Reporter
-    from diffcli.upscale.core import run_tiles
+    from diffcli.upscale.task import run_tiles
 
     src = smooth_image(tmp_path / "in.png", 40, 30)
     plan = _tiled_plan(src, 2, 32, 16)
@@ -141,7 +141,7 @@ def test_no_visible_seam_when_tiles_disagree(tmp_path, fidelity):
 
 def test_identity_tiles_reassemble_the_lanczos_image(tmp_path):
     from diffcli.progress import Reporter
-    from diffcli.upscale.core import run_tiles
+    from diffcli.upscale.task import run_tiles
 
     src = smooth_image(tmp_path / "in.png", 37, 23)
     plan = _tiled_plan(src, 3, 32, 8)
@@ -157,7 +157,7 @@ def test_backproject_makes_tiles_consistent_with_the_input(tmp_path):
 
     from diffcli.bundled.scenes import render, sample_scene
     from diffcli.progress import Reporter
-    from diffcli.upscale.core import run_tiles
+    from diffcli.upscale.task import run_tiles
 
     src = tmp_path / "scene.png"
     render(sample_scene(5), 24).save(src)

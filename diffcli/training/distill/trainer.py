@@ -46,7 +46,8 @@ def load_teacher(plan: Plan, device):
     """The teacher pipeline in float32, frozen."""
     from diffusers import DiffusionPipeline
 
-    from diffcli.pipelines import ORIGINAL_SCHEDULER, prepare_libraries
+    from diffcli.pipelines import prepare_libraries
+    from diffcli.schedulers import ORIGINAL_SCHEDULER
 
     prepare_libraries()
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .vocab import BOS, EOS, MODEL_MAX_LENGTH, build_vocab
+from diffcli.bundled.vocab import BOS, EOS, MODEL_MAX_LENGTH, build_vocab
 
 SIZES = {
     # name: (vae channels, vae layers, unet channels, unet layers, text hidden, text layers)

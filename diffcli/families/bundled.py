@@ -1,0 +1,21 @@
+"""diffcli's bundled tiny models (diffcli/bundled/): SD-1-style UNets trained on generated scenes,
+named by their diffcli.json ("family": "bundled"). Their own diffcli.json carries their settings."""
+
+from __future__ import annotations
+
+from diffcli.families.sd1 import DEFAULTS, PIPELINES, UNET_OPTIONS
+from diffcli.families.spec import Family
+
+FAMILIES = (
+    Family(
+        name="bundled",
+        label="diffcli bundled model",
+        order=90,
+        defaults=DEFAULTS,  # under each model's own diffcli.json
+        pipelines=PIPELINES,
+        sampler_rule=False,
+        options=UNET_OPTIONS,
+        controlnets={"seg": "tiny-control-seg"},  # shipped beside it (diffcli/bundled/)
+        upscale_strength=0.1,  # measured (docs/upscale.md): 0.3 loses PSNR on every pair tried
+    ),
+)

@@ -1,0 +1,83 @@
+"""What the settings of a job mean for its model's family, checked before any model loads (no torch).
+
+Each family declares what it takes (diffcli.families): whether --scheduler is checked against it
+(flow-matching families take only flow-matching samplers; --shift multiplies the model's own timestep
+shift, diffcli.timesteps.flow_sigmas), what --cfg drives (classifier-free guidance; a guidance
+embedding, one pass per step, for FLUX.1 dev and Fill; nothing for schnell) and which options apply
+(negative prompt, cfg cutoff, DeepCache, LoRA, quantization). A model of no known family is not checked.
+"""
+
+from __future__ import annotations
+
+from diffcli import families
+from diffcli.errors import UsageError
+
+
+def _flow(family: str | None) -> bool:
+    spec = families.get(family)
+    return spec is not None and spec.flow
+
+
+def _sampler_rule(family: str | None) -> bool:
+    spec = families.get(family)
+    return spec is not None and spec.sampler_rule
+
+
+def a1111_sampler(job, ref, layout):
+    """JOB with its sampler read as AUTOMATIC1111 names samplers (an A1111 request): the entry of that
+    name that fits the model's family (schedulers.by_a1111_name: "Euler" on SD 3.x / FLUX.1 is flow-euler)."""
+    from dataclasses import replace
+
+    from diffcli.schedulers import by_a1111_name
+
+    family = families.of(ref, layout)
+    if job.scheduler is None or not _sampler_rule(family):
+        return job
+    return replace(job, scheduler=by_a1111_name(job.scheduler, _flow(family), ref.name))
+
+
+def is_flow(ref, layout) -> bool:
+    """Whether the model is sampled with flow-matching schedulers."""
+    return _flow(families.of(ref, layout))
+
+
+def check(job, ref, layout) -> None:
+    """Usage errors for settings the model's family cannot honour (the job has every default decided)."""
+    from diffcli.schedulers import check_applies
+
+    family = families.of(ref, layout)
+    if job.scheduler is not None and _sampler_rule(family):
+        check_applies(job.scheduler, _flow(family), ref.name)
+    from diffcli.quantize import check as check_quantize
+
+    check_quantize(job, ref)
+    from diffcli.cache import check as check_cache
+
+    check_cache(job, family, ref.name)
+    spec = families.get(family)
+    if spec is None:
+        return
+    if job.cfg_cutoff and not spec.takes("cfg-cutoff"):
+        why = (
+            f"{spec.label} is guidance-distilled, each step is one pass whatever --cfg is, so there is no "
+            "guidance to stop"
+            if spec.guidance != "cfg"
+            else f"{spec.label} models take no guidance cutoff"
+        )
+        raise UsageError(f"--cfg-cutoff does not apply to {ref.name}: {why}")
+    if job.lora and not spec.takes("lora"):
+        raise UsageError(f"--lora does not apply to {ref.name}: diffcli loads no LoRA files into {spec.label} models")
+    if job.quantize not in (None, "none") and not spec.takes("quantize"):
+        raise UsageError(f"--quantize does not apply to {ref.name}: {spec.label} models are not quantized")
+
+
+def notes(job, ref, layout) -> list[str]:
+    """Warnings about settings the model's family ignores."""
+    spec = families.get(families.of(ref, layout))
+    out = []
+    if spec is not None and job.negative and not spec.takes("negative"):
+        out.append(f"{ref.name} is a {spec.label} model, which takes no negative prompt; --negative is ignored")
+    settings = families.get(layout.settings_family) if layout is not None else None
+    if settings is not None and settings.guidance == "none" and job.cfg:
+        out.append(f"{ref.name} is {settings.label}-like (no guidance embedding); --cfg {job.cfg:g} has no effect")
+    return out
