@@ -38,23 +38,39 @@ from contextlib import contextmanager
 
 from diffcli.errors import UsageError
 
-KINDS = ("none", "deepcache")
+KINDS = ("none", "deepcache", "fbc", "taylorseer", "magcache")
 MAX_INTERVAL = 100  # a full step every 100 steps is already one full step in most runs
+# Transformer caches (diffusers' hooks, on for one pipeline call like DeepCache), their parameter and its
+# default: diffusers' own defaults (0.42), not yet measured on a trained transformer model here.
+TRANSFORMER_CACHES = {
+    "fbc": (
+        "THRESHOLD",
+        float,
+        0.05,
+    ),  # FirstBlockCacheConfig.threshold: reuse while the first block's change is below it
+    "taylorseer": ("N", int, 5),  # TaylorSeerCacheConfig.cache_interval: a full step every N
+    "magcache": ("THRESHOLD", float, 0.06),  # MagCacheConfig.threshold: accumulated error allowed before a full step
+}
+TAYLORSEER_WARMUP = 3  # TaylorSeerCacheConfig.disable_cache_before_step: full steps first (diffusers' default)
+USAGE = "use none, deepcache[:N], fbc[:THRESHOLD], taylorseer[:N] or magcache[:THRESHOLD]"
 
 
-def parse(spec: str) -> tuple[str, int | None]:
-    """(kind, interval) of a `--cache` value: "none", "deepcache" (interval None: the default) or
-    "deepcache:N" with N >= 2; anything else is a usage error."""
+def parse(spec: str) -> tuple[str, int | float | None]:
+    """(kind, parameter) of a `--cache` value: "none"; "deepcache[:N]" (N >= 2: steps between full UNet
+    passes); "fbc[:THRESHOLD]", "taylorseer[:N]", "magcache[:THRESHOLD]" (transformers); the parameter None
+    where not given (the default). Anything else is a usage error."""
     kind, sep, rest = str(spec).strip().partition(":")
     kind = kind.lower()
     if kind not in KINDS:
-        raise UsageError(f"invalid --cache '{spec}'; use none or deepcache[:N] (N = steps between full UNet passes)")
+        raise UsageError(f"invalid --cache '{spec}'; {USAGE}")
     if kind == "none":
         if sep:
             raise UsageError(f"invalid --cache '{spec}'; 'none' takes no interval")
         return kind, None
     if not sep:
         return kind, None
+    if kind in TRANSFORMER_CACHES:
+        return kind, _transformer_parameter(spec, kind, rest)
     try:
         interval = int(rest)
     except ValueError:
@@ -67,35 +83,67 @@ def parse(spec: str) -> tuple[str, int | None]:
     return kind, interval
 
 
+def _transformer_parameter(spec: str, kind: str, text: str) -> int | float:
+    name, kind_type, _ = TRANSFORMER_CACHES[kind]
+    try:
+        value = kind_type(text)
+    except ValueError:
+        what = "a whole number" if kind_type is int else "a number"
+        raise UsageError(f"invalid --cache '{spec}'; {name} in {kind}:{name} must be {what}") from None
+    if kind_type is int and not 2 <= value <= MAX_INTERVAL:
+        raise UsageError(f"--cache {kind}:{name} needs {name} between 2 and {MAX_INTERVAL} (got {value})")
+    if kind_type is float and not 0 < value < 1:
+        raise UsageError(f"--cache {kind}:{name} needs {name} between 0 and 1, both excluded (got {value:g})")
+    return value
+
+
 def settled(spec: str | None, default_interval: int) -> str | None:
-    """The recorded form of a `--cache` value: "none" or "deepcache:N" (the default N filled in)."""
+    """The recorded form of a `--cache` value: "none", or the kind with its parameter (the default filled in):
+    "deepcache:N" (DEFAULT_INTERVAL), "fbc:0.05", "taylorseer:5", "magcache:0.06"."""
     if spec is None:
         return None
-    kind, interval = parse(spec)
-    return kind if kind == "none" else f"{kind}:{interval or default_interval}"
+    kind, value = parse(spec)
+    if kind == "none":
+        return kind
+    if value is None:
+        value = TRANSFORMER_CACHES[kind][2] if kind in TRANSFORMER_CACHES else default_interval
+    return f"{kind}:{value:g}" if isinstance(value, float) else f"{kind}:{value}"
 
 
 def check(job, family: str | None, name: str) -> None:
-    """A usage error, before loading, for a cache the model cannot take (a transformer denoiser)."""
+    """A usage error, before loading, for a cache the model's family cannot take (its Family.options)."""
     from diffcli import families
 
     if job.cache in (None, "none"):
         return
+    kind = parse(job.cache)[0]
     spec = families.get(family)
-    if spec is not None and not spec.takes("deepcache"):
+    if spec is None or spec.takes(kind):
+        return
+    if kind == "deepcache":
         raise UsageError(
             f"--cache {job.cache} needs a UNet model (SD 1.x/2.x, SDXL); {name} has a {spec.denoiser} "
             "denoiser; leave --cache out (or --cache none)"
         )
+    takers = sorted({f.label for f in families.families().values() if f.variant_of is None and f.takes(kind)})
+    raise UsageError(
+        f"--cache {kind} applies to {', '.join(takers) or 'no model family'} (a transformer diffusers can "
+        f"cache); {name} is a {spec.label} model; leave --cache out (or --cache none)"
+    )
 
 
 @contextmanager
-def active(pipe, spec: str | None):
-    """SPEC's cache on PIPE's UNet for the calls made inside, removed on the way out."""
+def active(pipe, spec: str | None, steps: int | None = None):
+    """SPEC's cache on PIPE's denoiser for the calls made inside, removed on the way out. STEPS: the
+    denoising steps the call runs (MagCache counts them)."""
     if spec in (None, "none"):
         yield None
         return
     kind, interval = parse(spec)
+    if kind in TRANSFORMER_CACHES:
+        with _transformer_cache(pipe, kind, interval, steps) as hooks:
+            yield hooks
+        return
     unet = getattr(pipe, "unet", None)
     if unet is None or len(getattr(unet, "up_blocks", ())) < 2 or not hasattr(unet, "down_blocks"):
         raise UsageError(
@@ -110,6 +158,52 @@ def active(pipe, spec: str | None):
         yield cache
     finally:
         cache.detach()
+
+
+@contextmanager
+def _transformer_cache(pipe, kind: str, value, steps: int | None):
+    """diffusers' cache hook KIND on PIPE's transformer (its CacheMixin.enable_cache) for the calls made
+    inside; disabled on the way out, so the shared transformer runs uncached afterwards."""
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is None or not hasattr(transformer, "enable_cache"):
+        raise UsageError(
+            f"--cache {kind} needs a transformer that diffusers can cache; this model's denoiser is "
+            f"{type(getattr(pipe, 'unet', None) or transformer).__name__}"
+        )
+    transformer.enable_cache(_hook_config(pipe, kind, value, steps))
+    try:
+        yield transformer
+    finally:
+        transformer.disable_cache()
+
+
+def _hook_config(pipe, kind: str, value, steps: int | None):
+    """The diffusers hook config of cache KIND with its parameter VALUE (None: the default)."""
+    value = TRANSFORMER_CACHES[kind][2] if value is None else value
+    if kind == "fbc":
+        from diffusers.hooks import FirstBlockCacheConfig
+
+        return FirstBlockCacheConfig(threshold=value)
+    if kind == "taylorseer":
+        from diffusers.hooks import TaylorSeerCacheConfig
+
+        return TaylorSeerCacheConfig(cache_interval=value, disable_cache_before_step=TAYLORSEER_WARMUP)
+    from diffusers.hooks import MagCacheConfig
+    from diffusers.hooks import mag_cache as calibrations
+
+    from diffcli import families
+
+    family = next((f for f in families.families().values() if f.pipelines and f.mag_ratios and _runs(f, pipe)), None)
+    if family is None:
+        raise UsageError("--cache magcache needs a model whose magnitude ratios diffusers ships (FLUX.1)")
+    ratios = getattr(calibrations, family.mag_ratios)
+    return MagCacheConfig(threshold=value, num_inference_steps=max(1, steps or len(ratios)), mag_ratios=ratios)
+
+
+def _runs(family, pipe) -> bool:
+    """Whether PIPE is one of FAMILY's task pipelines (or a model made for one task of it)."""
+    name = type(pipe).__name__
+    return name in family.pipelines.values() or name in family.one_task
 
 
 class DeepCache:

@@ -129,6 +129,17 @@ def fewest_steps(strength: float) -> int:
     return steps
 
 
+def denoising_steps(job, flow: bool) -> int:
+    """The denoising steps a job's pipeline call runs: --steps, or for img2img-like tasks the part
+    --strength keeps (diffusers' get_timesteps: int(steps x strength); flow-matching pipelines keep
+    steps - int(steps - steps x strength))."""
+    if job.task == "txt2img" or job.strength is None:
+        return job.steps
+    if flow:
+        return job.steps - int(max(job.steps - job.steps * job.strength, 0))
+    return min(int(job.steps * job.strength), job.steps)
+
+
 def check_denoising_steps(job, flow: bool) -> None:
     """A usage error when an img2img or inpaint JOB would run no denoising step: a UNet pipeline runs
     int(steps x strength) of them (diffusers' get_timesteps), so --steps 1 at --strength 0.5 runs none and

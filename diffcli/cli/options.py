@@ -175,11 +175,12 @@ Cache = Annotated[
         "--cache",
         help=(
             "Step caching: deepcache[:N] reuses the UNet's deep features, running the whole UNet every N-th step "
-            "only (faster, slightly different images; N default 3); none (default). SD 1.x/2.x/SDXL. See "
+            "only (faster, slightly different images; N default 3; SD 1.x/2.x/SDXL); fbc[:THRESHOLD], "
+            "taylorseer[:N], magcache[:THRESHOLD]: diffusers' transformer caches (FLUX.1); none (default). See "
             "docs/speed.md."
         ),
         rich_help_panel=GEN,
-        metavar="none|deepcache[:N]",
+        metavar="none|deepcache[:N]|fbc[:T]|taylorseer[:N]|magcache[:T]",
         show_default=False,
     ),
 ]

@@ -50,7 +50,9 @@ FLUX = Family(
     one_task={"FluxFillPipeline": "inpaint"},
     guidance="embedded",
     cfg_meaning=EMBEDDED,
-    options=frozenset({"lora", "quantize"}),
+    # diffusers' transformer caches hook FLUX.1's transformer (its pipelines set their cache context)
+    options=frozenset({"lora", "quantize", "fbc", "taylorseer", "magcache"}),
+    mag_ratios="FLUX_MAG_RATIOS",
     tiny_decoder="madebyollin/taef1",
     single_file="transformer",
     base_examples="flux-dev or flux-schnell",

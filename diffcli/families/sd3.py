@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from diffcli.families.spec import Alias, Configs, Family
 
-FLOW_OPTIONS = frozenset({"negative", "cfg-cutoff", "lora", "quantize"})  # no DeepCache: no UNet to cache
+# no DeepCache: no UNet to cache; and diffusers (0.42) has no cache hooks for SD 3.x's transformer (its
+# pipelines set no cache context): --cache fbc/taylorseer/magcache are refused for it
+FLOW_OPTIONS = frozenset({"negative", "cfg-cutoff", "lora", "quantize"})
 
 
 def detect(c: Configs) -> bool:

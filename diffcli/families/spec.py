@@ -12,7 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # The options a family may take (Family.options); the checks before loading ask for these by name.
-OPTIONS = ("negative", "cfg-cutoff", "deepcache", "lora", "quantize", "distill", "weighted-prompts")
+# deepcache: diffcli's UNet cache; fbc, taylorseer, magcache: diffusers' transformer cache hooks (diffcli.cache)
+OPTIONS = (
+    "negative",
+    "cfg-cutoff",
+    "deepcache",
+    "fbc",
+    "taylorseer",
+    "magcache",
+    "lora",
+    "quantize",
+    "distill",
+    "weighted-prompts",
+)
 GUIDANCE = ("cfg", "embedded", "none")  # classifier-free; a guidance embedding (FLUX.1 dev); none
 
 
@@ -77,6 +89,7 @@ class Family:
         config_repo: the diffusers repo whose tokenizers and configs complete a single-file checkpoint.
         base_examples: for a transformer single file, which models to name with --base.
         upscale_strength: the tiled upscale's default strength for its models (None: upscale's own).
+        mag_ratios: the name, in diffusers.hooks.mag_cache, of the magnitude ratios MagCache needs for it.
         aliases: short names for its well-known hub repos.
     """
 
@@ -107,6 +120,7 @@ class Family:
     config_repo: str | None = None
     base_examples: str | None = None
     upscale_strength: float | None = None
+    mag_ratios: str | None = None
     aliases: dict = field(default_factory=dict)
 
     def takes(self, option: str) -> bool:
