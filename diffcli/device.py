@@ -5,7 +5,8 @@ Rules for `--dtype auto`: on CUDA bfloat16 for the families trained and shipped 
 where the GPU computes it (torch.cuda.is_bf16_supported: Ampere and later), float16 otherwise; float16
 on MPS; on CPU bfloat16 where the processor computes it natively (AMX or AVX512-BF16, measured in
 bench/cpu_dtype.py), float32 elsewhere.
-On CUDA the UNet and VAE also run in channels_last memory format (pipelines._apply_memory_options).
+On CUDA, and on a CPU with native bfloat16 running in bfloat16, the UNet and VAE also run in channels_last
+memory format (memory_format; pipelines._apply_memory_options).
 """
 
 from __future__ import annotations
@@ -93,10 +94,23 @@ def auto_dtype(
     return "float32", "this CPU has no native bfloat16"
 
 
-def channels_last(device: str) -> bool:
-    """Whether the UNet and VAE run in channels_last memory format: on CUDA, where cuDNN's convolutions
-    are faster in it (diffusers' optimisation guide); on CPU the layout stays as plain diffusers has it."""
-    return device.startswith("cuda")
+def memory_format(device: str, dtype: str) -> tuple[bool, str]:
+    """(channels_last, why): whether the UNet and VAE run in channels_last memory format on DEVICE at DTYPE.
+
+    On CUDA, where cuDNN's convolutions are faster in it (diffusers' optimisation guide). On a CPU that
+    computes bfloat16 natively (AMX / AVX512-BF16), in bfloat16: measured 1.16x per guided SD-1.5 UNet step
+    at 512² on a 2-core Xeon with AMX (issue 31). Elsewhere the layout stays as plain diffusers has it (on an
+    AVX2 CPU in float32, channels_last changed the pixels and gained nothing: docs/speed.md)."""
+    if device.startswith("cuda"):
+        return True, "channels_last: cuDNN's convolutions are faster in it"
+    if device == "cpu" and dtype == "bfloat16" and cpu_has_native_bf16():
+        return True, "channels_last: bfloat16 convolutions on a CPU that computes them natively run faster in it"
+    return False, "contiguous: as plain diffusers (channels_last gains nothing here)"
+
+
+def channels_last(device: str, dtype: str = "float32") -> bool:
+    """Whether the UNet and VAE run in channels_last memory format (memory_format)."""
+    return memory_format(device, dtype)[0]
 
 
 def choose(device: str = "auto", dtype: str = "auto", family: str | None = None) -> DeviceChoice:

@@ -311,7 +311,7 @@ def _apply_memory_options(pipe, choice, options: LoadOptions, warn) -> None:
     pipe.to(choice.device)
     from diffcli.device import channels_last
 
-    if channels_last(choice.device):
+    if channels_last(choice.device, choice.dtype):
         import torch
 
         for name in ("unet", "vae"):

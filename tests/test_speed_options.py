@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from diffcli.device import auto_dtype, channels_last
 from diffcli.jobs import Job
@@ -55,3 +57,51 @@ def test_a_compiled_batch_reports_the_compile_once_and_matches_eager_images(tmp_
     assert compiled.stderr.count("compiled the unet in") == 1
     for a, b in zip(eager.stdout.split(), compiled.stdout.split()):
         assert np.abs(pixels(a) - pixels(b)).max() <= 2  # float rounding only (0-255 levels)
+
+
+def test_channels_last_on_a_cpu_only_in_bfloat16_where_it_computes_it(cpu_bf16):
+    from diffcli.device import memory_format
+
+    assert channels_last("cpu", "bfloat16") is cpu_bf16  # measured faster there (issue 31); as plain diffusers else
+    assert channels_last("cpu", "float32") is False and channels_last("cuda", "float16") is True
+    assert memory_format("cpu", "bfloat16")[1].startswith("channels_last" if cpu_bf16 else "contiguous")
+    shown = json.loads(cli("device", "--device", "cpu", "--json").stdout)
+    assert shown["memory_format"] == ("channels_last" if cpu_bf16 else "contiguous") and shown["memory_format_reason"]
+
+
+def test_a_native_bf16_cpu_runs_the_unet_channels_last_with_plain_diffusers_pixels(tiny_sd, monkeypatch, tmp_path):
+    """As on an AMX CPU: --dtype auto is bfloat16 and the UNet and VAE run channels_last; the pixels are those
+    of plain diffusers in bfloat16 with the same layout (torch computes bf16 here too, emulated)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from diffcli.device import CPU_BF16_ENV
+    from diffcli.pipelines import release_models
+
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    release_models()
+    r = cli("txt2img", "red house", "-m", tiny_sd, "--steps", "2", "--seed", "3", "-o", tmp_path, "-q", "--no-server")
+    assert r.exit_code == 0, r.stderr
+    record = json.loads(Image.open(r.stdout.strip()).info["diffcli"])
+    assert record["dtype"] == "bfloat16"
+    from diffcli.pipelines import _BASES
+
+    (base,) = _BASES.values()
+    conv = base.unet.conv_in.weight
+    assert conv.dtype == torch.bfloat16 and conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
+    plain = StableDiffusionPipeline.from_pretrained(str(tiny_sd), torch_dtype=torch.bfloat16)
+    plain.set_progress_bar_config(disable=True)
+    plain.unet.to(memory_format=torch.channels_last)
+    plain.vae.to(memory_format=torch.channels_last)
+    from diffcli.pipelines import set_scheduler
+    from diffcli.schedulers import ORIGINAL_SCHEDULER
+
+    setattr(plain, ORIGINAL_SCHEDULER, dict(plain.scheduler.config))
+    set_scheduler(plain, record["job"]["scheduler"])
+    image = plain(
+        "red house", num_inference_steps=2, guidance_scale=record["job"]["cfg"], width=32, height=32,
+        generator=torch.Generator("cpu").manual_seed(3),
+    ).images[0]  # fmt: skip
+    assert np.array_equal(pixels(r.stdout.strip()), np.asarray(image, dtype=np.int16))
+    release_models()
