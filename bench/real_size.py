@@ -350,6 +350,27 @@ def _ratio(e2e: float, base: dict | None) -> str:
     return f"{e2e / base['end_to_end']:.2f}x"
 
 
+def cpu_kind() -> str:
+    """The CPU's model name and the bfloat16/AMX/AVX flags it has (docs/benchmarks.md keeps a table per kind),
+    and what diffcli takes it for (DIFFCLI_CPU_BF16 may force that answer)."""
+    from diffcli.device import cpu_has_native_bf16
+
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown CPU":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+    shown = " ".join(f for f in wanted if f in flags) or "none of the AVX512/AMX flags"
+    native = "native bfloat16" if cpu_has_native_bf16() else "no native bfloat16"
+    return f"CPU {model} [{shown}]; diffcli: {native}"
+
+
 def report(args, size: int, results: dict, out: Path) -> None:
     import torch
 
@@ -357,6 +378,7 @@ def report(args, size: int, results: dict, out: Path) -> None:
         f"{args.arch} architecture, {size}x{size}, {args.steps} steps, CFG {CFG} (batch 2 per step); device "
         f"{args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
     )
+    print(cpu_kind())
     print(
         f"{'run':14s} {'start s':>8s} {'text s':>7s} {'UNet calls':>10s} {'step s':>7s} {'decode s':>9s} "
         f"{'end to end s':>13s} "
