@@ -45,6 +45,15 @@ class Reporter:
     def done(self, **data) -> None:
         self.emit("done", **data)
 
+    def wants_preview(self) -> bool:
+        """Whether the engine should make a step preview now (diffcli.preview); a reporter that shows
+        previews says when, keeping their rate. None by default: the engine then makes none."""
+        return False
+
+    def preview(self, image, step: int, steps: int, cost_s: float) -> None:
+        """A preview (PIL image) of the running batch's first image after STEP of STEPS; COST_S: the
+        seconds it took to make (a reporter may space the next ones by it)."""
+
     def close(self) -> None:
         pass
 

@@ -732,6 +732,10 @@ def _step_callback(job: Job, reporter, state: dict, compiling: str | None):
             )
         total = getattr(p, "num_timesteps", None) or job.steps
         reporter.step(step_index + 1, total)
+        if step_index + 1 < total and state["latents"] is not None and getattr(reporter, "wants_preview", bool)():
+            from diffcli.preview import send_preview
+
+            send_preview(p, state["latents"], (job.width, job.height), reporter, step_index + 1, total)
         if step_index + 1 >= total:
             reporter.phase("decode")
 

@@ -127,10 +127,11 @@ def test_every_model_load_goes_through_diffcli_loading():
 # client/server; the launcher runs batch in each process; batch and serve/ stand on the engine alone).
 FRONT_DOORS = {
     "diffcli.__main__": {"diffcli.cli"},
-    "diffcli.cli": {"diffcli.batch", "diffcli.launch", "diffcli.serve"},
+    "diffcli.cli": {"diffcli.batch", "diffcli.launch", "diffcli.serve", "diffcli.mcp_server"},
     "diffcli.launch": {"diffcli.batch"},
     "diffcli.batch": set(),
     "diffcli.serve": set(),
+    "diffcli.mcp_server": {"diffcli.serve"},  # `diffcli mcp` sends its jobs to a running server's client
 }
 # models/ (names -> local files) sits below the engine: besides itself it may import only these leaves
 MODELS_MAY_IMPORT = {

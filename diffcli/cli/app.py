@@ -162,9 +162,10 @@ _MODULES = {
     "schedulers": "inspect_cmds",
     "info": "inspect_cmds",
     "device": "inspect_cmds",
+    "mcp": "mcp",
 }
 _GROUPS = ("models", "control")
-_ALL = ("generate", "batch", "inspect_cmds", "upscale", "distill", "serve", "models", "control")
+_ALL = ("generate", "batch", "inspect_cmds", "upscale", "distill", "serve", "mcp", "models", "control")
 
 
 def _register(target: typer.Typer, modules=_ALL) -> typer.Typer:

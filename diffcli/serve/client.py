@@ -133,16 +133,16 @@ def _greeted(channel: Channel, hello: dict | None) -> tuple[Channel, dict] | Non
     return channel, hello
 
 
-def connect(reporter=None) -> "Client | None":
+def connect(reporter=None, start: bool = True) -> "Client | None":
     """A client of this user's running server, if there is one that runs jobs as this process would
     (same diffcli, same environment); else None. DIFFCLI_SERVER=off never connects; =auto starts a
-    server when none runs."""
+    server when none runs (unless START is False: `diffcli mcp` starts none)."""
     mode = _mode()
     if mode in ("off", "0", "no", "false", "never"):
         return None
     path = socket_path()
     opened = open_channel(path, reporter)
-    if opened is None and mode == "auto" and not os.path.lexists(endpoint(path)):
+    if opened is None and start and mode == "auto" and not os.path.lexists(endpoint(path)):
         try:
             start_detached(["--idle", os.environ.get("DIFFCLI_SERVER_IDLE", "10m")], path)
         except DiffcliError as exc:

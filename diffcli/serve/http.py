@@ -19,6 +19,9 @@ request, body size, JSON nesting, image requests in flight, pixels of uploaded i
     GET  /sdapi/v1/sd-models  /sdapi/v1/samplers  /sdapi/v1/progress
     POST /sdapi/v1/txt2img  /sdapi/v1/img2img  /sdapi/v1/interrupt
     POST /v1/images/generations  /v1/images/edits   (OpenAI: b64_json; edits as multipart/form-data)
+    GET  /  /page/app.js  /page/style.css            (the web page, web.py)
+    POST /v1/jobs   GET /v1/events   GET /v1/gallery  /v1/gallery/NAME   (its jobs, their live events as
+                                                      Server-Sent Events (events.py), the output directory's images)
 
 A request whose client goes away (the connection closed) before its image is made cancels its job,
 queued or running, as Ctrl-C of a CLI client does.
@@ -45,7 +48,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from diffcli.errors import DiffcliError, UsageError
-from diffcli.serve import api
+from diffcli.serve import api, web
+from diffcli.serve.events import EventHub, JobEvents
 
 MAX_BODY = 64 * 2**20  # bytes of one request (init images come base64 inside it)
 MAX_CONNECTIONS = 64  # open at once, counted from accept (before headers or credentials); more get 503 at once
@@ -55,6 +59,8 @@ DEADLINE_ENV = "DIFFCLI_HTTP_DEADLINE"  # seconds, instead of DEADLINE_S (a slow
 MAX_DEPTH = 32  # nesting of lists and objects in a JSON body
 ANSWER_CHUNK = 3 * 2**18  # bytes of an image base64-encoded at once while an answer is written
 GONE_POLL_S = 0.25  # how often a waiting request checks that its client is still connected
+STREAM_POLL_S = 1.0  # how often an idle event stream checks that its client is still connected
+KEEPALIVE_S = 15.0  # an event stream without events for this long gets a comment line
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,8 @@ class HttpFrontDoor:
         self.active = 0
         self.lock = threading.Lock()
         self.tasks: list = []  # HTTP tasks queued or running
+        self.events = EventHub()  # their progress, for the event streams (GET /v1/events)
+        self.streams = 0  # event streams open: watching is not work (the server may still stop when idle)
         _preload()
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         server_class = type("DiffcliHTTPServer", (_Server,), {"address_family": family, "front": self})
@@ -202,23 +210,25 @@ class HttpFrontDoor:
         self.log(f"HTTP API on http://{self.address}: {self.access} (outputs: {self.settings.output_dir})")
 
     def stop(self) -> None:
+        self.events.close()
         if self.thread.is_alive():
             self.httpd.shutdown()
         self.httpd.server_close()
 
     def busy(self) -> bool:
         with self.lock:
-            return self.active > 0
+            return self.active - self.streams > 0
 
     # what a request does, once parsed and allowed
 
     def generate(
-        self, job, inputs, gone=lambda: False, a1111_sampler: bool = False, keep: bool = False
+        self, job, inputs, gone=lambda: False, a1111_sampler: bool = False, keep: bool = False, submitted=None
     ) -> tuple[list[Path], list[str], bool]:
         """Run JOB on the worker; (the written paths, warnings, interrupted). The job is cancelled when
         GONE() says the client went away. A1111_SAMPLER: its scheduler was named by an A1111 sampler name
         (RunOptions.a1111_sampler). The images of a job that does not finish (interrupted, failed, its
-        client gone) are removed unless KEEP (A1111's save_images); a finished job's are the caller's."""
+        client gone) are removed unless KEEP (A1111's save_images); a finished job's are the caller's.
+        Its events go to the event streams (events.py); SUBMITTED(task) is called once it is queued."""
         from diffcli.flags import build_options
         from diffcli.jobs import validate
         from diffcli.serve.reporter import Forwarder
@@ -237,14 +247,24 @@ class HttpFrontDoor:
         task = Task(job=job, opts=opts, reporter=None, results=written.append, door="http")
         validate(job)  # what needs no model fails now, not after the jobs ahead (the engine checks it all again)
         warnings: list[str] = []
-        task.reporter = Forwarder(lambda message: _collect(message, warnings), task.cancelled, task.progress)
+        events = JobEvents(self.events, task.id, self.shown, lambda text: api.public_message(text, inputs))
+        task.reporter = Forwarder(
+            lambda message: _collect(message, warnings) and events.forward(message),
+            task.cancelled,
+            task.progress,
+            previews=lambda: self.events.wants_previews(task.id),
+        )
         with self.lock:  # (at most MAX_IN_FLIGHT: each is a request's)
             self.tasks.append(task)
         try:
             try:
-                self.worker.submit(task)
+                ahead = self.worker.submit(task)
             except Stopping:
                 raise api.HttpError(503, "the server is stopping", "Stopping") from None
+            if ahead:
+                events.emit("queued", position=ahead)
+            if submitted is not None:
+                submitted(task)
             while not task.done.wait(GONE_POLL_S):
                 if not task.cancelled.is_set() and gone():
                     self.log(f"HTTP job {task.id}: the client went away; cancelling it")
@@ -255,6 +275,7 @@ class HttpFrontDoor:
             with self.lock:
                 self.tasks.remove(task)
             inputs.remove()
+            events.end(task.outcome)
         outcome = task.outcome or {}
         warnings = [api.public_message(w, inputs) for w in warnings]  # (a reply carries no server path)
         if outcome.get("type") == "end":
@@ -263,6 +284,48 @@ class HttpFrontDoor:
             return [], warnings, True
         status = 422 if outcome.get("exit_code") == 2 else 503 if outcome.get("kind") == "stopped" else 500
         raise api.HttpError(status, api.public_message(outcome.get("message"), inputs), str(outcome.get("kind")))
+
+    def shown(self, path: str) -> str:
+        """A written file as replies name it: its path in the output directory (never the server's path)."""
+        relative = os.path.relpath(path, self.settings.output_dir)
+        return Path(path).name if relative.startswith("..") or os.path.isabs(relative) else relative
+
+    def start_job(self, job, inputs) -> int:
+        """Run JOB (POST /v1/jobs) with no request waiting for it, its images kept (the gallery's); its
+        task id once it is queued. It holds an image request's slot (MAX_IN_FLIGHT) until it ends; a
+        client gone does not cancel it (POST /sdapi/v1/interrupt does). What fails before it is queued
+        is raised here; what fails later is its events' `error`."""
+        if not self.in_flight.acquire(blocking=False):
+            inputs.remove()
+            raise api.HttpError(
+                503, f"too many image requests at once (at most {MAX_IN_FLIGHT}); try again later", "Busy"
+            )
+        started: dict = {}
+        queued = threading.Event()
+
+        def on_submit(task) -> None:
+            started.update(id=task.id)
+            queued.set()
+
+        def run() -> None:
+            try:
+                self.generate(job, inputs, a1111_sampler=True, keep=True, submitted=on_submit)
+            except (api.HttpError, DiffcliError) as exc:
+                started.setdefault("error", exc)
+            except Exception as exc:  # noqa: BLE001 - the thread must end cleanly; the log tells
+                started.setdefault("error", exc)
+                self.log(f"HTTP job: {type(exc).__name__}: {exc}")
+            finally:
+                if "id" not in started:  # refused before it was queued: its input files go now
+                    inputs.remove()
+                self.in_flight.release()
+                queued.set()
+
+        threading.Thread(target=run, name="diffcli-http-job", daemon=True).start()
+        queued.wait()
+        if "id" not in started:
+            raise started.get("error") or api.HttpError(500, "the job did not start", "RuntimeFailure")
+        return started["id"]
 
     def interrupt(self) -> None:
         with self.lock:
@@ -480,7 +543,13 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "/sdapi/v1/img2img"): lambda: self._images(lambda: self._a1111("img2img")),
             ("POST", "/v1/images/generations"): lambda: self._images(self._openai),
             ("POST", "/v1/images/edits"): lambda: self._images(self._openai_edit),
+            ("POST", "/v1/jobs"): self._jobs,
+            ("GET", "/v1/events"): self._events,
+            ("GET", "/v1/gallery"): lambda: self._json(200, {"images": web.listing(self.front.settings.output_dir)}),
+            **{("GET", route): self._page for route in web.PAGE},
         }
+        if path.startswith(web.GALLERY_PREFIX):
+            routes[("GET", path)] = lambda: self._gallery_file(path[len(web.GALLERY_PREFIX) :])
         action = routes.get((method, path))
         if action is None:
             known = {p for _, p in routes}
@@ -666,6 +735,74 @@ class _Handler(BaseHTTPRequestHandler):
     def _openai_edit(self) -> None:
         self._openai(edit=True)
 
+    # the page, its jobs, their events and the gallery (docs/serve.md, "The page")
+
+    def _page(self) -> None:
+        data, kind = web.page_file(self.path.split("?", 1)[0])
+        self._head(200, len(data), web.PAGE_HEADERS, kind)
+        self.wfile.write(data)
+
+    def _jobs(self) -> None:
+        """POST /v1/jobs: an A1111 txt2img body (img2img with `init_images`) run without the request waiting
+        for it, its images kept in the output directory (the gallery); 202 {"id", "events"} once queued."""
+        body = self._body()
+        inputs = api.Inputs(self.front.settings.output_dir)
+        try:
+            job = api.a1111_job(body, "img2img" if body.get("init_images") is not None else "txt2img", inputs)
+        except BaseException:
+            inputs.remove()
+            raise
+        job_id = self.front.start_job(job, inputs)
+        self._json(202, {"id": job_id, "events": f"/v1/events?job={job_id}"})
+
+    def _events(self) -> None:
+        """GET /v1/events[?job=ID][&previews=0]: Server-Sent Events of every HTTP job (or of job ID, from its
+        start to its end), each `data:` the job's --json event plus `job_id` (events.py). Closing it
+        cancels nothing."""
+        from urllib.parse import parse_qs
+
+        query = parse_qs(self.path.partition("?")[2])
+        job = query.get("job", [None])[-1]
+        if job is not None and not (job.isascii() and job.isdigit() and len(job) < 16):
+            raise api.HttpError(400, "'job' must be a job id (a number)", "BadRequest")
+        previews = query.get("previews", ["1"])[-1].lower() not in ("0", "false", "no", "off")
+        stream = self.front.events.open(None if job is None else int(job), previews)
+        with self.front.lock:
+            self.front.streams += 1
+        try:
+            self._head(200, None, {"X-Accel-Buffering": "no"}, "text/event-stream; charset=utf-8")
+            self.wfile.write(b": diffcli events\n\n")
+            quiet_since = time.monotonic()
+            while (events := self.front.events.next(stream, STREAM_POLL_S)) is not None:
+                if events:
+                    self.wfile.write(b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events))
+                    quiet_since = time.monotonic()
+                elif self._gone():
+                    break
+                elif time.monotonic() - quiet_since > KEEPALIVE_S:
+                    self.wfile.write(b": keep-alive\n\n")
+                    quiet_since = time.monotonic()
+        except OSError:
+            pass  # the client went away: it only watched
+        finally:
+            self.front.events.close_stream(stream)
+            with self.front.lock:
+                self.front.streams -= 1
+
+    def _gallery_file(self, quoted: str) -> None:
+        """GET /v1/gallery/NAME: an image of the output directory, and nothing else (web.open_image)."""
+        from urllib.parse import unquote
+
+        name = unquote(quoted)
+        fh = web.open_image(self.front.settings.output_dir, name)
+        if fh is None:
+            raise api.HttpError(404, "no such image in the gallery", "NotFound")
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            self._head(200, size, None, web.IMAGE_TYPES[os.path.splitext(name)[1].lower()])
+            while chunk := fh.read(ANSWER_CHUNK):
+                self.wfile.write(chunk)
+
     def _interrupt(self) -> None:
         self.front.interrupt()
         self._json(200, {})
@@ -720,11 +857,18 @@ class _Handler(BaseHTTPRequestHandler):
                 f"({type(exc).__name__})"
             )
 
-    def _head(self, status: int, length: int, headers: dict | None = None) -> None:
+    def _head(
+        self, status: int, length: int | None, headers: dict | None = None, kind: str = "application/json"
+    ) -> None:
+        """The answer's status line and headers: KIND, LENGTH bytes (None: until the connection closes)."""
         self.connection.settimeout(self.front.settings.deadline_s)  # for each write of the answer
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(length))
+        self.send_header("Content-Type", kind)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        else:
+            self.close_connection = True
+            self.send_header("Connection", "close")
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         for key, value in (headers or {}).items():

@@ -24,6 +24,23 @@ CALLS = {
 }
 
 
+PREVIEWS_PER_S = 4  # step previews of one job a second, at most (HTTP events)
+PREVIEW_SHARE = 4  # and each preview at least this many times its own cost after the last
+PREVIEW_MAX_SIDE = 256  # pixels: a larger preview is shrunk to this
+
+
+def jpeg_data_url(image) -> str:
+    """IMAGE (PIL) as a `data:image/jpeg;base64,...` URL, shrunk to PREVIEW_MAX_SIDE a side."""
+    import base64
+    import io
+
+    image = image.convert("RGB")
+    image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 class Cancelled(KeyboardInterrupt):
     """The job's client went away or asked to stop: raised inside the engine where Ctrl-C would be,
     so the same clean-up runs (temp files, --save-partial)."""
@@ -34,13 +51,20 @@ class Forwarder(JsonReporter):
     step or phase once CANCELLED is set.
 
     A JsonReporter subclass so that a download during the job reports through `emit` (see
-    progress.download_progress), which is forwarded too."""
+    progress.download_progress), which is forwarded too.
 
-    def __init__(self, send, cancelled: threading.Event, progress: dict | None = None) -> None:
+    PREVIEWS (HTTP): says whether someone watches the job's previews; while it does, a `preview` event
+    (a small JPEG data URL, see diffcli.preview) goes out at most PREVIEWS_PER_S times a second, and
+    never more often than every PREVIEW_SHARE-fold of the time the last one took (on a slow device a
+    preview costs the job at most about 1/(1 + PREVIEW_SHARE) of its time)."""
+
+    def __init__(self, send, cancelled: threading.Event, progress: dict | None = None, previews=None) -> None:
         Reporter.__init__(self)
         self.send = send
         self.cancelled = cancelled
         self.progress = progress if progress is not None else {}  # where the job is, for /sdapi/v1/progress
+        self.previews = previews
+        self.next_preview = 0.0  # time.monotonic() before which no preview is made
 
     def _call(self, name: str, /, **args) -> None:
         if not self.send({"type": "call", "name": name, "args": args}):
@@ -81,6 +105,14 @@ class Forwarder(JsonReporter):
 
     def done(self, **data) -> None:
         self._call("done", data=data)
+
+    def wants_preview(self) -> bool:
+        return self.previews is not None and time.monotonic() >= self.next_preview and bool(self.previews())
+
+    def preview(self, image, step: int, steps: int, cost_s: float) -> None:
+        self.next_preview = time.monotonic() + max(1.0 / PREVIEWS_PER_S, PREVIEW_SHARE * cost_s)
+        data = {"image": self.progress.get("image", 1), "step": step, "steps": steps, "url": jpeg_data_url(image)}
+        self._call("emit", event="preview", data=data)
 
 
 def replay(reporter, name: str, args: dict, shown=lambda path: path) -> None:
