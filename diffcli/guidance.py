@@ -74,6 +74,18 @@ def stop_guidance_if_due(pipe, timestep, callback_kwargs: dict, cutoff: float) -
     return callback_kwargs
 
 
+def cfg_argument(pipe) -> str:
+    """The keyword of PIPE's call that takes --cfg: that of the family whose pipeline PIPE is
+    (Family.cfg_argument; Qwen-Image: true_cfg_scale), else guidance_scale."""
+    from diffcli import families
+
+    name = type(pipe).__name__
+    for family in families.families().values():
+        if name in family.pipelines.values() or name in family.one_task:
+            return family.cfg_argument
+    return "guidance_scale"
+
+
 def pipeline_kwargs(
     pipe,
     cfg: float,
@@ -83,8 +95,8 @@ def pipeline_kwargs(
     on_step=None,
     shift: float | None = None,
 ) -> dict:
-    """`guidance_scale` and the step callback for one pipeline call (its steps shifted by SHIFT, see
-    diffcli.timesteps); ON_STEP(pipe, i, t, kwargs) runs first."""
+    """The guidance scale (under the keyword cfg_argument names) and the step callback for one pipeline
+    call (its steps shifted by SHIFT, see diffcli.timesteps); ON_STEP(pipe, i, t, kwargs) runs first."""
     cutoff = cutoff or 0.0
 
     def callback(p, step_index, timestep, callback_kwargs):
@@ -92,8 +104,8 @@ def pipeline_kwargs(
             on_step(p, step_index, timestep, callback_kwargs)
         return stop_guidance_if_due(p, timestep, callback_kwargs, cutoff)
 
-    return dict(
-        guidance_scale=1.0 if starts_unguided(pipe, cutoff, steps, strength, shift) else cfg,
-        callback_on_step_end=callback,
-        callback_on_step_end_tensor_inputs=tensor_inputs(pipe),
-    )
+    return {
+        cfg_argument(pipe): 1.0 if starts_unguided(pipe, cutoff, steps, strength, shift) else cfg,
+        "callback_on_step_end": callback,
+        "callback_on_step_end_tensor_inputs": tensor_inputs(pipe),
+    }

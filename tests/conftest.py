@@ -110,3 +110,24 @@ def fresh_accelerate_state():
 
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+
+
+@pytest.fixture(scope="session")
+def tiny_chroma(tmp_path_factory) -> Path:
+    import tiny_flow_models
+
+    return tiny_flow_models.build_chroma(tmp_path_factory.mktemp("models") / "tiny-chroma")
+
+
+@pytest.fixture(scope="session")
+def tiny_zimage(tmp_path_factory) -> Path:
+    import tiny_flow_models
+
+    return tiny_flow_models.build_zimage(tmp_path_factory.mktemp("models") / "tiny-zimage")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_image(tmp_path_factory) -> Path:
+    import tiny_flow_models
+
+    return tiny_flow_models.build_qwen_image(tmp_path_factory.mktemp("models") / "tiny-qwen-image")

@@ -206,3 +206,201 @@ def build_flux_fill(flux: Path, path: Path, seed: int = 2) -> Path:
     index = json.loads((path / "model_index.json").read_text())
     (path / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxFillPipeline"}, indent=2))
     return path
+
+
+def build_chroma(path: Path, seed: int = 0) -> Path:
+    """A Chroma-style model: FLUX-like double- and single-stream blocks with a distilled guidance layer,
+    a T5 text encoder only, 2x2 latent packing (the shapes of diffusers' own Chroma dummy components)."""
+    import torch
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    t5 = build_t5_tokenizer(path / "_t5")
+    transformer = ChromaTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=[4, 4, 8],
+        approximator_hidden_dim=32,
+        approximator_layers=1,
+        approximator_num_channels=16,
+    )
+    pipe = ChromaPipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),  # Chroma1-HD's: no shift, no dynamic shifting
+        vae=_vae(4, 0.3611, 0.1159),
+        text_encoder=_t5(t5),
+        tokenizer=t5,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    shutil.rmtree(path / "_t5", ignore_errors=True)
+    # Chroma1-HD's transformer/config.json keeps FLUX.1's `guidance_embeds: false` (diffusers ignores it when
+    # building the model but keeps it in the config), and diffusers' (0.42) ChromaInpaintPipeline reads it
+    config = json.loads((path / "transformer" / "config.json").read_text())
+    (path / "transformer" / "config.json").write_text(json.dumps({**config, "guidance_embeds": False}, indent=2))
+    return path
+
+
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+# The words of Qwen-Image's prompt template, whole tokens as in Qwen's vocabulary: its pipelines drop the
+# template's first 34 tokens, which these make the system prompt exactly (the prompt itself stays bytes).
+QWEN_TEMPLATE_WORDS = ["system", "user", "assistant", "Describe", " the", " image", " by", " detailing", " color"]
+QWEN_TEMPLATE_WORDS += [" shape", " size", " texture", " quantity", " text", " spatial", " relationships", " of"]
+QWEN_TEMPLATE_WORDS += [" objects", " and", " background"]
+
+
+def build_qwen_tokenizer(path: Path):
+    """A Qwen2 byte-level BPE tokenizer with a tiny vocabulary (every byte, no merges, the template's words)
+    and Qwen's chat markers, built here (no download); its chat template is the plain ChatML one Z-Image's
+    pipeline uses."""
+    from tokenizers import AddedToken
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab = {c: i for i, c in enumerate(sorted(ByteLevel.alphabet()))}
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=1024)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.add_tokens([AddedToken(w, normalized=False, special=False) for w in QWEN_TEMPLATE_WORDS])
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    tok.save_pretrained(path)
+    return type(tok).from_pretrained(path)
+
+
+def build_zimage(path: Path, seed: int = 0) -> Path:
+    """A Z-Image-style model: a single-stream transformer (2x2 patches, refiner layers) reading a Qwen3
+    text encoder's hidden states, FLUX.1's kind of VAE with 16 latent channels (the shapes of diffusers'
+    own Z-Image dummy components)."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    tokenizer = build_qwen_tokenizer(path / "_qwen")
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=16,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        norm_eps=1e-5,
+        qk_norm=True,
+        cap_feat_dim=16,
+        rope_theta=256.0,
+        t_scale=1000.0,
+        axes_dims=[8, 4, 4],
+        axes_lens=[256, 32, 32],
+    )
+    with torch.no_grad():  # created with torch.empty: fixed, as diffusers' tests do
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    text_encoder = Qwen3Model(
+        Qwen3Config(
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=1024,
+        )
+    )
+    pipe = ZImagePipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),  # Z-Image-Turbo's: shift 3, no dynamic shifting
+        vae=_vae(16, 0.3611, 0.1159),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    shutil.rmtree(path / "_qwen", ignore_errors=True)
+    return path
+
+
+def build_qwen_image(path: Path, seed: int = 0) -> Path:
+    """A Qwen-Image-style model: an MMDiT transformer (2x2 latent packing) reading a Qwen2.5-VL text
+    encoder's hidden states, the Qwen-Image (Wan-style, 3-D causal) VAE with a scale factor of 8 (the shapes
+    of diffusers' own Qwen-Image dummy components, one more VAE level)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    tokenizer = build_qwen_tokenizer(path / "_qwen")
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=3,
+        joint_attention_dim=16,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+    )
+    z_dim = 4
+    vae = AutoencoderKLQwenImage(
+        base_dim=8,
+        z_dim=z_dim,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * z_dim,
+        latents_std=[1.0] * z_dim,
+    )
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+            "rope_theta": 1000000.0,
+            "vocab_size": len(tokenizer),
+            "bos_token_id": None,
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        },
+        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=16,
+        vocab_size=len(tokenizer),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(  # Qwen-Image's: dynamic shifting, exponential
+        base_image_seq_len=256,
+        base_shift=0.5,
+        max_image_seq_len=8192,
+        max_shift=0.9,
+        shift=1.0,
+        shift_terminal=0.02,
+        time_shift_type="exponential",
+        use_dynamic_shifting=True,
+    )
+    pipe = QwenImagePipeline(
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+        tokenizer=tokenizer,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    shutil.rmtree(path / "_qwen", ignore_errors=True)
+    return path

@@ -79,6 +79,8 @@ class Family:
         sampler_rule: whether --scheduler is checked against the family (flow or not) before loading.
         guidance: what --cfg drives: "cfg" (classifier-free), "embedded" (a guidance embedding), "none".
         cfg_meaning: what --cfg means for people (docs, `models info`).
+        cfg_argument: the keyword of the pipelines' call that takes --cfg ("guidance_scale"; Qwen-Image's
+            true classifier-free guidance: "true_cfg_scale").
         options: the options of OPTIONS the family takes.
         tiny_decoder: the hub repo of its tiny VAE decoder (TAESD), if one exists.
         inpainting_models: its dedicated inpainting models, best first (outpaint uses one present).
@@ -111,6 +113,7 @@ class Family:
     sampler_rule: bool = True
     guidance: str = "cfg"
     cfg_meaning: str = "classifier-free guidance scale"
+    cfg_argument: str = "guidance_scale"
     options: frozenset = frozenset({"negative", "cfg-cutoff", "lora", "quantize"})
     tiny_decoder: str | None = None
     inpainting_models: tuple = ()

@@ -1,0 +1,70 @@
+"""Qwen-Image: a 20B MMDiT flow-matching transformer reading a Qwen2.5-VL text encoder's hidden states, with
+its own (Wan-style) VAE: 16 latent channels, a scale factor of 8, latents packed 2x2 into tokens.
+
+--cfg is true classifier-free guidance, the pipelines' `true_cfg_scale` (their `guidance_scale` is for
+guidance-distilled transformers, which Qwen-Image's is not): a second transformer pass with the negative
+prompt, taken only when there is a negative prompt and the scale is above 1: the family's default negative
+prompt is " " (Qwen's examples pass it), so --cfg guides as it does for other families unless --negative
+"" turns the second pass off. No
+--cfg-cutoff: the pipelines decide on guidance once per call, so a step callback cannot stop it. Qwen-Image's
+pipelines set diffusers' cache context, so its transformer takes the FirstBlockCache and TaylorSeer hooks
+(MagCache needs magnitude ratios diffusers ships only for FLUX.1).
+
+Qwen-Image 2.1 (QwenImage21Pipeline) is not this family: another transformer class, a Qwen3-VL text encoder
+with a processor, a 16x VAE and no img2img or inpaint pipelines. Nor are the edit and layered pipelines."""
+
+from __future__ import annotations
+
+from diffcli.families.spec import Alias, Configs, Family
+
+PIPELINES = {
+    "txt2img": "QwenImagePipeline",
+    "img2img": "QwenImageImg2ImgPipeline",
+    "inpaint": "QwenImageInpaintPipeline",
+}
+
+
+def detect(c: Configs) -> bool:
+    return c.pipeline_class in PIPELINES.values()
+
+
+def detect_keys(names: list[str]) -> bool:
+    """The text-input norm and the image-stream modulation of its blocks: diffusers' own names, which its
+    single files (ComfyUI's too, under `model.diffusion_model.`) keep: diffusers loads them unconverted.
+    Qwen-Image 2.1's transformer names its text norm `txt_in.text_norm`."""
+    return "txt_norm.weight" in names and any(k.startswith("transformer_blocks.0.img_mod.") for k in names)
+
+
+def _alias(repo: str, label: str) -> Alias:
+    # the model card's: 50 steps, true_cfg_scale 4.0 with negative prompt " ", 1328x1328 for 1:1
+    settings = {"steps": 50, "cfg": 4.0, "negative": " ", "scheduler": "flow-euler", "width": 1328, "height": 1328}
+    return Alias(repo, "qwen-image", label, settings)
+
+
+FAMILIES = (
+    Family(
+        name="qwen-image",
+        label="Qwen-Image",
+        order=30,
+        detect=detect,
+        detect_keys=detect_keys,
+        defaults={"steps": 50, "cfg": 4.0, "negative": " ", "scheduler": "flow-euler"},  # " ": CFG on (docstring)
+        flow=True,
+        denoiser="transformer",
+        bf16=True,
+        sample_size=128,  # the pipeline's default_sample_size: the transformer's config has none
+        patch_size=2,
+        pipelines=PIPELINES,
+        guidance="cfg",
+        cfg_argument="true_cfg_scale",
+        cfg_meaning="true classifier-free guidance scale (true_cfg_scale; default negative prompt ' '; 1 turns it off)",
+        options=frozenset({"negative", "lora", "quantize", "fbc", "taylorseer"}),
+        tiny_decoder=None,  # no tiny decoder for its VAE
+        single_file="transformer",
+        base_examples="qwen-image",
+        aliases={
+            "qwen-image": _alias("Qwen/Qwen-Image", "Qwen-Image (text rendering; Apache-2.0)"),
+            "qwen-image-2512": _alias("Qwen/Qwen-Image-2512", "Qwen-Image-2512, the December 2025 update (Apache-2.0)"),
+        },
+    ),
+)
