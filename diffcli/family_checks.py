@@ -81,3 +81,68 @@ def notes(job, ref, layout) -> list[str]:
     if settings is not None and settings.guidance == "none" and job.cfg:
         out.append(f"{ref.name} is {settings.label}-like (no guidance embedding); --cfg {job.cfg:g} has no effect")
     return out
+
+
+def _settings_spec(ref, layout):
+    """The family (or variant: InstructPix2Pix of SD 1.x, FLUX.1 Kontext) whose settings the model takes."""
+    return families.get(layout.settings_family if layout is not None else families.of(ref, layout))
+
+
+def _edits(family: str | None) -> bool:
+    spec = families.get(family)
+    return spec is not None and "edit" in spec.pipelines
+
+
+def editors() -> str:
+    """The models that edit by instruction, as a message names them: the aliases of the families that do."""
+    return ", ".join(name for name, alias in families.aliases().items() if _edits(alias.family)) or "none known"
+
+
+def edits(ref, layout) -> bool:
+    """Whether the model edits by instruction (its family has an edit pipeline)."""
+    spec = _settings_spec(ref, layout)
+    return spec is not None and "edit" in spec.pipelines
+
+
+def single_task(layout) -> str | None:
+    """The one task a diffusers folder's model is made for (its family says so: InstructPix2Pix edits)."""
+    return families.single_task(layout.pipeline_class) if layout is not None else None
+
+
+def edit_pipeline(job, ref, layout) -> str:
+    """The key (in its family's `pipelines`) of the pipeline that runs JOB, an edit: "edit", or with --mask
+    "edit-inpaint"; usage errors for a model that does not edit and for settings its family does not take
+    (--image-cfg, --mask, more reference images than its pipeline takes)."""
+    from diffcli.text import shown
+
+    spec = _settings_spec(ref, layout)
+    if spec is None or "edit" not in spec.pipelines:
+        what = f"{spec.label} models do not edit" if spec is not None else "not a model that edits"
+        raise UsageError(f"{shown(ref.name)} cannot edit by instruction ({what}); use one that can: {editors()}")
+    key = "edit-inpaint" if job.mask else "edit"
+    if key not in spec.pipelines:
+        raise UsageError(f"--mask does not apply to {shown(ref.name)}: {spec.label} edits the whole image")
+    if job.image_cfg is not None and not spec.takes("image-cfg"):
+        raise UsageError(
+            f"--image-cfg does not apply to {shown(ref.name)}: {spec.label} takes no image guidance "
+            f"(--cfg is its {spec.cfg_meaning})"
+        )
+    _, most = spec.references.get(key, (None, 0))
+    count = len(job.references or ())
+    if count > most:
+        pipeline = spec.pipelines[key]
+        if most:
+            raise UsageError(f"{spec.label}'s {pipeline} takes at most {most} reference image(s); got {count} (-r)")
+        others = [k for k, (_, n) in spec.references.items() if n]
+        hint = " (with --mask, its inpainting pipeline takes one)" if others and not job.mask else ""
+        raise UsageError(
+            f"-r/--reference does not apply to {shown(ref.name)}: {spec.label}'s {pipeline} takes the one "
+            f"input image, no reference images{hint}"
+        )
+    return key
+
+
+def reference_argument(job, ref, layout) -> str | None:
+    """The pipeline call's argument an edit's reference images go to (None: its pipeline takes none)."""
+    spec = _settings_spec(ref, layout)
+    return spec.references.get("edit-inpaint" if job.mask else "edit", (None, 0))[0] if spec is not None else None

@@ -18,12 +18,16 @@ from diffcli.guidance import check_cutoff
 from diffcli.limits import BYTES_PER_PIXEL, MAX_IMAGES, MAX_PIXELS_CAP, MAX_SEED, MAX_SIDE, MAX_STEPS
 from diffcli.timesteps import check_shift
 
-TASKS = ("txt2img", "img2img", "inpaint", "outpaint", "upscale")
+TASKS = ("txt2img", "img2img", "inpaint", "outpaint", "edit", "upscale")
 PROMPT_SYNTAXES = ("a1111", "plain")
 
 
 # the metadata of a Job field that only upscale takes (task_fields)
 UPSCALE_ONLY = types.MappingProxyType({"only": "upscale"})
+# ... and of one that only txt2img takes (the hires fix, diffcli.hires)
+TXT2IMG_ONLY = types.MappingProxyType({"only": "txt2img"})
+# ... and of one that only edit takes (instruction editing, `diffcli edit`)
+EDIT_ONLY = types.MappingProxyType({"only": "edit"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,18 @@ class Job:
     control_preprocess: str | None = None  # what makes the control maps from the control images: none, canny, seg
     cache: str | None = None  # step caching: none | deepcache[:N]; settled: "none" or "deepcache:N", see diffcli.cache
     vae_decoder: str | None = None  # full | tiny | AutoencoderTiny repo/folder; settled: see diffcli.vae_decoder
+    # txt2img only: the hires fix (diffcli.hires; defaults in diffcli.settings): None unless asked for, and then
+    # left out of to_dict(), so other jobs' records and resume keys stay as they were
+    hires: float | None = field(default=None, metadata=TXT2IMG_ONLY)  # second pass at width/height x this
+    hires_size: str | None = field(default=None, metadata=TXT2IMG_ONLY)  # or at "WxH" (one side may be 0)
+    hires_upscaler: str | None = field(default=None, metadata=TXT2IMG_ONLY)  # lanczos | nearest | latent
+    hires_strength: float | None = field(default=None, metadata=TXT2IMG_ONLY)  # the second pass's strength
+    hires_steps: int | None = field(default=None, metadata=TXT2IMG_ONLY)  # the second pass's steps (x strength run)
+    # edit only (instruction editing; what a model family takes: diffcli.families): None on every other task's
+    # job, and then left out of to_dict(). The instruction is the job's prompt.
+    image_cfg: float | None = field(default=None, metadata=EDIT_ONLY)  # image guidance (InstructPix2Pix)
+    # reference images beside the input, where the family's edit pipeline takes some; settled: absolute paths
+    references: tuple[str, ...] | None = field(default=None, metadata=EDIT_ONLY)
     # upscale only (diffcli.upscale; values and defaults in diffcli.upscale.rules): None on every other task's
     # job, and then left out of to_dict(), so other tasks' records and resume keys stay as they were
     scale: int | None = field(default=None, metadata=UPSCALE_ONLY)  # output = input x scale
@@ -86,6 +102,8 @@ class Job:
             object.__setattr__(self, "lora", tuple(self.lora) or None)
         if self.control is not None and not isinstance(self.control, tuple):
             object.__setattr__(self, "control", tuple(self.control) or None)
+        if self.references is not None and not isinstance(self.references, tuple):
+            object.__setattr__(self, "references", tuple(self.references) or None)
 
     def to_dict(self) -> dict:
         """The job as plain data; a field only one task takes (task_fields) only where it is set."""
@@ -108,6 +126,16 @@ class Job:
             merged = replace(merged, mask=None, mask_blur=None)
         if self.task != "upscale":
             merged = replace(merged, **dict.fromkeys(task_fields("upscale")))
+        if self.task != "edit":
+            merged = replace(merged, **dict.fromkeys(task_fields("edit")))
+        elif base.task != "edit":  # edit an image made by another task: not its strength, mask or size
+            merged = replace(
+                merged, strength=None, mask=self.mask, mask_blur=None, width=self.width, height=self.height
+            )
+        if self.task != "txt2img":
+            merged = replace(merged, **dict.fromkeys(task_fields("txt2img")))
+        elif self.hires is not None or self.hires_size is not None:  # a new --hires replaces the recorded --hires-size
+            merged = replace(merged, hires=self.hires, hires_size=self.hires_size)
         if self.task != "outpaint":
             merged = replace(merged, extend=None, anchor=None, fill=None, inpaint_model=None)
         elif base.task != "outpaint":  # outpaint an image made by another task: not its size, mask or strength
@@ -192,6 +220,12 @@ def validate(job: Job) -> None:
     elif any(getattr(job, name) is not None for name in task_fields("upscale")):
         names = task_fields("upscale")
         raise UsageError(f"{', '.join(names[:-1])} and {names[-1]} are upscale settings; {job.task} does not take them")
+    if job.task == "txt2img":
+        from diffcli.hires import check_job as check_hires
+
+        check_hires(job)
+    elif any(getattr(job, name) is not None for name in task_fields("txt2img")):
+        raise UsageError(f"the hires fix (--hires ...) is for txt2img; {job.task} does not take it")
     if job.quantize is not None:
         from diffcli.quantize import check_name
 
@@ -234,8 +268,9 @@ def validate(job: Job) -> None:
 
         for spec in job.lora:
             split_spec(spec)
-    if job.task in ("img2img", "inpaint", "outpaint") and not job.image:
+    if job.task in ("img2img", "inpaint", "outpaint", "edit") and not job.image:
         raise UsageError(f"{job.task} needs an input image")
+    _check_edit(job)
     if job.task == "inpaint" and not job.mask:
         raise UsageError("inpaint needs --mask")
     if job.task == "outpaint":
@@ -252,6 +287,21 @@ def validate(job: Job) -> None:
         from diffcli.device import validate as validate_device
 
         validate_device(job.device or "auto", job.dtype or "auto")
+
+
+def _check_edit(job: Job) -> None:
+    """An edit's own settings (what its model's family takes is checked once the model is known:
+    family_checks.edit_pipeline); no other task takes them."""
+    if job.task != "edit":
+        if any(getattr(job, name) is not None for name in task_fields("edit")):
+            raise UsageError(f"--image-cfg and --reference are edit settings; {job.task} does not take them")
+        return
+    if not job.prompt:
+        raise UsageError('edit needs an instruction (what to change, e.g. "make it winter")')
+    if job.strength is not None:
+        raise UsageError("edit takes no --strength: the model reads the whole input image (--image-cfg, where taken)")
+    if job.image_cfg is not None and not (math.isfinite(job.image_cfg) and job.image_cfg >= 0):
+        raise UsageError(f"--image-cfg must be a finite number, 0 or more (got {job.image_cfg})")
 
 
 def _check_schedule_settings(cfg_cutoff: float | None, shift: float | None, names=("--cfg-cutoff", "--shift")) -> None:

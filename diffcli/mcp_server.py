@@ -68,7 +68,12 @@ class Tool:
         """The arguments it takes, each with its type, in the Job's declaration order."""
         if self.task is None:
             return {"image": schema.Wire(str)}
-        generation = {"task", *_INPUT_FIELDS, *_OUTPAINT_FIELDS, *task_fields("upscale")}
+        generation = {
+            "task",
+            *_INPUT_FIELDS,
+            *_OUTPAINT_FIELDS,
+            *(name for task in TASKS for name in task_fields(task)),
+        }
         takes = set(self.adds) | set(task_fields(self.task))
         return {
             name: wire

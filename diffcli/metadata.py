@@ -79,6 +79,17 @@ def a1111_parameters(record: dict) -> str:
     if job.get("task") == "outpaint":  # quoted, as A1111 quotes values with commas
         fields["Outpaint extend"] = f'"{job.get("extend")}"'
         fields["Outpaint fill"] = job.get("fill")
+    if job.get("task") == "txt2img" and (job.get("hires") is not None or job.get("hires_size") is not None):
+        from diffcli.hires import a1111_fields  # the hires fix, as A1111 writes it ("Size" is the first pass's)
+
+        fields.update(a1111_fields(job))
+    if job.get("task") == "edit":  # an instruction edit: A1111 names InstructPix2Pix's image guidance so
+        fields["Image CFG scale"] = job.get("image_cfg")
+        refs = [r for r in record.get("references") or [] if isinstance(r, dict)]
+        if refs:  # quoted, as A1111 quotes its hash lists: "name: hash, ..."
+            fields["References"] = (
+                '"' + ", ".join(f"{one_line(str(r.get('name')))}: {str(r.get('sha256'))[:12]}" for r in refs) + '"'
+            )
     fields["Version"] = f"diffcli {record.get('diffcli', __version__)}"
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v not in (None, "")))
     return "\n".join(lines)
@@ -176,12 +187,14 @@ def without_paths(record: dict, lora_folder: Path | None = None) -> dict:
         return Path(path).name
 
     job = dict(record.get("job") or {})
-    job.update({key: None for key in ("image", "mask") if job.get(key) is not None})
+    job.update({key: None for key in ("image", "mask", "references") if job.get(key) is not None})
     if job.get("lora"):
         job["lora"] = [join_spec(relative(p), 1.0 if w is None else w) for p, w in map(split_spec, job["lora"])]
     if isinstance(job.get("model"), str) and os.path.isabs(job["model"]):
         job["model"] = Path(job["model"]).name
     out = {**record, "job": job}
+    if record.get("references"):
+        out["references"] = [{**r, "path": None} for r in record["references"] if isinstance(r, dict)]
     if isinstance(record.get("model"), dict):
         model = dict(record["model"])
         if model.get("loras"):
@@ -207,6 +220,12 @@ def job_from_image(path: str | Path):
         # recorded before outpaint could switch to the family's inpainting model: the recorded model
         # painted it, so a replay keeps it even where that inpainting model is now in the cache
         job = replace(job, inpaint_model="off")
+    if job.references:  # each recorded reference image found again here: at its path, else by its hash
+        from dataclasses import replace
+
+        from diffcli.references import relocate
+
+        job = replace(job, references=relocate(job.references, record, shown(path), Path(path).resolve().parent))
     if job.lora:  # each recorded LoRA found again here: at its path, else by name or hash in the LoRA folder
         from dataclasses import replace
 

@@ -366,6 +366,8 @@ def task_pipeline(base, task: str):
                 "img2img": AutoPipelineForImage2Image,
                 "inpaint": AutoPipelineForInpainting,
             }
+            if task not in auto:  # (an edit: only a family that declares its edit pipeline has one)
+                raise ValueError(f"no {task} pipeline is known for {type(base).__name__}")
             pipe = auto[task].from_pipe(base)
     except ValueError as exc:
         raise UsageError(f"this model cannot do {task}: {exc}") from None

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from diffcli import schema
+from diffcli import hires, schema
 from diffcli.errors import UsageError
 from diffcli.jobs import (
     Job,
@@ -72,6 +72,7 @@ class Prepared:
     init_image: object = None
     mask: object = None
     sources: dict = field(default_factory=dict)  # field -> where its value came from (diffcli.settings)
+    references: list = field(default_factory=list)  # an edit's reference images (-r), read
     plan: object = None  # what a task module settled beyond the job (upscale: its tiles, upscale.task.Plan)
 
 
@@ -82,6 +83,13 @@ TASK_MODULES = {"upscale": upscale_task}
 
 
 def _check_task(job: Job, ref, layout) -> None:
+    from diffcli import family_checks
+
+    if job.task == "edit":  # the family's edit pipeline (and what it takes), or a line naming models that edit
+        family_checks.edit_pipeline(job, ref, layout)
+        return
+    if family_checks.single_task(layout) == "edit":
+        raise UsageError(f"{job.model}: is an instruction-editing model; use `diffcli edit IMAGE INSTRUCTION`")
     if layout is None:  # a single-file checkpoint: its family says what it is
         if (ref.family or "").endswith("-inpaint") and job.task not in ("inpaint", "outpaint"):
             raise UsageError(f"{job.model}: is an inpainting model; use `diffcli inpaint` or `diffcli outpaint`")
@@ -109,6 +117,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
         return _settle_task(TASK_MODULES[job.task], job, opts, reporter)
     init = load_rgb(job.image) if job.image else None
     mask = load_mask(job.mask, init.size) if job.mask else None
+    job, references = _read_references(job)
     check_output_dir(opts.out)  # before any download
     ref = _find_model(job, opts, reporter)
     if job.base and "base" in opts.from_record and ref.kind != "transformer_file":  # the record's, for its model
@@ -146,6 +155,10 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     job = _settle_decoder(job, ref, layout, opts, reporter)
     check_size_for_model(job, multiple)
     check_limits(job, opts.max_pixels)
+    if hires.is_on(job):  # the second pass's size, within --max-pixels; its upscaler fits the model
+        width, height = hires.check_target(job, multiple)
+        check_limits(replace(job, width=width, height=height), opts.max_pixels)
+        hires.check_upscaler(job, family_checks.is_flow(ref, layout) or getattr(layout, "patch_size", 1) > 1)
     _check_family(job, ref, layout, opts, reporter)
     size = (job.width, job.height)
     if canvas is not None:
@@ -160,7 +173,28 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     _warn_unknown_words(job, ref, reporter)
     if painter:
         reporter.info(painter)
-    return Prepared(job=job, ref=ref, layout=layout, paths=[], fmt="", init_image=init, mask=mask, sources=sources)
+    return Prepared(
+        job=job,
+        ref=ref,
+        layout=layout,
+        paths=[],
+        fmt="",
+        init_image=init,
+        mask=mask,
+        sources=sources,
+        references=references,
+    )
+
+
+def _read_references(job: Job) -> tuple[Job, list]:
+    """An edit's reference images (-r): read now, recorded by absolute path (and sha256, when saved)."""
+    if not job.references:
+        return job, []
+    from diffcli.images import load_rgb
+    from diffcli.references import absolute
+
+    job = replace(job, references=absolute(job.references))
+    return job, [load_rgb(path) for path in job.references]
 
 
 def _settle_task(task, job: Job, opts: RunOptions, reporter) -> Prepared:
@@ -195,6 +229,19 @@ def _find_model(job: Job, opts: RunOptions, reporter):
     if ref.source == "bundled" and job.model and not opts.names_only and Path(job.model).is_dir():
         reporter.warn(f"'{job.model}' is the bundled model; for the folder of that name, write ./{job.model}")
     return ref
+
+
+def model_edits(name: str | None) -> bool:
+    """Whether the model NAME (None: the default model) is on this machine and edits by instruction (its family
+    has an edit pipeline); judged by its name alone, never fetched (the HTTP API's OpenAI edits ask this)."""
+    from diffcli import family_checks
+    from diffcli.models.resolve import resolve
+
+    try:
+        ref = resolve(name, offline=True, pull=False, progress="quiet", paths=name is None)
+        return family_checks.edits(ref, layout_of(ref))
+    except UsageError:
+        return False
 
 
 def layout_of(ref):
@@ -543,7 +590,7 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
     reporter.phase("load", cached=is_loaded(prepared.ref, choice, load))
     base = load_base(prepared.ref, choice, load, warn=reporter.warn)
     activate_loras(base, job.lora)  # per job, unfused: the cached base stays the base
-    pipe = task_pipeline(base, "inpaint" if job.task == "outpaint" else job.task)  # outpaint: inpaint a canvas
+    pipe = task_pipeline(base, _pipeline_key(prepared))
     if job.control:  # the task's ControlNet pipeline, on the same loaded components
         from diffcli import control
 
@@ -566,6 +613,17 @@ def _load(prepared: Prepared, opts: RunOptions, reporter):
 
         model = {**model, "controlnets": records(job)}
     return pipe, choice, model
+
+
+def _pipeline_key(prepared: Prepared) -> str:
+    """Which of the family's pipelines runs the job: its task's (outpaint: inpaint a canvas; an edit: the
+    family's edit pipeline, with --mask its edit-inpaint one)."""
+    job = prepared.job
+    if job.task == "edit":
+        from diffcli.family_checks import edit_pipeline
+
+        return edit_pipeline(job, prepared.ref, prepared.layout)
+    return "inpaint" if job.task == "outpaint" else job.task
 
 
 # the Job's fields that the jobs of one denoising batch must agree on: all but those declared per job
@@ -676,8 +734,13 @@ def _save(
 
     job = prepared.job
     recorded = replace(job, seed=seed, num_images=1, batch_size=1)
+    if job.references:  # each by path and sha256, as LoRA files are (--from finds them again: diffcli.references)
+        from diffcli.references import records
+
+        extra = {**(extra or {}), "references": records(job.references)}
     record = build_record(recorded.to_dict(), model, choice.device, choice.dtype, extra)
-    result = {"seed": seed, "width": job.width, "height": job.height, "task": job.task, "model": prepared.ref.name}
+    width, height = image.size if hires.is_on(job) else (job.width, job.height)  # (hires: the second pass's)
+    result = {"seed": seed, "width": width, "height": height, "task": job.task, "model": prepared.ref.name}
     if job.task == "outpaint":  # on: a dedicated inpainting model painted; off: the model with the mask
         result["inpaint_model"] = job.inpaint_model
     sink.write(image, path, record, result, index + 1)
@@ -712,12 +775,44 @@ def _denoise(
     if len(groups) > 1:  # prompts read in different numbers of chunks: each group denoised as it would be alone
         return _denoise_groups(pipe, prepared, seeds, start, opts, reporter, choice, model, prompts, groups)
     kwargs = _call_kwargs(pipe, prepared, prompts, generators, on_step_end)
+    if job.hires_upscaler == "latent":  # the hires fix upscales the latents, not the decoded image
+        kwargs["output_type"] = "latent"
     reporter.begin_batch(start + 1, count, job.steps)
     reporter.phase("encode")
     images = _call_pipe(pipe, kwargs, prepared, seeds, start, opts, reporter, choice, model, state)
+    if hires.is_on(job):
+        images = _hires_pass(pipe, prepared, images, seeds, start, opts, reporter, choice, model, prompts)
     if job.task in ("inpaint", "outpaint"):
         images = [composite(prepared.init_image, im, prepared.mask, job.mask_blur) for im in images]
     return images
+
+
+def _hires_pass(pipe, prepared: Prepared, images, seeds, start, opts, reporter, choice, model, prompts) -> list:
+    """The hires fix's second pass (diffcli.hires): the first pass's IMAGES (or latents, --hires-upscaler
+    latent) upscaled to the hires size and redrawn by the model's img2img pipeline (the same loaded
+    components) at --hires-strength for --hires-steps (unset: the job's steps), each image's noise from a
+    fresh generator of its own seed, as A1111 draws the second pass's noise from the image's seed."""
+    import torch
+
+    from diffcli.pipelines import set_scheduler, task_pipeline
+
+    job = prepared.job
+    size = hires.target_size(job, size_multiple(prepared.layout, job.task))
+    steps = job.hires_steps or job.steps
+    second = replace(job, task="img2img", width=size[0], height=size[1], steps=steps, strength=job.hires_strength)
+    if job.hires_upscaler == "latent":
+        init = hires.upscale_latents(images, size, pipe.vae_scale_factor)
+    else:
+        init = [hires.upscale_image(image, size, job.hires_upscaler) for image in images]
+    img2img = task_pipeline(pipe, "img2img")
+    set_scheduler(img2img, job.scheduler)
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    state = {"latents": None, "size": size}
+    stage = replace(prepared, job=second, init_image=init)
+    kwargs = _call_kwargs(img2img, stage, prompts, generators, _step_callback(second, reporter, state, None))
+    reporter.phase("hires", width=size[0], height=size[1])
+    reporter.begin_batch(start + 1, len(seeds), steps)
+    return _call_pipe(img2img, kwargs, prepared, seeds, start, opts, reporter, choice, model, state)
 
 
 def _step_callback(job: Job, reporter, state: dict, compiling: str | None):
@@ -785,20 +880,48 @@ def _call_kwargs(pipe, prepared: Prepared, prompts: list[tuple[str, str]], gener
             pipe, job.cfg, job.cfg_cutoff, job.steps, strength, on_step=on_step_end, shift=job.shift
         ),
     )
+    takes = inspect.signature(pipe.__call__).parameters
     if job.task == "txt2img":
         kwargs.update(width=job.width, height=job.height)
+    elif job.task == "edit":
+        kwargs.update(_edit_kwargs(pipe, prepared, takes))
     else:
         kwargs.update(image=prepared.init_image, strength=job.strength)
-        if "width" in inspect.signature(pipe.__call__).parameters:  # SD 3.x, FLUX.1 img2img: else their native size
+        if "width" in takes:  # SD 3.x, FLUX.1 img2img: else their native size
             kwargs.update(width=job.width, height=job.height)
     if job.task in ("inpaint", "outpaint"):
         kwargs.update(mask_image=prepared.mask, width=job.width, height=job.height)
-    if "negative_prompt" not in inspect.signature(pipe.__call__).parameters:  # FLUX.1 Fill (family_checks.notes warns)
+    if "negative_prompt" not in takes:  # FLUX.1 Fill (family_checks.notes warns)
         kwargs.pop("negative_prompt", None)
     if job.control:
         from diffcli import control
 
         kwargs.update(control.call_kwargs(job, control.control_images(job)))
+    return kwargs
+
+
+def _edit_kwargs(pipe, prepared: Prepared, takes) -> dict:
+    """An edit's inputs to its pipeline's call (TAKES: the call's parameters): the input image (already at the
+    job's size), the image guidance (InstructPix2Pix), the size (FLUX.1 Kontext: with max_area that size and
+    _auto_resize off, so the pipeline keeps it rather than picking a trained resolution near 1024x1024), the mask
+    (an edit-inpaint pipeline) and the reference images (the argument the family names)."""
+    from diffcli.family_checks import reference_argument
+
+    job = prepared.job
+    kwargs: dict = {"image": prepared.init_image}
+    if job.image_cfg is not None and "image_guidance_scale" in takes:
+        kwargs["image_guidance_scale"] = job.image_cfg
+    if "width" in takes:
+        kwargs.update(width=job.width, height=job.height)
+    if "max_area" in takes:
+        kwargs["max_area"] = job.width * job.height
+    if "_auto_resize" in takes:
+        kwargs["_auto_resize"] = False
+    if job.mask:
+        kwargs["mask_image"] = prepared.mask
+    if prepared.references:
+        argument = reference_argument(job, prepared.ref, prepared.layout)
+        kwargs[argument] = prepared.references[0] if len(prepared.references) == 1 else prepared.references
     return kwargs
 
 
@@ -817,14 +940,14 @@ def _call_pipe(pipe, kwargs, prepared, seeds, start, opts, reporter, choice, mod
                 return pipe(**kwargs).images
         except KeyboardInterrupt:
             if opts.save_partial and state["latents"] is not None:
-                _save_partial(pipe, state["latents"], prepared, seeds, start, choice, model, opts, reporter)
+                _save_partial(pipe, state["latents"], prepared, seeds, start, choice, model, opts, reporter, state)
             raise
 
 
-def _save_partial(pipe, latents, prepared, seeds, start, choice, model, opts, reporter) -> None:
+def _save_partial(pipe, latents, prepared, seeds, start, choice, model, opts, reporter, state=None) -> None:
     from diffcli.pipelines import decode_latents
 
-    size = (prepared.job.width, prepared.job.height)
+    size = (state or {}).get("size") or (prepared.job.width, prepared.job.height)  # (the hires pass: its size)
     for offset, (seed, image) in enumerate(zip(seeds, decode_latents(pipe, latents, size))):
         final = prepared.paths[start + offset]
         path = final.with_name(f"{final.stem}-partial{final.suffix}")

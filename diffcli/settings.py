@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
+from diffcli import hires
 from diffcli.jobs import Job, task_fields
 from diffcli.limits import DEEPCACHE_INTERVAL
 from diffcli.upscale.rules import FIXED as UPSCALE_FIXED
@@ -39,11 +40,16 @@ TASK_BUILTIN = {
     },  # the family's inpainting model when present (inpaint_model.py)
     "upscale": UPSCALE_FIXED,  # its prompt as it is; one image; no step cache, no other decoder
 }
+# the hires fix's defaults (diffcli.hires), taken only by a job that asks for it (--hires, --hires-size); its
+# steps stay unset: the job's steps, as A1111's hr_second_pass_steps 0 means
+HIRES_BUILTIN = {"hires_upscaler": hires.DEFAULT_UPSCALER, "hires_strength": hires.DEFAULT_STRENGTH}
 SINGLE_FILE_SIZE = 512  # a single-file checkpoint has no config to read its native size from
 _FIELDS = {f.name for f in fields(Job)}
 # what a default may set: never the job's LoRA files (a LoRA student's diffcli.json "lora" describes its base),
-# nor a field only one task takes (its task decides it: diffcli.upscale.task)
-_DEFAULTABLE = _FIELDS - {"lora"} - set(task_fields("upscale"))
+# nor a field only one task takes (its task decides it: diffcli.upscale.task; the hires fix's: HIRES_BUILTIN)
+_DEFAULTABLE = _FIELDS - {"lora"} - set(task_fields("upscale")) - set(task_fields("txt2img"))
+# an edit's settings (--image-cfg) come from the family and model layers, for an edit job only
+_EDIT_ONLY = set(task_fields("edit"))
 
 
 def model_layers(ref, layout) -> list[tuple[str, dict]]:
@@ -79,6 +85,8 @@ def model_defaults(ref, layout) -> dict:
 def settle(job: Job, ref, layout, input_size: tuple[int, int] | None = None) -> tuple[Job, dict[str, str]]:
     """JOB with every value still None decided, and {field: where its value came from}."""
     layers = [("built-in", {**BUILTIN, **TASK_BUILTIN.get(job.task, {})})]
+    if job.task == "txt2img" and hires.is_on(job):
+        layers.append(("built-in hires", HIRES_BUILTIN))
     if ref is not None:  # (no model: upscale --method lanczos)
         layers += model_layers(ref, layout)
     if input_size is not None:
@@ -90,7 +98,9 @@ def settle(job: Job, ref, layout, input_size: tuple[int, int] | None = None) -> 
     source: dict[str, str] = {}
     for name, values in layers:
         for key, v in values.items():
-            if key in _DEFAULTABLE and v is not None:
+            if key in _EDIT_ONLY and job.task != "edit":
+                continue
+            if (key in _DEFAULTABLE or values is HIRES_BUILTIN) and v is not None:
                 value[key], source[key] = v, name
     chosen = {}
     for key in _FIELDS:

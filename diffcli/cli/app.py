@@ -153,6 +153,7 @@ _MODULES = {
     "img2img": "generate",
     "inpaint": "generate",
     "outpaint": "generate",
+    "edit": "generate",
     "batch": "batch",
     "upscale": "upscale",
     "distill": "distill",

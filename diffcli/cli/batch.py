@@ -23,7 +23,7 @@ Source = Annotated[
 Task = Annotated[
     str,
     typer.Option(
-        "--task", help="Task of lines that name none: txt2img, img2img, inpaint or outpaint.", rich_help_panel=GEN
+        "--task", help="Task of lines that name none: txt2img, img2img, inpaint, outpaint or edit.", rich_help_panel=GEN
     ),
 ]
 KeepGoing = Annotated[
@@ -112,8 +112,8 @@ def batch(**params) -> None:
     from diffcli.progress import make_reporter
 
     task = params["task"].lower()
-    if task not in ("txt2img", "img2img", "inpaint", "outpaint"):
-        raise UsageError(f"invalid --task '{params['task']}'; use txt2img, img2img, inpaint or outpaint")
+    if task not in ("txt2img", "img2img", "inpaint", "outpaint", "edit"):
+        raise UsageError(f"invalid --task '{params['task']}'; use txt2img, img2img, inpaint, outpaint or edit")
     if params.get("model") == "":
         raise UsageError("--model is empty; name a model, or leave the flag out for the default")
     base = Job(task=task, **{f.name: params.get(f.name) for f in dataclasses.fields(Job) if f.name != "task"})

@@ -27,6 +27,98 @@ MaskBlur = Annotated[
         "--mask-blur", help="Feather the mask edge by this many pixels (inside the mask).", rich_help_panel=GEN
     ),
 ]
+Instruction = Annotated[
+    job_flag("prompt"),
+    typer.Argument(
+        help='What to change, as an instruction ("make it winter"); optional with --from: the recorded one.',
+        metavar="INSTRUCTION",
+        show_default=False,
+    ),
+]
+EditMask = Annotated[
+    job_flag("mask"),
+    typer.Option(
+        "--mask",
+        help="Edit only the masked (white) area (FLUX.1 Kontext: its inpainting pipeline).",
+        rich_help_panel=GEN,
+        show_default=False,
+    ),
+]
+ImageCfg = Annotated[
+    job_flag("image_cfg"),
+    typer.Option(
+        "--image-cfg",
+        help="Image guidance: how closely the result keeps to the input (InstructPix2Pix; default 1.5).",
+        rich_help_panel=GEN,
+        show_default=False,
+    ),
+]
+References = Annotated[
+    job_flag("references"),
+    typer.Option(
+        "--reference",
+        "-r",
+        metavar="IMAGE",
+        help="A reference image beside the input, where the model's edit pipeline takes one (repeatable).",
+        rich_help_panel=GEN,
+        show_default=False,
+    ),
+]
+HIRES = "Hires fix"
+Hires = Annotated[
+    job_flag("hires"),
+    typer.Option(
+        "--hires",
+        metavar="SCALE",
+        help=(
+            "Hires fix: generate at --width x --height, upscale the result by SCALE (over 1, at most 4) and redraw "
+            "it with an img2img pass (--hires-strength, --hires-steps), as A1111's Hires. fix."
+        ),
+        rich_help_panel=HIRES,
+        show_default=False,
+    ),
+]
+HiresSize = Annotated[
+    job_flag("hires_size"),
+    typer.Option(
+        "--hires-size",
+        metavar="WxH",
+        help="Hires fix to this size instead of a --hires scale; one side 0 follows the aspect (A1111's hr_resize).",
+        rich_help_panel=HIRES,
+        show_default=False,
+    ),
+]
+HiresUpscaler = Annotated[
+    job_flag("hires_upscaler"),
+    typer.Option(
+        "--hires-upscaler",
+        metavar="lanczos|nearest|latent",
+        help=(
+            "What upscales the first pass: lanczos (default) or nearest resample the decoded image; latent "
+            "resamples the latents (A1111's 'Latent'; UNet models)."
+        ),
+        rich_help_panel=HIRES,
+        show_default=False,
+    ),
+]
+HiresStrength = Annotated[
+    job_flag("hires_strength"),
+    typer.Option(
+        "--hires-strength",
+        help="How much the hires pass redraws, in (0, 1]; default 0.7 (A1111's).",
+        rich_help_panel=HIRES,
+        show_default=False,
+    ),
+]
+HiresSteps = Annotated[
+    job_flag("hires_steps"),
+    typer.Option(
+        "--hires-steps",
+        help="Steps of the hires pass (it runs steps x strength of them); default: --steps.",
+        rich_help_panel=HIRES,
+        show_default=False,
+    ),
+]
 OutpaintImage = Annotated[
     job_flag("image"),
     typer.Argument(help="Input image (optional with --from: the recorded one).", metavar="IMAGE", show_default=False),
@@ -99,7 +191,14 @@ def _positional(name: str, annotation, default=inspect.Parameter.empty) -> inspe
 COMMANDS = {
     "txt2img": (
         "Generate images from a text prompt.",
-        [_positional("prompt", Prompt, None)],
+        [
+            _positional("prompt", Prompt, None),
+            keyword("hires", Hires),
+            keyword("hires_size", HiresSize),
+            keyword("hires_upscaler", HiresUpscaler),
+            keyword("hires_strength", HiresStrength),
+            keyword("hires_steps", HiresSteps),
+        ],
     ),
     "img2img": (
         "Redraw an image guided by a prompt (--strength says how much).",
@@ -113,6 +212,16 @@ COMMANDS = {
             keyword("mask", Mask),
             keyword("strength", Strength),
             keyword("mask_blur", MaskBlur),
+        ],
+    ),
+    "edit": (
+        "Edit an image as an instruction says (InstructPix2Pix, FLUX.1 Kontext); the output keeps its size.",
+        [
+            _positional("image", OutpaintImage, None),
+            _positional("prompt", Instruction, None),
+            keyword("references", References),
+            keyword("image_cfg", ImageCfg),
+            keyword("mask", EditMask),
         ],
     ),
     "outpaint": (
@@ -153,7 +262,7 @@ def build_job(task: str, params: dict) -> Job:
         job = job.merged_over(job_from_image(params["from_image"]))
     elif job.prompt is None and task == "txt2img":
         raise UsageError("missing PROMPT (or --from IMAGE)")
-    elif job.prompt is None and job.image:
+    elif job.prompt is None and job.image and task != "edit":  # (an edit's instruction is never a recorded prompt)
         from diffcli.metadata import recorded_prompt
 
         job = dataclasses.replace(job, prompt=recorded_prompt(job.image))

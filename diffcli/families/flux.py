@@ -29,6 +29,10 @@ def is_schnell(c: Configs) -> bool:
     return not c.transformer.get("guidance_embeds")
 
 
+def is_kontext(c: Configs) -> bool:
+    return c.pipeline_class == "FluxKontextPipeline"
+
+
 def _alias(repo: str, family: str, label: str, steps: int, cfg: float, gated: bool = True) -> Alias:
     settings = {"steps": steps, "cfg": cfg, "scheduler": "flow-euler", "width": 1024, "height": 1024}
     return Alias(repo, family, label, settings, gated=gated)
@@ -71,6 +75,13 @@ FLUX = Family(
         "flux-fill": _alias(
             "black-forest-labs/FLUX.1-Fill-dev", "flux-inpaint", "FLUX.1 Fill [dev] inpainting", 50, 30.0
         ),
+        "flux-kontext": Alias(
+            "black-forest-labs/FLUX.1-Kontext-dev",
+            "flux-kontext",
+            "FLUX.1 Kontext [dev]: edits an image as an instruction says (diffcli edit; non-commercial license)",
+            {"steps": 28, "cfg": 2.5, "scheduler": "flow-euler"},
+            gated=True,
+        ),
     },
 )
 # variants: FLUX.1's data with settings of their own (asked in this order: a Fill model is Fill)
@@ -98,4 +109,21 @@ SCHNELL = replace(
     cfg_meaning="ignored (FLUX.1 schnell takes no guidance)",
     aliases={},
 )
-FAMILIES = (FLUX, FILL, SCHNELL)
+# FLUX.1 Kontext: FLUX.1 dev's transformer trained to read the input image's tokens beside the noise, so an
+# instruction edits it. Its edit pipeline takes the one input image (no references); with --mask, diffusers'
+# Kontext inpainting pipeline repaints the masked area and takes one reference image (-r: image_reference).
+# It also draws from text alone, as FLUX.1 dev does (txt2img, img2img, inpaint: FLUX.1's pipelines).
+KONTEXT = replace(
+    FLUX,
+    name="flux-kontext",
+    label="FLUX.1 Kontext",
+    variant_of="flux",
+    detect=None,
+    matches=is_kontext,
+    detect_keys=None,
+    defaults={"steps": 28, "cfg": 2.5, "scheduler": "flow-euler"},
+    pipelines={**FLUX.pipelines, "edit": "FluxKontextPipeline", "edit-inpaint": "FluxKontextInpaintPipeline"},
+    references={"edit-inpaint": ("image_reference", 1)},
+    aliases={},
+)
+FAMILIES = (FLUX, FILL, KONTEXT, SCHNELL)

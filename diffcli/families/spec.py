@@ -24,6 +24,7 @@ OPTIONS = (
     "quantize",
     "distill",
     "weighted-prompts",
+    "image-cfg",
 )
 GUIDANCE = ("cfg", "embedded", "none")  # classifier-free; a guidance embedding (FLUX.1 dev); none
 
@@ -74,14 +75,19 @@ class Family:
             computes bfloat16 picks it.
         sample_size: the latent size when the denoiser's config has none.
         patch_size: latent pixels per token side when fixed by the pipeline (FLUX packs 2x2), else None.
-        pipelines: diffusers pipeline class per task (txt2img, img2img, inpaint), as AutoPipeline maps them.
+        pipelines: diffusers pipeline class per task (txt2img, img2img, inpaint), as AutoPipeline maps them;
+            a family that edits by instruction (`diffcli edit`) also names "edit" (and "edit-inpaint", the
+            pipeline of an edit with --mask, where it has one).
         one_task: pipeline classes of models made for a single task, used as they are for it.
+        references: for each pipeline (by its key in `pipelines`) that takes reference images beside its
+            input (`diffcli edit -r`): (the call's argument, how many it takes).
         sampler_rule: whether --scheduler is checked against the family (flow or not) before loading.
         guidance: what --cfg drives: "cfg" (classifier-free), "embedded" (a guidance embedding), "none".
         cfg_meaning: what --cfg means for people (docs, `models info`).
         cfg_argument: the keyword of the pipelines' call that takes --cfg ("guidance_scale"; Qwen-Image's
             true classifier-free guidance: "true_cfg_scale").
-        options: the options of OPTIONS the family takes.
+        options: the options of OPTIONS the family takes ("image-cfg": an edit's --image-cfg, the
+            pipeline's image_guidance_scale).
         tiny_decoder: the hub repo of its tiny VAE decoder (TAESD), if one exists.
         inpainting_models: its dedicated inpainting models, best first (outpaint uses one present).
         controlnets: ControlNet short name (seg, canny, ...) -> the family's default ControlNet.
@@ -110,6 +116,7 @@ class Family:
     patch_size: int | None = None
     pipelines: dict = field(default_factory=dict)
     one_task: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
     sampler_rule: bool = True
     guidance: str = "cfg"
     cfg_meaning: str = "classifier-free guidance scale"

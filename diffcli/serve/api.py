@@ -239,14 +239,17 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
     from diffcli.jobs import Job
 
     known = set(_A1111_FIELDS) | _A1111_OWN
+    values = {}
     if task == "txt2img":
         known -= {"init_images", "mask", "denoising_strength", "mask_blur"}
         if body.get("enable_hr") in (None, False):  # the hires pass's settings, sent by clients with every request
             body = {
                 k: v for k, v in body.items() if not k.startswith(("hr_", "firstphase_")) and k != "denoising_strength"
             }
+        else:  # the hires fix (diffcli.hires): its fields become the Job's
+            values, body = _hires_values(body)
+            known |= {"enable_hr"}
     _check_unknown(body, known)
-    values = {}
     for name, field_name in _A1111_FIELDS.items():
         if body.get(name) is not None and name in known:
             values[field_name] = typed(name, body[name], _job_kind(field_name))
@@ -279,6 +282,32 @@ def a1111_job(body: dict, task: str, inputs: Inputs):
     values["prompt"] = values.get("prompt", "")
     check_lora_tags(values["prompt"], values.get("negative"))
     return Job(task=task, **{k: v for k, v in values.items() if v is not None})
+
+
+def _hires_values(body: dict) -> tuple[dict, dict]:
+    """(the Job's hires fields, BODY less the fields they came from) for an A1111 txt2img request with
+    enable_hr: hr_scale, or hr_resize_x/hr_resize_y (one may be 0: from the aspect); hr_upscaler by its A1111
+    name (Latent, Lanczos, Nearest, None); hr_second_pass_steps (0: the job's steps); denoising_strength."""
+    from diffcli import hires
+
+    typed("enable_hr", body["enable_hr"], bool)
+    resize = [typed(n, body.get(n) or 0, int) for n in ("hr_resize_x", "hr_resize_y")]
+    values: dict = {}
+    if any(resize):
+        values["hires_size"] = f"{resize[0]}x{resize[1]}"
+    else:
+        values["hires"] = typed("hr_scale", body.get("hr_scale", 2), _job_kind("hires"))
+    if body.get("hr_upscaler") is not None:
+        try:
+            values["hires_upscaler"] = hires.from_a1111(typed("hr_upscaler", body["hr_upscaler"], str))
+        except UsageError as exc:
+            raise HttpError(422, str(exc)) from None
+    if body.get("hr_second_pass_steps"):
+        values["hires_steps"] = typed("hr_second_pass_steps", body["hr_second_pass_steps"], int)
+    if body.get("denoising_strength") is not None:
+        values["hires_strength"] = typed("denoising_strength", body["denoising_strength"], _job_kind("hires_strength"))
+    taken = {"hr_scale", "hr_resize_x", "hr_resize_y", "hr_upscaler", "hr_second_pass_steps", "denoising_strength"}
+    return {k: v for k, v in values.items() if v is not None}, {k: v for k, v in body.items() if k not in taken}
 
 
 # diffcli's own fields an OpenAI request may add (extra_body in the openai library): what makes an
@@ -347,9 +376,12 @@ def openai_edit_job(fields: dict[str, list], inputs: Inputs):
 
     One image; with `mask`, its fully transparent pixels are the area to repaint (OpenAI's rule; a mask
     without transparency is read as diffcli's: white = repaint) and the job is an inpaint; without a
-    mask, an image with transparent pixels is inpainted there, any other image is an img2img.
+    mask, an image with transparent pixels is inpainted there, any other image is an img2img. On a model
+    that edits by instruction (InstructPix2Pix, FLUX.1 Kontext) the job is an edit, the prompt its
+    instruction (with a mask: of that area, where the model's family takes one; `image_cfg` may be given).
     """
     from diffcli.jobs import Job
+    from diffcli.run import model_edits
 
     images = fields.get("image", []) + fields.get("image[]", [])
     if len(images) != 1 or not isinstance(images[0], bytes):
@@ -367,11 +399,18 @@ def openai_edit_job(fields: dict[str, list], inputs: Inputs):
         raise HttpError(400, f"'{next(k for k, v in values.items() if not isinstance(v, str))}' must be a text field")
     body = {k: _number(k, v) for k, v in text.items()}
     strength = body.pop("strength", None)
+    image_cfg = body.pop("image_cfg", None)
     job = openai_job(body)
     image_path = inputs.add_bytes(images[0], "image")
     repaint = _repaint_area(mask if mask is not None else images[0], from_image=mask is None)
-    extra = {"image": image_path, "strength": strength}
-    if repaint is not None:
+    extra = {"image": image_path, "strength": strength, "image_cfg": image_cfg}
+    if model_edits(job.model):  # an instruction edit (a mask: of that area)
+        if isinstance(mask, str):
+            raise HttpError(400, "'mask' must be an image file")
+        extra.update(task="edit", mask=inputs.add_bytes(repaint, "mask") if repaint is not None else None)
+    elif image_cfg is not None:
+        raise HttpError(400, "'image_cfg' is for models that edit by instruction (InstructPix2Pix)")
+    elif repaint is not None:
         extra.update(task="inpaint", mask=inputs.add_bytes(repaint, "mask"))
     else:
         if isinstance(mask, str):
@@ -383,7 +422,7 @@ def openai_edit_job(fields: dict[str, list], inputs: Inputs):
 def _number(name: str, value: str):
     """A form field's text as the JSON value the generations body would carry: a number where the field
     (`n`, or the Job field it names) is one."""
-    field_name = {"strength": "strength", **_DIFFCLI_EXTRAS}.get(name)
+    field_name = {"strength": "strength", "image_cfg": "image_cfg", **_DIFFCLI_EXTRAS}.get(name)
     kind = int if name == "n" else _job_kind(field_name).kind if field_name else str
     if kind in (int, float):
         try:

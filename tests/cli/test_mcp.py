@@ -67,7 +67,7 @@ def _cli_error(env, *args) -> str:
 
 def test_the_tools_and_their_schemas_come_from_the_job(server):
     tools = {t.name: t for t in server.list_tools()}
-    assert set(tools) == {"generate", "img2img", "upscale", "info"}  # (edit: once the engine has that task)
+    assert set(tools) == {"generate", "img2img", "edit", "upscale", "info"}
     json_types = {str: "string", int: "integer", float: "number", bool: "boolean"}
     wires = schema.wire_types(Job)
     for name in ("generate", "img2img", "upscale"):
@@ -85,6 +85,10 @@ def test_the_tools_and_their_schemas_come_from_the_job(server):
     assert {"image", "scale", "method", "fidelity", "tile_size"} <= set(upscale["properties"])
     assert not {"width", "lora", "num_images", "mask"} & set(upscale["properties"])
     assert tools["info"].input_schema["required"] == ["image"]
+    edit = tools["edit"].input_schema  # an instruction edit: the fields only that task takes come with it
+    assert edit["required"] == ["image", "prompt"]
+    assert set(edit["properties"]) - set(generate["properties"]) == {"image", "image_cfg", "references"}
+    assert not {"image_cfg", "references"} & (set(generate["properties"]) | set(img2img["properties"]))
 
 
 def test_generate_returns_the_cli_image_and_its_path(generated, env, out, tmp_path):

@@ -21,7 +21,9 @@ BUILTIN = {
     "sd3",
     "flux",
     "flux-fill",
+    "flux-kontext",
     "flux-schnell",
+    "sd1-ip2p",
     "upscaler",
     "bundled",
     "lcm",
@@ -38,7 +40,8 @@ def test_the_built_in_families_and_their_variants():
         assert (family.detect is None) or family.variant_of is None, family.name  # variants are matched, not detected
         for alias in family.aliases.values():
             assert families.get(alias.family) is not None or alias.family.endswith("-lcm"), alias
-    assert [f.name for f in table.values() if f.variant_of == "flux"] == ["flux-fill", "flux-schnell"]
+    assert [f.name for f in table.values() if f.variant_of == "flux"] == ["flux-fill", "flux-kontext", "flux-schnell"]
+    assert [f.name for f in table.values() if f.variant_of == "sd1"] == ["sd1-ip2p"]  # (edit: tests/cli/test_edit.py)
 
 
 def test_each_family_is_recognised_from_its_fixture(tiny_sd, tiny_sdxl, tiny_inpaint, tiny_sd3, tiny_flux, tmp_path):

@@ -154,7 +154,13 @@ def test_img2img_and_inpaint_take_images_in_the_body(web):
         ("/sdapi/v1/txt2img", {"prompt": "x", "steps": 0}, 422, "--steps must be between 1 and 1000 (got 0)"),
         ("/sdapi/v1/txt2img", {"prompt": "x", "steps": "3"}, 422, "'steps' must be an integer, not a string"),
         ("/sdapi/v1/txt2img", {"prompt": "x", "width": 60}, 422, "--width 60 is not valid for this model"),
-        ("/sdapi/v1/txt2img", {"prompt": "x", "enable_hr": True}, 422, "field 'enable_hr' is not supported"),
+        (
+            "/sdapi/v1/txt2img",
+            {"prompt": "x", "enable_hr": True, "hr_upscaler": "ESRGAN_4x"},
+            422,
+            "hr_upscaler 'ESRGAN_4x' is not supported; use one of: Lanczos, Latent, Nearest, None",
+        ),
+        ("/sdapi/v1/txt2img", {"prompt": "x", "enable_hr": True, "hr_scale": 8}, 422, "--hires must be a scale over 1"),
         ("/sdapi/v1/txt2img", {"prompt": "x", "sampler_name": "Nope"}, 422, "unknown sampler 'Nope'"),
         (
             "/sdapi/v1/txt2img",
@@ -264,6 +270,32 @@ def png_bytes(img: Image.Image) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_webuiapi_hires_fix_is_twice_the_size_and_the_cli_image(web, tmp_path):
+    webuiapi = pytest.importorskip("webuiapi")
+    host, port = web.http.rsplit(":", 1)
+    client = webuiapi.WebUIApi(host=host, port=int(port))
+    result = client.txt2img(
+        prompt="red house",
+        steps=2,
+        seed=5,
+        cfg_scale=5,
+        width=64,
+        height=64,
+        sampler_name="Euler",
+        enable_hr=True,
+        hr_scale=2,
+    )  # webuiapi's defaults: hr_upscaler "Latent", denoising_strength 0.7, hr_second_pass_steps 0
+    assert result.image.size == (128, 128)
+    infotext = result.info["infotexts"][0]
+    assert "Size: 64x64" in infotext and "Hires upscale: 2, Hires steps: 2, Hires upscaler: Latent" in infotext
+    flags = ["--steps", "2", "--seed", "5", "--cfg", "5", "--scheduler", "euler", "--hires", "2"]
+    cli = web.cli("txt2img", "red house", *flags, "--hires-upscaler", "latent", "-o", tmp_path, "--quiet")
+    assert cli.returncode == 0, cli.stderr
+    with Image.open(cli.stdout.split()[0]) as made:
+        assert np.array_equal(np.asarray(result.image.convert("RGB")), np.asarray(made.convert("RGB")))
+        assert infotext == made.info["parameters"]
 
 
 def test_webuiapi_a1111_client_gets_the_cli_image(web, tmp_path):

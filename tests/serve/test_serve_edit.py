@@ -1,0 +1,97 @@
+"""`diffcli edit` through a resident server: the socket client's edits and OpenAI's `/v1/images/edits` on a
+model that edits by instruction are the pixels of plain diffusers."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_edit_models import build_ip2p, build_kontext, noise_image, plain_ip2p, plain_kontext
+
+from serving import RunningServer, server_env
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("edit-models")
+    return {"ip2p": build_ip2p(folder / "tiny-ip2p"), "kontext": build_kontext(folder / "tiny-kontext")}
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    directory = Path(tempfile.mkdtemp(prefix="dcs", dir="/tmp"))
+    out = tmp_path_factory.mktemp("http-out")
+    env = {**server_env(tmp_path_factory.mktemp("serverhome")), "DIFFCLI_CPU_BF16": "0"}  # auto: float32
+    server = RunningServer(directory, env, ["--idle", "10m", "--http", "127.0.0.1:0", "--output-dir", str(out)])
+    server.http = server.status()["http"]
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _in_hub_cache(server, folder: Path, repo: str) -> str:
+    commit = "c" * 40
+    cached = Path(server.env["HF_HUB_CACHE"]) / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, cached / "snapshots" / commit)
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text(commit)
+    return repo
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_the_server_edits_as_the_command_does(web, models, tmp_path):
+    source = noise_image(tmp_path / "in.png", (32, 32))
+    done = web.status()["jobs_done"]
+    for name, instruction, plain in (("ip2p", "make it red", plain_ip2p), ("kontext", "red door", plain_kontext)):
+        served = web.cli(
+            "edit", source, instruction, "-m", models[name], "--seed", "6", "--steps", "2", "--dtype", "float32",
+            "-o", tmp_path / name, "--quiet",
+        )  # fmt: skip
+        assert served.returncode == 0, served.stderr + web.log()
+        with Image.open(served.stdout.split()[0]) as image:
+            got = np.asarray(image.convert("RGB"), dtype=np.int16)
+        assert np.array_equal(got, plain(models[name], source, instruction, 6)), name
+    assert web.status()["jobs_done"] == done + 2  # (run by the server, not by the command itself)
+
+
+def test_openai_edits_on_an_edit_model_is_an_edit(web, models, tmp_path):
+    openai = pytest.importorskip("openai")
+    repo = _in_hub_cache(web, models["ip2p"], "org/tiny-ip2p")
+    client = openai.OpenAI(base_url=f"http://{web.http}/v1", api_key="unused", max_retries=0, timeout=120)
+    source = noise_image(tmp_path / "in.png", (32, 32))
+    with Image.open(source) as image:
+        data = _png(image)
+    edited = client.images.edit(
+        image=("in.png", data, "image/png"),
+        prompt="make it red",
+        model=repo,
+        response_format="b64_json",
+        extra_body={"seed": 8, "steps": 2, "image_cfg": 1.2},
+    )
+    with Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json))) as result:
+        got = np.asarray(result.convert("RGB"), dtype=np.int16)
+        job = json.loads(result.info["diffcli"])["job"]
+    assert job["task"] == "edit" and job["prompt"] == "make it red" and job["image_cfg"] == 1.2
+    assert np.array_equal(got, plain_ip2p(models["ip2p"], source, "make it red", 8, image_cfg=1.2))
+    # an edit model takes no mask where its family edits the whole image: a 400 that says so
+    mask = Image.new("RGBA", (32, 32), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 16, 32))
+    with pytest.raises(openai.BadRequestError, match="edits the whole image"):
+        client.images.edit(
+            image=("in.png", data, "image/png"), mask=("m.png", _png(mask), "image/png"), prompt="x", model=repo
+        )
+    # image_cfg on a model that does not edit by instruction: refused, not ignored
+    with pytest.raises(openai.BadRequestError, match="image_cfg"):
+        client.images.edit(image=("in.png", data, "image/png"), prompt="x", model="tiny", extra_body={"image_cfg": 1})
