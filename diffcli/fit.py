@@ -17,6 +17,10 @@ MODELS = {
     "sd35-medium": ("sd3", 2.47, 5.58, 0.08),  # CLIP-L + CLIP-G + T5-XXL (4.76)
     "sd35-large": ("sd3", 8.06, 5.58, 0.08),
     "flux-dev / flux-schnell": ("flux", 11.9, 4.88, 0.08),  # CLIP-L + T5-XXL
+    "flux-kontext": ("flux-kontext", 11.9, 4.88, 0.08),  # FLUX.1's sizes (diffcli edit)
+    "chroma-hd": ("chroma", 8.9, 4.76, 0.08),  # T5-XXL only
+    "z-image-turbo": ("z-image", 6.15, 4.02, 0.08),  # Qwen3-4B
+    "qwen-image": ("qwen-image", 20.4, 8.29, 0.13),  # Qwen2.5-VL-7B (vision tower included); its own VAE
 }
 BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}
 QUANTIZED = {"int8": 1.0, "nf4": 0.56, "gguf-q8_0": 1.06, "gguf-q4_k": 0.56}  # bytes per denoiser parameter
