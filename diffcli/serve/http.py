@@ -43,7 +43,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -743,12 +743,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _jobs(self) -> None:
-        """POST /v1/jobs: an A1111 txt2img body (img2img with `init_images`) run without the request waiting
-        for it, its images kept in the output directory (the gallery); 202 {"id", "events"} once queued."""
+        """POST /v1/jobs: an A1111 txt2img body (img2img with `init_images`; on a model that edits by
+        instruction, an edit: the prompt is the instruction) run without the request waiting for it, its
+        images kept in the output directory (the gallery); 202 {"id", "events"} once queued."""
         body = self._body()
         inputs = api.Inputs(self.front.settings.output_dir)
         try:
             job = api.a1111_job(body, "img2img" if body.get("init_images") is not None else "txt2img", inputs)
+            if job.task == "img2img":
+                from diffcli.run import model_edits
+
+                if model_edits(job.model):  # the page's start image on a model that edits: the prompt instructs
+                    job = replace(job, task="edit", strength=None)
         except BaseException:
             inputs.remove()
             raise

@@ -95,3 +95,38 @@ def test_openai_edits_on_an_edit_model_is_an_edit(web, models, tmp_path):
     # image_cfg on a model that does not edit by instruction: refused, not ignored
     with pytest.raises(openai.BadRequestError, match="image_cfg"):
         client.images.edit(image=("in.png", data, "image/png"), prompt="x", model="tiny", extra_body={"image_cfg": 1})
+
+
+def test_the_pages_start_image_on_an_edit_model_is_an_edit(web, models, tmp_path):
+    """POST /v1/jobs (the page's door) with a start image on a model that edits: an edit, the prompt its
+    instruction (the A1111 body's strength is not one of an edit's settings)."""
+    import urllib.request
+
+    from test_serve_events import EventStream
+
+    from test_serve_http import call
+
+    repo = _in_hub_cache(web, models["ip2p"], "org/tiny-ip2p-page")
+    source = noise_image(tmp_path / "in.png", (32, 32))
+    body = {
+        "prompt": "make it red",
+        "init_images": [base64.b64encode(source.read_bytes()).decode()],
+        "steps": 2,
+        "seed": 9,
+        "cfg_scale": 7.5,
+        "override_settings": {"sd_model_checkpoint": repo},
+    }
+    status, answer = call(web, "POST", "/v1/jobs", body)
+    assert status == 202, answer
+    stream = EventStream(web.http, answer["events"] + "&previews=0")
+    events = list(stream.events())
+    stream.close()
+    assert events[-1]["event"] == "done", events
+    name = next(e["path"] for e in events if e["event"] == "saved")
+    with urllib.request.urlopen(f"http://{web.http}/v1/gallery/{name}", timeout=60) as response:
+        made = Image.open(io.BytesIO(response.read()))
+        made.load()
+    job = json.loads(made.info["diffcli"])["job"]
+    assert job["task"] == "edit" and job["prompt"] == "make it red" and job.get("strength") is None
+    got = np.asarray(made.convert("RGB"), dtype=np.int16)
+    assert np.array_equal(got, plain_ip2p(models["ip2p"], source, "make it red", 9))
