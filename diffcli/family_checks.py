@@ -146,3 +146,15 @@ def reference_argument(job, ref, layout) -> str | None:
     """The pipeline call's argument an edit's reference images go to (None: its pipeline takes none)."""
     spec = _settings_spec(ref, layout)
     return spec.references.get("edit-inpaint" if job.mask else "edit", (None, 0))[0] if spec is not None else None
+
+
+def lacking_pipeline(pipeline_class: str, task: str) -> str | None:
+    """Why a model whose pipeline is PIPELINE_CLASS cannot do TASK (txt2img, img2img, inpaint) when its family
+    declares pipelines for some of those but not for TASK (FLUX.2 [klein]: no img2img; diffusers' AutoPipeline
+    would pick a pipeline that takes no strength); None otherwise."""
+    family = families.family_of_pipeline(pipeline_class)
+    kinds = ("txt2img", "img2img", "inpaint")
+    tasks = [t for t in kinds if family is not None and t in family.pipelines]
+    if not tasks or task in tasks or task not in kinds:
+        return None
+    return f"{family.label} models have no {task} pipeline (they do {', '.join(tasks)})"

@@ -353,11 +353,14 @@ def task_pipeline(base, task: str):
     try:
         cls = _task_class(type(base).__name__, task)
         from diffcli import families
+        from diffcli.family_checks import lacking_pipeline
 
         if families.single_task(type(base).__name__) == task:
             pipe = base
         elif cls is not None:
             pipe = switch_pipeline(cls, base)
+        elif (known := lacking_pipeline(type(base).__name__, task)) is not None:
+            raise ValueError(known)
         else:  # any other family: diffusers' AutoPipeline (importing it imports every pipeline it maps)
             from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
 
@@ -423,16 +426,37 @@ def set_scheduler(pipe, name: str) -> None:
     pipe.scheduler = build(name, getattr(pipe, ORIGINAL_SCHEDULER, pipe.scheduler.config))
 
 
+def spatial_latents(pipe, latents, size: tuple[int, int]):
+    """PIPE's denoising LATENTS as its VAE's (batch, channels, height, width): FLUX.1's 2x2-packed tokens
+    unpacked; FLUX.2's tokens (2x2-patchified latents, batch-normed) put back in place, de-normalised and
+    unpatchified, as its pipelines do before decoding; 4-D latents as they are. SIZE: (width, height)."""
+    import torch
+
+    if latents.ndim != 3:
+        return latents
+    if hasattr(pipe, "_unpack_latents"):  # FLUX.1: (batch, tokens, channels)
+        return pipe._unpack_latents(latents, size[1], size[0], pipe.vae_scale_factor)
+    if hasattr(pipe, "_unpatchify_latents") and hasattr(pipe.vae, "bn"):  # FLUX.2: tokens in row-major order
+        side = pipe.vae_scale_factor * 2
+        latents = latents.reshape(latents.shape[0], size[1] // side, size[0] // side, -1).permute(0, 3, 1, 2)
+        bn, eps = pipe.vae.bn, pipe.vae.config.batch_norm_eps
+        mean = bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + eps).to(latents.device, latents.dtype)
+        return pipe._unpatchify_latents(latents * std + mean)
+    return latents
+
+
 def decode_latents(pipe, latents, size: tuple[int, int] | None = None):
-    """Latents to PIL images (used for --save-partial); SIZE (width, height) unpacks FLUX's 2x2-packed
-    latents, and a VAE with a shift_factor (SD 3.x, FLUX.1) gets it added back, as their pipelines do."""
+    """Latents to PIL images (used for --save-partial); SIZE (width, height) unpacks FLUX's packed latents
+    (spatial_latents), and a VAE with a scaling and a shift factor (SD 3.x, FLUX.1) gets them undone, as
+    their pipelines do (FLUX.2's VAE has neither: its latents are batch-normed)."""
     import torch
 
     with torch.no_grad():
         vae = pipe.vae
-        if latents.ndim == 3 and hasattr(pipe, "_unpack_latents"):  # FLUX: (batch, tokens, channels)
-            latents = pipe._unpack_latents(latents, size[1], size[0], pipe.vae_scale_factor)
-        scaled = latents.to(vae.dtype) / vae.config.scaling_factor + (vae.config.get("shift_factor") or 0.0)
+        latents = spatial_latents(pipe, latents, size)
+        scale = vae.config.get("scaling_factor") or 1.0
+        scaled = latents.to(vae.dtype) / scale + (vae.config.get("shift_factor") or 0.0)
         images = vae.decode(scaled, return_dict=False)[0]
     return pipe.image_processor.postprocess(images, output_type="pil")
 

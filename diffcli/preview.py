@@ -33,12 +33,10 @@ def preview_image(pipe, latents, size: tuple[int, int]):
     None for latents of a shape this does not know."""
     import torch
 
-    from diffcli.pipelines import decode_latents
+    from diffcli.pipelines import decode_latents, spatial_latents
 
     with torch.no_grad():
-        latents = latents[:1].detach()
-        if latents.ndim == 3 and hasattr(pipe, "_unpack_latents"):  # FLUX.1: (batch, tokens, channels)
-            latents = pipe._unpack_latents(latents, size[1], size[0], pipe.vae_scale_factor)
+        latents = spatial_latents(pipe, latents[:1].detach(), size)  # FLUX.1, FLUX.2: (batch, tokens, channels)
         if latents.ndim != 4:
             return None
         height, width = latents.shape[-2:]

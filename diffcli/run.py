@@ -98,6 +98,9 @@ def _check_task(job: Job, ref, layout) -> None:
         raise UsageError(f"{job.model}: is an upscaler model; use `diffcli upscale`")
     if layout.is_inpaint and job.task not in ("inpaint", "outpaint"):
         raise UsageError(f"{job.model}: is an inpainting model; use `diffcli inpaint` or `diffcli outpaint`")
+    lacking = family_checks.lacking_pipeline(layout.pipeline_class, "inpaint" if job.task == "outpaint" else job.task)
+    if lacking is not None:  # before the model loads (pipelines.task_pipeline says the same after)
+        raise UsageError(f"this model cannot do {job.task}: {lacking}")
 
 
 def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
@@ -921,7 +924,10 @@ def _edit_kwargs(pipe, prepared: Prepared, takes) -> dict:
         kwargs["mask_image"] = prepared.mask
     if prepared.references:
         argument = reference_argument(job, prepared.ref, prepared.layout)
-        kwargs[argument] = prepared.references[0] if len(prepared.references) == 1 else prepared.references
+        if argument == "image":  # one list of conditioning images, the input first (FLUX.2 [klein])
+            kwargs["image"] = [prepared.init_image, *prepared.references]
+        else:
+            kwargs[argument] = prepared.references[0] if len(prepared.references) == 1 else prepared.references
     return kwargs
 
 

@@ -131,3 +131,10 @@ def tiny_qwen_image(tmp_path_factory) -> Path:
     import tiny_flow_models
 
     return tiny_flow_models.build_qwen_image(tmp_path_factory.mktemp("models") / "tiny-qwen-image")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux2_klein(tmp_path_factory) -> Path:
+    import tiny_flow_models
+
+    return tiny_flow_models.build_flux2_klein(tmp_path_factory.mktemp("models") / "tiny-flux2-klein")

@@ -11,7 +11,7 @@ from diffcli.errors import UsageError
 from diffcli.families.spec import Alias, Configs, Family
 
 # The built-in family modules, in the order people see their families and aliases listed.
-BUILTIN = ("sd1", "sd2", "sdxl", "sd3", "flux", "chroma", "zimage", "qwen_image", "upscaler", "bundled", "lcm")
+BUILTIN = ("sd1", "sd2", "sdxl", "sd3", "flux", "chroma", "zimage", "qwen_image", "flux2", "upscaler", "bundled", "lcm")
 ENTRY_POINT_GROUP = "diffcli.families"
 FALLBACK = "sd1"  # whose defaults a model of no known family gets
 
@@ -113,12 +113,18 @@ def controlnet_kinds() -> dict[str, dict[str, str]]:
     return out
 
 
+def family_of_pipeline(pipeline_class: str) -> Family | None:
+    """The family whose pipelines include PIPELINE_CLASS (None if none does)."""
+    for family in families().values():
+        if pipeline_class in family.pipelines.values():
+            return family
+    return None
+
+
 def pipeline_class_for(base_class: str, task: str) -> str | None:
     """The class name of TASK's pipeline in the family whose pipelines include BASE_CLASS (None if none)."""
-    for family in families().values():
-        if base_class in family.pipelines.values():
-            return family.pipelines.get(task)
-    return None
+    family = family_of_pipeline(base_class)
+    return family.pipelines.get(task) if family is not None else None
 
 
 def single_task(pipeline_class: str) -> str | None:

@@ -13,7 +13,12 @@ import numpy as np
 from helpers import cli, pixels, written
 
 # fixture -> (the cfg the job asks for, its negative prompt)
-MODELS = {"tiny_chroma": ("4.0", "red"), "tiny_zimage": ("3.0", "red"), "tiny_qwen_image": ("2.5", "red")}
+MODELS = {
+    "tiny_chroma": ("4.0", "red"),
+    "tiny_zimage": ("3.0", "red"),
+    "tiny_qwen_image": ("2.5", "red"),
+    "tiny_flux2_klein": ("1.0", "red"),
+}
 FAST = ["--steps", "2", "--dtype", "float32", "-W", "32", "-H", "32", "--seed", "7", "--quiet"]
 
 
