@@ -79,14 +79,18 @@ def shifted(scheduler, steps: int, shift: float) -> list[int]:
 
 def flow_sigmas(pipe, steps: int, shift: float) -> list[float]:
     """A flow-matching pipeline's STEPS sigmas before its scheduler shifts them (as the pipeline would
-    choose them: FLUX passes linspace(1, 1/steps), SD 3.x leaves them to the scheduler), shifted by SHIFT.
+    choose them, Family.base_sigmas: FLUX passes linspace(1, 1/steps), SD 3.x leaves them to the scheduler),
+    shifted by SHIFT.
     The scheduler then applies the model's own shift on top; shifts compose by multiplying, so SHIFT s
     on a model with shift m samples as shift s·m (FLUX: s·e^mu of its resolution-dependent mu)."""
     import numpy as np
 
+    from diffcli import families
+
     scheduler = pipe.scheduler
-    if type(pipe).__name__.startswith("Flux"):
-        base = np.linspace(1.0, 1 / steps, steps)
+    family = families.family_of_pipeline(type(pipe).__name__)
+    if family is not None and family.base_sigmas is not None:  # the pipeline's own choice (FLUX.1: linspace)
+        base = family.base_sigmas(steps)
     else:
         base = np.linspace(scheduler.sigma_max, scheduler.sigma_min, steps)
     return [shift_fraction(float(u), shift) for u in base]

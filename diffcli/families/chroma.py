@@ -6,7 +6,7 @@ pipelines pack 2x2 latent patches into tokens, as FLUX.1's do, and it decodes wi
 
 from __future__ import annotations
 
-from diffcli.families.spec import Alias, Configs, Family
+from diffcli.families.spec import Alias, Configs, Family, linspace_sigmas
 
 
 def detect(c: Configs) -> bool:
@@ -35,6 +35,7 @@ FAMILIES = (
         detect_keys=detect_keys,
         defaults={"steps": 40, "cfg": 3.0, "scheduler": "flow-euler"},
         flow=True,
+        base_sigmas=linspace_sigmas,  # its pipelines' own sigmas (what --shift shifts)
         denoiser="transformer",
         bf16=True,
         sample_size=128,  # the pipeline's default_sample_size: the transformer's config has none

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from diffcli.families.spec import Alias, Configs, Family
+from diffcli.families.spec import Alias, Configs, Family, linspace_sigmas
 
 EMBEDDED = "guidance embedding value (guidance-distilled; no negative prompt)"
 
@@ -46,6 +46,7 @@ FLUX = Family(
     detect_keys=detect_keys,
     defaults={"steps": 28, "cfg": 3.5, "scheduler": "flow-euler"},
     flow=True,
+    base_sigmas=linspace_sigmas,  # its pipelines' own sigmas (what --shift shifts)
     denoiser="transformer",
     bf16=True,
     sample_size=128,  # the pipeline's default_sample_size: the transformer's config has none

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from diffcli.families.spec import Alias, Configs, Family
+from diffcli.families.spec import Alias, Configs, Family, linspace_sigmas
 
 PIPELINES = {"txt2img": "Flux2KleinPipeline", "inpaint": "Flux2KleinInpaintPipeline"}
 # `diffcli edit`: the same pipeline, the input image and any -r reference images as its conditioning images
@@ -71,6 +71,7 @@ KLEIN = Family(
     # the step-distilled klein's settings (4 steps, no guidance), the release most people run
     defaults={"steps": 4, "cfg": 0.0, "scheduler": "flow-euler"},
     flow=True,
+    base_sigmas=linspace_sigmas,  # its pipelines' own sigmas (what --shift shifts)
     denoiser="transformer",
     bf16=True,
     sample_size=128,  # the pipeline's default_sample_size: the transformer's config has none

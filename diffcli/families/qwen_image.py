@@ -15,7 +15,7 @@ with a processor, a 16x VAE and no img2img or inpaint pipelines. Nor are the edi
 
 from __future__ import annotations
 
-from diffcli.families.spec import Alias, Configs, Family
+from diffcli.families.spec import Alias, Configs, Family, linspace_sigmas
 
 PIPELINES = {
     "txt2img": "QwenImagePipeline",
@@ -50,6 +50,7 @@ FAMILIES = (
         detect_keys=detect_keys,
         defaults={"steps": 50, "cfg": 4.0, "negative": " ", "scheduler": "flow-euler"},  # " ": CFG on (docstring)
         flow=True,
+        base_sigmas=linspace_sigmas,  # its pipelines' own sigmas (what --shift shifts)
         denoiser="transformer",
         bf16=True,
         sample_size=128,  # the pipeline's default_sample_size: the transformer's config has none

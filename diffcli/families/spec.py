@@ -98,6 +98,9 @@ class Family:
         base_examples: for a transformer single file, which models to name with --base.
         upscale_strength: the tiled upscale's default strength for its models (None: upscale's own).
         mag_ratios: the name, in diffusers.hooks.mag_cache, of the magnitude ratios MagCache needs for it.
+        base_sigmas: for a flow-matching family whose pipelines choose their own sigmas (FLUX.1's
+            linspace(1, 1/N)), those sigmas for N steps: what --shift shifts (diffcli.timesteps.flow_sigmas);
+            None: the scheduler's own (SD 3.x).
         aliases: short names for its well-known hub repos.
     """
 
@@ -131,6 +134,7 @@ class Family:
     base_examples: str | None = None
     upscale_strength: float | None = None
     mag_ratios: str | None = None
+    base_sigmas: Callable[[int], list[float]] | None = None
     aliases: dict = field(default_factory=dict)
 
     def takes(self, option: str) -> bool:
@@ -138,3 +142,11 @@ class Family:
         if option not in OPTIONS:
             raise ValueError(f"unknown family option {option!r}; one of {', '.join(OPTIONS)}")
         return option in self.options
+
+
+def linspace_sigmas(steps: int) -> list[float]:
+    """linspace(1, 1/STEPS, STEPS) in float64: the sigmas FLUX.1's pipelines (and Chroma's, Qwen-Image's,
+    FLUX.2's) pass their scheduler when given none (Family.base_sigmas)."""
+    import numpy as np
+
+    return [float(u) for u in np.linspace(1.0, 1 / steps, steps)]

@@ -36,6 +36,14 @@ def _alias(repo: str, label: str, steps: int, cfg: float) -> Alias:
     return Alias(repo, "z-image", label, settings)
 
 
+def base_sigmas(steps: int) -> list[float]:
+    """The sigmas Z-Image's pipelines pass their scheduler when given none (diffusers' own function: a float32
+    linspace(1, 1/steps))."""
+    from diffusers.pipelines.z_image.pipeline_z_image import get_default_z_image_sigmas
+
+    return get_default_z_image_sigmas(steps)
+
+
 FAMILIES = (
     Family(
         name="z-image",
@@ -46,6 +54,7 @@ FAMILIES = (
         # Z-Image-Turbo's settings (its model card: 8 steps, guidance 0), the release most people run
         defaults={"steps": 8, "cfg": 0.0, "scheduler": "flow-euler"},
         flow=True,
+        base_sigmas=base_sigmas,  # its pipelines' own sigmas (what --shift shifts)
         denoiser="transformer",
         bf16=True,
         sample_size=128,  # the pipeline's default 1024x1024 over the VAE's 8: the transformer's config has none

@@ -303,3 +303,43 @@ def test_a_transformer_file_is_recognised_and_runs_with_its_base(fixture, family
         **_negative(fixture),
     ).images[0]
     assert np.array_equal(pixels(written(r)[0]), np.asarray(plain, dtype=np.int16))
+
+
+@pytest.mark.parametrize("fixture", [*FAMILIES, "tiny_flux2_klein"])
+def test_shift_starts_from_the_sigmas_the_pipeline_would_pass(fixture, request, tmp_path):
+    """--shift s shifts the sigmas the family's pipeline chooses itself (Family.base_sigmas): at s = 1 they are
+    those sigmas exactly, and a --shift 2 job is plain diffusers given the shifted ones."""
+    from diffcli.timesteps import flow_sigmas, shift_fraction
+
+    model = request.getfixturevalue(fixture)
+    pipe = _plain_base(str(model))
+    seen = []
+    original = pipe.scheduler.set_timesteps
+
+    @functools.wraps(original)  # (diffusers reads its signature: does it take sigmas)
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("sigmas"))
+        return original(*args, **kwargs)
+
+    pipe.scheduler.set_timesteps = spy
+    try:
+        pipe(prompt="x", num_inference_steps=3, width=32, height=32, output_type="latent")
+    finally:
+        pipe.scheduler.set_timesteps = original
+    assert seen and seen[0] is not None
+    assert [float(s) for s in seen[0]] == flow_sigmas(pipe, 3, 1.0)
+
+    if fixture in FAMILIES:
+        guidance, extra = (
+            ["--cfg", str(FAMILIES[fixture][2]), *_negative_args(fixture)],
+            {**_cfg(fixture), **_negative(fixture)},
+        )
+    else:  # klein: no negative prompt, --cfg ignored
+        guidance, extra = [], {"guidance_scale": 0.0}
+    args = ["--seed", "4", "--steps", "3", "--shift", "2", *guidance, "-o", tmp_path, *FAST]
+    r = cli("txt2img", "castle", "-m", model, *args)
+    assert r.exit_code == 0, r.stderr
+    sigmas = [shift_fraction(float(u), 2.0) for u in seen[0]]
+    plain = _plain(model, "txt2img", prompt="castle", num_inference_steps=3, sigmas=sigmas, width=32, height=32,
+                   seed=4, **extra)  # fmt: skip
+    assert np.array_equal(pixels(written(r)[0]), np.asarray(plain, dtype=np.int16))
