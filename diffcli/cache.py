@@ -193,17 +193,11 @@ def _hook_config(pipe, kind: str, value, steps: int | None):
 
     from diffcli import families
 
-    family = next((f for f in families.families().values() if f.pipelines and f.mag_ratios and _runs(f, pipe)), None)
-    if family is None:
+    family = families.family_of_pipeline(type(pipe).__name__)
+    if family is None or not family.mag_ratios:
         raise UsageError("--cache magcache needs a model whose magnitude ratios diffusers ships (FLUX.1)")
     ratios = getattr(calibrations, family.mag_ratios)
     return MagCacheConfig(threshold=value, num_inference_steps=max(1, steps or len(ratios)), mag_ratios=ratios)
-
-
-def _runs(family, pipe) -> bool:
-    """Whether PIPE is one of FAMILY's task pipelines (or a model made for one task of it)."""
-    name = type(pipe).__name__
-    return name in family.pipelines.values() or name in family.one_task
 
 
 class DeepCache:

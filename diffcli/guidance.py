@@ -79,11 +79,8 @@ def cfg_argument(pipe) -> str:
     (Family.cfg_argument; Qwen-Image: true_cfg_scale), else guidance_scale."""
     from diffcli import families
 
-    name = type(pipe).__name__
-    for family in families.families().values():
-        if name in family.pipelines.values() or name in family.one_task:
-            return family.cfg_argument
-    return "guidance_scale"
+    family = families.family_of_pipeline(type(pipe).__name__)
+    return family.cfg_argument if family is not None else "guidance_scale"
 
 
 def pipeline_kwargs(

@@ -114,17 +114,21 @@ def controlnet_kinds() -> dict[str, dict[str, str]]:
 
 
 def family_of_pipeline(pipeline_class: str) -> Family | None:
-    """The family whose pipelines include PIPELINE_CLASS (None if none does)."""
+    """The family whose pipelines include PIPELINE_CLASS, or whose one-task models run it (FLUX.1 Fill:
+    FLUX.1); None if none does."""
     for family in families().values():
-        if pipeline_class in family.pipelines.values():
+        if pipeline_class in family.pipelines.values() or pipeline_class in family.one_task:
             return family
     return None
 
 
 def pipeline_class_for(base_class: str, task: str) -> str | None:
-    """The class name of TASK's pipeline in the family whose pipelines include BASE_CLASS (None if none)."""
+    """The class name of TASK's pipeline in the family whose pipelines include BASE_CLASS (None if none, and
+    for a model made for one task: its components fit no other pipeline)."""
     family = family_of_pipeline(base_class)
-    return family.pipelines.get(task) if family is not None else None
+    if family is None or base_class in family.one_task:
+        return None
+    return family.pipelines.get(task)
 
 
 def single_task(pipeline_class: str) -> str | None:

@@ -362,3 +362,36 @@ def test_partial_latents_decode_as_the_pipeline_decodes_them(fixture, request):
 
     ours = decode_latents(pipe, run("latent"), (32, 32))[0]
     assert np.array_equal(np.asarray(ours), np.asarray(run("pil")[0]))
+
+
+def test_flux_fill_is_flux_to_shift_guidance_and_caches(tiny_flux, tmp_path):
+    """A FLUX.1 Fill model (a one-task model of the FLUX.1 family) shifts the sigmas FluxFillPipeline passes
+    itself, takes --cfg as guidance_scale and finds FLUX.1's MagCache ratios; it switches to no other pipeline."""
+    import functools
+
+    import tiny_flow_models
+    import torch
+    from diffusers import FluxFillPipeline
+
+    from diffcli import cache, families, guidance
+    from diffcli.timesteps import flow_sigmas
+
+    fill = tiny_flow_models.build_flux_fill(tiny_flux, tmp_path / "fill")
+    pipe = FluxFillPipeline.from_pretrained(fill, torch_dtype=torch.float32)
+    assert families.family_of_pipeline("FluxFillPipeline") is families.family_of_pipeline("FluxPipeline")
+    assert families.pipeline_class_for("FluxFillPipeline", "img2img") is None
+    assert guidance.cfg_argument(pipe) == "guidance_scale"
+    assert cache._hook_config(pipe, "magcache", 0.1, 3).mag_ratios is not None
+    seen = []
+    original = pipe.scheduler.set_timesteps
+
+    @functools.wraps(original)  # (diffusers reads its signature: does it take sigmas)
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("sigmas"))
+        return original(*args, **kwargs)
+
+    pipe.scheduler.set_timesteps = spy
+    image = Image.new("RGB", (32, 32), "gray")
+    pipe(prompt="x", image=image, mask_image=image, num_inference_steps=3, width=32, height=32, output_type="latent")
+    assert seen and seen[0] is not None
+    assert [float(s) for s in seen[0]] == flow_sigmas(pipe, 3, 1.0)
