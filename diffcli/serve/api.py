@@ -377,15 +377,16 @@ def openai_edit_job(fields: dict[str, list], inputs: Inputs):
     One image; with `mask`, its fully transparent pixels are the area to repaint (OpenAI's rule; a mask
     without transparency is read as diffcli's: white = repaint) and the job is an inpaint; without a
     mask, an image with transparent pixels is inpainted there, any other image is an img2img. On a model
-    that edits by instruction (InstructPix2Pix, FLUX.1 Kontext) the job is an edit, the prompt its
-    instruction (with a mask: of that area, where the model's family takes one; `image_cfg` may be given).
+    that edits by instruction (InstructPix2Pix, FLUX.1 Kontext, FLUX.2 [klein]) the job is an edit, the prompt
+    its instruction (with a mask: of that area, where the model's family takes one; `image_cfg` may be given),
+    and several `image[]` parts are the image to edit (the first) and its reference images (`-r`, the rest).
     """
     from diffcli.jobs import Job
     from diffcli.run import model_edits
 
     images = fields.get("image", []) + fields.get("image[]", [])
-    if len(images) != 1 or not isinstance(images[0], bytes):
-        raise HttpError(400, "send exactly one image file in 'image'")
+    if not images or not all(isinstance(image, bytes) for image in images):
+        raise HttpError(400, "send the image to edit as a file in 'image'")
     values = {}
     for name, items in fields.items():
         if name in ("image", "image[]"):
@@ -404,10 +405,17 @@ def openai_edit_job(fields: dict[str, list], inputs: Inputs):
     image_path = inputs.add_bytes(images[0], "image")
     repaint = _repaint_area(mask if mask is not None else images[0], from_image=mask is None)
     extra = {"image": image_path, "strength": strength, "image_cfg": image_cfg}
-    if model_edits(job.model):  # an instruction edit (a mask: of that area)
+    if model_edits(job.model):  # an instruction edit (a mask: of that area; more images: its references)
         if isinstance(mask, str):
             raise HttpError(400, "'mask' must be an image file")
         extra.update(task="edit", mask=inputs.add_bytes(repaint, "mask") if repaint is not None else None)
+        if len(images) > 1:
+            extra["references"] = tuple(inputs.add_bytes(data, f"image[{i}]") for i, data in enumerate(images[1:], 1))
+    elif len(images) > 1:
+        raise HttpError(
+            400, f"send exactly one image file in 'image' ({len(images)} given; reference images are for models "
+            "that edit by instruction)"
+        )  # fmt: skip
     elif image_cfg is not None:
         raise HttpError(400, "'image_cfg' is for models that edit by instruction (InstructPix2Pix)")
     elif repaint is not None:

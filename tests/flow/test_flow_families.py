@@ -369,12 +369,13 @@ def test_flux_fill_is_flux_to_shift_guidance_and_caches(tiny_flux, tmp_path):
     itself, takes --cfg as guidance_scale and finds FLUX.1's MagCache ratios; it switches to no other pipeline."""
     import functools
 
-    import tiny_flow_models
     import torch
     from diffusers import FluxFillPipeline
 
     from diffcli import cache, families, guidance
     from diffcli.timesteps import flow_sigmas
+
+    import tiny_flow_models
 
     fill = tiny_flow_models.build_flux_fill(tiny_flux, tmp_path / "fill")
     pipe = FluxFillPipeline.from_pretrained(fill, torch_dtype=torch.float32)

@@ -4,6 +4,7 @@ model that edits by instruction are the pixels of plain diffusers."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import shutil
@@ -95,6 +96,57 @@ def test_openai_edits_on_an_edit_model_is_an_edit(web, models, tmp_path):
     # image_cfg on a model that does not edit by instruction: refused, not ignored
     with pytest.raises(openai.BadRequestError, match="image_cfg"):
         client.images.edit(image=("in.png", data, "image/png"), prompt="x", model="tiny", extra_body={"image_cfg": 1})
+
+
+def test_openai_edits_with_two_reference_images(web, tiny_flux2_klein, tmp_path):
+    """Several `image[]` parts on a model that takes reference images (FLUX.2 [klein]): the first is the image
+    to edit, the others its references, as `diffcli edit IMAGE -r A -r B` takes them (the pipeline's one `image`
+    list, the input first); on a model that takes no references, a 400 that says so."""
+    openai = pytest.importorskip("openai")
+    import torch
+    from diffusers import Flux2KleinPipeline
+
+    repo = _in_hub_cache(web, tiny_flux2_klein, "org/tiny-klein")
+    client = openai.OpenAI(base_url=f"http://{web.http}/v1", api_key="unused", max_retries=0, timeout=120)
+    paths = [noise_image(tmp_path / f"{name}.png", (64, 64), seed) for seed, name in enumerate(("in", "a", "b"))]
+    edited = client.images.edit(
+        image=[(p.name, p.read_bytes(), "image/png") for p in paths],
+        prompt="make it red",
+        model=repo,
+        response_format="b64_json",
+        extra_body={"seed": 5, "steps": 2},
+    )
+    with Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json))) as result:
+        got = np.asarray(result.convert("RGB"), dtype=np.int16)
+        record = json.loads(result.info["diffcli"])
+    assert record["job"]["task"] == "edit", record
+    # the public record names no server path, but each reference's hash (what --from finds them by)
+    hashes = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths[1:]]
+    assert [r["sha256"] for r in record["references"]] == hashes
+    pipe = Flux2KleinPipeline.from_pretrained(tiny_flux2_klein, torch_dtype=torch.float32)
+    plain = pipe(
+        prompt="make it red",
+        image=[Image.open(p).convert("RGB") for p in paths],
+        width=64,
+        height=64,
+        num_inference_steps=2,
+        guidance_scale=0.0,
+        generator=torch.Generator("cpu").manual_seed(5),
+    ).images[0]
+    assert np.array_equal(got, np.asarray(plain, dtype=np.int16))
+    alone = pipe(
+        prompt="make it red",
+        image=Image.open(paths[0]).convert("RGB"),
+        width=64,
+        height=64,
+        num_inference_steps=2,
+        guidance_scale=0.0,
+        generator=torch.Generator("cpu").manual_seed(5),
+    ).images[0]
+    assert not np.array_equal(got, np.asarray(alone, dtype=np.int16))  # the references took part
+    ip2p = _in_hub_cache(web, build_ip2p(tmp_path / "ip2p"), "org/tiny-ip2p-refs")
+    with pytest.raises(openai.BadRequestError, match="reference"):
+        client.images.edit(image=[(p.name, p.read_bytes(), "image/png") for p in paths[:2]], prompt="x", model=ip2p)
 
 
 def test_the_pages_start_image_on_an_edit_model_is_an_edit(web, models, tmp_path):
