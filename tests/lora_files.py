@@ -84,3 +84,26 @@ def to_kohya(peft_file: Path, out: Path, rank: int = 4) -> Path:
         kohya[f"{name}.alpha"] = torch.tensor(float(rank))
     save_file(kohya, str(out))
     return Path(out)
+
+
+def build_transformer_lora(model_dir: Path, out: Path, *, seed: int, rank: int = 4, scale: float = 0.3) -> Path:
+    """A .safetensors LoRA (peft keys) on the attention projections (to_q, to_k, to_v) of the transformer of
+    the flow-matching model at MODEL_DIR, saved by its own pipeline class's save_lora_weights, as the family's
+    trainers in diffusers save them."""
+    import torch
+    from diffusers import DiffusionPipeline
+    from peft import LoraConfig
+
+    torch.manual_seed(seed)
+    pipe = DiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+    transformer = pipe.transformer
+    targets = sorted(
+        {n.rsplit(".", 1)[-1] for n, _ in transformer.named_modules() if n.endswith(("to_q", "to_k", "to_v"))}
+    )
+    assert targets, f"{type(transformer).__name__} has no to_q/to_k/to_v projections"
+    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False))
+    out = Path(out)
+    type(pipe).save_lora_weights(
+        out.parent, weight_name=out.name, transformer_lora_layers=_randomized(transformer, scale, "peft")
+    )
+    return out
