@@ -82,3 +82,24 @@ def wait_for_first_step(stderr, timeout: float = 60) -> None:
             return
         assert time.time() < deadline, "no step event in time"
     raise AssertionError("the command ended before its first step")
+
+
+def sigmas_passed(pipe, **call) -> list[float]:
+    """The sigmas a flow-matching PIPE passes its scheduler's set_timesteps in a call with CALL (latent output)."""
+    import functools
+
+    seen = []
+    original = pipe.scheduler.set_timesteps
+
+    @functools.wraps(original)  # (diffusers reads its signature: does it take sigmas)
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("sigmas"))
+        return original(*args, **kwargs)
+
+    pipe.scheduler.set_timesteps = spy
+    try:
+        pipe(**call, output_type="latent")
+    finally:
+        pipe.scheduler.set_timesteps = original
+    assert seen and seen[0] is not None, "the pipeline passed no sigmas"
+    return [float(s) for s in seen[0]]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import cli, pixels, written
+from helpers import cli, pixels, sigmas_passed, written
 
 FAST = ["--dtype", "float32", "--quiet", "-W", "32", "-H", "32"]
 # fixture -> (family, its default cfg, the cfg a test passes, whether it takes a negative prompt)
@@ -313,21 +313,8 @@ def test_shift_starts_from_the_sigmas_the_pipeline_would_pass(fixture, request, 
 
     model = request.getfixturevalue(fixture)
     pipe = _plain_base(str(model))
-    seen = []
-    original = pipe.scheduler.set_timesteps
-
-    @functools.wraps(original)  # (diffusers reads its signature: does it take sigmas)
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("sigmas"))
-        return original(*args, **kwargs)
-
-    pipe.scheduler.set_timesteps = spy
-    try:
-        pipe(prompt="x", num_inference_steps=3, width=32, height=32, output_type="latent")
-    finally:
-        pipe.scheduler.set_timesteps = original
-    assert seen and seen[0] is not None
-    assert [float(s) for s in seen[0]] == flow_sigmas(pipe, 3, 1.0)
+    passed = sigmas_passed(pipe, prompt="x", num_inference_steps=3, width=32, height=32)
+    assert passed == flow_sigmas(pipe, 3, 1.0)
 
     if fixture in FAMILIES:
         guidance, extra = (
@@ -339,7 +326,7 @@ def test_shift_starts_from_the_sigmas_the_pipeline_would_pass(fixture, request, 
     args = ["--seed", "4", "--steps", "3", "--shift", "2", *guidance, "-o", tmp_path, *FAST]
     r = cli("txt2img", "castle", "-m", model, *args)
     assert r.exit_code == 0, r.stderr
-    sigmas = [shift_fraction(float(u), 2.0) for u in seen[0]]
+    sigmas = [shift_fraction(u, 2.0) for u in passed]
     plain = _plain(model, "txt2img", prompt="castle", num_inference_steps=3, sigmas=sigmas, width=32, height=32,
                    seed=4, **extra)  # fmt: skip
     assert np.array_equal(pixels(written(r)[0]), np.asarray(plain, dtype=np.int16))
