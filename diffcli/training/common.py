@@ -121,3 +121,44 @@ def ema_update(ema, model, decay: float):
     ep = list(ema.parameters())
     mp = [p.detach().float() for p in model.parameters()]
     torch._foreach_lerp_(ep, mp, 1 - decay)
+
+
+def optimizer_step(loss: torch.Tensor, model, opt, ema, step: int, ema_start: int, ema_decay: float) -> int:
+    """Backpropagate LOSS, clip MODEL's gradient norm to 1, step OPT, then (from step EMA_START on: a copy at
+    it) move EMA toward MODEL with decay min(EMA_DECAY, (1 + step) / (10 + step)); the new step count."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    step += 1
+    if step >= ema_start:
+        ema_update(ema, model, 0.0 if step == ema_start else min(ema_decay, (1 + step) / (10 + step)))
+    return step
+
+
+class Chores:
+    """What a recipe's loop does after each step besides learning: a running loss in a log line every
+    LOG_EVERY steps, REFRESH() every REFRESH_EVERY steps (new examples in the buffer), CHECKPOINT() every
+    CKPT_MINUTES and EXPORT() every EXPORT_MINUTES of wall time."""
+
+    def __init__(self, name: str, log, *, log_every: int, refresh, refresh_every: int, checkpoint, ckpt_minutes: float,
+                 export, export_minutes: float) -> None:  # fmt: skip
+        self.name, self.log, self.log_every = name, log, log_every
+        self.refresh, self.refresh_every = refresh, refresh_every
+        self.timed = [[checkpoint, ckpt_minutes * 60, time.time()], [export, export_minutes * 60, time.time()]]
+        self.loss_avg: float | None = None
+
+    def after(self, step: int, loss: float, lr: float, budget: Budget, tuner: ThreadTuner) -> None:
+        self.loss_avg = loss if self.loss_avg is None else 0.98 * self.loss_avg + 0.02 * loss
+        if step % self.log_every == 0:
+            self.log(
+                f"{self.name} step {step} loss {self.loss_avg:.4f} lr {lr:.2e} elapsed {budget.elapsed / 60:.1f} min "
+                f"threads {tuner.choice}"
+            )
+        if step % self.refresh_every == 0:
+            self.refresh()
+        for entry in self.timed:
+            fn, seconds, last = entry
+            if time.time() - last > seconds:
+                entry[2] = time.time()
+                fn()

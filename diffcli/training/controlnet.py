@@ -31,10 +31,11 @@ from diffcli.bundled import MODEL_DIR, scenes
 from diffcli.training import arch
 from diffcli.training.common import (
     Budget,
+    Chores,
     ThreadTuner,
-    ema_update,
     load_ckpt,
     lr_at,
+    optimizer_step,
     sample_timesteps,
     save_ckpt,
     to_float,
@@ -141,8 +142,6 @@ def train(args, log):
     snr_all = acp / (1 - acp)
     budget = Budget(args.steps, args.minutes, elapsed)
     tuner = ThreadTuner(args.threads)
-    last_ck = last_export = time.time()
-    loss_avg = None
     meta = {
         "base_model": "tiny",
         "control": "seg",
@@ -170,6 +169,11 @@ def train(args, log):
         )
         log(f"control: exported {'final ' if final else ''}weights at step {step} to {args.out}")
 
+    chores = Chores(
+        "control", log, log_every=100, refresh=lambda: buf.refresh(len(buf.scenes) // 8),
+        refresh_every=args.refresh_every, checkpoint=checkpoint, ckpt_minutes=args.ckpt_every, export=export,
+        export_minutes=args.export_every,
+    )  # fmt: skip
     while not budget.done(step):
         tuner.step()
         p = budget.progress(step)
@@ -196,27 +200,8 @@ def train(args, log):
             down, mid = controlnet(zt, t, emb, controlnet_cond=hint, return_dict=False)
             pred = unet(zt, t, emb, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
         loss = (((pred.float() - target) ** 2).mean(dim=(1, 2, 3)) * w).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        if step >= args.ema_start:
-            ema_update(ema, controlnet, 0.0 if step == args.ema_start else min(args.ema, (1 + step) / (10 + step)))
-        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-        if step % 100 == 0:
-            log(
-                f"control step {step} loss {loss_avg:.4f} lr {lr:.2e} elapsed {budget.elapsed / 60:.1f} min "
-                f"threads {tuner.choice}"
-            )
-        if step % args.refresh_every == 0:
-            buf.refresh(len(buf.scenes) // 8)
-        if time.time() - last_ck > args.ckpt_every * 60:
-            last_ck = time.time()
-            checkpoint()
-        if time.time() - last_export > args.export_every * 60:
-            last_export = time.time()
-            export()
+        step = optimizer_step(loss, controlnet, opt, ema, step, args.ema_start, args.ema)
+        chores.after(step, loss.item(), lr, budget, tuner)
     checkpoint()
     export(final=True)
     return step
