@@ -10,7 +10,7 @@ embedding, one pass per step, for FLUX.1 dev and Fill; nothing for schnell) and 
 from __future__ import annotations
 
 from diffcli import families
-from diffcli.errors import UsageError
+from diffcli.errors import RuntimeFailure, UsageError
 
 
 def _flow(family: str | None) -> bool:
@@ -146,6 +146,21 @@ def reference_argument(job, ref, layout) -> str | None:
     """The pipeline call's argument an edit's reference images go to (None: its pipeline takes none)."""
     spec = _settings_spec(ref, layout)
     return spec.references.get("edit-inpaint" if job.mask else "edit", (None, 0))[0] if spec is not None else None
+
+
+def missing_packages(ref, layout) -> None:
+    """A RuntimeFailure naming the Python packages the model's family needs (Family.needs) that are not
+    installed here, before anything loads."""
+    import importlib.util
+
+    spec = _settings_spec(ref, layout)
+    missing = [name for name in (spec.needs if spec is not None else ()) if importlib.util.find_spec(name) is None]
+    if missing:
+        names = " ".join(missing)
+        raise RuntimeFailure(
+            f"{spec.label} models need {names}, which is not installed: pip install {names} "
+            "(the build that matches your torch, from the same index)"
+        )
 
 
 def lacking_pipeline(pipeline_class: str, task: str) -> str | None:

@@ -18,9 +18,11 @@ MODELS = {
     "sd35-large": ("sd3", 8.06, 5.58, 0.08),
     "flux-dev / flux-schnell": ("flux", 11.9, 4.88, 0.08),  # CLIP-L + T5-XXL
     "flux-kontext": ("flux-kontext", 11.9, 4.88, 0.08),  # FLUX.1's sizes (diffcli edit)
+    "flux2-dev": ("flux2-dev", 32.2, 24.0, 0.08),  # Mistral Small 3.1 24B (vision tower included)
     "chroma-hd": ("chroma", 8.9, 4.76, 0.08),  # T5-XXL only
     "z-image-turbo": ("z-image", 6.15, 4.02, 0.08),  # Qwen3-4B
     "qwen-image": ("qwen-image", 20.4, 8.29, 0.13),  # Qwen2.5-VL-7B (vision tower included); its own VAE
+    "qwen-image-edit-2509 / -2511": ("qwen-image-edit-plus", 20.4, 8.29, 0.13),  # Qwen-Image's sizes (edit)
 }
 BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}
 QUANTIZED = {"int8": 1.0, "nf4": 0.56, "gguf-q8_0": 1.06, "gguf-q4_k": 0.56}  # bytes per denoiser parameter

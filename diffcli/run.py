@@ -132,6 +132,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
 
         job, ref, layout, painter = choose_model(job, ref, layout)
     _check_task(replace(job, model=ref.name), ref, layout)
+    family_checks.missing_packages(ref, layout)  # (after the usage errors: they say more)
     multiple = size_multiple(layout, job.task)
     check_model_settings(job, model_defaults(ref, layout), settings_source(ref))
     canvas = None

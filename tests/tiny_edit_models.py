@@ -66,6 +66,64 @@ def build_kontext(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def build_qwen_image_edit(path: Path, *, plus: bool = True, seed: int = 0) -> Path:
+    """A Qwen-Image-Edit-style model (PLUS: the multi-image 2509/2511 releases, QwenImageEditPlusPipeline; else
+    QwenImageEditPipeline): tiny_flow_models.build_qwen_image's transformer, VAE and scheduler, with a Qwen2.5-VL
+    text encoder whose vision tower reads the input (and reference) images, and the Qwen2-VL processor that
+    puts their tokens into the prompt (vision markers added to the tiny tokenizer). Needs torchvision (the
+    processor's video half: transformers will not build the processor without it)."""
+    import shutil
+
+    import torch
+    from diffusers import DiffusionPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    from tiny_flow_models import build_qwen_image
+
+    path = Path(path)
+    base = DiffusionPipeline.from_pretrained(build_qwen_image(path.with_name(path.name + "-base"), seed=seed))
+    tokenizer = base.tokenizer
+    markers = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", *markers]})
+    ids = {m: tokenizer.convert_tokens_to_ids(m) for m in markers}
+    config = base.text_encoder.config.to_dict()
+    config["text_config"]["vocab_size"] = config["vocab_size"] = len(tokenizer)
+    config.update(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    for key in ("architectures", "model_type", "transformers_version"):
+        config.pop(key, None)
+    torch.manual_seed(seed)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**config)).eval()
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=tokenizer.chat_template,
+    )
+    cls = QwenImageEditPlusPipeline if plus else QwenImageEditPipeline
+    pipe = cls(
+        scheduler=base.scheduler,
+        vae=base.vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        processor=processor,
+        transformer=base.transformer,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    shutil.rmtree(path.with_name(path.name + "-base"), ignore_errors=True)
+    return path
+
+
 # ---------------------------------------------------------------- inputs, and plain diffusers to compare with
 
 
@@ -123,5 +181,26 @@ def plain_kontext(model: Path, image: Path, instruction: str, seed: int, mask=No
         guidance_scale=2.5,
         generator=torch.Generator("cpu").manual_seed(seed),
         **extra,
+    ).images[0]
+    return np.asarray(out, dtype=np.int16)
+
+
+def plain_qwen_edit(model, images, instruction, seed, size):
+    """What a Qwen-Image-Edit model's own pipeline (model_index.json's class) makes with the same arguments:
+    IMAGES (the input, then references) at SIZE, true CFG 4 with the negative prompt " ", 2 steps."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
+    inputs = [Image.open(p).convert("RGB") for p in images]
+    out = pipe(
+        image=inputs if len(inputs) > 1 else inputs[0],
+        prompt=instruction,
+        negative_prompt=" ",
+        true_cfg_scale=4.0,
+        width=size[0],
+        height=size[1],
+        num_inference_steps=2,
+        generator=torch.Generator("cpu").manual_seed(seed),
     ).images[0]
     return np.asarray(out, dtype=np.int16)

@@ -477,3 +477,79 @@ def build_flux2_klein(path: Path, *, distilled: bool = True, seed: int = 0) -> P
     pipe.save_pretrained(path, safe_serialization=True)
     shutil.rmtree(path / "_qwen", ignore_errors=True)
     return path
+
+
+MISTRAL_CHAT_TEMPLATE = (  # the shape of messages Flux2Pipeline sends (content: a list of typed parts)
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+    "{% if c['type'] == 'text' %}{{ c['text'] }}{% else %}[IMG]{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+)
+
+
+def build_flux2_dev(path: Path, seed: int = 0) -> Path:
+    """A FLUX.2-[dev]-style model: FLUX.2's transformer with a guidance embedding, reading the hidden states of
+    layers 10, 20 and 30 (the pipeline's default) of a Mistral 3 model (a 31-layer, 16-wide Mistral text model
+    with a tiny Pixtral vision tower) through a Pixtral processor, and the FLUX.2 VAE with 4 latent channels.
+    Needs torchvision (transformers builds the Pixtral processor only with it)."""
+    import torch
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessor, PixtralProcessor
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    tokenizer = build_qwen_tokenizer(path / "_tok")
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "[IMG]", "[IMG_BREAK]", "[IMG_END]"]}
+    )
+    tokenizer.chat_template = MISTRAL_CHAT_TEMPLATE
+    processor = PixtralProcessor(
+        image_processor=PixtralImageProcessor(patch_size=16), tokenizer=tokenizer, patch_size=16,
+        chat_template=MISTRAL_CHAT_TEMPLATE,
+    )  # fmt: skip
+    hidden = 16
+    config = Mistral3Config(
+        text_config={
+            "model_type": "mistral", "hidden_size": hidden, "intermediate_size": 16, "num_hidden_layers": 31,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 8, "vocab_size": len(tokenizer),
+            "max_position_embeddings": 1024,
+        },
+        vision_config={
+            "model_type": "pixtral", "hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "head_dim": 8, "patch_size": 16, "image_size": 64,
+        },
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+    )  # fmt: skip
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=3 * hidden,
+        timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=True,
+    )
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )  # fmt: skip
+    pipe = Flux2Pipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=Mistral3ForConditionalGeneration(config).eval(),
+        tokenizer=processor,
+        transformer=transformer,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    shutil.rmtree(path / "_tok", ignore_errors=True)
+    return path

@@ -14,8 +14,14 @@ No img2img: Flux2KleinPipeline's `image` is reference images the new image is co
 not a starting point noised by a strength (AutoPipelineForImage2Image maps klein to it all the same); diffcli
 refuses img2img on these models. Inpaint is Flux2KleinInpaintPipeline (strength-based, a mask). `diffcli edit`
 runs Flux2KleinPipeline with the input image as its one conditioning image (no reference images, -r, and no
---mask yet: the pipeline takes the input and the references in one list, its `image`). FLUX.2 [dev]
-(Flux2Pipeline: a Mistral 3 text encoder, a guidance embedding) is not this family."""
+--mask yet: the pipeline takes the input and the references in one list, its `image`).
+
+FLUX.2 [dev] (Flux2Pipeline, family `flux2-dev`): the 32B transformer of the same design with a guidance
+embedding (guidance-distilled: --cfg is the embedded value, one pass per step, no negative prompt), reading
+three layers (10, 20, 30) of a Mistral Small 3.1 (24B) text encoder through its Pixtral processor, which
+transformers builds only with torchvision. txt2img, and `diffcli edit` with the input and up to 9 reference
+images in the pipeline's `image` list (BFL: up to 10 images in all); no img2img or inpaint pipeline. Its
+pipeline sets no cache context: no transformer cache."""
 
 from __future__ import annotations
 
@@ -125,4 +131,41 @@ BASE = replace(
     cfg_meaning="classifier-free guidance scale against the empty prompt (no negative prompt; 1 turns it off)",
     aliases={},
 )
-FAMILIES = (KLEIN, BASE)
+DEV_PIPELINE = "Flux2Pipeline"
+
+
+def detect_dev(c: Configs) -> bool:
+    return c.pipeline_class == DEV_PIPELINE
+
+
+DEV = Family(
+    name="flux2-dev",
+    label="FLUX.2 [dev]",
+    order=8,
+    detect=detect_dev,
+    detect_keys=None,  # its single files (guidance_in.*) are not recognised yet
+    defaults={"steps": 50, "cfg": 4.0, "scheduler": "flow-euler"},  # the model card's
+    flow=True,
+    base_sigmas=linspace_sigmas,
+    denoiser="transformer",
+    bf16=True,
+    sample_size=128,
+    patch_size=2,
+    pipelines={"txt2img": DEV_PIPELINE, "edit": DEV_PIPELINE},
+    references={"edit": ("image", 9)},
+    guidance="embedded",
+    cfg_meaning="guidance embedding value (guidance-distilled; no negative prompt)",
+    options=frozenset({"lora", "quantize"}),
+    tiny_decoder=None,
+    needs=("torchvision",),  # transformers builds the Pixtral processor only with it
+    aliases={
+        "flux2-dev": Alias(
+            "black-forest-labs/FLUX.2-dev",
+            "flux2-dev",
+            f"FLUX.2 [dev] 32B (text to image and editing with references; {NON_COMMERCIAL})",
+            {"steps": 50, "cfg": 4.0, "scheduler": "flow-euler", "width": 1024, "height": 1024},
+            gated=True,
+        ),
+    },
+)
+FAMILIES = (KLEIN, BASE, DEV)

@@ -101,6 +101,8 @@ class Family:
         base_sigmas: for a flow-matching family whose pipelines choose their own sigmas (FLUX.1's
             linspace(1, 1/N)), those sigmas for N steps: what --shift shifts (diffcli.timesteps.flow_sigmas);
             None: the scheduler's own (SD 3.x).
+        needs: Python packages (import names) its pipelines need beyond diffcli's own dependencies
+            (Qwen-Image-Edit's processor: torchvision); a model of it is refused with one line without them.
         aliases: short names for its well-known hub repos.
     """
 
@@ -135,6 +137,7 @@ class Family:
     upscale_strength: float | None = None
     mag_ratios: str | None = None
     base_sigmas: Callable[[int], list[float]] | None = None
+    needs: tuple = ()
     aliases: dict = field(default_factory=dict)
 
     def takes(self, option: str) -> bool:

@@ -182,6 +182,22 @@ def snapshot_files(snapshot: Path) -> list[str]:
     return sorted(out)
 
 
+# The classes of a pipeline's components that are files of settings and vocabularies, no weights: tokenizers,
+# processors (Qwen-Image-Edit's `processor`: Qwen2VLProcessor; FLUX.2 [dev]'s `tokenizer`: PixtralProcessor),
+# feature extractors and schedulers.
+WEIGHTLESS_CLASSES = ("Tokenizer", "TokenizerFast", "Processor", "FeatureExtractor", "Scheduler")
+
+
+def _weightless(component: str, entry) -> bool:
+    """Whether model_index.json's component (ENTRY: [library, class]) holds no weights."""
+    if component.startswith("tokenizer") or component.endswith("scheduler"):
+        return True
+    if component in ("feature_extractor", "image_processor", "processor"):
+        return True
+    cls = entry[1] if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str) else ""
+    return cls.endswith(WEIGHTLESS_CLASSES)
+
+
 def snapshot_missing(
     snapshot: Path,
     *,
@@ -218,11 +234,7 @@ def snapshot_missing(
         if not in_folder:
             missing.append(comp + "/")
             continue
-        if (
-            comp.startswith("tokenizer")
-            or comp.endswith("scheduler")
-            or comp in ("feature_extractor", "image_processor")
-        ):
+        if _weightless(comp, index.get(comp)):
             continue
         weights = [f for f in in_folder if f.endswith(".safetensors") or (allow_pickle and f.endswith(".bin"))]
         if not weights:

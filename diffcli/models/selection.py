@@ -12,7 +12,7 @@ import re
 from diffcli.models.safety import refuse_pickle
 
 ROOT_FILES = ("model_index.json", "diffcli.json")
-CONFIG_EXT = (".json", ".txt", ".model", ".tiktoken")  # configs, vocab/merges, sentencepiece
+CONFIG_EXT = (".json", ".txt", ".model", ".tiktoken", ".jinja")  # configs, vocab/merges, sentencepiece, chat templates
 WEIGHT_EXT = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx", ".h5", ".gguf", ".xml", ".pb")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}")
 

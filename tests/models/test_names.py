@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from diffcli.errors import UsageError
@@ -78,6 +80,25 @@ def test_select_plain():
             "tokenizer/special_tokens_map.json",
         ]
     )
+
+
+def test_select_takes_processors_and_chat_templates_without_weights(tmp_path):
+    """A processor component (Qwen-Image-Edit's `processor`, FLUX.2 [dev]'s Pixtral `tokenizer`): its configs,
+    vocabularies and chat template (transformers 5 writes chat_template.jinja) are fetched, and a local copy
+    without weights in it is complete."""
+    from diffcli.models.hub import snapshot_missing
+
+    files = ["model_index.json", "processor/processor_config.json", "processor/chat_template.jinja",
+             "processor/tokenizer.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors"]  # fmt: skip
+    assert select_files(files, ["processor", "vae"]) == sorted(files)
+    index = {"_class_name": "QwenImageEditPlusPipeline", "processor": ["transformers", "Qwen2VLProcessor"],
+             "vae": ["diffusers", "AutoencoderKLQwenImage"]}  # fmt: skip
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(json.dumps(index) if name == "model_index.json" else "{}")
+    assert snapshot_missing(tmp_path, allow_pickle=False) == []
+    (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    assert snapshot_missing(tmp_path, allow_pickle=False) == ["vae/ (weights)"]
 
 
 def test_select_variant():

@@ -149,6 +149,25 @@ def test_openai_edits_with_two_reference_images(web, tiny_flux2_klein, tmp_path)
         client.images.edit(image=[(p.name, p.read_bytes(), "image/png") for p in paths[:2]], prompt="x", model=ip2p)
 
 
+def test_the_server_runs_a_qwen_image_edit_plus_edit_with_references(web, tmp_path_factory, tmp_path):
+    """Where torchvision is installed (Qwen-Image-Edit's processor needs it): the resident server's edit with two
+    references is the pixels of QwenImageEditPlusPipeline."""
+    pytest.importorskip("torchvision", reason="transformers builds the Qwen2-VL processor only with torchvision")
+    from tiny_edit_models import build_qwen_image_edit, plain_qwen_edit
+
+    model = build_qwen_image_edit(tmp_path_factory.mktemp("models") / "tiny-qwen-edit-plus")
+    source = noise_image(tmp_path / "in.png", (32, 32), seed=0)
+    refs = [noise_image(tmp_path / f"ref{i}.png", (32, 32), seed=i) for i in (1, 2)]
+    served = web.cli(
+        "edit", source, "put them together", "-m", model, "-r", refs[0], "-r", refs[1], "--seed", "6",
+        "--steps", "2", "--dtype", "float32", "-o", tmp_path / "served", "--quiet",
+    )  # fmt: skip
+    assert served.returncode == 0, served.stderr + web.log()
+    with Image.open(served.stdout.split()[0]) as image:
+        got = np.asarray(image.convert("RGB"), dtype=np.int16)
+    assert np.array_equal(got, plain_qwen_edit(model, [source, *refs], "put them together", 6, (32, 32)))
+
+
 def test_the_pages_start_image_on_an_edit_model_is_an_edit(web, models, tmp_path):
     """POST /v1/jobs (the page's door) with a start image on a model that edits: an edit, the prompt its
     instruction (the A1111 body's strength is not one of an edit's settings)."""
