@@ -162,3 +162,38 @@ class Chores:
             if time.time() - last > seconds:
                 entry[2] = time.time()
                 fn()
+
+
+def add_loop_args(ap, *, ema: float, refresh_every: int, ckpt_every: float, export_every: float = 10.0) -> None:
+    """The options of a recipe's loop (EMA, buffer refreshes, checkpoints, exports, threads, bf16), with the
+    recipe's defaults."""
+    ap.add_argument("--ema", type=float, default=ema)
+    ap.add_argument("--ema-start", type=int, default=100)
+    ap.add_argument("--refresh-every", type=int, default=refresh_every)
+    ap.add_argument("--ckpt-every", type=float, default=ckpt_every, help="minutes")
+    ap.add_argument("--export-every", type=float, default=export_every, help="minutes")
+    ap.add_argument("--threads", type=int, default=1, help="1, or 2 to let it time 1 vs 2 now and then")
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast (only where the CPU/GPU has bf16 units; 15x slower on plain x86 cores)",
+    )
+
+
+def run_logged(args, train) -> int:
+    """TRAIN(args, log) with ARGS.threads torch threads, LOG writing timed lines to stdout and to
+    ARGS.ckpt_dir/train.log (the arguments first, the final step last); the final step."""
+    torch.set_num_threads(args.threads)
+    Path(args.ckpt_dir).mkdir(parents=True, exist_ok=True)
+    logf = Path(args.ckpt_dir) / "train.log"
+
+    def log(msg):
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with open(logf, "a") as f:
+            f.write(line + "\n")
+
+    log(f"args: {vars(args)}")
+    step = train(args, log)
+    log(f"training finished at step {step}")
+    return step

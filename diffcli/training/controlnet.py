@@ -33,9 +33,11 @@ from diffcli.training.common import (
     Budget,
     Chores,
     ThreadTuner,
+    add_loop_args,
     load_ckpt,
     lr_at,
     optimizer_step,
+    run_logged,
     sample_timesteps,
     save_ckpt,
     to_float,
@@ -230,32 +232,10 @@ def main(argv=None):
     ap.add_argument("--high-t-start", type=float, default=0.7)
     ap.add_argument("--cfg-drop", type=float, default=0.1)
     ap.add_argument("--caption-drop", type=float, default=0.25)
-    ap.add_argument("--ema", type=float, default=0.995)
-    ap.add_argument("--ema-start", type=int, default=100)
-    ap.add_argument("--refresh-every", type=int, default=500)
-    ap.add_argument("--ckpt-every", type=float, default=5.0, help="minutes")
-    ap.add_argument("--export-every", type=float, default=10.0, help="minutes")
-    ap.add_argument("--threads", type=int, default=1, help="1, or 2 to let it time 1 vs 2 now and then")
-    ap.add_argument(
-        "--bf16",
-        action="store_true",
-        help="bf16 autocast (only where the CPU/GPU has bf16 units; 15x slower on plain x86 cores)",
-    )
+    add_loop_args(ap, ema=0.995, refresh_every=500, ckpt_every=5.0)
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    Path(args.ckpt_dir).mkdir(parents=True, exist_ok=True)
-    logf = Path(args.ckpt_dir) / "train.log"
-
-    def log(msg):
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        with open(logf, "a") as f:
-            f.write(line + "\n")
-
-    log(f"args: {vars(args)}")
-    step = train(args, log)
-    log(f"training finished at step {step}")
+    run_logged(args, train)
 
 
 if __name__ == "__main__":
