@@ -406,25 +406,12 @@ def build_qwen_image(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build_flux2_klein(path: Path, *, distilled: bool = True, seed: int = 0) -> Path:
-    """A FLUX.2-[klein]-style model: FLUX.2's double- and single-stream transformer (no guidance embedding)
-    reading the hidden states of three layers (9, 18, 27, the pipeline's default) of a Qwen3 causal LM, so
-    the tiny text encoder has 28 layers, 16 wide; the FLUX.2 VAE (its latents patchified 2x2, batch-normed)
-    with 4 latent channels. distilled=True writes `is_distilled` into model_index.json as the step-distilled
-    klein 4B/9B have it (the base models run classifier-free guidance)."""
-    import torch
-    from diffusers import (
-        AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
-        Flux2KleinPipeline,
-        Flux2Transformer2DModel,
-    )
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+def _flux2_parts(hidden: int, guidance: bool):
+    """FLUX.2's tiny transformer (reading three text-encoder layers HIDDEN wide, side by side; a guidance
+    embedding for [dev]), VAE (4 latent channels, patchified 2x2) and scheduler (dynamic shifting: the pipeline
+    passes mu), made in this order (the seed set before decides their weights)."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
 
-    torch.manual_seed(seed)
-    path = Path(path)
-    tokenizer = build_qwen_tokenizer(path / "_qwen")
-    hidden = 16
     transformer = Flux2Transformer2DModel(
         patch_size=1,
         in_channels=16,  # 4 latent channels x the 2x2 patch
@@ -435,7 +422,7 @@ def build_flux2_klein(path: Path, *, distilled: bool = True, seed: int = 0) -> P
         joint_attention_dim=3 * hidden,  # three hidden-state layers side by side
         timestep_guidance_channels=32,
         axes_dims_rope=(4, 4, 4, 4),
-        guidance_embeds=False,
+        guidance_embeds=guidance,
     )
     vae = AutoencoderKLFlux2(
         block_out_channels=(8, 16),
@@ -446,6 +433,28 @@ def build_flux2_klein(path: Path, *, distilled: bool = True, seed: int = 0) -> P
         norm_num_groups=4,
         sample_size=32,
     )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )  # fmt: skip
+    return transformer, vae, scheduler
+
+
+def build_flux2_klein(path: Path, *, distilled: bool = True, seed: int = 0) -> Path:
+    """A FLUX.2-[klein]-style model: FLUX.2's double- and single-stream transformer (no guidance embedding)
+    reading the hidden states of three layers (9, 18, 27, the pipeline's default) of a Qwen3 causal LM, so
+    the tiny text encoder has 28 layers, 16 wide; the FLUX.2 VAE (its latents patchified 2x2, batch-normed)
+    with 4 latent channels. distilled=True writes `is_distilled` into model_index.json as the step-distilled
+    klein 4B/9B have it (the base models run classifier-free guidance)."""
+    import torch
+    from diffusers import Flux2KleinPipeline
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    tokenizer = build_qwen_tokenizer(path / "_qwen")
+    hidden = 16
+    transformer, vae, scheduler = _flux2_parts(hidden, guidance=False)
     text_encoder = Qwen3ForCausalLM(
         Qwen3Config(
             hidden_size=hidden,
@@ -458,14 +467,6 @@ def build_flux2_klein(path: Path, *, distilled: bool = True, seed: int = 0) -> P
             max_position_embeddings=1024,
         )
     ).eval()
-    scheduler = FlowMatchEulerDiscreteScheduler(  # FLUX.2 klein's: dynamic shifting (the pipeline passes mu)
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
     pipe = Flux2KleinPipeline(
         transformer=transformer,
         scheduler=scheduler,
@@ -491,7 +492,7 @@ def build_flux2_dev(path: Path, seed: int = 0) -> Path:
     with a tiny Pixtral vision tower) through a Pixtral processor, and the FLUX.2 VAE with 4 latent channels.
     Needs torchvision (transformers builds the Pixtral processor only with it)."""
     import torch
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+    from diffusers import Flux2Pipeline
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessor, PixtralProcessor
 
     torch.manual_seed(seed)
@@ -518,31 +519,7 @@ def build_flux2_dev(path: Path, seed: int = 0) -> Path:
         },
         image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
     )  # fmt: skip
-    transformer = Flux2Transformer2DModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=3 * hidden,
-        timestep_guidance_channels=32,
-        axes_dims_rope=(4, 4, 4, 4),
-        guidance_embeds=True,
-    )
-    vae = AutoencoderKLFlux2(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )  # fmt: skip
+    transformer, vae, scheduler = _flux2_parts(hidden, guidance=True)
     pipe = Flux2Pipeline(
         scheduler=scheduler,
         vae=vae,

@@ -86,8 +86,8 @@ def test_detected_with_the_defaults_of_each_kind(tiny_flux2_klein, klein_base):
     assert spec.takes("taylorseer") and not spec.takes("fbc") and not spec.takes("magcache")
     details = json.loads(cli("models", "info", str(klein_base), "--json").stdout)
     assert details["family"] == "flux2-klein" and details["recommended"]["cfg"] == 4.0
-    # FLUX.2 [dev] is not klein; klein's single files are known before FLUX.1 claims their block names
-    assert families.detect(families.Configs({"_class_name": "Flux2Pipeline"})) == "unknown"
+    # FLUX.2 [dev] is its own family; klein's single files are known before FLUX.1 claims their block names
+    assert families.detect(families.Configs({"_class_name": "Flux2Pipeline"})) == "flux2-dev"
     assert families.detect_keys(["double_blocks.0.img_attn.qkv.weight", "single_stream_modulation.lin.weight"]) == (
         "flux2-klein"
     )
