@@ -94,8 +94,13 @@ def _edits(family: str | None) -> bool:
 
 
 def editors() -> str:
-    """The models that edit by instruction, as a message names them: the aliases of the families that do."""
-    return ", ".join(name for name, alias in families.aliases().items() if _edits(alias.family)) or "none known"
+    """The models that edit by instruction, as a message names them: the shipped ones (tiny-edit) installed here,
+    then the aliases of the families that do."""
+    from diffcli.bundled import MODEL_NAMES, family, model_dir
+
+    shipped = [n for n in MODEL_NAMES if (model_dir(n) / "model_index.json").is_file() and _edits(family(n))]
+    aliased = [name for name, alias in families.aliases().items() if _edits(alias.family)]
+    return ", ".join(shipped + aliased) or "none known"
 
 
 def edits(ref, layout) -> bool:

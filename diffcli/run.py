@@ -242,6 +242,7 @@ def model_edits(name: str | None) -> bool:
     from diffcli.models.resolve import resolve
 
     try:
+        # None: the default model of the task asked (img2img's `tiny`): a start image stays an img2img there
         ref = resolve(name, offline=True, pull=False, progress="quiet", paths=name is None)
         return family_checks.edits(ref, layout_of(ref))
     except UsageError:
@@ -366,11 +367,14 @@ def _resolve_model(job: Job, opts: RunOptions, reporter):
             allow_pickle=opts.load.allow_pickle,
             progress=progress,
             paths=job.model is None,
+            task=job.task,
         )
     if opts.replay_model is None or job.model != opts.replay_model:
-        return resolve(job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle, progress=progress)
+        return resolve(
+            job.model, offline=opts.offline, allow_pickle=opts.load.allow_pickle, progress=progress, task=job.task
+        )
     try:
-        return resolve(job.model, offline=True, allow_pickle=opts.load.allow_pickle, progress=progress)
+        return resolve(job.model, offline=True, allow_pickle=opts.load.allow_pickle, progress=progress, task=job.task)
     except UsageError:
         from diffcli.text import shown
 
@@ -477,6 +481,10 @@ def _warn_unknown_words(job: Job, ref, reporter) -> None:
         from diffcli.prompts import words
 
         prompt = words(prompt)
+    if job.task == "edit":  # tiny-edit knows the words of its instructions ("make it night")
+        from diffcli.bundled.words import EDIT_WORDS
+
+        prompt = " ".join(w for w in (prompt or "").split() if w.lower().strip(".,;:!") not in EDIT_WORDS)
     message = unknown_words_warning(prompt, from_image=job.task != "txt2img")
     if message:
         reporter.warn(message)

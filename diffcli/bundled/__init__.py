@@ -13,14 +13,20 @@ MODEL_NAME = "tiny"
 MODEL_DIR = Path(__file__).resolve().parent / MODEL_NAME
 EVALUATOR_DIR = Path(__file__).resolve().parent / "evaluator"
 TINY_AE_DIR = Path(__file__).resolve().parent / "tiny-ae"  # the tiny autoencoder (trained by diffcli.training.tiny_ae)
-# Every model that ships in the package: the bundled model and its 4-step LCM student
-# (`diffcli distill --teacher tiny`, see docs/distill.md).
-MODEL_NAMES = (MODEL_NAME, "tiny-lcm")
+EDIT_MODEL_NAME = "tiny-edit"  # the bundled InstructPix2Pix model (recipe: diffcli.training.edit)
+# Every model that ships in the package: the bundled model, its 4-step LCM student
+# (`diffcli distill --teacher tiny`, see docs/distill.md) and its instruction-editing variant.
+MODEL_NAMES = (MODEL_NAME, "tiny-lcm", EDIT_MODEL_NAME)
+# The shipped model a task uses when none is named (no --model, no $DIFFCLI_MODEL); MODEL_NAME otherwise.
+TASK_MODELS = {"edit": EDIT_MODEL_NAME}
 
 __all__ = [
     "MODEL_NAME",
     "MODEL_DIR",
     "MODEL_NAMES",
+    "TASK_MODELS",
+    "default_model",
+    "family",
     "EVALUATOR_DIR",
     "model_dir",
     "unknown_words",
@@ -32,6 +38,15 @@ __all__ = [
 def model_dir(name: str = MODEL_NAME) -> Path:
     """The folder of the shipped model NAME (one of MODEL_NAMES); it may be missing from a trimmed install."""
     return MODEL_DIR if name == MODEL_NAME else Path(__file__).resolve().parent / name
+
+
+def default_model(task: str | None = None) -> str:
+    """The shipped model TASK uses when none is named: TASK_MODELS's, where that model is installed, else
+    MODEL_NAME."""
+    name = TASK_MODELS.get(task or "")
+    if name and (model_dir(name) / "model_index.json").is_file():
+        return name
+    return MODEL_NAME
 
 
 def unknown_words(text: str) -> list[str]:
@@ -51,6 +66,14 @@ def unknown_words_warning(prompt: str, from_image: bool = False) -> str | None:
     from .vocab import unknown_words_warning as _w
 
     return _w(prompt, from_image)
+
+
+def family(name: str = MODEL_NAME) -> str:
+    """The family the shipped model NAME's diffcli.json names ("bundled"; "bundled-edit" for tiny-edit)."""
+    try:
+        return json.loads((model_dir(name) / "diffcli.json").read_text()).get("family") or "bundled"
+    except (OSError, ValueError):
+        return "bundled"
 
 
 def defaults() -> dict:

@@ -158,6 +158,25 @@ STOP_WORDS = (
     "drawing",
 )
 PUNCTUATION = (".", ",", ";", ":", "!", "-")
+# The other words of the instructions `tiny-edit` is trained on (diffcli.training.edit.TEMPLATES): not in the
+# tokenizer's vocabulary (it spells them out character by character), but known to that model.
+EDIT_WORDS = (
+    "make",
+    "it",
+    "change",
+    "turn",
+    "into",
+    "paint",
+    "put",
+    "move",
+    "shift",
+    "place",
+    "replace",
+    "instead",
+    "now",
+    "colour",
+    "color",
+)
 
 
 _WORD_RE = re.compile(r"[a-z]+")

@@ -1,9 +1,10 @@
 """diffcli's bundled tiny models (diffcli/bundled/): SD-1-style UNets trained on generated scenes,
-named by their diffcli.json ("family": "bundled"). Their own diffcli.json carries their settings."""
+named by their diffcli.json ("family": "bundled", or "bundled-edit" for the InstructPix2Pix model `tiny-edit`).
+Their own diffcli.json carries their settings."""
 
 from __future__ import annotations
 
-from diffcli.families.sd1 import DEFAULTS, PIPELINES, UNET_OPTIONS
+from diffcli.families.sd1 import DEFAULTS, IP2P, IP2P_PIPELINE, PIPELINES, UNET_OPTIONS
 from diffcli.families.spec import Family
 
 FAMILIES = (
@@ -17,5 +18,16 @@ FAMILIES = (
         options=UNET_OPTIONS,
         controlnets={"seg": "tiny-control-seg"},  # shipped beside it (diffcli/bundled/)
         upscale_strength=0.1,  # measured (docs/upscale.md): 0.3 loses PSNR on every pair tried
+    ),
+    # `tiny-edit` (recipe diffcli.training.edit): the bundled model's InstructPix2Pix variant, edits only
+    Family(
+        name="bundled-edit",
+        label="diffcli bundled editing model (InstructPix2Pix)",
+        order=91,
+        defaults=IP2P.defaults,  # under its own diffcli.json
+        pipelines={"edit": IP2P_PIPELINE},
+        one_task={IP2P_PIPELINE: "edit"},
+        sampler_rule=False,
+        options=IP2P.options,
     ),
 )

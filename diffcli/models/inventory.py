@@ -150,7 +150,7 @@ class Item:
 
 def _bundled_item(entries: dict, name: str) -> Item | None:
     """The shipped model NAME; None for a shipped model this install lacks (the main one is always listed)."""
-    from diffcli.bundled import MODEL_NAME, model_dir
+    from diffcli.bundled import MODEL_NAME, family, model_dir
 
     path = model_dir(name)
     ok = (path / "model_index.json").is_file()
@@ -160,7 +160,7 @@ def _bundled_item(entries: dict, name: str) -> Item | None:
         name,
         "bundled",
         path,
-        "bundled" if ok else "unknown",
+        family(name) if ok else "unknown",
         du(path) if path.exists() else 0,
         (entries.get(f"bundled:{name}") or {}).get("last_used"),
         status="complete" if ok else "missing",

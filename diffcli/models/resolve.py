@@ -35,8 +35,12 @@ class ModelRef:
     base_name: str | None = None  # the base as the user named it
 
 
-def default_model_name() -> str:
-    return os.environ.get("DIFFCLI_MODEL") or "tiny"
+def default_model_name(task: str | None = None) -> str:
+    """The model used when none is named: $DIFFCLI_MODEL, else the shipped model for TASK (`tiny-edit` for an
+    edit, `tiny` otherwise: diffcli.bundled.TASK_MODELS)."""
+    from diffcli.bundled import default_model
+
+    return os.environ.get("DIFFCLI_MODEL") or default_model(task)
 
 
 def offline_requested(offline: bool = False) -> bool:
@@ -80,10 +84,12 @@ def resolve(
     sha256: str | None = None,
     progress="auto",
     paths: bool = True,
+    task: str | None = None,
 ) -> ModelRef:
     """Find NAME locally; pull it first when it is missing (unless offline or pull=False).
 
-    NAME None means the default model (DIFFCLI_MODEL, else 'tiny'); an empty NAME is a UsageError.
+    NAME None means the default model of TASK (DIFFCLI_MODEL, else the shipped model for the task:
+    default_model_name); an empty NAME is a UsageError.
     PROGRESS says where a download's progress (and warnings such as a damaged registry) go:
     "auto" (a rich bar on stderr), "quiet" (nothing; also `quiet=True`), "json" (JSON lines on
     stderr, nothing on stdout), or a callable `emit(event, **data)` such as a JSON reporter's `emit`.
@@ -94,10 +100,10 @@ def resolve(
 
     feedback = Feedback.of(progress, quiet)
     if name is None:
-        name = default_model_name()
+        name = default_model_name(task)
     elif not isinstance(name, str) or not name.strip():
         raise UsageError(
-            f"empty model name: give --model a name, or leave it out for the default ('{default_model_name()}')"
+            f"empty model name: give --model a name, or leave it out for the default ('{default_model_name(task)}')"
         )
     with registry.warnings_to(feedback.warning):
         return _resolve(
@@ -190,14 +196,14 @@ def _resolve(
 
 def _resolve_bundled(src) -> ModelRef:
     """The bundled model SRC names (names.parse's result), checked to be installed."""
-    from diffcli.bundled import MODEL_NAME, model_dir
+    from diffcli.bundled import MODEL_NAME, family, model_dir
     from diffcli.models import registry
 
     path = model_dir(src.name)
     if src.name != MODEL_NAME and not (path / "model_index.json").is_file():
         raise RuntimeFailure(f"the bundled model {src.name} is not installed ({path} is missing)")
     registry.touch(f"bundled:{src.name}", source="bundled")
-    return ModelRef(name=src.name, path=path, source="bundled", family="bundled")
+    return ModelRef(name=src.name, path=path, source="bundled", family=family(src.name))
 
 
 def _resolve_dir(

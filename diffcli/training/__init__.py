@@ -10,6 +10,7 @@ Each recipe is a command: ``python -m diffcli.training.<recipe> --help``.
   export           an fp16 StableDiffusionPipeline folder of trained components, swapped in whole
   bundled          the bundled model `tiny`: VAE, then text encoder + UNet, optional decoder fine-tune
   controlnet       the bundled ControlNet `tiny-control-seg` (object silhouette -> scene)
+  edit             the bundled InstructPix2Pix model `tiny-edit` (scene + instruction -> edited scene)
   tiny_ae          the bundled model's tiny autoencoder `tiny-ae`
   latent_upscaler  an x2 latent upscaler for the bundled family (not trained yet)
   segmenter        the scene segmenter (`control preprocess --kind seg`, the ControlNet bench)

@@ -16,6 +16,7 @@ HERE = MODEL_DIR.parent  # diffcli/bundled
 torch = pytest.importorskip("torch")
 
 PIPELINES = ["tiny", "tiny-lcm"]  # StableDiffusionPipeline folders
+EDIT_PIPELINES = ["tiny-edit"]  # StableDiffusionInstructPix2PixPipeline folders
 MODELS = {"tiny-ae": "AutoencoderTiny"}  # single-model folders: the class their config names
 CONTROLNETS = ["tiny-control-seg"]  # ControlNetModel folders for the bundled model
 LOADS = {  # how a user loads it -> the dtype every module must then have
@@ -37,7 +38,7 @@ def _shipped() -> set[str]:
 
 
 def test_every_shipped_model_folder_is_checked_here():
-    assert _shipped() == set(PIPELINES) | set(MODELS) | set(CONTROLNETS)
+    assert _shipped() == set(PIPELINES) | set(EDIT_PIPELINES) | set(MODELS) | set(CONTROLNETS)
 
 
 def _modules(pipe) -> dict:
@@ -64,6 +65,25 @@ def test_pipeline_folder_loads_and_runs_in_plain_diffusers(name, load):
     ).images
     assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
     assert out.std() > 0.02  # not a blank image
+
+
+@pytest.mark.parametrize("load", list(LOADS))
+@pytest.mark.parametrize("name", EDIT_PIPELINES)
+def test_edit_folder_loads_and_runs_in_plain_diffusers(name, load):
+    from diffusers import DiffusionPipeline
+
+    from diffcli.bundled import scenes
+
+    kwargs, dtype = LOADS[load]
+    pipe = DiffusionPipeline.from_pretrained(str(HERE / name), **kwargs)
+    assert type(pipe).__name__ == "StableDiffusionInstructPix2PixPipeline"
+    dtypes = _modules(pipe)
+    assert set(dtypes) == {"text_encoder", "unet", "vae"} and set(dtypes.values()) == {dtype}, dtypes
+    pipe.set_progress_bar_config(disable=True)
+    image = scenes.render(scenes.sample_scene(2), 64)  # the input (a PIL image; scenes only draws it)
+    gen = torch.Generator().manual_seed(0)
+    out = pipe("make it night", image=image, num_inference_steps=2, generator=gen, output_type="np").images
+    assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all() and out.std() > 0.02
 
 
 @pytest.mark.parametrize("name", PIPELINES)

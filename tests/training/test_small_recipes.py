@@ -4,6 +4,7 @@ evaluator and the bundled ControlNet, each for a step or two, written where the 
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from diffcli.bundled.evaluator import load_evaluator
@@ -53,3 +54,25 @@ def test_controlnet_recipe_exports_a_controlnet(tmp_path):
     assert meta["recipe"] == "python -m diffcli.training.controlnet" and meta["steps"] == 1
     assert ControlNetModel.from_pretrained(str(out)).config.conditioning_embedding_out_channels == [16, 32, 64]
     assert torch.load(tmp_path / "ckpt" / "control.pt", weights_only=False)["step"] == 1
+
+
+def test_edit_recipe_resumes_and_exports_an_instructpix2pix_pipeline(tmp_path):
+    """The tiny-edit recipe: a run of one step, resumed to two, checkpoints its step (with optimizer state)
+    and exports a folder plain diffusers loads as an InstructPix2Pix pipeline with diffcli's settings."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    from diffcli.training import edit
+
+    out, ckpt = tmp_path / "edit", tmp_path / "ckpt"
+    common = ["--out", str(out), "--ckpt-dir", str(ckpt), "--buffer", "4", "--batch", "2", "--threads", "1"]
+    edit.main([*common, "--steps", "1", "--attr-weights", "obj=1,time=0,color=0,ground=0,position=0"])
+    first = torch.load(ckpt / "edit.pt", weights_only=False)
+    assert first["step"] == 1 and first["opt"]["state"]
+    edit.main([*common, "--steps", "2", "--resume"])
+    assert torch.load(ckpt / "edit.pt", weights_only=False)["step"] == 2
+    assert "resumed at step 1" in (ckpt / "train.log").read_text()
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(str(out))
+    assert pipe.unet.config.in_channels == 8
+    assert json.loads((out / "diffcli.json").read_text())["family"] == "bundled-edit"
+    with pytest.raises(SystemExit):
+        edit.main([*common, "--steps", "1", "--attr-weights", "sky=1"])
