@@ -94,13 +94,16 @@ def settle(job: Job, ref, layout, input_size: tuple[int, int] | None = None) -> 
             layers.append(("input image", {"width": input_size[0], "height": input_size[1]}))
         else:  # one side given: the other follows the input
             layers.append(("input image", {"width": job.width or input_size[0], "height": job.height or input_size[1]}))
+    # the hires fix's settings: from the built-in layer and any layer below it that names them (a family's
+    # measured hires strength: the bundled models'), for a job that asks for the hires pass only
+    hires_on = job.task == "txt2img" and hires.is_on(job)
     value: dict = {}
     source: dict[str, str] = {}
     for name, values in layers:
         for key, v in values.items():
             if key in _EDIT_ONLY and job.task != "edit":
                 continue
-            if (key in _DEFAULTABLE or values is HIRES_BUILTIN) and v is not None:
+            if (key in _DEFAULTABLE or (hires_on and key in HIRES_BUILTIN)) and v is not None:
                 value[key], source[key] = v, name
     chosen = {}
     for key in _FIELDS:

@@ -147,7 +147,15 @@ def denoising_steps(job, flow: bool) -> int:
 def check_denoising_steps(job, flow: bool) -> None:
     """A usage error when an img2img or inpaint JOB would run no denoising step: a UNet pipeline runs
     int(steps x strength) of them (diffusers' get_timesteps), so --steps 1 at --strength 0.5 runs none and
-    the pipeline fails; flow-matching pipelines (FLOW) keep at least one step for any strength above 0."""
+    the pipeline fails; flow-matching pipelines (FLOW) keep at least one step for any strength above 0. The
+    same for the hires fix's img2img pass (--hires-steps, else --steps, at --hires-strength)."""
+    if not flow and job.task == "txt2img" and job.hires_strength is not None and job.steps is not None:
+        steps = job.hires_steps or job.steps
+        if min(int(steps * job.hires_strength), steps) < 1:
+            raise UsageError(
+                f"the hires pass at --hires-strength {job.hires_strength:g} runs no denoising step of {steps}; "
+                f"use --hires-steps {fewest_steps(job.hires_strength)} or more"
+            )
     if flow or job.task not in ("img2img", "inpaint") or job.strength is None or job.steps is None:
         return
     if min(int(job.steps * job.strength), job.steps) < 1:

@@ -206,3 +206,26 @@ def test_bad_hires_flags_fail_before_torch_loads():
     assert bad.exit_code == 2 and bad.stderr.strip().splitlines() == [
         "diffcli: error: give --hires SCALE or --hires-size WxH, not both"
     ]
+
+
+def test_the_strength_default_is_the_familys_where_it_has_one(tiny_sd, tmp_path):
+    """A1111's 0.7 for a family that names none (SD 1.x); the bundled family's measured 0.2 for `tiny`, where 0.7
+    repeats objects (docs/benchmarks.md); --hires-strength wins over both."""
+    strengths = {}
+    for name, model, extra in (
+        ("sd", tiny_sd, []),
+        ("tiny", "tiny", []),
+        ("tiny-given", "tiny", ["--hires-strength", "0.4"]),
+    ):
+        r = cli("txt2img", PROMPT, "-m", model, "--steps", "5", "--seed", "1", "--hires", "2", *extra, "--quiet",
+                "-o", tmp_path / name)  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        with Image.open(written(r)[0]) as image:
+            strengths[name] = json.loads(image.info["diffcli"])["job"]["hires_strength"]
+    assert strengths == {"sd": 0.7, "tiny": 0.2, "tiny-given": 0.4}
+    # a pass that would run no step (int(2 x 0.2) = 0) is one line, exit 2, before anything loads
+    none = cli("txt2img", PROMPT, "-m", "tiny", "--steps", "2", "--hires", "2", "--quiet", "-o", tmp_path / "none")
+    assert none.exit_code == 2 and "use --hires-steps 5 or more" in none.stderr, none.stderr
+    plain = cli("txt2img", PROMPT, "-m", "tiny", "--steps", "2", "--quiet", "-o", tmp_path / "plain")
+    with Image.open(written(plain)[0]) as image:  # no hires pass: no hires field, not even the family's
+        assert not any(k.startswith("hires") for k in json.loads(image.info["diffcli"])["job"])

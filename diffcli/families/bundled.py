@@ -12,7 +12,9 @@ FAMILIES = (
         name="bundled",
         label="diffcli bundled model",
         order=90,
-        defaults=DEFAULTS,  # under each model's own diffcli.json
+        # under each model's own diffcli.json; the hires fix redraws least at 0.2: trained at 64x64 only, the
+        # model repeats objects at 128 the more it redraws (measured: docs/benchmarks.md, bench/hires_quality.py)
+        defaults={**DEFAULTS, "hires_strength": 0.2},
         pipelines=PIPELINES,
         sampler_rule=False,
         options=UNET_OPTIONS,

@@ -290,7 +290,20 @@ def test_webuiapi_hires_fix_is_twice_the_size_and_the_cli_image(web, tmp_path):
     assert result.image.size == (128, 128)
     infotext = result.info["infotexts"][0]
     assert "Size: 64x64" in infotext and "Hires upscale: 2, Hires steps: 2, Hires upscaler: Latent" in infotext
-    flags = ["--steps", "2", "--seed", "5", "--cfg", "5", "--scheduler", "euler", "--hires", "2"]
+    flags = [
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        "--cfg",
+        "5",
+        "--scheduler",
+        "euler",
+        "--hires",
+        "2",
+        "--hires-strength",
+        "0.7",
+    ]
     cli = web.cli("txt2img", "red house", *flags, "--hires-upscaler", "latent", "-o", tmp_path, "--quiet")
     assert cli.returncode == 0, cli.stderr
     with Image.open(cli.stdout.split()[0]) as made:
