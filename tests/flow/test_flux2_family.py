@@ -252,6 +252,13 @@ def test_an_edit_conditions_on_the_input_image_as_plain_diffusers_does(tiny_flux
     args = ["--seed", "3", "--steps", "2", "-o", tmp_path / "r", *FAST[:3]]
     r = cli("edit", source, "make it red", "-m", tiny_flux2_klein, "-r", reference, *args)
     assert r.exit_code == 0, r.stderr
+    # the same edit as a batch line: the command's pixels
+    line = {"task": "edit", "image": str(source), "prompt": "make it red", "references": [str(reference)]}
+    (tmp_path / "jobs.jsonl").write_text(json.dumps(line) + "\n")
+    b = cli("batch", tmp_path / "jobs.jsonl", "-m", tiny_flux2_klein, "--seed", "3", "--steps", "2", "-o",
+            tmp_path / "b", *FAST[:3])  # fmt: skip
+    assert b.exit_code == 0, b.stderr
+    assert np.array_equal(pixels(written(b)[0]), pixels(written(r)[0]))
     images = [Image.open(p).convert("RGB") for p in (source, reference)]
     plain = pipe(
         prompt="make it red",
