@@ -133,6 +133,11 @@ def fewest_steps(strength: float) -> int:
     return steps
 
 
+def _unet_steps(steps: int, strength: float) -> int:
+    """The steps a UNet img2img-like call at STRENGTH runs of STEPS (diffusers' get_timesteps)."""
+    return min(int(steps * strength), steps)
+
+
 def denoising_steps(job, flow: bool) -> int:
     """The denoising steps a job's pipeline call runs: --steps, or for img2img-like tasks the part
     --strength keeps (diffusers' get_timesteps: int(steps x strength); flow-matching pipelines keep
@@ -141,7 +146,7 @@ def denoising_steps(job, flow: bool) -> int:
         return job.steps
     if flow:
         return job.steps - int(max(job.steps - job.steps * job.strength, 0))
-    return min(int(job.steps * job.strength), job.steps)
+    return _unet_steps(job.steps, job.strength)
 
 
 def check_denoising_steps(job, flow: bool) -> None:
@@ -149,17 +154,17 @@ def check_denoising_steps(job, flow: bool) -> None:
     int(steps x strength) of them (diffusers' get_timesteps), so --steps 1 at --strength 0.5 runs none and
     the pipeline fails; flow-matching pipelines (FLOW) keep at least one step for any strength above 0. The
     same for the hires fix's img2img pass (--hires-steps, else --steps, at --hires-strength)."""
-    if not flow and job.task == "txt2img" and job.hires_strength is not None and job.steps is not None:
-        steps = job.hires_steps or job.steps
-        if min(int(steps * job.hires_strength), steps) < 1:
-            raise UsageError(
-                f"the hires pass at --hires-strength {job.hires_strength:g} runs no denoising step of {steps}; "
-                f"use --hires-steps {fewest_steps(job.hires_strength)} or more"
-            )
-    if flow or job.task not in ("img2img", "inpaint") or job.strength is None or job.steps is None:
+    if flow or job.steps is None:
         return
-    if min(int(job.steps * job.strength), job.steps) < 1:
-        raise UsageError(
-            f"--steps {job.steps} at --strength {job.strength:g} runs no denoising step; "
-            f"use --steps {fewest_steps(job.strength)} or more"
-        )
+    if job.task == "txt2img" and job.hires_strength is not None:
+        steps, strength = job.hires_steps or job.steps, job.hires_strength
+        what = f"the hires pass at --hires-strength {strength:g} runs no denoising step of {steps}"
+        fix = f"--hires-steps {fewest_steps(strength)}"
+    elif job.task in ("img2img", "inpaint") and job.strength is not None:
+        steps, strength = job.steps, job.strength
+        what = f"--steps {steps} at --strength {strength:g} runs no denoising step"
+        fix = f"--steps {fewest_steps(strength)}"
+    else:
+        return
+    if _unet_steps(steps, strength) < 1:
+        raise UsageError(f"{what}; use {fix} or more")
