@@ -185,22 +185,26 @@ def plain_kontext(model: Path, image: Path, instruction: str, seed: int, mask=No
     return np.asarray(out, dtype=np.int16)
 
 
-def plain_qwen_edit(model, images, instruction, seed, size):
-    """What a Qwen-Image-Edit model's own pipeline (model_index.json's class) makes with the same arguments:
-    IMAGES (the input, then references) at SIZE, true CFG 4 with the negative prompt " ", 2 steps."""
+# what Qwen-Image-Edit's family passes for --cfg 4 (its default): true CFG with the negative prompt " "
+QWEN_EDIT_GUIDANCE = {"negative_prompt": " ", "true_cfg_scale": 4.0}
+
+
+def plain_edit(model, images, instruction: str, seed: int, size: tuple[int, int], pipe=None, **guidance):
+    """What the model's own pipeline (model_index.json's class; or PIPE, already loaded) makes with IMAGES (paths:
+    the input, then references; one image is passed alone, several as one list) at SIZE in 2 steps, with the
+    family's GUIDANCE arguments (Qwen-Image-Edit: negative_prompt " ", true_cfg_scale 4; FLUX.2: guidance_scale)."""
     import torch
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
+    pipe = pipe or DiffusionPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
     inputs = [Image.open(p).convert("RGB") for p in images]
     out = pipe(
-        image=inputs if len(inputs) > 1 else inputs[0],
+        image=(inputs if len(inputs) > 1 else inputs[0]) if inputs else None,
         prompt=instruction,
-        negative_prompt=" ",
-        true_cfg_scale=4.0,
         width=size[0],
         height=size[1],
         num_inference_steps=2,
         generator=torch.Generator("cpu").manual_seed(seed),
+        **guidance,
     ).images[0]
     return np.asarray(out, dtype=np.int16)

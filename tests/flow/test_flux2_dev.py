@@ -11,8 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-from tiny_edit_models import noise_image
+from tiny_edit_models import noise_image, plain_edit
 
 from helpers import cli, pixels, written
 
@@ -45,27 +44,12 @@ def tiny_flux2_dev(tmp_path_factory):
     return tiny_flow_models.build_flux2_dev(tmp_path_factory.mktemp("models") / "tiny-flux2-dev")
 
 
-def _plain(model, seed, size, images=None, prompt="castle"):
-    import torch
-    from diffusers import Flux2Pipeline
-
-    pipe = Flux2Pipeline.from_pretrained(str(model), torch_dtype=torch.float32)
-    out = pipe(
-        prompt=prompt,
-        image=[Image.open(p).convert("RGB") for p in images] if images else None,
-        width=size[0],
-        height=size[1],
-        num_inference_steps=2,
-        guidance_scale=4.0,
-        generator=torch.Generator("cpu").manual_seed(seed),
-    ).images[0]
-    return np.asarray(out, dtype=np.int16)
-
-
 def test_txt2img_and_an_edit_with_references_are_plain_diffusers(tiny_flux2_dev, tmp_path):
     r = cli("txt2img", "castle", "-m", tiny_flux2_dev, "--seed", "2", "-W", "32", "-H", "32", "-o", tmp_path, *FAST)
     assert r.exit_code == 0, r.stderr
-    assert np.array_equal(pixels(written(r)[0]), _plain(tiny_flux2_dev, 2, (32, 32)))
+    assert np.array_equal(
+        pixels(written(r)[0]), plain_edit(tiny_flux2_dev, [], "castle", 2, (32, 32), guidance_scale=4.0)
+    )
     source = noise_image(tmp_path / "in.png", (64, 64), seed=0)
     refs = [noise_image(tmp_path / f"ref{i}.png", (64, 64), seed=i) for i in (1, 2)]
     e = cli(
@@ -73,7 +57,7 @@ def test_txt2img_and_an_edit_with_references_are_plain_diffusers(tiny_flux2_dev,
         "-o", tmp_path / "edit", *FAST,
     )  # fmt: skip
     assert e.exit_code == 0, e.stderr
-    plain = _plain(tiny_flux2_dev, 3, (64, 64), [source, *refs], "make it red")
+    plain = plain_edit(tiny_flux2_dev, [source, *refs], "make it red", 3, (64, 64), guidance_scale=4.0)
     assert np.array_equal(pixels(written(e)[0]), plain)
     line = {"task": "edit", "image": str(source), "prompt": "make it red", "references": [str(p) for p in refs]}
     (tmp_path / "jobs.jsonl").write_text(json.dumps(line) + "\n")

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_edit_models import plain_edit
 
 from helpers import cli, pixels, written
 
@@ -222,8 +223,6 @@ def test_an_edit_conditions_on_the_input_image_as_plain_diffusers_does(tiny_flux
     """`diffcli edit` runs Flux2KleinPipeline with the input image as its conditioning image (the pipeline
     takes images of at least 64 pixels a side), and -r reference images beside it; --mask has no klein edit
     pipeline, so it is refused."""
-    import torch
-
     rng = np.random.default_rng(1)
     source = tmp_path / "in.png"
     Image.fromarray(rng.integers(0, 255, (64, 72, 3), dtype=np.uint8)).save(source)
@@ -234,16 +233,8 @@ def test_an_edit_conditions_on_the_input_image_as_plain_diffusers_does(tiny_flux
     made = written(r)[0]
     assert json.loads(Image.open(made).info["diffcli"])["job"]["task"] == "edit"
     pipe = _plain_base(str(tiny_flux2_klein))
-    plain = pipe(
-        prompt="make it red",
-        image=Image.open(source).convert("RGB"),
-        width=72,
-        height=64,
-        num_inference_steps=2,
-        guidance_scale=0.0,
-        generator=torch.Generator("cpu").manual_seed(3),
-    ).images[0]
-    assert np.array_equal(pixels(made), np.asarray(plain, dtype=np.int16))
+    plain = plain_edit(tiny_flux2_klein, [source], "make it red", 3, (72, 64), pipe=pipe, guidance_scale=0.0)
+    assert np.array_equal(pixels(made), plain)
     masked = cli("edit", source, "make it red", "-m", tiny_flux2_klein, "--mask", source, "-o", tmp_path, *FAST[:3])
     assert masked.exit_code == 2 and "--mask does not apply" in masked.stderr, masked.stderr
     # -r: reference images beside the input, all in the pipeline's one `image` list (the input first)
@@ -259,17 +250,8 @@ def test_an_edit_conditions_on_the_input_image_as_plain_diffusers_does(tiny_flux
             tmp_path / "b", *FAST[:3])  # fmt: skip
     assert b.exit_code == 0, b.stderr
     assert np.array_equal(pixels(written(b)[0]), pixels(written(r)[0]))
-    images = [Image.open(p).convert("RGB") for p in (source, reference)]
-    plain = pipe(
-        prompt="make it red",
-        image=images,
-        width=72,
-        height=64,
-        num_inference_steps=2,
-        guidance_scale=0.0,
-        generator=torch.Generator("cpu").manual_seed(3),
-    ).images[0]
-    assert np.array_equal(pixels(written(r)[0]), np.asarray(plain, dtype=np.int16))
+    plain = plain_edit(tiny_flux2_klein, [source, reference], "make it red", 3, (72, 64), pipe=pipe, guidance_scale=0.0)
+    assert np.array_equal(pixels(written(r)[0]), plain)
     assert not np.array_equal(pixels(written(r)[0]), pixels(made))  # the reference changed the edit
     four = cli("edit", source, "x", "-m", tiny_flux2_klein, *[a for _ in range(4) for a in ("-r", reference)], *args)
     assert four.exit_code == 2 and "takes at most 3 reference image(s)" in four.stderr, four.stderr

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_edit_models import noise_image, plain_qwen_edit
+from tiny_edit_models import QWEN_EDIT_GUIDANCE, noise_image, plain_edit
 
 from helpers import cli, pixels, written
 
@@ -79,9 +79,9 @@ def test_an_edit_with_two_references_is_plain_diffusers(edit_plus, tmp_path):
     assert r.exit_code == 0, r.stderr
     made = written(r)[0]
     assert Image.open(made).size == (48, 32)
-    plain = plain_qwen_edit(edit_plus, [source, *refs], "put them together", 4, (48, 32))
+    plain = plain_edit(edit_plus, [source, *refs], "put them together", 4, (48, 32), **QWEN_EDIT_GUIDANCE)
     assert np.array_equal(pixels(made), plain)
-    alone = plain_qwen_edit(edit_plus, [source], "put them together", 4, (48, 32))
+    alone = plain_edit(edit_plus, [source], "put them together", 4, (48, 32), **QWEN_EDIT_GUIDANCE)
     assert not np.array_equal(plain, alone)  # the references took part
     line = {"task": "edit", "image": str(source), "prompt": "put them together", "references": [str(p) for p in refs]}
     (tmp_path / "jobs.jsonl").write_text(json.dumps(line) + "\n")
@@ -98,4 +98,6 @@ def test_qwen_image_edit_is_plain_diffusers(tmp_path):
     source = noise_image(tmp_path / "in.png", (32, 48), seed=0)
     r = cli("edit", source, "make it red", "-m", model, "--seed", "5", "-o", tmp_path / "cli", *FAST)
     assert r.exit_code == 0, r.stderr
-    assert np.array_equal(pixels(written(r)[0]), plain_qwen_edit(model, [source], "make it red", 5, (32, 48)))
+    assert np.array_equal(
+        pixels(written(r)[0]), plain_edit(model, [source], "make it red", 5, (32, 48), **QWEN_EDIT_GUIDANCE)
+    )

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_edit_models import build_ip2p, build_kontext, noise_image, plain_ip2p, plain_kontext
+from tiny_edit_models import (
+    QWEN_EDIT_GUIDANCE,
+    build_ip2p,
+    build_kontext,
+    noise_image,
+    plain_edit,
+    plain_ip2p,
+    plain_kontext,
+)
 
 from serving import RunningServer, server_env
 
@@ -124,26 +132,10 @@ def test_openai_edits_with_two_reference_images(web, tiny_flux2_klein, tmp_path)
     hashes = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths[1:]]
     assert [r["sha256"] for r in record["references"]] == hashes
     pipe = Flux2KleinPipeline.from_pretrained(tiny_flux2_klein, torch_dtype=torch.float32)
-    plain = pipe(
-        prompt="make it red",
-        image=[Image.open(p).convert("RGB") for p in paths],
-        width=64,
-        height=64,
-        num_inference_steps=2,
-        guidance_scale=0.0,
-        generator=torch.Generator("cpu").manual_seed(5),
-    ).images[0]
-    assert np.array_equal(got, np.asarray(plain, dtype=np.int16))
-    alone = pipe(
-        prompt="make it red",
-        image=Image.open(paths[0]).convert("RGB"),
-        width=64,
-        height=64,
-        num_inference_steps=2,
-        guidance_scale=0.0,
-        generator=torch.Generator("cpu").manual_seed(5),
-    ).images[0]
-    assert not np.array_equal(got, np.asarray(alone, dtype=np.int16))  # the references took part
+    plain = plain_edit(tiny_flux2_klein, paths, "make it red", 5, (64, 64), pipe=pipe, guidance_scale=0.0)
+    assert np.array_equal(got, plain)
+    alone = plain_edit(tiny_flux2_klein, paths[:1], "make it red", 5, (64, 64), pipe=pipe, guidance_scale=0.0)
+    assert not np.array_equal(got, alone)  # the references took part
     ip2p = _in_hub_cache(web, build_ip2p(tmp_path / "ip2p"), "org/tiny-ip2p-refs")
     with pytest.raises(openai.BadRequestError, match="reference"):
         client.images.edit(image=[(p.name, p.read_bytes(), "image/png") for p in paths[:2]], prompt="x", model=ip2p)
@@ -153,7 +145,7 @@ def test_the_server_runs_a_qwen_image_edit_plus_edit_with_references(web, tmp_pa
     """Where torchvision is installed (Qwen-Image-Edit's processor needs it): the resident server's edit with two
     references is the pixels of QwenImageEditPlusPipeline."""
     pytest.importorskip("torchvision", reason="transformers builds the Qwen2-VL processor only with torchvision")
-    from tiny_edit_models import build_qwen_image_edit, plain_qwen_edit
+    from tiny_edit_models import build_qwen_image_edit
 
     model = build_qwen_image_edit(tmp_path_factory.mktemp("models") / "tiny-qwen-edit-plus")
     source = noise_image(tmp_path / "in.png", (32, 32), seed=0)
@@ -165,7 +157,9 @@ def test_the_server_runs_a_qwen_image_edit_plus_edit_with_references(web, tmp_pa
     assert served.returncode == 0, served.stderr + web.log()
     with Image.open(served.stdout.split()[0]) as image:
         got = np.asarray(image.convert("RGB"), dtype=np.int16)
-    assert np.array_equal(got, plain_qwen_edit(model, [source, *refs], "put them together", 6, (32, 32)))
+    assert np.array_equal(
+        got, plain_edit(model, [source, *refs], "put them together", 6, (32, 32), **QWEN_EDIT_GUIDANCE)
+    )
 
 
 def test_the_pages_start_image_on_an_edit_model_is_an_edit(web, models, tmp_path):
