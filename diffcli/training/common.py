@@ -197,3 +197,20 @@ def run_logged(args, train) -> int:
     step = train(args, log)
     log(f"training finished at step {step}")
     return step
+
+
+def load_frozen_base(model_dir):
+    """(vae, text_encoder, unet, tokenizer) of the bundled-layout model at MODEL_DIR in float32, the three
+    models in eval mode with their gradients off (a recipe trains a new module beside them, or a copy)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from diffcli import loading
+
+    d = Path(model_dir)
+    f32 = {"torch_dtype": torch.float32}
+    vae = loading.from_pretrained(AutoencoderKL, d / "vae", **f32).eval().requires_grad_(False)
+    te = loading.from_pretrained(CLIPTextModel, d / "text_encoder", **f32).eval().requires_grad_(False)
+    unet = loading.from_pretrained(UNet2DConditionModel, d / "unet", **f32).eval().requires_grad_(False)
+    tok = loading.from_pretrained(CLIPTokenizer, d / "tokenizer")
+    return vae, te, unet, tok

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcli import loading
 from diffcli.bundled import MODEL_DIR, scenes
 from diffcli.training import arch
 from diffcli.training.common import (
@@ -35,6 +34,7 @@ from diffcli.training.common import (
     ThreadTuner,
     add_loop_args,
     load_ckpt,
+    load_frozen_base,
     lr_at,
     optimizer_step,
     run_logged,
@@ -94,19 +94,6 @@ class Buffer:
         return [self.scenes[i] for i in t.tolist()], z, hint
 
 
-def load_base(model_dir):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    d = Path(model_dir)
-    f32 = {"torch_dtype": torch.float32}
-    vae = loading.from_pretrained(AutoencoderKL, d / "vae", **f32).eval().requires_grad_(False)
-    te = loading.from_pretrained(CLIPTextModel, d / "text_encoder", **f32).eval().requires_grad_(False)
-    unet = loading.from_pretrained(UNet2DConditionModel, d / "unet", **f32).eval().requires_grad_(False)
-    tok = loading.from_pretrained(CLIPTokenizer, d / "tokenizer")
-    return vae, te, unet, tok
-
-
 def export_controlnet(controlnet, out_dir, meta: dict) -> Path:
     """fp16 weights in the standard diffusers ControlNetModel layout, swapped in whole."""
     import shutil
@@ -125,7 +112,7 @@ def export_controlnet(controlnet, out_dir, meta: dict) -> Path:
 def train(args, log):
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
-    vae, te, unet, tok = load_base(args.base)
+    vae, te, unet, tok = load_frozen_base(args.base)
     sf = vae.config.scaling_factor
     controlnet = make_controlnet(unet).train()
     ema = copy.deepcopy(controlnet).requires_grad_(False)

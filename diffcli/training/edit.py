@@ -45,6 +45,7 @@ from diffcli.training.common import (
     ThreadTuner,
     add_loop_args,
     load_ckpt,
+    load_frozen_base,
     lr_at,
     optimizer_step,
     run_logged,
@@ -212,19 +213,6 @@ class PairBuffer:
         return [self.pairs[i] for i in t.tolist()], self.src[t], z
 
 
-def load_base(model_dir):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    d = Path(model_dir)
-    f32 = {"torch_dtype": torch.float32}
-    vae = loading.from_pretrained(AutoencoderKL, d / "vae", **f32).eval().requires_grad_(False)
-    te = loading.from_pretrained(CLIPTextModel, d / "text_encoder", **f32).eval().requires_grad_(False)
-    unet = loading.from_pretrained(UNet2DConditionModel, d / "unet", **f32)
-    tok = loading.from_pretrained(CLIPTokenizer, d / "tokenizer")
-    return vae, te, unet, tok
-
-
 def widen_unet(unet, extra: int = 4):
     """The UNet with EXTRA more input channels, their conv_in weights zero (InstructPix2Pix's init)."""
     from diffusers import UNet2DConditionModel
@@ -265,7 +253,7 @@ def export_edit_pipeline(out_dir, base_dir, unet, defaults: dict) -> Path:
 def train(args, log):
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
-    vae, te, base_unet, tok = load_base(args.base)
+    vae, te, base_unet, tok = load_frozen_base(args.base)
     from diffusers import DDPMScheduler
 
     # the training noise schedule of the shipped scheduler (betas, zero terminal SNR, prediction type)
