@@ -30,6 +30,7 @@ from diffcli.training.common import (
     Budget,
     ThreadTuner,
     ema_update,
+    file_logger,
     load_ckpt,
     lr_at,
     render_batch,
@@ -459,15 +460,7 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     acc = Accelerator(mixed_precision="bf16", cpu=not torch.cuda.is_available())
-    Path(args.ckpt_dir).mkdir(parents=True, exist_ok=True)
-    logf = Path(args.ckpt_dir) / "train.log"
-
-    def log(msg):
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        with open(logf, "a") as f:
-            f.write(line + "\n")
-
+    log = file_logger(args.ckpt_dir)
     log(f"args: {vars(args)} device {acc.device}")
     vae = train_vae(args, acc, log)
     if args.stage == "vae":

@@ -180,12 +180,10 @@ def add_loop_args(ap, *, ema: float, refresh_every: int, ckpt_every: float, expo
     )
 
 
-def run_logged(args, train) -> int:
-    """TRAIN(args, log) with ARGS.threads torch threads, LOG writing timed lines to stdout and to
-    ARGS.ckpt_dir/train.log (the arguments first, the final step last); the final step."""
-    torch.set_num_threads(args.threads)
-    Path(args.ckpt_dir).mkdir(parents=True, exist_ok=True)
-    logf = Path(args.ckpt_dir) / "train.log"
+def file_logger(ckpt_dir):
+    """A log function writing each message, timed, to stdout and to CKPT_DIR/train.log (made if missing)."""
+    Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+    logf = Path(ckpt_dir) / "train.log"
 
     def log(msg):
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
@@ -193,6 +191,14 @@ def run_logged(args, train) -> int:
         with open(logf, "a") as f:
             f.write(line + "\n")
 
+    return log
+
+
+def run_logged(args, train) -> int:
+    """TRAIN(args, log) with ARGS.threads torch threads, LOG writing timed lines to stdout and to
+    ARGS.ckpt_dir/train.log (the arguments first, the final step last); the final step."""
+    torch.set_num_threads(args.threads)
+    log = file_logger(args.ckpt_dir)
     log(f"args: {vars(args)}")
     step = train(args, log)
     log(f"training finished at step {step}")
