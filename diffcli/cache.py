@@ -118,6 +118,11 @@ def check(job, family: str | None, name: str) -> None:
         return
     kind = parse(job.cache)[0]
     spec = families.get(family)
+    if spec is not None and spec.takes(kind) and kind in TRANSFORMER_CACHES and (job.cfg_cutoff or 0) > 0:
+        raise UsageError(
+            f"--cache {kind} cannot run with --cfg-cutoff: stopping guidance halves the batch whose features "
+            "diffusers' hooks keep; leave one of them out"
+        )
     if spec is None or spec.takes(kind):
         return
     if kind == "deepcache":
@@ -162,19 +167,49 @@ def active(pipe, spec: str | None, steps: int | None = None):
 
 @contextmanager
 def _transformer_cache(pipe, kind: str, value, steps: int | None):
-    """diffusers' cache hook KIND on PIPE's transformer (its CacheMixin.enable_cache) for the calls made
-    inside; disabled on the way out, so the shared transformer runs uncached afterwards."""
+    """diffusers' cache hook KIND on PIPE's transformer for the calls made inside (its CacheMixin.enable_cache,
+    or _hooked where it has none); removed on the way out, so the shared transformer runs uncached afterwards."""
     transformer = getattr(pipe, "transformer", None)
-    if transformer is None or not hasattr(transformer, "enable_cache"):
+    if transformer is None:
         raise UsageError(
             f"--cache {kind} needs a transformer that diffusers can cache; this model's denoiser is "
-            f"{type(getattr(pipe, 'unet', None) or transformer).__name__}"
+            f"{type(getattr(pipe, 'unet', None)).__name__}"
         )
-    transformer.enable_cache(_hook_config(pipe, kind, value, steps))
+    config = _hook_config(pipe, kind, value, steps)
+    if not hasattr(transformer, "enable_cache"):
+        with _hooked(transformer, kind, config):
+            yield transformer
+        return
+    transformer.enable_cache(config)
     try:
         yield transformer
     finally:
         transformer.disable_cache()
+
+
+@contextmanager
+def _hooked(transformer, kind: str, config):
+    """TaylorSeer's hooks on a TRANSFORMER without diffusers' CacheMixin (SD 3.x), applied as
+    CacheMixin.enable_cache applies them, with the one cache context its pipelines do not set (they run both
+    halves of classifier-free guidance in one batch, so one context for the whole call is what the hooks need);
+    removed as CacheMixin.disable_cache removes them. diffusers' (0.42) other hooks fail on such models: the
+    first-block cache on SD 3.x's last block (it returns no text stream) and on Z-Image's blocks (their forward
+    names no hidden_states), so the families take only what works (Family.options)."""
+    from diffusers import hooks
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+    from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
+
+    if kind != "taylorseer":
+        raise UsageError(f"--cache {kind} needs a transformer with diffusers' cache support (FLUX.1, tiny-flux)")
+    hooks.apply_taylorseer_cache(transformer, config)
+    registry = hooks.HookRegistry.check_if_exists_or_initialize(transformer)
+    registry.invalidate_child_registries_cache()
+    _set_cache_context(transformer, CacheContext("inference"))
+    try:
+        yield
+    finally:
+        _set_cache_context(transformer, None)
+        registry.remove_hook(_TAYLORSEER_CACHE_HOOK, recurse=True)
 
 
 def _hook_config(pipe, kind: str, value, steps: int | None):
@@ -193,10 +228,11 @@ def _hook_config(pipe, kind: str, value, steps: int | None):
 
     from diffcli import families
 
-    family = families.family_of_pipeline(type(pipe).__name__)
+    family = families.family_of_pipe(pipe)
     if family is None or not family.mag_ratios:
-        raise UsageError("--cache magcache needs a model whose magnitude ratios diffusers ships (FLUX.1)")
-    ratios = getattr(calibrations, family.mag_ratios)
+        raise UsageError("--cache magcache needs a model whose magnitude ratios are known (FLUX.1, tiny-flux)")
+    names = isinstance(family.mag_ratios, str)  # diffusers' calibration of it, else the family's own
+    ratios = getattr(calibrations, family.mag_ratios) if names else list(family.mag_ratios)
     return MagCacheConfig(threshold=value, num_inference_steps=max(1, steps or len(ratios)), mag_ratios=ratios)
 
 

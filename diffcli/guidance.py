@@ -79,7 +79,7 @@ def cfg_argument(pipe) -> str:
     (Family.cfg_argument; Qwen-Image: true_cfg_scale), else guidance_scale."""
     from diffcli import families
 
-    family = families.family_of_pipeline(type(pipe).__name__)
+    family = families.family_of_pipe(pipe)
     return family.cfg_argument if family is not None else "guidance_scale"
 
 

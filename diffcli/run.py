@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from diffcli import hires, schema
+from diffcli import families, hires, schema
 from diffcli.errors import UsageError
 from diffcli.jobs import (
     Job,
@@ -584,7 +584,6 @@ def load_options(prepared: Prepared, load: LoadOptions) -> LoadOptions:
 def device_choice(prepared: Prepared):
     """The device and dtype a settled job runs on (its model's family decides `--dtype auto` on CUDA);
     also what the key of its loaded pipeline holds (serve.models)."""
-    from diffcli import families
     from diffcli.device import choose
 
     job = prepared.job
@@ -893,6 +892,9 @@ def _call_kwargs(pipe, prepared: Prepared, prompts: list[tuple[str, str]], gener
         ),
     )
     takes = inspect.signature(pipe.__call__).parameters
+    family = families.family_of_pipe(pipe)
+    if family is not None:  # what the family's pipelines are always called with (tiny-flux: its T5 length)
+        kwargs.update({k: v for k, v in family.call_kwargs.items() if k in takes})
     if job.task == "txt2img":
         kwargs.update(width=job.width, height=job.height)
     elif job.task == "edit":

@@ -88,7 +88,7 @@ def flow_sigmas(pipe, steps: int, shift: float) -> list[float]:
     from diffcli import families
 
     scheduler = pipe.scheduler
-    family = families.family_of_pipeline(type(pipe).__name__)
+    family = families.family_of_pipe(pipe)
     if family is not None and family.base_sigmas is not None:  # the pipeline's own choice (FLUX.1: linspace)
         base = family.base_sigmas(steps)
     else:

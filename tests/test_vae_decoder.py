@@ -109,3 +109,33 @@ def test_a_served_request_takes_the_decoder_as_a_job_field(tiny_taesd):
     assert job.vae_decoder == str(tiny_taesd)
     with pytest.raises(UsageError, match="vae_decoder"):
         parse_request({"job": {"prompt": "x", "vae_decoder": 3}, "opts": {"out": "/tmp/o"}})
+
+
+@pytest.mark.parametrize("fixture", ["tiny_zimage", "tiny_chroma"])
+def test_a_tiny_decoder_decodes_chroma_and_z_image_for_one_job(fixture, request, tmp_path):
+    """The 2026 families whose VAE is FLUX.1's (their family's tiny decoder is taef1): an AutoencoderTiny folder
+    with the model's latent channels decodes one job (recorded), and the next job has the full VAE's exact
+    pixels."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    model = request.getfixturevalue(fixture)
+    torch.manual_seed(0)
+    decoder = tmp_path / "taef"
+    AutoencoderTiny(
+        latent_channels=json.loads((model / "vae" / "config.json").read_text())["latent_channels"],
+        encoder_block_out_channels=(16, 16),
+        decoder_block_out_channels=(16, 16),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+    ).save_pretrained(decoder)
+    jobs = tmp_path / "jobs.jsonl"
+    line = {"prompt": "red house", "seed": 3, "width": 32, "height": 32}
+    jobs.write_text("".join(json.dumps(x) + "\n" for x in (line, {**line, "vae_decoder": str(decoder)}, line)))
+    b = cli("batch", jobs, "-m", model, "--steps", "2", "--dtype", "float32", "-q", "-o", tmp_path / "b")
+    assert b.exit_code == 0, b.stderr
+    full, tiny, after = [Path(p) for p in b.stdout.split()]
+    assert pixels(tiny).shape == pixels(full).shape and np.abs(pixels(tiny) - pixels(full)).mean() > 1
+    assert np.array_equal(pixels(after), pixels(full))
+    with Image.open(tiny) as im:
+        assert json.loads(im.info["diffcli"])["job"]["vae_decoder"] == str(decoder.resolve())

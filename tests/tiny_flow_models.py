@@ -155,8 +155,9 @@ def build_flux(path: Path, *, guidance: bool = True, seed: int = 0) -> Path:
 def write_transformer_files(base: Path, out: Path, seed: int = 1) -> dict[str, Path]:
     """Another random transformer for BASE (a tiny FLUX or SD3 folder), written as people download one:
     `folder` (diffusers layout, for the plain-diffusers reference), `safetensors` (one file) and `gguf`
-    (one file, every 2-D weight whose rows are whole 32-value blocks quantized to Q8_0, the rest F32,
-    as llama.cpp-style converters write them; written with the `gguf` package)."""
+    (one file, every weight matrix whose rows are whole 32-value blocks quantized to Q8_0, the rest F32 (biases,
+    norms, and one-row tensors such as Z-Image's pad tokens, which converters keep unquantized), as
+    llama.cpp-style converters write them; written with the `gguf` package)."""
     import diffusers
     import gguf
     import torch
@@ -174,7 +175,7 @@ def write_transformer_files(base: Path, out: Path, seed: int = 1) -> dict[str, P
     writer = gguf.GGUFWriter(str(out / "transformer.gguf"), arch=config["_class_name"])
     for name, tensor in state.items():
         array = tensor.float().numpy()
-        if array.ndim == 2 and array.shape[-1] % 32 == 0:
+        if array.ndim == 2 and array.shape[0] > 1 and array.shape[-1] % 32 == 0:
             q8 = gguf.GGMLQuantizationType.Q8_0
             writer.add_tensor(name, gguf.quants.quantize(array, q8), raw_dtype=q8)
         else:

@@ -176,7 +176,8 @@ Cache = Annotated[
         help=(
             "Step caching: deepcache[:N] reuses the UNet's deep features, running the whole UNet every N-th step "
             "only (faster, slightly different images; N default 3; SD 1.x/2.x/SDXL); fbc[:THRESHOLD], "
-            "taylorseer[:N], magcache[:THRESHOLD]: diffusers' transformer caches (FLUX.1); none (default). See "
+            "taylorseer[:N], magcache[:THRESHOLD]: diffusers' transformer caches (FLUX.1 and tiny-flux: all three; "
+            "Qwen-Image: fbc, taylorseer; FLUX.2, SD 3.x: taylorseer); none (default). See "
             "docs/speed.md."
         ),
         rich_help_panel=GEN,

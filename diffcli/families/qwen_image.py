@@ -23,6 +23,8 @@ from dataclasses import replace
 
 from diffcli.families.spec import Alias, Configs, Family, linspace_sigmas
 
+TRUE_CFG = "true classifier-free guidance scale (true_cfg_scale; default negative prompt ' '; 1 turns it off)"
+
 PIPELINES = {
     "txt2img": "QwenImagePipeline",
     "img2img": "QwenImageImg2ImgPipeline",
@@ -75,7 +77,7 @@ QWEN_IMAGE = Family(
     pipelines=PIPELINES,
     guidance="cfg",
     cfg_argument="true_cfg_scale",
-    cfg_meaning="true classifier-free guidance scale (true_cfg_scale; default negative prompt ' '; 1 turns it off)",
+    cfg_meaning=TRUE_CFG,
     options=frozenset({"negative", "lora", "quantize", "fbc", "taylorseer"}),
     tiny_decoder=None,  # no tiny decoder for its VAE
     single_file="transformer",

@@ -122,6 +122,29 @@ def family_of_pipeline(pipeline_class: str) -> Family | None:
     return None
 
 
+def family_of_pipe(pipe) -> Family | None:
+    """The family of a loaded pipeline PIPE: the one its model folder's diffcli.json names, where that family
+    runs PIPE's class (the bundled models: `tiny-flux` is "bundled-flux" on FLUX.1's pipelines), else
+    family_of_pipeline of its class."""
+    pipeline_class = type(pipe).__name__
+    named = get(_folder_family(str(pipe.config.get("_name_or_path") or "")))
+    if named is not None and (pipeline_class in named.pipelines.values() or pipeline_class in named.one_task):
+        return named
+    return family_of_pipeline(pipeline_class)
+
+
+@cache
+def _folder_family(path: str) -> str | None:
+    """The family a model folder's diffcli.json names (None: no folder, no such file, no family in it)."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads((Path(path) / "diffcli.json").read_text()).get("family") if path else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def pipeline_class_for(base_class: str, task: str) -> str | None:
     """The class name of TASK's pipeline in the family whose pipelines include BASE_CLASS (None if none, and
     for a model made for one task: its components fit no other pipeline)."""

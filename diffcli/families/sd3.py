@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from diffcli.families.spec import Alias, Configs, Family
 
-# no DeepCache: no UNet to cache; and diffusers (0.42) has no cache hooks for SD 3.x's transformer (its
-# pipelines set no cache context): --cache fbc/taylorseer/magcache are refused for it
-FLOW_OPTIONS = frozenset({"negative", "cfg-cutoff", "lora", "quantize"})
+# no DeepCache: no UNet to cache. SD 3.x's transformer has no CacheMixin and its pipelines set no cache context,
+# but diffusers' TaylorSeer hooks work on it with the context diffcli sets (diffcli.cache._hooked); its first-block
+# cache fails on SD 3.x's last block and no MagCache ratios exist for it
+FLOW_OPTIONS = frozenset({"negative", "cfg-cutoff", "lora", "quantize", "taylorseer"})
 
 
 def detect(c: Configs) -> bool:

@@ -97,10 +97,13 @@ class Family:
         config_repo: the diffusers repo whose tokenizers and configs complete a single-file checkpoint.
         base_examples: for a transformer single file, which models to name with --base.
         upscale_strength: the tiled upscale's default strength for its models (None: upscale's own).
-        mag_ratios: the name, in diffusers.hooks.mag_cache, of the magnitude ratios MagCache needs for it.
+        mag_ratios: the magnitude ratios MagCache needs for it: the name of diffusers' own in
+            diffusers.hooks.mag_cache (FLUX.1), or the ratios per step, calibrated here (bench/mag_ratios.py).
         base_sigmas: for a flow-matching family whose pipelines choose their own sigmas (FLUX.1's
             linspace(1, 1/N)), those sigmas for N steps: what --shift shifts (diffcli.timesteps.flow_sigmas);
             None: the scheduler's own (SD 3.x).
+        call_kwargs: keyword arguments its pipelines are always called with (the bundled FLUX.1-architecture
+            model `tiny-flux`: max_sequence_length 32, the T5 length it was trained at).
         needs: Python packages (import names) its pipelines need beyond diffcli's own dependencies
             (Qwen-Image-Edit's processor: torchvision); a model of it is refused with one line without them.
         aliases: short names for its well-known hub repos.
@@ -135,8 +138,9 @@ class Family:
     config_repo: str | None = None
     base_examples: str | None = None
     upscale_strength: float | None = None
-    mag_ratios: str | None = None
+    mag_ratios: str | tuple | None = None
     base_sigmas: Callable[[int], list[float]] | None = None
+    call_kwargs: dict = field(default_factory=dict)
     needs: tuple = ()
     aliases: dict = field(default_factory=dict)
 

@@ -275,7 +275,8 @@ def test_z_image_refuses_the_transformer_caches(tiny_zimage):
 @pytest.mark.parametrize(("fixture", "family"), [("tiny_zimage", "z-image"), ("tiny_qwen_image", "qwen-image")])
 def test_a_transformer_file_is_recognised_and_runs_with_its_base(fixture, family, request, tmp_path):
     """A single .safetensors transformer (diffusers' key layout) is known by its tensor names (detect_keys)
-    and, with --base, draws what plain diffusers draws with that transformer."""
+    and, with --base, draws what plain diffusers draws with that transformer; the same transformer as a Q8_0
+    GGUF file loads quantized and draws nearly that image."""
     import diffusers
     import torch
 
@@ -286,9 +287,13 @@ def test_a_transformer_file_is_recognised_and_runs_with_its_base(fixture, family
     model = request.getfixturevalue(fixture)
     files = write_transformer_files(model, tmp_path / "files")
     assert detect_family(files["safetensors"]) == family
-    args = ["castle at dusk", "-m", files["safetensors"], "--base", model, "--seed", "4", "--steps", "2"]
-    r = cli("txt2img", *args, "--cfg", str(FAMILIES[fixture][2]), *_negative_args(fixture), "-o", tmp_path / "o", *FAST)
+    args = ["castle at dusk", "--base", model, "--seed", "4", "--steps", "2", "--cfg", str(FAMILIES[fixture][2])]
+    r = cli("txt2img", *args, "-m", files["safetensors"], *_negative_args(fixture), "-o", tmp_path / "o", *FAST)
     assert r.exit_code == 0, r.stderr
+    g = cli("txt2img", *args, "-m", files["gguf"], *_negative_args(fixture), "-o", tmp_path / "g", *FAST)
+    assert g.exit_code == 0, g.stderr
+    diff = np.abs(pixels(written(g)[0]) - pixels(written(r)[0]))
+    assert 0 < diff.mean() < 1.0 and diff.max() <= 8, (diff.mean(), diff.max())
     config = json.loads((files["folder"] / "config.json").read_text())
     transformer = getattr(diffusers, config["_class_name"]).from_pretrained(files["folder"], torch_dtype=torch.float32)
     pipe = diffusers.DiffusionPipeline.from_pretrained(str(model), transformer=transformer, torch_dtype=torch.float32)

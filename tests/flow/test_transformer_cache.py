@@ -60,11 +60,44 @@ def test_values_parse_settle_and_bad_ones_are_one_line():
 
 
 @pytest.mark.parametrize("kind", ["fbc", "taylorseer", "magcache"])
-def test_refused_where_the_family_takes_no_such_cache(kind, tiny_sd, tiny_sd3):
-    for model, label in ((tiny_sd, "Stable Diffusion 1.x"), (tiny_sd3, "Stable Diffusion 3.x")):
+def test_refused_where_the_family_takes_no_such_cache(kind, tiny_sd, tiny_sd3, tiny_chroma):
+    refusing = [(tiny_sd, "Stable Diffusion 1.x"), (tiny_chroma, "Chroma")]
+    if kind != "taylorseer":  # SD 3.x takes TaylorSeer only
+        refusing.append((tiny_sd3, "Stable Diffusion 3.x"))
+    for model, label in refusing:
         r = cli("txt2img", "red house", "-m", model, "--cache", kind, *FAST)
         assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
-        assert f"--cache {kind} applies to FLUX.1" in r.stderr and label in r.stderr
+        assert f"--cache {kind} applies to " in r.stderr and "FLUX.1" in r.stderr and label in r.stderr
+
+
+def test_taylorseer_on_sd3_is_plain_diffusers_with_the_hook_and_a_context(tiny_sd3, tmp_path):
+    """SD 3.x's transformer has no CacheMixin and its pipeline sets no cache context: diffcli applies diffusers'
+    TaylorSeer hooks and one context for the call, as a plain-diffusers user would; the next job is uncached.
+    With --cfg-cutoff (the batch halves mid-run) it is refused in one line."""
+    import torch
+    from diffusers import DiffusionPipeline
+    from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+    def make(*args):
+        r = cli("txt2img", "castle at dusk", "-m", tiny_sd3, "--steps", str(STEPS), "--cfg", "4", "--seed", "5",
+                "--negative", "red", *args, *FAST, "-o", tmp_path)  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        return pixels(written(r)[0])
+
+    cached, plain = make("--cache", "taylorseer:3"), make()
+    pipe = DiffusionPipeline.from_pretrained(str(tiny_sd3), torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    call = dict(negative_prompt="red", num_inference_steps=STEPS, guidance_scale=4.0, width=32, height=32)
+    expected_plain = pipe("castle at dusk", generator=torch.Generator("cpu").manual_seed(5), **call).images[0]
+    apply_taylorseer_cache(pipe.transformer, TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=3))
+    _set_cache_context(pipe.transformer, CacheContext("inference"))
+    expected = pipe("castle at dusk", generator=torch.Generator("cpu").manual_seed(5), **call).images[0]
+    assert np.array_equal(cached, np.asarray(expected, dtype=np.int16))
+    assert np.array_equal(plain, np.asarray(expected_plain, dtype=np.int16))
+    assert not np.array_equal(cached, plain)
+    r = cli("txt2img", "red house", "-m", tiny_sd3, "--cache", "taylorseer", "--cfg-cutoff", "0.5", *FAST)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--cfg-cutoff" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize(("kind", "value"), [("fbc", 0.5), ("taylorseer", 3), ("magcache", 0.5)])
