@@ -34,6 +34,7 @@ for them before the model loads.
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
 from diffcli.errors import UsageError
@@ -41,14 +42,15 @@ from diffcli.errors import UsageError
 KINDS = ("none", "deepcache", "fbc", "taylorseer", "magcache")
 MAX_INTERVAL = 100  # a full step every 100 steps is already one full step in most runs
 # Transformer caches (diffusers' hooks, on for one pipeline call like DeepCache), their parameter and its
-# default: diffusers' own defaults (0.42), not yet measured on a trained transformer model here.
+# default: diffusers' own (0.42), for families that measured none of their own (Family.cache_params: tiny-flux's,
+# bench/cache_quality.py; docs/speed.md).
 TRANSFORMER_CACHES = {
     "fbc": (
         "THRESHOLD",
         float,
         0.05,
     ),  # FirstBlockCacheConfig.threshold: reuse while the first block's change is below it
-    "taylorseer": ("N", int, 5),  # TaylorSeerCacheConfig.cache_interval: a full step every N
+    "taylorseer": ("N", int, 5),  # TaylorSeerCacheConfig.cache_interval (lite variant): a full step every N
     "magcache": ("THRESHOLD", float, 0.06),  # MagCacheConfig.threshold: accumulated error allowed before a full step
 }
 TAYLORSEER_WARMUP = 3  # TaylorSeerCacheConfig.disable_cache_before_step: full steps first (diffusers' default)
@@ -97,16 +99,19 @@ def _transformer_parameter(spec: str, kind: str, text: str) -> int | float:
     return value
 
 
-def settled(spec: str | None, default_interval: int) -> str | None:
+def settled(spec: str | None, default_interval: int, family_params: dict | None = None) -> str | None:
     """The recorded form of a `--cache` value: "none", or the kind with its parameter (the default filled in):
-    "deepcache:N" (DEFAULT_INTERVAL), "fbc:0.05", "taylorseer:5", "magcache:0.06"."""
+    "deepcache:N" (DEFAULT_INTERVAL), and for the transformer caches the model family's measured parameter
+    (FAMILY_PARAMS, Family.cache_params) or diffusers' default: "fbc:0.05", "taylorseer:5", "magcache:0.06"."""
     if spec is None:
         return None
     kind, value = parse(spec)
     if kind == "none":
         return kind
-    if value is None:
-        value = TRANSFORMER_CACHES[kind][2] if kind in TRANSFORMER_CACHES else default_interval
+    if value is None and kind in TRANSFORMER_CACHES:
+        value = (family_params or {}).get(kind, TRANSFORMER_CACHES[kind][2])
+    elif value is None:
+        value = default_interval
     return f"{kind}:{value:g}" if isinstance(value, float) else f"{kind}:{value}"
 
 
@@ -189,7 +194,7 @@ def _transformer_cache(pipe, kind: str, value, steps: int | None):
 
 @contextmanager
 def _hooked(transformer, kind: str, config):
-    """TaylorSeer's hooks on a TRANSFORMER without diffusers' CacheMixin (SD 3.x), applied as
+    """TaylorSeer's hooks (CONFIG) on a TRANSFORMER without diffusers' CacheMixin (SD 3.x), applied as
     CacheMixin.enable_cache applies them, with the one cache context its pipelines do not set (they run both
     halves of classifier-free guidance in one batch, so one context for the whole call is what the hooks need);
     removed as CacheMixin.disable_cache removes them. diffusers' (0.42) other hooks fail on such models: the
@@ -201,7 +206,9 @@ def _hooked(transformer, kind: str, config):
 
     if kind != "taylorseer":
         raise UsageError(f"--cache {kind} needs a transformer with diffusers' cache support (FLUX.1, tiny-flux)")
-    hooks.apply_taylorseer_cache(transformer, config)
+    # the variant that predicts the attention outputs: the lite one fails on SD 3.x (a skipped block hands the
+    # next one no text stream)
+    hooks.apply_taylorseer_cache(transformer, dataclasses.replace(config, use_lite_mode=False))
     registry = hooks.HookRegistry.check_if_exists_or_initialize(transformer)
     registry.invalidate_child_registries_cache()
     _set_cache_context(transformer, CacheContext("inference"))
@@ -222,7 +229,12 @@ def _hook_config(pipe, kind: str, value, steps: int | None):
     if kind == "taylorseer":
         from diffusers.hooks import TaylorSeerCacheConfig
 
-        return TaylorSeerCacheConfig(cache_interval=value, disable_cache_before_step=TAYLORSEER_WARMUP)
+        # the lite variant: it predicts the transformer's output projection and skips every block on a cached
+        # step; diffusers' default predicts the attention outputs only, and saved less at a lower quality on
+        # tiny-flux (1.3-1.4x, FD ratio 1.14-1.31, against 1.7-2.4x and 1.01-1.05: docs/benchmarks.md)
+        return TaylorSeerCacheConfig(
+            cache_interval=value, disable_cache_before_step=TAYLORSEER_WARMUP, use_lite_mode=True
+        )
     from diffusers.hooks import MagCacheConfig
     from diffusers.hooks import mag_cache as calibrations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
-from diffcli import hires
+from diffcli import families, hires
 from diffcli.jobs import Job, task_fields
 from diffcli.limits import DEEPCACHE_INTERVAL
 from diffcli.upscale.rules import FIXED as UPSCALE_FIXED
@@ -54,8 +54,6 @@ _EDIT_ONLY = set(task_fields("edit"))
 
 def model_layers(ref, layout) -> list[tuple[str, dict]]:
     """(source, values) for what the model says, lowest first."""
-    from diffcli import families
-
     if layout is None:
         family = getattr(ref, "family", None) or families.FALLBACK
         return [
@@ -115,5 +113,7 @@ def settle(job: Job, ref, layout, input_size: tuple[int, int] | None = None) -> 
     if settled.cache is not None:  # recorded with its interval, so a later default does not change a replay
         from diffcli.cache import settled as settled_cache
 
-        settled = replace(settled, cache=settled_cache(settled.cache, DEEPCACHE_INTERVAL))
+        family = families.get(layout.settings_family if layout is not None else getattr(ref, "family", None))
+        params = family.cache_params if family is not None else {}
+        settled = replace(settled, cache=settled_cache(settled.cache, DEEPCACHE_INTERVAL, params))
     return settled, {k: v for k, v in source.items() if k in _FIELDS}

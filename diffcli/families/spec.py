@@ -102,6 +102,9 @@ class Family:
         base_sigmas: for a flow-matching family whose pipelines choose their own sigmas (FLUX.1's
             linspace(1, 1/N)), those sigmas for N steps: what --shift shifts (diffcli.timesteps.flow_sigmas);
             None: the scheduler's own (SD 3.x).
+        cache_params: the parameter of each transformer cache (fbc, taylorseer, magcache) its models take when
+            `--cache` names none, where measured on a model of it (tiny-flux: bench/cache_quality.py); else
+            diffusers' defaults (diffcli.cache.TRANSFORMER_CACHES).
         call_kwargs: keyword arguments its pipelines are always called with (the bundled FLUX.1-architecture
             model `tiny-flux`: max_sequence_length 32, the T5 length it was trained at).
         needs: Python packages (import names) its pipelines need beyond diffcli's own dependencies
@@ -140,6 +143,7 @@ class Family:
     upscale_strength: float | None = None
     mag_ratios: str | tuple | None = None
     base_sigmas: Callable[[int], list[float]] | None = None
+    cache_params: dict = field(default_factory=dict)
     call_kwargs: dict = field(default_factory=dict)
     needs: tuple = ()
     aliases: dict = field(default_factory=dict)

@@ -248,7 +248,9 @@ def test_qwen_image_takes_the_transformer_caches_as_plain_diffusers_does(kind, v
     assert cached.exit_code == 0 and plain.exit_code == 0, cached.stderr + plain.stderr
     hook = {
         "fbc": lambda: FirstBlockCacheConfig(threshold=value),
-        "taylorseer": lambda: TaylorSeerCacheConfig(cache_interval=value, disable_cache_before_step=3),
+        "taylorseer": lambda: TaylorSeerCacheConfig(
+            cache_interval=value, disable_cache_before_step=3, use_lite_mode=True
+        ),
     }[kind]()
     pipe = DiffusionPipeline.from_pretrained(str(tiny_qwen_image), torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)

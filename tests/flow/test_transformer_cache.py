@@ -40,7 +40,9 @@ def _hook(kind: str, value):
 
     return {
         "fbc": lambda: FirstBlockCacheConfig(threshold=value),
-        "taylorseer": lambda: TaylorSeerCacheConfig(cache_interval=value, disable_cache_before_step=3),
+        "taylorseer": lambda: TaylorSeerCacheConfig(
+            cache_interval=value, disable_cache_before_step=3, use_lite_mode=True
+        ),
         "magcache": lambda: MagCacheConfig(threshold=value, num_inference_steps=STEPS, mag_ratios=FLUX_MAG_RATIOS),
     }[kind]()
 
@@ -54,6 +56,8 @@ def test_values_parse_settle_and_bad_ones_are_one_line():
         "fbc:0.12",
         "taylorseer:4",
     ]
+    assert settled("magcache", 3, {"magcache": 0.2}) == "magcache:0.2"  # a family's measured parameter
+    assert settled("taylorseer:3", 3, {"taylorseer": 4}) == "taylorseer:3"  # what the job names wins
     for bad in ("fbc:0", "fbc:1.5", "fbc:x", "taylorseer:1", "taylorseer:2.5", "magcache:-1"):
         r = cli("txt2img", "red house", "--cache", bad, *FAST)
         assert r.exit_code == 2 and r.stderr.startswith("diffcli: error:") and r.stderr.count("\n") == 1, r.stderr
@@ -72,7 +76,8 @@ def test_refused_where_the_family_takes_no_such_cache(kind, tiny_sd, tiny_sd3, t
 
 def test_taylorseer_on_sd3_is_plain_diffusers_with_the_hook_and_a_context(tiny_sd3, tmp_path):
     """SD 3.x's transformer has no CacheMixin and its pipeline sets no cache context: diffcli applies diffusers'
-    TaylorSeer hooks and one context for the call, as a plain-diffusers user would; the next job is uncached.
+    TaylorSeer hooks (the attention-output variant: the lite one fails on SD 3.x) and one context for the call, as
+    a plain-diffusers user would; the next job is uncached.
     With --cfg-cutoff (the batch halves mid-run) it is refused in one line."""
     import torch
     from diffusers import DiffusionPipeline
