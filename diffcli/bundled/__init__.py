@@ -14,9 +14,11 @@ MODEL_DIR = Path(__file__).resolve().parent / MODEL_NAME
 EVALUATOR_DIR = Path(__file__).resolve().parent / "evaluator"
 TINY_AE_DIR = Path(__file__).resolve().parent / "tiny-ae"  # the tiny autoencoder (trained by diffcli.training.tiny_ae)
 EDIT_MODEL_NAME = "tiny-edit"  # the bundled InstructPix2Pix model (recipe: diffcli.training.edit)
+FLUX_MODEL_NAME = "tiny-flux"  # the bundled FLUX.1-architecture transformer model (recipe: diffcli.training.flux)
 # Every model that ships in the package: the bundled model, its 4-step LCM student
-# (`diffcli distill --teacher tiny`, see docs/distill.md) and its instruction-editing variant.
-MODEL_NAMES = (MODEL_NAME, "tiny-lcm", EDIT_MODEL_NAME)
+# (`diffcli distill --teacher tiny`, see docs/distill.md), its instruction-editing variant and the
+# flow-matching transformer model of the same scenes.
+MODEL_NAMES = (MODEL_NAME, "tiny-lcm", EDIT_MODEL_NAME, FLUX_MODEL_NAME)
 # The shipped model a task uses when none is named (no --model, no $DIFFCLI_MODEL); MODEL_NAME otherwise.
 TASK_MODELS = {"edit": EDIT_MODEL_NAME}
 
@@ -24,6 +26,7 @@ __all__ = [
     "MODEL_NAME",
     "MODEL_DIR",
     "MODEL_NAMES",
+    "FLUX_MODEL_NAME",
     "TASK_MODELS",
     "default_model",
     "family",
@@ -69,7 +72,8 @@ def unknown_words_warning(prompt: str, from_image: bool = False) -> str | None:
 
 
 def family(name: str = MODEL_NAME) -> str:
-    """The family the shipped model NAME's diffcli.json names ("bundled"; "bundled-edit" for tiny-edit)."""
+    """The family the shipped model NAME's diffcli.json names ("bundled"; "bundled-edit" for tiny-edit,
+    "bundled-flux" for tiny-flux)."""
     try:
         return json.loads((model_dir(name) / "diffcli.json").read_text()).get("family") or "bundled"
     except (OSError, ValueError):

@@ -1,9 +1,13 @@
-"""diffcli's bundled tiny models (diffcli/bundled/): SD-1-style UNets trained on generated scenes,
-named by their diffcli.json ("family": "bundled", or "bundled-edit" for the InstructPix2Pix model `tiny-edit`).
-Their own diffcli.json carries their settings."""
+"""diffcli's bundled tiny models (diffcli/bundled/), trained on generated scenes and named by their diffcli.json:
+SD-1-style UNets ("family": "bundled", or "bundled-edit" for the InstructPix2Pix model `tiny-edit`) and a
+FLUX.1-architecture transformer ("bundled-flux", `tiny-flux`). Their own diffcli.json carries their settings."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from diffcli.families.flux import FLUX
+from diffcli.families.qwen_image import TRUE_CFG
 from diffcli.families.sd1 import DEFAULTS, IP2P, IP2P_PIPELINE, PIPELINES, UNET_OPTIONS
 from diffcli.families.spec import Family
 
@@ -31,5 +35,54 @@ FAMILIES = (
         one_task={IP2P_PIPELINE: "edit"},
         sampler_rule=False,
         options=IP2P.options,
+    ),
+    # `tiny-flux` (recipe diffcli.training.flux): FLUX.1's transformer, pipelines, packing and caches, trained
+    # without a guidance embedding and with empty captions, so --cfg is true classifier-free guidance (FluxPipeline's
+    # true_cfg_scale, taken when there is a negative prompt: the default is " "); its T5 reads 32 tokens
+    replace(
+        FLUX,
+        name="bundled-flux",
+        label="diffcli bundled flow-matching transformer (FLUX.1 architecture)",
+        order=92,
+        detect=None,
+        detect_keys=None,
+        defaults={"steps": 20, "cfg": 4.0, "negative": " ", "scheduler": "flow-euler"},  # under its diffcli.json
+        one_task={},
+        guidance="cfg",
+        cfg_argument="true_cfg_scale",
+        cfg_meaning=TRUE_CFG,
+        options=frozenset({"negative", "lora", "quantize", "fbc", "taylorseer", "magcache"}),
+        tiny_decoder=None,
+        single_file=None,
+        base_examples=None,
+        # each cache's parameter when --cache names none: the largest setting tried within the bars (adherence >=
+        # 0.97x, FD <= 1.15x, loop speed-up >= 1.5x), bench/cache_quality.py --model tiny-flux (docs/speed.md)
+        cache_params={"fbc": 0.2, "taylorseer": 4, "magcache": 0.2},
+        call_kwargs={"max_sequence_length": 32},
+        # MagCache's magnitude ratios for its 20 default steps (FLUX.1's do not fit it), as calibrated by
+        # `python bench/mag_ratios.py --n 16` (diffusers' calibration mode, 16 held-out prompts, both CFG passes)
+        mag_ratios=(
+            1.0,
+            0.96812,
+            0.96008,
+            0.97302,
+            0.98313,
+            0.97682,
+            0.98037,
+            0.98075,
+            0.97954,
+            0.97384,
+            0.97286,
+            0.96601,
+            0.96737,
+            0.9674,
+            0.95526,
+            0.95281,
+            0.94488,
+            0.9357,
+            0.92357,
+            0.91371,
+        ),
+        aliases={},
     ),
 )

@@ -1,4 +1,5 @@
-"""Integrity of the models shipped inside the package (`tiny`, `tiny-lcm`, `tiny-edit`): size and sha256 of every file.
+"""Integrity of the models shipped inside the package (`tiny`, `tiny-lcm`, `tiny-edit`, `tiny-flux`): size and sha256
+of every file.
 
 The digests live in `bundled_hashes.json` beside this module, so `diffcli models verify tiny` checks the
 installed files against what was shipped. Whoever re-ships a bundled model regenerates them with

@@ -3,7 +3,8 @@
 Hub files: the size and LFS sha256 / git blob sha1 the hub reported at pull time (diffcli's manifest);
 for models other tools downloaded, the digest is the blob's own name in the hub cache (its ETag).
 URL checkpoints: the sha256 recorded when diffcli downloaded them.
-Bundled models (`tiny`, `tiny-lcm`, `tiny-edit`): the size and sha256 shipped in diffcli/models/bundled_hashes.json.
+Bundled models (`tiny`, `tiny-lcm`, `tiny-edit`, `tiny-flux`): the size and sha256 shipped in
+diffcli/models/bundled_hashes.json.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ PIPELINES = ["tiny", "tiny-lcm"]  # StableDiffusionPipeline folders
 EDIT_PIPELINES = ["tiny-edit"]  # StableDiffusionInstructPix2PixPipeline folders
 MODELS = {"tiny-ae": "AutoencoderTiny"}  # single-model folders: the class their config names
 CONTROLNETS = ["tiny-control-seg"]  # ControlNetModel folders for the bundled model
+FLUX_PIPELINES = ["tiny-flux"]  # FluxPipeline folders (tests/bundled/test_tiny_flux.py)
 LOADS = {  # how a user loads it -> the dtype every module must then have
     "default": ({}, torch.float32),
     "float32": ({"torch_dtype": torch.float32}, torch.float32),
@@ -38,7 +39,7 @@ def _shipped() -> set[str]:
 
 
 def test_every_shipped_model_folder_is_checked_here():
-    assert _shipped() == set(PIPELINES) | set(EDIT_PIPELINES) | set(MODELS) | set(CONTROLNETS)
+    assert _shipped() == set(PIPELINES) | set(EDIT_PIPELINES) | set(MODELS) | set(CONTROLNETS) | set(FLUX_PIPELINES)
 
 
 def _modules(pipe) -> dict:

@@ -76,3 +76,31 @@ def test_edit_recipe_resumes_and_exports_an_instructpix2pix_pipeline(tmp_path):
     assert json.loads((out / "diffcli.json").read_text())["family"] == "bundled-edit"
     with pytest.raises(SystemExit):
         edit.main([*common, "--steps", "1", "--attr-weights", "sky=1"])
+
+
+def test_flux_recipe_resumes_and_exports_a_flux_pipeline(tmp_path):
+    """The tiny-flux recipe: a run of one step, resumed to two, keeps its step, optimizer state and latent
+    statistics, and exports a FluxPipeline folder plain diffusers loads in float32, whose VAE carries those
+    statistics and whose T5 tokenizer reads every domain word as one piece."""
+    from diffusers import FluxPipeline
+
+    from diffcli.training import flux
+
+    out, ckpt = tmp_path / "flux", tmp_path / "ckpt"
+    common = ["--out", str(out), "--ckpt-dir", str(ckpt), "--buffer", "4", "--batch", "2", "--threads", "1"]
+    flux.main([*common, "--steps", "1"])
+    first = torch.load(ckpt / "flux.pt", weights_only=False)
+    assert first["step"] == 1 and first["opt"]["state"]
+    flux.main([*common, "--steps", "2", "--resume"])
+    second = torch.load(ckpt / "flux.pt", weights_only=False)
+    assert second["step"] == 2 and second["latent_stats"] == first["latent_stats"]
+    assert "resumed at step 1" in (ckpt / "train.log").read_text()
+    pipe = FluxPipeline.from_pretrained(str(out))
+    assert {m.dtype for m in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2, pipe.vae)} == {torch.float32}
+    assert pipe.vae.config.shift_factor == first["latent_stats"]["shift_factor"]
+    assert not pipe.transformer.config.guidance_embeds
+    assert pipe.tokenizer_2.tokenize("a red lighthouse at dusk") == ["▁a", "▁red", "▁lighthouse", "▁at", "▁dusk"]
+    assert json.loads((out / "diffcli.json").read_text())["family"] == "bundled-flux"
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a castle", height=64, width=64, num_inference_steps=1, max_sequence_length=32).images[0]
+    assert image.size == (64, 64)
