@@ -164,6 +164,25 @@ class Chores:
                 fn()
 
 
+def add_recipe_args(ap, *, out: str, base_help: str, ckpt_dir: str, minutes: float, batch: int, buffer: int,
+                    buffer_help: str, lr: float, warmup: int) -> None:  # fmt: skip
+    """The options of a recipe that trains beside the bundled model (--out, --base, --ckpt-dir, the time or step
+    budget, --resume, --seed, --batch, --buffer, --lr, --warmup), with the recipe's defaults."""
+    from diffcli.bundled import MODEL_DIR
+
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--base", default=str(MODEL_DIR), help=base_help)
+    ap.add_argument("--ckpt-dir", default=ckpt_dir)
+    ap.add_argument("--minutes", type=float, default=minutes)
+    ap.add_argument("--steps", type=int, default=None, help="step budget (overrides --minutes)")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--buffer", type=int, default=buffer, help=buffer_help)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--warmup", type=int, default=warmup)
+
+
 def add_loop_args(ap, *, ema: float, refresh_every: int, ckpt_every: float, export_every: float = 10.0) -> None:
     """The options of a recipe's loop (EMA, buffer refreshes, checkpoints, exports, threads, bf16), with the
     recipe's defaults."""

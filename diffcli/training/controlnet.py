@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcli.bundled import MODEL_DIR, scenes
+from diffcli.bundled import scenes
 from diffcli.training import arch
 from diffcli.training.common import (
     Budget,
     Chores,
     ThreadTuner,
     add_loop_args,
+    add_recipe_args,
     load_ckpt,
     load_frozen_base,
     lr_at,
@@ -198,17 +199,11 @@ def train(args, log):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="diffcli/bundled/tiny-control-seg")
-    ap.add_argument("--base", default=str(MODEL_DIR), help="the bundled model folder (its UNet stays frozen)")
-    ap.add_argument("--ckpt-dir", default=".ckpt/control")
-    ap.add_argument("--minutes", type=float, default=60.0)
-    ap.add_argument("--steps", type=int, default=None, help="step budget (overrides --minutes)")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--buffer", type=int, default=2048, help="examples kept in memory")
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--warmup", type=int, default=100)
+    add_recipe_args(
+        ap, out="diffcli/bundled/tiny-control-seg", base_help="the bundled model folder (its UNet stays frozen)",
+        ckpt_dir=".ckpt/control", minutes=60.0, batch=16, buffer=2048, buffer_help="examples kept in memory",
+        lr=5e-4, warmup=100,
+    )  # fmt: skip
     ap.add_argument("--min-snr", type=float, default=5.0)
     ap.add_argument(
         "--high-t-frac",

@@ -38,12 +38,13 @@ import numpy as np
 import torch
 
 from diffcli import loading
-from diffcli.bundled import MODEL_DIR, scenes
+from diffcli.bundled import scenes
 from diffcli.training.common import (
     Budget,
     Chores,
     ThreadTuner,
     add_loop_args,
+    add_recipe_args,
     load_ckpt,
     load_frozen_base,
     lr_at,
@@ -347,17 +348,11 @@ def train(args, log):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="diffcli/bundled/tiny-edit")
-    ap.add_argument("--base", default=str(MODEL_DIR), help="the bundled model folder it starts from")
-    ap.add_argument("--ckpt-dir", default=".ckpt/tiny-edit")
-    ap.add_argument("--minutes", type=float, default=40.0)
-    ap.add_argument("--steps", type=int, default=None, help="step budget (overrides --minutes)")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--buffer", type=int, default=2048, help="edit pairs kept in memory")
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--warmup", type=int, default=100)
+    add_recipe_args(
+        ap, out="diffcli/bundled/tiny-edit", base_help="the bundled model folder it starts from",
+        ckpt_dir=".ckpt/tiny-edit", minutes=40.0, batch=32, buffer=2048, buffer_help="edit pairs kept in memory",
+        lr=3e-4, warmup=100,
+    )  # fmt: skip
     ap.add_argument("--min-snr", type=float, default=5.0)
     ap.add_argument("--drop", type=float, default=0.05, help="conditioning dropout: text, image and both, each")
     ap.add_argument("--high-t-frac", type=float, default=0.2, help="fraction of samples from the noisiest steps")

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcli.bundled import MODEL_DIR, scenes
+from diffcli.bundled import scenes
 from diffcli.bundled.vocab import DOMAIN_WORDS
 from diffcli.training.bundled import LatentBuffer
 from diffcli.training.common import (
@@ -49,6 +49,7 @@ from diffcli.training.common import (
     Chores,
     ThreadTuner,
     add_loop_args,
+    add_recipe_args,
     load_ckpt,
     load_frozen_base,
     lr_at,
@@ -115,10 +116,11 @@ def make_transformer(pooled_dim: int, text_dim: int = 128):
 
 
 def flux_mu(tokens: int) -> float:
-    """FluxPipeline's shift exponent for an image of TOKENS packed tokens (diffusers' calculate_shift)."""
+    """FluxPipeline's shift exponent for an image of TOKENS packed tokens, from SCHEDULER's settings."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
     s = SCHEDULER
-    m = (s["max_shift"] - s["base_shift"]) / (s["max_image_seq_len"] - s["base_image_seq_len"])
-    return tokens * m + s["base_shift"] - m * s["base_image_seq_len"]
+    return calculate_shift(tokens, s["base_image_seq_len"], s["max_image_seq_len"], s["base_shift"], s["max_shift"])
 
 
 def sample_sigmas(n: int, mu: float, high_frac: float) -> torch.Tensor:
@@ -285,17 +287,11 @@ def train(args, log):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="diffcli/bundled/tiny-flux")
-    ap.add_argument("--base", default=str(MODEL_DIR), help="the bundled model folder whose VAE and CLIP it keeps")
-    ap.add_argument("--ckpt-dir", default=".ckpt/tiny-flux")
-    ap.add_argument("--minutes", type=float, default=60.0)
-    ap.add_argument("--steps", type=int, default=None, help="step budget (overrides --minutes)")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--buffer", type=int, default=4096, help="scenes kept in memory")
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--warmup", type=int, default=200)
+    add_recipe_args(
+        ap, out="diffcli/bundled/tiny-flux", base_help="the bundled model folder whose VAE and CLIP it keeps",
+        ckpt_dir=".ckpt/tiny-flux", minutes=60.0, batch=32, buffer=4096, buffer_help="scenes kept in memory",
+        lr=5e-4, warmup=200,
+    )  # fmt: skip
     ap.add_argument("--drop", type=float, default=0.1, help="share of empty captions (for classifier-free guidance)")
     ap.add_argument("--high-t-frac", type=float, default=0.15, help="share of noise levels from the noisiest tenth")
     add_loop_args(ap, ema=0.999, refresh_every=200, ckpt_every=4.0)
