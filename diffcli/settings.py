@@ -52,16 +52,23 @@ _DEFAULTABLE = _FIELDS - {"lora"} - set(task_fields("upscale")) - set(task_field
 _EDIT_ONLY = set(task_fields("edit"))
 
 
+def settings_family(ref, layout) -> str:
+    """The family whose settings the model takes: its layout's variant (lcm, flux-schnell, ...), else what resolving
+    it found (a single file's, an alias's), else the fallback family."""
+    if layout is not None:
+        return layout.settings_family
+    return getattr(ref, "family", None) or families.FALLBACK
+
+
 def model_layers(ref, layout) -> list[tuple[str, dict]]:
     """(source, values) for what the model says, lowest first."""
+    family = settings_family(ref, layout)
     if layout is None:
-        family = getattr(ref, "family", None) or families.FALLBACK
         return [
             (f"family {family}", families.defaults(family)),
             ("native size", {"width": SINGLE_FILE_SIZE, "height": SINGLE_FILE_SIZE}),
             (f"settings of {ref.name}", dict(ref.defaults)),
         ]
-    family = layout.settings_family  # lcm, flux-schnell, ...: a family variant with its own settings
     layers = [
         (f"family {family}", families.defaults(family)),
         ("native size", {"width": layout.native_size, "height": layout.native_size}),
@@ -113,7 +120,7 @@ def settle(job: Job, ref, layout, input_size: tuple[int, int] | None = None) -> 
     if settled.cache is not None:  # recorded with its interval, so a later default does not change a replay
         from diffcli.cache import settled as settled_cache
 
-        family = families.get(layout.settings_family if layout is not None else getattr(ref, "family", None))
+        family = families.get(settings_family(ref, layout))
         params = family.cache_params if family is not None else {}
         settled = replace(settled, cache=settled_cache(settled.cache, DEEPCACHE_INTERVAL, params))
     return settled, {k: v for k, v in source.items() if k in _FIELDS}
