@@ -1,15 +1,21 @@
 """Compiled execution at real size: the SD-1.5 UNet eager, with fused QKV, and torch.compile'd (inductor).
 
-`diffcli batch/serve --compile` compiles the denoiser with `Module.compile()` (pipelines.compile_denoiser);
-bench/compile.py measures that end to end on the bundled model. This measures what it does to one guided
-UNet step of the real-size SD-1.5 architecture (the random-weight model bench/real_size.py builds) on
-this machine, in one process: eager float32 (diffcli's CPU default), eager with diffusers'
-`fuse_qkv_projections()` (one matmul for q, k and v), and inductor-compiled (the compile cost printed,
-with the first call). Modes are timed alternately (A B C A B C ...), so a drifting machine load hits
-all alike; printed per mode: each call, the best and the median, their ratios to eager, and the
-largest difference of the noise prediction from eager's (relative L2).
+`diffcli batch/serve --compile` compiles the denoiser with `Module.compile()` (pipelines.compile_module),
+on CPU traced with inductor freezing (pipelines.compiled_call); bench/compile.py measures that end to
+end on the bundled model. This measures what it does to one guided UNet step of the real-size SD-1.5
+architecture (the random-weight model bench/real_size.py builds) on this machine, in one process, in
+--dtype (float32: diffcli's CPU default on CPUs without native bfloat16; bfloat16 where they have it):
+  eager       as loaded
+  fused-qkv   eager with diffusers' `fuse_qkv_projections()` (one matmul for q, k and v)
+  compiled    `Module.compile()` without freezing (what --compile did before it froze on CPU)
+  frozen      as `--compile` on CPU now: compile_module + compiled_call (inductor freezing)
+The compile cost is printed with each first call. Modes are timed alternately (A B C A B C ...), so a
+drifting machine load hits all alike; printed per mode: each call, the best and the median, their ratios
+to eager, and the largest difference of the noise prediction from eager's (relative L2). The CPU's model
+and bfloat16/AMX flags head the output (docs/benchmarks.md keeps a table per CPU kind).
 
     python bench/compile_unet.py [--model /tmp/diffcli-real-size/sd15] [--repeats 5] [--latent 64]
+        [--dtype float32|bfloat16] [--modes eager,frozen,compiled]
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ import os
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+from real_size import cpu_kind
+
+from diffcli.pipelines import compile_module, compiled_call
 
 
 def main() -> None:
@@ -31,24 +41,40 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--latent", type=int, default=64, help="latent side (64: a 512x512 image)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    # frozen before compiled: dynamo keeps its compiled entries on Module._call_impl's code, shared by every
+    # module; an entry traced without freezing guards no parameter's identity, so a frozen module of the same
+    # architecture traced after it would run it (unfrozen), while a frozen entry guards its own parameters
+    parser.add_argument("--modes", default="eager,frozen,compiled", help="of eager,fused-qkv,compiled,frozen")
     args = parser.parse_args()
     from diffusers import UNet2DConditionModel
 
-    eager = UNet2DConditionModel.from_pretrained(args.model, subfolder="unet", torch_dtype=torch.float32).eval()
-    fused = copy.deepcopy(eager)
-    fused.fuse_qkv_projections()
-    compiled = copy.deepcopy(eager)
-    compiled.compile()
+    dtype = getattr(torch, args.dtype)
+    eager = UNet2DConditionModel.from_pretrained(args.model, subfolder="unet", torch_dtype=dtype).eval()
+    modes = {"eager": eager}
+    for name in args.modes.split(","):
+        if name in modes:
+            continue
+        model = copy.deepcopy(eager)
+        if name == "fused-qkv":
+            model.fuse_qkv_projections()
+        elif name == "compiled":
+            model.compile()
+        elif name == "frozen":
+            compile_module(model, freeze=True)
+        else:
+            parser.error(f"unknown mode {name}")
+        modes[name] = model
     torch.manual_seed(0)
     inputs = (
-        torch.randn(2, 4, args.latent, args.latent),
+        torch.randn(2, 4, args.latent, args.latent, dtype=dtype),
         torch.tensor([500, 500]),
-        torch.randn(2, 77, eager.config.cross_attention_dim),
+        torch.randn(2, 77, eager.config.cross_attention_dim, dtype=dtype),
     )
-    modes = {"eager": eager, "fused-qkv": fused, "compiled": compiled}
+    print(cpu_kind(), flush=True)
 
     def call(model):
-        with torch.inference_mode():
+        with torch.inference_mode(), compiled_call(SimpleNamespace(unet=model)):
             return model(*inputs, return_dict=False)[0]
 
     outputs, first = {}, {}
@@ -57,8 +83,9 @@ def main() -> None:
         outputs[name] = call(model)
         first[name] = time.perf_counter() - t0
     print(
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads); latent {args.latent}x{args.latent}, "
-        f"CFG batch 2; first call (compile included for `compiled`): "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), {args.dtype}; latent "
+        f"{args.latent}x{args.latent}, "
+        f"CFG batch 2; first call (the compile included for compiled modes): "
         + ", ".join(f"{n} {s:.1f} s" for n, s in first.items()),
         flush=True,
     )
@@ -71,20 +98,21 @@ def main() -> None:
     base_best, base_median = min(times["eager"]), statistics.median(times["eager"])
     for name, values in times.items():
         best, median = min(values), statistics.median(values)
-        rel = ((outputs[name] - outputs["eager"]).norm() / outputs["eager"].norm()).item()
+        rel = ((outputs[name].float() - outputs["eager"].float()).norm() / outputs["eager"].float().norm()).item()
         print(
-            f"{name:10s} per guided step: best {best:.2f} s (eager/this {base_best / best:.2f}x), median "
-            f"{median:.2f} s ({base_median / median:.2f}x); all {[round(v, 2) for v in values]}; "
+            f"{name:10s} per guided step: best {best:.4g} s (eager/this {base_best / best:.2f}x), median "
+            f"{median:.4g} s ({base_median / median:.2f}x); all {[float(f'{v:.3g}') for v in values]}; "
             f"relative L2 vs eager {rel:.1e}",
             flush=True,
         )
-    saved = base_median - statistics.median(times["compiled"])
-    cost = first["compiled"] - base_median
-    print(
-        f"compile cost ~{cost:.0f} s; break-even after {cost / saved:.0f} steps"
-        if saved > 0
-        else f"compile cost ~{cost:.0f} s; compiled is not faster per step"
-    )
+    for name in (n for n in ("compiled", "frozen") if n in modes):
+        saved = base_median - statistics.median(times[name])
+        cost = first[name] - base_median
+        print(
+            f"{name}: compile cost ~{cost:.0f} s; break-even after {cost / saved:.0f} steps"
+            if saved > 0
+            else f"{name}: compile cost ~{cost:.0f} s; not faster per step than eager"
+        )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ where the GPU computes it (torch.cuda.is_bf16_supported: Ampere and later), floa
 on MPS; on CPU bfloat16 where the processor computes it natively (AMX or AVX512-BF16, measured in
 bench/cpu_dtype.py), float32 elsewhere.
 On CUDA, and on a CPU with native bfloat16 running in bfloat16, the UNet and VAE also run in channels_last
-memory format (memory_format; pipelines._apply_memory_options).
+memory format (memory_format; pipelines._apply_memory_options), and `--compile` traces the denoiser with
+inductor freezing there (compile_freezing; pipelines.compile_module).
 """
 
 from __future__ import annotations
@@ -106,6 +107,20 @@ def memory_format(device: str, dtype: str) -> tuple[bool, str]:
     if device == "cpu" and dtype == "bfloat16" and cpu_has_native_bf16():
         return True, "channels_last: bfloat16 convolutions on a CPU that computes them natively run faster in it"
     return False, "contiguous: as plain diffusers (channels_last gains nothing here)"
+
+
+def compile_freezing(device: str, dtype: str) -> tuple[bool, str]:
+    """(freeze, why): whether `--compile` (batch, serve) traces the denoiser with inductor freezing on DEVICE
+    at DTYPE: its weights become constants of the compiled graph, which oneDNN prepacks. On a CPU computing
+    bfloat16 natively, in bfloat16: measured 1.32-1.36x per guided SD-1.5 UNet step at 512² on a 2-core
+    Xeon with AMX, against eager (issue 31). Not elsewhere: on an AVX2 CPU in float32 a frozen SD-1.5 UNet
+    ran 0.99-1.01x of eager, as the plain compile did, and torch caches no frozen graph across processes
+    (bench/compile_unet.py, docs/benchmarks.md); GPUs compile as diffusers' guide does."""
+    if device == "cpu" and dtype == "bfloat16" and cpu_has_native_bf16():
+        return True, "frozen: the compiled denoiser's weights are prepacked for this CPU's native bfloat16"
+    if device == "cpu":
+        return False, "plain: freezing measured no faster here, and torch reuses plain compiled graphs across runs"
+    return False, "plain: torch.compile's default (inductor)"
 
 
 def channels_last(device: str, dtype: str = "float32") -> bool:

@@ -14,3 +14,9 @@ def home() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("diffcli", appauthor=False))
+
+
+def compile_cache() -> Path:
+    """Where torch's inductor keeps what `--compile` builds (its C++ kernels, graphs where torch caches them),
+    so later processes compile faster; TORCHINDUCTOR_CACHE_DIR, when set, wins (pipelines.compile_module)."""
+    return home() / "compiled"

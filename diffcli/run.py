@@ -945,6 +945,7 @@ def _edit_kwargs(pipe, prepared: Prepared, takes) -> dict:
 def _call_pipe(pipe, kwargs, prepared, seeds, start, opts, reporter, choice, model, state: dict) -> list:
     """PIPE(**KWARGS)'s images, with the job's decoder and cache on for this call; on Ctrl-C, --save-partial."""
     from diffcli.cache import active as cache_active
+    from diffcli.pipelines import compiled_call
     from diffcli.timesteps import denoising_steps
     from diffcli.vae_decoder import active as decoder_active
 
@@ -953,7 +954,7 @@ def _call_pipe(pipe, kwargs, prepared, seeds, start, opts, reporter, choice, mod
     with decoder_active(pipe, job.vae_decoder, choice):  # this call only (--save-partial too): the VAE is shared
         try:
             steps = denoising_steps(job, prepared.layout is not None and prepared.layout.is_flow)
-            with cache_active(pipe, job.cache, steps):  # for this call only: the denoiser is shared by later jobs
+            with cache_active(pipe, job.cache, steps), compiled_call(pipe):  # this call only: shared by later jobs
                 return pipe(**kwargs).images
         except KeyboardInterrupt:
             if opts.save_partial and state["latents"] is not None:

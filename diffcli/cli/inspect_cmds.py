@@ -102,19 +102,22 @@ def device(
     json_out: JsonFlag = False,
 ) -> None:
     """Show what --device/--dtype auto pick on this machine, and why."""
-    from diffcli.device import choose, memory_format, validate
+    from diffcli.device import choose, compile_freezing, memory_format, validate
 
     validate(device, dtype)
     choice = choose(device, dtype)
     import torch
 
     layout, layout_why = memory_format(choice.device, choice.dtype)
+    frozen, frozen_why = compile_freezing(choice.device, choice.dtype)
     facts = {
         "device": choice.device,
         "dtype": choice.dtype,
         "reason": choice.reason,
         "memory_format": "channels_last" if layout else "contiguous",
         "memory_format_reason": layout_why,
+        "compile": "frozen" if frozen else "plain",  # what batch/serve --compile does
+        "compile_reason": frozen_why,
         "torch": torch.__version__,
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
