@@ -36,7 +36,12 @@ class LoadOptions:
 
 def prepare_libraries() -> None:
     """Once per process before a model loads: quiet libraries (our progress replaces their bars and
-    info logs) and attention processors that don't re-read their own signature on every call."""
+    info logs) and attention processors that don't re-read their own signature on every call.
+    Where torchao is installed (`diffcli[torchao]`), diffusers imports it with every model it loads; its
+    notes on CUDA kernels it cannot load, torch's on the enums it registers and diffusers' on torchao
+    internals it misses are silenced (errors still show)."""
+    for name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     import diffusers
     import transformers
 
@@ -95,12 +100,13 @@ def load_base(ref, choice, options: LoadOptions = LoadOptions(), warn=lambda msg
     if key in _BASES:
         return _BASES[key]
     import torch  # noqa: F401 - make the import cost visible here, not in a callee
+
+    prepare_libraries()  # before diffusers' pipelines import (they import torchao where it is installed)
     from diffusers import DiffusionPipeline
     from safetensors import SafetensorError
 
     from diffcli.device import torch_dtype
 
-    prepare_libraries()
     dtype = torch_dtype(choice.dtype)
     pickled: list[str] = []  # components without safetensors that --allow-pickle lets load
     try:

@@ -62,10 +62,7 @@ def pipeline_config(method: str | None, denoiser: str, torch_dtype, device: str)
 
         config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype)
     else:
-        import logging
-
-        logging.getLogger("torchao").setLevel(logging.ERROR)  # it reports optional CUDA kernels it cannot load
-        from diffusers import TorchAoConfig
+        from diffusers import TorchAoConfig  # (torchao's import notes: pipelines.prepare_libraries)
         from torchao.quantization import Int8WeightOnlyConfig
 
         config = TorchAoConfig(Int8WeightOnlyConfig())

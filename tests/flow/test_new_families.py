@@ -337,3 +337,40 @@ def test_shift_starts_from_the_sigmas_the_pipeline_would_pass(fixture, request, 
     plain = _plain(model, "txt2img", prompt="castle", num_inference_steps=3, sigmas=sigmas, width=32, height=32,
                    seed=4, **extra)  # fmt: skip
     assert np.array_equal(pixels(written(r)[0]), np.asarray(plain, dtype=np.int16))
+
+
+@pytest.mark.parametrize("fixture", [*FAMILIES, "tiny_flux2_klein"])
+def test_quantize_int8_makes_plain_diffusers_int8_pixels(fixture, request, tmp_path):
+    """--quantize int8 loads the transformer as plain diffusers does with a torchao int8 weight-only config
+    (the same pixels), visibly not the unquantized ones, and is recorded."""
+    pytest.importorskip("torchao")
+    import torch
+    from diffusers import DiffusionPipeline, PipelineQuantizationConfig, TorchAoConfig
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    from diffcli import families
+
+    model = request.getfixturevalue(fixture)
+    args = ["txt2img", "castle at dusk", "-m", model, "--seed", "11", "--steps", "2", *FAST]
+    plain_run = cli(*args, "-o", tmp_path / "a")
+    r = cli(*args, "--quantize", "int8", "-o", tmp_path / "b")
+    assert plain_run.exit_code == 0 and r.exit_code == 0, r.stderr
+    out = written(r)[0]
+    record = json.loads(Image.open(out).info["diffcli"])
+    assert record["job"]["quantize"] == "int8" and "Quantization: int8" in Image.open(out).info["parameters"]
+    config = PipelineQuantizationConfig(quant_mapping={"transformer": TorchAoConfig(Int8WeightOnlyConfig())})
+    pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=torch.float32, quantization_config=config)
+    family = families.family_of_pipe(pipe)
+    negative = {"negative_prompt": record["job"]["negative"]} if record["job"]["negative"] else {}
+    plain = pipe(
+        prompt="castle at dusk",
+        **negative,
+        num_inference_steps=2,
+        width=32,
+        height=32,
+        generator=torch.Generator("cpu").manual_seed(11),
+        **{family.cfg_argument: record["job"]["cfg"]},
+        **family.call_kwargs,
+    ).images[0]
+    assert np.array_equal(pixels(out), np.asarray(plain, dtype=np.int16))
+    assert np.abs(pixels(out) - pixels(written(plain_run)[0])).mean() > 0
