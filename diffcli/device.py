@@ -115,7 +115,7 @@ def compile_freezing(device: str, dtype: str) -> tuple[bool, str]:
     bfloat16 natively, in bfloat16: measured 1.32-1.36x per guided SD-1.5 UNet step at 512² on a 2-core
     Xeon with AMX, against eager (issue 31). Not elsewhere: on an AVX2 CPU in float32 a frozen SD-1.5 UNet
     ran 0.99-1.01x of eager, as the plain compile did, and torch caches no frozen graph across processes
-    (bench/compile_unet.py, docs/benchmarks.md); GPUs compile as diffusers' guide does."""
+    (bench/unet_step.py, docs/benchmarks.md); GPUs compile as diffusers' guide does."""
     if device == "cpu" and dtype == "bfloat16" and cpu_has_native_bf16():
         return True, "frozen: the compiled denoiser's weights are prepacked for this CPU's native bfloat16"
     if device == "cpu":

@@ -1,20 +1,23 @@
-"""Compiled execution at real size: the SD-1.5 UNet eager, with fused QKV, and torch.compile'd (inductor).
+"""One guided UNet step at real size, by execution mode: eager, fused QKV, compiled (plain or frozen), int8.
 
 `diffcli batch/serve --compile` compiles the denoiser with `Module.compile()` (pipelines.compile_module),
-on CPU traced with inductor freezing (pipelines.compiled_call); bench/compile.py measures that end to
-end on the bundled model. This measures what it does to one guided UNet step of the real-size SD-1.5
-architecture (the random-weight model bench/real_size.py builds) on this machine, in one process, in
---dtype (float32: diffcli's CPU default on CPUs without native bfloat16; bfloat16 where they have it):
-  eager       as loaded
-  fused-qkv   eager with diffusers' `fuse_qkv_projections()` (one matmul for q, k and v)
-  compiled    `Module.compile()` without freezing (what --compile did before it froze on CPU)
-  frozen      as `--compile` on CPU now: compile_module + compiled_call (inductor freezing)
+frozen where device.compile_freezing says (pipelines.compiled_call); `--quantize int8` loads it with
+torchao's int8 weight-only config (diffcli.quantize); bench/compile.py measures --compile end to end on
+the bundled model. This measures one guided UNet step of the real-size SD-1.5 architecture (the
+random-weight model bench/real_size.py builds) on this machine, in one process, in --dtype (float32:
+diffcli's CPU default on CPUs without native bfloat16; bfloat16 where they have it):
+  eager         as loaded
+  fused-qkv     eager with diffusers' `fuse_qkv_projections()` (one matmul for q, k and v)
+  compiled      `Module.compile()` without freezing (--compile where it does not freeze)
+  frozen        compile_module + compiled_call with freezing (--compile on a CPU with native bfloat16)
+  int8          torchao int8 weight-only, as `--quantize int8` (weights int8, matmuls in --dtype)
+  int8-dynamic  torchao int8 dynamic activations and int8 weights (int8 matmuls: VNNI / AMX-INT8)
 The compile cost is printed with each first call. Modes are timed alternately (A B C A B C ...), so a
 drifting machine load hits all alike; printed per mode: each call, the best and the median, their ratios
 to eager, and the largest difference of the noise prediction from eager's (relative L2). The CPU's model
 and bfloat16/AMX flags head the output (docs/benchmarks.md keeps a table per CPU kind).
 
-    python bench/compile_unet.py [--model /tmp/diffcli-real-size/sd15] [--repeats 5] [--latent 64]
+    python bench/unet_step.py [--model /tmp/diffcli-real-size/sd15] [--repeats 5] [--latent 64]
         [--dtype float32|bfloat16] [--modes eager,frozen,compiled]
 """
 
@@ -45,7 +48,9 @@ def main() -> None:
     # frozen before compiled: dynamo keeps its compiled entries on Module._call_impl's code, shared by every
     # module; an entry traced without freezing guards no parameter's identity, so a frozen module of the same
     # architecture traced after it would run it (unfrozen), while a frozen entry guards its own parameters
-    parser.add_argument("--modes", default="eager,frozen,compiled", help="of eager,fused-qkv,compiled,frozen")
+    parser.add_argument(
+        "--modes", default="eager,frozen,compiled", help="of eager,fused-qkv,compiled,frozen,int8,int8-dynamic"
+    )
     args = parser.parse_args()
     from diffusers import UNet2DConditionModel
 
@@ -62,6 +67,10 @@ def main() -> None:
             model.compile()
         elif name == "frozen":
             compile_module(model, freeze=True)
+        elif name in ("int8", "int8-dynamic"):
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+            quantize_(model, Int8WeightOnlyConfig() if name == "int8" else Int8DynamicActivationInt8WeightConfig())
         else:
             parser.error(f"unknown mode {name}")
         modes[name] = model
