@@ -18,7 +18,7 @@ def test_recipe_smoke_and_resume(tmp_path):
         "--size",
         "tiny",
         "--buffer",
-        "64",
+        "32",
         "--batch",
         "8",
         "--psnr-n",
