@@ -9,7 +9,8 @@ halves part-way, a new shape), their ratio, the break-even number of images (the
 the time saved per image; none when compiled is not faster), and the largest pixel difference
 between the compiled and eager image of each seed (0-255 levels).
 
-    python bench/compile.py [--images 20] [--model tiny] [--threads N]
+    python bench/compile.py [--images 20] [--model tiny] [--threads N] [--dtype float32]
+        [--options "--steps 10 -W 512 -H 512"]   (more `diffcli batch` options, both processes)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -24,8 +26,11 @@ import tempfile
 import time
 
 
-def run(mode: str, jobs: str, out: str, model: str, threads: int | None) -> tuple[list[float], list[str], float, str]:
-    cmd = [sys.executable, "-m", "diffcli", "batch", jobs, "-m", model, "--dtype", "float32", "--json", "-o", out]
+def run(
+    mode: str, jobs: str, out: str, model: str, threads: int | None, dtype: str = "float32", options: str = ""
+) -> tuple[list[float], list[str], float, str]:
+    cmd = [sys.executable, "-m", "diffcli", "batch", jobs, "-m", model, "--dtype", dtype, "--json", "-o", out]
+    cmd += shlex.split(options)
     if mode == "compiled":
         cmd.append("--compile")
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
@@ -53,6 +58,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dtype", default="float32", help="auto: diffcli's choice (bfloat16 on native-bf16 CPUs)")
+    parser.add_argument("--options", default="", help="more diffcli batch options, e.g. '--steps 10 -W 512 -H 512'")
     args = parser.parse_args()
     import numpy as np
     from PIL import Image
@@ -64,7 +71,7 @@ def main() -> None:
                 f.write(json.dumps({"prompt": "red house on the left, snowy ground", "seed": seed}) + "\n")
         results = {}
         for mode in ("eager", "compiled"):
-            results[mode] = run(mode, jobs, os.path.join(tmp, mode), args.model, args.threads)
+            results[mode] = run(mode, jobs, os.path.join(tmp, mode), args.model, args.threads, args.dtype, args.options)
             times, _, wall, note = results[mode]
             print(
                 f"{mode:9s} process {wall:6.1f} s; image 1 {times[0]:6.2f} s, image 2 {times[1]:.2f} s, "

@@ -354,12 +354,15 @@ def compile_module(module, freeze: bool) -> None:
     to another place than torch's default (importing diffusers sets it to that default)."""
     import os
 
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
     from diffcli import paths
 
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(paths.compile_cache())
+    try:  # a private module of torch's: without it, the variable is left to torch
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(paths.compile_cache())
+    except ImportError:
+        pass
     module.compile()
     setattr(module, COMPILE_PENDING, True)
     setattr(module, FROZEN, freeze)
