@@ -3,6 +3,7 @@
     python bench/cache_quality.py [--model tiny] [--n 200] [--seeds 1] [--specs deepcache:2,deepcache:3]
         [--timing 12] [--json FILE]
     python bench/cache_quality.py --model tiny-flux --specs fbc:0.05,fbc:0.1,taylorseer:3,magcache:0.06 ...
+        [--steps 12] [--cfg 3]   (other than the model's defaults: for a candidate new default)
 
 A bundled model at its own defaults (steps, cfg, cfg-cutoff, sampler, negative prompt and call arguments from
 its diffcli.json and family): `tiny` (a UNet: DeepCache) or `tiny-flux` (a FLUX.1-architecture transformer:
@@ -139,10 +140,12 @@ def main(argv=None):
     ap.add_argument("--timing", type=int, default=12, help="timed calls per setting (0: no timing)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--steps", type=int, default=None, help="steps (default: the model's)")
+    ap.add_argument("--cfg", type=float, default=None, help="cfg (default: the model's)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     d = json.loads((model_dir(a.model) / "diffcli.json").read_text())
-    steps, cfg, cutoff = d["steps"], d["cfg"], d.get("cfg_cutoff", 0.0)
+    steps, cfg, cutoff = a.steps or d["steps"], d["cfg"] if a.cfg is None else a.cfg, d.get("cfg_cutoff", 0.0)
     base = load(a.model, d["scheduler"])
     specs = ["none"] + (a.specs or DEFAULT_SPECS[a.model]).split(",")
     for spec in specs:
