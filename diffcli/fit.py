@@ -23,6 +23,7 @@ MODELS = {
     "z-image-turbo": ("z-image", 6.15, 4.02, 0.08),  # Qwen3-4B
     "qwen-image": ("qwen-image", 20.4, 8.29, 0.13),  # Qwen2.5-VL-7B (vision tower included); its own VAE
     "qwen-image-edit-2509 / -2511": ("qwen-image-edit-plus", 20.4, 8.29, 0.13),  # Qwen-Image's sizes (edit)
+    "qwen-image-2.1": ("qwen-image-2.1", 7.12, 8.77, 0.34),  # Qwen3-VL-8B (vision tower included); 16x VAE
 }
 BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}
 QUANTIZED = {"int8": 1.0, "nf4": 0.56, "gguf-q8_0": 1.06, "gguf-q4_k": 0.56}  # bytes per denoiser parameter

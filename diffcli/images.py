@@ -49,7 +49,7 @@ def open_image(path: str | Path):
         img.close()
 
 
-def _to_rgb(img):
+def to_rgb(img):
     """Convert any Pillow mode to RGB: alpha is composited on white, 16-bit is scaled to 8-bit."""
     from PIL import Image
 
@@ -83,7 +83,7 @@ def load_rgb(path: str | Path):
         try:
             img.load()
             img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return to_rgb(img)
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise UsageError(f"{path}: corrupt or truncated image ({exc})") from None
 

@@ -302,6 +302,10 @@ def save_atomic(img, path: Path, fmt: str, save_kwargs: dict, overwrite: bool) -
     try:
         with os.fdopen(fd, "wb") as fh:
             extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+            if fmt == "JPEG" and img.mode == "RGBA":  # (Qwen-Image 2.1's images): on white, as JPEG has no alpha
+                from diffcli.images import to_rgb
+
+                img = to_rgb(img)
             img.save(fh, format=fmt, **extra, **save_kwargs)
             fh.flush()
             os.fsync(fh.fileno())

@@ -6,6 +6,7 @@ torch is imported, so bad input fails in milliseconds.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -101,6 +102,10 @@ def _check_task(job: Job, ref, layout) -> None:
     lacking = family_checks.lacking_pipeline(layout.pipeline_class, "inpaint" if job.task == "outpaint" else job.task)
     if lacking is not None:  # before the model loads (pipelines.task_pipeline says the same after)
         raise UsageError(f"this model cannot do {job.task}: {lacking}")
+    if job.task == "txt2img" and hires.is_on(job):  # its second pass is an img2img
+        lacking = family_checks.lacking_pipeline(layout.pipeline_class, "img2img")
+        if lacking is not None:
+            raise UsageError(f"--hires runs an img2img pass, which this model cannot do: {lacking}")
 
 
 def prepare(job: Job, opts: RunOptions, reporter) -> Prepared:
@@ -132,7 +137,6 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
 
         job, ref, layout, painter = choose_model(job, ref, layout)
     _check_task(replace(job, model=ref.name), ref, layout)
-    family_checks.missing_packages(ref, layout)  # (after the usage errors: they say more)
     multiple = size_multiple(layout, job.task)
     check_model_settings(job, model_defaults(ref, layout), settings_source(ref))
     canvas = None
@@ -269,6 +273,7 @@ def _check_family(job: Job, ref, layout, opts: RunOptions, reporter) -> None:
     check_denoising_steps(job, family_checks.is_flow(ref, layout))
     if job.cache not in (None, "none") and opts.load.compile:  # compiled code would not see diffcli.cache's hooks
         raise UsageError(f"--cache {job.cache} does not work with --compile; use one or the other")
+    family_checks.missing_packages(ref, layout)  # (after the usage errors: they say more)
     for note in family_checks.notes(job, ref, layout):
         reporter.warn(note)
 
@@ -917,7 +922,8 @@ def _call_kwargs(pipe, prepared: Prepared, prompts: list[tuple[str, str]], gener
 def _edit_kwargs(pipe, prepared: Prepared, takes) -> dict:
     """An edit's inputs to its pipeline's call (TAKES: the call's parameters): the input image (already at the
     job's size), the image guidance (InstructPix2Pix), the size (FLUX.1 Kontext: with max_area that size and
-    _auto_resize off, so the pipeline keeps it rather than picking a trained resolution near 1024x1024), the mask
+    _auto_resize off, so the pipeline keeps it rather than picking a trained resolution near 1024x1024; Qwen-Image
+    2.1: output_resolution, the side of that area, at which it reads the input and references), the mask
     (an edit-inpaint pipeline) and the reference images (the argument the family names)."""
     from diffcli.family_checks import reference_argument
 
@@ -931,6 +937,8 @@ def _edit_kwargs(pipe, prepared: Prepared, takes) -> dict:
         kwargs["max_area"] = job.width * job.height
     if "_auto_resize" in takes:
         kwargs["_auto_resize"] = False
+    if "output_resolution" in takes:  # Qwen-Image 2.1: its condition images are read at this side's square area
+        kwargs["output_resolution"] = round(math.sqrt(job.width * job.height))
     if job.mask:
         kwargs["mask_image"] = prepared.mask
     if prepared.references:

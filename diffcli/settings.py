@@ -73,6 +73,8 @@ def model_layers(ref, layout) -> list[tuple[str, dict]]:
         (f"family {family}", families.defaults(family)),
         ("native size", {"width": layout.native_size, "height": layout.native_size}),
     ]
+    if getattr(layout, "own_steps", None):  # its pipeline samples on the sigmas it ships: as many steps
+        layers.append(("its sample_sigmas", {"steps": layout.own_steps}))
     own = ("diffcli.json", {k: v for k, v in layout.defaults.items() if v is not None})
     if getattr(ref, "lora", None) is not None:  # the LoRA's own settings (ref.defaults) beat its base's
         return [*layers, own, ("LoRA's diffcli.json", dict(ref.defaults))]

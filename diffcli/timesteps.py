@@ -83,17 +83,30 @@ def flow_sigmas(pipe, steps: int, shift: float) -> list[float]:
     shifted by SHIFT.
     The scheduler then applies the model's own shift on top; shifts compose by multiplying, so SHIFT s
     on a model with shift m samples as shift s·m (FLUX: s·e^mu of its resolution-dependent mu)."""
+    return [shift_fraction(float(u), shift) for u in _base_sigmas(pipe, steps)]
+
+
+def pipeline_sigmas(pipe) -> list[float] | None:
+    """The sigmas a pipeline's own config ships (`sample_sigmas`: Qwen-Image 2.1's step-distilled releases), which
+    its call samples on when given none, whatever its step count; None where it ships none."""
+    own = getattr(pipe, "config", {}).get("sample_sigmas")
+    return [float(u) for u in own] if own else None
+
+
+def _base_sigmas(pipe, steps: int) -> list[float]:
+    """The STEPS sigmas the pipeline samples on before its scheduler shifts them: its config's own when there are
+    STEPS of them, else its family's choice (FLUX.1: linspace), else the scheduler's range."""
     import numpy as np
 
     from diffcli import families
 
-    scheduler = pipe.scheduler
+    own = pipeline_sigmas(pipe)
+    if own and len(own) == steps:
+        return own
     family = families.family_of_pipe(pipe)
     if family is not None and family.base_sigmas is not None:  # the pipeline's own choice (FLUX.1: linspace)
-        base = family.base_sigmas(steps)
-    else:
-        base = np.linspace(scheduler.sigma_max, scheduler.sigma_min, steps)
-    return [shift_fraction(float(u), shift) for u in base]
+        return family.base_sigmas(steps)
+    return [float(u) for u in np.linspace(pipe.scheduler.sigma_max, pipe.scheduler.sigma_min, steps)]
 
 
 def is_flow(scheduler) -> bool:
@@ -103,7 +116,10 @@ def is_flow(scheduler) -> bool:
 def schedule_kwargs(pipe, steps: int, shift: float | None) -> dict:
     """The pipeline's step arguments: the step count, and the shifted timesteps (flow-matching
     schedulers: sigmas) when SHIFT is not 1."""
+    own = pipeline_sigmas(pipe)
     if not shift or shift == 1.0:
+        if own and len(own) != steps:  # the pipeline would sample on its own sigmas, whatever the step count
+            return {"num_inference_steps": steps, "sigmas": _base_sigmas(pipe, steps)}
         return {"num_inference_steps": steps}
     if is_flow(pipe.scheduler):
         return {"num_inference_steps": steps, "sigmas": flow_sigmas(pipe, steps, shift)}

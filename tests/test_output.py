@@ -48,6 +48,16 @@ def test_atomic_save_failure_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_rgba_image_is_written_as_jpeg_on_white(tmp_path):
+    """Qwen-Image 2.1's VAE makes RGBA images: PNG keeps the alpha, JPEG (which has none) gets it on white."""
+    img = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    save_atomic(img, tmp_path / "x.png", "PNG", {}, overwrite=False)
+    save_atomic(img, tmp_path / "x.jpg", "JPEG", {}, overwrite=False)
+    assert Image.open(tmp_path / "x.png").mode == "RGBA"
+    with Image.open(tmp_path / "x.jpg") as jpg:
+        assert jpg.mode == "RGB" and min(jpg.getpixel((4, 4))) >= 250  # transparent black: white
+
+
 def test_a_planted_temp_symlink_is_never_written_through(tmp_path):
     """Today's guessable temp name (.NAME.PID.tmp) must not redirect the write to a victim file."""
     victim = tmp_path / "victim.txt"

@@ -65,3 +65,23 @@ def test_check_sampler():
     check_sampler(None, 0.5)  # the model's own sampler: checked when it is loaded
     with pytest.raises(UsageError, match="'ddim' sampler"):
         check_sampler("ddim", 0.5)
+
+
+def test_a_pipeline_that_ships_its_own_sigmas_samples_on_them_or_on_the_steps_asked(tiny_flux):
+    """A pipeline config's sample_sigmas (Qwen-Image 2.1's step-distilled releases; here registered on a FLUX.1
+    pipeline, whose family's own sigmas are linspace(1, 1/N)): as many steps as it ships leave the pipeline to
+    them (--shift shifts them); another step count passes that many of the family's own."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from diffcli.timesteps import flow_sigmas, shift_fraction
+
+    pipe = DiffusionPipeline.from_pretrained(str(tiny_flux), torch_dtype=torch.float32)
+    own = [1.0, 0.7, 0.35]
+    pipe.register_to_config(sample_sigmas=own)
+    assert schedule_kwargs(pipe, 3, None) == {"num_inference_steps": 3}
+    assert schedule_kwargs(pipe, 2, None) == {"num_inference_steps": 2, "sigmas": [1.0, 0.5]}
+    assert flow_sigmas(pipe, 3, 2.0) == [shift_fraction(u, 2.0) for u in own]
+    pipe.register_to_config(sample_sigmas=None)
+    assert schedule_kwargs(pipe, 3, None) == {"num_inference_steps": 3}
+    assert flow_sigmas(pipe, 2, 2.0) == [shift_fraction(u, 2.0) for u in (1.0, 0.5)]

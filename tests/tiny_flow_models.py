@@ -531,3 +531,109 @@ def build_flux2_dev(path: Path, seed: int = 0) -> Path:
     pipe.save_pretrained(path, safe_serialization=True)
     shutil.rmtree(path / "_tok", ignore_errors=True)
     return path
+
+
+QWEN3_VL_CHAT_TEMPLATE = (  # ChatML whose content is a string or a list of typed parts (Qwen3-VL's messages)
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% else %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_qwen_image21(path: Path, seed: int = 0) -> Path:
+    """A Qwen-Image-2.1-style model: the single-stream block-causal QwenImage21Transformer2DModel reading a
+    Qwen3-VL model's hidden states (prompt and condition images encoded together, through a Qwen3-VL processor),
+    and the 16x Qwen-Image 2.1 VAE (RGBA; 8 latent channels here): the shapes of diffusers' own dummy components.
+    Needs torchvision (transformers builds the Qwen3-VL processor, its video half, only with it)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLQwenImage21,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImage21Pipeline,
+        QwenImage21Transformer2DModel,
+    )
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    path = Path(path)
+    tokenizer = build_qwen_tokenizer(path / "_qwen")
+    markers = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", *markers]})
+    tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
+    ids = {m: tokenizer.convert_tokens_to_ids(m) for m in markers}
+    z_dim, hidden = 8, 16  # z_dim not 4: the pipeline takes a 4-channel condition image for latents
+    torch.manual_seed(seed)
+    transformer = QwenImage21Transformer2DModel(
+        patch_size=1,
+        in_channels=z_dim,
+        out_channels=z_dim,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        context_in_dim=hidden,
+        mlp_ratio=2,
+        axes_dims_rope=(4, 6, 6),
+    )
+    vae = AutoencoderKLQwenImage21(
+        base_dim=4,
+        decoder_base_dim=4,
+        z_dim=z_dim,
+        dim_mult=[1, 1, 1, 1, 1],  # four downsamples: the 16x the pipeline assumes
+        num_res_blocks=1,
+        attn_scales=[],
+        temperal_downsample=[False, True, True, True],
+        latents_mean=[0.0] * z_dim,
+        latents_std=[1.0] * z_dim,
+    )
+    config = Qwen3VLConfig(
+        text_config={
+            "hidden_size": hidden,
+            "intermediate_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "vocab_size": len(tokenizer),
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_heads": 2,
+            "out_hidden_size": hidden,
+            "patch_size": 16,  # one merged vision token covers 32 pixels: a 2x2 group of 16x latents
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(
+            patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32, max_pixels=64 * 64
+        ),
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2),
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
+    pipe = QwenImage21Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=Qwen3VLForConditionalGeneration(config).eval(),
+        processor=processor,
+        transformer=transformer,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    shutil.rmtree(path / "_qwen", ignore_errors=True)
+    return path

@@ -14,8 +14,8 @@ Qwen-Image-Edit (QwenImageEditPipeline) and its multi-image releases 2509/2511 (
 variants: the same transformer architecture fine-tuned to edit, whose Qwen2.5-VL text encoder also sees the input
 image (and, Plus, up to two reference images beside it: the pipeline's one `image` list, the input first) through
 a Qwen2-VL processor; made for `diffcli edit` only. transformers builds that processor only with torchvision
-installed. Qwen-Image 2.1 (QwenImage21Pipeline) is not this family: another transformer class, a Qwen3-VL text
-encoder with a processor, a 16x VAE and no img2img or inpaint pipelines. Nor are the layered pipelines."""
+installed. Qwen-Image 2.1 (QwenImage21Pipeline) is not this family but its own (qwen_image21.py): another
+transformer class, a Qwen3-VL text encoder with a processor, a 16x VAE. Nor are the layered pipelines."""
 
 from __future__ import annotations
 

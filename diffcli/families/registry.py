@@ -11,7 +11,8 @@ from diffcli.errors import UsageError
 from diffcli.families.spec import Alias, Configs, Family
 
 # The built-in family modules, in the order people see their families and aliases listed.
-BUILTIN = ("sd1", "sd2", "sdxl", "sd3", "flux", "chroma", "zimage", "qwen_image", "flux2", "upscaler", "bundled", "lcm")
+BUILTIN = ("sd1", "sd2", "sdxl", "sd3", "flux", "chroma", "zimage", "qwen_image", "qwen_image21", "flux2")
+BUILTIN += ("upscaler", "bundled", "lcm")
 ENTRY_POINT_GROUP = "diffcli.families"
 FALLBACK = "sd1"  # whose defaults a model of no known family gets
 

@@ -36,6 +36,7 @@ class Layout:
     patch_size: int = 1  # latent pixels per token side of a transformer denoiser (SD3: its patch_size; FLUX: 2)
     guidance_embeds: bool = False  # FLUX: the transformer takes a guidance value (dev, fill; not schnell)
     settings_family: str = ""  # whose settings it takes: its family, or a variant of it (lcm, flux-schnell, ...)
+    own_steps: int | None = None  # the count of the sigmas its pipeline config ships (diffcli.timesteps), if any
 
     @property
     def native_size(self) -> int:
@@ -63,6 +64,8 @@ class Layout:
         """Family defaults overlaid with the model's own diffcli.json."""
         base = families.defaults(self.settings_family)
         base.update({"width": self.native_size, "height": self.native_size})
+        if self.own_steps:  # its pipeline samples on its own sigmas: as many steps as there are
+            base["steps"] = self.own_steps
         base.update({k: v for k, v in self.defaults.items() if v is not None})
         return base
 
@@ -78,7 +81,9 @@ def read_layout(path: Path) -> Layout:
     vae = _read_json(path / "vae" / "config.json")
     scheduler = _read_json(path / "scheduler" / "scheduler_config.json")
     own = _read_json(path / "diffcli.json")
-    vae_blocks = vae.get("block_out_channels") or [0, 0, 0, 0]
+    # a level per block (AutoencoderKL's block_out_channels; the Wan-style VAEs of Qwen-Image: dim_mult), each but
+    # the first halving the size: 8x for most, 16x for Qwen-Image 2.1's
+    vae_blocks = vae.get("block_out_channels") or vae.get("dim_mult") or [0, 0, 0, 0]
     vae_scale = 2 ** (len(vae_blocks) - 1)
     configs = families.Configs(index, unet, transformer, scheduler)
     family = own.get("family") or families.detect(configs)
@@ -99,4 +104,5 @@ def read_layout(path: Path) -> Layout:
         patch_size=(spec and spec.patch_size) or int(transformer.get("patch_size") or 1),
         guidance_embeds=bool(transformer.get("guidance_embeds")),
         settings_family=families.variant(family, configs),
+        own_steps=len(index["sample_sigmas"]) if isinstance(index.get("sample_sigmas"), list) else None,
     )

@@ -68,6 +68,8 @@ def check_model_index(
     for key, value in index.items():
         if key.startswith("_") or not isinstance(value, (list, tuple)):
             continue
+        if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            continue  # a pipeline setting, not a component (Qwen-Image 2.1's sample_sigmas)
         if len(value) != 2:
             raise UsageError(f"{where}: component '{key}' is malformed in model_index.json")
         library, cls = value

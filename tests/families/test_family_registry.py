@@ -80,7 +80,7 @@ def test_detection_follows_the_configs_only():
     )
     assert families.detect(Configs({"_class_name": "X"}, unet={"cross_attention_dim": 1024})) == "sd2"
     assert families.detect(Configs({"_class_name": "Flux2Pipeline"}, transformer={"in_channels": 4})) == "flux2-dev"
-    assert families.detect(Configs({"_class_name": "QwenImage21Pipeline"}, transformer={})) == "unknown"
+    assert families.detect(Configs({"_class_name": "QwenImage21Pipeline"}, transformer={})) == "qwen-image-2.1"
     assert families.detect_keys(["double_blocks.0.img_attn.qkv.weight"]) == "flux"
     assert families.detect_keys(["context_embedder.weight", "transformer_blocks.0.x"]) == "sd3"
     assert families.detect_keys(["first_stage_model.x"]) is None

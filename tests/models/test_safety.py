@@ -39,6 +39,17 @@ def test_pickle_only_component_is_refused_unless_allowed(fakehub):
     assert resolve("acme/pickly", offline=True, allow_pickle=True).allow_pickle
 
 
+def test_a_list_of_numbers_is_a_setting_and_a_mixed_pair_is_still_checked():
+    """model_index.json may hold pipeline settings that are lists (Qwen-Image 2.1's sample_sigmas): no component;
+    a pair naming a library beside a number is still a component, refused as custom code."""
+    from diffcli.models.safety import check_model_index
+
+    index = {"_class_name": "QwenImage21Pipeline", "vae": ["diffusers", "AutoencoderKLQwenImage21"]}
+    assert check_model_index({**index, "sample_sigmas": [1.0, 0.5]}, "m") == ["vae"]
+    with pytest.raises(UsageError, match="custom code"):
+        check_model_index({**index, "sample_sigmas": ["evil_module", 5]}, "m")
+
+
 @pytest.mark.parametrize(
     "change",
     [
