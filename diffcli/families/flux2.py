@@ -138,12 +138,20 @@ def detect_dev(c: Configs) -> bool:
     return c.pipeline_class == DEV_PIPELINE
 
 
+def detect_dev_keys(names: list[str]) -> bool:
+    """FLUX.2's single-stream modulation with [dev]'s guidance embedding (BFL's `guidance_in.*`, diffusers'
+    `time_guidance_embed.guidance_embedder.*`): klein's files have the one without the other."""
+    if not any(k.startswith("single_stream_modulation.") for k in names):
+        return False
+    return any(k.startswith(("guidance_in.", "time_guidance_embed.guidance_embedder.")) for k in names)
+
+
 DEV = Family(
     name="flux2-dev",
     label="FLUX.2 [dev]",
     order=8,
     detect=detect_dev,
-    detect_keys=None,  # its single files (guidance_in.*) are not recognised yet
+    detect_keys=detect_dev_keys,
     defaults={"steps": 50, "cfg": 4.0, "scheduler": "flow-euler"},  # the model card's
     flow=True,
     base_sigmas=linspace_sigmas,
@@ -157,6 +165,8 @@ DEV = Family(
     cfg_meaning="guidance embedding value (guidance-distilled; no negative prompt)",
     options=frozenset({"lora", "quantize"}),
     tiny_decoder=None,
+    single_file="transformer",  # its transformer alone (BFL's layout or diffusers'; .gguf too), with --base
+    base_examples="flux2-dev",
     needs=("torchvision",),  # transformers builds the Pixtral processor only with it
     aliases={
         "flux2-dev": Alias(

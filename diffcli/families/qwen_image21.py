@@ -11,8 +11,9 @@ latents grouped 2x2 against the vision tokens). A checkpoint whose model_index.j
 step-distilled release) samples on them: their count is its default --steps (diffcli.models.layout).
 
 No img2img or inpaint pipeline, no transformer cache (its transformer keeps a key/value cache of the text and
-condition tokens across steps, which the step-cache hooks know nothing of), no single files yet. LoRA files of its
-transformer load as diffusers' QwenImageLoraLoaderMixin loads them.
+condition tokens across steps, which the step-cache hooks know nothing of). LoRA files of its transformer load as
+diffusers' QwenImageLoraLoaderMixin loads them; a transformer as one file (.safetensors in diffusers' or ComfyUI's
+layout, or .gguf) runs with --base, as Qwen-Image's do.
 transformers builds the Qwen3-VL processor (its video half) only with torchvision installed."""
 
 from __future__ import annotations
@@ -30,11 +31,19 @@ def detect(c: Configs) -> bool:
     return c.pipeline_class == PIPELINE
 
 
+def detect_keys(names: list[str]) -> bool:
+    """Its transformer's text-input norm, `txt_in.text_norm` (Qwen-Image's is `txt_norm`), which diffusers' own
+    layout and ComfyUI's (under `model.diffusion_model.`, its MLPs' gate and up projections fused) both keep:
+    diffusers' single-file code knows the family by it."""
+    return "txt_in.text_norm.weight" in names
+
+
 QWEN_IMAGE21 = Family(
     name="qwen-image-2.1",
     label="Qwen-Image 2.1",
     order=29,  # before Qwen-Image (30), whose pipelines are other classes
     detect=detect,
+    detect_keys=detect_keys,
     defaults={"steps": 40, "cfg": 1.0, "negative": " ", "scheduler": "flow-euler"},
     flow=True,
     base_sigmas=linspace_sigmas,  # the pipeline's own sigmas when its config ships none (what --shift shifts)
@@ -49,6 +58,8 @@ QWEN_IMAGE21 = Family(
     cfg_meaning=TRUE_CFG.replace("1 turns it off", "default 1: off, as Qwen recommends"),
     options=frozenset({"negative", "lora", "quantize"}),
     tiny_decoder=None,
+    single_file="transformer",
+    base_examples="qwen-image-2.1",
     needs=("torchvision",),  # transformers builds the Qwen3-VL processor (its video half) only with it
     aliases={
         "qwen-image-2.1": Alias(

@@ -59,6 +59,20 @@ def test_recognised_with_its_defaults_sizes_and_refusals(tiny_qwen_image, tmp_pa
     assert not (tmp_path / "o").exists()
 
 
+def test_its_transformer_files_are_known_by_their_text_norm(tmp_path):
+    """A transformer file in diffusers' layout or ComfyUI's (prefixed, gate and up projections fused) is Qwen-Image
+    2.1's by `txt_in.text_norm` (Qwen-Image's files have `txt_norm`); the header is all detection reads."""
+    import torch
+    from safetensors.torch import save_file
+
+    from diffcli.models.checkpoint_info import detect_family
+
+    names = ["txt_in.text_norm.weight", "transformer_blocks.0.img_mlp.gate_up.weight", "img_in.weight"]
+    for prefix in ("", "model.diffusion_model."):
+        save_file({prefix + n: torch.zeros(2) for n in names}, tmp_path / "t.safetensors")
+        assert detect_family(tmp_path / "t.safetensors") == "qwen-image-2.1", prefix
+
+
 def test_the_alias_names_the_public_checkpoint():
     from diffcli import families
 
@@ -196,3 +210,52 @@ def test_a_lora_is_plain_diffusers_and_leaves_no_trace(tiny_qwen_image21, tmp_pa
     plain = np.asarray(plain.convert("RGB"), dtype=np.int16)
     assert np.array_equal(with_lora, plain) and not np.array_equal(with_lora, without)
     assert np.array_equal(without, _plain(tiny_qwen_image21, "castle at dusk", 5, num_inference_steps=2))
+
+
+def _comfy_layout(files: dict, out: Path) -> Path:
+    """The diffusers-layout transformer file of FILES as ComfyUI writes Qwen-Image 2.1's: under
+    `model.diffusion_model.`, each MLP's gate and up projections fused into one `gate_up` (gate rows first)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(files["safetensors"])
+    comfy = {}
+    for name, tensor in state.items():
+        if name.endswith("img_mlp.gate_layer.weight"):
+            up = state[name.replace("gate_layer", "proj")]
+            comfy["model.diffusion_model." + name.replace("gate_layer", "gate_up")] = torch.cat([tensor, up])
+        elif not name.endswith("img_mlp.proj.weight"):
+            comfy["model.diffusion_model." + name] = tensor
+    save_file(comfy, out)
+    return out
+
+
+def test_a_transformer_file_runs_with_its_base(tiny_qwen_image21, tmp_path):
+    """Its transformer as one .safetensors (diffusers' layout; ComfyUI's) with --base draws what QwenImage21Pipeline
+    draws with that transformer; as a Q8_0 GGUF file, nearly that image."""
+    import torch
+    from diffusers import QwenImage21Pipeline, QwenImage21Transformer2DModel
+
+    from diffcli.models.checkpoint_info import detect_family
+
+    from tiny_flow_models import write_transformer_files
+
+    files = write_transformer_files(tiny_qwen_image21, tmp_path / "files")
+    comfy = _comfy_layout(files, tmp_path / "files" / "comfy.safetensors")
+    assert detect_family(files["safetensors"]) == detect_family(comfy) == "qwen-image-2.1"
+    args = ["castle", "--base", tiny_qwen_image21, "-W", "64", "-H", "64", "--seed", "4", "--steps", "2"]
+    made = {}
+    for kind, path in (("safetensors", files["safetensors"]), ("comfy", comfy), ("gguf", files["gguf"])):
+        r = cli("txt2img", *args, "-m", path, "-o", tmp_path / kind, *FAST)
+        assert r.exit_code == 0, r.stderr
+        made[kind] = pixels(written(r)[0])
+    transformer = QwenImage21Transformer2DModel.from_pretrained(files["folder"], torch_dtype=torch.float32)
+    pipe = QwenImage21Pipeline.from_pretrained(
+        str(tiny_qwen_image21), transformer=transformer, torch_dtype=torch.float32
+    )
+    generator = torch.Generator("cpu").manual_seed(4)
+    plain = pipe("castle", width=64, height=64, num_inference_steps=2, generator=generator).images[0]
+    assert np.array_equal(made["safetensors"], np.asarray(plain.convert("RGB"), dtype=np.int16))
+    assert np.array_equal(made["comfy"], made["safetensors"])
+    diff = np.abs(made["gguf"] - made["safetensors"])
+    assert 0 < diff.mean() < 2.0, (diff.mean(), diff.max())
