@@ -1,8 +1,9 @@
-"""Qwen-Image 2.1 (issue 29): recognised with its defaults, its 16x VAE's sizes and a step-distilled release's own
-sigmas, img2img and the step caches refused (on every machine: its configs name it); and, where torchvision is
-installed (transformers builds its Qwen3-VL processor only then), txt2img with and without guidance, an edit with
-two reference images and a step-distilled release's sigmas the pixels of QwenImage21Pipeline, through the command,
-a batch line and a real server; its RGBA images written as JPEG too."""
+"""Qwen-Image 2.1 (issue 29): recognised with its defaults, its 16x VAE's sizes, a step-distilled release's own
+sigmas and its transformer files, img2img, the step caches and the hires fix refused (on every machine: its configs
+name it); and, where torchvision is installed (transformers builds its Qwen3-VL processor only then), txt2img with
+and without guidance (replayed by --from), an edit with two reference images, a step-distilled release's sigmas, a
+LoRA, int8 and transformer files the pixels of QwenImage21Pipeline, through the command, a batch line and a real
+server; its RGBA images written as JPEG too."""
 
 from __future__ import annotations
 
@@ -115,6 +116,9 @@ def test_txt2img_unguided_and_guided_is_plain_diffusers(tiny_qwen_image21, tmp_p
     cfg = {"negative_prompt": " ", "true_cfg_scale": 4.0}
     guided = _plain(tiny_qwen_image21, "castle at dusk", 5, num_inference_steps=2, **cfg)
     assert np.array_equal(pixels(written(g)[0]), guided) and not np.array_equal(guided, unguided)
+    again = cli("txt2img", "--from", written(g)[0], "-o", tmp_path / "again", "--quiet", "--no-server")
+    assert again.exit_code == 0, again.stderr  # the record replays it
+    assert np.array_equal(pixels(written(again)[0]), guided)
     j = cli("txt2img", "castle at dusk", "-m", tiny_qwen_image21, *size, "--format", "jpg", "-o", tmp_path / "j", *FAST)
     assert j.exit_code == 0, j.stderr  # RGBA flattened for JPEG (alpha on white)
     on_white = _plain(tiny_qwen_image21, "castle at dusk", 5, num_inference_steps=2, on_white=True)
