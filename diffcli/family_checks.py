@@ -177,4 +177,5 @@ def lacking_pipeline(pipeline_class: str, task: str) -> str | None:
     tasks = [t for t in kinds if family is not None and t in family.pipelines]
     if not tasks or task in tasks or task not in kinds:
         return None
-    return f"{family.label} models have no {task} pipeline (they do {', '.join(tasks)})"
+    edits = "; `diffcli edit` edits an image with them" if "edit" in family.pipelines else ""
+    return f"{family.label} models have no {task} pipeline (they do {', '.join(tasks)}{edits})"

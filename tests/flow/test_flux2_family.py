@@ -177,7 +177,8 @@ def test_img2img_is_refused_in_one_line(tiny_flux2_klein, tmp_path):
     src = _input(tmp_path / "in.png")
     r = cli("img2img", src, "watercolor", "-m", tiny_flux2_klein, "--steps", "2", "-o", tmp_path, *FAST)
     assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert "cannot do img2img: FLUX.2 [klein] models have no img2img pipeline (they do txt2img, inpaint)" in r.stderr
+    assert "cannot do img2img: FLUX.2 [klein] models have no img2img pipeline (they do txt2img, inpaint;" in r.stderr
+    assert "`diffcli edit` edits an image with them)" in r.stderr
     from diffcli.errors import UsageError
     from diffcli.flags import build_options
     from diffcli.jobs import Job
