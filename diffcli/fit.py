@@ -19,6 +19,8 @@ MODELS = {
     "flux-dev / flux-schnell": ("flux", 11.9, 4.88, 0.08),  # CLIP-L + T5-XXL
     "flux-kontext": ("flux-kontext", 11.9, 4.88, 0.08),  # FLUX.1's sizes (diffcli edit)
     "flux2-dev": ("flux2-dev", 32.2, 24.0, 0.08),  # Mistral Small 3.1 24B (vision tower included)
+    "flux2-klein-4b": ("flux2-klein", 4.0, 4.02, 0.08),  # BFL's nominal 4B; Qwen3-4B
+    "flux2-klein-9b / -9b-kv": ("flux2-klein", 9.0, 8.19, 0.08),  # BFL's nominal 9B; Qwen3-8B
     "chroma-hd": ("chroma", 8.9, 4.76, 0.08),  # T5-XXL only
     "z-image-turbo": ("z-image", 6.15, 4.02, 0.08),  # Qwen3-4B
     "qwen-image": ("qwen-image", 20.4, 8.29, 0.13),  # Qwen2.5-VL-7B (vision tower included); its own VAE

@@ -912,6 +912,8 @@ def _call_kwargs(pipe, prepared: Prepared, prompts: list[tuple[str, str]], gener
         kwargs.update(mask_image=prepared.mask, width=job.width, height=job.height)
     if "negative_prompt" not in takes:  # FLUX.1 Fill (family_checks.notes warns)
         kwargs.pop("negative_prompt", None)
+    if family is not None and family.guidance == "none" and family.cfg_argument not in takes:
+        kwargs.pop(family.cfg_argument, None)  # FLUX.2 [klein] KV: its pipeline takes no guidance at all
     if job.control:
         from diffcli import control
 

@@ -21,7 +21,10 @@ embedding (guidance-distilled: --cfg is the embedded value, one pass per step, n
 three layers (10, 20, 30) of a Mistral Small 3.1 (24B) text encoder through its Pixtral processor, which
 transformers builds only with torchvision. txt2img, and `diffcli edit` with the input and up to 9 reference
 images in the pipeline's `image` list (BFL: up to 10 images in all); no img2img or inpaint pipeline. Its
-pipeline sets no cache context: no transformer cache."""
+pipeline sets no cache context: no transformer cache.
+
+FLUX.2 [klein] 9B KV (Flux2KleinKVPipeline, family `flux2-klein-kv`): klein 9B with its own pipeline, which caches
+the reference images' attention keys and values on the first step (below)."""
 
 from __future__ import annotations
 
@@ -38,8 +41,8 @@ REFERENCES = {"edit": ("image", 3)}
 
 
 def detect(c: Configs) -> bool:
-    """klein's own pipelines (FLUX.2 [dev]'s Flux2Pipeline and the KV-cache klein pipeline are not this
-    family)."""
+    """klein's own pipelines (FLUX.2 [dev]'s Flux2Pipeline and the KV-cache klein pipeline are families of their
+    own)."""
     return c.pipeline_class in PIPELINES.values()
 
 
@@ -131,6 +134,37 @@ BASE = replace(
     cfg_meaning="classifier-free guidance scale against the empty prompt (no negative prompt; 1 turns it off)",
     aliases={},
 )
+KV_PIPELINE = "Flux2KleinKVPipeline"
+
+
+def detect_kv(c: Configs) -> bool:
+    return c.pipeline_class == KV_PIPELINE
+
+
+# FLUX.2 [klein] 9B KV: klein 9B made to cache the reference images' attention keys and values on the first step
+# and reuse them (BFL: 1.4-2.7x faster edits with references). Its own pipeline, step-distilled only (no guidance
+# argument at all), for text to image and edits with references; no inpaint pipeline. Its transformer takes no
+# step cache (the pipeline calls it in key/value extract and cached modes).
+KV = replace(
+    KLEIN,
+    name="flux2-klein-kv",
+    label="FLUX.2 [klein] KV",
+    order=9,
+    detect=detect_kv,
+    detect_keys=None,  # its transformer files are klein 9B's, known as flux2-klein
+    pipelines={"txt2img": KV_PIPELINE, "edit": KV_PIPELINE},
+    options=frozenset({"lora", "quantize"}),
+    single_file=None,
+    base_examples=None,
+    aliases={
+        "flux2-klein-9b-kv": _alias(
+            "black-forest-labs/FLUX.2-klein-9b-kv",
+            f"FLUX.2 [klein] 9B KV (4 steps, fast edits with references; {NON_COMMERCIAL})",
+            base=False,
+            gated=True,
+        ),
+    },
+)
 DEV_PIPELINE = "Flux2Pipeline"
 
 
@@ -178,4 +212,4 @@ DEV = Family(
         ),
     },
 )
-FAMILIES = (KLEIN, BASE, DEV)
+FAMILIES = (KLEIN, BASE, KV, DEV)

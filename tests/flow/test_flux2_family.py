@@ -313,3 +313,54 @@ def test_its_latents_decode_for_partial_saves_and_previews(tiny_flux2_klein):
     (decoded,) = decode_latents(pipe, seen["latents"], (40, 32))
     assert np.array_equal(np.asarray(decoded), np.asarray(image))
     assert preview_image(pipe, seen["latents"], (40, 32)).size == (40, 32)
+
+
+@pytest.fixture(scope="module")
+def klein_kv(tiny_flux2_klein, tmp_path_factory):
+    """The tiny klein as a FLUX.2 [klein] KV model: the same components, its model_index.json naming
+    Flux2KleinKVPipeline (as black-forest-labs/FLUX.2-klein-9b-kv's does)."""
+    path = tmp_path_factory.mktemp("models") / "tiny-flux2-klein-kv"
+    shutil.copytree(tiny_flux2_klein, path)
+    index = json.loads((path / "model_index.json").read_text())
+    (path / "model_index.json").write_text(json.dumps({**index, "_class_name": "Flux2KleinKVPipeline"}, indent=2))
+    return path
+
+
+def test_the_kv_model_makes_and_edits_as_its_own_pipeline(klein_kv, tmp_path):
+    """FLUX.2 [klein] KV: its own family (4 steps, no guidance argument at all); txt2img and an edit with a
+    reference image (by the command and a batch line) are Flux2KleinKVPipeline's pixels; img2img, inpaint and
+    the step caches refused before loading."""
+    import torch
+    from diffusers import Flux2KleinKVPipeline
+
+    from diffcli.models.layout import read_layout
+
+    layout = read_layout(klein_kv)
+    assert layout.family == "flux2-klein-kv" and layout.recommended()["steps"] == 4
+    rng = np.random.default_rng(2)
+    source, reference = tmp_path / "in.png", tmp_path / "ref.png"
+    for path in (source, reference):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    for task, extra in (("img2img", [source]), ("inpaint", [source, "--mask", source])):
+        r = cli(task, *extra[:1], "x", *extra[1:], "-m", klein_kv, "-o", tmp_path / "no", *FAST)
+        assert r.exit_code == 2 and f"no {task} pipeline" in r.stderr and "diffcli edit" in r.stderr, r.stderr
+    r = cli("txt2img", "x", "-m", klein_kv, "--cache", "taylorseer", "-o", tmp_path / "no", *FAST)
+    assert r.exit_code == 2 and "--cache taylorseer" in r.stderr, r.stderr
+    assert not (tmp_path / "no").exists()
+
+    pipe = Flux2KleinKVPipeline.from_pretrained(str(klein_kv), dtype=torch.float32)
+    t = cli("txt2img", "castle", "-m", klein_kv, "--seed", "3", "--steps", "2", "-o", tmp_path / "t", *FAST)
+    assert t.exit_code == 0, t.stderr
+    generator = torch.Generator("cpu").manual_seed(3)
+    plain = pipe(prompt="castle", width=32, height=32, num_inference_steps=2, generator=generator).images[0]
+    assert np.array_equal(pixels(written(t)[0]), np.asarray(plain, dtype=np.int16))
+    args = ["-m", klein_kv, "-r", reference, "--seed", "3", "--steps", "2", *FAST[:3]]
+    e = cli("edit", source, "make it red", *args, "-o", tmp_path / "e")
+    assert e.exit_code == 0, e.stderr
+    plain = plain_edit(klein_kv, [source, reference], "make it red", 3, (64, 64), pipe=pipe)
+    assert np.array_equal(pixels(written(e)[0]), plain)
+    line = {"task": "edit", "image": str(source), "prompt": "make it red", "references": [str(reference)]}
+    (tmp_path / "jobs.jsonl").write_text(json.dumps(line) + "\n")
+    b = cli("batch", tmp_path / "jobs.jsonl", *args[:2], *args[4:], "-o", tmp_path / "b")
+    assert b.exit_code == 0, b.stderr
+    assert np.array_equal(pixels(written(b)[0]), plain)
