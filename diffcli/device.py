@@ -95,6 +95,12 @@ def auto_dtype(
     return "float32", "this CPU has no native bfloat16"
 
 
+def native_bf16_run(device: str, dtype: str) -> bool:
+    """Whether a run on DEVICE at DTYPE computes bfloat16 natively on the CPU (AMX / AVX512-BF16): where the
+    CPU-side speed choices (memory_format, compile_freezing) differ from plain diffusers'."""
+    return device == "cpu" and dtype == "bfloat16" and cpu_has_native_bf16()
+
+
 def memory_format(device: str, dtype: str) -> tuple[bool, str]:
     """(channels_last, why): whether the UNet and VAE run in channels_last memory format on DEVICE at DTYPE.
 
@@ -104,7 +110,7 @@ def memory_format(device: str, dtype: str) -> tuple[bool, str]:
     AVX2 CPU in float32, channels_last changed the pixels and gained nothing: docs/speed.md)."""
     if device.startswith("cuda"):
         return True, "channels_last: cuDNN's convolutions are faster in it"
-    if device == "cpu" and dtype == "bfloat16" and cpu_has_native_bf16():
+    if native_bf16_run(device, dtype):
         return True, "channels_last: bfloat16 convolutions on a CPU that computes them natively run faster in it"
     return False, "contiguous: as plain diffusers (channels_last gains nothing here)"
 
@@ -116,7 +122,7 @@ def compile_freezing(device: str, dtype: str) -> tuple[bool, str]:
     Xeon with AMX, against eager (issue 31). Not elsewhere: on an AVX2 CPU in float32 a frozen SD-1.5 UNet
     ran 0.99-1.01x of eager, as the plain compile did, and torch caches no frozen graph across processes
     (bench/unet_step.py, docs/benchmarks.md); GPUs compile as diffusers' guide does."""
-    if device == "cpu" and dtype == "bfloat16" and cpu_has_native_bf16():
+    if native_bf16_run(device, dtype):
         return True, "frozen: the compiled denoiser's weights are prepacked for this CPU's native bfloat16"
     if device == "cpu":
         return False, "plain: freezing measured no faster here, and torch reuses plain compiled graphs across runs"

@@ -337,9 +337,14 @@ def compile_denoiser(pipe, device: str, dtype: str) -> None:
     float rounding only (docs/speed.md). Frozen where device.compile_freezing says (compile_module)."""
     from diffcli.device import compile_freezing
 
-    module = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    module = _denoiser(pipe)
     if module is not None:
         compile_module(module, freeze=compile_freezing(device, dtype)[0])
+
+
+def _denoiser(pipe):
+    """PIPE's UNet or transformer (None for neither)."""
+    return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
 
 
 def compile_module(module, freeze: bool) -> None:
@@ -372,8 +377,7 @@ def compile_module(module, freeze: bool) -> None:
 def compiled_call(pipe):
     """The context of one call of PIPE: where its denoiser is compiled for freezing (compile_module), inductor
     traces and compiles with `freezing` on (dynamo reads it when it traces, so it is set for the call)."""
-    module = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    if not getattr(module, FROZEN, False):
+    if not getattr(_denoiser(pipe), FROZEN, False):
         yield
         return
     import torch._inductor.config as inductor_config

@@ -62,20 +62,15 @@ def settings_family(ref, layout) -> str:
 
 def model_layers(ref, layout) -> list[tuple[str, dict]]:
     """(source, values) for what the model says, lowest first."""
-    family = settings_family(ref, layout)
     if layout is None:
+        family = settings_family(ref, layout)
         return [
             (f"family {family}", families.defaults(family)),
             ("native size", {"width": SINGLE_FILE_SIZE, "height": SINGLE_FILE_SIZE}),
             (f"settings of {ref.name}", dict(ref.defaults)),
         ]
-    layers = [
-        (f"family {family}", families.defaults(family)),
-        ("native size", {"width": layout.native_size, "height": layout.native_size}),
-    ]
-    if getattr(layout, "own_steps", None):  # its pipeline samples on the sigmas it ships: as many steps
-        layers.append(("its sample_sigmas", {"steps": layout.own_steps}))
-    own = ("diffcli.json", {k: v for k, v in layout.defaults.items() if v is not None})
+    layers = layout.layers()  # family defaults, native size, the steps of its own sigmas
+    own = ("diffcli.json", layout.own_settings())
     if getattr(ref, "lora", None) is not None:  # the LoRA's own settings (ref.defaults) beat its base's
         return [*layers, own, ("LoRA's diffcli.json", dict(ref.defaults))]
     return [*layers, (f"alias {ref.name}", dict(ref.defaults)), own]

@@ -116,8 +116,8 @@ def is_flow(scheduler) -> bool:
 def schedule_kwargs(pipe, steps: int, shift: float | None) -> dict:
     """The pipeline's step arguments: the step count, and the shifted timesteps (flow-matching
     schedulers: sigmas) when SHIFT is not 1."""
-    own = pipeline_sigmas(pipe)
     if not shift or shift == 1.0:
+        own = pipeline_sigmas(pipe)
         if own and len(own) != steps:  # the pipeline would sample on its own sigmas, whatever the step count
             return {"num_inference_steps": steps, "sigmas": _base_sigmas(pipe, steps)}
         return {"num_inference_steps": steps}

@@ -18,7 +18,6 @@ transformers builds the Qwen3-VL processor (its video half) only with torchvisio
 
 from __future__ import annotations
 
-from diffcli.families.qwen_image import TRUE_CFG
 from diffcli.families.spec import Alias, Configs, Family, linspace_sigmas
 
 PIPELINE = "QwenImage21Pipeline"
@@ -55,7 +54,8 @@ QWEN_IMAGE21 = Family(
     references=REFERENCES,
     guidance="cfg",
     cfg_argument="true_cfg_scale",
-    cfg_meaning=TRUE_CFG.replace("1 turns it off", "default 1: off, as Qwen recommends"),
+    cfg_meaning="true classifier-free guidance scale (true_cfg_scale; default negative prompt ' '; default 1: off, "
+    "as Qwen recommends)",
     options=frozenset({"negative", "lora", "quantize"}),
     tiny_decoder=None,
     single_file="transformer",

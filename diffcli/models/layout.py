@@ -60,13 +60,28 @@ class Layout:
     def is_lcm(self) -> bool:
         return self.scheduler_class == "LCMScheduler"
 
+    def layers(self) -> list[tuple[str, dict]]:
+        """(source, values) of what the folder's configs say, lowest first: its family's defaults, its native
+        size, and, where its pipeline samples on sigmas it ships, as many steps as there are (settings.py puts
+        an alias's settings and then diffcli.json, `own_settings`, above these)."""
+        layers = [
+            (f"family {self.settings_family}", families.defaults(self.settings_family)),
+            ("native size", {"width": self.native_size, "height": self.native_size}),
+        ]
+        if self.own_steps:
+            layers.append(("its sample_sigmas", {"steps": self.own_steps}))
+        return layers
+
+    def own_settings(self) -> dict:
+        """The settings its diffcli.json recommends."""
+        return {k: v for k, v in self.defaults.items() if v is not None}
+
     def recommended(self) -> dict:
-        """Family defaults overlaid with the model's own diffcli.json."""
-        base = families.defaults(self.settings_family)
-        base.update({"width": self.native_size, "height": self.native_size})
-        if self.own_steps:  # its pipeline samples on its own sigmas: as many steps as there are
-            base["steps"] = self.own_steps
-        base.update({k: v for k, v in self.defaults.items() if v is not None})
+        """The layers of its configs overlaid with the model's own diffcli.json."""
+        base: dict = {}
+        for _, values in self.layers():
+            base.update(values)
+        base.update(self.own_settings())
         return base
 
 
