@@ -58,9 +58,10 @@ def rejected_share(rejected: int, shard: tuple[int, int]) -> int:
 def read_lines(source: str, base: Job, keep_going: bool, warn) -> Lines:
     """The jobs of SOURCE (a path, or - for stdin) laid over BASE; every line checked now. With
     KEEP_GOING bad lines are warned about, left out and counted (`.rejected`), else the first stops it."""
-    text = _read_text(source)
+    text = _read_text(source).removeprefix("\ufeff")  # a byte-order mark (Notepad, PowerShell) is no text
     name = "<stdin>" if source == "-" else source
-    raw = [(i + 1, line.strip()) for i, line in enumerate(text.splitlines())]
+    # lines end at "\n" only: U+2028 and the like may stand raw inside a JSON string (jq writes them)
+    raw = [(i + 1, line.strip()) for i, line in enumerate(text.split("\n"))]
     raw = [(n, line) for n, line in raw if line and not line.startswith("#")]
     if not raw:
         raise UsageError(f"{name}: no jobs in it")
@@ -71,6 +72,7 @@ def read_lines(source: str, base: Job, keep_going: bool, warn) -> Lines:
             job = _parse(content, as_json, base, f"{name}:{number}")
             job = _seeded(job, seen)
             validate(job)
+            _check_input_files(job)
         except UsageError as exc:
             message = str(exc) if str(exc).startswith(f"{name}:") else f"{name}:{number}: {exc}"
             errors.append(message)
@@ -84,6 +86,17 @@ def read_lines(source: str, base: Job, keep_going: bool, warn) -> Lines:
     result = Lines(lines)
     result.rejected = len(errors)
     return result
+
+
+def _check_input_files(job: Job) -> None:
+    """The images a line names (input, mask, references) are there and readable as images: read from
+    their headers now, before any model loads, rather than when their model's jobs are planned."""
+    from diffcli.images import open_image
+
+    for path in (job.image, job.mask, *(job.references or ())):
+        if path:
+            with open_image(path):
+                pass
 
 
 def _read_text(source: str) -> str:
@@ -179,7 +192,7 @@ def _seeded(job: Job, seen: dict) -> Job:
 
 def shard_of(spec: str | None) -> tuple[int, int]:
     """(index, count) from --shard I/N, or from the launcher's rank; (0, 1) when neither."""
-    if spec:
+    if spec is not None:  # (an empty one too: `--shard "$ID"` with ID unset must not run the whole list)
         try:
             index, count = (int(part) for part in spec.split("/"))
         except ValueError:
@@ -187,8 +200,23 @@ def shard_of(spec: str | None) -> tuple[int, int]:
         if not (count >= 1 and 0 <= index < count):
             raise UsageError(f"invalid --shard '{spec}': I must be in 0..N-1")
         return index, count
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    return (int(os.environ.get("RANK", "0") or 0), world) if world > 1 else (0, 1)
+    rank, world = env_rank()
+    return (rank, world) if world > 1 else (0, 1)
+
+
+def env_rank() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) from the environment (a launcher's, or set by hand), checked: (0, 1) when unset."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        rank = int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        raise UsageError(
+            f"WORLD_SIZE '{os.environ.get('WORLD_SIZE')}' and RANK '{os.environ.get('RANK')}' in the environment "
+            "must be numbers"
+        ) from None
+    if world > 1 and not 0 <= rank < world:
+        raise UsageError(f"RANK {rank} in the environment is not in 0..{world - 1} (WORLD_SIZE {world})")
+    return rank, world
 
 
 def settled_key(prepared) -> str:
@@ -221,12 +249,17 @@ class Manifest:
                 continue  # a line cut by a crash: that job simply runs again
 
     def _text(self) -> str:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        import stat
+
+        try:  # (non-blocking: a FIFO planted at its name must not hang the open)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return ""
         except OSError as exc:  # a link planted at its name (ELOOP), or unreadable
             raise UsageError(f"{self.path}: cannot read the batch manifest ({exc.strerror or exc})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError(f"{self.path}: the batch manifest is not a regular file")
         with os.fdopen(fd, "rb") as fh:
             return fh.read().decode("utf-8", errors="replace")
 
@@ -373,8 +406,9 @@ def _plan(line: Line, directory: Path, fmt: str | None, opts, manifest: Manifest
         reporter.emit("job_skipped", line=line.number, key=key, reason="done")
         _print_done(finished, line, opts)
         return None
-    # names carry the line and the key: a file already there with this name is this very job's
-    # (same settings, same pixels), so replacing it loses nothing
+    # names carry the line and the key: a file already there with this name that records the key is
+    # this very job's (same settings, same pixels), so replacing it loses nothing; one that does not is
+    # refused below unless --overwrite
     ext = (fmt or "png").lower()
     job_opts = replace(
         job_opts,
@@ -389,6 +423,12 @@ def _plan(line: Line, directory: Path, fmt: str | None, opts, manifest: Manifest
         reporter.emit("job_skipped", line=line.number, key=key, reason="files present")
         _print_done(planned.paths, line, opts)
         return None
+    foreign = [path for path in planned.paths if os.path.lexists(path) and not carries_key(path, key)]
+    if foreign and not opts.overwrite:  # this job's name, but not its image (edited since it was made?)
+        raise UsageError(
+            f"{foreign[0]} is there but is not this job's image (it records no batch key {key}); "
+            "move it away, or pass --overwrite to replace it"
+        )
     return planned, job_opts, key
 
 

@@ -190,10 +190,17 @@ def default_max_pixels() -> int:
 
 def check_limits(job: Job, max_pixels: int | None) -> None:
     """Refuse sizes that would exhaust memory (width x height x batch size over MAX_PIXELS, default
-    default_max_pixels()). Runs on the job with every default filled in, before the model loads."""
+    default_max_pixels()), and sides out of range taken from an input image. Runs on the job with every
+    default filled in, before the model loads."""
     limit = max_pixels or default_max_pixels()
     if job.width is None or job.height is None:
         return
+    if job.task != "upscale" and not (8 <= job.width <= MAX_SIDE and 8 <= job.height <= MAX_SIDE):
+        # (a size given is checked by validate; this one was taken from the input image)
+        raise UsageError(
+            f"the image would be {job.width}x{job.height}, the input's size: each side must be between 8 and "
+            f"{MAX_SIDE} pixels; resize the input or give --width and --height"
+        )
     batch = min(job.batch_size or 1, job.num_images or 1)
     pixels = job.width * job.height * batch
     if pixels > limit:
@@ -247,8 +254,8 @@ def validate(job: Job) -> None:
         raise UsageError(f"--seed must be between 0 and {MAX_SEED} (got {job.seed})")
     if job.strength is not None and not 0 < job.strength <= 1:
         raise UsageError(f"--strength must be in (0, 1] (got {job.strength})")
-    if job.mask_blur is not None and job.mask_blur < 0:
-        raise UsageError(f"--mask-blur must be 0 or more (got {job.mask_blur})")
+    if job.mask_blur is not None and not 0 <= job.mask_blur <= MAX_SIDE:
+        raise UsageError(f"--mask-blur must be between 0 and {MAX_SIDE} pixels (got {job.mask_blur})")
     if job.cache is not None:
         from diffcli.cache import parse as parse_cache
 

@@ -53,8 +53,9 @@ _MAX_CHUNK = 8  # ray: jobs per chunk at most (a chunk's paths reach stdout when
 def launched() -> bool:
     """Is this process one rank of several started by a launcher (accelerate launch, torchrun)?
     RANK/WORLD_SIZE alone (set by hand, say) keep the plain every-N-th split of `shard_of`."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    return world > 1 and "LOCAL_RANK" in os.environ and "MASTER_ADDR" in os.environ
+    from diffcli.batch import env_rank
+
+    return env_rank()[1] > 1 and "LOCAL_RANK" in os.environ and "MASTER_ADDR" in os.environ
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -63,9 +64,9 @@ def launched() -> bool:
 
 def rank_batch(params: dict, base, opts) -> int:
     """Run this rank's share of the job list; returns the exit code for this process."""
-    from diffcli.batch import read_lines, rejected_share, run_batch, shard_of
+    from diffcli.batch import env_rank, read_lines, rejected_share, run_batch, shard_of
 
-    rank = int(os.environ.get("RANK", "0") or 0)
+    rank = env_rank()[0]
     shard = shard_of(params["shard"]) if params.get("shard") else (0, 1)
     reporter = _rank_reporter(params["json"], params["quiet"], rank)
     under_us = bool(os.environ.get(STATUS_ENV))
@@ -115,8 +116,10 @@ def _partial_state():
     import torch
     from accelerate import PartialState
 
+    from diffcli.batch import env_rank
+
     state = PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU; NCCL, one GPU per rank, on CUDA
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = env_rank()[1]
     if state.num_processes != world:  # each rank would run every job
         raise RuntimeFailure(f"accelerate sees {state.num_processes} process(es) but WORLD_SIZE is {world}")
     return state

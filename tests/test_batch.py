@@ -401,3 +401,90 @@ def test_a_live_run_keeps_its_names(tiny_sd, tmp_path):
         live.send_signal(signal.SIGTERM)
         live.communicate(timeout=60)
     assert live.returncode == 143
+
+
+def test_a_file_of_a_jobs_name_that_it_did_not_write_is_not_replaced(tiny_sd, tmp_path):
+    """A file with the job's name whose image records no batch key (edited since it was made, its metadata
+    gone) is refused, exit 2, and kept as it is; --overwrite replaces it."""
+    from PIL import Image
+
+    prompts, name, key = _one_job(tiny_sd, tmp_path)
+    made = tmp_path / "first" / name
+    with Image.open(made) as img:
+        img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(made)  # edited by hand: no metadata
+    edited = made.read_bytes()
+    r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "first", "--json")
+    assert r.exit_code == 2 and r.stdout == "", r.stderr
+    assert f"{made} is there but is not this job's image" in r.stderr and "--overwrite" in r.stderr
+    assert made.read_bytes() == edited
+    r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "first", "--overwrite", "-q")
+    assert r.exit_code == 0 and r.stdout.strip() == str(made), r.stderr
+    from diffcli.batch import carries_key
+
+    assert carries_key(made, key)
+
+
+def test_a_byte_order_mark_and_raw_line_separators_are_read_as_text(tiny_sd, tmp_path):
+    """A UTF-8 BOM (Notepad, PowerShell) starts neither a prompt nor a JSON line; U+2028 inside a JSON
+    string (jq writes it raw) does not end the line."""
+    from diffcli.batch import read_lines
+    from diffcli.jobs import Job
+
+    base = Job(task="txt2img")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_bytes(b'\xef\xbb\xbf{"prompt": "castle", "steps": 1}\n{"prompt": "a\xe2\x80\xa8b"}\n')
+    lines = read_lines(str(jobs), base, False, print)
+    assert [(line.number, line.job.prompt, line.job.steps) for line in lines] == [
+        (1, "castle", 1),
+        (2, "a\u2028b", None),
+    ]
+    text = tmp_path / "prompts.txt"  # a prompts file: its first line a comment
+    text.write_bytes(b"\xef\xbb\xbf# my prompts\nred house\n")
+    assert [(line.number, line.job.prompt) for line in read_lines(str(text), base, False, print)] == [(2, "red house")]
+    r = cli("batch", "-", "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "-q", input='\ufeff{"prompt": "castle"}\n')
+    assert r.exit_code == 0, r.stderr
+    assert [p.name.split("-", 3)[-1] for p in (tmp_path / "o").glob("*.png")] == ["castle.png"]
+
+
+def test_an_input_image_missing_on_any_line_stops_the_batch_before_a_model_loads(tiny_sd, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        json.dumps({"prompt": "castle"})
+        + "\n"
+        + json.dumps({"task": "img2img", "model": "tiny-lcm", "image": str(tmp_path / "nope.png"), "prompt": "x"})
+        + "\n"
+    )
+    r = cli("batch", jobs, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--json")
+    assert r.exit_code == 2 and r.stdout == "", r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"diffcli: error: {jobs}:2: {tmp_path / 'nope.png'}: no such file"
+    assert not [e for e in _events(r) if e.get("phase") == "load"] and not (tmp_path / "o").exists()
+
+
+def test_a_shard_or_rank_that_names_no_share_is_refused(tiny_sd, tmp_path, monkeypatch):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("red house\n")
+    r = cli("batch", prompts, "-m", tiny_sd, *FAST, "--shard", "")  # `--shard "$ID"` with ID unset
+    assert r.exit_code == 2 and "invalid --shard ''" in r.stderr, r.stderr
+    for world, rank, said in (("abc", "0", "must be numbers"), ("2", "5", "RANK 5 in the environment is not in 0..1")):
+        monkeypatch.setenv("WORLD_SIZE", world)
+        monkeypatch.setenv("RANK", rank)
+        r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o")
+        assert r.exit_code == 2 and said in r.stderr and r.stdout == "", r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_manifest_that_is_a_folder_or_a_fifo_is_refused(tiny_sd, tmp_path):
+    import os
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("red house\n")
+    for kind in ("folder", "fifo"):
+        out = tmp_path / kind
+        out.mkdir()
+        manifest = out / "diffcli-manifest.jsonl"
+        manifest.mkdir() if kind == "folder" else os.mkfifo(manifest)
+        r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", out)  # (a FIFO must not hang it)
+        assert (
+            r.exit_code == 2
+            and r.stderr.strip() == f"diffcli: error: {manifest}: the batch manifest is not a regular file"
+        )

@@ -96,7 +96,7 @@ class DiffcliGroup(TyperGroup):
             if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
                 _stdout_gone()
                 raise typer.Exit(EXIT_FAILURE) from None
-            print_error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            print_error(f"{type(exc).__name__}: {exc} (DIFFCLI_DEBUG=1 shows the traceback)")
             raise typer.Exit(EXIT_FAILURE) from None
         finally:
             _release_outputs()

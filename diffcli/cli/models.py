@@ -287,6 +287,9 @@ def rm(
     from diffcli.models import inventory
 
     plan = inventory.plan_removal(name)
+    asks = not (dry_run or yes)
+    if asks and (not sys.stdin or not sys.stdin.isatty()):  # before anything is said of removing
+        raise UsageError("refusing to remove without confirmation: pass -y (stdin is not a terminal)")
     sys.stderr.write(
         f"{'would remove' if dry_run else 'removing'} {name}: {len(plan.paths)} paths, "
         f"{inventory.human_size(plan.size)}\n"
@@ -295,9 +298,7 @@ def rm(
         typer.echo(str(p))
     if dry_run:
         return
-    if not yes:
-        if not sys.stdin or not sys.stdin.isatty():
-            raise UsageError("refusing to remove without confirmation: pass -y (stdin is not a terminal)")
+    if asks:
         if not typer.confirm(f"Remove {name} ({inventory.human_size(plan.size)})?", default=False, err=True):
             raise typer.Exit(1)
     plan.execute()

@@ -285,6 +285,17 @@ def items() -> list[Item]:
     return out
 
 
+def _check_local_model(name: str, path: Path) -> None:
+    """Refuse a local PATH that is no model as --model would (a checkpoint file, a diffusers folder, a LoRA)."""
+    from diffcli.models import lora
+    from diffcli.models.names import CHECKPOINT_EXT
+
+    if path.is_file() and not path.name.lower().endswith(CHECKPOINT_EXT):
+        raise UsageError(f"{name}: not a model (expected a .safetensors checkpoint or a diffusers directory)")
+    if path.is_dir() and not (path / "model_index.json").is_file() and not lora.is_lora_dir(path):
+        raise UsageError(f"{name}: directory is not a diffusers model (no model_index.json)")
+
+
 def find(name: str) -> Item:
     """The inventory item for NAME (alias, repo id[@rev], URL, path or 'tiny')."""
     from diffcli.models import hub, names, url_store, urls
@@ -297,6 +308,7 @@ def find(name: str) -> Item:
         return item
     if src.kind in ("dir", "file"):
         path = src.path
+        _check_local_model(name, path)
         fam = _family_of_file(path) if path.is_file() else _family_of_dir(path)
         e = registry.get(f"{src.kind if src.kind == 'file' else 'local'}:{path}") or {}
         return Item(

@@ -72,14 +72,34 @@ def safe_basename(name: str) -> str:
 
 def redact_url(url: str) -> str:
     """The URL without credentials, query string or fragment (these may hold tokens)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # a malformed host or port (check_url says so): the text up to the host's end
+        scheme, _, rest = url.partition("://")
+        host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+        return f"{scheme}://{host}"
     return f"{parts.scheme}://{host}{parts.path}"
 
 
+def check_url(url: str) -> None:
+    """Refuse a download URL that names no host or port we can reach, or carries a user and password
+    (`https://user:pass@host/…`, which downloads do not send): said without the credentials."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number or out of range
+    except ValueError as exc:
+        raise UsageError(f"'{redact_url(url)}' is not a valid URL ({exc})") from None
+    if not parts.hostname:
+        raise UsageError(f"'{redact_url(url)}' is not a valid URL (no host)")
+    if "@" in parts.netloc:
+        raise UsageError(f"'{redact_url(url)}': a user or password in the URL is not supported")
+
+
 def url_filename(url: str) -> str:
+    check_url(url)
     path = unquote(urlsplit(url).path)
     return safe_basename(path.rsplit("/", 1)[-1])
 

@@ -56,10 +56,15 @@ def _auth_headers(url: str, token: str | None) -> dict:
 
 
 def _open(url: str, headers: dict):
+    import http.client
+    import urllib.error
     import urllib.request
 
     req = urllib.request.Request(url.split("#", 1)[0], headers={"User-Agent": "diffcli", **headers})
-    return urllib.request.urlopen(req, timeout=TIMEOUT)
+    try:
+        return urllib.request.urlopen(req, timeout=TIMEOUT)
+    except http.client.InvalidURL:  # (check_url refuses what it knows of earlier)
+        raise urllib.error.URLError("invalid URL") from None  # (its text may hold what redact_url hides)
 
 
 def pull(
@@ -89,11 +94,21 @@ def pull(
         found = find_local(url)
         if found and not force:
             return found
+        fresh = not dest.parent.exists()
         registry.ensure_dir(dest.parent)
         part = dest.with_name(dest.name + ".incomplete")
+        before = registry.get(key)
         registry.update(key, source="url", url=shown, path=str(dest), status="partial", started_at=time.time())
         offset = part.stat().st_size if part.exists() else 0
-        resp = _request(url, shown, part, offset, token)
+        try:
+            resp = _request(url, shown, part, offset, token)
+        except RuntimeFailure:
+            if not part.exists():  # nothing came: no partial pull to resume is left behind
+                if before is None:
+                    registry.remove(key)
+                if fresh:
+                    _rmdir(dest.parent)
+            raise
         with resp:
             if offset and resp.status != 206:
                 offset = 0  # server ignored the Range header: start over
@@ -113,6 +128,13 @@ def pull(
         )
         write_source(dest, entry)
     return dest, entry
+
+
+def _rmdir(path: Path) -> None:
+    try:
+        path.rmdir()  # only if empty
+    except OSError:
+        pass
 
 
 def _check_checkpoint_name(name: str, shown: str, allow_pickle: bool) -> None:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import threading
 from pathlib import Path
 
 from diffcli import schema
@@ -159,13 +160,28 @@ def check_lora_tags(*texts: str | None) -> None:
 
 
 class Inputs:
-    """Input images of one request, written where the engine reads them (a private folder in the
-    output directory) and removed after the job."""
+    """Input images of one request, written where the engine reads them (a private folder of its own in
+    the output directory's `.inputs`) and removed after the job."""
 
     def __init__(self, output_dir: str) -> None:
-        self.directory = Path(output_dir) / ".inputs"
+        self.parent = Path(output_dir) / ".inputs"
+        self.directory = self.parent / secrets.token_hex(8)
         self.paths: list[Path] = []
         self.names: dict[str, str] = {}  # path -> the request field that carried it (public_message)
+
+    def _make_directory(self) -> None:
+        """This request's folder, once. Another request's remove() may take the shared parent away (while
+        empty) in between: then it is made again. (Once this folder is in it, the parent stays.)"""
+        if self.directory.is_dir():
+            return
+        for attempt in range(10):
+            try:
+                self.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.directory.mkdir(mode=0o700)
+                return
+            except (FileNotFoundError, FileExistsError):  # (pathlib's exist_ok raises when it went meanwhile)
+                if attempt == 9:
+                    raise
 
     def add(self, name: str, data) -> str:
         """Write NAME's base64 DATA (an A1111 field) as an input file; its path."""
@@ -182,7 +198,7 @@ class Inputs:
         """Write RAW (the image a request sent as NAME) as an input file, once its header passed
         check_image; its path."""
         check_image(raw, name)
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._make_directory()
         path = self.directory / f"{secrets.token_hex(8)}.img"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as fh:
@@ -194,10 +210,11 @@ class Inputs:
     def remove(self) -> None:
         for path in self.paths:
             path.unlink(missing_ok=True)
-        try:
-            self.directory.rmdir()
-        except OSError:
-            pass
+        for directory in (self.directory, self.parent):  # the parent once no other request has a folder there
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
 
 
 def max_input_pixels() -> int:
@@ -441,6 +458,11 @@ def _number(name: str, value: str):
     return value
 
 
+# one image decoded at a time by the request threads (up to 16 of them, each image up to 89 M pixels, a few
+# bytes a pixel each): the engine's worker, which decodes the rest, runs one job at a time too
+_DECODING = threading.Lock()
+
+
 def _repaint_area(data, from_image: bool) -> bytes | None:
     """A white-is-repaint PNG mask from an OpenAI mask (or, FROM_IMAGE, the image itself): its fully
     transparent pixels. None where the image has no transparent pixel (then nothing is masked)."""
@@ -453,17 +475,22 @@ def _repaint_area(data, from_image: bool) -> bytes | None:
     check_image(data, "image" if from_image else "mask")  # before it is decoded here
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.load()
             has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-            if has_alpha:
-                alpha = img.convert("RGBA").getchannel("A")
-                repaint = alpha.point(lambda a: 255 if a == 0 else 0)
-                if from_image and repaint.getbbox() is None:
-                    return None
-            elif from_image:
+            if from_image and not has_alpha:  # read from the header: nothing to decode
                 return None
-            else:
-                repaint = img.convert("L")
+            with _DECODING:
+                img.load()
+                if has_alpha:
+                    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else img.convert("RGBA").getchannel("A")
+                    repaint = alpha.point(lambda a: 255 if a == 0 else 0)
+                    del alpha
+                    if from_image and repaint.getbbox() is None:
+                        return None
+                else:
+                    repaint = img.convert("L")
+                out = io.BytesIO()
+                repaint.save(out, format="PNG")
+                return out.getvalue()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise HttpError(
             400,
@@ -471,9 +498,6 @@ def _repaint_area(data, from_image: bool) -> bytes | None:
             if not from_image
             else "'image' is not an image in a supported format",
         ) from None
-    out = io.BytesIO()
-    repaint.save(out, format="PNG")
-    return out.getvalue()
 
 
 def models() -> list[dict]:

@@ -57,6 +57,7 @@ MAX_IN_FLIGHT = 16  # image requests (txt2img, img2img, generations, edits), fro
 DEADLINE_S = 30.0  # a request (line, headers, body) must arrive whole within this of its connection opening
 DEADLINE_ENV = "DIFFCLI_HTTP_DEADLINE"  # seconds, instead of DEADLINE_S (a slow link sending large images)
 MAX_DEPTH = 32  # nesting of lists and objects in a JSON body
+MAX_FORM_PARTS = 64  # parts of a multipart form (the edits form has a dozen fields and a few images)
 ANSWER_CHUNK = 3 * 2**18  # bytes of an image base64-encoded at once while an answer is written
 GONE_POLL_S = 0.25  # how often a waiting request checks that its client is still connected
 STREAM_POLL_S = 1.0  # how often an idle event stream checks that its client is still connected
@@ -603,6 +604,10 @@ class _Handler(BaseHTTPRequestHandler):
         if content_type.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in content_type:
             raise api.HttpError(415, "send the request body as multipart/form-data", "UnsupportedMediaType")
         raw = self._raw()
+        # every boundary line, at any depth, starts a line with "--": counted before the parser (about
+        # 0.5 ms a part) meets a small body of many thousand empty parts
+        if raw.count(b"\n--") + raw.startswith(b"--") > MAX_FORM_PARTS + 1:
+            raise api.HttpError(400, f"a form of more than {MAX_FORM_PARTS} parts", "BadRequest")
         try:
             message = BytesParser(policy=HTTP).parsebytes(
                 b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
@@ -630,7 +635,9 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             raise api.HttpError(411, "Content-Length is required", "LengthRequired") from None
-        if length < 0 or length > MAX_BODY:
+        if length < 0:
+            raise api.HttpError(400, f"Content-Length {length} is not a length", "BadRequest")
+        if length > MAX_BODY:
             raise api.HttpError(413, f"request body over {MAX_BODY} bytes", "TooLarge")
         try:
             raw = self.rfile.read(length)
@@ -666,7 +673,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _a1111(self, task: str) -> None:
         body = self._body()
         save = api.typed("save_images", body.get("save_images", False), bool)
-        api.typed("send_images", body.get("send_images", True), bool)
+        send = api.typed("send_images", body.get("send_images", True), bool)
         inputs = api.Inputs(self.front.settings.output_dir)
         try:
             job = api.a1111_job(body, task, inputs)
@@ -684,6 +691,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "warnings": warnings,
                 "interrupted": interrupted,
             }
+            if not (send or save):  # gone before the answer's end, as images sent are
+                api.remove_files(paths)
             self._send_images(
                 {
                     "images": None,
@@ -693,7 +702,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "info": json.dumps(info),
                 },
                 "images",
-                paths,
+                paths if send else [],  # send_images false: `"images": []`, as A1111 answers
                 remove=not save,
             )
         finally:
@@ -710,17 +719,13 @@ class _Handler(BaseHTTPRequestHandler):
             paths, _warnings, interrupted = self.front.generate(job, inputs, self._gone)
         except (api.HttpError, DiffcliError) as exc:  # OpenAI's shape: 400 for any bad request
             status = getattr(exc, "status", 400 if getattr(exc, "exit_code", 1) == 2 else 500)
-            kind = "invalid_request_error" if status < 500 else "server_error"
-            message = api.public_message(exc)  # (a reply carries no server path)
-            self._json(
-                400 if status == 422 else status,
-                {"error": {"message": message, "type": kind, "param": None, "code": None}},
-            )
+            status = 400 if status == 422 else status
+            self._json(status, openai_error(api.public_message(exc), status))  # (a reply carries no server path)
             return
         finally:
             inputs.remove()
         if interrupted:
-            self._json(409, {"error": {"message": "interrupted", "type": "server_error", "param": None, "code": None}})
+            self._json(409, openai_error("interrupted", 500))
             return
         try:
             self._send_images(
@@ -810,15 +815,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
 
     def _interrupt(self) -> None:
+        """POST /sdapi/v1/interrupt: no body (A1111 clients send none) or a JSON one, which is ignored; a form
+        or text (what a page of another site could send without a preflight) is refused, as on other POSTs."""
+        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if kind not in ("", "application/json"):
+            raise api.HttpError(415, "send no body, or an application/json one", "UnsupportedMediaType")
         self.front.interrupt()
         self._json(200, {})
 
     def _error(self, status: int, message: str, kind: str) -> None:
+        """The error answer: OpenAI's shape on its routes (/v1/images/…), else {"error": KIND, "detail": …}."""
+        text = api.public_message(message)
+        if self.path.split("?", 1)[0].startswith("/v1/images/"):
+            payload = openai_error(text, status, "invalid_api_key" if status == 401 else None)
+        else:
+            payload = {"error": kind, "detail": text}
         try:
             self._json(
-                status,
-                {"error": kind, "detail": api.public_message(message)},
-                {"WWW-Authenticate": _challenge(self.front.settings)} if status == 401 else None,
+                status, payload, {"WWW-Authenticate": _challenge(self.front.settings)} if status == 401 else None
             )
         except OSError:
             pass
@@ -885,6 +899,12 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         self._head(status, len(data), headers)
         self.wfile.write(data)
+
+
+def openai_error(message: str, status: int, code: str | None = None) -> dict:
+    """An error answer in OpenAI's shape (its clients read `error.message`)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 def _handler(front: HttpFrontDoor) -> type[_Handler]:

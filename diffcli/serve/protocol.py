@@ -329,6 +329,8 @@ class Channel:
             raise ProtocolError(f"message longer than {self.limit} bytes")
         try:
             message = json.loads(line)
+        except RecursionError:  # [[[[… many thousand deep: the parser gives up, the channel answers
+            raise ProtocolError("a message nested too deeply") from None
         except ValueError as exc:
             raise ProtocolError(f"not JSON: {exc}") from None
         if not isinstance(message, dict):
@@ -356,7 +358,7 @@ def error_message(exc: BaseException) -> dict:
         "type": "error",
         "kind": "RuntimeFailure",
         "exit_code": EXIT_FAILURE,
-        "message": f"{type(exc).__name__}: {exc} (run with --debug for the traceback)",
+        "message": f"{type(exc).__name__}: {exc} (DIFFCLI_DEBUG=1 shows the traceback)",
     }
 
 

@@ -85,9 +85,27 @@ def test_decompression_bomb(tiny_sd, tmp_path, monkeypatch):
     _check_usage_error(cli("img2img", big, "x", "-m", tiny_sd), "too large")
 
 
+def test_a_mask_blur_wider_than_any_image_is_a_usage_error(tiny_sd, tmp_path):
+    src = _img(tmp_path / "in.png")
+    r = cli("inpaint", src, "x", "--mask", src, "--mask-blur", "99999999999", "-m", tiny_sd, "-o", tmp_path / "o/")
+    _check_usage_error(r, "--mask-blur must be between 0 and 16384 pixels")
+    assert not (tmp_path / "o").exists()
+
+
 def test_mask_size_mismatch(tiny_sd, tmp_path):
     src, mask = _img(tmp_path / "in.png", (32, 32)), _img(tmp_path / "m.png", (16, 16), "L")
     _check_usage_error(cli("inpaint", src, "x", "--mask", mask, "-m", tiny_sd), "must match")
+
+
+@pytest.mark.parametrize("size", [(3, 3), (20000, 64)])
+def test_a_size_taken_from_the_input_is_held_to_the_side_limits(tiny_sd, tmp_path, size):
+    """img2img without --width/--height takes the input's size: 8 to 16384 pixels a side, as a size given."""
+    image = _img(tmp_path / "in.png", size)
+    r = cli("img2img", image, "x", "-m", tiny_sd, "--steps", "2", "-o", tmp_path / "out/")
+    _check_usage_error(r, "each side must be between 8 and 16384 pixels")
+    assert not (tmp_path / "out").exists()
+    r = cli("img2img", image, "x", "-m", tiny_sd, "--steps", "2", "-W", "32", "-H", "32", "-o", tmp_path / "out/")
+    assert r.exit_code == 0, r.stderr  # a size given: the input is resized to it
 
 
 def test_existing_output_is_not_overwritten(tiny_sd, tmp_path):

@@ -19,7 +19,7 @@ def _one_line_error(result, needle: str, code: int = 2) -> str:
     assert result.exit_code == code, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("diffcli: error: ") and needle in lines[-1], lines
-    assert "Traceback" not in result.stderr and "run with --debug" not in result.stderr
+    assert "Traceback" not in result.stderr and "shows the traceback" not in result.stderr
     assert result.stdout == ""
     return lines[-1]
 

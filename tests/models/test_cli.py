@@ -63,8 +63,8 @@ def test_rm_asks_plans_and_keeps_other_revisions_intact(fakehub):
     repo.by_commit["b" * 40] = v2
     assert cli("models", "pull", "acme/two", "-q").exit_code == 0
     assert cli("models", "pull", "acme/two@v2", "-q").exit_code == 0
-    r = cli("models", "rm", "acme/two@v2")  # no terminal, no -y
-    assert r.exit_code == 2 and "-y" in r.stderr
+    r = cli("models", "rm", "acme/two@v2")  # no terminal, no -y: refused before a word of removing
+    assert r.exit_code == 2 and "-y" in r.stderr and r.stdout == "" and "removing" not in r.stderr
     r = cli("models", "rm", "acme/two@v2", "--dry-run")
     assert r.exit_code == 0 and "would remove" in r.stderr and "b" * 40 in r.stdout
     assert (hub.repo_folder("acme/two") / "snapshots" / ("b" * 40)).is_dir()

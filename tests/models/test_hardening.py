@@ -432,3 +432,36 @@ def test_an_unusable_output_dir_fails_before_any_download(fakehub, sd_repo, tmp_
     r = cli("txt2img", "x", "-m", sd_repo, "-o", blocker / "o", "--json")
     assert r.exit_code == 2 and "cannot create output directory" in r.stderr
     assert fakehub.paths_requested() == []
+
+
+@pytest.mark.parametrize(
+    "url, said",
+    [
+        ("https://user:s3cret@127.0.0.1/x.safetensors?token=abc123", "a user or password in the URL is not supported"),
+        ("http://[::1/x.safetensors", "is not a valid URL (Invalid IPv6 URL)"),
+        ("https://127.0.0.1:99999/x.safetensors", "is not a valid URL (Port out of range 0-65535)"),
+        ("https:///x.safetensors", "is not a valid URL (no host)"),
+    ],
+)
+def test_a_url_with_credentials_or_no_valid_host_is_a_usage_error_that_keeps_its_secrets(url, said, isolated_home):
+    for command in (["models", "pull", url], ["models", "info", url], ["txt2img", "castle", "-m", url]):
+        line = one_error(cli(*command), 2)
+        assert said in line and "s3cret" not in line and "abc123" not in line, line
+    assert not (isolated_home / "diffcli" / "checkpoints").exists()
+
+
+def test_a_pull_that_gets_no_byte_leaves_no_partial_pull(isolated_home):
+    url = f"http://127.0.0.1:{_closed_port()}/x.safetensors"
+    line = one_error(cli("models", "pull", url, "-q"), 1)
+    assert "cannot download" in line
+    assert list((isolated_home / "diffcli" / "checkpoints").iterdir()) == []  # no empty folder of its own
+    assert not [k for k in registry.entries() if k.startswith("url")], registry.entries()
+    assert "partial" not in cli("models", "list").stdout
+
+
+def test_models_info_of_a_path_that_is_no_model_says_so(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    line = one_error(cli("models", "info", str(tmp_path / "notes.txt")), 2)
+    assert line.endswith("notes.txt: not a model (expected a .safetensors checkpoint or a diffusers directory)")
+    line = one_error(cli("models", "info", str(tmp_path)), 2)
+    assert line.endswith("directory is not a diffusers model (no model_index.json)")

@@ -178,10 +178,12 @@ def test_api_key_is_bearer_for_openai_and_the_basic_password(running):
     openai = pytest.importorskip("openai")
     server = running({}, "--http", "127.0.0.1:0", "--api-key", KEY)
     base = f"http://{server.http}/v1"
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.AuthenticationError) as refused:
         openai.OpenAI(base_url=base, api_key="not-the-key-at-all", max_retries=0).images.generate(
             prompt="castle", model="tiny-lcm", size="64x64", response_format="b64_json"
         )
+    # in OpenAI's error shape, which its library reads: the message, not a bare "Error code: 401"
+    assert refused.value.code == "invalid_api_key" and "missing or wrong credentials" in refused.value.message
     made = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, timeout=120).images.generate(
         prompt="castle", model="tiny-lcm", size="64x64", response_format="b64_json"
     )

@@ -267,3 +267,113 @@ def test_deeply_nested_json_is_a_bad_request(web, path, depth):
     status, answer = call(web, "POST", path, raw=raw)
     message = answer["error"]["message"] if isinstance(answer.get("error"), dict) else answer["detail"]
     assert status == 400 and "nested" in message, answer
+
+
+# -- forms of many parts, lengths that are none, the interrupt's body ------------------------------------
+
+
+def _multipart(parts: list[bytes], boundary: bytes = b"b") -> tuple[bytes, dict]:
+    body = b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts) + b"--" + boundary + b"--\r\n"
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary.decode()}"}
+
+
+def _field(name: str, value: bytes) -> bytes:
+    return b'Content-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n' + value
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_form_of_many_parts_is_refused_before_it_is_parsed(web, nested):
+    """20,000 empty parts (1 MB; the parser takes about 10 s for them) are counted first: a 400 at once. Parts
+    inside a part (multipart/mixed) count as well."""
+    many = [_field("x", b"1")] * 20_000
+    if nested:
+        inner, _ = _multipart(many, b"c")
+        many = [
+            b'Content-Disposition: form-data; name="x"\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n' + inner
+        ]
+    body, headers = _multipart([_field("prompt", b"castle"), *many])
+    status, answer = call(web, "POST", "/v1/images/edits", raw=body, headers=headers)
+    assert status == 400 and answer["error"]["message"] == "a form of more than 64 parts", answer
+    few, headers = _multipart([_field("prompt", b"castle")] * 3)  # under the limit: read, and judged as a form
+    status, answer = call(web, "POST", "/v1/images/edits", raw=few, headers=headers)
+    assert status == 400 and answer["error"]["message"] == "send the image to edit as a file in 'image'", answer
+
+
+def test_a_negative_content_length_is_a_bad_request(web):
+    with socket.create_connection(address(web), timeout=10) as sock:
+        sock.sendall(
+            b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: -1\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(4096):  # the server closes the connection after a refused request
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 400 ") or answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"Content-Length -1 is not a length" in answer
+
+
+def test_an_interrupt_takes_no_body_or_json_and_refuses_forms(web):
+    for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}):
+        status, answer = call(web, "POST", "/sdapi/v1/interrupt", raw=b"{}", headers=headers)
+        assert status == 415 and answer["error"] == "UnsupportedMediaType", answer
+    connection = http.client.HTTPConnection(*address(web), timeout=30)  # as webuiapi sends it: no body at all
+    connection.request("POST", "/sdapi/v1/interrupt")
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())) == (200, {})
+    connection.close()
+    assert call(web, "POST", "/sdapi/v1/interrupt", {}) == (200, {})
+
+
+@pytest.mark.parametrize("save_images", [False, True])
+def test_send_images_false_answers_no_images(web, save_images):
+    """A1111's send_images: false: `"images": []`, the seeds still in `info`; the files kept only if saved."""
+    before = images_in(web.out)
+    body = {"prompt": "castle", "steps": 1, "seed": 5, "send_images": False, "save_images": save_images}
+    status, answer = call(web, "POST", "/sdapi/v1/txt2img", body)
+    assert status == 200 and answer["images"] == [] and json.loads(answer["info"])["all_seeds"] == [5], answer
+    made = [p for p in images_in(web.out) if p not in before]
+    assert len(made) == (1 if save_images else 0)
+    for name in made:
+        (web.out / name).unlink()
+
+
+def test_errors_on_openai_routes_are_in_openais_shape(web):
+    status, answer = call(web, "GET", "/v1/images/generations")
+    assert status == 405 and answer["error"]["type"] == "invalid_request_error", answer
+    assert "method not allowed" in answer["error"]["message"]
+    status, answer = call(web, "GET", "/sdapi/v1/txt2img")  # A1111's routes keep theirs
+    assert status == 405 and answer["error"] == "NotFound", answer
+
+
+def test_requests_writing_and_removing_their_inputs_at_once_never_trip_over_each_other(tmp_path):
+    """Each request's inputs go to a folder of its own under .inputs; one request removing its own (and the
+    shared .inputs, once empty) never takes away another's. Eight threads, 40 requests each."""
+    import io
+    import threading
+
+    from PIL import Image
+
+    from diffcli.serve import api
+
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, format="PNG")
+    errors: list[BaseException] = []
+
+    def requests() -> None:
+        for _ in range(40):
+            inputs = api.Inputs(str(tmp_path))
+            try:
+                path = Path(inputs.add_bytes(png.getvalue(), "init_images[0]"))
+                assert path.read_bytes() == png.getvalue()
+            except BaseException as exc:  # noqa: BLE001 - collected, and the test fails on them
+                errors.append(exc)
+            finally:
+                inputs.remove()
+
+    threads = [threading.Thread(target=requests) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert list(tmp_path.iterdir()) == []  # nothing left: the last one out removed .inputs

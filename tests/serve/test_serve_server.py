@@ -134,6 +134,19 @@ def test_the_server_checks_every_upscale_request_itself(server, tmp_path, upscal
     assert message in answer["message"], answer
 
 
+def test_a_message_nested_many_thousand_deep_gets_an_answer(server):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(server.path))
+        reader = sock.makefile("rb")
+        assert json.loads(reader.readline())["type"] == "hello"
+        sock.sendall(b'{"op": "run", "job": ' + b"[" * 100_000 + b"\n")
+        answer = json.loads(reader.readline())
+    assert answer["type"] == "error" and answer["exit_code"] == 2, answer
+    assert answer["message"] == "bad request: a message nested too deeply"
+    assert server.status() is not None
+
+
 def test_kill_9_mid_job_leaves_no_files(start_server, tiny_sd, tmp_path):
     server = start_server()
     client = server.popen(
