@@ -336,8 +336,10 @@ def run_batch(
     process's part of it. Result lines go to opts.results when set, else stdout."""
     from itertools import groupby
 
-    from diffcli.output import check_output_dir, release_reservations
+    from diffcli.output import DEFAULT_TEMPLATE, check_output_dir, release_reservations, split_out
 
+    if out and split_out(out)[1:] != (DEFAULT_TEMPLATE, None):  # (before: a folder named o/{seed}.png)
+        raise UsageError(f"-o {out}: a batch writes to a folder (its files are named LLLLL-KEY-SEED-PROMPT)")
     directory = Path(out or "outputs")
     check_output_dir(str(directory) + os.sep)
     manifest = Manifest(directory)

@@ -36,6 +36,15 @@ def a1111_sampler(job, ref, layout):
     return replace(job, scheduler=by_a1111_name(job.scheduler, _flow(family), ref.name))
 
 
+def sampler_fits(name: str, ref, layout) -> bool:
+    """Whether sampler NAME can sample the model (a flow-matching sampler a flow-matching model, and so on);
+    True for a family whose samplers are not checked."""
+    from diffcli.schedulers import spec
+
+    family = families.of(ref, layout)
+    return not _sampler_rule(family) or spec(name).flow == _flow(family)
+
+
 def is_flow(ref, layout) -> bool:
     """Whether the model is sampled with flow-matching schedulers."""
     return _flow(families.of(ref, layout))

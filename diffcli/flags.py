@@ -60,7 +60,11 @@ _COMPONENTS = ("vae_decoder", "control", "base")
 
 
 def _from_record(params: dict, job: Job) -> frozenset[str]:
-    """The components of JOB that only its --from image names (no flag does), for RunOptions.from_record."""
+    """The components of JOB that only its --from image names (no flag does), for RunOptions.from_record; and
+    "scheduler" where the image's sampler is replayed on another model (--model given), which it may not fit."""
     if not params.get("from_image"):
         return frozenset()
-    return frozenset(name for name in _COMPONENTS if not params.get(name) and getattr(job, name) not in (None, "full"))
+    named = {name for name in _COMPONENTS if not params.get(name) and getattr(job, name) not in (None, "full")}
+    if params.get("model") and not params.get("scheduler") and job.scheduler is not None:
+        named.add("scheduler")
+    return frozenset(named)

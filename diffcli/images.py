@@ -29,6 +29,7 @@ def open_image(path: str | Path):
         raise UsageError(f"{shown}: cannot read image ({exc.strerror or exc})") from None
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data" (read for a JPEG's DPI): _upright
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -75,27 +76,31 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path):
-    """An input image as RGB, upright (EXIF orientation applied), fully decoded."""
+def _upright(img):
+    """IMG decoded and turned as its EXIF orientation says. Damaged EXIF data (Pillow warns "Corrupt EXIF
+    data" on stderr, into --json's event stream) counts as no orientation."""
     from PIL import ImageOps
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        img.load()
+        return ImageOps.exif_transpose(img)
+
+
+def load_rgb(path: str | Path):
+    """An input image as RGB, upright (EXIF orientation applied), fully decoded."""
     with open_image(path) as img:
         try:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            return to_rgb(_upright(img))
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise UsageError(f"{path}: corrupt or truncated image ({exc})") from None
 
 
 def load_rgb_alpha(path: str | Path):
     """An image as RGBA, upright, fully decoded (for masks, where alpha counts)."""
-    from PIL import ImageOps
-
     with open_image(path) as img:
         try:
-            img.load()
-            return ImageOps.exif_transpose(img).convert("RGBA")
+            return _upright(img).convert("RGBA")
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise UsageError(f"{path}: corrupt or truncated image ({exc})") from None
 

@@ -188,6 +188,12 @@ def default_max_pixels() -> int:
     return int(min(MAX_PIXELS_CAP, max(512 * 512, memory // BYTES_PER_PIXEL)))
 
 
+def check_max_pixels(max_pixels: int | None) -> None:
+    """--max-pixels (None: this machine's default): at least 1."""
+    if max_pixels is not None and max_pixels < 1:
+        raise UsageError(f"--max-pixels must be at least 1 (got {max_pixels})")
+
+
 def check_limits(job: Job, max_pixels: int | None) -> None:
     """Refuse sizes that would exhaust memory (width x height x batch size over MAX_PIXELS, default
     default_max_pixels()), and sides out of range taken from an input image. Runs on the job with every

@@ -25,6 +25,8 @@ from pathlib import Path
 from diffcli.errors import RuntimeFailure, UsageError
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+# image files an --out may name that diffcli does not write: a usage error, not a folder of that name
+_IMAGE_FORMATS_NOT_WRITTEN = {"gif", "bmp", "tif", "tiff", "avif", "heic", "heif", "jxl", "jp2", "ico", "tga", "ppm"}
 DEFAULT_DIR = "outputs"
 DEFAULT_TEMPLATE = "{index:05d}-{seed}-{prompt}"
 TEMPLATE_FIELDS = ("index", "n", "seed", "prompt", "model", "steps", "cfg", "task", "date", "time")
@@ -48,7 +50,12 @@ def split_out(out: str | None) -> tuple[Path, str, str | None]:
     if not out:
         return Path(DEFAULT_DIR), DEFAULT_TEMPLATE, None
     path = Path(out).expanduser()
-    looks_like_file = "{" in path.name or path.suffix.lower().lstrip(".") in FORMATS
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in _IMAGE_FORMATS_NOT_WRITTEN and not out.endswith(("/", os.sep)) and not _is_dir(path):
+        raise UsageError(  # (before: a folder of that name was made)
+            f"--out {out}: .{suffix} is not a format diffcli writes (png, jpg, webp); to name a folder, end it with /"
+        )
+    looks_like_file = "{" in path.name or suffix in FORMATS
     if out.endswith(("/", os.sep)) or _is_dir(path) or not looks_like_file:
         return path, DEFAULT_TEMPLATE, None
     ext = path.suffix.lower().lstrip(".")

@@ -16,6 +16,7 @@ from diffcli.errors import UsageError
 from diffcli.jobs import (
     Job,
     check_limits,
+    check_max_pixels,
     check_model_settings,
     check_size_for_model,
     settings_source,
@@ -121,6 +122,7 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
     from diffcli.output import check_output_dir
 
     validate(job)
+    check_max_pixels(opts.max_pixels)
     if job.task in TASK_MODULES:
         return _settle_task(TASK_MODULES[job.task], job, opts, reporter)
     init = load_rgb(job.image) if job.image else None
@@ -138,6 +140,9 @@ def settle(job: Job, opts: RunOptions, reporter) -> Prepared:
         job, ref, layout, painter = choose_model(job, ref, layout)
     _check_task(replace(job, model=ref.name), ref, layout)
     multiple = size_multiple(layout, job.task)
+    if "scheduler" in opts.from_record and not family_checks.sampler_fits(job.scheduler, ref, layout):
+        reporter.warn(f"the --from image's scheduler '{job.scheduler}' does not apply to {ref.name}; using its own")
+        job = replace(job, scheduler=None)
     check_model_settings(job, model_defaults(ref, layout), settings_source(ref))
     canvas = None
     if job.task == "outpaint":  # the canvas around the image: its size is the job's size
@@ -212,7 +217,6 @@ def _settle_task(task, job: Job, opts: RunOptions, reporter) -> Prepared:
     from diffcli.images import load_rgb
     from diffcli.output import check_output_dir
 
-    task.check_options(opts.max_pixels)
     source = load_rgb(job.image)
     check_output_dir(opts.out)  # before any download
     job, ref, layout, plan, sources = task.settle(

@@ -488,3 +488,11 @@ def test_a_manifest_that_is_a_folder_or_a_fifo_is_refused(tiny_sd, tmp_path):
             r.exit_code == 2
             and r.stderr.strip() == f"diffcli: error: {manifest}: the batch manifest is not a regular file"
         )
+
+
+def test_a_batch_output_that_names_a_file_is_refused(tiny_sd, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("red house\n")
+    r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o" / "{seed}-{prompt}.png")
+    assert r.exit_code == 2 and "a batch writes to a folder" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()

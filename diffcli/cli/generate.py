@@ -105,7 +105,8 @@ HiresStrength = Annotated[
     job_flag("hires_strength"),
     typer.Option(
         "--hires-strength",
-        help="How much the hires pass redraws, in (0, 1]; default 0.7 (A1111's).",
+        help="How much the hires pass redraws, in (0, 1]; default: the model's (0.2 for the bundled models), "
+        "else 0.7 (A1111's).",
         rich_help_panel=HIRES,
         show_default=False,
     ),

@@ -96,6 +96,14 @@ Seed = Annotated[
         "--seed", help="Seed of the first image; image k uses seed+k-1. Random if omitted.", rich_help_panel=GEN
     ),
 ]
+TileSeed = Annotated[
+    job_flag("seed"),
+    typer.Option(
+        "--seed",
+        help="Seed of the first tile; tile k (row-major, from 0) uses seed+k. Random if omitted.",
+        rich_help_panel=GEN,
+    ),
+]
 NumImages = Annotated[
     job_flag("num_images"), typer.Option("--num-images", "-n", help="How many images.", rich_help_panel=GEN)
 ]

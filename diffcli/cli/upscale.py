@@ -107,7 +107,7 @@ def upscale(
     negative: o.Negative = None,
     steps: o.Steps = None,
     cfg: o.Cfg = None,
-    seed: o.Seed = None,
+    seed: o.TileSeed = None,
     scheduler: o.Scheduler = None,
     shift: o.Shift = None,
     device: o.Device = None,

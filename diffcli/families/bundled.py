@@ -20,7 +20,6 @@ FAMILIES = (
         # model repeats objects at 128 the more it redraws (measured: docs/benchmarks.md, bench/hires_quality.py)
         defaults={**DEFAULTS, "hires_strength": 0.2},
         pipelines=PIPELINES,
-        sampler_rule=False,
         options=UNET_OPTIONS,
         controlnets={"seg": "tiny-control-seg"},  # shipped beside it (diffcli/bundled/)
         upscale_strength=0.1,  # measured (docs/upscale.md): 0.3 loses PSNR on every pair tried
@@ -33,7 +32,6 @@ FAMILIES = (
         defaults=IP2P.defaults,  # under its own diffcli.json
         pipelines={"edit": IP2P_PIPELINE},
         one_task={IP2P_PIPELINE: "edit"},
-        sampler_rule=False,
         options=IP2P.options,
     ),
     # `tiny-flux` (recipe diffcli.training.flux): FLUX.1's transformer, pipelines, packing and caches, trained

@@ -17,7 +17,6 @@ FAMILIES = (
         order=30,
         detect=detect,
         defaults={"steps": 20, "cfg": 0.0, "scheduler": "euler"},
-        sampler_rule=False,
         aliases={
             "x4-upscaler": Alias(
                 "stabilityai/stable-diffusion-x4-upscaler",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from diffcli import schema
 from diffcli.errors import UsageError
-from diffcli.jobs import Job, validate
+from diffcli.jobs import Job, check_max_pixels, validate
 from diffcli.schema import wire_types
 from diffcli.serve.reporter import Cancelled
 
@@ -73,8 +73,7 @@ def parse_request(message: dict, source: str = "the request") -> tuple[Job, obje
         raise UsageError(f"{source}: unknown job field(s) {', '.join(unknown)}")
     job = Job.from_dict(data, source=source)
     values = _typed_values(options, option_types(), "opts", "option", source)  # --offload's choices too
-    if values.get("max_pixels") is not None and values["max_pixels"] < 1:
-        raise UsageError(f"--max-pixels must be at least 1 (got {values['max_pixels']})")
+    check_max_pixels(values.get("max_pixels"))
     for name, value in (("--out", values.get("out")), ("image", job.image), ("--mask", job.mask)):
         if value is not None and not os.path.isabs(value):
             raise UsageError(f"{source}: {name} must be an absolute path (got '{value}')")

@@ -58,9 +58,3 @@ def check_job(job) -> None:
     for name, value in FIXED.items():
         if getattr(job, name) not in (None, value):
             raise UsageError(f"upscale takes {name} {value!r} only (got {getattr(job, name)!r})")
-
-
-def check_max_pixels(max_pixels: int | None) -> None:
-    """--max-pixels of an upscale: the most pixels its output may have."""
-    if max_pixels is not None and max_pixels < 1:
-        raise UsageError(f"--max-pixels must be positive (got {max_pixels})")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from diffcli import family_checks
 from diffcli.errors import UsageError
 from diffcli.jobs import check_model_settings, settings_source, with_seed
 from diffcli.limits import MAX_SEED
@@ -42,7 +43,6 @@ from diffcli.upscale.rules import (
     DEFAULT_STRENGTH,
     FIXED,
     NOT_TAKEN,
-    check_max_pixels,
 )
 
 if TYPE_CHECKING:  # (tiles needs numpy: imported where tiles are planned and run, not with the engine)
@@ -113,11 +113,6 @@ class Plan:
 
 
 # ---------------------------------------------------------------- settling (no torch)
-def check_options(max_pixels: int | None) -> None:
-    """The run options' checks an upscale adds, before its input is read: --max-pixels is its output's."""
-    check_max_pixels(max_pixels)
-
-
 def settle(job, source, *, resolve, layout_of, max_pixels: int | None, reporter):
     """(job, ref, layout, plan, sources): JOB (jobs.validate passed, SOURCE its input image read) with its
     method, scale, output size, tiles and every setting decided and checked; ref and layout None when no
@@ -196,6 +191,11 @@ def _choose_method(job, resolve, layout_of, reporter):
         )
     if method == "tiled" and layout is not None and layout.is_inpaint:
         raise UsageError(f"{ref.name}: is an inpainting model; --method tiled needs a text-to-image model")
+    if method == "tiled" and family_checks.single_task(layout) == "edit":
+        raise UsageError(
+            f"{ref.name}: is an instruction-editing model; --method tiled needs a text-to-image model "
+            "(`diffcli edit` edits with it)"
+        )
     kind = "img2img"
     if method == "model":
         if layout.pipeline_class == "StableDiffusionUpscalePipeline":

@@ -43,6 +43,9 @@ def _check_usage_error(result, needle: str, code: int = 2) -> None:
         (["--out", "x/{nope}.png"], "unknown field"),
         (["-m", "no/such/dir/model"], "no/such/dir/model"),
         (["--offload", "disk"], "--offload"),
+        (["--out", "shot.gif"], ".gif is not a format diffcli writes"),  # (before: a folder named shot.gif)
+        (["--max-pixels", "0"], "--max-pixels must be at least 1 (got 0)"),  # (before: the default limit)
+        (["--max-pixels", "-5"], "--max-pixels must be at least 1 (got -5)"),
     ],
 )
 def test_usage_errors(tiny_sd, tmp_path, args, needle):
@@ -152,6 +155,18 @@ def test_rgba_palette_16bit_and_rotated_inputs_are_converted(tiny_sd, tmp_path):
     r = cli("img2img", tmp_path / "r.jpg", "x", "-m", tiny_sd, "--steps", "2", "--quiet", "-o", tmp_path / "o")
     assert r.exit_code == 0, r.stderr
     assert Image.open(r.stdout.strip()).size == (6, 10)
+
+
+def test_damaged_exif_data_is_read_as_no_orientation_without_a_word_on_stderr(tmp_path):
+    """Pillow warns "Corrupt EXIF data" on stderr (reading a JPEG's DPI): not into --json's event stream."""
+    import json
+
+    src = tmp_path / "bad-exif.jpg"
+    Image.new("RGB", (32, 24), "green").save(src, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + b"\x00" * 10)
+    r = subprocess_cli("upscale", src, "--method", "lanczos", "--json", "-o", tmp_path / "o/")
+    assert r.returncode == 0, r.stderr
+    assert all(json.loads(line)["event"] for line in r.stderr.splitlines()), r.stderr  # events only
+    assert Image.open(json.loads(r.stdout)["path"]).size == (64, 48)
 
 
 def test_disk_full_leaves_no_partial_file(tiny_sd, tmp_path):

@@ -351,3 +351,35 @@ def test_zero_terminal_snr_model_warns_for_samplers_that_ignore_it(tiny_sd, tmp_
         "2",
     )
     assert ok.exit_code == 0 and "zero-terminal-SNR" not in ok.stderr
+
+
+def test_a_flow_sampler_on_the_bundled_unet_models_is_a_usage_error_before_loading(tmp_path):
+    """The bundled UNet models (tiny, tiny-lcm, tiny-edit) take no flow-matching sampler: exit 2, nothing loads
+    (before: an AttributeError from the pipeline once the model had loaded, exit 1)."""
+    image = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), "blue").save(image)
+    for args in (
+        ["txt2img", "castle"],
+        ["txt2img", "castle", "-m", "tiny-lcm"],
+        ["edit", image, "make it night", "-m", "tiny-edit"],
+        ["upscale", image],
+    ):
+        r = cli(*args, "--scheduler", "flow-euler", "-o", tmp_path / "o/", "--json")
+        assert r.exit_code == 2 and r.stdout == "", (args, r.stderr)
+        assert "scheduler 'flow-euler' does not apply to tiny" in r.stderr.splitlines()[-1], r.stderr
+        assert '"phase": "load"' not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_from_an_image_on_another_model_takes_that_models_sampler_where_the_recorded_one_does_not_fit(tmp_path):
+    made = cli("txt2img", "castle", "-m", "tiny-flux", "--steps", "2", "-o", tmp_path / "flux/", "-q")
+    assert made.exit_code == 0, made.stderr
+    r = cli("txt2img", "--from", made.stdout.strip(), "-m", "tiny", "--steps", "2", "-o", tmp_path / "unet/")
+    assert r.exit_code == 0, r.stderr
+    assert "the --from image's scheduler 'flow-euler' does not apply to tiny; using its own" in r.stderr
+    with Image.open(r.stdout.strip()) as img:
+        replayed = json.loads(img.info["diffcli"])["job"]
+    assert replayed["scheduler"] == "dpm++2m" and replayed["prompt"] == "castle"
+    # named on the command line, a sampler that does not fit is refused as ever
+    r = cli("txt2img", "--from", made.stdout.strip(), "-m", "tiny", "--scheduler", "flow-euler", "-o", tmp_path / "x/")
+    assert r.exit_code == 2 and "does not apply to tiny" in r.stderr

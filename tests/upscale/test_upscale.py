@@ -433,3 +433,12 @@ def test_subprocess_prints_only_the_path(tmp_path):
     [line] = proc.stdout.splitlines()
     assert Path(line).parent == tmp_path / "out" and Image.open(line).size == (80, 40)
     assert not any(p.name.startswith(".") for p in (tmp_path / "out").iterdir())
+
+
+def test_an_editing_model_is_refused_for_tiled_upscaling_before_it_loads(tmp_path):
+    image = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), "blue").save(image)
+    r = cli("upscale", image, "-m", "tiny-edit", "-o", tmp_path / "o/", "--json")
+    assert r.exit_code == 2 and r.stdout == "", r.stderr
+    assert "tiny-edit: is an instruction-editing model; --method tiled needs a text-to-image model" in r.stderr
+    assert '"phase": "load"' not in r.stderr and not (tmp_path / "o").exists()
