@@ -147,14 +147,14 @@ def test_rgba_palette_16bit_and_rotated_inputs_are_converted(tiny_sd, tmp_path):
     assert load_rgb(tmp_path / "p.png").mode == "RGB"
     Image.fromarray(np.full((6, 10), 65535, dtype=np.uint16)).save(tmp_path / "16.png")
     assert load_rgb(tmp_path / "16.png").getpixel((0, 0)) == (255, 255, 255)
-    img = Image.new("RGB", (10, 6), (0, 0, 255))
+    img = Image.new("RGB", (16, 10), (0, 0, 255))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated 90° clockwise
     img.save(tmp_path / "r.jpg", exif=exif.tobytes())
-    assert load_rgb(tmp_path / "r.jpg").size == (6, 10)
+    assert load_rgb(tmp_path / "r.jpg").size == (10, 16)
     r = cli("img2img", tmp_path / "r.jpg", "x", "-m", tiny_sd, "--steps", "2", "--quiet", "-o", tmp_path / "o")
     assert r.exit_code == 0, r.stderr
-    assert Image.open(r.stdout.strip()).size == (6, 10)
+    assert Image.open(r.stdout.strip()).size == (10, 16)
 
 
 def test_damaged_exif_data_is_read_as_no_orientation_without_a_word_on_stderr(tmp_path):
