@@ -403,6 +403,8 @@ def _plan(line: Line, directory: Path, fmt: str | None, opts, manifest: Manifest
     prepared = engine.settle(line.job, job_opts, reporter)
     key = settled_key(prepared)
     finished = manifest.finished(key, directory)
+    if finished is not None and fmt is not None and not _in_format(finished, fmt):
+        finished = None  # done, but another --format was asked for this time: made again in it
     if finished is not None:
         tally["skipped"] += 1
         reporter.emit("job_skipped", line=line.number, key=key, reason="done")
@@ -432,6 +434,13 @@ def _plan(line: Line, directory: Path, fmt: str | None, opts, manifest: Manifest
             "move it away, or pass --overwrite to replace it"
         )
     return planned, job_opts, key
+
+
+def _in_format(paths: list[Path], fmt: str) -> bool:
+    """Whether the files at PATHS are of --format FMT (by their names: jpg and jpeg are one)."""
+    from diffcli.output import FORMATS
+
+    return all(FORMATS.get(path.suffix.lower().lstrip(".")) == FORMATS.get(fmt.lower()) for path in paths)
 
 
 def _clusters(pending: list, batch_size: int) -> list[list]:

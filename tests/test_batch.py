@@ -496,3 +496,21 @@ def test_a_batch_output_that_names_a_file_is_refused(tiny_sd, tmp_path):
     r = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o" / "{seed}-{prompt}.png")
     assert r.exit_code == 2 and "a batch writes to a folder" in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_rerun_in_another_format_makes_the_jobs_again_in_it(tiny_sd, tmp_path):
+    """A finished job counts as done in the format it was made in; a rerun that asks for another --format
+    makes it in that one (before: the earlier .jpg was listed for a --format webp run). Without --format the
+    earlier files stand."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("red house\n")
+    first = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--format", "jpg", "-q")
+    assert first.exit_code == 0 and first.stdout.strip().endswith(".jpg"), first.stderr
+    again = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "-q")
+    assert again.stdout == first.stdout  # no --format: what is there is the job, done
+    webp = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--format", "webp", "-q")
+    assert webp.exit_code == 0 and webp.stdout.strip().endswith(".webp"), webp.stderr
+    assert sorted(p.suffix for p in (tmp_path / "o").iterdir() if p.suffix != ".jsonl") == [".jpg", ".webp"]
+    webp_again = cli("batch", prompts, "-m", tiny_sd, *FAST, "-o", tmp_path / "o", "--format", "webp", "--json")
+    assert webp_again.stdout.count("\n") == 1 and json.loads(webp_again.stdout)["path"] == webp.stdout.strip()
+    assert [e["reason"] for e in _events(webp_again) if e["event"] == "job_skipped"] == ["done"]
