@@ -534,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str) -> None:
         self._check_access()
-        path = self.path.split("?", 1)[0]
+        path = self._path()
         routes = {
             ("GET", "/sdapi/v1/sd-models"): lambda: self._json(200, api.models()),
             ("GET", "/sdapi/v1/samplers"): lambda: self._json(200, api.samplers()),
@@ -561,6 +561,14 @@ class _Handler(BaseHTTPRequestHandler):
             )
         action()
 
+    def _path(self) -> str:
+        """The request's path, without its query."""
+        return self.path.split("?", 1)[0]
+
+    def _media_type(self) -> str:
+        """The body's Content-Type without its parameters, lower case ("" when none is given)."""
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
     def _check_access(self) -> None:
         host = (self.headers.get("Host") or "").strip()
         if self.front.auth:
@@ -578,7 +586,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise api.HttpError(403, f"requests from pages of other sites ({origin[:80]}) are refused", "Forbidden")
 
     def _body(self) -> dict:
-        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        kind = self._media_type()
         if kind != "application/json":
             raise api.HttpError(415, "send the request body as application/json", "UnsupportedMediaType")
         raw = self._raw()
@@ -601,7 +609,7 @@ class _Handler(BaseHTTPRequestHandler):
         from email.policy import HTTP
 
         content_type = self.headers.get("Content-Type") or ""
-        if content_type.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in content_type:
+        if self._media_type() != "multipart/form-data" or "boundary=" not in content_type:
             raise api.HttpError(415, "send the request body as multipart/form-data", "UnsupportedMediaType")
         raw = self._raw()
         # every boundary line, at any depth, starts a line with "--": counted before the parser (about
@@ -743,7 +751,7 @@ class _Handler(BaseHTTPRequestHandler):
     # the page, its jobs, their events and the gallery (docs/serve.md, "The page")
 
     def _page(self) -> None:
-        data, kind = web.page_file(self.path.split("?", 1)[0])
+        data, kind = web.page_file(self._path())
         self._head(200, len(data), web.PAGE_HEADERS, kind)
         self.wfile.write(data)
 
@@ -817,7 +825,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _interrupt(self) -> None:
         """POST /sdapi/v1/interrupt: no body (A1111 clients send none) or a JSON one, which is ignored; a form
         or text (what a page of another site could send without a preflight) is refused, as on other POSTs."""
-        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        kind = self._media_type()
         if kind not in ("", "application/json"):
             raise api.HttpError(415, "send no body, or an application/json one", "UnsupportedMediaType")
         self.front.interrupt()
@@ -826,7 +834,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str, kind: str) -> None:
         """The error answer: OpenAI's shape on its routes (/v1/images/…), else {"error": KIND, "detail": …}."""
         text = api.public_message(message)
-        if self.path.split("?", 1)[0].startswith("/v1/images/"):
+        if self._path().startswith("/v1/images/"):
             payload = openai_error(text, status, "invalid_api_key" if status == 401 else None)
         else:
             payload = {"error": kind, "detail": text}
